@@ -1,0 +1,371 @@
+"""The dump writer: one pass over a source, streaming SQL that restores exactly, into sqlite3 or D1.
+
+Layout of a dump (every marker is a comment line of its own, so a person or `patina restore --table`
+can find each part):
+
+    header comments (database, time, job id, tables, whether it is one point in time)
+    PRAGMA defer_foreign_keys=TRUE;
+    -- Create table: "t"          every table and virtual table, before any row
+    -- Table: "t"                 one section per table: CREATE TABLE IF NOT EXISTS, then its rows
+    -- End of table: "t" (N rows)
+    -- Sequence: "t"              AUTOINCREMENT counters
+    -- Index: "i" on "t"
+    -- Rebuild: "ft"              external-content full-text indexes, rebuilt from their content table
+    -- View: "v"                  in dependency order
+    -- Trigger: "tr" on "t"       last, so restoring rows does not fire them
+    footer comments (rows, duration, size, sha256 of everything above the footer)
+
+No BEGIN/COMMIT (D1 refuses them; its import is one transaction anyway) and no writable_schema.
+Rows go into multi-row INSERTs of at most `statement_bytes` (D1 refuses statements over 100 KB); a row
+too big for one statement is inserted with its largest values empty and then completed by UPDATEs that
+append one piece each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from bisect import bisect_right
+from collections.abc import Callable
+from itertools import accumulate
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from .errors import DumpError
+from .formats import DumpOutput
+from .literals import RawText, RealChecker, RowFormatter, chunk_value, utf8_length
+from .schema import SchemaObject, SchemaPlan, TablePlan, read_schema, sequence_rows
+from .sources import Source
+from .sqltext import quote_identifier, quote_text
+
+STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
+ROWS_PER_INSERT = 500  # local D1 ran out of memory on one INSERT of ~4,500 rows
+RULE = "-- " + "=" * 60 + "\n"
+FOOTER_START = "-- Backup complete"
+
+
+@dataclass
+class DumpResult:
+    """What a dump wrote, for the manifest stored beside it."""
+
+    database: str
+    source: str
+    path: Path
+    format: str
+    bytes: int  # of the file as written (compressed)
+    sha256: str
+    sql_bytes: int  # of the SQL text
+    sql_sha256: str
+    table_rows: dict[str, int]
+    table_digests: dict[str, str]
+    content_digest: str
+    schema_fingerprint: str
+    started_at: datetime
+    finished_at: datetime
+    point_in_time: bool
+    requests: int
+    job_id: str
+    warnings: list[str] = field(default_factory=list)
+    exact_reals: int = 0
+    patina_version: str = __version__
+
+    @property
+    def tables(self) -> int:
+        return len(self.table_rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.table_rows.values())
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(
+            path=str(self.path),
+            started_at=self.started_at.isoformat(),
+            finished_at=self.finished_at.isoformat(),
+            tables=self.tables,
+            rows=self.rows,
+            duration_seconds=round(self.duration_seconds, 3),
+        )
+        return data
+
+
+ProgressCallback = Callable[[str, int, int], None]  # (table, rows so far in the dump, SQL bytes so far)
+
+
+def dump_database(
+    source: Source,
+    out_path: Path,
+    *,
+    database: str | None = None,
+    job_id: str | None = None,
+    progress: ProgressCallback | None = None,
+    statement_bytes: int = STATEMENT_BYTES,
+    rows_per_insert: int = ROWS_PER_INSERT,
+) -> DumpResult:
+    """Dump `source` to `out_path` (.sql, .sql.gz or .sql.zst). Nothing is left at `out_path` on failure."""
+    out = DumpOutput(Path(out_path))
+    try:
+        writer = _DumpWriter(source, out, database or Path(str(out_path)).name.split(".")[0], job_id or str(uuid.uuid4()),
+                             progress, statement_bytes, rows_per_insert)
+        try:
+            result = writer.run()
+        finally:
+            writer.checker.close()
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    result.bytes, result.sha256 = out.file_bytes, out.file_sha256
+    return result
+
+
+def content_digest(table_digests: dict[str, str]) -> str:
+    """One sha256 over every table's data digest: equal exactly when every table holds the same rows."""
+    lines = "".join(f"{json.dumps(name, ensure_ascii=False)}\t{digest}\n" for name, digest in sorted(table_digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def table_digests_of(source: Source, statement_bytes: int = STATEMENT_BYTES, rows_per_insert: int = ROWS_PER_INSERT) -> dict[str, str]:
+    """Per-table data digests of a database as a dump of it would record them (to check a restore)."""
+    writer = _DumpWriter(source, None, "", "", None, statement_bytes, rows_per_insert)
+    plan = read_schema(source)
+    try:
+        return {t.name: writer.write_rows(t)[1] for t in plan.tables if t.data == "rows"}
+    finally:
+        writer.checker.close()
+
+
+class _DumpWriter:
+    def __init__(self, source, out, database, job_id, progress, statement_bytes, rows_per_insert) -> None:
+        self.source = source
+        self.out: DumpOutput | None = out
+        self.database = database
+        self.job_id = job_id
+        self.progress = progress
+        self.statement_bytes = statement_bytes
+        self.rows_per_insert = rows_per_insert
+        self.checker = RealChecker()
+        self.rows_written = 0
+        self.exact_reals = 0
+
+    def write(self, text: str) -> None:
+        if self.out is not None:
+            self.out.write(text)
+
+    def statement(self, marker: str, sql: str) -> None:
+        """A schema statement with its marker comment. A trailing `--` comment must not swallow the `;`."""
+        last_line = sql.rsplit("\n", 1)[-1]
+        end = "\n;\n" if "--" in last_line else ";\n"
+        self.write(f"-- {marker}\n{sql}{end}")
+
+    def run(self) -> DumpResult:
+        started = datetime.now(timezone.utc)
+        clock = time.monotonic()
+        plan = read_schema(self.source)
+        self.header(plan, started)
+        self.write("PRAGMA defer_foreign_keys=TRUE;\n\n")
+        for table in plan.tables:
+            self.statement(f"Create table: {_name(table.name)}", table.sql)
+        table_rows: dict[str, int] = {}
+        table_digests: dict[str, str] = {}
+        for table in plan.tables:
+            if table.data == "rebuild":
+                continue
+            self.write(f"\n-- Table: {_name(table.name)}\n{table.create_if_not_exists()};\n")
+            if table.note:
+                self.write(f"-- Note: {table.note}\n")
+            if table.data == "rows":
+                rows, digest = self.write_rows(table)
+                table_rows[table.name], table_digests[table.name] = rows, digest
+            else:
+                rows = 0
+            self.write(f"-- End of table: {_name(table.name)} ({rows} rows)\n")
+        self.write("\n")
+        if plan.has_sequence:
+            for name, seq in sequence_rows(self.source, plan.tables):
+                self.write(
+                    f"-- Sequence: {_name(name)}\nDELETE FROM sqlite_sequence WHERE name = {quote_text(name)};\n"
+                    f"INSERT INTO sqlite_sequence(name, seq) VALUES({quote_text(name)}, {seq});\n"
+                )
+        for index in plan.indexes:
+            self.statement(f"Index: {_name(index.name)} on {_name(index.tbl_name)}", index.sql)
+        for table in plan.tables:
+            if table.data == "rebuild":
+                self.write(f"-- Rebuild: {_name(table.name)}\nINSERT INTO {table.quoted}({table.quoted}) VALUES('rebuild');\n")
+        for view in plan.views:
+            self.statement(f"View: {_name(view.name)}", view.sql)
+        for trigger in plan.triggers:
+            self.statement(f"Trigger: {_name(trigger.name)} on {_name(trigger.tbl_name)}", trigger.sql)
+        finished = datetime.now(timezone.utc)
+        result = DumpResult(
+            database=self.database,
+            source=self.source.description,
+            path=self.out.path,
+            format=self.out.format,
+            bytes=0,
+            sha256="",
+            sql_bytes=0,
+            sql_sha256="",
+            table_rows=table_rows,
+            table_digests=table_digests,
+            content_digest=content_digest(table_digests),
+            schema_fingerprint=plan.fingerprint,
+            started_at=started,
+            finished_at=finished,
+            point_in_time=self.source.point_in_time,
+            requests=self.source.requests,
+            job_id=self.job_id,
+            warnings=list(plan.warnings),
+            exact_reals=self.exact_reals,
+        )
+        self.footer(result, time.monotonic() - clock)
+        result.sql_bytes, result.sql_sha256 = self.out.sql_bytes, self.out.sql_sha256.hexdigest()
+        return result
+
+    def header(self, plan: SchemaPlan, started: datetime) -> None:
+        if self.source.point_in_time:
+            consistency = "yes (read in one transaction)"
+        else:
+            consistency = "no (read over the D1 REST API in several requests, each its own transaction)"
+        lines = [
+            f"Patina backup: {self.database}",
+            f"Source: {self.source.description}",
+            f"Generated: {started.isoformat(timespec='milliseconds').replace('+00:00', 'Z')}",
+            f"Job ID: {self.job_id}",
+            f"Tables: {sum(1 for t in plan.tables if t.data == 'rows')}",
+            f"Point in time: {consistency}",
+            f"Schema fingerprint: {plan.fingerprint}",
+            f"Patina {__version__}, dump format 1. Restore into an EMPTY database:",
+            "  patina restore DUMP --to new.sqlite | sqlite3 new.sqlite < DUMP | wrangler d1 execute DB --file DUMP",
+        ]
+        lines += [f"Warning: {w}" for w in plan.warnings]
+        self.write(RULE + "".join(f"-- {line}\n" for line in lines) + RULE + "\n")
+
+    def footer(self, result: DumpResult, seconds: float) -> None:
+        self.write("\n")
+        extra = [f"Requests: {result.requests}"] if result.requests else []
+        lines = [
+            f"Tables: {result.tables}",
+            f"Total rows: {result.rows}",
+            f"Duration: {seconds:.3f}s",
+            *extra,
+            f"Size: {self.out.sql_bytes} bytes of SQL above this footer",
+            f"SHA-256 of the SQL above this footer: {self.out.sql_sha256.hexdigest()}",
+        ]
+        self.write(f"{FOOTER_START}: {self.database}\n" + "".join(f"-- {line}\n" for line in lines) + RULE)
+
+    # -- rows -------------------------------------------------------------------------------------
+
+    def write_rows(self, table: TablePlan) -> tuple[int, str]:
+        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements."""
+        digest = hashlib.sha256()
+        out = self.out
+
+        def emit(text: str) -> None:
+            data = text.encode("utf-8")
+            digest.update(data)
+            if out is not None:
+                out.write_bytes(data)
+
+        prefix = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES\n"
+        room = self.statement_bytes - utf8_length(prefix) - 2
+        max_rows = self.rows_per_insert
+        formatter = RowFormatter(len(table.columns), self.checker)
+        pending: list[str] = []
+        pending_bytes = 0
+        rows = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_bytes
+            if pending:
+                emit(prefix + ",\n".join(pending) + ";\n")
+                pending, pending_bytes = [], 0
+
+        def place(batch: list[tuple], tuples: list[str]) -> None:
+            """Pack value tuples into statements of at most `room` bytes and `max_rows` rows."""
+            nonlocal pending_bytes
+            if ",".join(tuples).isascii():
+                sizes = [len(t) + 2 for t in tuples]
+            else:
+                sizes = [utf8_length(t) + 2 for t in tuples]
+            i, n = 0, len(tuples)
+            while i < n:
+                if sizes[i] > room:  # one row alone over the limit
+                    flush()
+                    self.write_large_row(table, batch[i], formatter, emit)
+                    i += 1
+                    continue
+                take = min(max_rows - len(pending), n - i)
+                running = list(accumulate(sizes[i : i + take]))
+                fits = bisect_right(running, room - pending_bytes)
+                if fits:
+                    pending.extend(tuples[i : i + fits])
+                    pending_bytes += running[fits - 1]
+                    i += fits
+                if i < n:
+                    flush()
+
+        # Formatting a batch overlaps the background check of the previous batch's REALs.
+        previous = None
+        for batch in self.source.scan(table):
+            handle = formatter.format_rows_async(batch)
+            if previous is not None:
+                place(previous[0], previous[1]())
+            previous = (batch, handle)
+            rows += len(batch)
+            self.rows_written += len(batch)
+            if self.progress:
+                self.progress(table.name, self.rows_written, out.sql_bytes if out else 0)
+        if previous is not None:
+            place(previous[0], previous[1]())
+        flush()
+        self.exact_reals += formatter.exact_reals
+        return rows, digest.hexdigest()
+
+    def write_large_row(self, table: TablePlan, row: tuple, formatter: RowFormatter, emit) -> None:
+        """A row over the statement limit: INSERT it with its largest values empty, then append them in pieces."""
+        literals = [formatter.format_value(v) for v in row]
+        sizes = [utf8_length(lit) for lit in literals]
+        head = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES("
+        total = utf8_length(head) + sum(sizes) + len(sizes) + 3
+        deferred: list[int] = []
+        for i in sorted(range(len(row)), key=lambda i: -sizes[i]):
+            if total <= self.statement_bytes:
+                break
+            if i in table.key or not isinstance(row[i], (str, bytes)):
+                continue
+            deferred.append(i)
+            total -= sizes[i]
+        if total > self.statement_bytes or not table.key:
+            raise DumpError(
+                f"table {table.name!r}: a row cannot be written in statements of {self.statement_bytes} bytes "
+                "(its key or its numbers alone are too large, or the table has no key to complete it by)"
+            )
+        first = list(literals)
+        for i in deferred:
+            first[i] = "X''" if type(row[i]) is bytes else ("CAST(X'' AS TEXT)" if isinstance(row[i], RawText) else "''")
+        emit(head + ",".join(first) + ");\n")
+        where = " WHERE " + " AND ".join(f"{quote_identifier(table.columns[k])}={literals[k]}" for k in table.key)
+        for i in sorted(deferred):
+            column = quote_identifier(table.columns[i])
+            if type(row[i]) is bytes:  # `||` yields TEXT; CAST keeps the bytes and makes it a BLOB again
+                start, end = f"UPDATE {table.quoted} SET {column}=CAST({column}||", f" AS BLOB){where};\n"
+            else:
+                start, end = f"UPDATE {table.quoted} SET {column}={column}||", f"{where};\n"
+            room = self.statement_bytes - utf8_length(start) - utf8_length(end)
+            for piece in chunk_value(row[i], room):
+                emit(start + formatter.literal(piece) + end)
+
+
+def _name(name: str) -> str:
+    """A name as it appears in marker comments: JSON-quoted, so it stays on one line whatever it holds."""
+    return json.dumps(name, ensure_ascii=False)

@@ -1,0 +1,132 @@
+"""Dump files on disk: plain `.sql`, `.sql.gz` or `.sql.zst`, written atomically and hashed as they stream.
+
+A dump is written to a hidden temporary file beside its destination and renamed into place only when
+complete, so a reader never finds a half-written dump under the real name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from .errors import CorruptDump
+
+FORMATS = ("sql", "sql.gz", "sql.zst")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_LEVEL = 3
+
+
+def format_of(path: Path | str) -> str:
+    """The dump format named by a file's suffix."""
+    name = str(path).lower()
+    for fmt in ("sql.gz", "sql.zst", "sql"):
+        if name.endswith("." + fmt):
+            return fmt
+    raise ValueError(f"cannot tell the dump format of {path}: name it *.sql, *.sql.gz or *.sql.zst")
+
+
+class _HashingFile(io.RawIOBase):
+    """Counts and hashes the bytes that reach the file (the stored object's size and sha256)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.raw.write(data)
+
+
+class DumpOutput:
+    """A dump being written: text in, compressed bytes out, both counted and hashed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.format = format_of(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
+        self._tmp = Path(tmp)
+        self._raw = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._file = _HashingFile(self._raw)
+        if self.format == "sql.gz":
+            self._sink = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
+        elif self.format == "sql.zst":
+            self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(self._file, closefd=False)
+        else:
+            self._sink = self._file
+        self.sql_sha256 = hashlib.sha256()
+        self.sql_bytes = 0
+        self._done = False
+
+    def write(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def write_bytes(self, data: bytes) -> None:
+        self.sql_sha256.update(data)
+        self.sql_bytes += len(data)
+        self._sink.write(data)
+
+    @property
+    def file_sha256(self) -> str:
+        return self._file.sha256.hexdigest()
+
+    @property
+    def file_bytes(self) -> int:
+        return self._file.bytes
+
+    def commit(self) -> None:
+        """Finish the stream, flush it to disk and move it into place."""
+        if self._sink is not self._file:
+            self._sink.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self._tmp, self.path)
+        self._done = True
+
+    def abort(self) -> None:
+        """Drop the partial file: nothing is left under any name."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._raw.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def open_dump_bytes(path: Path) -> BinaryIO:
+    """The uncompressed bytes of a dump in any of the three formats (told by content, not by name)."""
+    raw = open(path, "rb")
+    return decompressing_reader(raw, str(path))
+
+
+def decompressing_reader(raw: BinaryIO, label: str) -> BinaryIO:
+    """Wrap a binary stream so it yields the SQL, whether it is plain, gzip or zstd."""
+    buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
+    head = buffered.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")
+    if head == ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True, closefd=True)
+    if head and not head.lstrip().startswith(b"--") and not head[:1].isalpha() and not head[:1].isspace():
+        raise CorruptDump(f"{label} is not a SQL dump (it is neither text, gzip nor zstd)")
+    return buffered
+
+
+def open_dump_text(path: Path) -> io.TextIOWrapper:
+    """The dump's SQL as text lines (line endings kept as written)."""
+    return io.TextIOWrapper(open_dump_bytes(path), encoding="utf-8", newline="")

@@ -1,0 +1,236 @@
+"""SQL literals that read back as exactly the value that was written, on SQLite 3.40's parser and on D1's.
+
+- INTEGER: decimal digits; the whole 64-bit range parses back as an integer.
+- REAL: Python's shortest round-trip `repr`. A correctly rounding parser (SQLite >= 3.43, which D1 runs)
+  reads it back to the last bit; older parsers (the sqlite3 CLI 3.40 here) misread about one value in
+  ten thousand. So each REAL literal is checked against the SQLite library Patina runs with, and a value
+  it would misread is written as an exact quotient of integers and powers of two instead, e.g.
+  `(6845843473148657/17592186044416.0)`, which every version computes exactly. Infinities are `9e999`
+  and `-9e999` (SQLite's own `quote()` writes `Inf`, which is not SQL).
+- TEXT: single-quoted; newline, carriage return and NUL written as `'||char(10)||'` etc., so every
+  statement stays on one line and line-based tools (grep, sed) can cut a dump safely. TEXT that is not
+  valid UTF-8 (SQLite stores what it is given) is written as `CAST(X'..' AS TEXT)`.
+- BLOB: `X'..'`. NULL: `NULL` (and `''` stays the empty string).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+POW2_62 = "4611686018427387904.0"  # 2**62 with a decimal point: a REAL every SQLite parses exactly
+_INF_LITERALS = {float("inf"): "9e999", float("-inf"): "-9e999"}
+_CHECK_BATCH = 500
+
+
+class RawText(bytes):
+    """TEXT whose bytes are not valid UTF-8, kept as bytes so nothing is replaced on the way."""
+
+
+def text_literal(value: str) -> str:
+    """A TEXT value as a one-line SQL expression."""
+    if value.isprintable():  # fast path: no newline, carriage return or NUL can be in it
+        return "'" + value.replace("'", "''") + "'"
+    value = value.replace("'", "''")
+    if "\n" in value or "\r" in value or "\x00" in value:
+        value = (
+            value.replace("\x00", "'||char(0)||'")
+            .replace("\r", "'||char(13)||'")
+            .replace("\n", "'||char(10)||'")
+        )
+    return "'" + value + "'"
+
+
+def blob_literal(value: bytes) -> str:
+    return "X'" + value.hex().upper() + "'"
+
+
+def raw_text_literal(value: bytes) -> str:
+    return "CAST(X'" + bytes(value).hex().upper() + "' AS TEXT)"
+
+
+def exact_real_literal(value: float) -> str:
+    """`value` as integer arithmetic on powers of two: exact on any SQLite, whatever its decimal parser."""
+    if value in _INF_LITERALS:
+        return _INF_LITERALS[value]
+    numerator, denominator = value.as_integer_ratio()
+    if denominator == 1:
+        # A large integral REAL: odd mantissa times 2**k, built by multiplying exact powers of two.
+        shift = (numerator & -numerator).bit_length() - 1
+        mantissa = numerator >> shift
+        factors = [f"{mantissa}.0"] if abs(mantissa) < 2**53 else [str(mantissa)]
+        factors += _powers_of_two(shift)
+        return "(" + "*".join(factors) + ")"
+    shift = denominator.bit_length() - 1
+    return "(" + "/".join([str(numerator)] + _powers_of_two(shift)) + ")"
+
+
+def _powers_of_two(shift: int) -> list[str]:
+    parts = [POW2_62] * (shift // 62)
+    if shift % 62:
+        parts.append(f"{1 << (shift % 62)}.0")
+    return parts
+
+
+class RealChecker:
+    """Tells which REAL literals the local SQLite library would read back as a different value.
+
+    Checks can run on a background thread (`submit`): SQLite parses without holding the GIL, so the
+    check of one batch overlaps the formatting of the next.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(":memory:", check_same_thread=False)
+        return db
+
+    def misread(self, values: Sequence[float], literals: Sequence[str]) -> list[int]:
+        """Indexes of `literals` that SQLite parses to something other than the matching value."""
+        db = self._db()
+        bad: list[int] = []
+        for start in range(0, len(literals), _CHECK_BATCH):
+            got = db.execute("SELECT " + ",".join(literals[start : start + _CHECK_BATCH])).fetchone()
+            expected = tuple(values[start : start + _CHECK_BATCH])
+            if got != expected:
+                bad.extend(start + i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
+        return bad
+
+    def submit(self, values: list[float], literals: list[str]) -> Future:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patina-real-check")
+        return self._executor.submit(self.misread, values, literals)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+class RowFormatter:
+    """Turns rows of Python values into SQL value tuples `(v1,v2,...)`, fast, for one column layout.
+
+    Every REAL literal that is not trivially exact is checked (see `RealChecker`); when a check finds
+    one the local SQLite would misread, that value is remembered in its exact form and the rows that
+    held it are formatted again before anything is written.
+    """
+
+    def __init__(self, column_count: int, checker: RealChecker | None = None) -> None:
+        self.checker = checker or RealChecker()
+        self._values: list[float] = []
+        self._literals: list[str] = []
+        self._exact: dict[float, str] = dict(_INF_LITERALS)
+        self.exact_reals = 0
+        values_append, literals_append = self._values.append, self._literals.append
+        exact_get = self._exact.get
+        float_repr = float.__repr__
+
+        def real(value: float) -> str:
+            literal = exact_get(value)
+            if literal is None:
+                literal = float_repr(value)
+                if not (-1e15 < value < 1e15 and value.is_integer()):
+                    values_append(value)
+                    literals_append(literal)
+            return literal
+
+        formatters: dict[type, Callable] = {
+            int: int.__repr__,
+            str: text_literal,
+            float: real,
+            bytes: blob_literal,
+            RawText: raw_text_literal,
+            type(None): lambda _v: "NULL",
+        }
+        self.literal = lambda v: formatters[type(v)](v)
+        # One function specialised to the column count: unpacks each row and builds its text in one
+        # f-string, with no per-row join or loop over columns (this is the dump's hot path).
+        names = [f"c{i}" for i in range(column_count)]
+        cells = ",".join("{F[type(%s)](%s)}" % (n, n) for n in names)
+        unpack = "(" + ",".join(names) + ("," if column_count == 1 else "") + ")"
+        namespace: dict = {"F": formatters}
+        exec(f"def format_rows(rows):\n    return [f'({cells})' for {unpack} in rows]\n", namespace)  # noqa: S102
+        self._format_rows = namespace["format_rows"]
+
+    def _take_pending(self) -> tuple[list[float], list[str]]:
+        values, literals = self._values[:], self._literals[:]
+        self._values.clear()
+        self._literals.clear()
+        return values, literals
+
+    def _learn(self, values: list[float], bad: list[int]) -> None:
+        if len(self._exact) > 100_000:
+            self._exact.clear()
+            self._exact.update(_INF_LITERALS)
+        for i in bad:
+            self._exact[values[i]] = exact_real_literal(values[i])
+        self.exact_reals += len(bad)
+
+    def format_rows_async(self, rows: Sequence[Sequence]) -> Callable[[], list[str]]:
+        """Format `rows` now, check their REALs in the background; call the result to get checked tuples."""
+        tuples = self._format_rows(rows)
+        if not self._values:
+            return lambda: tuples
+        values, literals = self._take_pending()
+        future = self.checker.submit(values, literals)
+
+        def checked() -> list[str]:
+            bad = future.result()
+            if not bad:
+                return tuples
+            self._learn(values, bad)
+            again = self._format_rows(rows)
+            self._take_pending()  # their REALs were all just checked, or now have an exact form
+            return again
+
+        return checked
+
+    def format_rows(self, rows: Sequence[Sequence]) -> list[str]:
+        """Value tuples for `rows`, each REAL checked."""
+        return self._checked(lambda: self._format_rows(rows))
+
+    def format_value(self, value) -> str:
+        """One value's literal, checked."""
+        return self._checked(lambda: self.literal(value))
+
+    def _checked(self, make):
+        pending_before = self._take_pending()  # keep another batch's pending REALs out of this check
+        result = make()
+        values, literals = self._take_pending()
+        bad = self.checker.misread(values, literals) if values else []
+        if bad:
+            self._learn(values, bad)
+            result = make()
+            self._take_pending()
+        self._values.extend(pending_before[0])
+        self._literals.extend(pending_before[1])
+        return result
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of `text` in UTF-8 (D1's statement limit counts bytes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def chunk_value(value, max_literal_bytes: int) -> list:
+    """Split a TEXT or BLOB value into pieces whose literals each fit in `max_literal_bytes`."""
+    if isinstance(value, (bytes, bytearray)):  # BLOB and RawText: two hex digits a byte
+        step = max(1, (max_literal_bytes - 24) // 2)
+        kind = type(value)
+        return [kind(value[i : i + step]) for i in range(0, len(value), step)] or [kind(b"")]
+    # TEXT: start from the largest piece that could fit and shrink until its literal does.
+    pieces = []
+    i = 0
+    while i < len(value):
+        size = max_literal_bytes
+        while size > 1 and utf8_length(text_literal(value[i : i + size])) > max_literal_bytes:
+            size = size * 3 // 4
+        pieces.append(value[i : i + size])
+        i += size
+    return pieces or [""]

@@ -1,0 +1,349 @@
+"""Where a dump reads from: a SQLite file, or a D1 database over Cloudflare's REST API.
+
+Both answer two things: small metadata queries (`query`) and the rows of one table in key order
+(`scan`), as Python values (int, float, str, bytes, None, or `RawText` for TEXT that is not UTF-8).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import re
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import (
+    AuthenticationFailed,
+    DatabaseNotFound,
+    DeadlineExceeded,
+    RateLimited,
+    SourceError,
+    SourceSQLError,
+    SourceUnavailable,
+)
+from .literals import RawText, RowFormatter
+from .schema import TablePlan
+from .sqltext import quote_identifier
+
+DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
+D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
+
+
+class Source(ABC):
+    """A database to dump. Use as a context manager."""
+
+    #: Whether the whole dump is read as one consistent snapshot.
+    point_in_time: bool = True
+    #: Requests made to a remote API (0 for a local file).
+    requests: int = 0
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the data comes from, safe to log (no secrets)."""
+
+    @abstractmethod
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of a small metadata query."""
+
+    @abstractmethod
+    def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
+        """Batches of `table`'s rows (values in `table.columns` order), in key order."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(spec: str, *, env=os.environ, deadline_seconds: float | None = None, page_bytes: int | None = None) -> Source:
+    """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file."""
+    if spec.startswith("d1://"):
+        m = D1_URI.match(spec)
+        if not m:
+            raise SourceError(f"bad D1 source {spec!r}: write it as d1://ACCOUNT_ID/DATABASE_ID")
+        token = env.get("CLOUDFLARE_API_TOKEN", "")
+        if not token:
+            raise AuthenticationFailed(
+                "CLOUDFLARE_API_TOKEN is not set: create an API token with D1 read permission and export it"
+            )
+        return D1Source(
+            m["account"],
+            m["database"],
+            token=token,
+            api_url=env.get("PATINA_CLOUDFLARE_API_URL") or DEFAULT_API_URL,
+            deadline_seconds=deadline_seconds,
+            **({"page_bytes": page_bytes} if page_bytes else {}),
+        )
+    return SqliteSource(Path(spec))
+
+
+def _lenient_text(data: bytes):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return RawText(data)
+
+
+class SqliteSource(Source):
+    """A SQLite file, read inside one read transaction: the dump is a single point in time."""
+
+    point_in_time = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatabaseNotFound(f"no SQLite database at {self.path}: check the path")
+        try:
+            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, isolation_level=None)
+            self._db.execute("BEGIN")
+            # The first read fixes the snapshot every later read of this transaction sees.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise SourceError(f"cannot read {self.path} as a SQLite database: {e}") from e
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def query(self, sql: str) -> list[tuple]:
+        try:
+            return self._db.execute(sql).fetchall()
+        except sqlite3.Error as e:
+            raise SourceSQLError(f"{self.path}: {e}") from e
+
+    def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
+        select = "SELECT " + ",".join(quote_identifier(c) for c in table.columns) + " FROM " + table.quoted
+        order = " ORDER BY " + ",".join(quote_identifier(c) for c in table.key_columns) if table.key else ""
+        after: tuple | None = None
+        while True:
+            if after is None:
+                sql, params = select + order, ()
+            else:  # resuming after TEXT that is not UTF-8, with a slower decoder
+                sql, params = select + " WHERE (" + ",".join(quote_identifier(c) for c in table.key_columns) + ") > (" + ",".join("?" * len(after)) + ")" + order, after
+            cursor = self._db.execute(sql, params)
+            try:
+                while batch := cursor.fetchmany(1000):
+                    if table.key:
+                        after = tuple(batch[-1][i] for i in table.key)
+                    yield batch
+                return
+            except sqlite3.OperationalError as e:
+                if "decode" not in str(e) or self._db.text_factory is _lenient_text or not table.key:
+                    raise SourceSQLError(f"{self.path}: reading {table.name!r}: {e}") from e
+                self._db.text_factory = _lenient_text
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class D1Source(Source):
+    """A D1 database over Cloudflare's REST API (`/query` and `/raw`).
+
+    Every value travels as text inside one JSON array per row, so nothing passes through a JSON number
+    (D1 rounds integers beyond 2**53 and sends BLOBs as arrays of bytes). Rows are read by key, in pages
+    sized to a byte budget. Each request is its own transaction, so a dump of many requests is not a
+    single point in time.
+    """
+
+    point_in_time = False
+
+    def __init__(
+        self,
+        account_id: str,
+        database_id: str,
+        *,
+        token: str,
+        api_url: str = DEFAULT_API_URL,
+        page_bytes: int = 2_000_000,
+        deadline_seconds: float | None = None,
+        max_attempts: int = 8,
+        backoff_seconds: float = 1.0,
+        request_timeout: float = 60.0,
+        transport=None,
+    ) -> None:
+        self.account_id = account_id
+        self.database_id = database_id
+        self.page_bytes = page_bytes
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.request_timeout = request_timeout
+        self.deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
+        import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
+
+        self._transport_error = httpx.TransportError
+        self._path = f"/accounts/{account_id}/d1/database/{database_id}"
+        self._client = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
+            transport=transport,
+        )
+        self._api_url = api_url.rstrip("/")
+
+    @property
+    def description(self) -> str:
+        return f"d1://{self.account_id}/{self.database_id}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"{self.description}: the dump passed its deadline; raise deadline_seconds for this database")
+        return left
+
+    def _post(self, endpoint: str, sql: str) -> dict:
+        """POST one batch of SQL, retrying what can pass (429, 5xx, network) with exponential backoff."""
+        last_problem = ""
+        for attempt in range(self.max_attempts):
+            left = self._remaining()
+            timeout = self.request_timeout if left is None else min(self.request_timeout, left)
+            self.requests += 1
+            try:
+                response = self._client.post(f"{self._path}/{endpoint}", json={"sql": sql}, timeout=timeout)
+            except self._transport_error as e:
+                last_problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                self._pause(attempt, None)
+                continue
+            status = response.status_code
+            if status == 200:
+                try:
+                    body = response.json()
+                except ValueError as e:
+                    raise SourceUnavailable(f"{self.description}: the API answered 200 with a body that is not JSON") from e
+                if body.get("success", False):
+                    return body
+                raise SourceSQLError(f"{self.description}: {_error_text(body)}")
+            if status == 429 or status >= 500:
+                last_problem = f"HTTP {status} {_error_text(_json_or_empty(response))}".strip()
+                self._pause(attempt, response.headers.get("Retry-After"))
+                continue
+            body = _json_or_empty(response)
+            codes = {e.get("code") for e in body.get("errors", []) if isinstance(e, dict)}
+            if status in (401, 403) or 10000 in codes:
+                raise AuthenticationFailed(
+                    f"{self.description}: the API refused the token (HTTP {status}): check that CLOUDFLARE_API_TOKEN "
+                    "is current and has D1 read permission on this account"
+                )
+            if status == 404:
+                raise DatabaseNotFound(
+                    f"{self.description}: no such database (HTTP 404): check the account id and database id "
+                    "(`wrangler d1 list` shows them)"
+                )
+            raise SourceSQLError(f"{self.description}: HTTP {status}: {_error_text(body)}")
+        error = RateLimited if last_problem.startswith("HTTP 429") else SourceUnavailable
+        raise error(f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}")
+
+    def _pause(self, attempt: int, retry_after: str | None) -> None:
+        if attempt + 1 >= self.max_attempts:
+            return
+        delay = self.backoff_seconds * (2**attempt) * random.uniform(0.75, 1.25)
+        wanted = _retry_after_seconds(retry_after)
+        if wanted is not None:
+            delay = max(delay, wanted)
+        left = self._remaining()
+        if left is not None and delay >= left:
+            raise DeadlineExceeded(
+                f"{self.description}: the API asked to wait {delay:.0f}s, past this dump's deadline; try later"
+            )
+        time.sleep(min(delay, 300.0))
+
+    # -- Source -----------------------------------------------------------------------------------
+
+    def query(self, sql: str) -> list[tuple]:
+        body = self._post("raw", sql)
+        return [tuple(row) for row in body["result"][0]["results"]["rows"]]
+
+    def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
+        if not table.key:
+            raise SourceError(f"{self.description}: table {table.name!r} has no reachable rowid or key to page by")
+        keys = [quote_identifier(c) for c in table.key_columns]
+        cells = ",".join(_tagged(quote_identifier(c)) for c in table.columns)
+        key_aliases = ",".join(f"{k} AS k{i}" for i, k in enumerate(keys))
+        order_inner = ",".join(keys)
+        order_outer = ",".join(f"k{i}" for i in range(len(keys)))
+        formatter = RowFormatter(len(keys))
+        limit = 1000
+        after: str | None = None
+        while True:
+            where = f" WHERE ({','.join(keys)}) > ({after})" if after else ""
+            # The window sums cut the page at the byte budget, so a page of large rows stays small.
+            sql = (
+                f"SELECT r, n FROM (SELECT r, {order_outer}, "
+                f"sum(length(r)) OVER (ORDER BY {order_outer} ROWS UNBOUNDED PRECEDING) AS running, count(*) OVER () AS n "
+                f"FROM (SELECT json_array({cells}) AS r, {key_aliases} FROM {table.quoted}{where} "
+                f"ORDER BY {order_inner} LIMIT {limit})) WHERE running - length(r) < {int(self.page_bytes)} ORDER BY {order_outer}"
+            )
+            rows = self.query(sql)
+            if not rows:
+                return
+            batch = [tuple(_untag(v) for v in json.loads(r)) for r, _n in rows]
+            yield batch
+            scanned = rows[0][1]
+            if scanned < limit and len(rows) == scanned:
+                return
+            last = batch[-1]
+            after = ",".join(formatter.format_value(last[i]) for i in table.key)
+            limit = min(50_000, limit * 2) if len(rows) == scanned else max(1, len(rows) + len(rows) // 4)
+
+
+def _tagged(column: str) -> str:
+    """One value as text tagged with its type: i/r/t/b + digits, quote(), the text, or hex."""
+    return (
+        f"CASE typeof({column}) WHEN 'integer' THEN 'i'||{column} WHEN 'real' THEN 'r'||quote({column}) "
+        f"WHEN 'text' THEN 't'||{column} WHEN 'blob' THEN 'b'||hex({column}) END"
+    )
+
+
+def _untag(value: str | None):
+    if value is None:
+        return None
+    tag, text = value[0], value[1:]
+    if tag == "t":
+        return text
+    if tag == "i":
+        return int(text)
+    if tag == "r":
+        return float(text)  # SQLite writes infinities as Inf or 9.0e+999; float() reads both
+    return bytes.fromhex(text)
+
+
+def _json_or_empty(response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_text(body: dict) -> str:
+    errors = body.get("errors") or []
+    return "; ".join(f"{e.get('message', '')} (code {e.get('code')})" for e in errors if isinstance(e, dict))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
