@@ -145,10 +145,9 @@ class Problem:
     line: int | None = None
 
     def render(self) -> str:
-        where = self.field or "(top level)"
-        if self.line is not None:
-            where = f"line {self.line}: {where}"
-        text = f"{where}: {self.problem}"
+        where = [f"line {self.line}"] if self.line is not None else []
+        where += [self.field] if self.field else []
+        text = ": ".join([*where, self.problem])
         if self.fix:
             text += f" -- {self.fix}"
         return text

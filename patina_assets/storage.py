@@ -429,7 +429,7 @@ def make_s3_client(
     access_key_id: str | None,
     secret_access_key: str | None,
     *,
-    max_attempts: int = 5,
+    max_retries: int = 5,
     connect_timeout: float = 10,
     read_timeout: float = 60,
 ) -> Any:
@@ -438,8 +438,10 @@ def make_s3_client(
 
     Checksums are only computed when an operation requires them: recent boto3 adds CRC32 checksums to
     every upload by default, which R2 has had trouble with.  Retries use botocore's ``standard`` mode
-    (exponential backoff on throttling, 5xx and connection errors).  dagster-aws's ``S3Resource`` has no
-    field for a botocore Config, so prefer this factory where the Config matters.
+    (exponential backoff on throttling, 5xx and connection errors); ``max_retries`` is botocore's
+    ``retries.max_attempts``, which counts retries *after* the first attempt (5 -> up to 6 requests).
+    dagster-aws's ``S3Resource`` has no field for a botocore Config, so prefer this factory where the
+    Config matters.
     """
     import boto3
     from botocore.config import Config
@@ -447,7 +449,7 @@ def make_s3_client(
     config = Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        retries={"max_attempts": max_retries, "mode": "standard"},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
@@ -589,7 +591,9 @@ class S3Bucket:
                 chunk = _read_exactly(source, min(part_size, size - (number - 1) * part_size), path)
                 parts.append({"PartNumber": number, "ETag": self._upload_part(key, upload_id, number, chunk)})
             if source.read(1):
-                raise StorageIntegrityError(f"the file {str(path)!r} grew while it was being uploaded to {self.uri(key)}")
+                raise StorageIntegrityError(
+                    f"the file {str(path)!r} grew while it was being uploaded to {self.uri(key)}"
+                )
         return parts
 
     def _upload_part(self, key: str, upload_id: str, number: int, chunk: bytes) -> str:
@@ -1094,7 +1098,11 @@ class Manifest:
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
-        found = [f"{name}: {problem}" for name, check in _FIELD_CHECKS.items() if (problem := check(getattr(self, name)))]
+        found = [
+            f"{name}: {problem}"
+            for name, check in _FIELD_CHECKS.items()
+            if (problem := check(getattr(self, name)))
+        ]
         if not found:
             found.extend(self._consistency_problems())
         return found
@@ -1147,7 +1155,9 @@ def _load_json_object(text: str | bytes, key: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptManifest(f"manifest {key} is not valid JSON ({exc}); delete it or re-run the backup of that day") from exc
+        raise CorruptManifest(
+            f"manifest {key} is not valid JSON ({exc}); delete it or re-run the backup of that day"
+        ) from exc
     if not isinstance(data, dict):
         raise CorruptManifest(f"manifest {key} is not a JSON object")
     return data
@@ -1189,7 +1199,9 @@ def _check_day(value: Any) -> str | None:
 
 
 def _check_database(value: Any) -> str | None:
-    return None if isinstance(value, str) and DATABASE_NAME.match(value) else f"expected a name matching {DATABASE_NAME.pattern}"
+    if isinstance(value, str) and DATABASE_NAME.match(value):
+        return None
+    return f"expected a name matching {DATABASE_NAME.pattern}"
 
 
 def _check_format(value: Any) -> str | None:
@@ -1320,10 +1332,12 @@ class BackupStore:
         previous = self._current_dump_key(day_text, name)
         generation = new_generation(now)
         key = daily_dump_key(day_text, name, manifest.format, generation)
-
-        self._upload_dump(key, dump_path, manifest.format, size)
         final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
+        final.to_json()  # an incomplete manifest is the caller's bug: fail before uploading anything
+
+        final = dataclasses.replace(final, created_at=utc_timestamp(now))  # when the upload finished
         self._write_manifest(final)
+        self._upload_dump(key, dump_path, manifest.format, size)
         self._remove_superseded(final, generation, previous)
         return final
 
@@ -1534,7 +1548,9 @@ def _manifest_for_slot(raw: bytes, key: str, day: str, database: str) -> Manifes
             f"manifest {key} describes {manifest.database!r} on {manifest.day}, not {database!r} on {day}"
         )
     if dump is None or dump.kind != "dump" or dump.slot != (day, database) or dump.format != manifest.format:
-        raise CorruptManifest(f"manifest {key} names {manifest.key!r}, which is not a {manifest.format} dump of this day")
+        raise CorruptManifest(
+            f"manifest {key} names {manifest.key!r}, which is not a {manifest.format} dump of this day"
+        )
     return manifest
 
 

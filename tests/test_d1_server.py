@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import shutil
+import struct
+import subprocess
 import threading
 from pathlib import Path
 
@@ -92,6 +96,23 @@ def d1_error(response: httpx.Response) -> str:
 ])
 def test_js_number_json_prints_numbers_as_javascript_does(value, expected):
     assert js_number_json(value) == expected
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_js_number_json_matches_node_on_random_doubles_and_int64s():
+    rng = random.Random(20240601)
+    doubles = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)]
+    doubles = [d for d in doubles if d == d and abs(d) != float("inf")]
+    doubles += [rng.uniform(-1e25, 1e25) for _ in range(500)] + [rng.uniform(-1e-5, 1e-5) for _ in range(500)]
+    ints = [rng.randint(-(2**63), 2**63 - 1) for _ in range(1000)]
+    script = ("const [d, i] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify([d.map(x => JSON.stringify(x)),"
+              " i.map(x => JSON.stringify(Number(BigInt(x))))]))")
+    out = subprocess.run(["node", "-e", script], input=json.dumps([doubles, [str(i) for i in ints]]),
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    node_doubles, node_ints = json.loads(out)
+    assert [js_number_json(d) for d in doubles] == node_doubles
+    assert [js_number_json(i) for i in ints] == node_ints
 
 
 # ----------------------------------------------------------------------------- query and raw

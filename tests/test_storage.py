@@ -79,10 +79,10 @@ def bucket_name(moto_endpoint) -> str:
     return create_bucket(moto_endpoint)
 
 
-def s3_bucket(endpoint: str, name: str, *, max_attempts: int = 1, **options) -> S3Bucket:
+def s3_bucket(endpoint: str, name: str, *, max_retries: int = 0, **options) -> S3Bucket:
     """An S3Bucket as production builds it, with 5 MiB parts (moto's minimum) and tiny list pages
-    so every listing in these tests is paginated.  One attempt per request: faults stay faults."""
-    client = make_s3_client(endpoint, "us-east-1", "testing", "testing", max_attempts=max_attempts)
+    so every listing in these tests is paginated.  No retries by default: an injected fault stays a fault."""
+    client = make_s3_client(endpoint, "us-east-1", "testing", "testing", max_retries=max_retries)
     options = {"part_size": 5 * MiB, "list_page_size": 2, **options}
     return S3Bucket(client, name, **options)
 
@@ -322,7 +322,7 @@ def test_make_s3_client_turns_off_default_checksums():
     config = client.meta.config
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"
-    assert config.retries == {"max_attempts": 5, "mode": "standard"}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 6}  # botocore: 5 retries
     assert client.meta.region_name == "auto"
 
 
@@ -412,7 +412,7 @@ def test_failed_single_put_leaves_nothing(proxy, bucket_name):
 
 
 def test_transient_part_failure_is_retried(proxy, bucket_name, tmp_path):
-    bucket = s3_bucket(proxy.endpoint_url, bucket_name, max_attempts=2)
+    bucket = s3_bucket(proxy.endpoint_url, bucket_name, max_retries=1)
     injected = proxy.fail(operation="UploadPart", part_number=2, times=1, status=503, code="SlowDown")
 
     info = bucket.put_file("big", write_dump(tmp_path, "big", BIG))
@@ -450,7 +450,8 @@ def test_access_denied_is_clear_and_never_shows_the_secret(moto_endpoint, bucket
         read_only = S3Bucket(make_s3_client(moto_endpoint, "us-east-1", reader_key, reader_secret), bucket_name)
         with pytest.raises(StorageAccessDenied) as denied:
             read_only.put_bytes("daily/2026-01-05/x.sql", b"x")
-        unknown = S3Bucket(make_s3_client(moto_endpoint, "us-east-1", "AKIAUNKNOWN000000000", bogus_secret), bucket_name)
+        unknown_client = make_s3_client(moto_endpoint, "us-east-1", "AKIAUNKNOWN000000000", bogus_secret)
+        unknown = S3Bucket(unknown_client, bucket_name)
         with pytest.raises(StorageAccessDenied) as unknown_key:
             unknown.get_bytes("daily/2026-01-05/x.sql")
 
@@ -626,8 +627,9 @@ def test_manifest_is_written_last(proxy, bucket_name, tmp_path):
     writes = [(r.operation, r.key) for r in proxy.seen() if r.operation in ("PutObject", "CompleteMultipartUpload")]
     assert writes[-1] == ("PutObject", "daily/2026-01-05/groveauth.manifest.json")
     assert writes[0][0] == "CompleteMultipartUpload"
-    dump_check = next(i for i, r in enumerate(proxy.seen()) if r.operation == "HeadObject" and r.key.endswith(".sql.zst"))
-    manifest_put = next(i for i, r in enumerate(proxy.seen()) if r.key.endswith(".manifest.json") and r.operation == "PutObject")
+    requests = [(r.operation, r.key) for r in proxy.seen()]
+    dump_check = next(i for i, (op, key) in enumerate(requests) if op == "HeadObject" and key.endswith(".sql.zst"))
+    manifest_put = requests.index(("PutObject", daily_manifest_key(DAY, DB)))
     assert dump_check < manifest_put  # the size is checked before the manifest vouches for it
 
 
@@ -793,4 +795,6 @@ def test_publish_rejects_mismatched_inputs(store, tmp_path):
         store.publish_daily(DAY, DB, dump, manifest_for(sha256="0" * 64))
     with pytest.raises(InvalidKey):
         store.publish_daily(DAY, "../etc", dump, manifest_for(database="../etc"))
-    assert store.list_daily() == [] and store.find_orphans() == []
+    with pytest.raises(ValueError, match="rows is 8"):
+        store.publish_daily(DAY, DB, dump, manifest_for(rows=8))  # refused before anything is uploaded
+    assert keys_of(store.bucket) == []

@@ -137,7 +137,8 @@ def restore_dump(
             db.execute("PRAGMA synchronous=OFF")
             db.execute("BEGIN")
             seen_table = table is None
-            for part in reader.parts():
+            parts = reader.parts()
+            for part in parts:
                 if table is not None:
                     if part.table != table or part.kind not in ("Table", "Sequence", "Index", "Rebuild"):
                         continue
@@ -146,7 +147,12 @@ def restore_dump(
                     db.execute(part.sql)
                 except sqlite3.Error as e:
                     where = f" ({part.kind} {part.name!r})" if part.kind else ""
-                    raise RestoreError(f"{dump_path}: statement {statements + 1}{where} failed: {e}") from e
+                    failure = RestoreError(f"{dump_path}: statement {statements + 1}{where} failed: {e}")
+                    # A damaged dump often shows first as a statement that fails: read on to the footer so
+                    # the error says which it is.
+                    for _ in parts:
+                        pass
+                    raise failure from e
                 statements += 1
                 if progress and statements % 200 == 0:
                     progress(statements, 0)

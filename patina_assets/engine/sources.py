@@ -170,6 +170,7 @@ class D1Source(Source):
         backoff_seconds: float = 1.0,
         request_timeout: float = 60.0,
         transport=None,
+        sleep=time.sleep,
     ) -> None:
         self.account_id = account_id
         self.database_id = database_id
@@ -177,6 +178,7 @@ class D1Source(Source):
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.request_timeout = request_timeout
+        self._sleep = sleep
         self.deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
         import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
 
@@ -260,7 +262,7 @@ class D1Source(Source):
             raise DeadlineExceeded(
                 f"{self.description}: the API asked to wait {delay:.0f}s, past this dump's deadline; try later"
             )
-        time.sleep(min(delay, 300.0))
+        self._sleep(min(delay, 300.0))
 
     # -- Source -----------------------------------------------------------------------------------
 

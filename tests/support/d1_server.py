@@ -4,12 +4,14 @@
 SQLite files, executing SQL with apsw (a current SQLite, as D1 runs) rather than Python's
 ``sqlite3`` module. Use it as a context manager and point the client at ``server.base_url``::
 
+    from support.d1_server import D1Server, Fault
+
     with D1Server({"0f2c...": tmp_path / "blog.sqlite"}) as server:
         client = httpx.Client(base_url=server.base_url,
                               headers={"Authorization": "Bearer good-token"})
-        server.inject(Fault.status(429, retry_after=1), path="/query")  # see Fault
-        ...
-        assert server.requests[-1].status == 200
+        server.inject(Fault.status(429, retry_after=1, path="/query"), Fault.disconnect())
+        ...  # the next /query gets a 429, the request after it a dropped connection
+        assert [r.status for r in server.requests][-1] == 200
 
 Faithful to D1 (from Cloudflare's API reference, cloudflare/workers-sdk wrangler's
 ``d1/execute.ts`` and ``d1/types.ts``, the Cloudflare Python SDK's D1 types, and workerd's
@@ -42,6 +44,11 @@ Simplified or guessed (not checked against real D1):
   lacks D1 permission with 403/10000). Unknown database -> 404 code 7404 "The database <id>
   could not be found"; unknown route -> 404 code 7003; bad JSON body -> 400 code 7400.
 * The transaction refusal is workerd's message alone, without a ``: SQLITE_AUTH`` suffix.
+* The 100,000-byte limit is applied per statement. (workerd's own multi-statement prepare
+  measures from a statement to the end of the batch; D1's REST API answers per statement, so it
+  splits batches itself, and local D1 was measured refusing one long statement.)
+* Params: integral numbers (up to 2**53) bind as INTEGER, other numbers as REAL, booleans as
+  0/1, arrays of byte values as BLOBs (the API documents only strings).
 * Only the pragmas and names above are refused; D1's allowlists of functions and pragmas
   (e.g. ``sqlite_version()`` is refused on D1) are not enforced.
 * ``rows_read`` is approximate: the larger of the rows returned, the full-scan steps SQLite
@@ -53,7 +60,9 @@ Simplified or guessed (not checked against real D1):
   ``import_active_polls`` further ``active`` answers); a failed import is
   ``status: "error"`` with ``error`` and ``errors``; ``messages`` are empty; bookmarks are
   made up. An etag that does not match the upload answers ``{"success": false, "error"}``.
-* List paging (``page``, ``per_page``, default 1000) is not validated; ``name`` is not filtered.
+* List paging (``page``, ``per_page``, default 1000) is not validated; ``name`` is not filtered;
+  ``num_tables`` counts every table but ``sqlite_*`` ones.
+* A chunked upload (no Content-Length) gets 411, as S3 answers a presigned PUT without a length.
 * The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes.
 """
 from __future__ import annotations
@@ -106,6 +115,7 @@ def js_number_json(x: int | float) -> str:
     Integers are first rounded to the nearest double (as D1 hands SQLite's int64 to JS);
     NaN and infinities give ``null``; -0 gives ``0``; otherwise ECMAScript's Number::toString:
     the shortest round-trip digits, plain below 1e21 and down to 1e-6, exponent form outside.
+    (Checked equal to Node's output on random doubles and int64s: see tests/test_d1_server.py.)
     """
     if isinstance(x, bool):
         raise TypeError("booleans are not numbers here")

@@ -102,7 +102,12 @@ def iam_enforced(endpoint_url: str) -> Iterator[None]:
 
 
 def _reset_auth(endpoint_url: str, count: str) -> str:
-    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset-auth", data=count.encode(), method="POST")
+    request = urllib.request.Request(
+        f"{endpoint_url}/moto-api/reset-auth",
+        data=count.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},  # a form content type would hide the body from moto
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return str(json.load(response)["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
 
@@ -187,7 +192,9 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
         self._server.daemon_threads = True
         self._server.proxy = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fault-proxy", daemon=True
+        )
 
     @property
     def endpoint_url(self) -> str:
@@ -236,7 +243,9 @@ class FaultProxy:
         with self._lock:
             self.requests.append(request)
 
-    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
         try:
             outgoing = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}

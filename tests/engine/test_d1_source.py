@@ -1,0 +1,161 @@
+"""The REST path against a loopback server that answers like D1 (rounded big integers, BLOBs as byte
+arrays, D1's limits), with injected rate limits, server errors, dropped connections and a bad token."""
+
+import sqlite3
+
+import pytest
+from support.compare import assert_same_database
+from support.d1_server import D1Server, Fault
+
+from patina_assets.engine import (
+    AuthenticationFailed,
+    D1Source,
+    DatabaseNotFound,
+    DeadlineExceeded,
+    RateLimited,
+    SourceUnavailable,
+    dump_database,
+    restore_dump,
+)
+
+DB_ID = "0f5c7c7e-4b1e-4f4a-9d55-1b2c3d4e5f60"
+
+
+@pytest.fixture
+def awkward_values_db(tmp_path):
+    path = tmp_path / "values.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE v(id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, anything);
+        CREATE TABLE pairs(a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;
+        CREATE TABLE plain(x);
+        """
+    )
+    values = [
+        (2**63 - 1, 0.1, "plain", b"\x00\x01\xff", None),
+        (-(2**63), float("inf"), "nul\x00inside", b"", ""),
+        (2**53 + 1, float("-inf"), "line\nbreak\r\n", None, 2**53 + 1),
+        (9007199254740993, 5e-324, "emoji 🎉", b"x" * 3, 1.5),
+        (-1, 389.1076970815528, "x" * 300_000, b"\xfe" * 200_000, b"blob"),
+        (0, -0.0, "", bytes(range(256)), "text"),
+    ]
+    db.executemany("INSERT INTO v(i, r, t, b, anything) VALUES (?,?,?,?,?)", values)
+    db.execute("INSERT INTO v(id, i) VALUES (9223372036854775807, 1)")
+    db.executemany("INSERT INTO pairs VALUES (?,?,?)", [(f"k{i % 7}", i, "n" * (i % 50)) for i in range(3000)])
+    db.executemany("INSERT INTO plain(rowid, x) VALUES (?, ?)", [(2**62 + i * 3, i) for i in range(500)])
+    db.commit()
+    db.close()
+    return path
+
+
+def d1_source(server, **kw) -> D1Source:
+    kw.setdefault("backoff_seconds", 0.001)
+    return D1Source("acct", DB_ID, token=kw.pop("token", "good-token"), api_url=server.base_url, **kw)
+
+
+def dump_and_restore(server, source_path, tmp_path, **kw):
+    out = tmp_path / "d1.sql"
+    with d1_source(server, **kw) as source:
+        result = dump_database(source, out, database="values")
+    restore_dump(out, tmp_path / "restored.sqlite")
+    assert_same_database(source_path, tmp_path / "restored.sqlite", check_pragmas=False)
+    return result
+
+
+def test_rest_dump_is_exact(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        result = dump_and_restore(server, awkward_values_db, tmp_path)
+    assert result.point_in_time is False
+    assert result.table_rows == {"v": 7, "pairs": 3000, "plain": 500}
+    text = (tmp_path / "d1.sql").read_text()
+    assert "-- Point in time: no" in text and f"-- Requests: {result.requests}" in text
+
+
+def test_pages_follow_the_byte_budget(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        result = dump_and_restore(server, awkward_values_db, tmp_path, page_bytes=40_000)
+        queries = [r for r in server.requests if r.path.endswith("/raw")]
+    # Every statement stays under D1's limits, and pages stay near the budget (one row may pass it).
+    assert all(len(r.body["sql"].encode()) < 100_000 for r in queries)
+    assert result.requests == len(queries)
+    assert result.requests >= result.sql_bytes // 40_000 // 2
+
+
+def test_retries_429_500_and_dropped_connections(awkward_values_db, tmp_path):
+    waits = []
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        server.inject(
+            Fault.status(429, retry_after=3),
+            Fault.status(500),
+            Fault.disconnect(),
+            Fault.status(502),
+            Fault.status(503),
+        )
+        dump_and_restore(server, awkward_values_db, tmp_path, sleep=waits.append)
+        statuses = [r.status for r in server.requests[:6]]
+    assert statuses[:5] == [429, 500, None, 502, 503]
+    assert waits[0] >= 3  # Retry-After honoured
+    assert waits[1:5] == sorted(waits[1:5])  # exponential backoff grows
+
+
+def test_slow_answer_times_out_and_is_retried(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        server.inject(Fault.delay(5))
+        dump_and_restore(server, awkward_values_db, tmp_path, request_timeout=0.5)
+
+
+def test_bad_token_fails_at_once_and_leaves_no_file(awkward_values_db, tmp_path):
+    out = tmp_path / "nothing.sql.zst"
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        with pytest.raises(AuthenticationFailed) as err:
+            with d1_source(server, token="stolen-or-expired") as source:
+                dump_database(source, out)
+        assert len(server.requests) == 1  # no retries
+    assert "stolen-or-expired" not in str(err.value)
+    assert list(tmp_path.glob("nothing*")) == [] and list(tmp_path.glob(".nothing*")) == []
+
+
+def test_unknown_database(awkward_values_db, tmp_path):
+    with D1Server({"another-id": awkward_values_db}) as server:
+        with pytest.raises(DatabaseNotFound, match="account id and database id"):
+            with d1_source(server) as source:
+                dump_database(source, tmp_path / "x.sql")
+
+
+def test_server_down_gives_up_after_retries(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        server.fail_always(500)
+        with pytest.raises(SourceUnavailable, match="gave up after 4 attempts"):
+            with d1_source(server, max_attempts=4) as source:
+                dump_database(source, tmp_path / "x.sql")
+        assert len(server.requests) == 4
+    assert list(tmp_path.glob("*x.sql*")) == []
+
+
+def test_rate_limit_that_does_not_pass_is_reported_as_such(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        server.fail_always(429, retry_after=1)
+        with pytest.raises(RateLimited):
+            with d1_source(server, max_attempts=3, sleep=lambda s: None) as source:
+                dump_database(source, tmp_path / "x.sql")
+
+
+def test_a_failure_mid_dump_leaves_no_file(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        with d1_source(server, page_bytes=20_000, max_attempts=2) as source:
+            def fail_later(table, rows, sql_bytes):
+                if rows > 1000:
+                    server.fail_always(500)
+
+            with pytest.raises(SourceUnavailable):
+                dump_database(source, tmp_path / "half.sql.gz", progress=fail_later)
+    assert list(tmp_path.glob("*half*")) == []
+
+
+def test_deadline(awkward_values_db, tmp_path):
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        server.fail_always(503)
+        with pytest.raises(DeadlineExceeded):
+            with d1_source(server, deadline_seconds=0.3, backoff_seconds=0.2) as source:
+                dump_database(source, tmp_path / "x.sql")
