@@ -17,6 +17,14 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# The nightly backup for real on the embedded default; Dagster's instance is this directory's dagster.yaml.
+demo: $(STAMP)
+	DAGSTER_HOME=$(CURDIR) $(BIN)/python -m patina_assets.demo
+
+# The Dagster UI on the same instance as the demo (http://127.0.0.1:3000).
+ui: $(STAMP)
+	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dump.py
 

@@ -1335,9 +1335,9 @@ class BackupStore:
         final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
         final.to_json()  # an incomplete manifest is the caller's bug: fail before uploading anything
 
+        self._upload_dump(key, dump_path, manifest.format, size)
         final = dataclasses.replace(final, created_at=utc_timestamp(now))  # when the upload finished
         self._write_manifest(final)
-        self._upload_dump(key, dump_path, manifest.format, size)
         self._remove_superseded(final, generation, previous)
         return final
 

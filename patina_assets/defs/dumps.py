@@ -1,0 +1,108 @@
+"""Nightly dumps: one daily-partitioned asset per configured database.
+
+Each materialization dumps the database as it is when the run starts and stores the dump with its
+manifest as that day's backup (`daily/YYYY-MM-DD/<database>...`). Exports share the `d1_export` pool, so
+no more run at once than its limit (the spec's 3; see dagster.yaml).
+"""
+
+import dagster as dg
+
+from ..backup import back_up
+from ..config import DatabaseConfig, PatinaConfig
+from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
+from ..storage import Manifest, StorageError
+from .resources import BucketResource, CloudflareResource
+
+EXPORT_POOL = "d1_export"
+DUMPS_GROUP = "dumps"
+
+# Transient trouble (rate limits, 5xx, a bucket that hiccups) passes with time; the engine already
+# retried each request, so these are whole-dump retries, spaced out.
+DUMP_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=config.start_date.isoformat(), timezone="UTC")
+
+
+def dump_asset_key(database: DatabaseConfig) -> dg.AssetKey:
+    return dg.AssetKey(["dumps", database.asset_name])
+
+
+def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    description = (
+        f"Nightly SQL dump of **{database.name}**"
+        + (f" ({database.description})" if database.description else "")
+        + f", from {database.describe_source()}. Stored as `daily/<day>/{database.name}.<generation>.{config.dump.format}` "
+        "with a manifest beside it (sha256, tables, rows, digests); the manifest is written last and makes the backup count."
+    )
+
+    @dg.asset(
+        key=dump_asset_key(database),
+        description=description,
+        group_name=DUMPS_GROUP,
+        partitions_def=partitions,
+        pool=EXPORT_POOL,
+        retry_policy=DUMP_RETRY_POLICY,
+        kinds={database.kind, "sql"},
+        tags={"priority": database.priority},
+        metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
+    )
+    def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:
+        day = context.partition_key
+        store = bucket.store()
+        try:
+            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run_id)
+        except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        except StorageError as e:
+            if not e.retryable:  # access denied, missing bucket: a person has to fix it
+                raise dg.Failure(description=str(e), allow_retries=False) from e
+            raise
+        for warning in result.warnings:
+            context.log.warning(f"{database.name}: {warning}")
+        context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
+        return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
+
+    return dump
+
+
+def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
+    """What the UI shows for each nightly dump."""
+    table_rows = dg.MetadataValue.table(
+        records=[dg.TableRecord({"table": name, "rows": rows}) for name, rows in sorted(manifest.table_rows.items())],
+        schema=dg.TableSchema(columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]),
+    )
+    return {
+        "uri": dg.MetadataValue.text(uri),
+        "key": manifest.key,
+        "bytes": manifest.bytes,
+        "size": dg.MetadataValue.text(human_bytes(manifest.bytes)),
+        "sha256": manifest.sha256,
+        "format": manifest.format,
+        "sql_bytes": manifest.sql_bytes,
+        "tables": manifest.tables,
+        "rows": manifest.rows,
+        "dagster/row_count": manifest.rows,
+        "table_rows": table_rows,
+        "duration_seconds": round(result.duration_seconds, 3),
+        "schema_fingerprint": manifest.schema_fingerprint,
+        "content_digest": manifest.content_digest,
+        "point_in_time": manifest.point_in_time,
+        "requests": manifest.requests,
+        "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
+    }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def build_dump_assets(config: PatinaConfig) -> list[dg.AssetsDefinition]:
+    partitions = daily_partitions(config)
+    return [build_dump_asset(db, config, partitions) for db in config.databases]
+

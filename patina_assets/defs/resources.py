@@ -1,0 +1,76 @@
+"""Resources: the backup bucket and the Cloudflare API credentials, configured from patina.yaml.
+
+Secrets reach Dagster only as `EnvVar`s, resolved when a run starts: definitions load without them, a run
+that needs one and lacks it fails with the variable's name, and the value never shows in the UI.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from ..backup import Cloudflare
+from ..config import PatinaConfig
+from ..storage import BackupStore, Bucket, LocalBucket, S3Bucket, make_s3_client
+
+
+class BucketResource(dg.ConfigurableResource):
+    """Where backups live: a local directory, or an S3-compatible bucket such as Cloudflare R2."""
+
+    local_path: str | None = None
+    s3: S3Resource | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    multipart_part_size: int = 16 * 1024 * 1024
+
+    def bucket(self) -> Bucket:
+        if self.s3 is None:
+            return LocalBucket(self.local_path)
+        # The client is built from the S3Resource's settings, but with botocore's checksum defaults
+        # relaxed: R2 has trouble with the CRC32 checksums recent boto3 sends (see d1-facts).
+        client = make_s3_client(
+            endpoint_url=self.s3.endpoint_url,
+            region=self.s3.region_name,
+            access_key_id=self.s3.aws_access_key_id,
+            secret_access_key=self.s3.aws_secret_access_key,
+        )
+        return S3Bucket(client, self.s3_bucket, prefix=self.s3_prefix, part_size=self.multipart_part_size)
+
+    def store(self) -> BackupStore:
+        return BackupStore(self.bucket())
+
+
+class CloudflareResource(dg.ConfigurableResource):
+    """The Cloudflare REST API: its base URL and an API token with D1 read permission."""
+
+    api_url: str
+    api_token: str | None = None
+
+    def credentials(self) -> Cloudflare:
+        return Cloudflare(api_url=self.api_url, token=self.api_token)
+
+
+def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
+    """The resources every Patina asset, check and sensor shares."""
+    bucket = config.bucket
+    if bucket.s3 is not None:
+        s3 = bucket.s3
+        bucket_resource = BucketResource(
+            s3=S3Resource(
+                endpoint_url=s3.endpoint_url,
+                region_name=s3.region,
+                aws_access_key_id=dg.EnvVar(s3.access_key_id_env),
+                aws_secret_access_key=dg.EnvVar(s3.secret_access_key_env),
+            ),
+            s3_bucket=s3.bucket,
+            s3_prefix=s3.prefix,
+            multipart_part_size=s3.multipart_part_size_bytes,
+        )
+    else:
+        bucket_resource = BucketResource(local_path=str(bucket.local.path))
+    needs_token = any(db.is_d1 for db in config.databases)
+    cloudflare = CloudflareResource(
+        api_url=config.cloudflare.api_url,
+        api_token=dg.EnvVar(config.cloudflare.api_token_env) if needs_token else None,
+    )
+    return {"bucket": bucket_resource, "cloudflare": cloudflare}

@@ -1,0 +1,31 @@
+"""The nightly job and its 03:00 UTC schedule (the spec's cron `0 3 * * *`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+NIGHTLY_JOB = "nightly_backup"
+NIGHTLY_SCHEDULE = "nightly_backup_schedule"
+# A whole night's run is cancelled after this long; each database also has its own deadline.
+NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
+
+
+def nightly_job(dump_assets: list[dg.AssetsDefinition], partitions: dg.DailyPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        NIGHTLY_JOB,
+        selection=dg.AssetSelection.assets(*dump_assets),
+        partitions_def=partitions,
+        description="Dump every configured database for one day and store the dumps with their manifests.",
+        tags={"dagster/max_runtime": str(NIGHTLY_MAX_RUNTIME_SECONDS)},
+    )
+
+
+def nightly_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    """At 03:00 UTC each night, the day that just ended (yesterday's partition)."""
+    return dg.build_schedule_from_partitioned_job(
+        job,
+        name=NIGHTLY_SCHEDULE,
+        hour_of_day=3,
+        minute_of_hour=0,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
