@@ -6,14 +6,16 @@ tested and run without Dagster.
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DatabaseConfig, DumpConfig
+from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
 from .engine.errors import AuthenticationFailed
-from .storage import BackupStore, Manifest
+from .storage import BackupStore, LocalBucket, Manifest, S3Bucket, make_s3_client
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
             api_url=cloudflare.api_url,
             page_bytes=settings.page_bytes,
             deadline_seconds=settings.deadline_seconds,
+            max_attempts=settings.request_attempts,
+            backoff_seconds=settings.request_backoff_seconds,
         )
     return SqliteSource(database.sqlite_path)
 
@@ -83,3 +87,13 @@ def back_up(
             result = dump_database(source, path, database=database.name, job_id=run_id)
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
     return manifest, result
+
+
+def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ) -> BackupStore:
+    """The backup store a configuration names, without Dagster (the command line, tests, recovery)."""
+    s3 = config.bucket.s3
+    if s3 is None:
+        return BackupStore(LocalBucket(config.bucket.local.path))
+    key_id, secret = s3.credentials(env)
+    client = make_s3_client(s3.endpoint_url, s3.region, key_id, secret)
+    return BackupStore(S3Bucket(client, s3.bucket, prefix=s3.prefix, part_size=s3.multipart_part_size_bytes))

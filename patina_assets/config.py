@@ -381,6 +381,10 @@ class DumpConfig:
     concurrency: int = 3
     deadline_seconds: int = 1800
     page_bytes: int = 2_000_000
+    retries: int = 3                  # whole-dump retries after a failure that may pass
+    retry_delay_seconds: int = 30     # before the first; doubles each time
+    request_attempts: int = 8         # per REST request (429, 5xx, network), with exponential backoff
+    request_backoff_seconds: float = 1.0
 
     @property
     def extension(self) -> str:
@@ -894,7 +898,8 @@ _BUCKET_KEYS = ("local", "s3")
 _LOCAL_KEYS = ("path",)
 _S3_KEYS = ("bucket", "endpoint_url", "region", "prefix", "access_key_id_env", "secret_access_key_env",
             "multipart_part_size_mb")
-_DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes")
+_DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retries", "retry_delay_seconds",
+              "request_attempts", "request_backoff_seconds")
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -1101,10 +1106,16 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     fmt = ctx.string(section, path, "format", "sql.zst", choices=DUMP_FORMATS)
     concurrency = ctx.integer(section, path, "concurrency", 3, minimum=1, maximum=32)
     deadline = ctx.integer(section, path, "deadline_seconds", 1800, minimum=1, unit=" seconds")
-    page_bytes = ctx.integer(section, path, "page_bytes", 2_000_000, minimum=1, unit=" bytes")
+    page_bytes = ctx.integer(section, path, "page_bytes", 2_000_000, minimum=10_000, unit=" bytes")
+    retries = ctx.integer(section, path, "retries", 3, minimum=0, maximum=10)
+    retry_delay = ctx.integer(section, path, "retry_delay_seconds", 30, minimum=0, unit=" seconds")
+    attempts = ctx.integer(section, path, "request_attempts", 8, minimum=1, maximum=20)
+    backoff = ctx.number(section, path, "request_backoff_seconds", 1.0, gt=-0.000001)
     if ctx.problems:
         return DumpConfig()
-    return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes)
+    return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes,
+                      retries=retries, retry_delay_seconds=retry_delay, request_attempts=attempts,
+                      request_backoff_seconds=float(backoff))
 
 
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:

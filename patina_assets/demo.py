@@ -25,7 +25,7 @@ def run_demo(root: Path, days: int = 3, out=sys.stdout) -> int:
     config = default_config(root)
     instance = dg.DagsterInstance.from_config(str(root))
     defs = build_definitions(config)
-    job = defs.get_job_def(NIGHTLY_JOB)
+    job = defs.resolve_job_def(NIGHTLY_JOB)
     sources = root / ".patina" / "sources"
     today = dt.datetime.now(dt.timezone.utc).date()
     failed = 0

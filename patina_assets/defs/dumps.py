@@ -8,7 +8,7 @@ no more run at once than its limit (the spec's 3; see dagster.yaml).
 import dagster as dg
 
 from ..backup import back_up
-from ..config import DatabaseConfig, PatinaConfig
+from ..config import DatabaseConfig, DumpConfig, PatinaConfig
 from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
 from ..storage import Manifest, StorageError
 from .resources import BucketResource, CloudflareResource
@@ -16,9 +16,18 @@ from .resources import BucketResource, CloudflareResource
 EXPORT_POOL = "d1_export"
 DUMPS_GROUP = "dumps"
 
-# Transient trouble (rate limits, 5xx, a bucket that hiccups) passes with time; the engine already
-# retried each request, so these are whole-dump retries, spaced out.
-DUMP_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
+    """Transient trouble (rate limits, 5xx, a bucket that hiccups) passes with time. The engine already
+    retried each request; these are whole-dump retries, spaced out. Errors that retrying cannot fix
+    (a bad token, a missing database) raise `Failure(allow_retries=False)` instead."""
+    return dg.RetryPolicy(
+        max_retries=settings.retries,
+        delay=settings.retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS if settings.retry_delay_seconds else None,
+    )
 
 
 def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:
@@ -43,7 +52,7 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
         group_name=DUMPS_GROUP,
         partitions_def=partitions,
         pool=EXPORT_POOL,
-        retry_policy=DUMP_RETRY_POLICY,
+        retry_policy=retry_policy(config.dump),
         kinds={database.kind, "sql"},
         tags={"priority": database.priority},
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
@@ -52,7 +61,7 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
         day = context.partition_key
         store = bucket.store()
         try:
-            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run_id)
+            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
         except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
             raise dg.Failure(description=str(e), allow_retries=False) from e
         except StorageError as e:

@@ -10,11 +10,10 @@ NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
 
 
-def nightly_job(dump_assets: list[dg.AssetsDefinition], partitions: dg.DailyPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def nightly_job(dump_assets: list[dg.AssetsDefinition]) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.assets(*dump_assets),
-        partitions_def=partitions,
         description="Dump every configured database for one day and store the dumps with their manifests.",
         tags={"dagster/max_runtime": str(NIGHTLY_MAX_RUNTIME_SECONDS)},
     )

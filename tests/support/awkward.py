@@ -35,8 +35,10 @@ CASES: dict[str, str] = {
     "integers": "64-bit integers at the edges (-2^63 .. 2^63-1, around 2^53) as values, rowids, "
                 "INTEGER PRIMARY KEYs and WITHOUT ROWID keys; JavaScript rounds beyond 2^53",
     "reals": "REALs that must survive bit for bit: -0.0 (kept only in untyped columns), "
-             "denormals, DBL_MIN/MAX, +-inf (9e999), integral reals (3.0, 1e20, 2^53), ~2000 "
-             "seeded random doubles and 13 that SQLite 3.40 misparses from their shortest repr",
+             "denormals, DBL_MIN/MAX, +-inf (9e999), integral reals (3.0, 1e20, 2^53), 2000 "
+             "seeded random doubles, 13 that SQLite 3.40 misparses from their shortest repr, "
+             "and 500 random bit patterns (extreme exponents that no decimal literal restores "
+             "exactly in SQLite 3.40 or D1's 3.47)",
     "texts": "TEXT hazards: '' vs NULL, embedded NULs (quote() truncates them), CR/LF/lone CR, "
              "quotes, backslashes, -- and /* in strings, semicolons, fake '-- Table:' lines, "
              "astral/combining/RTL characters, 300 KB and 1.5 MB texts (beyond 100 KB statements)",

@@ -337,6 +337,16 @@ class LocalD1:
         path.write_bytes(sql.encode("utf-8"))
         return self.execute_file(path, check=check)
 
+    def execute_files(self, sql_files: list[Path], *, check: bool = True) -> list[ExecResult]:
+        """Execute several files one after the other into this database (each its own
+        transaction: a refusal keeps what earlier files wrote). Stops at the first failure."""
+        results = []
+        for f in sql_files:
+            results.append(self.execute_file(f, check=check))
+            if not results[-1].ok:
+                break
+        return results
+
     def execute_command(self, sql: str, *, check: bool = True) -> ExecResult:
         return self._run(["--command", sql], check=check)
 
@@ -419,6 +429,12 @@ def _parse_output(result: ExecResult) -> None:
         stderr = _ANSI.sub("", result.stderr)
         m = re.search(r"\[ERROR\]\s*(.*?)(?:\n\s*\n|🪵|$)", stderr, re.S)
         result.error = (m.group(1) if m else stderr or out or f"exit {result.returncode}").strip()
+    if result.error is not None and "HashIndex detected hash table inconsistency" in result.stderr:
+        result.error += (
+            " [workerd crashed: its statement cache (SQL_STATEMENT_CACHE_MAX_SIZE, 1 MiB of distinct"
+            " statement text per workerd process) corrupts itself when it evicts (cloudflare/workerd"
+            "#5977). Keep each execute under about 1 MB of SQL and execute the rest in further files.]"
+        )
 
 
 def restore_into_local_d1(sql_file: Path, workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> Path:

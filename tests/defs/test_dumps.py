@@ -1,0 +1,226 @@
+"""The nightly pipeline: definitions, materializations into a local bucket and into S3 (moto on loopback),
+and the faults a night can bring."""
+
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from support.compare import assert_same_database
+from support.configs import small_database, write_config
+from support.d1_server import D1Server
+from support.s3_server import FaultProxy, create_bucket, moto_server, pending_uploads
+
+from patina_assets.config import ConfigError
+from patina_assets.defs import build_definitions
+from patina_assets.backup import open_store
+from patina_assets.defs.schedules import NIGHTLY_JOB, NIGHTLY_SCHEDULE
+from patina_assets.engine import restore_dump
+
+DAY = "2026-03-09"
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+DB_ID = "6a289378-c662-4c6a-9f1b-fa5296e03fa2"
+
+
+def run_night(defs, day=DAY, instance=None):
+    instance = instance or dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+    return result, instance
+
+
+def store_of(config):
+    return open_store(config)
+
+
+@pytest.fixture
+def two_sqlite_databases(tmp_path):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    return [
+        {"name": "groveauth", "source": str(small_database(sources / "auth.sqlite", 40)), "priority": "critical",
+         "description": "Authentication"},
+        {"name": "scout-db", "source": str(small_database(sources / "scout.sqlite", 30))},
+    ]
+
+
+def test_definitions_load_one_asset_per_database_and_the_schedule_asks_for_yesterday(tmp_path, two_sqlite_databases):
+    config = write_config(tmp_path, two_sqlite_databases)
+    defs = build_definitions(config)
+    dg.Definitions.validate_loadable(defs)
+    keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    assert keys == {dg.AssetKey(["dumps", "groveauth"]), dg.AssetKey(["dumps", "scout_db"])}
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key.path[-1] == "groveauth")
+    assert spec.tags["priority"] == "critical" and spec.group_name == "dumps" and "Authentication" in spec.description
+
+    schedule = defs.get_schedule_def(NIGHTLY_SCHEDULE)
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    tick = dt.datetime(2026, 3, 10, 3, 0, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as instance:
+        result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+    assert [r.partition_key for r in result.run_requests] == ["2026-03-09"]
+
+
+def test_the_code_location_loads_with_the_default_config():
+    from patina_assets import definitions
+
+    dg.Definitions.validate_loadable(definitions.defs)
+
+
+def check_stored(config, result, sources):
+    store = store_of(config)
+    manifests = {m.database: m for m in store.list_daily(day=DAY)}
+    assert set(manifests) == {db["name"] for db in sources}
+    events = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    for db in sources:
+        manifest = manifests[db["name"]]
+        stored = store.bucket.get_bytes(manifest.key)
+        assert hashlib.sha256(stored).hexdigest() == manifest.sha256 and len(stored) == manifest.bytes
+        metadata = events[db["name"].replace("-", "_")]
+        assert metadata["sha256"].value == manifest.sha256
+        assert metadata["key"].value == manifest.key
+        assert metadata["dagster/row_count"].value == manifest.rows == sum(manifest.table_rows.values())
+        assert {r.data["table"]: r.data["rows"] for r in metadata["table_rows"].value.records} == manifest.table_rows
+        assert manifest.dagster_run_id == result.run_id
+    return store, manifests
+
+
+def test_materialize_into_a_local_bucket_and_restore(tmp_path, two_sqlite_databases):
+    config = write_config(tmp_path, two_sqlite_databases)
+    result, _ = run_night(build_definitions(config))
+    assert result.success
+    store, manifests = check_stored(config, result, two_sqlite_databases)
+    dump = tmp_path / "groveauth.sql.zst"
+    dump.write_bytes(store.bucket.get_bytes(manifests["groveauth"].key))
+    restore_dump(dump, tmp_path / "restored.sqlite")
+    assert_same_database(tmp_path / "sources" / "auth.sqlite", tmp_path / "restored.sqlite", check_pragmas=False)
+
+
+def test_materialize_again_replaces_the_day_cleanly(tmp_path, two_sqlite_databases):
+    config = write_config(tmp_path, two_sqlite_databases)
+    defs = build_definitions(config)
+    run_night(defs)
+    first = {m.database: m.key for m in store_of(config).list_daily()}
+    result, _ = run_night(defs)
+    assert result.success
+    store = store_of(config)
+    second = {m.database: m.key for m in store.list_daily()}
+    assert first.keys() == second.keys() and all(first[k] != second[k] for k in first)
+    assert sorted(o.key for o in store.bucket.list("daily/")) == sorted(
+        list(second.values()) + [f"daily/{DAY}/{name}.manifest.json" for name in second]
+    )
+
+
+@pytest.fixture
+def s3(tmp_path):
+    with moto_server() as endpoint, FaultProxy(endpoint) as proxy:
+        bucket = create_bucket(endpoint)
+        yield endpoint, proxy, bucket
+
+
+def s3_bucket_config(proxy, bucket):
+    return {"s3": {"bucket": bucket, "endpoint_url": proxy.endpoint_url, "region": "us-east-1",
+                   "access_key_id_env": "PATINA_TEST_KEY", "secret_access_key_env": "PATINA_TEST_SECRET",
+                   "multipart_part_size_mb": 5}}
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch):
+    monkeypatch.setenv("PATINA_TEST_KEY", "testing")
+    monkeypatch.setenv("PATINA_TEST_SECRET", "testing")
+
+
+def test_materialize_into_s3_with_multipart(tmp_path, s3, s3_credentials):
+    endpoint, proxy, bucket = s3
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    # Random avatars do not compress: a dump of ~12 MB goes up in equal 5 MiB parts.
+    databases = [{"name": "groveauth", "source": str(small_database(sources / "auth.sqlite", 200, blob_bytes=30_000))}]
+    config = write_config(tmp_path, databases, s3_bucket_config(proxy, bucket), dump={"format": "sql"})
+    result, _ = run_night(build_definitions(config))
+    assert result.success
+    check_stored(config, result, databases)
+    parts = [r.body_size for r in proxy.seen("UploadPart")]
+    assert len(parts) >= 2 and len(set(parts[:-1])) == 1 and parts[0] == 5 * 1024 * 1024 and parts[-1] <= parts[0]
+
+
+def test_s3_failing_mid_upload_keeps_the_previous_backup(tmp_path, s3, s3_credentials):
+    endpoint, proxy, bucket = s3
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    databases = [{"name": "groveauth", "source": str(small_database(sources / "auth.sqlite", 200, blob_bytes=30_000))}]
+    config = write_config(tmp_path, databases, s3_bucket_config(proxy, bucket), dump={"format": "sql", "retries": 0})
+    defs = build_definitions(config)
+    assert run_night(defs)[0].success
+    store = store_of(config)
+    (before,) = store.list_daily()
+    proxy.fail(operation="UploadPart", part_number=2)
+    result, _ = run_night(defs)
+    assert not result.success
+    (after,) = store.list_daily()
+    assert after == before and store.verify(after)
+    assert [o.key for o in store.bucket.list("daily/")] == sorted([before.key, f"daily/{DAY}/groveauth.manifest.json"])
+    assert pending_uploads(endpoint, bucket) == []
+
+
+def d1_config(tmp_path, server, **dump):
+    databases = [{"name": "scout-db", "source": f"d1://{ACCOUNT}/{DB_ID}", "priority": "critical"}]
+    return write_config(tmp_path, databases, cloudflare={"api_url": server.base_url, "api_token_env": "PATINA_TEST_TOKEN"}, dump=dump)
+
+
+def step_attempts(result):
+    return sum(1 for e in result.all_events if e.event_type_value in ("STEP_START", "STEP_RESTARTED"))
+
+
+def test_d1_source_answering_500s_fails_after_retries_and_lists_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATINA_TEST_TOKEN", "good-token")
+    source = small_database(tmp_path / "d1.sqlite")
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
+        server.fail_always(500)
+        config = d1_config(tmp_path, server)
+        result, _ = run_night(build_definitions(config))
+        requests = len(server.requests)
+    assert not result.success
+    assert step_attempts(result) == 3  # the first try and config's 2 retries
+    assert requests == 3 * 2  # each try: request_attempts = 2
+    assert store_of(config).list_daily() == []
+
+
+def test_d1_bad_token_fails_at_once_without_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATINA_TEST_TOKEN", "revoked-token-value")
+    source = small_database(tmp_path / "d1.sqlite")
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
+        config = d1_config(tmp_path, server)
+        result, _ = run_night(build_definitions(config))
+        requests = len(server.requests)
+    assert not result.success and step_attempts(result) == 1 and requests == 1
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "refused the token" in failure.message and "revoked-token-value" not in str(result.all_events)
+
+
+def test_d1_materialization_is_exact(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATINA_TEST_TOKEN", "good-token")
+    source = small_database(tmp_path / "d1.sqlite")
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
+        config = d1_config(tmp_path, server)
+        result, _ = run_night(build_definitions(config))
+    assert result.success
+    (manifest,) = store_of(config).list_daily()
+    assert manifest.point_in_time is False and manifest.requests > 0
+    dump = tmp_path / "scout.sql.zst"
+    dump.write_bytes(store_of(config).bucket.get_bytes(manifest.key))
+    restore_dump(dump, tmp_path / "restored.sqlite")
+    assert_same_database(source, tmp_path / "restored.sqlite", check_pragmas=False)
+
+
+def test_a_malformed_config_stops_the_code_location_from_loading(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("databases:\n  - name: groveauth\n    source: d1://nope\n    priority: urgent\nbucket: {local: {path: b}}\n")
+    with pytest.raises(ConfigError) as err:
+        write_config(tmp_path, [{"name": "x", "source": "x.sqlite", "priority": "urgent"}])
+    assert "databases[0].priority" in str(err.value) and "critical, high, normal" in str(err.value)
+    run = subprocess.run([sys.executable, "-c", "import patina_assets.definitions"], capture_output=True, text=True,
+                         env={"PATINA_CONFIG": str(bad), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert run.returncode != 0
+    assert "databases[0].priority" in run.stderr and "databases[0].source" in run.stderr

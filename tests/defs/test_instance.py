@@ -1,0 +1,67 @@
+"""Dagster's own storage: the repo's dagster.yaml for local use, and PostgreSQL for production."""
+
+import shutil
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+from support.configs import small_database, write_config
+
+from patina_assets.defs import build_definitions
+from patina_assets.defs.schedules import NIGHTLY_JOB
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the local PostgreSQL server (trust auth), dropped afterwards."""
+    name = f"patina_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(f"{POSTGRES}/postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_materialization_recorded_in_postgres(tmp_path, postgres_url, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("PATINA_POSTGRES_URL", postgres_url)
+    source = small_database(tmp_path / "auth.sqlite")
+    config = write_config(tmp_path, [{"name": "groveauth", "source": str(source)}])
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = build_definitions(config).resolve_job_def(NIGHTLY_JOB).execute_in_process(
+            partition_key="2026-03-09", instance=instance
+        )
+        assert result.success
+        event = instance.get_latest_materialization_event(dg.AssetKey(["dumps", "groveauth"]))
+        assert event.asset_materialization.partition == "2026-03-09"
+        assert event.asset_materialization.metadata["rows"].value == 150
+    finally:
+        instance.dispose()
+    # What Dagster wrote is in PostgreSQL itself, not in a file beside it.
+    with psycopg2.connect(postgres_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM runs")
+        assert cur.fetchone()[0] == 1
+
+
+def test_local_dagster_yaml_keeps_everything_under_dot_patina(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
+        assert instance.run_monitoring_enabled
+    finally:
+        instance.dispose()
+    assert (tmp_path / ".patina" / "dagster" / "storage").is_dir()
