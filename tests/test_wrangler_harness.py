@@ -11,6 +11,8 @@ Without them these tests FAIL with what to install; they never skip.
 
 from __future__ import annotations
 
+import math
+import random
 import shutil
 import sqlite3
 import struct
@@ -409,6 +411,53 @@ def test_f_values_survive_exactly(restore):
     assert got["null"] == ("null", None)
 
 
+def _exact_real(x: float) -> str:
+    """x as integer arithmetic on powers of two (exact in any SQLite): m * 2**e, with m < 2**53
+    and 2**e applied in steps of at most 2**62, whose decimal forms SQLite reads exactly."""
+    m, e = math.frexp(x)
+    m, e = int(m * 2**53), e - 53
+    expr = f"{m}.0"
+    op = "*" if e > 0 else "/"
+    e = abs(e)
+    while e:
+        step = min(e, 62)
+        expr += f" {op} {2**step}.0"
+        e -= step
+    return f"({expr})"
+
+
+def test_f_decimal_doubles_of_extreme_magnitude_are_misread(restore):
+    """D1's SQLite reads Python's shortest repr exactly for everyday magnitudes, but misreads many
+    doubles with exponents beyond about +-80 (one in six of doubles drawn from random bits
+    here). Integer-and-power-of-two arithmetic restores every one of them exactly."""
+    rng = random.Random(1)
+    everyday = [rng.uniform(-1, 1) * 10 ** rng.randint(-20, 20) for _ in range(1000)]
+    anybits = []
+    while len(anybits) < 1000:
+        (x,) = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))
+        if math.isfinite(x):
+            anybits.append(x)
+    stmts = ["CREATE TABLE everyday(i INTEGER PRIMARY KEY, x REAL);",
+             "CREATE TABLE decimal(i INTEGER PRIMARY KEY, x REAL);",
+             "CREATE TABLE exact(i INTEGER PRIMARY KEY, x REAL);"]
+    for table, values, literal in (("everyday", everyday, repr), ("decimal", anybits, repr),
+                                   ("exact", anybits, _exact_real)):
+        for k in range(0, 1000, 250):
+            rows = ",".join(f"({i}, {literal(v)})" for i, v in enumerate(values[k:k + 250], start=k))
+            stmts.append(f"INSERT INTO {table} VALUES {rows};")
+    con = restore("\n".join(stmts) + "\n")
+
+    def wrong(table, values):
+        got = dict(con.execute(f"SELECT i, x FROM {table}"))
+        return [values[i] for i in range(len(values)) if bits(got[i]) != bits(values[i])]
+
+    assert wrong("everyday", everyday) == []
+    misread = wrong("decimal", anybits)
+    assert len(misread) > 50
+    assert all(abs(math.log10(abs(x))) > 80 for x in misread)
+    assert wrong("exact", anybits) == []
+
+
 def test_f_quote_of_infinity_in_d1_is_valid_sql(new_d1):
     # D1's SQLite (newer than Python's 3.40, which prints 'Inf') quotes infinities as 9.0e+999.
     res = new_d1().execute_command("SELECT quote(9e999) AS p, quote(-9e999) AS n")
@@ -482,12 +531,16 @@ def test_g_a_1_5_mb_value_built_in_pieces(new_d1, tmp_path):
     unit = "abcdé😀\n'"
     text = unit * (1_500_000 // len(unit.encode()))
     data = bytes(range(256)) * (1_500_000 // 256)
-    stmts = ["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB);", "INSERT INTO t VALUES(1, '', X'');"]
+    # Two rows: one row holding both values would pass the row limit (see test_g_value_limits).
+    stmts = [
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB);",
+        "INSERT INTO t VALUES(1, '', NULL), (2, NULL, X'');",
+    ]
     for i in range(0, len(text), 30_000):
         piece = text[i:i + 30_000].replace("'", "''")
         stmts.append(f"UPDATE t SET v = v || '{piece}' WHERE id = 1;")
     for i in range(0, len(data), 45_000):
-        stmts.append(f"UPDATE t SET b = CAST(b || X'{data[i:i + 45_000].hex()}' AS BLOB) WHERE id = 1;")
+        stmts.append(f"UPDATE t SET b = CAST(b || X'{data[i:i + 45_000].hex()}' AS BLOB) WHERE id = 2;")
     files, current, size = [], [], 0
     for s in stmts:
         n = len(s.encode()) + 1
@@ -508,7 +561,8 @@ def test_g_a_1_5_mb_value_built_in_pieces(new_d1, tmp_path):
     assert all(r.ok for r in db.execute_files(paths))
     con = sqlite3.connect(db.snapshot(tmp_path / "big.sqlite"))
     try:
-        v, b, tv, tb = con.execute("SELECT v, b, typeof(v), typeof(b) FROM t").fetchone()
+        v, tv = con.execute("SELECT v, typeof(v) FROM t WHERE id = 1").fetchone()
+        b, tb = con.execute("SELECT b, typeof(b) FROM t WHERE id = 2").fetchone()
     finally:
         con.close()
     assert (tv, tb) == ("text", "blob")
@@ -516,8 +570,9 @@ def test_g_a_1_5_mb_value_built_in_pieces(new_d1, tmp_path):
 
 
 def test_g_value_limits(new_d1):
-    """Local D1 takes values up to 2,200,000 bytes (D1's documented limit is 2 MB). Building a
-    big value through hex() doubles it: unhex(hex(b) || ..) fails past 1.1 MB."""
+    """Local D1's SQLITE_LIMIT_LENGTH is 2,200,000 bytes (D1 documents 2 MB): it bounds every
+    value, every intermediate string (so unhex(hex(b) || ..) fails past 1.1 MB) and the whole
+    row as SQLite encodes it (two 1.1 MB values in one row are refused)."""
     db = new_d1()
     db.execute_sql(
         "CREATE TABLE t(b);\nINSERT INTO t VALUES(zeroblob(1999998));\n"
@@ -529,6 +584,10 @@ def test_g_value_limits(new_d1):
         with pytest.raises(WranglerError) as info:
             db.execute_command(sql)
         assert info.value.message == "string or blob too big: SQLITE_TOOBIG"
+    db.execute_sql("CREATE TABLE r(a, b);\nINSERT INTO r VALUES(zeroblob(1000000), zeroblob(1000000));\n")
+    with pytest.raises(WranglerError) as info:
+        db.execute_sql("INSERT INTO r VALUES(zeroblob(1100000), zeroblob(1100000));\n")
+    assert info.value.message == "string or blob too big: SQLITE_TOOBIG"
 
 
 # ----------------------------------------------------------------------------------------------

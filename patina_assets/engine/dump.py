@@ -37,13 +37,15 @@ from pathlib import Path
 from .. import __version__
 from .errors import DumpError
 from .formats import DumpOutput
-from .literals import RawText, RealChecker, RowFormatter, chunk_value, utf8_length
+from .literals import RawText, RealChecker, RowFormatter, chunk_value, text_literal, utf8_length
 from .schema import SchemaObject, SchemaPlan, TablePlan, read_schema, sequence_rows
 from .sources import Source
 from .sqltext import quote_identifier, quote_text
+from .wrangler_compat import Splitter
 
 STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
 ROWS_PER_INSERT = 500  # local D1 ran out of memory on one INSERT of ~4,500 rows
+D1_MAX_ROW_BYTES = 2_000_000  # D1 refuses strings, BLOBs and rows past about 2 MB
 RULE = "-- " + "=" * 60 + "\n"
 FOOTER_START = "-- Backup complete"
 
@@ -154,6 +156,9 @@ class _DumpWriter:
         self.statement_bytes = statement_bytes
         self.rows_per_insert = rows_per_insert
         self.checker = RealChecker()
+        self.splitter = Splitter()
+        self.warnings: list[str] = []
+        self.oversized_tables: set[str] = set()
         self.rows_written = 0
         self.exact_reals = 0
 
@@ -161,11 +166,15 @@ class _DumpWriter:
         if self.out is not None:
             self.out.write(text)
 
-    def statement(self, marker: str, sql: str) -> None:
-        """A schema statement with its marker comment. A trailing `--` comment must not swallow the `;`."""
+    def statement(self, marker: str | None, sql: str) -> None:
+        """A schema statement (with its marker comment), then whatever keeps wrangler's splitter in step.
+
+        A trailing `--` comment in the stored SQL must not swallow the `;`.
+        """
         last_line = sql.rsplit("\n", 1)[-1]
-        end = "\n;\n" if "--" in last_line else ";\n"
-        self.write(f"-- {marker}\n{sql}{end}")
+        text = sql + ("\n;\n" if "--" in last_line else ";\n")
+        self.splitter.feed(text)
+        self.write((f"-- {marker}\n" if marker else "") + text + self.splitter.resync())
 
     def run(self) -> DumpResult:
         started = datetime.now(timezone.utc)
@@ -180,9 +189,11 @@ class _DumpWriter:
         for table in plan.tables:
             if table.data == "rebuild":
                 continue
-            self.write(f"\n-- Table: {_name(table.name)}\n{table.create_if_not_exists()};\n")
+            self.write(f"\n-- Table: {_name(table.name)}\n")
+            self.statement(None, table.create_if_not_exists())
             if table.note:
                 self.write(f"-- Note: {table.note}\n")
+            self.write(fts5_settings(table))
             if table.data == "rows":
                 rows, digest = self.write_rows(table)
                 table_rows[table.name], table_digests[table.name] = rows, digest
@@ -200,7 +211,10 @@ class _DumpWriter:
             self.statement(f"Index: {_name(index.name)} on {_name(index.tbl_name)}", index.sql)
         for table in plan.tables:
             if table.data == "rebuild":
-                self.write(f"-- Rebuild: {_name(table.name)}\nINSERT INTO {table.quoted}({table.quoted}) VALUES('rebuild');\n")
+                self.write(
+                    f"-- Rebuild: {_name(table.name)}\n{fts5_settings(table)}"
+                    f"INSERT INTO {table.quoted}({table.quoted}) VALUES('rebuild');\n"
+                )
         for view in plan.views:
             self.statement(f"View: {_name(view.name)}", view.sql)
         for trigger in plan.triggers:
@@ -224,7 +238,7 @@ class _DumpWriter:
             point_in_time=self.source.point_in_time,
             requests=self.source.requests,
             job_id=self.job_id,
-            warnings=list(plan.warnings),
+            warnings=list(plan.warnings) + self.warnings,
             exact_reals=self.exact_reals,
         )
         self.footer(result, time.monotonic() - clock)
@@ -247,6 +261,7 @@ class _DumpWriter:
             f"Patina {__version__}, dump format 1. Restore into an EMPTY database:",
             "  patina restore DUMP --to new.sqlite | sqlite3 new.sqlite < DUMP | wrangler d1 execute DB --file DUMP",
         ]
+        lines += [f"SQLite {name}: {value} (D1 cannot hold it; `patina restore` sets it)" for name, value in plan.pragmas.items()]
         lines += [f"Warning: {w}" for w in plan.warnings]
         self.write(RULE + "".join(f"-- {line}\n" for line in lines) + RULE + "\n")
 
@@ -258,6 +273,7 @@ class _DumpWriter:
             f"Total rows: {result.rows}",
             f"Duration: {seconds:.3f}s",
             *extra,
+            *[f"Warning: {w}" for w in self.warnings],
             f"Size: {self.out.sql_bytes} bytes of SQL above this footer",
             f"SHA-256 of the SQL above this footer: {self.out.sql_sha256.hexdigest()}",
         ]
@@ -279,6 +295,8 @@ class _DumpWriter:
         prefix = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES\n"
         room = self.statement_bytes - utf8_length(prefix) - 2
         max_rows = self.rows_per_insert
+        if table.rowid_by_update:
+            room, max_rows = room - 80, 1  # one row a statement, plus the UPDATE that sets its rowid
         formatter = RowFormatter(len(table.columns), self.checker)
         pending: list[str] = []
         pending_bytes = 0
@@ -287,7 +305,11 @@ class _DumpWriter:
         def flush() -> None:
             nonlocal pending, pending_bytes
             if pending:
-                emit(prefix + ",\n".join(pending) + ";\n")
+                if table.rowid_by_update:  # the tuple's first value is the rowid, an integer
+                    rowid, rest = pending[0][1:].split(",", 1)
+                    emit(self.insert_then_set_rowid(table, "(" + rest, rowid))
+                else:
+                    emit(prefix + ",\n".join(pending) + ";\n")
                 pending, pending_bytes = [], 0
 
         def place(batch: list[tuple], tuples: list[str]) -> None:
@@ -331,6 +353,15 @@ class _DumpWriter:
         self.exact_reals += formatter.exact_reals
         return rows, digest.hexdigest()
 
+    @staticmethod
+    def insert_then_set_rowid(table: TablePlan, value_tuple: str, rowid: str) -> str:
+        """A row of a 100-column table: D1 refuses an INSERT naming 101 columns, so the rowid is set after."""
+        columns = ",".join(quote_identifier(c) for c in table.columns[1:])
+        return (
+            f"INSERT INTO {table.quoted}({columns}) VALUES{value_tuple};\n"
+            f"UPDATE {table.quoted} SET {quote_identifier(table.columns[0])}={rowid} WHERE rowid=last_insert_rowid();\n"
+        )
+
     def write_large_row(self, table: TablePlan, row: tuple, formatter: RowFormatter, emit) -> None:
         """A row over the statement limit: INSERT it with its largest values empty, then append them in pieces."""
         literals = [formatter.format_value(v) for v in row]
@@ -345,6 +376,13 @@ class _DumpWriter:
                 continue
             deferred.append(i)
             total -= sizes[i]
+        raw = sum(len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8 for v in row)
+        if raw > D1_MAX_ROW_BYTES and table.name not in self.oversized_tables:
+            self.oversized_tables.add(table.name)
+            self.warnings.append(
+                f"table {table.name!r} has rows of more than {D1_MAX_ROW_BYTES:,} bytes, which D1 cannot hold: "
+                "this dump restores into SQLite, not into D1"
+            )
         if total > self.statement_bytes or not table.key:
             raise DumpError(
                 f"table {table.name!r}: a row cannot be written in statements of {self.statement_bytes} bytes "
@@ -353,7 +391,10 @@ class _DumpWriter:
         first = list(literals)
         for i in deferred:
             first[i] = "X''" if type(row[i]) is bytes else ("CAST(X'' AS TEXT)" if isinstance(row[i], RawText) else "''")
-        emit(head + ",".join(first) + ");\n")
+        if table.rowid_by_update:
+            emit(self.insert_then_set_rowid(table, "(" + ",".join(first[1:]) + ")", first[0]))
+        else:
+            emit(head + ",".join(first) + ");\n")
         where = " WHERE " + " AND ".join(f"{quote_identifier(table.columns[k])}={literals[k]}" for k in table.key)
         for i in sorted(deferred):
             column = quote_identifier(table.columns[i])
@@ -364,6 +405,15 @@ class _DumpWriter:
             room = self.statement_bytes - utf8_length(start) - utf8_length(end)
             for piece in chunk_value(row[i], room):
                 emit(start + formatter.literal(piece) + end)
+
+
+def fts5_settings(table: TablePlan) -> str:
+    """Statements that replay an FTS5 index's settings (`rank`, `automerge`, ...) onto a new index."""
+    return "".join(
+        f"INSERT INTO {table.quoted}({table.quoted}, rank) VALUES({quote_text(key)}, "
+        f"{value if isinstance(value, int) else text_literal(str(value))});\n"
+        for key, value in table.fts5_config
+    )
 
 
 def _name(name: str) -> str:

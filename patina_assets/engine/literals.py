@@ -1,14 +1,16 @@
 """SQL literals that read back as exactly the value that was written, on SQLite 3.40's parser and on D1's.
 
 - INTEGER: decimal digits; the whole 64-bit range parses back as an integer.
-- REAL: Python's shortest round-trip `repr`. A correctly rounding parser (SQLite >= 3.43, which D1 runs)
-  reads it back to the last bit; older parsers (the sqlite3 CLI 3.40 here) misread about one value in
-  ten thousand. So each REAL literal is checked against the SQLite library Patina runs with, and a value
-  it would misread is written as an exact quotient of integers and powers of two instead, e.g.
+- REAL: Python's shortest round-trip `repr` where that is safe. SQLite's decimal parser is not exact
+  everywhere: 3.40 (the sqlite3 CLI here) misreads about one typical value in ten thousand, and D1's
+  3.47 misreads many values with exponents beyond about +-100. So each REAL literal is checked against
+  the SQLite library Patina runs with, values of extreme magnitude are never trusted to decimal, and
+  those are written as an exact quotient of integers and powers of two instead, e.g.
   `(6845843473148657/17592186044416.0)`, which every version computes exactly. Infinities are `9e999`
   and `-9e999` (SQLite's own `quote()` writes `Inf`, which is not SQL).
-- TEXT: single-quoted; newline, carriage return and NUL written as `'||char(10)||'` etc., so every
-  statement stays on one line and line-based tools (grep, sed) can cut a dump safely. TEXT that is not
+- TEXT: single-quoted; newline, carriage return and NUL written as escape tokens put back by
+  `replace()` (as the sqlite3 CLI's .dump does), so every statement stays on one line and line-based
+  tools (grep, sed) can cut a dump safely. TEXT that is not
   valid UTF-8 (SQLite stores what it is given) is written as `CAST(X'..' AS TEXT)`.
 - BLOB: `X'..'`. NULL: `NULL` (and `''` stays the empty string).
 """
@@ -21,6 +23,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 POW2_62 = "4611686018427387904.0"  # 2**62 with a decimal point: a REAL every SQLite parses exactly
+# D1's SQLite (3.47 in wrangler 4.20.0) misreads many decimal literals with exponents beyond about
+# +-100, and the local library cannot vouch for it there: such values always take the exact form.
+SAFE_MIN, SAFE_MAX = 1e-80, 1e80
 _INF_LITERALS = {float("inf"): "9e999", float("-inf"): "-9e999"}
 _CHECK_BATCH = 500
 
@@ -29,18 +34,43 @@ class RawText(bytes):
     """TEXT whose bytes are not valid UTF-8, kept as bytes so nothing is replaced on the way."""
 
 
+# (text to keep out of the literal, token name, SQL that puts it back). `BEGIN TRANSACTION` is here because
+# wrangler deletes it (and a COMMIT;) from anywhere in a file, quoted values included (see wrangler_compat).
+_CONTROL = (
+    ("\n", "n", "char(10)"),
+    ("\r", "r", "char(13)"),
+    ("\x00", "0", "char(0)"),
+    ("BEGIN TRANSACTION", "B", "'BEGIN TRANS'||'ACTION'"),
+)
+WRANGLER_TRIGGER = "BEGIN TRANSACTION"
+
+
 def text_literal(value: str) -> str:
-    """A TEXT value as a one-line SQL expression."""
-    if value.isprintable():  # fast path: no newline, carriage return or NUL can be in it
+    """A TEXT value as a one-line SQL expression.
+
+    Newline, carriage return and NUL are written as an escape token inside the string and put back
+    by `replace()`, like the sqlite3 CLI's .dump: `replace('a\\nb','\\n',char(10))`; so is the text
+    `BEGIN TRANSACTION`, which wrangler would otherwise cut out of the file. The token is
+    chosen so that it does not occur in the text, and the nesting stays at most three calls deep
+    however many line breaks the text holds (SQLite limits expression depth to 1000).
+    """
+    if value.isprintable() and WRANGLER_TRIGGER not in value:  # fast path: nothing to keep out
         return "'" + value.replace("'", "''") + "'"
     value = value.replace("'", "''")
-    if "\n" in value or "\r" in value or "\x00" in value:
-        value = (
-            value.replace("\x00", "'||char(0)||'")
-            .replace("\r", "'||char(13)||'")
-            .replace("\n", "'||char(10)||'")
-        )
-    return "'" + value + "'"
+    replacements = []
+    for char, name, sql in _CONTROL:
+        if char in value:
+            token = "\\" + name
+            n = 0
+            while token in value:
+                n += 1
+                token = f"\\{name}{n}"
+            value = value.replace(char, token)
+            replacements.append((token, sql))
+    literal = "'" + value + "'"
+    for token, sql in replacements:
+        literal = f"replace({literal},'{token}',{sql})"
+    return literal
 
 
 def blob_literal(value: bytes) -> str:
@@ -134,6 +164,8 @@ class RowFormatter:
         def real(value: float) -> str:
             literal = exact_get(value)
             if literal is None:
+                if not (SAFE_MIN < abs(value) < SAFE_MAX) and value != 0:
+                    return exact_real_literal(value)
                 literal = float_repr(value)
                 if not (-1e15 < value < 1e15 and value.is_integer()):
                     values_append(value)

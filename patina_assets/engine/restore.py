@@ -26,6 +26,7 @@ from .formats import open_dump_text
 from .sqltext import quote_identifier
 
 MARKER = re.compile(r"^-- (Create table|Table|End of table|Sequence|Index|Rebuild|View|Trigger): (\"(?:[^\"\\]|\\.)*\")(?: on (\"(?:[^\"\\]|\\.)*\"))?(?: \((\d+) rows\))?\s*$")
+PRAGMA_LINE = re.compile(r"^-- SQLite (user_version|application_id): (-?\d+)\b")
 FOOTER_SHA = re.compile(r"^-- SHA-256 of the SQL above this footer: ([0-9a-f]{64})\s*$")
 
 
@@ -55,6 +56,7 @@ class DumpReader:
         self.path = Path(path)
         self.expected_rows: dict[str, int] = {}
         self.footer: dict[str, str] = {}
+        self.pragmas: dict[str, int] = {}  # from the header: what D1 cannot hold but a SQLite file can
 
     def parts(self) -> Iterator[_Part]:
         sha = hashlib.sha256()
@@ -83,6 +85,9 @@ class DumpReader:
                             continue
                         if stripped.startswith("--"):
                             m = MARKER.match(line)
+                            pragma = PRAGMA_LINE.match(line) if not kind else None
+                            if pragma:
+                                self.pragmas[pragma.group(1)] = int(pragma.group(2))
                             if m:
                                 kind, name = m.group(1), json.loads(m.group(2))
                                 table = json.loads(m.group(3)) if m.group(3) else name
@@ -156,6 +161,9 @@ def restore_dump(
                 statements += 1
                 if progress and statements % 200 == 0:
                     progress(statements, 0)
+            if table is None:
+                for pragma, value in reader.pragmas.items():
+                    db.execute(f"PRAGMA {pragma} = {int(value)}")
             if not seen_table:
                 raise RestoreError(f"{dump_path} has no table {table!r}; its tables: {', '.join(sorted(reader.expected_rows))}")
             db.execute("COMMIT")

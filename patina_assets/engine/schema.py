@@ -15,13 +15,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import DumpError
+from .errors import DumpError, SourceError
 from .sqltext import identifiers, module_arguments, option_value, quote_identifier, quote_text
 
 if TYPE_CHECKING:
     from .sources import Source
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
+D1_MAX_COLUMNS = 100
 # Columns whose `hidden` flag in PRAGMA table_xinfo marks them as not inserted:
 # 1 = hidden column of a virtual table, 2 = VIRTUAL generated, 3 = STORED generated.
 GENERATED = (2, 3)
@@ -61,6 +62,11 @@ class TablePlan:
     key: list[int]
     data: str = "rows"  # "rows", "rebuild" (external-content full-text index) or "none"
     note: str = ""
+    # D1 refuses an INSERT naming more than 100 columns: a 100-column table's rows go in without their
+    # rowid (the first column here), each followed by an UPDATE that sets it.
+    rowid_by_update: bool = False
+    # FTS5 settings kept in the index's _config table (rank, automerge, ...), replayed after creation.
+    fts5_config: list[tuple[str, object]] = field(default_factory=list)
 
     @property
     def quoted(self) -> str:
@@ -84,6 +90,8 @@ class SchemaPlan:
     has_sequence: bool
     fingerprint: str
     warnings: list[str] = field(default_factory=list)
+    # PRAGMA user_version and application_id (None where the source will not say: D1 refuses them).
+    pragmas: dict[str, int] = field(default_factory=dict)
 
 
 def read_schema(source: "Source") -> SchemaPlan:
@@ -104,6 +112,8 @@ def read_schema(source: "Source") -> SchemaPlan:
         plan = _plan_table(obj, columns.get(obj.name, []), obj.name in without_rowid)
         if plan.note:
             warnings.append(plan.note)
+        if plan.virtual and module_arguments(obj.sql)[0] == "fts5":
+            plan.fts5_config = _fts5_config(source, obj.name)
         tables.append(plan)
     dumped = {o.name for o in table_objects}
     indexes = [o for o in objects if o.type == "index" and o.sql and o.tbl_name in dumped]
@@ -111,6 +121,11 @@ def read_schema(source: "Source") -> SchemaPlan:
     triggers = [o for o in objects if o.type == "trigger" and not owned_elsewhere(o.tbl_name)]
     has_sequence = any(o.type == "table" and o.name == "sqlite_sequence" for o in objects)
     everything = table_objects + indexes + views + triggers
+    warnings += [
+        f"{o.type} {o.name!r} has the text BEGIN TRANSACTION in its SQL: `wrangler d1 execute --local` would "
+        "cut it out of the file; restore with `patina restore` or D1's import API (`--remote`)"
+        for o in everything if "BEGIN TRANSACTION" in o.sql
+    ]
     return SchemaPlan(
         tables=tables,
         indexes=indexes,
@@ -119,7 +134,26 @@ def read_schema(source: "Source") -> SchemaPlan:
         has_sequence=has_sequence,
         fingerprint=schema_fingerprint(everything),
         warnings=warnings,
+        pragmas=_pragmas(source),
     )
+
+
+def _pragmas(source: "Source") -> dict[str, int]:
+    found = {}
+    for pragma in ("user_version", "application_id"):
+        try:
+            rows = source.query(f"PRAGMA {pragma}")
+        except SourceError:  # D1: "not authorized"
+            continue
+        if rows and rows[0][0]:
+            found[pragma] = int(rows[0][0])
+    return found
+
+
+def _fts5_config(source: "Source", table: str) -> list[tuple[str, object]]:
+    """The settings an FTS5 index keeps in its _config shadow table, except its format version."""
+    shadow = quote_identifier(table + "_config")
+    return [(k, v) for k, v in source.query(f"SELECT k, v FROM {shadow} WHERE k <> 'version' ORDER BY k")]
 
 
 def schema_fingerprint(objects: list[SchemaObject]) -> str:
@@ -161,7 +195,7 @@ def _plan_table(obj: SchemaObject, columns: list[Column], without_rowid: bool) -
     if free is None:
         note = f"table {obj.name!r}: columns named rowid, _rowid_ and oid hide its rowids; they are renumbered on restore"
         return TablePlan(obj.name, obj.sql, False, False, names, [], note=note)
-    return TablePlan(obj.name, obj.sql, False, False, [free] + names, [0])
+    return TablePlan(obj.name, obj.sql, False, False, [free] + names, [0], rowid_by_update=len(names) >= D1_MAX_COLUMNS)
 
 
 def _rowid_alias(sql: str, columns: list[Column]) -> str | None:

@@ -31,6 +31,8 @@ from .schema import TablePlan
 from .sqltext import quote_identifier
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
+BIG_ROW_BYTES = 300_000  # JSON escaping can grow text 6x: a row's string must stay under D1's 2 MB
+PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
 D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
 
 
@@ -179,6 +181,7 @@ class D1Source(Source):
         self.backoff_seconds = backoff_seconds
         self.request_timeout = request_timeout
         self._sleep = sleep
+        self._math: bool | None = None
         self.deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
         import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
 
@@ -272,9 +275,17 @@ class D1Source(Source):
 
     def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
         if not table.key:
-            raise SourceError(f"{self.description}: table {table.name!r} has no reachable rowid or key to page by")
+            yield from self._scan_without_key(table)
+            return
         keys = [quote_identifier(c) for c in table.key_columns]
-        cells = ",".join(_tagged(quote_identifier(c)) for c in table.columns)
+        columns = [quote_identifier(c) for c in table.columns]
+        # D1 refuses any string over 2 MB, and each row travels as one JSON string: a row whose values
+        # add up to more than BIG_ROW_BYTES comes as a marker with its key, and is fetched in pieces.
+        size = "+".join(f"coalesce(length(CAST({c} AS BLOB)),0)" for c in columns)
+        row = (
+            f"CASE WHEN {size} > {BIG_ROW_BYTES} THEN json_array('R',{','.join(_tagged(k) for k in keys)}) "
+            f"ELSE json_array({','.join(_tagged(c, self._has_math_functions()) for c in columns)}) END"
+        )
         key_aliases = ",".join(f"{k} AS k{i}" for i, k in enumerate(keys))
         order_inner = ",".join(keys)
         order_outer = ",".join(f"k{i}" for i in range(len(keys)))
@@ -287,13 +298,20 @@ class D1Source(Source):
             sql = (
                 f"SELECT r, n FROM (SELECT r, {order_outer}, "
                 f"sum(length(r)) OVER (ORDER BY {order_outer} ROWS UNBOUNDED PRECEDING) AS running, count(*) OVER () AS n "
-                f"FROM (SELECT json_array({cells}) AS r, {key_aliases} FROM {table.quoted}{where} "
+                f"FROM (SELECT {row} AS r, {key_aliases} FROM {table.quoted}{where} "
                 f"ORDER BY {order_inner} LIMIT {limit})) WHERE running - length(r) < {int(self.page_bytes)} ORDER BY {order_outer}"
             )
             rows = self.query(sql)
             if not rows:
                 return
-            batch = [tuple(_untag(v) for v in json.loads(r)) for r, _n in rows]
+            batch = []
+            for r, _n in rows:
+                values = json.loads(r)
+                if values and values[0] == "R":
+                    where_key = " AND ".join(f"{k}={formatter.format_value(_untag(v))}" for k, v in zip(keys, values[1:]))
+                    batch.append(self._big_row(table, columns, where_key))
+                else:
+                    batch.append(tuple(_untag(v) for v in values))
             yield batch
             scanned = rows[0][1]
             if scanned < limit and len(rows) == scanned:
@@ -302,11 +320,70 @@ class D1Source(Source):
             after = ",".join(formatter.format_value(last[i]) for i in table.key)
             limit = min(50_000, limit * 2) if len(rows) == scanned else max(1, len(rows) + len(rows) // 4)
 
+    def _scan_without_key(self, table: TablePlan) -> Iterator[list[tuple]]:
+        """A rowid table whose rowid every column name hides (rowid, _rowid_ and oid all taken): nothing
+        to page by, so, for this table alone, LIMIT/OFFSET in SQLite's stable scan order."""
+        cells = ",".join(_tagged(quote_identifier(c), self._has_math_functions()) for c in table.columns)
+        offset, limit = 0, 500
+        while True:
+            rows = self.query(f"SELECT json_array({cells}) FROM {table.quoted} LIMIT {limit} OFFSET {offset}")
+            if rows:
+                yield [tuple(_untag(v) for v in json.loads(r)) for (r,) in rows]
+            if len(rows) < limit:
+                return
+            offset += len(rows)
 
-def _tagged(column: str) -> str:
-    """One value as text tagged with its type: i/r/t/b + digits, quote(), the text, or hex."""
+    def _has_math_functions(self) -> bool:
+        if self._math is None:
+            try:
+                self._math = bool(self.query("SELECT atan2(-0.0, -1) < 0")[0][0])
+            except SourceSQLError:
+                self._math = False
+        return self._math
+
+    def _big_row(self, table: TablePlan, columns: list[str], where_key: str) -> tuple:
+        """One large row: numbers in one query, each TEXT or BLOB as hex pieces of its bytes."""
+        described = ",".join(
+            f"CASE typeof({c}) WHEN 'text' THEN 'T'||length(CAST({c} AS BLOB)) "
+            f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, self._has_math_functions())} END"
+            for c in columns
+        )
+        rows = self.query(f"SELECT json_array({described}) FROM {table.quoted} WHERE {where_key}")
+        if not rows:
+            raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
+        values = []
+        for column, value in zip(columns, json.loads(rows[0][0])):
+            if value is None or value[0] not in "TB":
+                values.append(_untag(value))
+                continue
+            length = int(value[1:])
+            data = b"".join(
+                bytes.fromhex(self.query(
+                    f"SELECT hex(substr(CAST({column} AS BLOB),{start},{PIECE_BYTES})) FROM {table.quoted} WHERE {where_key}"
+                )[0][0])
+                for start in range(1, length + 1, PIECE_BYTES)
+            )
+            if value[0] == "B":
+                values.append(data)
+            else:
+                try:
+                    values.append(data.decode("utf-8"))
+                except UnicodeDecodeError:
+                    values.append(RawText(data))
+        return tuple(values)
+
+
+def _tagged(column: str, negative_zero: bool = False) -> str:
+    """One value as text tagged with its type: i/r/t/b + digits, quote(), the text, or hex.
+
+    quote() writes -0.0 as 0.0 (and no text function shows its sign); with SQLite's math functions,
+    atan2 tells them apart, so a -0.0 kept in an untyped column survives too.
+    """
+    real = f"'r'||quote({column})"
+    if negative_zero:
+        real = f"CASE WHEN {column} = 0 AND atan2({column}, -1) < 0 THEN 'r-0.0' ELSE {real} END"
     return (
-        f"CASE typeof({column}) WHEN 'integer' THEN 'i'||{column} WHEN 'real' THEN 'r'||quote({column}) "
+        f"CASE typeof({column}) WHEN 'integer' THEN 'i'||{column} WHEN 'real' THEN {real} "
         f"WHEN 'text' THEN 't'||{column} WHEN 'blob' THEN 'b'||hex({column}) END"
     )
 

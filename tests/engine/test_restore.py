@@ -109,3 +109,17 @@ def test_corrupt_compressed_dump_is_refused(fmt, source_db, tmp_path):
     with pytest.raises(CorruptDump):
         restore_dump(damaged, tmp_path / "new.sqlite")
     assert not (tmp_path / "new.sqlite").exists()
+
+
+def test_rows_too_big_for_d1_are_reported(tmp_path):
+    source = tmp_path / "big.sqlite"
+    db = sqlite3.connect(source)
+    db.execute("CREATE TABLE files(id INTEGER PRIMARY KEY, a BLOB, b BLOB)")
+    db.execute("INSERT INTO files VALUES (1, zeroblob(1500000), zeroblob(1500000))")
+    db.commit()
+    db.close()
+    with SqliteSource(source) as src:
+        result = dump_database(src, tmp_path / "big.sql")
+    assert any("'files'" in w and "D1 cannot hold" in w for w in result.warnings)
+    assert "-- Warning: table 'files' has rows of more than" in (tmp_path / "big.sql").read_text()
+    restore_dump(tmp_path / "big.sql", tmp_path / "restored.sqlite")  # SQLite holds it all the same

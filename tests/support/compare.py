@@ -12,7 +12,12 @@ Every difference starts with its category and a colon, so callers can filter:
                  columns and sqlite_sequence included), matched by rowid (or primary key).
                  Types must match (typeof), integers exactly, REALs bit for bit (so -0.0 is
                  not 0.0), TEXT and BLOB byte for byte (embedded NULs and invalid UTF-8
-                 included), NULL is not ''.
+                 included), NULL is not ''. Rowid tables are matched by rowid, so rowids
+                 must match even without an INTEGER PRIMARY KEY (``check_rowids=False``
+                 compares those tables as sorted multisets instead); sqlite_sequence is
+                 matched by name (its own rowids are free), and duplicate names are
+                 reported; a table whose rowid, _rowid_ and oid are all column names is
+                 compared in scan order.
 - ``vtab:``      the visible rows of virtual tables (``SELECT rowid, *``), except
                  contentless FTS tables, whose columns read as NULL.
 - ``fts:``       FTS indexes: the full fts5vocab 'instance' listing (fts4aux for FTS3/4),
@@ -181,7 +186,7 @@ def _vtab_module(sql: str | None) -> tuple[str, list[str]] | None:
     if i >= len(toks) or toks[i].upper() != "USING":
         return None
     module = _dequote(toks[i + 1]).lower()
-    start = sql.find("(", _token_end(sql, toks, i + 1))
+    start = sql.find("(", _token_end(sql, i + 1))
     if start < 0:
         return module, []
     return module, _split_args(sql[start + 1:sql.rfind(")")])
@@ -198,7 +203,7 @@ def _tokens(sql: str) -> Iterator[str]:
         yield m.group(1)
 
 
-def _token_end(sql: str, toks: list[str], index: int) -> int:
+def _token_end(sql: str, index: int) -> int:
     pos = 0
     for n, m in enumerate(_TOKEN_RE.finditer(sql)):
         pos = m.end()
@@ -333,7 +338,7 @@ def _around(s: str, pos: int, width: int = 40) -> str:
     return ("..." if lo else "") + s[lo:pos + width] + ("..." if pos + width < len(s) else "")
 
 
-def _compare_schema(ce: _Catalog, ca: _Catalog, diffs: list[str]) -> None:
+def _compare_schema(ce: _Catalog, ca: _Catalog, diffs: list[str], trailing_space: bool = True) -> None:
     for key in sorted(set(ce.objects) | set(ca.objects), key=lambda k: (k[0], k[1].lower())):
         typ, name = key
         if key not in ca.objects:
@@ -345,6 +350,8 @@ def _compare_schema(ce: _Catalog, ca: _Catalog, diffs: list[str]) -> None:
             diffs.append(f"schema: unexpected {typ} {q(name)} in actual ({_clip(repr(sql))})")
             continue
         (te, se), (ta, sa) = ce.objects[key], ca.objects[key]
+        if not trailing_space and se is not None and sa is not None:
+            se, sa = se.rstrip(), sa.rstrip()
         if te != ta:
             diffs.append(f"schema: {typ} {q(name)}: tbl_name expected {te!r}, actual {ta!r}")
         if se != sa:
@@ -504,7 +511,7 @@ def _compare_rows(src: _RowSource, it_e: Iterator[tuple], it_a: Iterator[tuple],
         )
 
 
-def _columns(db: _Db, table: str, *, vtab: bool = False) -> list[tuple[str, int]]:
+def _columns(db: _Db, table: str) -> list[tuple[str, int]]:
     """(name, pk) of the columns to read: generated ones included, vtab hidden ones not."""
     rows = db.meta("SELECT name, pk, hidden FROM pragma_table_xinfo(?, 'main') ORDER BY cid", (table,))
     return [(name, pk) for name, pk, hidden in rows if not (hidden == 1)]
@@ -594,7 +601,7 @@ def _compare_vtabs(de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str
         contentless = "content" in opts and opts["content"] == ""
         if not contentless:
             try:
-                cols = [c for c, _ in _columns(de, name, vtab=True)]
+                cols = [c for c, _ in _columns(de, name)]
                 src = _RowSource(f"virtual table {q(name)}", ["rowid"], ["rowid"], cols,
                                  f"FROM main.{q(name)} ORDER BY rowid", None)
                 _compare_rows(src, src.rows(de), src.rows(da), "vtab", diffs, limit)
@@ -767,6 +774,7 @@ def compare_databases(
     check_rowids: bool = True,
     max_per_table: int = 10,
     engine: str = "sqlite3",
+    schema_trailing_space: bool = True,
 ) -> list[str]:
     """Differences between two SQLite databases (empty list: identical).
 
@@ -779,6 +787,8 @@ def compare_databases(
         sorted multisets of rows (their rowids are free to differ).
     max_per_table: detailed differences reported per table before summarising.
     engine: "sqlite3" (Python's module, the default) or "apsw".
+    schema_trailing_space: when False, schema SQL that differs only in trailing whitespace is the same
+        (wrangler trims every statement it sends to D1, so `CREATE INDEX ... ON t(x)\n` comes back without the newline).
     """
     ignore = {t.lower() for t in ignore_tables}
     diffs: list[str] = []
@@ -787,7 +797,7 @@ def compare_databases(
         da = _Db(Path(actual), engine)
         try:
             ce, ca = _Catalog(de, ignore), _Catalog(da, ignore)
-            _compare_schema(ce, ca, diffs)
+            _compare_schema(ce, ca, diffs, schema_trailing_space)
             _compare_tables(de, da, ce, ca, ignore, diffs, max_per_table, check_rowids)
             _compare_vtabs(de, da, ce, ca, ignore, diffs, max_per_table, check_fts)
             if check_pragmas:

@@ -12,9 +12,12 @@ API::
     ensure_wrangler() -> Path                 # installs on first use, returns node_modules/.bin/wrangler
     db = LocalD1(workdir)                     # a fresh, empty local D1 in workdir (created if missing)
     db.execute_file(path) -> ExecResult       # raises WranglerError with D1's message on failure
+    db.execute_sql(text) -> ExecResult        # writes text to workdir/input.sql, executes it
     db.execute_command(sql) -> ExecResult     # ad-hoc SQL (--command); .results has the rows
     db.snapshot(dest) -> Path                 # standalone copy of the database (WAL folded in)
-    restore_into_local_d1(sql_file, workdir) -> Path   # one call: fresh D1, execute, snapshot
+    db.execute_files([a, b]) -> [ExecResult]  # several files into the same database, in order
+    db.live_sqlite_path() -> Path             # the .sqlite workerd writes (incomplete without -wal)
+    restore_into_local_d1(sql_file | [files], workdir) -> Path   # fresh D1, execute, snapshot
 
 What wrangler 4.20.0 does with a file (read from its source, src/d1/{execute,splitter,trimmer}.ts,
 and measured by tests/test_wrangler_harness.py):
@@ -28,7 +31,22 @@ and measured by tests/test_wrangler_harness.py):
   other into the same database; each execute is its own transaction.
 * A statement whose text contains `` BEGIN `` or `` CASE `` (unquoted, whitespace on both sides)
   opens a "compound statement" that only `` END`` in upper case followed by ``;`` or whitespace
-  closes; until then semicolons do not split.
+  closes; until then semicolons do not split (D1 still runs the glued text, but the
+  100,000-byte statement limit then applies to all of it).
+* workerd 2025-06-04 keeps a cache of prepared statements of at most 1 MiB of SQL text; evicting
+  from it can corrupt it and crash workerd ("HashIndex detected hash table inconsistency",
+  wrangler reports ``read ECONNRESET``; cloudflare/workerd#5977). Seen with 14 distinct
+  statements of 90 KB in one file (1.26 MB), not with 12 (1.08 MB). Keep one execute under about
+  1 MB of SQL and split bigger restores over several files (each workerd starts afresh).
+  Around 18,000 single-row INSERTs (2.2 MB) in one file hung for minutes; 12,000 took 12 s.
+
+Environment: HOME, XDG_CONFIG_HOME, TMPDIR and the log directory are inside the workdir;
+WRANGLER_SEND_METRICS=false, CI=true; the update check is answered from a seeded cache and
+NODE_ENV=test stops miniflare from fetching Request.cf, so wrangler only talks to workerd on
+127.0.0.1 (checked with strace, and in a network namespace with only loopback up).
+
+Timing (2 cores): one execute of a small file takes 0.55-0.8 s wall clock, workerd start-up
+included; `npm ci` takes about 3 s with a warm npm cache (~150 MB in node_modules).
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +75,7 @@ DEFAULT_TIMEOUT = 180.0
 
 WRANGLER_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "wrangler"
 _STAMP_NAME = ".patina-npm-ci-stamp"
-_LOCK_NAME = ".patina-npm-ci.lock"
+_LOCK_NAME = "patina-wrangler-npm-ci.lock"
 
 # D1 keeps its own tables in every database (_cf_METADATA always, _cf_KV on some paths).
 # Comparisons between a source database and a restored one must leave them out.
@@ -190,7 +209,12 @@ def ensure_wrangler(package_dir: Path = WRANGLER_PACKAGE_DIR) -> Path:
     _check_node()
     if installed():
         return binary
-    with open(package_dir / _LOCK_NAME, "w") as lock:
+    # The lock lives outside the repository (npm ci empties node_modules, and the work tree
+    # should not gain untracked files); one lock per package directory.
+    lock_path = Path(tempfile.gettempdir()) / (
+        f"{_LOCK_NAME}-{hashlib.sha256(str(package_dir.resolve()).encode()).hexdigest()[:16]}"
+    )
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second pytest process waits here for the first
         if installed():
             return binary
@@ -293,6 +317,9 @@ class LocalD1:
                 # at once, instead of going to the registry.
                 "npm_config_registry": "http://127.0.0.1:9/",
                 "NO_UPDATE_NOTIFIER": "1",
+                # miniflare fetches https://workers.cloudflare.com/cf.json for Request.cf unless
+                # NODE_ENV is "test" (then it uses a built-in placeholder).
+                "NODE_ENV": "test",
             }
         )
         return env
@@ -437,31 +464,28 @@ def _parse_output(result: ExecResult) -> None:
         )
 
 
-def restore_into_local_d1(sql_file: Path, workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> Path:
-    """Execute `sql_file` into a fresh local D1 in `workdir` (which must not hold one already) and
-    return a standalone SQLite copy of the result, ``workdir/restored.sqlite``.
+def restore_into_local_d1(
+    sql_file: Path | list[Path], workdir: Path, *, timeout: float = DEFAULT_TIMEOUT
+) -> Path:
+    """Execute `sql_file` (or several files, in order) into a fresh local D1 in `workdir` (which
+    must not hold one already) and return a standalone SQLite copy of the result,
+    ``workdir/restored.sqlite``.
 
     Safe to open with Python's sqlite3 afterwards: the returned file is a copy with workerd's WAL
-    folded in (see LocalD1.snapshot); the live file under .wrangler/state/v3/d1/
-    miniflare-D1DatabaseObject/*.sqlite is NOT complete on its own (its -wal holds the data).
-    The database contains D1's own tables (``_cf_METADATA``; remote D1 also has ``_cf_KV``):
-    comparisons must ignore every table whose name starts with ``_cf_`` (D1_INTERNAL_TABLE_PREFIX).
+    folded in (see LocalD1.snapshot). The live file under .wrangler/state/v3/d1/
+    miniflare-D1DatabaseObject/*.sqlite is NOT complete on its own after wrangler exits: workerd
+    does not checkpoint, the committed pages sit in its -wal.
+    The database contains D1's own table ``_cf_METADATA`` (remote D1 also has ``_cf_KV``), which
+    D1 hides from SQL but sqlite3 sees: comparisons must ignore every table whose name starts
+    with ``_cf_`` (D1_INTERNAL_TABLE_PREFIX).
 
-    Raises WranglerError with D1's message if the file is refused (nothing of it is kept then:
-    the file runs as one batch)."""
+    Raises WranglerError with D1's message if a file is refused (nothing of that file is kept: a
+    file runs as one batch; files executed before it stay). Keep each file under about 1 MB of
+    SQL: workerd 2025-06-04 can crash on more (see the module docstring)."""
     workdir = Path(workdir)
     if (workdir / ".wrangler").exists():
         raise ValueError(f"{workdir} already holds a local D1; use a fresh directory")
+    files = [Path(sql_file)] if isinstance(sql_file, (str, Path)) else [Path(f) for f in sql_file]
     db = LocalD1(workdir, timeout=timeout)
-    db.execute_file(sql_file)
+    db.execute_files(files)
     return db.snapshot(workdir / "restored.sqlite")
-
-
-@contextlib.contextmanager
-def connect_readonly(path: Path):
-    """sqlite3 connection to a snapshot, closed afterwards."""
-    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
-    try:
-        yield con
-    finally:
-        con.close()
