@@ -11,7 +11,7 @@ from . import dumps, resources, schedules
 def build_definitions(config: PatinaConfig) -> dg.Definitions:
     """Everything Dagster loads for a Patina configuration."""
     dump_assets = dumps.build_dump_assets(config)
-    job = schedules.nightly_job(dump_assets)
+    job = schedules.nightly_job(dump_assets, config.dump.concurrency)
     return dg.Definitions(
         assets=dump_assets,
         jobs=[job],

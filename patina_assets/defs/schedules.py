@@ -10,10 +10,13 @@ NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
 
 
-def nightly_job(dump_assets: list[dg.AssetsDefinition]) -> dg.UnresolvedAssetJobDefinition:
+def nightly_job(dump_assets: list[dg.AssetsDefinition], concurrency: int) -> dg.UnresolvedAssetJobDefinition:
+    """Every database's dump for one day. `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps
+    exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills."""
     return dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.assets(*dump_assets),
+        executor_def=dg.multiprocess_executor.configured({"max_concurrent": concurrency}),
         description="Dump every configured database for one day and store the dumps with their manifests.",
         tags={"dagster/max_runtime": str(NIGHTLY_MAX_RUNTIME_SECONDS)},
     )
