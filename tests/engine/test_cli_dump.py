@@ -1,0 +1,78 @@
+"""`patina dump` and `patina restore DUMPFILE` as a user runs them: exit codes, messages, progress."""
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+from support.compare import assert_same_database
+from support.configs import small_database
+from support.d1_server import D1Server
+
+PATINA = [sys.executable, "-m", "patina_assets.cli"]
+
+
+def patina(*args, env=None, **kw):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*PATINA, *args], capture_output=True, text=True, env=full_env, **kw)
+
+
+def test_dump_then_restore(tmp_path):
+    source = small_database(tmp_path / "src.sqlite")
+    run = patina("dump", str(source), "-o", str(tmp_path / "out.sql.gz"), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["format"] == "sql.gz" and result["table_rows"] == {"users": 50, "posts": 100}
+    assert run.stderr == ""  # no progress when stderr is not a terminal
+    run = patina("restore", str(tmp_path / "out.sql.gz"), "--to", str(tmp_path / "new.sqlite"))
+    assert run.returncode == 0 and "row counts match" in run.stdout
+    assert_same_database(source, tmp_path / "new.sqlite")
+
+
+def test_dump_over_rest_with_env(tmp_path):
+    source = small_database(tmp_path / "src.sqlite")
+    with D1Server({"db-id": source}) as server:
+        env = {"CLOUDFLARE_API_TOKEN": "good-token", "PATINA_CLOUDFLARE_API_URL": server.base_url}
+        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env)
+    assert run.returncode == 0, run.stderr
+    assert "not a single point in time" in run.stdout
+
+
+def test_clear_errors_and_nothing_left_behind(tmp_path):
+    source = small_database(tmp_path / "src.sqlite")
+    cases = [
+        (["dump", str(tmp_path / "missing.sqlite"), "-o", str(tmp_path / "x.sql")], "no SQLite database at"),
+        (["dump", str(source), "-o", str(tmp_path / "x.txt")], "name it *.sql, *.sql.gz or *.sql.zst"),
+        (["dump", "d1://only-account", "-o", str(tmp_path / "x.sql")], "d1://ACCOUNT_ID/DATABASE_ID"),
+        (["restore", str(tmp_path / "none.sql"), "--to", str(tmp_path / "n.sqlite")], "none.sql"),
+    ]
+    for args, message in cases:
+        run = patina(*args)
+        assert run.returncode != 0 and message in run.stderr, (args, run.stderr)
+        assert "Traceback" not in run.stderr
+    run = patina("dump", "d1://acct/db", "-o", str(tmp_path / "x.sql"), env={"CLOUDFLARE_API_TOKEN": ""})
+    assert run.returncode == 1 and "CLOUDFLARE_API_TOKEN is not set" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.sqlite"]
+
+
+def test_bad_token_message_names_the_fix_not_the_token(tmp_path):
+    source = small_database(tmp_path / "src.sqlite")
+    with D1Server({"db-id": source}) as server:
+        env = {"CLOUDFLARE_API_TOKEN": "sekret-value-123", "PATINA_CLOUDFLARE_API_URL": server.base_url}
+        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env)
+    assert run.returncode == 1 and "refused the token" in run.stderr and "sekret" not in run.stderr + run.stdout
+    assert not (tmp_path / "d1.sql").exists()
+
+
+def test_progress_on_a_terminal(tmp_path):
+    source = small_database(tmp_path / "src.sqlite", rows=3000)
+    primary, secondary = pty.openpty()
+    run = subprocess.run([*PATINA, "dump", str(source), "-o", str(tmp_path / "p.sql")], stdout=subprocess.PIPE,
+                         stderr=secondary, text=True)
+    os.close(secondary)
+    progress = os.read(primary, 65536).decode()
+    os.close(primary)
+    assert run.returncode == 0
+    assert "rows" in progress and "rows/s" in progress and "MB" in progress
