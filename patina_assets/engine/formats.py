@@ -67,7 +67,7 @@ class DumpOutput:
             self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(self._file, closefd=False)
         else:
             self._sink = self._file
-        self.sql_sha256 = hashlib.sha256()
+        self.sql_sha256 = hashlib.sha256() if self._sink is not self._file else self._file.sha256
         self.sql_bytes = 0
         self._done = False
 
@@ -75,7 +75,8 @@ class DumpOutput:
         self.write_bytes(text.encode("utf-8"))
 
     def write_bytes(self, data: bytes) -> None:
-        self.sql_sha256.update(data)
+        if self._sink is not self._file:  # plain .sql: the file's own hash is the SQL's
+            self.sql_sha256.update(data)
         self.sql_bytes += len(data)
         self._sink.write(data)
 

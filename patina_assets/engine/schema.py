@@ -97,8 +97,9 @@ class SchemaPlan:
 def read_schema(source: "Source") -> SchemaPlan:
     """Plan the dump of everything `source` holds, except what SQLite or D1 own."""
     objects = [SchemaObject(*row) for row in source.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")]
-    kinds = {name: kind for name, kind in source.query("SELECT name, type FROM pragma_table_list WHERE schema = 'main'")}
-    without_rowid = {name for name, wr in source.query("SELECT name, wr FROM pragma_table_list WHERE schema = 'main'") if wr}
+    table_list = source.query("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main'")
+    kinds = {name: kind for name, kind, _wr in table_list}
+    without_rowid = {name for name, _kind, wr in table_list if wr}
 
     def owned_elsewhere(name: str) -> bool:
         lowered = name.lower()
@@ -139,15 +140,11 @@ def read_schema(source: "Source") -> SchemaPlan:
 
 
 def _pragmas(source: "Source") -> dict[str, int]:
-    found = {}
-    for pragma in ("user_version", "application_id"):
-        try:
-            rows = source.query(f"PRAGMA {pragma}")
-        except SourceError:  # D1: "not authorized"
-            continue
-        if rows and rows[0][0]:
-            found[pragma] = int(rows[0][0])
-    return found
+    try:
+        rows = source.query("SELECT user_version, application_id FROM pragma_user_version, pragma_application_id")
+    except SourceError:  # D1: "not authorized"
+        return {}
+    return {name: int(value) for name, value in zip(("user_version", "application_id"), rows[0]) if value}
 
 
 def _fts5_config(source: "Source", table: str) -> list[tuple[str, object]]:

@@ -33,6 +33,7 @@ from .sqltext import quote_identifier
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 BIG_ROW_BYTES = 300_000  # JSON escaping can grow text 6x: a row's string must stay under D1's 2 MB
 PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
+MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a query after 30 s
 D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
 
 
@@ -290,7 +291,7 @@ class D1Source(Source):
         order_inner = ",".join(keys)
         order_outer = ",".join(f"k{i}" for i in range(len(keys)))
         formatter = RowFormatter(len(keys))
-        limit = 1000
+        limit = min(MAX_PAGE_ROWS, max(100, self.page_bytes // 200))  # the byte budget cuts it down to size
         after: str | None = None
         while True:
             where = f" WHERE ({','.join(keys)}) > ({after})" if after else ""
@@ -318,7 +319,8 @@ class D1Source(Source):
                 return
             last = batch[-1]
             after = ",".join(formatter.format_value(last[i]) for i in table.key)
-            limit = min(50_000, limit * 2) if len(rows) == scanned else max(1, len(rows) + len(rows) // 4)
+            # A page cut by the budget sizes the next; a page that was not asks for more rows.
+            limit = min(MAX_PAGE_ROWS, limit * 2) if len(rows) == scanned else max(1, len(rows) + len(rows) // 4)
 
     def _scan_without_key(self, table: TablePlan) -> Iterator[list[tuple]]:
         """A rowid table whose rowid every column name hides (rowid, _rowid_ and oid all taken): nothing
