@@ -41,7 +41,7 @@ from .formats import DumpOutput
 from .literals import RawText, RealChecker, RowFormatter, chunk_value, text_literal, utf8_length
 from .schema import SchemaObject, SchemaPlan, TablePlan, read_schema, sequence_rows
 from .sources import Source
-from .sqltext import quote_identifier, quote_text
+from .sqltext import quote_identifier
 from .wrangler_compat import Splitter
 
 STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
@@ -205,8 +205,8 @@ class _DumpWriter:
         if plan.has_sequence:
             for name, seq in sequence_rows(self.source, plan.tables):
                 self.write(
-                    f"-- Sequence: {_name(name)}\nDELETE FROM sqlite_sequence WHERE name = {quote_text(name)};\n"
-                    f"INSERT INTO sqlite_sequence(name, seq) VALUES({quote_text(name)}, {seq});\n"
+                    f"-- Sequence: {_name(name)}\nDELETE FROM sqlite_sequence WHERE name = {text_literal(name)};\n"
+                    f"INSERT INTO sqlite_sequence(name, seq) VALUES({text_literal(name)}, {seq});\n"
                 )
         for index in plan.indexes:
             self.statement(f"Index: {_name(index.name)} on {_name(index.tbl_name)}", index.sql)
@@ -412,7 +412,7 @@ class _DumpWriter:
 def fts5_settings(table: TablePlan) -> str:
     """Statements that replay an FTS5 index's settings (`rank`, `automerge`, ...) onto a new index."""
     return "".join(
-        f"INSERT INTO {table.quoted}({table.quoted}, rank) VALUES({quote_text(key)}, "
+        f"INSERT INTO {table.quoted}({table.quoted}, rank) VALUES({text_literal(key)}, "
         f"{value if isinstance(value, int) else text_literal(str(value))});\n"
         for key, value in table.fts5_config
     )

@@ -122,8 +122,14 @@ def restore_dump(
     *,
     table: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    allow_foreign_key_violations: bool = False,
 ) -> RestoreReport:
-    """Restore `dump_path` into the new SQLite file `target` (all of it, or one table with its indexes)."""
+    """Restore `dump_path` into the new SQLite file `target` (all of it, or one table with its indexes).
+
+    Rows that break a foreign key fail the restore unless `allow_foreign_key_violations`: a dump of a
+    D1 database never has any (D1 enforces foreign keys), and D1 would refuse such a dump; a SQLite
+    file may hold them, and then the restored copy holds the same ones.
+    """
     target = Path(target)
     if target.exists():
         raise RestoreError(f"{target} already exists; restore never overwrites a database: choose a new path")
@@ -172,17 +178,18 @@ def restore_dump(
             violations = db.execute("PRAGMA foreign_key_check").fetchall() if table is None else []
         finally:
             db.close()
-        if violations:
+        if violations and not allow_foreign_key_violations:
             shown = ", ".join(f"{t} rowid {r} -> {p}" for t, r, p, _ in violations[:5])
             raise RestoreError(
                 f"{dump_path}: the restored data breaks {len(violations)} foreign key(s) ({shown}); "
-                "D1 enforces foreign keys and would refuse this dump"
+                "D1 enforces foreign keys and would refuse this dump. If the source held them too, "
+                "restore anyway with --allow-foreign-key-violations"
             )
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    return RestoreReport(target, counts, statements, time.monotonic() - started)
+    return RestoreReport(target, counts, statements, time.monotonic() - started, violations)
 
 
 def verify_database(db: sqlite3.Connection, expected_rows: dict[str, int]) -> dict[str, int]:

@@ -123,3 +123,21 @@ def test_rows_too_big_for_d1_are_reported(tmp_path):
     assert any("'files'" in w and "D1 cannot hold" in w for w in result.warnings)
     assert "-- Warning: table 'files' has rows of more than" in (tmp_path / "big.sql").read_text()
     restore_dump(tmp_path / "big.sql", tmp_path / "restored.sqlite")  # SQLite holds it all the same
+
+
+def test_foreign_key_violations_fail_unless_allowed(tmp_path):
+    source = tmp_path / "orphans.sqlite"
+    db = sqlite3.connect(source)
+    db.executescript(
+        "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id));"
+        "INSERT INTO c VALUES (1, 42);"  # foreign keys are off by default in SQLite: an orphan
+    )
+    db.commit()
+    db.close()
+    with SqliteSource(source) as src:
+        dump_database(src, tmp_path / "orphans.sql")
+    with pytest.raises(RestoreError, match="breaks 1 foreign key.*--allow-foreign-key-violations"):
+        restore_dump(tmp_path / "orphans.sql", tmp_path / "strict.sqlite")
+    assert not (tmp_path / "strict.sqlite").exists()
+    report = restore_dump(tmp_path / "orphans.sql", tmp_path / "kept.sqlite", allow_foreign_key_violations=True)
+    assert len(report.foreign_key_violations) == 1
