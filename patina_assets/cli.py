@@ -6,11 +6,22 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from . import __version__
+from .catalog import BackupNotFound, Catalog, list_document
+from .config import PatinaConfig, load_config, parse_d1_source
 from .engine import PatinaError, dump_database, open_source, restore_dump
+from .guide import render_guide, restore_guide
+from .status import Snapshot, render_status, table
+from .storage import InvalidKey, StorageError, format_day, validate_database_name
+
+#: ``restore --all DAY --to d1-sources``: each database into its own configured d1:// source.
+D1_SOURCES = "d1-sources"
 
 
 class Progress:
@@ -53,26 +64,346 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_restore(args: argparse.Namespace) -> int:
-    report = restore_dump(
-        Path(args.dump), Path(args.to), table=args.table, allow_foreign_key_violations=args.allow_foreign_key_violations
-    )
+# --------------------------------------------------------------------------------------------------
+# Restores: a local dump file, or a backup from the bucket, into a new SQLite file or a D1 database
+# --------------------------------------------------------------------------------------------------
+
+
+def _print_sqlite_restore(report, args: argparse.Namespace, extra: dict | None = None) -> None:
     if args.json:
-        print(json.dumps({"target": str(report.target), "table_rows": report.table_rows,
+        print(json.dumps({**(extra or {}), "target": str(report.target), "table_rows": report.table_rows,
                           "statements": report.statements, "seconds": round(report.seconds, 3)}, indent=2))
-    else:
-        rows = sum(report.table_rows.values())
-        fk = f"{len(report.foreign_key_violations)} foreign key violation(s) kept" if report.foreign_key_violations else "foreign_key_check ok"
-        print(
-            f"restored {len(report.table_rows)} table(s), {rows:,} rows into {report.target} in {report.seconds:.2f}s; "
-            f"integrity_check ok, {fk}, row counts match the dump"
-        )
+        return
+    rows = sum(report.table_rows.values())
+    fk = (f"{len(report.foreign_key_violations)} foreign key violation(s) kept" if report.foreign_key_violations
+          else "foreign_key_check ok")
+    print(f"restored {len(report.table_rows)} table(s), {rows:,} rows into {report.target} in {report.seconds:.2f}s; "
+          f"integrity_check ok, {fk}, row counts match the dump")
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.args:
+            raise ValueError("restore --all DAY takes no other positional arguments: patina restore --all DAY --to ...")
+        if args.table:
+            raise ValueError("--table restores one table of one database; it cannot be combined with --all")
+        return _restore_all(args)
+    if len(args.args) == 1:
+        return _restore_file(args)
+    if len(args.args) == 2:
+        return _restore_backup(args)
+    raise ValueError("restore takes a DUMP file, or DAY DB from the bucket, or --all DAY: e.g. "
+                     "`patina restore dump.sql.zst --to new.sqlite`, `patina restore 2026-01-05 groveauth --to "
+                     "new.sqlite`, `patina restore --all 2026-01-05 --to restored/`")
+
+
+def _restore_file(args: argparse.Namespace) -> int:
+    """``patina restore DUMP --to ...``: a local dump file (the original form)."""
+    dump = Path(args.args[0])
+    if is_d1_target(args.to):
+        if args.table:
+            raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
+        config = _config(args)
+        return _to_d1(config, dump, args.to, args, label=str(dump))
+    report = restore_dump(dump, Path(args.to), table=args.table,
+                          allow_foreign_key_violations=args.allow_foreign_key_violations)
+    _print_sqlite_restore(report, args)
     return 0
+
+
+def _restore_backup(args: argparse.Namespace) -> int:
+    """``patina restore DAY DB --to ...``: a backup from the bucket, checked against its sha256 on the way."""
+    day_text, name = args.args
+    day = _day(day_text, "restore DAY DB")
+    config = _config(args)
+    catalog = _catalog(config)
+    backup = catalog.find(day, name)
+    if is_d1_target(args.to):
+        if args.table:
+            raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
+        _confirm([(name, args.to)], args)
+    with tempfile.TemporaryDirectory(prefix="patina-restore-") as tmp:
+        dump = catalog.download(backup, Path(tmp) / backup.filename)
+        if is_d1_target(args.to):
+            return _to_d1(config, dump, args.to, args, label=f"{name} on {day}", confirmed=True)
+        report = restore_dump(dump, Path(args.to), table=args.table,
+                              allow_foreign_key_violations=args.allow_foreign_key_violations)
+    _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where})
+    return 0
+
+
+def is_d1_target(target: str) -> bool:
+    return target.startswith("d1:")
+
+
+def _to_d1(config: PatinaConfig, dump: Path, target: str, args: argparse.Namespace, *, label: str,
+           confirmed: bool = False) -> int:
+    account, database_id = _parse_d1_target(target)
+    if not confirmed:
+        _confirm([(label, target)], args)
+    result = _import_into_d1(config, dump, account, database_id)
+    if args.json:
+        print(json.dumps({"restored": label, **result.to_dict()}, indent=2))
+    else:
+        print(f"restored {label} into {target}: {result.num_queries} statements in {result.seconds:.1f}s, row counts "
+              f"match the dump; undo with `wrangler d1 time-travel restore DB --bookmark={result.at_bookmark}`")
+    return 0
+
+
+def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id: str):
+    from .engine.d1_import import import_dump
+    from .engine.restore import DumpReader
+
+    reader = DumpReader(dump)
+    for _ in reader.parts():  # the footer's sha256 and each table's row count, before anything is sent
+        pass
+    return import_dump(dump, account, database_id, token=config.cloudflare.api_token(os.environ),
+                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows)
+
+
+def _parse_d1_target(target: str) -> tuple[str, str]:
+    try:
+        return parse_d1_source(target)
+    except ValueError as exc:
+        raise ValueError(f"--to {target}: {exc}") from None
+
+
+def _confirm(targets: list[tuple[str, str]], args: argparse.Namespace) -> None:
+    """Writing into D1 needs a yes: typed at a terminal, or --yes."""
+    if args.yes:
+        return
+    listing = "; ".join(f"{what} -> {where}" for what, where in targets)
+    if not sys.stdin.isatty():
+        raise ValueError(f"refusing to restore into D1 without confirmation ({listing}): it writes into those "
+                         "databases. Check the targets, then run again with --yes")
+    print(f"About to restore into D1: {listing}.", file=sys.stderr)
+    print("Each target must be an EMPTY database (a dump has no DROP TABLE). Type 'yes' to go on: ",
+          end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() != "yes":
+        raise ValueError("not confirmed: nothing was restored")
+
+
+def _restore_all(args: argparse.Namespace) -> int:
+    """``patina restore --all DAY --to ...``: every database, critical first, stopping at the first failure."""
+    day = _day(args.all, "restore --all DAY")
+    config = _config(args)
+    catalog = _catalog(config)
+    targets = _all_targets(config, args.to)
+    databases = config.by_priority()
+    plan = []
+    missing = []
+    for db in databases:
+        try:
+            plan.append((db, catalog.find(day, db.name), targets[db.name]))
+        except BackupNotFound:
+            missing.append(db.name)
+    if missing:
+        raise PatinaError(f"nothing was restored: no backup of {', '.join(missing)} on {day} "
+                          f"(`patina list --date {day}` shows what that day has; choose another day, or restore "
+                          "databases one by one with `patina restore DAY DB --to ...`)")
+    exists = [str(t) for _, _, t in plan if not is_d1_target(str(t)) and Path(t).exists()]
+    if exists:
+        raise ValueError(f"nothing was restored: {', '.join(exists)} already exist(s); restore never overwrites")
+    d1 = [(db.name, str(t)) for db, _, t in plan if is_d1_target(str(t))]
+    if d1:
+        _confirm(d1, args)
+        _check_d1_targets_empty(config, d1)
+    done: list[dict] = []
+    failure: dict | None = None
+    for db, backup, target in plan:
+        started = time.monotonic()
+        try:
+            with tempfile.TemporaryDirectory(prefix="patina-restore-") as tmp:
+                dump = catalog.download(backup, Path(tmp) / backup.filename)
+                if is_d1_target(str(target)):
+                    account, database_id = _parse_d1_target(str(target))
+                    detail = f"{_import_into_d1(config, dump, account, database_id).num_queries} statements"
+                else:
+                    report = restore_dump(dump, Path(target),
+                                          allow_foreign_key_violations=args.allow_foreign_key_violations)
+                    detail = f"{sum(report.table_rows.values()):,} rows"
+        except (PatinaError, StorageError, ValueError) as exc:
+            failure = {"database": db.name, "priority": db.priority, "target": str(target), "error": str(exc)}
+            break
+        done.append({"database": db.name, "priority": db.priority, "target": str(target), "from": backup.where,
+                     "detail": detail, "seconds": round(time.monotonic() - started, 3)})
+    not_attempted = [db.name for db, _, _ in plan[len(done) + (1 if failure else 0):]]
+    if args.json:
+        print(json.dumps({"date": day, "restored": done, "failed": failure, "notAttempted": not_attempted}, indent=2))
+    else:
+        rows = [[d["database"], d["priority"], "restored", d["target"], d["detail"]] for d in done]
+        if failure:
+            rows.append([failure["database"], failure["priority"], "FAILED", failure["target"], ""])
+        rows += [[name, config.database(name).priority, "not attempted", str(targets[name]), ""] for name in not_attempted]
+        print(f"restore --all {day}, in priority order:")
+        print(table(["DATABASE", "PRIORITY", "RESULT", "TARGET", "DETAIL"], rows))
+        if failure:
+            print(f"\nstopped at {failure['database']}: {failure['error']}")
+            print(f"fix it, then restore the rest one by one (patina restore {day} DB --to ...), in the order above")
+    return 1 if failure else 0
+
+
+def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]) -> None:
+    """Every D1 target must exist and be empty before the first one is written (a dump has no DROP TABLE)."""
+    from .engine.d1_import import D1Importer
+
+    token = config.cloudflare.api_token(os.environ)
+    busy = []
+    for name, target in targets:
+        account, database_id = _parse_d1_target(target)
+        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url) as importer:
+            tables = importer.tables_in()
+        if tables:
+            busy.append(f"{name} -> {target} ({len(tables)} tables)")
+    if busy:
+        raise PatinaError(f"nothing was restored: these targets are not empty: {'; '.join(busy)}. A dump restores "
+                          "into an EMPTY database (it has no DROP TABLE): create new ones with `wrangler d1 create`")
+
+
+def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
+    """Where each database goes: ``DIR`` (DIR/<db>.sqlite), ``d1-sources`` (each database's own configured
+    d1:// source) or a mapping file (YAML or JSON: database -> d1://ACCOUNT/ID or a .sqlite path)."""
+    names = config.names
+    if to == D1_SOURCES:
+        not_d1 = [db.name for db in config.databases if not db.is_d1]
+        if not_d1:
+            raise ValueError(f"--to {D1_SOURCES}: {', '.join(not_d1)} have no d1:// source in the config; give a "
+                             "mapping file instead (database: d1://ACCOUNT_ID/DATABASE_ID)")
+        return {db.name: f"d1://{db.account_id}/{db.database_id}" for db in config.databases}
+    path = Path(to)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            mapping = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"--to {to}: cannot read the mapping file ({exc})") from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(f"--to {to}: expected a mapping of database name to d1://ACCOUNT_ID/DATABASE_ID or a "
+                             ".sqlite path")
+        unknown = sorted(set(map(str, mapping)) - set(names))
+        lacking = [name for name in names if name not in mapping]
+        if unknown or lacking:
+            raise ValueError(f"--to {to}: " + "; ".join(
+                ([f"unknown database(s) {', '.join(unknown)}"] if unknown else [])
+                + ([f"no target for {', '.join(lacking)}"] if lacking else [])) + f" (configured: {', '.join(names)})")
+        for name, target in mapping.items():
+            if is_d1_target(target):
+                _parse_d1_target(target)
+        return {name: (target if is_d1_target(target) else path.parent / target) for name, target in mapping.items()}
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--to {to}: not a directory; give a directory for DIR/<db>.sqlite, {D1_SOURCES}, or a "
+                         ".yaml/.json mapping file")
+    return {name: path / f"{name}.sqlite" for name in names}
+
+
+# --------------------------------------------------------------------------------------------------
+# The bucket: list, download, status, restore guide
+# --------------------------------------------------------------------------------------------------
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    day = _day(args.date, "--date") if args.date else None
+    if args.db:
+        validate_database_name(args.db)
+    document = list_document(_catalog(config).backups(), database=args.db, day=day, limit=args.limit)
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    rows = [[b["date"], b["database"], b["location"], b["size"], str(b["tables"]), f"{b['rows']:,}",
+             b["createdAt"] or "-", b["expiresAt"] or "-"] for b in document["backups"]]
+    print(table(["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CREATED", "EXPIRES"], rows))
+    shown = len(document["backups"])
+    print(f"\n{shown} of {document['filtered']} matching backup(s) shown; {document['total']} in the bucket")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    day = _day(args.day, "download DAY DB")
+    catalog = _catalog(_config(args))
+    backup = catalog.find(day, args.db)
+    target = catalog.download(backup, Path(args.output or backup.filename))
+    if args.json:
+        print(json.dumps({"path": str(target), **backup.to_dict()}, indent=2))
+    else:
+        print(f"{target}: {args.db} on {day}, {backup.sql_bytes:,} bytes of SQL ({backup.tables} tables, "
+              f"{backup.rows:,} rows) from {backup.where}; sha256 {backup.sql_sha256} checked")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .defs.on_demand import DagsterView, open_instance
+
+    config = _config(args)
+    catalog = _catalog(config)
+    with open_instance() as (instance, detail):
+        orchestrator = DagsterView(config, instance, detail).read()
+    status = Snapshot.take(config, catalog, orchestrator).to_dict()
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def _cmd_restore_guide(args: argparse.Namespace) -> int:
+    config = _config(args)
+    database = config.database(args.db)
+    guide = restore_guide(config, database, _catalog(config).backups(database=database.name))
+    print(json.dumps(guide, indent=2) if args.json else render_guide(guide))
+    return 0
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    from .defs.on_demand import open_instance, trigger_backup
+
+    config = _config(args)
+    with open_instance() as (instance, detail):
+        if instance is None:
+            raise PatinaError(f"trigger needs the Dagster instance the daemon uses ({detail}): set DAGSTER_HOME to "
+                              "its directory (the one with dagster.yaml)")
+        triggered = trigger_backup(config, instance, args.db, args.reason, wait=args.wait,
+                                   workspace=Path(args.workspace) if args.workspace else None)
+    document = triggered.to_dict()
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"run {triggered.run_id}: on-demand backup of {', '.join(triggered.databases)} for {triggered.day}, "
+              f"{triggered.status.lower()}" + (f" ({triggered.reason})" if triggered.reason else ""))
+    if args.wait and triggered.status != "SUCCESS":
+        return 1
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .api import serve
+
+    serve(_config(args), host=args.host, port=args.port)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> PatinaConfig:
+    return load_config(getattr(args, "config", None))
+
+
+def _catalog(config: PatinaConfig) -> Catalog:
+    return Catalog.for_config(config)
+
+
+def _day(text: str, where: str) -> str:
+    try:
+        return format_day(text)
+    except InvalidKey:
+        raise ValueError(f"{where}: {text!r} is not a date: write a real date as YYYY-MM-DD, e.g. 2026-01-05") from None
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patina", description="Exact, D1-importable backups of Cloudflare D1 databases.")
     parser.add_argument("--version", action="version", version=f"patina {__version__}")
+    parser.add_argument("--config", help="the patina.yaml to use (default: $PATINA_CONFIG, ./patina.yaml, the demo)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     dump = sub.add_parser("dump", help="dump a SQLite file or a D1 database to .sql, .sql.gz or .sql.zst")
@@ -86,14 +417,59 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     dump.set_defaults(func=_cmd_dump)
 
-    restore = sub.add_parser("restore", help="restore a dump into a new SQLite file and verify it")
-    restore.add_argument("dump", help="a .sql, .sql.gz or .sql.zst dump")
-    restore.add_argument("--to", required=True, help="the new SQLite file (must not exist)")
-    restore.add_argument("--table", help="restore only this table (with its indexes)")
+    restore = sub.add_parser(
+        "restore", help="restore a dump file, or a backup from the bucket, into a new SQLite file or an empty D1 database",
+        description="patina restore DUMP --to NEW.sqlite | patina restore DAY DB --to NEW.sqlite|d1://ACCOUNT/ID | "
+                    f"patina restore --all DAY --to DIR|{D1_SOURCES}|MAP.yaml")
+    restore.add_argument("args", nargs="*", metavar="DUMP | DAY DB",
+                         help="a local .sql/.sql.gz/.sql.zst dump, or the DAY and DB of a backup in the bucket")
+    restore.add_argument("--all", metavar="DAY", help="every configured database's backup of DAY, critical first")
+    restore.add_argument("--to", required=True,
+                         help="a new SQLite file, d1://ACCOUNT_ID/DATABASE_ID (an empty D1 database); with --all: a "
+                              f"directory, {D1_SOURCES} (each database's configured source) or a YAML/JSON mapping")
+    restore.add_argument("--table", help="restore only this table, with its indexes (SQLite targets)")
+    restore.add_argument("--yes", action="store_true", help="restore into D1 without asking")
     restore.add_argument("--allow-foreign-key-violations", action="store_true",
                          help="keep rows that break foreign keys (a SQLite source may hold them; D1 never does)")
     restore.add_argument("--json", action="store_true")
     restore.set_defaults(func=_cmd_restore)
+
+    listing = sub.add_parser("list", help="every backup the bucket holds: dailies and the days inside weekly archives")
+    listing.add_argument("--db", help="only this database")
+    listing.add_argument("--date", help="only this day (YYYY-MM-DD)")
+    listing.add_argument("--limit", type=_limit, help="at most this many, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_cmd_list)
+
+    download = sub.add_parser("download", help="a backup's SQL, from a daily or a weekly archive, checked against its sha256")
+    download.add_argument("day", metavar="DAY")
+    download.add_argument("db", metavar="DB")
+    download.add_argument("-o", "--output", help="the file to write (default: DB-DAY.sql here; never overwritten)")
+    download.add_argument("--json", action="store_true")
+    download.set_defaults(func=_cmd_download)
+
+    status = sub.add_parser("status", help="running or idle, the last job, the next run, storage, oldest and newest backup")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    guide = sub.add_parser("restore-guide", help="how to restore one database, with this installation's commands")
+    guide.add_argument("db", metavar="DB")
+    guide.add_argument("--json", action="store_true")
+    guide.set_defaults(func=_cmd_restore_guide)
+
+    trigger = sub.add_parser("trigger", help="back up some or all databases now, through Dagster ($DAGSTER_HOME)")
+    trigger.add_argument("--db", action="append", help="a database to back up (repeat for more; default: all)")
+    trigger.add_argument("--reason", help="why (kept as the run tag patina/reason, shown in the UI)")
+    trigger.add_argument("--wait", action="store_true", help="run it here and wait for the end, instead of queueing it")
+    trigger.add_argument("--workspace", help="the Dagster workspace.yaml naming the code location (default: "
+                                             "./workspace.yaml, else the module patina_assets.definitions)")
+    trigger.add_argument("--json", action="store_true")
+    trigger.set_defaults(func=_cmd_trigger)
+
+    serve = sub.add_parser("serve", help="the HTTP API (/status, /list, /download, /restore-guide, /trigger, /metrics)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 
@@ -101,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except PatinaError as e:
+    except (PatinaError, StorageError) as e:
         print(f"patina: error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:

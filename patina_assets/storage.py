@@ -908,7 +908,7 @@ def _read_exactly(source: BinaryIO, size: int, path: Path | str) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 DAILY_PREFIX = "daily/"
-WEEKLY_PREFIX = "weekly/"  # weekly archives (a later issue) live here; nothing below touches it
+WEEKLY_PREFIX = "weekly/"  # weekly archives: see the weekly layout helpers below and patina_assets.archive
 
 DUMP_FORMATS: Mapping[str, str] = {"sql": ".sql", "sql.gz": ".sql.gz", "sql.zst": ".sql.zst"}
 DUMP_CONTENT_TYPES: Mapping[str, str] = {
@@ -1028,6 +1028,55 @@ def parse_daily_key(key: str) -> DailyKey | None:
         format=match["format"],
         generation=match["generation"],
     )
+
+
+# Weekly layout (the archives themselves are built and read by ``patina_assets.archive``):
+#   weekly/<week-start YYYY-MM-DD>.manifest.json             <- the archive counts once this exists
+#   weekly/<week-start>.<generation>.tar.zst (or .tar.gz)    <- the archive it names
+ARCHIVE_FORMATS: Mapping[str, str] = {"tar.zst": ".tar.zst", "tar.gz": ".tar.gz"}
+_WEEKLY_KEY = re.compile(
+    rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
+    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
+)
+
+
+@dataclass(frozen=True)
+class WeeklyKey:
+    """A parsed ``weekly/`` key: an archive manifest (``kind='manifest'``) or an archive (``kind='archive'``)."""
+
+    key: str
+    week: str
+    kind: str
+    format: str | None = None
+    generation: str | None = None
+
+
+def weekly_manifest_key(week: date | str) -> str:
+    """``weekly/<week-start>.manifest.json``: one per week, naming the current archive."""
+    return f"{WEEKLY_PREFIX}{format_day(week)}{MANIFEST_SUFFIX}"
+
+
+def weekly_archive_key(week: date | str, fmt: str, generation: str) -> str:
+    """``weekly/<week-start>.<generation>.tar.zst``: a fresh key per build, as for daily dumps."""
+    if fmt not in ARCHIVE_FORMATS:
+        raise InvalidKey(f"invalid archive format {fmt!r}: expected one of {', '.join(ARCHIVE_FORMATS)}")
+    if not _GENERATION_RE.match(generation):
+        raise InvalidKey(f"invalid generation {generation!r}: expected something like {new_generation()}")
+    return f"{WEEKLY_PREFIX}{format_day(week)}.{generation}{ARCHIVE_FORMATS[fmt]}"
+
+
+def parse_weekly_key(key: str) -> WeeklyKey | None:
+    """Recognise a weekly manifest or archive key; None for anything else."""
+    match = _WEEKLY_KEY.match(key)
+    if not match:
+        return None
+    try:
+        week = format_day(match["week"])
+    except InvalidKey:
+        return None
+    if match["manifest"]:
+        return WeeklyKey(key=key, week=week, kind="manifest")
+    return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,16 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from ..config import PatinaConfig
-from . import dumps, resources, schedules
+from . import alerts, archives, checks, dumps, on_demand, resources, schedules
 
 
 def build_definitions(config: PatinaConfig) -> dg.Definitions:
     """Everything Dagster loads for a Patina configuration."""
     dump_assets = dumps.build_dump_assets(config)
     job = schedules.nightly_job(dump_assets, config.dump.concurrency)
-    return dg.Definitions(
+    defs = dg.Definitions(
         assets=dump_assets,
-        jobs=[job],
+        asset_checks=checks.build_dump_checks(config),
+        jobs=[job, on_demand.build_on_demand_job(config)],
         schedules=[schedules.nightly_schedule(job)],
+        sensors=alerts.build_alert_sensors(config),
         resources=resources.resources(config),
     )
+    return dg.Definitions.merge(defs, archives.build_archive_definitions(config))

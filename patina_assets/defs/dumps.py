@@ -5,6 +5,8 @@ manifest as that day's backup (`daily/YYYY-MM-DD/<database>...`). Exports share 
 no more run at once than its limit (the spec's 3; see dagster.yaml).
 """
 
+from datetime import timedelta
+
 import dagster as dg
 
 from ..backup import back_up
@@ -55,6 +57,11 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
         retry_policy=retry_policy(config.dump),
         kinds={database.kind, "sql"},
         tags={"priority": database.priority},
+        # No backup for alerts.stale_after_days (the spec's 8) fails freshness in the UI; warn from stale_warn_after_days.
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=config.alerts.stale_after_days),
+            warn_window=timedelta(days=config.alerts.stale_warn_after_days),
+        ),
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
     )
     def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:

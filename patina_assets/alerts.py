@@ -1,0 +1,735 @@
+"""Alerts as plain Python: what a message says, and getting it to a webhook.
+
+Three things happen that people must hear about, each a small frozen dataclass:
+
+- :class:`RunSummary` -- a nightly (or weekly) run finished: databases successful/total, total size,
+  duration, the run id as the spec's job id, and which databases failed with what error;
+- :class:`CheckFailure` -- an asset check failed (an ERROR, or a WARN when warnings are wanted);
+- :class:`FailureStreak` -- one database failed ``alerts.consecutive_failure_limit`` times in a row:
+  the louder message.
+
+Each renders to the spec's two formats: a Discord embed (:func:`discord_message`; title, color, fields
+"Databases" / "Total Size" / "Duration", footer ``Job ID: ...``, timestamp) and the generic JSON webhook
+payload (:func:`webhook_payload`; ``backup_completed`` / ``backup_failed`` with ``summary`` and
+``details`` / ``failures``, plus ``check_failed`` and ``backup_failure_streak`` in the same style).
+With ``redact=True`` (``alerts.redact_names``, the spec's security rule) no database name, size,
+error text or check detail leaves: a database is "database 2 of 6" (its place in patina.yaml).
+
+:func:`deliver` posts one message with httpx: a timeout, a few retries with backoff on 5xx / 429 /
+network errors, and a :class:`Delivery` saying what happened. It never raises, and the webhook URL --
+a secret: whoever has it can post to the channel -- never appears in what it returns or logs
+(httpx's own request log line is filtered too).
+
+:class:`Outbox` holds the messages not delivered yet, bounded in number and age, serializable to JSON:
+the Dagster sensors keep it in their cursor, so a webhook that is down gets its messages later, each once.
+
+No Dagster here: ``patina_assets/defs/alerts.py`` turns Dagster's run records into these dataclasses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+import httpx
+
+from .config import AlertsConfig
+
+__all__ = [
+    "Alert",
+    "CheckFailure",
+    "DESTINATIONS",
+    "DISCORD",
+    "DatabaseOutcome",
+    "Delivery",
+    "DeliveryPolicy",
+    "FailureStreak",
+    "FlushReport",
+    "Outbox",
+    "PendingMessage",
+    "RunSummary",
+    "WEBHOOK",
+    "deliver",
+    "destination_env",
+    "discord_message",
+    "format_bytes",
+    "format_duration",
+    "format_timestamp",
+    "pending",
+    "render",
+    "webhook_payload",
+    "webhook_urls",
+]
+
+log = logging.getLogger(__name__)
+
+DISCORD = "discord"
+WEBHOOK = "webhook"
+#: Where a message can go: a Discord webhook (embeds) and a generic JSON webhook (the spec's payloads).
+DESTINATIONS: tuple[str, ...] = (DISCORD, WEBHOOK)
+
+# The spec's colors (Tailwind green-500 / red-500), an amber for warnings and a darker red for escalation.
+GREEN = 0x22C55E
+RED = 0xEF4444
+AMBER = 0xF59E0B
+DARK_RED = 0x991B1B
+
+# Discord's embed limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
+_TITLE_LIMIT = 256
+_DESCRIPTION_LIMIT = 4096
+_FIELD_VALUE_LIMIT = 1024
+# Error texts are one line and short: an alert points at the run, the run has the whole story.
+_ERROR_LIMIT = 300
+# A check's message stays well inside Discord's 6000 characters per message.
+_CHECK_DESCRIPTION_LIMIT = 1000
+_METADATA_FIELDS = 8
+_METADATA_VALUE_LIMIT = 200
+
+
+# --------------------------------------------------------------------------------------------
+# What happened
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseOutcome:
+    """One database in a run: backed up (with its stored size) or not (with why)."""
+
+    name: str
+    #: What redacted messages call it: "database 2 of 6" (its place in patina.yaml).
+    label: str
+    succeeded: bool
+    size_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A finished run of the nightly (or weekly) job."""
+
+    job_id: str
+    #: "Backup" for the nightly job, "Weekly Archive" for the weekly one: the title says which.
+    title: str
+    job_name: str
+    outcomes: tuple[DatabaseOutcome, ...]
+    finished_at: _dt.datetime
+    duration_seconds: float | None = None
+    partition: str | None = None
+    #: Dagster will re-execute this run by itself (run_retries): the message says so.
+    will_retry: bool = False
+    #: What the run's assets are, for the count field: the spec's "Databases" (nightly), "Archives" (weekly).
+    unit: str = "Databases"
+    #: The run failed. Usually a database did too; if none did (a step outside them failed), ``run_error`` says why.
+    run_failed: bool = False
+    run_error: str | None = None
+    #: The run was cancelled (by hand, or by run monitoring at ``dagster/max_runtime``) rather than failing.
+    canceled: bool = False
+
+    @property
+    def successful(self) -> int:
+        return sum(1 for o in self.outcomes if o.succeeded)
+
+    @property
+    def failed(self) -> int:
+        return len(self.outcomes) - self.successful
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size_bytes or 0 for o in self.outcomes if o.succeeded)
+
+    @property
+    def status(self) -> str:
+        """The spec's ``status``: ``success``, ``partial_failure``, or ``failure`` (nothing backed up, or the
+        run failed with every database backed up: something else broke, and nothing says "completed")."""
+        if self.failed == 0:
+            return "failure" if self.run_failed or not self.outcomes else "success"
+        return "partial_failure" if self.successful else "failure"
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """An asset check that did not pass."""
+
+    job_id: str
+    check_name: str
+    #: "ERROR" or "WARN" (Dagster's AssetCheckSeverity values).
+    severity: str
+    database: str
+    label: str
+    asset: str
+    finished_at: _dt.datetime
+    partition: str | None = None
+    description: str | None = None
+    #: A few of the check's metadata entries, as text (left out when redacting: they hold sizes).
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "ERROR"
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """One database failed ``failures`` backup attempts in a row, at least ``limit``: escalate."""
+
+    job_id: str
+    database: str
+    label: str
+    failures: int
+    limit: int
+    finished_at: _dt.datetime
+    #: When the last successful backup was made and of which day, or None if there is none on record.
+    last_success_at: _dt.datetime | None = None
+    last_success_day: str | None = None
+    error: str | None = None
+
+
+Alert = Union[RunSummary, CheckFailure, FailureStreak]
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def format_bytes(n: int | float) -> str:
+    """The spec's sizes: ``512 B``, ``45 KB``, ``212 KB``, ``2.1 MB`` (powers of 1000)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45.2s`` under a minute (the spec's ``toFixed(1)``), ``12m 05s`` and ``1h 02m`` beyond."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(round(seconds))
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def format_timestamp(moment: _dt.datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, as in the spec's payloads (``2024-12-08T03:01:30Z``)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def one_line(text: str | None, limit: int = _ERROR_LIMIT) -> str:
+    """The first non-empty line of ``text``, cut to ``limit`` characters."""
+    if not text:
+        return ""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
+    return {"name": name, "value": _cut(value or "-", _FIELD_VALUE_LIMIT), "inline": inline}
+
+
+def _embed(title: str, color: int, fields: list[dict], job_id: str, finished_at: _dt.datetime,
+           description: str | None = None) -> dict[str, Any]:
+    embed: dict[str, Any] = {"title": _cut(title, _TITLE_LIMIT), "color": color}
+    if description:
+        embed["description"] = _cut(description, _DESCRIPTION_LIMIT)
+    embed["fields"] = fields
+    embed["footer"] = {"text": f"Job ID: {job_id}"}
+    embed["timestamp"] = format_timestamp(finished_at)
+    return embed
+
+
+# --------------------------------------------------------------------------------------------
+# Discord
+# --------------------------------------------------------------------------------------------
+
+
+def discord_message(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
+    """The Discord webhook body for ``alert`` (the spec's ``formatDiscordMessage``, extended)."""
+    if isinstance(alert, RunSummary):
+        return _discord_run(alert, redact)
+    if isinstance(alert, CheckFailure):
+        return _discord_check(alert, redact)
+    if isinstance(alert, FailureStreak):
+        return _discord_streak(alert, redact)
+    raise TypeError(f"not an alert: {type(alert).__name__}")
+
+
+def _run_title(run: RunSummary) -> str:
+    if run.canceled:
+        return f"🛑 Patina {run.title} Canceled"
+    if run.status == "success":
+        return f"✅ Patina {run.title} Completed"
+    if run.status == "partial_failure":
+        return f"⚠️ Patina {run.title} Partially Failed"
+    return f"❌ Patina {run.title} Failed"
+
+
+def _discord_run(run: RunSummary, redact: bool) -> dict[str, Any]:
+    fields = [_field(run.unit, f"{run.successful}/{len(run.outcomes)} successful")]
+    if not redact:
+        fields.append(_field("Total Size", format_bytes(run.total_bytes)))
+    fields.append(_field("Duration", format_duration(run.duration_seconds)))
+    if run.partition:
+        fields.append(_field("Day", run.partition))
+    failed = [o for o in run.outcomes if not o.succeeded]
+    if failed:
+        if redact:
+            lines = [o.label for o in failed]
+        else:
+            lines = [f"**{o.name}**: {one_line(o.error) or 'did not run'}" for o in failed]
+        fields.append(_field("Failed", "\n".join(lines), inline=False))
+    elif run.run_failed and not redact:
+        fields.append(_field("Error", one_line(run.run_error) or "unknown", inline=False))
+    if run.will_retry:
+        fields.append(_field("Retry", "Dagster re-executes this run by itself", inline=False))
+    color = GREEN if run.status == "success" else RED
+    return {"embeds": [_embed(_run_title(run), color, fields, run.job_id, run.finished_at)]}
+
+
+def _discord_check(check: CheckFailure, redact: bool) -> dict[str, Any]:
+    if check.is_error:
+        title, color = f"❌ Patina check failed: {check.check_name}", RED
+    else:
+        title, color = f"⚠️ Patina check warning: {check.check_name}", AMBER
+    fields = [
+        _field("Database", check.label if redact else check.database),
+        _field("Check", check.check_name),
+        _field("Severity", check.severity),
+    ]
+    if check.partition:
+        fields.append(_field("Day", check.partition))
+    if not redact:
+        for name, value in check.metadata[:_METADATA_FIELDS]:
+            fields.append(_field(_cut(name, _TITLE_LIMIT), _cut(value, _METADATA_VALUE_LIMIT)))
+    description = None if redact else _cut(check.description or "", _CHECK_DESCRIPTION_LIMIT)
+    return {"embeds": [_embed(title, color, fields, check.job_id, check.finished_at, description)]}
+
+
+def _streak_subject(streak: FailureStreak, redact: bool) -> str:
+    return "a database" if redact else streak.database
+
+
+def _last_success(streak: FailureStreak) -> str:
+    if streak.last_success_at is None:
+        return "none on record"
+    day = f"backup of {streak.last_success_day}, " if streak.last_success_day else ""
+    return f"{day}made {format_timestamp(streak.last_success_at)}"
+
+
+def _discord_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
+    subject = _streak_subject(streak, redact)
+    headline = f"Patina: {subject} failed {streak.failures} backups in a row"
+    fields = [
+        _field("Database", streak.label if redact else streak.database),
+        _field("Consecutive failures", str(streak.failures)),
+        _field("Escalates at", str(streak.limit)),
+        _field("Last successful backup", _last_success(streak), inline=False),
+    ]
+    if streak.error and not redact:
+        fields.append(_field("Latest error", one_line(streak.error), inline=False))
+    description = ("Single failures may be transient; this many in a row is a systemic problem. "
+                   "Until it is fixed, the newest backup of this database keeps getting older.")
+    return {
+        # "@here" pings whoever is online; allowed_mentions makes the ping explicit rather than implied.
+        "content": f"@here {headline}",
+        "allowed_mentions": {"parse": ["everyone"]},
+        "embeds": [_embed(f"🚨 {headline}", DARK_RED, fields, streak.job_id, streak.finished_at, description)],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Generic JSON webhook
+# --------------------------------------------------------------------------------------------
+
+
+def webhook_payload(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
+    """The generic webhook body for ``alert``: the spec's ``backup_completed`` / ``backup_failed``
+    payloads, and ``check_failed`` / ``backup_failure_streak`` in the same shape."""
+    if isinstance(alert, RunSummary):
+        return _webhook_run(alert, redact)
+    if isinstance(alert, CheckFailure):
+        return _webhook_check(alert, redact)
+    if isinstance(alert, FailureStreak):
+        return _webhook_streak(alert, redact)
+    raise TypeError(f"not an alert: {type(alert).__name__}")
+
+
+def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
+    summary: dict[str, Any] = {"successful": run.successful, "failed": run.failed}
+    if not redact:
+        summary["totalSize"] = format_bytes(run.total_bytes)
+    summary["duration"] = format_duration(run.duration_seconds)
+    payload: dict[str, Any] = {
+        "type": "backup_completed" if run.status == "success" else "backup_failed",
+        "jobId": run.job_id,
+        "job": run.job_name,
+        "status": run.status,
+        "timestamp": format_timestamp(run.finished_at),
+        "day": run.partition,
+        "summary": summary,
+    }
+    if run.status == "success":
+        payload["details"] = [
+            {"database": o.label, "status": "success"} if redact
+            else {"database": o.name, "status": "success", "size": format_bytes(o.size_bytes or 0)}
+            for o in run.outcomes
+        ]
+    else:
+        payload["failures"] = [
+            {"database": o.label} if redact else {"database": o.name, "error": one_line(o.error) or "did not run"}
+            for o in run.outcomes if not o.succeeded
+        ]
+        if run.failed == 0 and not redact:
+            payload["error"] = one_line(run.run_error) or "unknown"
+        payload["canceled"] = run.canceled
+        payload["willRetry"] = run.will_retry
+    return payload
+
+
+def _webhook_check(check: CheckFailure, redact: bool) -> dict[str, Any]:
+    detail: dict[str, Any] = {"name": check.check_name, "severity": check.severity,
+                              "database": check.label if redact else check.database, "day": check.partition}
+    if not redact:
+        detail["asset"] = check.asset
+        detail["description"] = check.description
+        detail["metadata"] = dict(check.metadata)
+    return {
+        "type": "check_failed",
+        "jobId": check.job_id,
+        "status": "error" if check.is_error else "warning",
+        "timestamp": format_timestamp(check.finished_at),
+        "check": detail,
+    }
+
+
+def _webhook_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
+    last = None
+    if streak.last_success_at is not None:
+        last = {"timestamp": format_timestamp(streak.last_success_at), "day": streak.last_success_day}
+    payload: dict[str, Any] = {
+        "type": "backup_failure_streak",
+        "jobId": streak.job_id,
+        "status": "escalated",
+        "timestamp": format_timestamp(streak.finished_at),
+        "database": streak.label if redact else streak.database,
+        "consecutiveFailures": streak.failures,
+        "threshold": streak.limit,
+        "lastSuccess": last,
+    }
+    if not redact:
+        payload["error"] = one_line(streak.error) or None
+    return payload
+
+
+def render(alert: Alert, destination: str, *, redact: bool = False) -> dict[str, Any]:
+    """The body of ``alert`` for ``destination`` (:data:`DISCORD` or :data:`WEBHOOK`)."""
+    if destination == DISCORD:
+        return discord_message(alert, redact=redact)
+    if destination == WEBHOOK:
+        return webhook_payload(alert, redact=redact)
+    raise ValueError(f"unknown alert destination {destination!r}; expected one of {', '.join(DESTINATIONS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Where messages go
+# --------------------------------------------------------------------------------------------
+
+
+def destination_env(settings: AlertsConfig, destination: str) -> str | None:
+    """The NAME of the environment variable holding ``destination``'s URL (for messages; never the URL)."""
+    return settings.discord_webhook_env if destination == DISCORD else settings.webhook_env
+
+
+def webhook_urls(settings: AlertsConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{destination: url}`` for each webhook whose environment variable is set, read now."""
+    urls = {DISCORD: settings.discord_webhook_url(env), WEBHOOK: settings.webhook_url(env)}
+    return {destination: url for destination, url in urls.items() if url}
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard one :func:`deliver` call tries. The sensors keep undelivered messages for later ticks,
+    so a call stays short: a sensor tick has about a minute in all."""
+
+    timeout_seconds: float = 5.0
+    attempts: int = 3
+    backoff_seconds: float = 0.5
+    #: A 429's Retry-After is honored up to this long; beyond, the message waits for a later tick.
+    max_retry_after_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one message. ``reason`` is safe to log: it never holds the URL."""
+
+    delivered: bool
+    attempts: int
+    status: int | None = None
+    #: The webhook refused the message itself (400, 413, ...): sending it again cannot help.
+    rejected: bool = False
+    reason: str = ""
+
+    @property
+    def retry_later(self) -> bool:
+        return not self.delivered and not self.rejected
+
+
+# 401/403/404 mean a revoked or mistyped webhook: fixable by setting the variable again, so the message
+# waits rather than being dropped, but retrying at once would not help. Other 4xx: the message is at fault.
+_FIX_THE_URL = {401, 403, 404}
+_TRANSIENT = {408, 425, 429}
+
+
+def deliver(url: str, payload: Mapping[str, Any], policy: DeliveryPolicy = DeliveryPolicy(), *,
+            transport: httpx.BaseTransport | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> Delivery:
+    """POST ``payload`` as JSON to ``url``; retry 5xx, 429 and network trouble with exponential backoff.
+
+    Never raises: a webhook that is down must not break whatever is reporting. The URL is a secret and
+    appears in nothing this returns or logs.
+    """
+    _SECRET_URLS.add(url)
+    attempts = 0
+    status: int | None = None
+    reason = "not attempted"
+    try:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        return Delivery(False, 0, rejected=True, reason=f"message is not JSON ({type(exc).__name__})")
+    try:
+        with httpx.Client(timeout=policy.timeout_seconds, transport=transport, follow_redirects=False) as client:
+            while attempts < max(1, policy.attempts):
+                attempts += 1
+                wait = policy.backoff_seconds * (2 ** (attempts - 1))
+                try:
+                    response = client.post(url, content=body, headers={
+                        "Content-Type": "application/json", "User-Agent": "patina-alerts"})
+                except httpx.TimeoutException:
+                    status, reason = None, f"timed out after {policy.timeout_seconds:g}s"
+                except httpx.TransportError as exc:
+                    # The exception text can quote the URL: name the kind of failure only.
+                    status, reason = None, f"could not connect ({type(exc).__name__})"
+                else:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        return Delivery(True, attempts, status, reason=f"HTTP {status}")
+                    reason = f"HTTP {status}"
+                    if status in _FIX_THE_URL:
+                        return Delivery(False, attempts, status, reason=f"{reason}: the webhook URL is wrong or revoked")
+                    if 400 <= status < 500 and status not in _TRANSIENT:
+                        return Delivery(False, attempts, status, rejected=True,
+                                        reason=f"{reason}: the webhook refused the message")
+                    retry_after = _retry_after(response)
+                    if retry_after is not None:
+                        if retry_after > policy.max_retry_after_seconds:
+                            return Delivery(False, attempts, status, reason=f"{reason}: asked to wait {retry_after:g}s")
+                        wait = max(wait, retry_after)
+                if attempts < policy.attempts and wait > 0:
+                    sleep(wait)
+    except Exception as exc:  # never into the caller; never the URL (str(exc) might hold it)
+        return Delivery(False, attempts, status, reason=f"unexpected {type(exc).__name__}")
+    return Delivery(False, attempts, status, reason=reason)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None and response.status_code == 429:
+        try:  # Discord also says it in the body, in seconds
+            value = response.json().get("retry_after")
+        except Exception:
+            value = None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# httpx logs every request at INFO with its full URL ("HTTP Request: POST https://discord.com/api/webhooks/
+# <id>/<token> ..."). Whoever reads the logs would get the webhook; this filter hides the URLs we post to.
+_SECRET_URLS: set[str] = set()
+_HIDDEN = "<webhook URL hidden>"
+
+
+class _HideWebhookUrls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRET_URLS:
+            if isinstance(record.args, tuple):
+                record.args = tuple(_HIDDEN if _is_secret(arg) else arg for arg in record.args)
+            if isinstance(record.msg, str) and _is_secret(record.msg):
+                record.msg = _hide(record.msg)
+        return True
+
+
+def _is_secret(value: object) -> bool:
+    text = str(value)
+    return any(url in text for url in _SECRET_URLS)
+
+
+def _hide(text: str) -> str:
+    for url in _SECRET_URLS:
+        text = text.replace(url, _HIDDEN)
+    return text
+
+
+# (httpcore logs hosts and ports, never paths: the token part of a webhook URL stays out of its lines.)
+if not any(isinstance(f, _HideWebhookUrls) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_HideWebhookUrls())
+
+
+# --------------------------------------------------------------------------------------------
+# Outbox: messages not delivered yet
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PendingMessage:
+    """One rendered message for one destination, with a stable id (the same event -> the same id)."""
+
+    id: str
+    destination: str
+    body: dict[str, Any]
+    created_at: float
+    tries: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class FlushReport:
+    """What one :meth:`Outbox.flush` did. Every text here is safe to log (no URLs)."""
+
+    delivered: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    #: ``(message id, why)`` for messages given up on: refused by the webhook, too old, or over the bound.
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    #: destination -> why it failed this time.
+    failing: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, names: Mapping[str, str] | None = None) -> str:
+        """One line for a log or a tick; ``names`` relabels destinations (``discord ($PATINA_DISCORD_WEBHOOK)``)."""
+        names = names or {}
+        parts = [f"{len(self.delivered)} delivered"]
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} waiting for a later tick")
+        if self.dropped:
+            parts.append(f"{len(self.dropped)} dropped")
+        text = ", ".join(parts)
+        if self.failing:
+            text += " (" + "; ".join(f"{names.get(d, d)}: {why}" for d, why in sorted(self.failing.items())) + ")"
+        return text
+
+
+@dataclass
+class Outbox:
+    """Undelivered messages, oldest first, bounded: at most ``limit`` messages, none older than
+    ``max_age_seconds`` (an alert days late is noise; the run history still has it).
+
+    Stored in a sensor cursor (:meth:`to_json` / :meth:`from_json`), so it holds message bodies and
+    destination names only, never URLs.
+    """
+
+    messages: list[PendingMessage] = field(default_factory=list)
+    limit: int = 50
+    max_age_seconds: float = 7 * 24 * 3600
+
+    def add(self, message: PendingMessage) -> bool:
+        """Queue ``message`` unless one with its id is already queued."""
+        if any(m.id == message.id for m in self.messages):
+            return False
+        self.messages.append(message)
+        return True
+
+    def flush(self, urls: Mapping[str, str], *, now: float, deadline: float | None = None,
+              max_sends: int | None = None,
+              send: Callable[[str, Mapping[str, Any]], Delivery] = deliver,
+              clock: Callable[[], float] = time.monotonic,
+              missing: Callable[[str], str] = lambda d: f"no URL configured for {d}") -> FlushReport:
+        """Try each queued message once, oldest first. A destination that fails is not tried again in this
+        flush (its other messages wait: one dead webhook must not use up the tick). Stops sending at
+        ``deadline`` (a ``clock()`` value) or after ``max_sends``; what is left waits for the next flush."""
+        report = FlushReport()
+        kept: list[PendingMessage] = []
+        sends = 0
+        for message in self.messages:
+            destination = message.destination
+            url = urls.get(destination)
+            out_of_time = (deadline is not None and clock() >= deadline) or (max_sends is not None and sends >= max_sends)
+            if url is None:
+                report.failing.setdefault(destination, missing(destination))
+                message.last_error = report.failing[destination]
+            if url is None or destination in report.failing or out_of_time:
+                kept.append(message)
+                continue
+            sends += 1
+            result = send(url, message.body)
+            if result.delivered:
+                report.delivered.append(message.id)
+            elif result.rejected:
+                report.dropped.append((message.id, result.reason))
+            else:
+                message.tries += 1
+                message.last_error = result.reason
+                report.failing[destination] = result.reason
+                kept.append(message)
+        self.messages = kept
+        self._prune(now, report)
+        report.waiting = [m.id for m in self.messages]
+        return report
+
+    def _prune(self, now: float, report: FlushReport) -> None:
+        fresh = []
+        for message in self.messages:
+            if now - message.created_at > self.max_age_seconds:
+                report.dropped.append((message.id, f"undelivered for {format_duration(now - message.created_at)}"))
+            else:
+                fresh.append(message)
+        overflow = max(0, len(fresh) - self.limit)
+        for message in fresh[:overflow]:
+            report.dropped.append((message.id, f"outbox full ({self.limit} messages)"))
+        self.messages = fresh[overflow:]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(m) for m in self.messages]
+
+    @classmethod
+    def from_json(cls, data: Iterable[Mapping[str, Any]] | None, **bounds: Any) -> Outbox:
+        messages = []
+        for item in data or ():
+            try:
+                messages.append(PendingMessage(
+                    id=str(item["id"]), destination=str(item["destination"]), body=dict(item["body"]),
+                    created_at=float(item["created_at"]), tries=int(item.get("tries", 0)),
+                    last_error=str(item.get("last_error", ""))))
+            except (KeyError, TypeError, ValueError):
+                log.warning("dropping an unreadable outbox entry")
+        return cls(messages=messages, **bounds)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+def pending(alert_id: str, alert: Alert, destinations: Sequence[str], *, redact: bool, now: float) -> list[PendingMessage]:
+    """``alert`` rendered for each destination, with ids ``<alert_id>@<destination>``."""
+    return [PendingMessage(id=f"{alert_id}@{d}", destination=d, body=render(alert, d, redact=redact), created_at=now)
+            for d in destinations]

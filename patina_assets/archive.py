@@ -1,0 +1,986 @@
+"""Weekly archives: a week's daily backups packed into one compressed tar, read back and verified.
+
+Plain Python (no Dagster), so the Dagster asset, the operators' tools and the tests share it.
+
+Layout, beside the dailies (key helpers in ``storage``)::
+
+    weekly/2026-01-04.manifest.json                        <- the archive counts once this exists (written last)
+    weekly/2026-01-04.20260111T040012123456Z-3f9a1c.tar.zst <- the archive it names
+
+A week runs Sunday to Saturday (UTC) and is named by its Sunday, the Dagster partition key.  (ISO week
+names such as ``2026-W02`` start on Monday, so a Sunday-to-Saturday week straddles two of them.)  Each
+build gets a fresh key, as daily dumps do: a rebuild never overwrites the archive the current manifest
+names, so a failed rebuild leaves the previous archive whole and counted.
+
+Inside the archive (a POSIX tar), for every daily backup of the week, database by database, day by day::
+
+    daily/2026-01-04/groveauth.sql             <- the dump's SQL, uncompressed
+    daily/2026-01-04/groveauth.manifest.json   <- its daily manifest, as stored
+    ...
+    index.json                                 <- week, days, databases, members (sha256, bytes), missing days
+
+Successive days of a database are nearly identical, and the SQL is stored uncompressed inside the tar so
+the archive's compressor sees the repeats: zstd with long-distance matching and a 128 MiB window
+(``--long=27``) stores each repeat once.  ``tar.gz`` (the spec's format) is the other option; gzip's
+32 KiB window finds none of them.  Open an archive with standard tools::
+
+    zstd -d --long=27 2026-01-04.<generation>.tar.zst -o week.tar && tar -xf week.tar
+    tar --use-compress-program='zstd -d --long=27' -xf 2026-01-04.<generation>.tar.zst
+    tar -xzf 2026-01-04.<generation>.tar.gz
+
+Everything streams: a dump is fetched, decompressed and checked into a temporary file, one at a time, and
+the archive is compressed into a temporary file as it is written; nothing holds a whole dump in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import zstandard
+
+from .config import WEEKLY_FORMATS
+from .engine.errors import CorruptDump
+from .engine.formats import GZIP_MAGIC, ZSTD_MAGIC, decompressing_reader
+from .storage import (
+    MANIFEST_CONTENT_TYPE,
+    WEEKLY_PREFIX,
+    BackupStore,
+    CorruptManifest,
+    InvalidKey,
+    Manifest,
+    ObjectInfo,
+    StorageError,
+    StorageIntegrityError,
+    StorageObjectNotFound,
+    format_day,
+    new_generation,
+    parse_weekly_key,
+    patina_version,
+    daily_manifest_key,
+    utc_timestamp,
+    validate_database_name,
+    weekly_archive_key,
+    weekly_manifest_key,
+)
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_SCHEMA_VERSION = 1
+INDEX_NAME = "index.json"
+ZSTD_LEVEL = 3
+#: 2**27 = 128 MiB: the window within which zstd finds yesterday's copy of a table.  Readers must allow it
+#: (``zstd -d --long=27``, ``ZstdDecompressor(max_window_size=2**27)``); 27 is also zstd's default limit.
+ZSTD_WINDOW_LOG = 27
+GZIP_LEVEL = 6
+ARCHIVE_CONTENT_TYPES: Mapping[str, str] = {"tar.zst": "application/zstd", "tar.gz": "application/gzip"}
+_COPY_BUFFER = 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class EmptyWeek(ValueError):
+    """The week has no daily backup to archive (and no archive yet)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Weeks
+# --------------------------------------------------------------------------------------------------
+
+
+def week_start_of(day: date | str) -> date:
+    """The Sunday that starts the (Sunday-to-Saturday) week holding ``day``."""
+    moment = date.fromisoformat(format_day(day))
+    return moment - timedelta(days=(moment.weekday() + 1) % 7)
+
+
+def validate_week(week: date | str) -> str:
+    """``YYYY-MM-DD`` of a week's Sunday; anything else raises ``InvalidKey``."""
+    text = format_day(week)
+    if week_start_of(text).isoformat() != text:
+        raise InvalidKey(
+            f"invalid week {text!r}: weeks are named by the Sunday they start on (that week: {week_start_of(text)})"
+        )
+    return text
+
+
+def week_days(week: date | str) -> list[str]:
+    """The seven days of a week, Sunday first."""
+    start = date.fromisoformat(validate_week(week))
+    return [(start + timedelta(days=i)).isoformat() for i in range(7)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Index and manifest
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One daily backup inside an archive: its SQL and its daily manifest, with their digests."""
+
+    database: str
+    day: str
+    sql_bytes: int
+    sql_sha256: str
+    manifest_bytes: int
+    manifest_sha256: str
+    daily_key: str  # the stored dump it was taken from
+    tables: int
+    rows: int
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        """(day, database), as in ``DailyKey.slot``."""
+        return (self.day, self.database)
+
+    @property
+    def path(self) -> str:
+        return f"daily/{self.day}/{self.database}.sql"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"daily/{self.day}/{self.database}.manifest.json"
+
+
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """What an archive holds: stored inside it as ``index.json`` and in its manifest as ``index``.
+
+    ``days`` are the days the archive covers (the week's, from the first configured day on);
+    ``missing`` maps each database to the days it has no backup in the archive; ``skipped`` maps a daily
+    manifest key to why its backup was left out (its dump did not match its manifest).
+    """
+
+    week: str
+    format: str
+    days: tuple[str, ...]
+    databases: tuple[str, ...]
+    members: tuple[ArchiveMember, ...]
+    missing: Mapping[str, tuple[str, ...]]
+    skipped: Mapping[str, str]
+    created_at: str
+    dagster_run_id: str | None = None
+    patina_version: str = field(default_factory=patina_version)
+    schema_version: int = ARCHIVE_SCHEMA_VERSION
+
+    @property
+    def sql_bytes(self) -> int:
+        return sum(m.sql_bytes for m in self.members)
+
+    @property
+    def is_complete(self) -> bool:
+        return not any(self.missing.values())
+
+    def member(self, day: date | str, database: str) -> ArchiveMember | None:
+        slot = (format_day(day), database)
+        return next((m for m in self.members if m.slot == slot), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "week": self.week,
+            "format": self.format,
+            "days": list(self.days),
+            "databases": list(self.databases),
+            "members": [dataclasses.asdict(m) for m in self.members],
+            "missing": {db: list(days) for db, days in sorted(self.missing.items())},
+            "skipped": dict(sorted(self.skipped.items())),
+            "created_at": self.created_at,
+            "dagster_run_id": self.dagster_run_id,
+            "patina_version": self.patina_version,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, key: str) -> ArchiveIndex:
+        """Parse and validate; anything wrong raises ``CorruptManifest`` naming ``key``."""
+        try:
+            if not isinstance(data, dict):
+                raise ValueError("the index is not a JSON object")
+            if data.get("schema_version") != ARCHIVE_SCHEMA_VERSION:
+                raise ValueError(
+                    f"schema_version is {data.get('schema_version')!r}; this Patina reads version "
+                    f"{ARCHIVE_SCHEMA_VERSION} (a newer Patina may have written it: upgrade)"
+                )
+            week = validate_week(data["week"])
+            if data["format"] not in WEEKLY_FORMATS:
+                raise ValueError(f"format {data['format']!r} is not one of {', '.join(WEEKLY_FORMATS)}")
+            members = tuple(_member_from_dict(item) for item in data["members"])
+            days = tuple(format_day(d) for d in data["days"])
+            if any(week_start_of(d).isoformat() != week for d in days) or any(m.day not in days for m in members):
+                raise ValueError("a day or member lies outside the week")
+            if len({m.slot for m in members}) != len(members):
+                raise ValueError("a (day, database) appears twice")
+            return cls(
+                week=week,
+                format=data["format"],
+                days=days,
+                databases=tuple(validate_database_name(d) for d in data["databases"]),
+                members=members,
+                missing={
+                    validate_database_name(db): tuple(format_day(d) for d in missing_days)
+                    for db, missing_days in data["missing"].items()
+                },
+                skipped={str(k): str(v) for k, v in data["skipped"].items()},
+                created_at=_text(data["created_at"]),
+                dagster_run_id=data.get("dagster_run_id"),
+                patina_version=_text(data["patina_version"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            missing = f"lacks the field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CorruptManifest(f"archive index in {key} is invalid: {missing}") from None
+
+
+def _member_from_dict(item: Any) -> ArchiveMember:
+    names = [f.name for f in dataclasses.fields(ArchiveMember)]
+    member = ArchiveMember(**{name: item[name] for name in names})
+    validate_database_name(member.database)
+    format_day(member.day)
+    for name in ("sql_bytes", "manifest_bytes", "tables", "rows"):
+        value = getattr(member, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"member {member.path}: {name} must be an integer >= 0")
+    for name in ("sql_sha256", "manifest_sha256"):
+        if not isinstance(getattr(member, name), str) or not _SHA256.match(getattr(member, name)):
+            raise ValueError(f"member {member.path}: {name} must be 64 lowercase hex digits")
+    _text(member.daily_key)
+    return member
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ArchiveManifest:
+    """``weekly/<week>.manifest.json``: the stored archive (key, bytes, sha256) and its index."""
+
+    index: ArchiveIndex
+    key: str
+    bytes: int
+    sha256: str
+    created_at: str
+    zstd_window_log: int | None = ZSTD_WINDOW_LOG
+
+    @property
+    def week(self) -> str:
+        return self.index.week
+
+    @property
+    def format(self) -> str:
+        return self.index.format
+
+    def to_json(self) -> str:
+        data = {
+            "schema_version": ARCHIVE_SCHEMA_VERSION,
+            "week": self.week,
+            "key": self.key,
+            "format": self.format,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "zstd_window_log": self.zstd_window_log,
+            "index": self.index.to_dict(),
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, key: str) -> ArchiveManifest:
+        """Parse and validate; anything unreadable raises ``CorruptManifest`` naming ``key``."""
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptManifest(f"archive manifest {key} is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CorruptManifest(f"archive manifest {key} is not a JSON object")
+        index = ArchiveIndex.from_dict(data.get("index"), key=key)
+        parsed = parse_weekly_key(data.get("key") or "")
+        problems = []
+        if data.get("week") != index.week or key != weekly_manifest_key(index.week):
+            problems.append(f"it describes week {data.get('week')!r} (index: {index.week})")
+        if parsed is None or parsed.kind != "archive" or parsed.week != index.week or parsed.format != index.format:
+            problems.append(f"it names {data.get('key')!r}, which is not a {index.format} archive of that week")
+        if not isinstance(data.get("bytes"), int) or data["bytes"] <= 0:
+            problems.append("bytes must be a positive integer")
+        if not isinstance(data.get("sha256"), str) or not _SHA256.match(data["sha256"]):
+            problems.append("sha256 must be 64 lowercase hex digits")
+        if problems:
+            raise CorruptManifest(f"archive manifest {key} is invalid: " + "; ".join(problems))
+        return cls(
+            index=index,
+            key=data["key"],
+            bytes=data["bytes"],
+            sha256=data["sha256"],
+            created_at=str(data.get("created_at") or ""),
+            zstd_window_log=data.get("zstd_window_log"),
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArchiveVerification:
+    """The stored archive read back from the bucket and checked member by member.
+
+    ``verified`` maps each (day, database) the archive proved to hold to that SQL's sha256; it is empty
+    unless ``ok``: a daily may only be deleted on the word of an archive that checked out entirely.
+    """
+
+    week: str
+    key: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    verified: dict[tuple[str, str], str] = field(default_factory=dict)
+    members: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    def holds(self, day: str, database: str, sql_sha256: str) -> bool:
+        """True when this verified archive holds exactly that SQL for (day, database)."""
+        return self.ok and self.verified.get((day, database)) == sql_sha256
+
+
+@dataclass
+class BuildOutcome:
+    """What ``ArchiveStore.build`` did.
+
+    ``action``: ``created`` (first archive of the week), ``replaced`` (rebuilt with new or re-run dailies,
+    or because the stored one failed verification), ``unchanged`` (the stored archive already holds exactly
+    the week's dailies and verified), ``kept`` (the stored archive holds backups whose dailies are gone, so
+    it is never replaced; dailies it lacks are listed in ``not_archived``).
+    """
+
+    manifest: ArchiveManifest
+    action: str
+    verification: ArchiveVerification
+    reason: str = ""
+    not_archived: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class WeeklyInventory:
+    """One pass over ``weekly/``, sorted like ``DailyInventory``.
+
+    * ``archives``: manifests that parse and whose archive exists with the recorded size.
+    * ``orphans``: archive objects no manifest names (builds that never got their manifest).
+    * ``corrupt``: manifest key -> why it cannot be read.
+    * ``broken``: manifest key -> why its archive is unusable (missing, or not the recorded size).
+
+    Keys under ``weekly/`` that are neither are ignored here (reconciliation reports them as strays).
+    """
+
+    archives: list[ArchiveManifest] = field(default_factory=list)
+    orphans: list[ObjectInfo] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Streams
+# --------------------------------------------------------------------------------------------------
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the bytes read through it: the stored object's size and sha256."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        self.bytes += n
+        return n
+
+    def drain(self) -> None:
+        while self.read(_COPY_BUFFER):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        finally:
+            super().close()
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self.raw.write(data)
+        return len(data)
+
+
+def zstd_parameters() -> zstandard.ZstdCompressionParameters:
+    """Level 3 with long-distance matching over a 128 MiB window: repeats a day apart are stored once."""
+    return zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, enable_ldm=True, write_checksum=True
+    )
+
+
+def decompress_archive(raw: BinaryIO) -> BinaryIO:
+    """The tar stream inside a ``.tar.zst`` or ``.tar.gz`` (told by content, not by name)."""
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw, _COPY_BUFFER)  # type: ignore[arg-type]
+    head = buffered.peek(4)[:4]
+    if head == ZSTD_MAGIC:
+        decompressor = zstandard.ZstdDecompressor(max_window_size=1 << ZSTD_WINDOW_LOG)
+        return decompressor.stream_reader(buffered, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    raise CorruptDump("not a Patina weekly archive: it is neither zstd nor gzip")
+
+
+_READ_ERRORS = (tarfile.TarError, zstandard.ZstdError, zlib.error, gzip.BadGzipFile, EOFError, CorruptDump)
+
+
+@contextmanager
+def iter_tar(raw: BinaryIO) -> Iterator[Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]]:
+    """Walk the members of a compressed archive stream in order, each with a reader for its content.
+
+    Works on any stream (an object read from the bucket, a local file): the tar is read sequentially,
+    never seeked, and each reader is only valid until the next member.
+    """
+    with decompress_archive(raw) as tar_stream, tarfile.open(fileobj=tar_stream, mode="r|") as tar:
+
+        def members() -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+            for info in tar:
+                yield info, (tar.extractfile(info) if info.isfile() else None)
+
+        yield members()
+
+
+def read_archive_index(path: Path | str) -> ArchiveIndex:
+    """The ``index.json`` of a local archive file (it is the last member, so this reads the whole file)."""
+    with open(path, "rb") as raw, iter_tar(raw) as members:
+        for info, reader in members:
+            if info.name == INDEX_NAME and reader is not None:
+                return ArchiveIndex.from_dict(json.loads(reader.read()), key=str(path))
+    raise CorruptDump(f"{path} has no {INDEX_NAME}: it is not a complete Patina weekly archive")
+
+
+def _copy_hashing(source: IO[bytes], target: IO[bytes] | None) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(_COPY_BUFFER):
+        digest.update(chunk)
+        size += len(chunk)
+        if target is not None:
+            target.write(chunk)
+    return size, digest.hexdigest()
+
+
+class _ArchiveWriter:
+    """A tar written through a compressor into a local file, hashed as it goes."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        if fmt not in WEEKLY_FORMATS:
+            raise ValueError(f"unknown archive format {fmt!r}: expected one of {', '.join(WEEKLY_FORMATS)}")
+        self._file = open(path, "wb")
+        self._hashing = _HashingWriter(self._file)  # type: ignore[arg-type]
+        if fmt == "tar.zst":
+            compressor = zstandard.ZstdCompressor(compression_params=zstd_parameters())
+            self._compressed: Any = compressor.stream_writer(self._hashing, closefd=False)
+        else:
+            self._compressed = gzip.GzipFile(fileobj=self._hashing, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        self._tar = tarfile.open(fileobj=self._compressed, mode="w|", format=tarfile.PAX_FORMAT)
+
+    def add(self, name: str, source: IO[bytes], size: int, mtime: float) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, mtime, 0o600
+        info.uname = info.gname = "patina"
+        self._tar.addfile(info, source)
+
+    def add_bytes(self, name: str, data: bytes, mtime: float) -> None:
+        self.add(name, io.BytesIO(data), len(data), mtime)
+
+    def finish(self) -> tuple[int, str]:
+        """Close the tar and the compressor; return the archive's size and sha256."""
+        self._tar.close()
+        self._compressed.close()
+        self._file.close()
+        return self._hashing.bytes, self._hashing.sha256.hexdigest()
+
+    def abort(self) -> None:
+        for closing in (self._tar.close, self._compressed.close, self._file.close):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - already failing; the file is discarded with its directory
+                pass
+
+
+# --------------------------------------------------------------------------------------------------
+# ArchiveStore
+# --------------------------------------------------------------------------------------------------
+
+
+class ArchiveStore:
+    """The ``weekly/`` half of the bucket, on top of a ``BackupStore`` (whose dailies it archives)."""
+
+    def __init__(self, store: BackupStore) -> None:
+        self.store = store
+        self.bucket = store.bucket
+
+    def describe(self) -> str:
+        return f"weekly archives in {self.bucket.describe()}"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_manifest(self, week: date | str) -> ArchiveManifest | None:
+        """The manifest of ``week``; None if there is none; ``CorruptManifest`` if unreadable."""
+        key = weekly_manifest_key(validate_week(week))
+        try:
+            raw = self.bucket.get_bytes(key)
+        except StorageObjectNotFound:
+            return None
+        return ArchiveManifest.from_json(raw, key=key)
+
+    def list(self) -> list[ArchiveManifest]:
+        """Archives that count (readable manifest, archive present with the recorded size), oldest first."""
+        return self.inventory().archives
+
+    def inventory(self) -> WeeklyInventory:
+        """List ``weekly/`` once and sort every object into archives, orphans, corrupt and broken."""
+        objects = {info.key: info for info in self.bucket.list(WEEKLY_PREFIX)}
+        result = WeeklyInventory()
+        referenced: set[str] = set()
+        unreadable_weeks: set[str] = set()
+        for key, info in sorted(objects.items()):
+            parsed = parse_weekly_key(key)
+            if parsed is not None and parsed.kind == "manifest":
+                try:
+                    manifest = self.get_manifest(parsed.week)
+                except CorruptManifest as exc:
+                    result.corrupt[key] = str(exc)
+                    unreadable_weeks.add(parsed.week)
+                    continue
+                if manifest is None:  # deleted since the listing
+                    continue
+                referenced.add(manifest.key)
+                stored = objects.get(manifest.key) or self.bucket.stat(manifest.key)
+                if stored is None:
+                    result.broken[key] = f"its archive {manifest.key} is missing"
+                elif stored.size != manifest.bytes:
+                    result.broken[key] = f"its archive {manifest.key} has {stored.size} bytes, not {manifest.bytes}"
+                else:
+                    result.archives.append(manifest)
+        result.orphans = [
+            info
+            for key, info in sorted(objects.items())
+            if (parsed := parse_weekly_key(key)) is not None
+            and parsed.kind == "archive"
+            and key not in referenced
+            and parsed.week not in unreadable_weeks  # beside an unreadable manifest it may be the only copy
+        ]
+        return result
+
+    def verify(self, manifest: ArchiveManifest) -> ArchiveVerification:
+        """Read the stored archive back and check it whole: its size and sha256, every member's SQL against
+        the sha256 its daily manifest records, every daily manifest, and the index.
+
+        Storage errors other than a missing object (access, network) raise: they say nothing about the
+        archive itself.
+        """
+        started = time.monotonic()
+        result = ArchiveVerification(week=manifest.week, key=manifest.key, ok=False)
+        expected_sql = {m.path: m for m in manifest.index.members}
+        expected_manifests = {m.manifest_path: m for m in manifest.index.members}
+        seen: set[str] = set()
+        checked: dict[tuple[str, str], str] = {}
+        problems = result.problems
+        try:
+            raw = _HashingReader(self.bucket.open(manifest.key))
+        except StorageObjectNotFound:
+            problems.append(f"the archive {manifest.key} is missing from the bucket")
+            return result
+        try:
+            with raw, iter_tar(raw) as members:
+                for info, reader in members:
+                    self._check_member(info, reader, manifest, expected_sql, expected_manifests, seen, checked, problems)
+                raw.drain()
+        except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) are not among them: they raise
+            problems.append(f"the archive cannot be read to its end: {exc}")
+        result.bytes_read = raw.bytes
+        if not problems and (raw.bytes != manifest.bytes or raw.sha256.hexdigest() != manifest.sha256):
+            problems.append(
+                f"the stored archive ({raw.bytes} bytes, sha256 {raw.sha256.hexdigest()[:12]}...) is not the one "
+                f"its manifest records ({manifest.bytes} bytes, sha256 {manifest.sha256[:12]}...)"
+            )
+        absent = sorted((set(expected_sql) | set(expected_manifests) | {INDEX_NAME}) - seen)
+        if absent and not any("cannot be read" in p for p in problems):
+            problems.append(f"members missing from the archive: {', '.join(absent[:10])}")
+        result.members = len(checked)
+        result.ok = not problems
+        result.verified = dict(checked) if result.ok else {}
+        result.seconds = time.monotonic() - started
+        return result
+
+    @staticmethod
+    def _check_member(
+        info: tarfile.TarInfo,
+        reader: IO[bytes] | None,
+        manifest: ArchiveManifest,
+        expected_sql: Mapping[str, ArchiveMember],
+        expected_manifests: Mapping[str, ArchiveMember],
+        seen: set[str],
+        checked: dict[tuple[str, str], str],
+        problems: list[str],
+    ) -> None:
+        name = info.name
+        if reader is None or name in seen:
+            problems.append(f"unexpected member {name!r} (not a file, or repeated)")
+            return
+        seen.add(name)
+        if name == INDEX_NAME:
+            try:
+                inside = ArchiveIndex.from_dict(json.loads(reader.read()), key=f"{manifest.key}:{INDEX_NAME}")
+            except (CorruptManifest, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                problems.append(f"{INDEX_NAME} is unreadable: {exc}")
+                return
+            if inside != manifest.index:
+                problems.append(f"{INDEX_NAME} inside the archive differs from the index in its manifest")
+        elif name in expected_sql:
+            member = expected_sql[name]
+            size, sha = _copy_hashing(reader, None)
+            if (size, sha) != (member.sql_bytes, member.sql_sha256):
+                problems.append(
+                    f"{name}: {size} bytes with sha256 {sha[:12]}..., but its daily manifest records "
+                    f"{member.sql_bytes} bytes with sha256 {member.sql_sha256[:12]}..."
+                )
+            else:
+                checked[member.slot] = sha
+        elif name in expected_manifests:
+            member = expected_manifests[name]
+            data = reader.read()
+            if hashlib.sha256(data).hexdigest() != member.manifest_sha256:
+                problems.append(f"{name}: the daily manifest differs from the one archived")
+                return
+            try:
+                daily = Manifest.from_json(data, key=f"{manifest.key}:{name}")
+            except CorruptManifest as exc:
+                problems.append(str(exc))
+                return
+            if (daily.day, daily.database, daily.sql_sha256, daily.sql_bytes) != (
+                member.day, member.database, member.sql_sha256, member.sql_bytes,
+            ):
+                problems.append(f"{name}: the daily manifest does not describe {member.path} as indexed")
+        else:
+            problems.append(f"unexpected member {name!r}: the index does not list it")
+
+    def extract(
+        self, manifest: ArchiveManifest, destination: Path | str, slots: Iterable[tuple[str, str]] | None = None
+    ) -> dict[tuple[str, str], Path]:
+        """Write members' SQL (all, or the given (day, database) slots) under ``destination`` as
+        ``daily/DAY/<db>.sql``, each checked against its sha256; one pass over the stored archive.
+
+        A member that does not match raises ``StorageIntegrityError`` and leaves no file under its name.
+        Paths come from the index, never from names inside the tar, so an archive cannot write elsewhere.
+        """
+        wanted = {m.path: m for m in manifest.index.members if slots is None or m.slot in set(slots)}
+        if slots is not None:
+            unknown = set(slots) - {m.slot for m in wanted.values()}
+            if unknown:
+                raise StorageObjectNotFound(
+                    f"archive {manifest.key} does not hold {', '.join(f'{db} on {day}' for day, db in sorted(unknown))}"
+                )
+        out: dict[tuple[str, str], Path] = {}
+        root = Path(destination)
+        with self.bucket.open(manifest.key) as raw, iter_tar(raw) as members:
+            for info, reader in members:
+                member = wanted.get(info.name)
+                if member is None or reader is None:
+                    continue
+                target = root.joinpath("daily", member.day, f"{member.database}.sql")
+                out[member.slot] = _write_checked(reader, target, member, manifest.key)
+                if len(out) == len(wanted):
+                    break
+        if len(out) != len(wanted):
+            lost = sorted(set(wanted) - {m.path for m in wanted.values() if m.slot in out})
+            raise StorageIntegrityError(f"archive {manifest.key} lacks members its index lists: {', '.join(lost[:5])}")
+        return out
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build(
+        self,
+        week: date | str,
+        databases: Iterable[str],
+        fmt: str = "tar.zst",
+        *,
+        first_day: date | str | None = None,
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> BuildOutcome:
+        """Archive the week's daily backups (one object) and read it back to verify it.
+
+        ``databases`` are the configured ones: each day one of them has no usable backup is listed as
+        missing (databases found in the bucket are archived too).  ``first_day`` (the configured start
+        date) keeps days before it from counting as missing.  An existing archive is kept when it already
+        holds exactly these dailies, or when it holds backups whose dailies are gone (it is then the only
+        copy: see ``BuildOutcome``).  Raises ``EmptyWeek`` when there is nothing at all to archive.
+        """
+        started = time.monotonic()
+        week = validate_week(week)
+        first = format_day(first_day) if first_day is not None else None
+        days = [d for d in week_days(week) if first is None or d >= first]
+        current = {(m.day, m.database): m for day in days for m in self.store.list_daily(day=day)}
+        existing = self._readable_manifest(week)
+        if existing is not None:
+            kept = self._keep_existing(existing, current)
+            if kept is not None:
+                kept.seconds = time.monotonic() - started
+                return kept
+        if not current:
+            raise EmptyWeek(
+                f"week {week} has no daily backups in {self.bucket.describe()} to archive: "
+                "run the nightly job for its days first"
+            )
+        manifest = self._write(week, days, sorted(set(databases) | {db for _, db in current}), current, fmt, run_id, now)
+        verification = self.verify(manifest)
+        action = "created" if existing is None else "replaced"
+        reason = "" if existing is None else "the week's dailies changed or the stored archive failed verification"
+        return BuildOutcome(manifest, action, verification, reason, seconds=time.monotonic() - started)
+
+    def _readable_manifest(self, week: str) -> ArchiveManifest | None:
+        try:
+            return self.get_manifest(week)
+        except CorruptManifest as exc:
+            logger.warning("rebuilding week %s: its manifest is unreadable (%s)", week, exc)
+            return None
+
+    def _keep_existing(self, existing: ArchiveManifest, current: Mapping[tuple[str, str], Manifest]) -> BuildOutcome | None:
+        held = {m.slot: m.sql_sha256 for m in existing.index.members}
+        available = {slot: m.sql_sha256 for slot, m in current.items()}
+        if held == available:
+            verification = self.verify(existing)
+            if verification.ok:
+                return BuildOutcome(existing, "unchanged", verification, "the stored archive already holds these dailies")
+            logger.warning("rebuilding week %s: %s", existing.week, "; ".join(verification.problems))
+            return None
+        gone = sorted(slot for slot in held if slot not in available)
+        if not gone:
+            return None  # new or re-run dailies, and every archived backup is still a daily: rebuild
+        verification = self.verify(existing)
+        lacking = sorted(slot for slot, sha in available.items() if held.get(slot) != sha)
+        reason = (
+            f"kept: it holds {len(gone)} backup(s) whose dailies are gone (e.g. {gone[0][1]} on {gone[0][0]}), "
+            "so it is the only copy and is never replaced"
+        )
+        return BuildOutcome(existing, "kept", verification, reason, not_archived=lacking)
+
+    def _write(
+        self,
+        week: str,
+        days: list[str],
+        databases: list[str],
+        current: Mapping[tuple[str, str], Manifest],
+        fmt: str,
+        run_id: str | None,
+        now: datetime | None,
+    ) -> ArchiveManifest:
+        members: list[ArchiveMember] = []
+        skipped: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="patina-archive-") as tmp:
+            path = Path(tmp) / f"{week}.{fmt}"
+            writer = _ArchiveWriter(path, fmt)
+            try:
+                # Database by database, day by day: each day's dump sits right after yesterday's.
+                for slot in sorted(current, key=lambda s: (s[1], s[0])):
+                    daily = current[slot]
+                    member = self._add_daily(writer, daily, Path(tmp) / "member.sql")
+                    if isinstance(member, str):
+                        skipped[daily_manifest_key(daily.day, daily.database)] = member
+                        logger.warning("not archiving %s on %s: %s", daily.database, daily.day, member)
+                    else:
+                        members.append(member)
+                held = {m.slot for m in members}
+                index = ArchiveIndex(
+                    week=week,
+                    format=fmt,
+                    days=tuple(days),
+                    databases=tuple(databases),
+                    members=tuple(members),
+                    missing={db: tuple(d for d in days if (d, db) not in held) for db in databases},
+                    skipped=skipped,
+                    created_at=utc_timestamp(now),
+                    dagster_run_id=run_id,
+                )
+                writer.add_bytes(INDEX_NAME, index.to_json().encode("utf-8"), time.time())
+                size, sha256 = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            if not members:
+                raise EmptyWeek(f"week {week}: no daily backup could be archived ({'; '.join(skipped.values())})")
+            key = weekly_archive_key(week, fmt, new_generation(now))
+            return self._publish(path, ArchiveManifest(index, key, size, sha256, created_at=""), now)
+
+    def _add_daily(self, writer: _ArchiveWriter, daily: Manifest, scratch: Path) -> ArchiveMember | str:
+        """Fetch one dump, decompress it into ``scratch`` checking both digests, and add it with its
+        manifest.  Returns the member, or why the dump cannot be archived (it does not match its manifest)."""
+        try:
+            raw = _HashingReader(self.store.open_dump(daily))
+        except StorageObjectNotFound:
+            return f"its dump {daily.key} is missing"
+        try:
+            with raw, decompressing_reader(raw, daily.key) as sql, open(scratch, "wb") as out:  # type: ignore[arg-type]
+                sql_bytes, sql_sha256 = _copy_hashing(sql, out)
+                raw.drain()
+        except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) raise
+            return f"its dump {daily.key} cannot be decompressed: {exc}"
+        if (raw.bytes, raw.sha256.hexdigest()) != (daily.bytes, daily.sha256):
+            return f"its dump {daily.key} is not the one its manifest records (size or sha256 differs)"
+        if (sql_bytes, sql_sha256) != (daily.sql_bytes, daily.sql_sha256):
+            return f"the SQL in {daily.key} does not match the sql_sha256 its manifest records"
+        manifest_json = daily.to_json().encode("utf-8")  # exactly what publish_daily stored
+        member = ArchiveMember(
+            database=daily.database,
+            day=daily.day,
+            sql_bytes=sql_bytes,
+            sql_sha256=sql_sha256,
+            manifest_bytes=len(manifest_json),
+            manifest_sha256=hashlib.sha256(manifest_json).hexdigest(),
+            daily_key=daily.key,
+            tables=daily.tables,
+            rows=daily.rows,
+        )
+        mtime = _timestamp_seconds(daily.created_at)
+        with open(scratch, "rb") as source:
+            writer.add(member.path, source, sql_bytes, mtime)
+        writer.add_bytes(member.manifest_path, manifest_json, mtime)
+        return member
+
+    def _publish(self, path: Path, manifest: ArchiveManifest, now: datetime | None) -> ArchiveManifest:
+        """Upload the archive, check it landed whole, then write its manifest (the switch), then remove
+        the archives it superseded: the same order, for the same reasons, as ``BackupStore.publish_daily``."""
+        previous = self._readable_key(manifest.week)
+        try:
+            self.bucket.put_file(manifest.key, path, content_type=ARCHIVE_CONTENT_TYPES[manifest.format])
+            stored = self.bucket.stat(manifest.key)
+            if stored is None or stored.size != manifest.bytes:
+                raise StorageIntegrityError(
+                    f"uploaded {manifest.bytes} bytes to {self.bucket.uri(manifest.key)} but the bucket holds "
+                    f"{'nothing' if stored is None else f'{stored.size} bytes'}"
+                )
+            final = dataclasses.replace(manifest, created_at=utc_timestamp(now))
+            self.bucket.put_bytes(
+                weekly_manifest_key(final.week), final.to_json().encode("utf-8"), content_type=MANIFEST_CONTENT_TYPE
+            )
+        except BaseException:
+            if self._readable_key(manifest.week) != manifest.key:  # unless the manifest landed after all
+                self._discard(manifest.key)
+            raise
+        self._remove_superseded(final, previous)
+        return final
+
+    def _readable_key(self, week: str) -> str | None:
+        try:
+            current = self.get_manifest(week)
+        except StorageError:
+            return None
+        return current.key if current else None
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.bucket.delete(key)
+        except StorageError as exc:
+            logger.warning("could not remove %s (it stays as an orphan): %s", self.bucket.uri(key), exc)
+
+    def _remove_superseded(self, manifest: ArchiveManifest, previous: str | None) -> None:
+        """Delete the archive the old manifest named and older builds of the week; newer ones may belong
+        to a build still uploading.  Failures only leave orphans, so they are logged, not raised."""
+        generation = parse_weekly_key(manifest.key).generation or ""  # type: ignore[union-attr]
+        try:
+            stale = [
+                key
+                for key in self._archive_keys(manifest.week)
+                if key != manifest.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
+            ]
+            if stale:
+                self.bucket.delete_many(stale)
+        except StorageError as exc:
+            logger.warning("archive %s is complete, but superseded archives were not removed: %s", manifest.key, exc)
+
+    def _archive_keys(self, week: str) -> list[str]:
+        keys = []
+        for info in self.bucket.list(f"{WEEKLY_PREFIX}{week}."):
+            parsed = parse_weekly_key(info.key)
+            if parsed is not None and parsed.kind == "archive" and parsed.week == week:
+                keys.append(info.key)
+        return keys
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    def delete(self, week: date | str) -> list[str]:
+        """Delete a week's archive: the manifest first (from then on it no longer counts), then every
+        archive object of the week.  Returns the keys deleted."""
+        week = validate_week(week)
+        manifest_key = weekly_manifest_key(week)
+        archives = self._archive_keys(week)
+        had_manifest = self.bucket.stat(manifest_key) is not None
+        if had_manifest:
+            self.bucket.delete(manifest_key)
+        if archives:
+            self.bucket.delete_many(archives)
+        return ([manifest_key] if had_manifest else []) + archives
+
+
+def _write_checked(reader: IO[bytes], target: Path, member: ArchiveMember, archive_key: str) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as out:
+            size, sha = _copy_hashing(reader, out)
+        if (size, sha) != (member.sql_bytes, member.sql_sha256):
+            raise StorageIntegrityError(
+                f"{member.path} in {archive_key} does not match its sha256 ({sha[:12]}... instead of "
+                f"{member.sql_sha256[:12]}...): the archive is damaged"
+            )
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _timestamp_seconds(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return time.time()

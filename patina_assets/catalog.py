@@ -1,0 +1,531 @@
+"""Every backup the bucket holds, read from the bucket alone: list, find, open, verify, download.
+
+This is what the operators' tools stand on (`patina list/download/restore/status`, `patina serve`). It reads
+only the bucket -- the daily manifests and the weekly archives' manifests -- never Dagster's records, so it
+works on the day the Dagster instance is lost.
+
+A ``Backup`` is one database on one day, wherever it lives:
+
+* ``daily``: ``daily/DAY/<db>.<generation>.sql.zst`` with its manifest (``BackupStore.list_daily``);
+* ``weekly``: ``daily/DAY/<db>.sql`` inside a weekly archive (``patina_assets.archive``), as the archive's index
+  (in its manifest, ``weekly/<week>.manifest.json``) describes it: listing reads only manifests, never archives.
+
+Both are opened the same way (``Catalog.open_sql``): as the plain SQL of the dump, checked as it streams. At the
+end of the stream the SQL's size and sha256 must equal the recorded ``sql_bytes``/``sql_sha256`` (and, for a
+daily, the stored object's size and sha256 the manifest's ``bytes``/``sha256``); otherwise the read raises
+``BackupMismatch``. ``Catalog.download`` writes to a temporary file and renames it into place only after that
+check, so a damaged backup never leaves a file behind that looks whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from .archive import ArchiveStore, iter_tar, week_start_of
+from .config import PatinaConfig, RetentionConfig
+from .engine.errors import CorruptDump, PatinaError
+from .engine.formats import decompressing_reader
+from .retention import daily_cutoff, weekly_cutoff
+from .storage import (
+    DAILY_PREFIX,
+    WEEKLY_PREFIX,
+    BackupStore,
+    Manifest,
+    StorageError,
+    StorageObjectNotFound,
+    format_day,
+    parse_utc_timestamp,
+    validate_database_name,
+)
+
+DAILY = "daily"
+WEEKLY = "weekly"
+CHUNK = 1024 * 1024
+
+
+class CatalogError(PatinaError):
+    """A backup cannot be found or read as asked."""
+
+
+class BackupNotFound(CatalogError):
+    """No backup of that database on that day."""
+
+
+class BackupMismatch(CatalogError):
+    """The stored bytes are not what the manifest recorded: the backup is damaged and must not be used."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Backups
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One database on one day, in a daily object or inside a weekly archive."""
+
+    database: str
+    day: str
+    location: str  # DAILY or WEEKLY
+    key: str  # the bucket object holding it: the daily dump, or the weekly archive
+    sql_bytes: int  # bytes of SQL a download or restore gets (the dump uncompressed)
+    sql_sha256: str
+    tables: int
+    rows: int
+    created_at: datetime | None  # when the backup was stored (a member of an archive: not recorded)
+    expires_at: datetime | None  # from when retention may delete it (see ``expiry_of_daily``)
+    member: str | None = None  # the SQL's path inside the weekly archive
+    manifest: Manifest | None = None  # the daily manifest (dailies)
+    archived_at: datetime | None = None  # when the weekly archive was built (archive members)
+
+    @property
+    def stored_bytes(self) -> int | None:
+        """Bytes the daily object takes in the bucket (None inside an archive: it shares the archive's bytes)."""
+        return self.manifest.bytes if self.manifest is not None else None
+
+    @property
+    def dagster_run_id(self) -> str | None:
+        return self.manifest.dagster_run_id if self.manifest is not None else None
+
+    @property
+    def filename(self) -> str:
+        """What a download is called: ``groveauth-2026-01-05.sql`` (the spec's name)."""
+        return f"{self.database}-{self.day}.sql"
+
+    @property
+    def where(self) -> str:
+        return f"{self.key}#{self.member}" if self.member else self.key
+
+    def to_dict(self) -> dict:
+        """The spec's ``/list`` entry, with exact numbers beside the human ones."""
+        return {
+            "database": self.database,
+            "date": self.day,
+            "location": self.location,
+            "key": self.key,
+            "member": self.member,
+            "size": human_bytes(self.sql_bytes),
+            "sizeBytes": self.sql_bytes,
+            "storedBytes": self.stored_bytes,
+            "tables": self.tables,
+            "rows": self.rows,
+            "createdAt": iso(self.created_at),
+            "archivedAt": iso(self.archived_at),
+            "expiresAt": iso(self.expires_at),
+            "sqlSha256": self.sql_sha256,
+            "dagsterRunId": self.dagster_run_id,
+        }
+
+
+def expiry_of_daily(day: str, retention: RetentionConfig) -> datetime:
+    """The start of the first weekly run (a Sunday, UTC) whose retention pass may delete ``day``'s daily:
+    the first whose week's Saturday puts the day before ``daily_cutoff``. It goes then only if a verified
+    archive holds it and it is not its database's newest good backup (``patina_assets.retention``)."""
+    as_of = date.fromisoformat(day)
+    as_of += timedelta(days=(5 - as_of.weekday()) % 7)  # the Saturday ending its week
+    while date.fromisoformat(day) >= daily_cutoff(as_of, retention):
+        as_of += timedelta(days=7)
+    return _midnight(as_of + timedelta(days=1))
+
+
+def expiry_of_week(week: str, retention: RetentionConfig) -> datetime:
+    """The start of the first weekly run that may delete ``week``'s archive (``weekly_cutoff``)."""
+    as_of = date.fromisoformat(week) + timedelta(days=6)
+    while date.fromisoformat(week) >= weekly_cutoff(as_of, retention):
+        as_of += timedelta(days=7)
+    return _midnight(as_of + timedelta(days=1))
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+@dataclass
+class StorageSummary:
+    """What the bucket holds, counted from one listing of ``daily/`` and ``weekly/``."""
+
+    backups: int = 0  # database-days that can be restored (daily or inside an archive, counted once)
+    daily_backups: int = 0
+    weekly_backups: int = 0  # database-days inside archives
+    weekly_archives: int = 0
+    objects: int = 0
+    total_bytes: int = 0
+    daily_bytes: int = 0
+    weekly_bytes: int = 0
+    oldest: str | None = None
+    newest: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "totalBackups": self.backups,
+            "dailyBackups": self.daily_backups,
+            "weeklyBackups": self.weekly_backups,
+            "weeklyArchives": self.weekly_archives,
+            "objects": self.objects,
+            "totalSize": human_bytes(self.total_bytes),
+            "totalSizeBytes": self.total_bytes,
+            "dailySizeBytes": self.daily_bytes,
+            "weeklySizeBytes": self.weekly_bytes,
+            "oldestBackup": self.oldest,
+            "newestBackup": self.newest,
+            "problems": list(self.problems),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# The catalog
+# --------------------------------------------------------------------------------------------------
+
+
+class Catalog:
+    """Every backup in one bucket. Cheap to build; each call reads the bucket afresh."""
+
+    def __init__(self, store: BackupStore, retention: RetentionConfig | None = None) -> None:
+        self.store = store
+        self.archives = ArchiveStore(store)
+        self.retention = retention or RetentionConfig()
+
+    @classmethod
+    def for_config(cls, config: PatinaConfig, env: Mapping[str, str] | None = None) -> Catalog:
+        from .backup import open_store
+
+        store = open_store(config, os.environ if env is None else env)
+        return cls(store, config.retention)
+
+    def describe(self) -> str:
+        return self.store.describe()
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def backups(self, database: str | None = None, day: date | str | None = None) -> list[Backup]:
+        """Every backup, newest day first; a day held both as a daily and in an archive appears twice
+        (the daily first)."""
+        if database is not None:
+            validate_database_name(database)
+        day_text = format_day(day) if day is not None else None
+        found = [self._daily(m) for m in self.store.list_daily(database=database, day=day_text)]
+        found += [b for b in self._weekly() if (database is None or b.database == database)
+                  and (day_text is None or b.day == day_text)]
+        return sorted(found, key=lambda b: (b.day, b.database, b.location == DAILY), reverse=True)
+
+    def find(self, day: date | str, database: str) -> Backup:
+        """The backup of ``database`` on ``day``: the daily if it still exists (one object, quickest to read),
+        else the copy inside a weekly archive. ``BackupNotFound`` says which days that database does have."""
+        day_text, name = format_day(day), validate_database_name(database)
+        manifest = self.store.get_manifest(day_text, name)
+        if manifest is not None:
+            return self._daily(manifest)
+        for backup in self._weekly(week_start_of(day_text).isoformat()):
+            if backup.day == day_text and backup.database == name:
+                return backup
+        days = sorted({b.day for b in self.backups(database=name)}, reverse=True)
+        have = f"its backups: {', '.join(days[:10])}{' ...' if len(days) > 10 else ''}" if days else "it has no backups"
+        raise BackupNotFound(f"no backup of {name} on {day_text} in {self.describe()}; {have}")
+
+    def _daily(self, manifest: Manifest) -> Backup:
+        return Backup(
+            database=manifest.database, day=manifest.day, location=DAILY, key=manifest.key,
+            sql_bytes=manifest.sql_bytes, sql_sha256=manifest.sql_sha256, tables=manifest.tables,
+            rows=manifest.rows, created_at=parse_utc_timestamp(manifest.created_at),
+            expires_at=expiry_of_daily(manifest.day, self.retention), manifest=manifest,
+        )
+
+    def _weekly(self, week: str | None = None) -> list[Backup]:
+        if week is not None:
+            archive = self.archives.get_manifest(week)
+            archives = [archive] if archive is not None else []
+        else:
+            archives = self.archives.list()
+        found = []
+        for archive in archives:
+            archived = _parse_time(archive.created_at)
+            expires = expiry_of_week(archive.week, self.retention)
+            for m in archive.index.members:
+                found.append(Backup(
+                    database=m.database, day=m.day, location=WEEKLY, key=archive.key, sql_bytes=m.sql_bytes,
+                    sql_sha256=m.sql_sha256, tables=m.tables, rows=m.rows, created_at=None, expires_at=expires,
+                    member=m.path, archived_at=archived,
+                ))
+        return found
+
+    def storage(self) -> StorageSummary:
+        """Counts and bytes of everything under ``daily/`` and ``weekly/``, with the oldest and newest day,
+        and whatever the listings found wrong (unreadable manifests, missing objects, unfinished uploads)."""
+        summary = StorageSummary()
+        daily = self.store.inventory()
+        weekly = self.archives.inventory()
+        for info in self.store.bucket.list(DAILY_PREFIX):
+            summary.objects += 1
+            summary.daily_bytes += info.size
+        for info in self.store.bucket.list(WEEKLY_PREFIX):
+            summary.objects += 1
+            summary.weekly_bytes += info.size
+        summary.total_bytes = summary.daily_bytes + summary.weekly_bytes
+        slots = {(m.day, m.database) for m in daily.backups}
+        archived = {m.slot for archive in weekly.archives for m in archive.index.members}
+        summary.daily_backups = len(slots)
+        summary.weekly_backups = len(archived)
+        summary.weekly_archives = len(weekly.archives)
+        slots |= archived
+        summary.backups = len(slots)
+        if slots:
+            summary.oldest = min(day for day, _ in slots)
+            summary.newest = max(day for day, _ in slots)
+        for inventory in (daily, weekly):
+            summary.problems += [f"unreadable manifest {key}: {why}" for key, why in inventory.corrupt.items()]
+            summary.problems += [f"broken backup {key}: {why}" for key, why in inventory.broken.items()]
+            if inventory.orphans:
+                summary.problems.append(f"{len(inventory.orphans)} object(s) without a manifest under "
+                                        f"{'daily/' if inventory is daily else 'weekly/'} (unfinished uploads)")
+        return summary
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def open_sql(self, backup: Backup) -> BinaryIO:
+        """The backup's SQL, streamed and checked: reading to the end raises ``BackupMismatch`` if the bytes
+        are not the ones the manifest recorded. Close it when done."""
+        label = f"{backup.database} on {backup.day} ({backup.where})"
+        if backup.location == DAILY:
+            assert backup.manifest is not None
+            try:
+                raw = self.store.open_dump(backup.manifest)
+            except StorageObjectNotFound as exc:
+                raise BackupNotFound(f"{label}: the dump is gone from the bucket ({exc})") from exc
+            stored = _HashingReader(raw)
+            try:
+                sql = decompressing_reader(io.BufferedReader(stored, CHUNK), label)
+            except BaseException:
+                stored.close()
+                raise
+            expected_stored = (backup.manifest.bytes, backup.manifest.sha256)
+            return io.BufferedReader(_CheckedSQL(sql, backup, label, stored, expected_stored), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_CheckedSQL(self._open_member(backup, label), backup, label, None, None), CHUNK)  # type: ignore[return-value]
+
+    def _open_member(self, backup: Backup, label: str) -> BinaryIO:
+        stack = ExitStack()
+        try:
+            try:
+                raw = stack.enter_context(self.store.bucket.open(backup.key))
+            except StorageObjectNotFound as exc:
+                raise BackupNotFound(f"{label}: the archive is gone from the bucket ({exc})") from exc
+            members = stack.enter_context(iter_tar(raw))
+            for info, reader in members:
+                if info.name == backup.member and reader is not None:
+                    return _Member(reader, stack)  # type: ignore[return-value]
+        except _DAMAGE as exc:
+            stack.close()
+            raise BackupMismatch(f"{label}: the archive is damaged ({type(exc).__name__}: {exc})") from exc
+        except BaseException:
+            stack.close()
+            raise
+        stack.close()
+        raise BackupMismatch(f"{label}: the archive does not contain {backup.member} although its index lists it")
+
+    def verify(self, backup: Backup) -> None:
+        """Read the whole backup and check it; ``BackupMismatch`` if it is damaged."""
+        with self.open_sql(backup) as reader:
+            while reader.read(CHUNK):
+                pass
+
+    def download(self, backup: Backup, target: Path | str, *, overwrite: bool = False) -> Path:
+        """Write the backup's SQL to ``target``, checked against its manifest before it appears under that name.
+
+        On any failure (a mismatch, a lost connection) nothing is left at ``target`` or beside it.
+        """
+        target = Path(target)
+        if target.is_dir():
+            raise CatalogError(f"{target} is a directory: give a file name")
+        if target.exists() and not overwrite:
+            raise CatalogError(f"{target} already exists: choose another name, or remove it first")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open_sql(backup) as reader:
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+
+
+def list_document(backups: list[Backup], *, database: str | None = None, day: str | None = None,
+                  limit: int | None = None) -> dict:
+    """The spec's ``/list`` document: matching backups (newest first), how many match, how many there are."""
+    matching = [b for b in backups if (database is None or b.database == database) and (day is None or b.day == day)]
+    shown = matching if limit is None else matching[:limit]
+    return {"backups": [b.to_dict() for b in shown], "total": len(backups), "filtered": len(matching)}
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return parse_utc_timestamp(text)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Checked streams
+# --------------------------------------------------------------------------------------------------
+
+# What damaged compressed or tar data raises while it is read.
+_DAMAGE = (OSError, EOFError, ValueError, tarfile.TarError, zstandard.ZstdError, zlib.error, CorruptDump)
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the stored (compressed) bytes as the decompressor pulls them."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        self.bytes += n
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
+class _Member(io.RawIOBase):
+    """One member of a tar read from the bucket; closing it closes the archive stream."""
+
+    def __init__(self, reader: BinaryIO, stack: ExitStack) -> None:
+        self.reader = reader
+        self.stack = stack
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.reader.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stack.close()
+        super().close()
+
+
+class _CheckedSQL(io.RawIOBase):
+    """The SQL of a backup, hashed as it is read; at its end the digests must match what was recorded."""
+
+    def __init__(self, sql: BinaryIO, backup: Backup, label: str, stored: _HashingReader | None,
+                 expected_stored: tuple[int, str] | None) -> None:
+        self.sql = sql
+        self.backup = backup
+        self.label = label
+        self.stored = stored
+        self.expected_stored = expected_stored
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+        self.checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self.sql.read(len(buffer))
+        except (StorageError, PatinaError):
+            raise
+        except _DAMAGE as exc:
+            raise BackupMismatch(f"{self.label}: the stored data is damaged ({type(exc).__name__}: {exc}); "
+                                 "use another day's backup") from exc
+        n = len(data)
+        if n == 0:
+            if len(buffer):
+                self._check()
+            return 0
+        buffer[:n] = data
+        self.sha256.update(data)
+        self.bytes += n
+        if self.bytes > self.backup.sql_bytes:
+            raise BackupMismatch(f"{self.label}: more SQL than the {self.backup.sql_bytes} bytes recorded for it: "
+                                 "the backup was altered; do not use it")
+        return n
+
+    def _check(self) -> None:
+        if self.checked:
+            return
+        problems = []
+        digest = self.sha256.hexdigest()
+        if (self.bytes, digest) != (self.backup.sql_bytes, self.backup.sql_sha256):
+            problems.append(f"its SQL has {self.bytes} bytes with sha256 {digest[:16]}..., the manifest records "
+                            f"{self.backup.sql_bytes} bytes with sha256 {self.backup.sql_sha256[:16]}...")
+        if self.stored is not None and self.expected_stored is not None:
+            self.stored.drain()
+            stored = (self.stored.bytes, self.stored.sha256.hexdigest())
+            if stored != self.expected_stored:
+                problems.append(f"the stored object has {stored[0]} bytes with sha256 {stored[1][:16]}..., the "
+                                f"manifest records {self.expected_stored[0]} bytes with sha256 "
+                                f"{self.expected_stored[1][:16]}...")
+        if problems:
+            raise BackupMismatch(f"{self.label} does not match its manifest: {'; '.join(problems)}. "
+                                 "It is damaged: use another day's backup")
+        self.checked = True
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.sql.close()
+            finally:
+                if self.stored is not None:
+                    self.stored.close()
+        super().close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers shared by the tools
+# --------------------------------------------------------------------------------------------------
+
+
+def human_bytes(n: float | None) -> str:
+    """``212.0 KB``: decimal units, as the spec writes sizes."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, to the second."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,488 @@
+"""Alert sensors: Discord / JSON webhook messages about runs, checks and failure streaks.
+
+Two sensors, both running by default:
+
+- ``patina_run_alerts`` -- when a run of the nightly job (or the weekly archive job) fails or is cancelled
+  (run monitoring cancels a run that passes ``dagster/max_runtime``): one message in the spec's embed format (databases successful/total, total size, duration, the run id as job id); when
+  it succeeds and ``alerts.notify_on_success`` is on: the "completed" message. And when a failed run --
+  of any job: backfills count -- leaves a database with ``alerts.consecutive_failure_limit`` or more
+  failed backup attempts in a row, a louder message for that database (see :func:`failure_streak`).
+- ``patina_check_alerts`` -- when any run finishes: one message per failed ERROR asset check, and per
+  failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none).
+
+Why plain ``@dg.sensor`` and not ``@dg.run_failure_sensor`` / ``@dg.run_status_sensor``: those own their
+cursor (a user function may not set it) and move past a run even when the function raised. A message
+that could not be delivered would then be lost. These sensors walk the same records Dagster's run status
+sensors walk (run status change events, by storage id, only runs of this code location), and keep in
+their cursor, beside their position, an :class:`~patina_assets.alerts.Outbox` of messages not delivered
+yet. Each tick first reads what is new, then delivers (the outbox first, oldest first), then returns the
+new cursor: a run is read once, its messages are queued once, and each message leaves the outbox only
+when the webhook accepted it. So a webhook that is down gets every message once it is back; only a
+process that dies between a webhook's 200 and the cursor being saved can send one twice. Sensors run
+apart from the jobs: a webhook that is down never fails a backup.
+
+Like Dagster's run status sensors, a new sensor starts at the newest record: it does not replay history.
+
+Webhook URLs are read from the environment variables named by ``alerts.discord_webhook_env`` and
+``alerts.webhook_env`` at each tick; they appear in no log line, cursor, skip message or error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.tags import PARTITION_NAME_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
+
+from ..alerts import (
+    Alert,
+    CheckFailure,
+    DatabaseOutcome,
+    DeliveryPolicy,
+    FailureStreak,
+    Outbox,
+    RunSummary,
+    deliver,
+    destination_env,
+    pending,
+    webhook_urls,
+)
+from ..config import PatinaConfig
+from .archives import WEEKLY_JOB
+from .dumps import dump_asset_key
+from .schedules import NIGHTLY_JOB
+
+RUN_ALERTS_SENSOR = "patina_run_alerts"
+CHECK_ALERTS_SENSOR = "patina_check_alerts"
+
+
+@dataclass(frozen=True)
+class AlertedJob:
+    """A job whose failed runs get the run message: what the title calls it, what its assets are."""
+
+    title: str
+    unit: str
+
+
+#: Matched by job name: a job that is not defined (weekly archives off) simply has no runs.
+ALERTED_JOBS: Mapping[str, AlertedJob] = {
+    NIGHTLY_JOB: AlertedJob("Backup", "Databases"),
+    WEEKLY_JOB: AlertedJob("Weekly Archive", "Archives"),
+}
+
+FINISHED = (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_CANCELED)
+#: Run outcomes that get the run message: a nightly run stopped at its max runtime is cancelled, not failed.
+ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+#: Runs read per tick; the rest wait for the next tick (the cursor only moves past what was read).
+RUNS_PER_TICK = 10
+#: Messages sent per tick and seconds spent sending: a tick has about a minute before Dagster gives up on it.
+SENDS_PER_TICK = 20
+DELIVERY_SECONDS_PER_TICK = 30.0
+#: How many planned materializations of a database :func:`failure_streak` looks back through.
+STREAK_LOOKBACK = 100
+
+_RUN_EVENTS = {
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.RUN_FAILURE,
+    DagsterEventType.RUN_CANCELED,
+    DagsterEventType.ASSET_CHECK_EVALUATION,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# What a run did, from its event log
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunFacts:
+    """The events of one finished run that alerts are made of."""
+
+    record: dg.RunRecord
+    #: asset key -> step key, for every asset the run set out to materialize (in plan order).
+    planned: dict[dg.AssetKey, str | None]
+    #: asset key -> its materialization's metadata.
+    materialized: dict[dg.AssetKey, Mapping[str, dg.MetadataValue]]
+    #: step key -> why the step failed.
+    step_errors: dict[str, str]
+    run_error: str | None
+    checks: list[dg.AssetCheckEvaluation]
+
+    @property
+    def run(self) -> dg.DagsterRun:
+        return self.record.dagster_run
+
+    @property
+    def finished_at(self) -> datetime:
+        moment = self.record.end_time or self.record.update_timestamp.timestamp()
+        return datetime.fromtimestamp(moment, tz=timezone.utc)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.record.start_time is None or self.record.end_time is None:
+            return None
+        return max(0.0, self.record.end_time - self.record.start_time)
+
+    def failed_assets(self) -> list[dg.AssetKey]:
+        """Assets the run planned and did not materialize."""
+        return [key for key in self.planned if key not in self.materialized]
+
+    def blocking_check_failure(self, key: dg.AssetKey) -> str | None:
+        """Why ``key``'s dump is not usable although it was stored: a blocking ERROR check (restore
+        verification) failed -- which fails the run, as Dagster treats it as the step failing."""
+        for evaluation in self.checks:
+            if (evaluation.asset_key == key and not evaluation.passed and evaluation.blocking
+                    and evaluation.severity == dg.AssetCheckSeverity.ERROR):
+                return f"check {evaluation.check_name} failed" + (f": {evaluation.description}" if evaluation.description else "")
+        return None
+
+    def error_for(self, key: dg.AssetKey) -> str:
+        step = self.planned.get(key)
+        if step is not None and step in self.step_errors:
+            return self.step_errors[step]
+        return self.run_error or "did not run"
+
+
+def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
+    facts = RunFacts(record, {}, {}, {}, None, [])
+    for entry in instance.all_logs(record.dagster_run.run_id, of_type=_RUN_EVENTS):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type
+        if kind == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            facts.planned.setdefault(event.asset_key, event.step_key)
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            facts.materialized[event.asset_key] = event.step_materialization_data.materialization.metadata
+        elif kind == DagsterEventType.STEP_FAILURE and event.step_key:
+            data = event.step_failure_data
+            described = data.user_failure_data.description if data.user_failure_data else None
+            facts.step_errors[event.step_key] = described or _error_text(data.error)
+        elif kind == DagsterEventType.RUN_FAILURE:
+            data = event.job_failure_data
+            facts.run_error = _error_text(data.error) if data and data.error else (event.message or entry.user_message)
+        elif kind == DagsterEventType.RUN_CANCELED:
+            reason = event.message or entry.user_message
+            facts.run_error = f"canceled: {reason}" if reason else "canceled"
+        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            facts.checks.append(event.event_specific_data)
+    return facts
+
+
+def _error_text(error) -> str:
+    """``Failure: no SQLite database at ...`` from ``dagster._core.definitions.events.Failure: no ...``."""
+    if error is None:
+        return "unknown error"
+    message = (error.message or "").strip()
+    head, sep, rest = message.partition(": ")
+    if sep and "." in head and " " not in head:
+        name = error.cls_name or head.rsplit(".", 1)[-1]
+        # dg.Failure carries a message written for people; other exceptions keep their class name.
+        message = rest if name == "Failure" else f"{name}: {rest}"
+    return message or (error.cls_name or "unknown error")
+
+
+# --------------------------------------------------------------------------------------------
+# Facts -> alerts
+# --------------------------------------------------------------------------------------------
+
+
+class Alerting:
+    """Turns a configuration's finished runs into alerts (the sensors' logic, testable without a tick)."""
+
+    def __init__(self, config: PatinaConfig):
+        self.config = config
+        self.settings = config.alerts
+        self._by_asset = {db.asset_name: (i, db) for i, db in enumerate(config.databases, 1)}
+        self._dump_keys = {dump_asset_key(db) for db in config.databases}
+
+    def database(self, key: dg.AssetKey) -> tuple[str, str]:
+        """``(name, redacted label)`` for an asset: ``("scout-db", "database 3 of 6")``,
+        ``("archives/weekly", "archives/weekly")``."""
+        found = self._by_asset.get(key.path[-1])
+        if found is None:  # not one database's (the weekly archive): its key names no database
+            return key.to_user_string(), key.to_user_string()
+        position, db = found
+        return db.name, f"database {position} of {len(self._by_asset)}"
+
+    def run_summary(self, facts: RunFacts) -> RunSummary:
+        run = facts.run
+        outcomes = []
+        for key in facts.planned:
+            name, label = self.database(key)
+            metadata = facts.materialized.get(key)
+            unusable = facts.blocking_check_failure(key) if metadata is not None else None
+            if metadata is not None and unusable is None:
+                size = metadata.get("bytes")
+                outcomes.append(DatabaseOutcome(name, label, True, size_bytes=int(size.value) if size is not None else None))
+            else:
+                outcomes.append(DatabaseOutcome(name, label, False, error=unusable or facts.error_for(key)))
+        failed = run.status in ENDED_BADLY
+        job = ALERTED_JOBS.get(run.job_name, AlertedJob(run.job_name, "Assets"))
+        return RunSummary(
+            job_id=run.run_id,
+            title=job.title,
+            unit=job.unit,
+            job_name=run.job_name,
+            outcomes=tuple(outcomes),
+            finished_at=facts.finished_at,
+            duration_seconds=facts.duration_seconds,
+            partition=run.tags.get(PARTITION_NAME_TAG),
+            will_retry=failed and run.tags.get(WILL_RETRY_TAG) == "true",
+            run_failed=failed,
+            run_error=(facts.run_error or "the run failed") if failed else None,
+            canceled=run.status == dg.DagsterRunStatus.CANCELED,
+        )
+
+    def run_alerts(self, instance: dg.DagsterInstance, facts: RunFacts) -> list[tuple[str, Alert]]:
+        """The run message (failed or cancelled runs of alerted jobs; successes too if asked) and
+        escalations (failed runs of any job)."""
+        run = facts.run
+        alerts: list[tuple[str, Alert]] = []
+        if run.job_name in ALERTED_JOBS and (run.status in ENDED_BADLY or self.settings.notify_on_success):
+            alerts.append(("run", self.run_summary(facts)))
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            for key in facts.failed_assets():
+                streak = self.streak(instance, facts, key)
+                if streak is not None:
+                    alerts.append((f"streak:{key.to_user_string()}", streak))
+        return alerts
+
+    def streak(self, instance: dg.DagsterInstance, facts: RunFacts, key: dg.AssetKey) -> FailureStreak | None:
+        if key not in self._dump_keys:  # streaks are about nightly dumps, not weekly archives
+            return None
+        failures, last_success = failure_streak(instance, key, facts.run.run_id)
+        if failures < self.settings.consecutive_failure_limit:
+            return None
+        name, label = self.database(key)
+        last_at = last_day = None
+        if last_success is not None:
+            last_at = datetime.fromtimestamp(last_success.timestamp, tz=timezone.utc)
+            last_day = last_success.partition_key
+        return FailureStreak(job_id=facts.run.run_id, database=name, label=label, failures=failures,
+                             limit=self.settings.consecutive_failure_limit, finished_at=facts.finished_at,
+                             last_success_at=last_at, last_success_day=last_day, error=facts.error_for(key))
+
+    def check_alerts(self, instance: dg.DagsterInstance, facts: RunFacts) -> list[tuple[str, Alert]]:
+        """One alert per failed ERROR check in the run; per failed WARN check if warnings are wanted."""
+        alerts: list[tuple[str, Alert]] = []
+        for evaluation in facts.checks:
+            severity = evaluation.severity.value
+            if evaluation.passed or (severity != "ERROR" and not self.settings.warn_on_check_warnings):
+                continue
+            name, label = self.database(evaluation.asset_key)
+            partition = evaluation.partition or facts.run.tags.get(PARTITION_NAME_TAG)
+            alert = CheckFailure(
+                job_id=facts.run.run_id, check_name=evaluation.check_name, severity=severity, database=name,
+                label=label, asset=evaluation.asset_key.to_user_string(), finished_at=facts.finished_at,
+                partition=partition, description=evaluation.description,
+                metadata=tuple(_metadata_text(evaluation.metadata)))
+            alerts.append((f"check:{evaluation.asset_key.to_user_string()}:{evaluation.check_name}:{partition}", alert))
+        return sorted(alerts, key=lambda pair: not pair[1].is_error)  # errors first
+
+
+def _metadata_text(metadata: Mapping[str, dg.MetadataValue]) -> Iterable[tuple[str, str]]:
+    """Scalar and small JSON metadata as text; tables and the like stay in the UI."""
+    for name, value in metadata.items():
+        raw = value.value
+        if isinstance(raw, (str, int, float, bool)):
+            yield name, str(raw)
+        elif isinstance(raw, (list, dict)):
+            text = json.dumps(raw, default=str)
+            if len(text) <= 200:
+                yield name, text
+
+
+def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) -> tuple[int, dg.EventLogRecord | None]:
+    """How many backup attempts of ``key`` in a row have failed, counting back from ``run_id``'s; and the
+    record of the last successful backup before it (None if none on record).
+
+    From Dagster's records: an *attempt* is a run that planned to materialize ``key``
+    (ASSET_MATERIALIZATION_PLANNED), together with its automatic retries and re-executions (runs sharing
+    the ``dagster/root_run_id`` tag): a crashed run retried by ``run_retries`` is one attempt, and step
+    retries happen inside a run anyway. An attempt *failed* if one of its runs ended in FAILURE and none
+    materialized ``key``; it *succeeded* if one of its runs materialized ``key``. Attempts that were
+    cancelled, are still going, or succeeded without ``key`` neither fail nor break the streak: a cancel
+    says nothing about the database. Nightly schedule runs, backfills and manual runs all count -- each
+    is an attempt to back the database up.
+    """
+    # The storage's query, which the (deprecated) instance.fetch_planned_materializations wraps; newest first.
+    planned = list(instance.event_log_storage.get_event_records(
+        dg.EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
+        limit=STREAK_LOOKBACK, ascending=False))
+    start = next((i for i, r in enumerate(planned) if r.run_id == run_id), None)
+    if start is None:  # far older than the look-back window: not a streak we can speak for
+        return 0, None
+    planned = planned[start:]
+    records = {r.dagster_run.run_id: r.dagster_run
+               for r in instance.get_run_records(dg.RunsFilter(run_ids=list({p.run_id for p in planned})))}
+    materialized = {r.run_id for r in instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=planned[-1].storage_id - 1),
+        limit=10 * STREAK_LOOKBACK).records}
+
+    families: dict[str, str] = {}  # root run id -> "success" | "failure" | "other", newest first
+    for p in planned:
+        run = records.get(p.run_id)
+        if run is None:
+            continue
+        family = run.tags.get(ROOT_RUN_ID_TAG, run.run_id)
+        if p.run_id in materialized:
+            outcome = "success"
+        elif run.status == dg.DagsterRunStatus.FAILURE:
+            outcome = "failure"
+        else:
+            outcome = "other"
+        previous = families.get(family)
+        if previous != "success" and (previous is None or outcome != "other"):
+            families[family] = outcome
+    failures = 0
+    for outcome in families.values():
+        if outcome == "success":
+            break
+        failures += outcome == "failure"
+    before = dg.AssetRecordsFilter(asset_key=key, before_storage_id=planned[0].storage_id)
+    last = instance.fetch_materializations(before, limit=1).records
+    return failures, (last[0] if last else None)
+
+
+# --------------------------------------------------------------------------------------------
+# The sensors
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertCursor:
+    """A sensor's cursor: its position (storage id of the last run status change read, per event type)
+    and the messages not delivered yet. Never holds a URL."""
+
+    after: dict[str, int]
+    outbox: Outbox
+
+    def to_json(self) -> str:
+        return json.dumps({"v": 1, "after": self.after, "outbox": self.outbox.to_json()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> AlertCursor | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(after={str(k): int(v) for k, v in data["after"].items()}, outbox=Outbox.from_json(data["outbox"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable: start again from now, like a new sensor
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, event_type: DagsterEventType) -> int:
+    records = instance.fetch_run_status_changes(event_type, limit=1).records
+    return records[0].storage_id if records else -1
+
+
+def _new_run_events(instance: dg.DagsterInstance, after: Mapping[str, int], limit: int) -> list[dg.EventLogRecord]:
+    """The next ``limit`` run successes and failures after the cursor, oldest first (one query per type,
+    merged: each type's position then only moves past records that were read)."""
+    found: list[dg.EventLogRecord] = []
+    for event_type in FINISHED:
+        found += instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after[event_type.value]),
+            limit=limit, ascending=True).records
+    return sorted(found, key=lambda r: r.storage_id)[:limit]
+
+
+def _in_this_location(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
+    """The rule Dagster's run status sensors use: only runs of the sensor's own code location
+    (in tests, neither has one)."""
+    origin = run.remote_job_origin
+    run_location = origin.repository_origin.code_location_origin.location_name if origin else None
+    run_repository = origin.repository_origin.repository_name if origin else None
+    sensor_location = context.code_location_origin.location_name if context.code_location_origin else None
+    return run_location == sensor_location and run_repository == context.repository_name
+
+
+AlertsFor = Callable[[dg.DagsterInstance, RunFacts], list[tuple[str, Alert]]]
+
+
+def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_for: AlertsFor,
+                       policy: DeliveryPolicy = DeliveryPolicy(),
+                       env: Mapping[str, str] | None = None) -> dg.SensorDefinition:
+    """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
+    them to the configured webhooks through the outbox in its cursor."""
+    settings = alerting.settings
+
+    @dg.sensor(name=name, description=description, default_status=dg.DefaultSensorStatus.RUNNING,
+               minimum_interval_seconds=30)
+    def alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        instance = context.instance
+        state = AlertCursor.from_json(context.cursor)
+        if state is None:
+            state = AlertCursor({t.value: _latest_storage_id(instance, t) for t in FINISHED}, Outbox())
+            return dg.SensorResult(skip_reason="Started: alerting on runs that finish from now on",
+                                   cursor=state.to_json())
+        for event_type in FINISHED:  # a cursor from before a new event type was followed
+            state.after.setdefault(event_type.value, _latest_storage_id(instance, event_type))
+
+        # Read first, deliver after: an error while reading leaves the cursor as it was and sends nothing.
+        events = _new_run_events(instance, state.after, RUNS_PER_TICK)
+        run_ids = list({e.run_id for e in events})
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))} if run_ids else {}
+        urls = webhook_urls(settings, env)
+        now = time.time()
+        new_alerts = 0
+        for event in events:
+            state.after[event.event_log_entry.dagster_event.event_type_value] = event.storage_id
+            record = records.get(event.run_id)
+            if record is None or not _in_this_location(context, record.dagster_run):
+                continue
+            for alert_id, alert in alerts_for(instance, read_run(instance, record)):
+                new_alerts += 1
+                for message in pending(f"{name}:{event.run_id}:{alert_id}", alert, sorted(urls),
+                                       redact=settings.redact_names, now=now):
+                    state.outbox.add(message)
+        if new_alerts and not urls:
+            context.log.warning(
+                f"{new_alerts} alert(s) not sent: no webhook is configured. Set "
+                + " or ".join(f"${v}" for v in (settings.discord_webhook_env, settings.webhook_env) if v)
+                + " (names from alerts.discord_webhook_env / alerts.webhook_env in patina.yaml).")
+
+        report = state.outbox.flush(
+            urls, now=now, deadline=time.monotonic() + DELIVERY_SECONDS_PER_TICK, max_sends=SENDS_PER_TICK,
+            send=lambda url, body: deliver(url, body, policy),
+            missing=lambda d: f"${destination_env(settings, d)} is not set")
+        names = {d: f"{d} (${destination_env(settings, d)})" for d in report.failing}
+        summary = f"{len(events)} finished run(s) read, {new_alerts} new alert(s); messages: {report.describe(names)}"
+        if report.failing:
+            context.log.warning(summary)
+        elif report.delivered:
+            context.log.info(summary)
+        for message_id, why in report.dropped:
+            context.log.error(f"gave up on alert {message_id}: {why}")
+        return dg.SensorResult(skip_reason=summary, cursor=state.to_json())
+
+    return alert_sensor
+
+
+def build_alert_sensors(config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(),
+                        env: Mapping[str, str] | None = None) -> list[dg.SensorDefinition]:
+    """The alert sensors for a configuration. ``env`` (default: the process environment, read at each
+    tick) is where the webhook URLs come from."""
+    alerting = Alerting(config)
+    limit = config.alerts.consecutive_failure_limit
+    return [
+        build_alert_sensor(
+            RUN_ALERTS_SENSOR,
+            f"Posts to the Discord / JSON webhooks when a run of {' or '.join(ALERTED_JOBS)} fails (and when it "
+            f"succeeds, if alerts.notify_on_success), and a louder message when a database has failed {limit} "
+            "backup attempts in a row. Undelivered messages wait in the cursor and are sent when the webhook is back.",
+            alerting, alerting.run_alerts, policy, env),
+        build_alert_sensor(
+            CHECK_ALERTS_SENSOR,
+            "Posts to the Discord / JSON webhooks for each failed ERROR asset check of a finished run "
+            "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself.",
+            alerting, alerting.check_alerts, policy, env),
+    ]

@@ -1,0 +1,319 @@
+"""Asset checks on every nightly dump: is the stored backup usable, and does it look like the nights before?
+
+Three checks per database, each its own step, run right after the dump in the nightly job (the job selects
+the dump assets, and a selection of assets includes the checks that target them):
+
+* `restore_verification` (ERROR, blocking): the stored dump read back from the bucket restores into a
+  scratch SQLite database with integrity_check and foreign_key_check clean, and every table's rows and
+  digest equal to what the dump recorded from the source. Blocking, so a night without a usable backup
+  fails its run (the run's status tells the truth, and a run-failure alert fires even without check alerts).
+* `size_anomaly`: the dump's SQL size against the average of the last 7 backups before its day: under
+  `alerts.size_decrease_ratio` of it is an ERROR (possible data loss), over `alerts.size_increase_ratio`
+  a WARN (possible corruption or runaway growth); no verdict before 3 earlier backups.
+* `schema_drift` (WARN): the schema fingerprint changed since the previous backup; lists the objects added,
+  removed and changed.
+
+The logic is plain Python in `patina_assets.verify`; these functions only pick the backup to check (the
+run's partition, or the newest backup when a check is run without one) and turn the answer into an
+`AssetCheckResult` with metadata for the UI and for the alert sensors (which read the evaluations of
+finished runs: the check names below are constants for them; every result carries `database` and `day`).
+
+The checks are not partitioned (partitioned asset checks are a preview feature in Dagster 1.13): the day
+checked is in each result's metadata, and in the run's `dagster/partition` tag.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the `context` annotation of a check function.
+import dagster as dg
+
+from ..config import DatabaseConfig, PatinaConfig
+from ..storage import BackupStore, CorruptManifest, Manifest
+from ..verify import (
+    HISTORY_WINDOW,
+    MIN_HISTORY,
+    SIZE_TOO_LARGE,
+    SIZE_TOO_SMALL,
+    RestoreVerification,
+    SchemaDrift,
+    SizeVerdict,
+    detect_schema_drift,
+    judge_size,
+    latest_backup,
+    previous_backups,
+    verify_restore,
+)
+from .dumps import dump_asset_key, human_bytes, retry_policy
+from .resources import BucketResource
+
+RESTORE_VERIFICATION = "restore_verification"
+SIZE_ANOMALY = "size_anomaly"
+SCHEMA_DRIFT = "schema_drift"
+DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT)
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+
+
+def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
+    """The three checks of every configured database's dump asset."""
+    return [
+        factory(database, config)
+        for database in config.databases
+        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check)
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Which backup a check looks at
+# --------------------------------------------------------------------------------------------------
+
+
+def _day_checked(context: dg.AssetCheckExecutionContext, store: BackupStore, database: DatabaseConfig) -> str | None:
+    """The run's partition; without one (checks run by hand from the UI), the newest backup's day."""
+    if context.has_partition_key:
+        return context.partition_key
+    newest = latest_backup(store, database.name)
+    return newest.day if newest else None
+
+
+def _backup_checked(
+    context: dg.AssetCheckExecutionContext, store: BackupStore, database: DatabaseConfig
+) -> tuple[str | None, Manifest | None, str]:
+    """(day, manifest, why there is none). A manifest that cannot be read is no backup."""
+    day = _day_checked(context, store, database)
+    if day is None:
+        return None, None, f"{database.name} has no backup in the bucket yet"
+    try:
+        manifest = store.get_manifest(day, database.name)
+    except CorruptManifest as e:
+        return day, None, f"{database.name} {day}: the manifest cannot be read, so the backup does not count: {e}"
+    if manifest is None:
+        return day, None, f"{database.name} {day}: no backup is stored for this day (no manifest)"
+    return day, manifest, ""
+
+
+def _no_backup(database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=severity,
+        description=why,
+        metadata={"database": database.name, "day": day or "none", "verdict": "no_backup", "problems": dg.MetadataValue.text(why)},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# restore_verification
+# --------------------------------------------------------------------------------------------------
+
+
+def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dump_asset_key(database),
+        name=RESTORE_VERIFICATION,
+        blocking=True,
+        retry_policy=retry_policy(config.dump),  # for a bucket that hiccups on read-back, not for a bad dump
+        description=(
+            f"The stored dump of **{database.name}**, read back from the bucket, restores into a scratch SQLite "
+            "database: footer sha256, `integrity_check` and `foreign_key_check` clean, and every table's row count "
+            "and content digest equal to what the dump recorded from the source. ERROR (and the run fails) when "
+            "not: that night has no usable backup."
+        ),
+        metadata={"database": database.name},
+    )
+    def restore_verification(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
+        store = bucket.store()
+        day, manifest, why = _backup_checked(context, store, database)
+        if manifest is None:
+            return _no_backup(database, day, why, ERROR)
+        outcome = verify_restore(store, manifest)
+        (context.log.info if outcome.passed else context.log.error)(outcome.summary())
+        return dg.AssetCheckResult(
+            passed=outcome.passed,
+            severity=ERROR,
+            description=outcome.summary(),
+            metadata=restore_metadata(outcome, store.bucket.uri(manifest.key)),
+        )
+
+    return restore_verification
+
+
+def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
+    tables = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "table": t.name,
+                    "recorded_rows": t.recorded_rows if t.recorded_rows is not None else -1,
+                    "restored_rows": t.restored_rows if t.restored_rows is not None else -1,
+                    "digest": {True: "equal", False: "DIFFERENT", None: "not compared"}[t.digest_matches],
+                }
+            )
+            for t in outcome.tables
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("table", "string"),
+                dg.TableColumn("recorded_rows", "int", description="from the manifest; -1: not recorded"),
+                dg.TableColumn("restored_rows", "int", description="counted after restore; -1: not restored"),
+                dg.TableColumn("digest", "string"),
+            ]
+        ),
+    )
+    return {
+        "database": outcome.database,
+        "day": outcome.day,
+        "verdict": "usable" if outcome.passed else "unusable",
+        "uri": dg.MetadataValue.text(uri),
+        "key": outcome.key,
+        "recorded_bytes": outcome.recorded_bytes,
+        "stored_bytes": outcome.stored_bytes if outcome.stored_bytes is not None else -1,
+        "stored_sha256_matches": outcome.stored_sha256_matches,
+        "restored": outcome.restored,
+        "statements": outcome.statements,
+        "tables": len(outcome.tables),
+        "rows": outcome.rows,
+        "table_checks": tables,
+        "recorded_content_digest": outcome.recorded_content_digest,
+        "restored_content_digest": outcome.restored_content_digest or "none",
+        "schema_fingerprint_matches": bool(outcome.schema_fingerprint_matches),
+        "seconds": round(outcome.seconds, 3),
+        "problems": dg.MetadataValue.text("\n".join(outcome.problems) or "none"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# size_anomaly
+# --------------------------------------------------------------------------------------------------
+
+
+def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+    alerts = config.alerts
+
+    @dg.asset_check(
+        asset=dump_asset_key(database),
+        name=SIZE_ANOMALY,
+        retry_policy=retry_policy(config.dump),
+        description=(
+            f"The SQL size of **{database.name}**'s dump against the average of its last {HISTORY_WINDOW} backups "
+            f"before that day: under {alerts.size_decrease_ratio:.0%} of it is an ERROR (possible data loss), over "
+            f"{alerts.size_increase_ratio:.0%} a WARN (possible corruption or runaway growth). No verdict until "
+            f"{MIN_HISTORY} earlier backups exist."
+        ),
+        metadata={"database": database.name},
+    )
+    def size_anomaly(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
+        store = bucket.store()
+        day, manifest, why = _backup_checked(context, store, database)
+        if manifest is None:
+            return _no_backup(database, day, why, WARN)
+        history = previous_backups(store, database.name, manifest.day, limit=HISTORY_WINDOW)
+        verdict = judge_size(
+            manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
+        )
+        if verdict.anomalous:
+            context.log.warning(verdict.summary())
+        return dg.AssetCheckResult(
+            passed=not verdict.anomalous,
+            severity=ERROR if verdict.verdict == SIZE_TOO_SMALL else WARN,
+            description=verdict.summary(),
+            metadata=size_metadata(verdict),
+        )
+
+    return size_anomaly
+
+
+def size_metadata(verdict: SizeVerdict) -> dict:
+    history = dg.MetadataValue.table(
+        records=[dg.TableRecord({"day": day, "sql_bytes": size}) for day, size in verdict.history],
+        schema=dg.TableSchema(columns=[dg.TableColumn("day", "string"), dg.TableColumn("sql_bytes", "int")]),
+    )
+    explained = {
+        SIZE_TOO_SMALL: "possible data loss",
+        SIZE_TOO_LARGE: "possible corruption or runaway growth",
+    }
+    return {
+        "database": verdict.database,
+        "day": verdict.day,
+        "verdict": verdict.verdict,
+        "meaning": explained.get(verdict.verdict, "no verdict: not enough history" if verdict.average_sql_bytes is None else "within bounds"),
+        "sql_bytes": verdict.sql_bytes,
+        "sql_size": dg.MetadataValue.text(human_bytes(verdict.sql_bytes)),
+        "stored_bytes": verdict.stored_bytes,
+        "average_sql_bytes": round(verdict.average_sql_bytes) if verdict.average_sql_bytes is not None else -1,
+        "ratio_percent": round(verdict.ratio * 100, 1) if verdict.ratio is not None else -1,
+        "history_count": len(verdict.history),
+        "history_needed": verdict.min_history,
+        "history": history,
+        "size_decrease_ratio": verdict.decrease_ratio,
+        "size_increase_ratio": verdict.increase_ratio,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# schema_drift
+# --------------------------------------------------------------------------------------------------
+
+
+def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dump_asset_key(database),
+        name=SCHEMA_DRIFT,
+        retry_policy=retry_policy(config.dump),
+        description=(
+            f"Whether **{database.name}**'s schema fingerprint changed since its previous backup. WARN when it did, "
+            "listing the tables, indexes, views and triggers added, removed and changed (read back from both dumps)."
+        ),
+        metadata={"database": database.name},
+    )
+    def schema_drift(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
+        store = bucket.store()
+        day, manifest, why = _backup_checked(context, store, database)
+        if manifest is None:
+            return _no_backup(database, day, why, WARN)
+        previous = previous_backups(store, database.name, manifest.day, limit=1)
+        drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
+        if drift.changed:
+            context.log.warning(drift.summary())
+        return dg.AssetCheckResult(
+            passed=not drift.changed,
+            severity=WARN,
+            description=drift.summary(),
+            metadata=drift_metadata(drift),
+        )
+
+    return schema_drift
+
+
+def drift_metadata(drift: SchemaDrift) -> dict:
+    diff = drift.diff
+    return {
+        "database": drift.database,
+        "day": drift.day,
+        "verdict": "changed" if drift.changed else ("first_backup" if drift.previous_day is None else "unchanged"),
+        "previous_day": drift.previous_day or "none",
+        "schema_fingerprint": drift.fingerprint,
+        "previous_schema_fingerprint": drift.previous_fingerprint or "none",
+        "added": dg.MetadataValue.json([c.label for c in diff.added]),
+        "removed": dg.MetadataValue.json([c.label for c in diff.removed]),
+        "changed": dg.MetadataValue.json([c.label for c in diff.changed]),
+        "objects_listed": drift.objects_listed,
+        "report": dg.MetadataValue.md(drift_report(drift)),
+        "note": dg.MetadataValue.text(drift.note or "none"),
+    }
+
+
+def drift_report(drift: SchemaDrift) -> str:
+    """Markdown for the UI: each object added, removed or changed, with its SQL (before and after)."""
+
+    def sql(text: str) -> str:
+        return "```sql\n" + text.strip() + "\n```"
+
+    lines = [drift.summary()]
+    for title, changes in (("Added", drift.diff.added), ("Removed", drift.diff.removed), ("Changed", drift.diff.changed)):
+        if changes:
+            lines.append(f"### {title}")
+        for change in changes:
+            lines.append(f"**{change.label}**")
+            if change.before is not None and change.after is not None:
+                lines += ["before:", sql(change.before), "after:", sql(change.after)]
+            else:
+                lines.append(sql(change.after if change.after is not None else change.before or ""))
+    return "\n\n".join(lines)

@@ -1,0 +1,323 @@
+"""On-demand backups (`patina trigger`, `POST /trigger`) and what the operators' tools read from Dagster.
+
+Why a job of its own rather than the nightly job's assets: the dump assets are daily-partitioned and a day's
+partition exists only once the day has ended (the nightly at 03:00 backs up the day that just ended), so a
+backup taken *now* has no partition to run. ``on_demand_backup`` is an unpartitioned job with one op per
+database; each op publishes today's (UTC) backup exactly as the nightly would (``back_up``: the same
+layout, manifest and checks) and records it as a materialization of that database's dump asset for today's
+partition, so the asset's history in the UI shows it beside the nightly ones. The reason is the run tag
+``patina/reason``, visible on the run in the UI; ``patina/day`` fixes the day when the run was requested.
+
+An on-demand backup is today's backup: tonight's nightly run replaces it with the end-of-day state (one backup
+per database per day). To keep it beyond tonight, download it (`patina download DAY DB`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from ..backup import back_up
+from ..config import CONFIG_ENV_VAR, DatabaseConfig, PatinaConfig
+from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, PatinaError
+from ..status import JobRun, Orchestrator, unavailable
+from ..storage import StorageError
+from .dumps import EXPORT_POOL, dump_asset_key, dump_metadata, retry_policy
+from .resources import BucketResource, CloudflareResource
+from .schedules import NIGHTLY_JOB
+
+ON_DEMAND_JOB = "on_demand_backup"
+REASON_TAG = "patina/reason"
+DAY_TAG = "patina/day"
+REQUESTED_BY_TAG = "patina/requested_by"
+BACKUP_JOBS = (NIGHTLY_JOB, ON_DEMAND_JOB)
+MAX_REASON_LENGTH = 500
+
+
+class TriggerError(PatinaError):
+    """An on-demand backup could not be started; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------
+
+
+def backup_op_name(database: DatabaseConfig) -> str:
+    return f"backup_{database.asset_name}"
+
+
+def build_backup_op(database: DatabaseConfig, config: PatinaConfig) -> dg.OpDefinition:
+    @dg.op(
+        name=backup_op_name(database),
+        description=f"Back up **{database.name}** now, as today's backup (the run tag `{REASON_TAG}` says why).",
+        out=dg.Out(dg.Nothing),
+        pool=EXPORT_POOL,
+        retry_policy=retry_policy(config.dump),
+        tags={"priority": database.priority},
+    )
+    def backup_now(context: dg.OpExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> None:
+        day = context.run.tags.get(DAY_TAG) or today()
+        store = bucket.store()
+        try:
+            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump,
+                                       run_id=context.run.run_id)
+        except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        except StorageError as e:
+            if not e.retryable:
+                raise dg.Failure(description=str(e), allow_retries=False) from e
+            raise
+        for warning in result.warnings:
+            context.log.warning(f"{database.name}: {warning}")
+        context.log.info(f"{database.name}: on-demand backup {manifest.key} ({manifest.rows} rows)")
+        reason = context.run.tags.get(REASON_TAG)
+        context.log_event(dg.AssetMaterialization(
+            asset_key=dump_asset_key(database),
+            partition=day,
+            description=f"On-demand backup{': ' + reason if reason else ''}",
+            metadata={**dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
+                      "on_demand": True, "reason": reason or ""},
+        ))
+
+    return backup_now
+
+
+def build_on_demand_job(config: PatinaConfig) -> dg.JobDefinition:
+    """Every database's op; ``op_selection`` picks some. Exports share the nightly's pool and concurrency."""
+    ops = [build_backup_op(db, config) for db in config.by_priority()]
+    return dg.GraphDefinition(
+        name=ON_DEMAND_JOB,
+        node_defs=ops,
+        description="Back up some or all databases now, as today's backup (patina trigger, POST /trigger).",
+    ).to_job(
+        executor_def=dg.multiprocess_executor.configured({"max_concurrent": config.dump.concurrency}),
+        tags={"dagster/max_runtime": str(6 * 3600)},
+    )
+
+
+def today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
+
+
+# --------------------------------------------------------------------------------------------------
+# Triggering
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Triggered:
+    run_id: str
+    day: str
+    databases: tuple[str, ...]
+    status: str  # the run's status after submitting (QUEUED, STARTING, ...) or finishing (SUCCESS, FAILURE)
+    reason: str | None
+
+    def to_dict(self) -> dict:
+        done = self.status in ("SUCCESS", "FAILURE", "CANCELED")
+        return {
+            "jobId": self.run_id,
+            "status": "started" if not done else ("completed" if self.status == "SUCCESS" else "failed"),
+            "runStatus": self.status,
+            "date": self.day,
+            "databases": len(self.databases),
+            "databaseNames": list(self.databases),
+            "reason": self.reason,
+            "message": ("Backup job started. Check /status for progress." if not done
+                        else f"Backup job finished: {self.status}."),
+        }
+
+
+def check_request(config: PatinaConfig, databases: Sequence[str] | None, reason: str | None) -> list[DatabaseConfig]:
+    """The databases asked for (all when none are named), in priority order; ValueError names what is wrong."""
+    if reason is not None and (len(reason) > MAX_REASON_LENGTH or any(ord(c) < 32 for c in reason)):
+        raise ValueError(f"the reason must be one line of at most {MAX_REASON_LENGTH} characters")
+    if not databases:
+        return list(config.by_priority())
+    unknown = [name for name in databases if name not in config.names]
+    if unknown:
+        raise ValueError(f"unknown database(s) {', '.join(map(repr, unknown))}; configured: {', '.join(config.names)}")
+    wanted = set(databases)
+    return [db for db in config.by_priority() if db.name in wanted]
+
+
+def trigger_backup(
+    config: PatinaConfig,
+    instance: dg.DagsterInstance,
+    databases: Sequence[str] | None = None,
+    reason: str | None = None,
+    *,
+    wait: bool = False,
+    requested_by: str = "cli",
+    workspace: Path | None = None,
+) -> Triggered:
+    """Start an on-demand backup run. ``wait``: execute it here and return when it ends; otherwise submit it to
+    the instance's run queue (the daemon launches it, as it does scheduled runs) and return at once."""
+    chosen = check_request(config, databases, reason)
+    day = today()
+    tags = {DAY_TAG: day, REQUESTED_BY_TAG: requested_by, **({REASON_TAG: reason} if reason else {})}
+    ops = [backup_op_name(db) for db in chosen]
+    everything = len(chosen) == len(config.databases)
+    names = tuple(db.name for db in chosen)
+    if wait:
+        from . import build_definitions
+
+        job = build_definitions(config).resolve_job_def(ON_DEMAND_JOB)
+        result = job.execute_in_process(instance=instance, tags=tags, op_selection=None if everything else ops,
+                                        raise_on_error=False)
+        return Triggered(result.run_id, day, names, result.dagster_run.status.value, reason)
+    run_id = str(uuid.uuid4())
+    _launch(config, run_id, tags, None if everything else ops, workspace)
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise TriggerError(f"the run {run_id} was submitted but the instance at $DAGSTER_HOME does not show it: "
+                           "is DAGSTER_HOME the instance the daemon uses?")
+    return Triggered(run_id, day, names, run.status.value, reason)
+
+
+def _launch(config: PatinaConfig, run_id: str, tags: dict[str, str], ops: list[str] | None,
+            workspace: Path | None) -> None:
+    """Submit through `dagster job launch`, Dagster's public way to queue a run of a code location's job.
+
+    It loads the code location the same way the daemon and the UI do (``workspace.yaml``, or the module
+    ``patina_assets.definitions``), so the queued run names a location they know; with the same patina.yaml
+    as this process, so the ops asked for exist there.
+    """
+    if workspace is None and Path("workspace.yaml").is_file():
+        workspace = Path("workspace.yaml")
+    target = ["-w", str(workspace)] if workspace else ["-m", "patina_assets.definitions"]
+    command = [sys.executable, "-m", "dagster", "job", "launch", *target, "-j", ON_DEMAND_JOB,
+               "--run-id", run_id, "--tags", json.dumps(tags)]
+    if ops:
+        command += ["--op-selection", ",".join(ops)]
+    env = {**os.environ, **({CONFIG_ENV_VAR: str(config.source_path)} if config.source_path else {})}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+        detail = " | ".join(lines[-3:]) or f"exit code {done.returncode}"
+        raise TriggerError(f"Dagster did not accept the run: {detail}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the instance
+# --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_instance(env=os.environ) -> Iterator[tuple[dg.DagsterInstance | None, str]]:
+    """The instance at ``$DAGSTER_HOME`` and a description, or ``(None, why not)``; never raises."""
+    home = env.get("DAGSTER_HOME")
+    if not home:
+        yield None, "DAGSTER_HOME is not set"
+        return
+    try:
+        instance = dg.DagsterInstance.get() if env is os.environ else dg.DagsterInstance.from_config(home)
+    except Exception as exc:  # a broken dagster.yaml or unreachable storage: report, do not fail the tool
+        yield None, f"cannot open the Dagster instance at {home}: {type(exc).__name__}: {_first_line(exc)}"
+        return
+    try:
+        yield instance, f"Dagster instance at {home}"
+    finally:
+        instance.dispose()
+
+
+def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
+    """(name, cron, timezone) of each of the code location's schedules."""
+    from . import build_definitions
+
+    return [(schedule.name, schedule.cron_schedule, schedule.execution_timezone or "UTC")
+            for schedule in build_definitions(config).get_repository_def().schedule_defs
+            if isinstance(schedule.cron_schedule, str)]
+
+
+def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -> dict[str, datetime]:
+    """When each schedule fires next."""
+    from dagster._utils.schedules import get_next_cron_tick  # the one helper Dagster has for this
+
+    now = now or datetime.now(timezone.utc)
+    return {name: get_next_cron_tick(cron, now, tz).astimezone(timezone.utc) for name, cron, tz in crons}
+
+
+class DagsterView:
+    """What the operators' tools read from Dagster: backup runs and the next scheduled ticks.
+
+    ``instance`` may be None (no ``$DAGSTER_HOME``, or it could not be opened): the view then says so, with
+    ``detail``, and still knows the schedules (they come from the code, not the instance).
+    """
+
+    def __init__(self, config: PatinaConfig, instance: dg.DagsterInstance | None, detail: str, *, limit: int = 10):
+        self.config, self.instance, self.detail, self.limit = config, instance, detail, limit
+        self.crons = schedule_crons(config)
+
+    def read(self, now: datetime | None = None) -> Orchestrator:
+        ticks = next_ticks(self.crons, now)
+        if self.instance is None:
+            return unavailable(self.detail, ticks)
+        try:
+            records = [record for job in BACKUP_JOBS
+                       for record in self.instance.get_run_records(dg.RunsFilter(job_name=job), limit=self.limit)]
+            records.sort(key=lambda r: r.create_timestamp, reverse=True)
+            runs = [_job_run(self.config, self.instance, record) for record in records[: self.limit]]
+        except Exception as exc:  # storage unreachable: report it, keep serving what the bucket says
+            return unavailable(f"{self.detail}: cannot read its runs ({type(exc).__name__}: {_first_line(exc)})", ticks)
+        return Orchestrator(available=True, detail=self.detail, active=[r for r in runs if not r.finished],
+                            recent=[r for r in runs if r.finished], next_scheduled=ticks)
+
+
+def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobRun:
+    run = record.dagster_run
+    by_step = {}
+    for db in config.databases:
+        by_step["__".join(dump_asset_key(db).path)] = db.name
+        by_step[backup_op_name(db)] = db.name
+    expected = _expected_databases(config, run, by_step)
+    ok, failed = [], []
+    finished = run.status.value in ("SUCCESS", "FAILURE", "CANCELED")
+    for stats in instance.get_run_step_stats(run.run_id):
+        name = by_step.get(stats.step_key)
+        if name is None:
+            continue
+        (ok if stats.status is not None and stats.status.value == "SUCCESS" else failed).append(name)
+    if finished:
+        failed += [name for name in expected if name not in ok and name not in failed]
+    started = _utc(record.start_time)
+    ended = _utc(record.end_time)
+    return JobRun(
+        run_id=run.run_id,
+        job=run.job_name,
+        status=run.status.value,
+        day=run.tags.get("dagster/partition") or run.tags.get(DAY_TAG),
+        started_at=started or record.create_timestamp,
+        ended_at=ended,
+        databases_ok=tuple(sorted(set(ok))),
+        databases_failed=tuple(sorted(set(failed) - set(ok))),
+        reason=run.tags.get(REASON_TAG),
+        trigger=run.tags.get(REQUESTED_BY_TAG) or ("schedule" if run.tags.get("dagster/schedule_name") else None),
+        nightly=run.job_name == NIGHTLY_JOB,
+    )
+
+
+def _expected_databases(config: PatinaConfig, run, by_step: dict[str, str]) -> list[str]:
+    if run.asset_selection:
+        keys = {"__".join(key.path) for key in run.asset_selection}
+        return [by_step[k] for k in keys if k in by_step]
+    ops = run.resolved_op_selection or run.op_selection or run.step_keys_to_execute
+    if ops:
+        return [by_step[k] for k in ops if k in by_step]
+    return list(config.names)
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc) if timestamp else None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]

@@ -1,0 +1,146 @@
+"""The restore guide for one database (`patina restore-guide DB`, `GET /restore-guide/{db}`).
+
+The spec's guide, with the commands filled in for this installation: the database's name and id, the backups
+the bucket really holds, the table to count and how many rows to expect, and the server's URL when it is
+asked over HTTP. Plain Python over the ``Catalog``.
+
+A Patina dump restores into an EMPTY database. It has no ``DROP TABLE``, on purpose: run against the wrong
+database, or against the right one by mistake, a dump that drops tables destroys data before anyone notices,
+and D1 enforces foreign keys, so dropping and re-creating tables that others reference fails half-way anyway.
+So the guide restores into a new D1 database and then switches the binding to it; the damaged one stays
+untouched until the new one is confirmed.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .catalog import DAILY, Backup, human_bytes, iso
+from .config import DatabaseConfig, PatinaConfig
+
+EMPTY_DATABASE_WARNING = (
+    "A Patina dump restores into an EMPTY database: it has no DROP TABLE, so it can never wipe a database by "
+    "mistake, and executing it against a database that still has these tables fails with 'table ... already "
+    "exists' (D1 rolls the import back). Restore into a new D1 database, check it, then switch the binding "
+    "(database_id in wrangler.toml) to it. Keep the old database until the new one is confirmed."
+)
+
+
+def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[Backup],
+                  base_url: str | None = None) -> dict:
+    """The guide as the spec's JSON document (with extra fields)."""
+    name = database.name
+    newest = backups[0] if backups else None
+    day = newest.day if newest else "YYYY-MM-DD"
+    sql_file = f"{name}-{day}.sql"
+    new_db = f"{name}-restored-{day.replace('-', '')}"
+    q = shlex.quote
+    count_table, expected = _table_to_count(newest)
+    count_sql = f"SELECT COUNT(*) FROM {_sql_name(count_table)}" if count_table else "SELECT name FROM sqlite_master"
+    expect = f" (expect {expected:,})" if expected is not None else ""
+    download = (f"curl -fH \"X-Patina-Key: $PATINA_KEY\" -o {q(sql_file)} {base_url.rstrip('/')}/download/{day}/{name}"
+                if base_url else f"patina download {day} {name} -o {q(sql_file)}")
+    order = [db.name for db in config.by_priority()].index(name) + 1
+    account = database.account_id or "ACCOUNT_ID"
+    wrangler_steps = [
+        f"1. Download the backup (its sha256 is checked): {download}"
+        + (f"  (or: patina download {day} {name} -o {q(sql_file)})" if base_url else ""),
+        f"2. Review it: head -20 {q(sql_file)}; tail -12 {q(sql_file)} (the footer lists tables, rows and the SQL's sha256)",
+        f"3. Check it restores (integrity, foreign keys, row counts): patina restore {day} {name} --to {q(name + '-' + day + '.sqlite')}",
+        f"4. Create an empty D1 database: wrangler d1 create {new_db}",
+        f"5. Execute: wrangler d1 execute {new_db} --remote --file={q(sql_file)} -y",
+        f"6. Verify: wrangler d1 execute {new_db} --remote --command=\"{count_sql}\"{expect}",
+        f"7. Switch: set database_id of the {name} binding in wrangler.toml to the new database's id, deploy, "
+        f"and check the application; keep the old database until you are sure",
+    ]
+    patina_steps = [
+        f"1. Create an empty D1 database: wrangler d1 create {new_db} (note its id)",
+        f"2. Restore through D1's import API (checks the target is empty, then every table's row count): "
+        f"patina restore {day} {name} --to d1://{account}/NEW_DATABASE_ID --yes",
+        "3. Switch the binding as in the wrangler method, step 7",
+    ]
+    timestamp = iso(newest.created_at) if newest and newest.created_at else "YYYY-MM-DDTHH:MM:SSZ"
+    time_travel_steps = [
+        f"1. Get available restore points: wrangler d1 time-travel info {name}",
+        f"2. Restore to a timestamp (e.g. when this backup was taken): "
+        f"wrangler d1 time-travel restore {name} --timestamp=\"{timestamp}\"",
+        f"3. Verify: wrangler d1 execute {name} --remote --command=\"{count_sql}\"",
+    ]
+    return {
+        "database": name,
+        "databaseId": database.database_id,
+        "accountId": database.account_id,
+        "source": database.describe_source(),
+        "description": database.description,
+        "priority": database.priority,
+        "restoreOrder": order,
+        "config": str(config.source_path) if config.source_path else None,
+        "availableBackups": [
+            {"date": b.day, "size": human_bytes(b.sql_bytes), "sizeBytes": b.sql_bytes, "location": b.location,
+             "tables": b.tables, "rows": b.rows, "createdAt": iso(b.created_at)}
+            for b in backups
+        ],
+        "restoreInstructions": {
+            "method1_wrangler": {
+                "name": "Wrangler CLI (Recommended)",
+                "steps": wrangler_steps,
+                "warning": EMPTY_DATABASE_WARNING,
+            },
+            "method2_timetravel": {
+                "name": "D1 Time Travel (last 30 days on paid plans, 7 on free)",
+                "steps": time_travel_steps,
+                "note": ("Time Travel is faster and needs no download, but it restores the database in place "
+                         "(everything after the timestamp is undone); it prints a bookmark to undo it with."),
+            },
+            "method3_patina_import": {
+                "name": "patina restore into D1 (the import API, like wrangler's --file)",
+                "steps": patina_steps,
+                "warning": EMPTY_DATABASE_WARNING,
+            },
+        },
+        "notes": [
+            f"Restore order across databases (the spec's priority order): "
+            f"{', '.join(db.name for db in config.by_priority())}; this is number {order}.",
+            f"All of this database's backups: patina list --db {name}",
+        ],
+    }
+
+
+def render_guide(guide: dict) -> str:
+    """The guide for people (``patina restore-guide DB``)."""
+    lines = [f"Restore guide: {guide['database']} ({guide['priority']}, restore order {guide['restoreOrder']})"]
+    if guide["description"]:
+        lines.append(f"  {guide['description']}")
+    lines.append(f"  source: {guide['source']}")
+    backups = guide["availableBackups"]
+    if backups:
+        lines.append(f"  backups ({len(backups)}): " + ", ".join(
+            f"{b['date']} ({b['size']}{', weekly' if b['location'] != DAILY else ''})" for b in backups[:14])
+            + (" ..." if len(backups) > 14 else ""))
+    else:
+        lines.append("  backups: none in the bucket")
+    for method in guide["restoreInstructions"].values():
+        lines.append("")
+        lines.append(method["name"] + ":")
+        lines.extend(f"  {step}" for step in method["steps"])
+        for key in ("warning", "note"):
+            if method.get(key):
+                lines.append(f"  {key.capitalize()}: {method[key]}")
+    lines.append("")
+    lines.extend(guide["notes"])
+    return "\n".join(lines)
+
+
+def _table_to_count(backup: Backup | None) -> tuple[str | None, int | None]:
+    """The table with the most rows in the backup's manifest, and its row count (to check a restore by)."""
+    if backup is None or backup.manifest is None or not backup.manifest.table_rows:
+        return None, None
+    rows = {t: n for t, n in backup.manifest.table_rows.items() if not t.startswith("sqlite_")}
+    if not rows:
+        return None, None
+    table = max(sorted(rows), key=lambda t: rows[t])
+    return table, rows[table]
+
+
+def _sql_name(name: str) -> str:
+    return name if name.isidentifier() and name.isascii() else '\\"' + name.replace('"', '""') + '\\"'

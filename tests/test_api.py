@@ -1,0 +1,443 @@
+"""`patina serve` over real HTTP on loopback (uvicorn on a thread, port 0): every endpoint, keys and addresses,
+path traversal, rate limits with an injected clock, the concurrent download limit, the audit log, and a
+schemathesis fuzz run against the OpenAPI document."""
+
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import threading
+
+import dagster as dg
+import httpx
+import pytest
+from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, PRIORITY_ORDER, copy_of, filled
+
+from patina_assets.api import AccessPolicy, BackgroundServer, Limits, create_app, parse_keys, parse_networks
+from patina_assets.catalog import Catalog
+from patina_assets.defs.on_demand import DagsterView, REASON_TAG, REQUESTED_BY_TAG, trigger_backup
+
+KEY = "alice-3f9a1c7e5b2d4a6c8e0f"
+OTHER_KEY = "ci-runner-0a1b2c3d4e5f6a7b"
+KEYS = {"alice": KEY, "ci": OTHER_KEY}
+UNAUTHORIZED = {"error": "unauthorized", "message": "Valid authentication required to download backups"}
+NAMES = {name for name, _, _ in DATABASES}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Audit:
+    """The audit sink: a list, with a condition to wait on (audit lines are written as a download ends)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, event: dict) -> None:
+        with self.changed:
+            self.events.append(json.loads(json.dumps(event)))  # what the log line would hold
+            self.changed.notify_all()
+
+    def wait_for(self, kind: str, count: int) -> list[dict]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.of(kind)) >= count, timeout=10), self.events
+            return self.of(kind)
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["event"] == kind]
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(bucket=None, **options):
+        bucket = bucket or filled("local")
+        options.setdefault("policy", AccessPolicy(keys=dict(KEYS)))
+        options.setdefault("audit", Audit())
+        app = create_app(bucket.config, **options)
+        server = BackgroundServer(app).start()
+        servers.append(server)
+        client = httpx.Client(base_url=server.url, timeout=10)
+        client.audit = options["audit"]
+        client.state = app.state.patina
+        return client
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def key(value=KEY):
+    return {"X-Patina-Key": value}
+
+
+# -- public endpoints -----------------------------------------------------------------------------
+
+
+def test_index_health_status_list_and_openapi(serve):
+    client = serve()
+    index = client.get("/").json()
+    assert index["name"] == "Patina" and index["databases"] == 3 and "GET /download/{date}/{db}" in index["endpoints"]
+    assert client.get("/health").json()["status"] == "ok"
+    status = client.get("/status").json()
+    assert status["currentStatus"] == "unknown" and status["lastBackup"]["date"] == DAILY_DAY
+    assert status["storage"]["totalBackups"] == 9
+    listing = client.get("/list", params={"database": "groveauth"}).json()
+    assert [b["date"] for b in listing["backups"]] == [DAILY_DAY, *reversed(ARCHIVED_DAYS)]
+    assert (listing["total"], listing["filtered"]) == (9, 3)
+    assert len(client.get("/list", params={"limit": 4}).json()["backups"]) == 4
+    for params, code in (({"date": "2026-02-30"}, "invalid_date"), ({"database": "../daily"}, "unknown_database"),
+                         ({"limit": "0"}, "invalid_limit"), ({"limit": "ten"}, "invalid_limit"), ({"db": "x"}, "bad_request")):
+        response = client.get("/list", params=params)
+        assert response.status_code == 400 and response.json()["error"] == code, params
+    document = client.get("/openapi.json").json()
+    assert set(document["paths"]) == {"/", "/health", "/status", "/list", "/metrics", "/openapi.json",
+                                      "/download/{date}/{db}", "/restore-guide/{db}", "/trigger"}
+    assert client.get("/nope").status_code == 404 and client.get("/nope").json()["error"] == "not_found"
+    wrong_method = client.post("/status")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"]
+
+
+def metrics_of(text):
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_are_the_specs(serve):
+    bucket = filled("local")
+    with dg.DagsterInstance.from_config(str(bucket.dagster_home)) as instance:
+        view = DagsterView(bucket.config, instance, "test instance")
+        client = serve(orchestrator=view.read)
+        response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = metrics_of(response.text)
+    catalog = Catalog.for_config(bucket.config)
+    newest = {b.database: b for b in catalog.backups(day=DAILY_DAY)}
+    assert values["patina_backup_last_success_timestamp"] == int(max(b.created_at for b in newest.values()).timestamp())
+    for name in NAMES:
+        assert values[f'patina_backup_database_last_success_timestamp{{database="{name}"}}'] == int(
+            newest[name].created_at.timestamp())
+    assert values["patina_backup_total_size_bytes"] == catalog.storage().total_bytes
+    assert values["patina_backup_databases_count"] == 3 and values["patina_backup_count"] == 9
+    assert values["patina_backup_failures_24h"] == 0 and values["patina_dagster_instance_available"] == 1
+    assert 0 <= values["patina_backup_last_duration_seconds"] < 60
+    for metric in ("last_success_timestamp", "last_duration_seconds", "total_size_bytes", "databases_count",
+                   "failures_24h"):
+        assert f"# TYPE patina_backup_{metric} gauge" in response.text
+
+
+# -- downloads and keys ---------------------------------------------------------------------------
+
+
+def test_download_streams_the_checked_sql_from_dailies_and_archives(serve):
+    client = serve()
+    catalog = Catalog.for_config(filled("local").config)
+    for day, where in ((DAILY_DAY, "daily"), (ARCHIVED_DAYS[0], "weekly")):
+        response = client.get(f"/download/{day}/scout-db", headers=key())
+        backup = catalog.find(day, "scout-db")
+        assert response.status_code == 200 and response.headers["content-type"] == "application/sql"
+        assert response.headers["content-disposition"] == f'attachment; filename="scout-db-{day}.sql"'
+        assert int(response.headers["content-length"]) == len(response.content) == backup.sql_bytes
+        assert hashlib.sha256(response.content).hexdigest() == response.headers["x-patina-sql-sha256"] == backup.sql_sha256
+    head = client.head(f"/download/{DAILY_DAY}/scout-db", headers=key())
+    assert head.status_code == 200 and head.content == b""
+    downloads = client.audit.wait_for("backup_download", 2)
+    assert [(e["client"], e["auth"], e["ip"], e["database"], e["date"], e["source"], e["outcome"]) for e in downloads] == [
+        ("alice", "key", "127.0.0.1", "scout-db", DAILY_DAY, "daily", "complete"),
+        ("alice", "key", "127.0.0.1", "scout-db", ARCHIVED_DAYS[0], "weekly", "complete")]
+    assert all(e["timestamp"].endswith("Z") and e["bytes"] > 0 for e in downloads)
+    missing = client.get("/download/2026-03-05/scout-db", headers=key())
+    assert missing.status_code == 404 and "GET /list?database=scout-db" in missing.json()["message"]
+
+
+ALMOST = [
+    "",  # empty
+    KEY[:-1],  # one character short
+    KEY + "0",  # one too many
+    KEY[:-1] + ("0" if KEY[-1] != "0" else "1"),  # last character wrong
+    KEY.upper(),  # case
+    f"alice:{KEY}",  # the env entry, not the key
+    "alice",  # the name
+    KEY[::-1],
+]
+
+
+def test_missing_wrong_and_almost_right_keys_get_the_specs_401_and_the_audit_log_keeps_no_secret(serve, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = serve(limits=Limits(requests_per_hour=1000))
+    endpoints = [("GET", f"/download/{DAILY_DAY}/groveauth"), ("GET", "/restore-guide/groveauth"), ("POST", "/trigger")]
+    for method, path in endpoints:
+        assert client.request(method, path).json() == UNAUTHORIZED
+        for attempt in ALMOST:
+            response = client.request(method, path, headers={"X-Patina-Key": attempt} if attempt else {})
+            assert response.status_code == 401 and response.json() == UNAUTHORIZED, (path, attempt)
+    assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
+    assert client.get("/restore-guide/groveauth", headers=key(OTHER_KEY)).status_code == 200
+    client.audit.wait_for("backup_download", 1)
+    denied = client.audit.of("auth_denied")
+    assert len(denied) == len(endpoints) * (len(ALMOST) + 1)
+    assert {e["reason"] for e in denied} == {"key refused", "no key, address not allowed"}
+    assert client.audit.of("restore_guide")[0]["client"] == "ci"
+    logged = json.dumps(client.audit.events) + caplog.text
+    for secret in [KEY, OTHER_KEY, *[a for a in ALMOST if len(a) > 8]]:
+        assert secret not in logged
+
+
+def test_an_allowed_address_needs_no_key_and_a_forwarded_address_is_trusted_only_when_configured(serve):
+    client = serve(policy=AccessPolicy(keys=dict(KEYS), networks=parse_networks("127.0.0.0/8")))
+    assert client.get("/restore-guide/scout-db").status_code == 200
+    assert client.audit.of("restore_guide")[0]["client"] == "ip:127.0.0.1"
+    # Behind a proxy that sets CF-Connecting-IP, the header is the client; without the setting it is ignored.
+    proxied = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP"))
+    assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9"}).status_code == 200
+    assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "198.51.100.1"}).status_code == 401
+    direct = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24")))
+    assert direct.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9",
+                                                          "X-Forwarded-For": "203.0.113.9"}).status_code == 401
+
+
+def test_keys_and_networks_from_the_environment_are_checked():
+    assert parse_keys(f" alice:{KEY} , ci:{OTHER_KEY} ") == KEYS
+    for text, message in ((f"alice{KEY}", "write each entry as name:key"), ("alice:short", "at least 16"),
+                          (f"alice:{KEY},alice:{OTHER_KEY}", "used twice"), (f"a b:{KEY}", "name:key")):
+        with pytest.raises(ValueError, match=message) as problem:
+            parse_keys(text)
+        assert KEY not in str(problem.value) and "short" not in str(problem.value).replace("at least", "")
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_networks("10.0.0.0/8, example.com")
+    policy = AccessPolicy.from_env({"PATINA_API_KEYS": f"alice:{KEY}", "PATINA_ALLOWED_IPS": "10.1.2.3"})
+    assert policy.authenticate(KEY, "192.0.2.1").name == "alice"
+    assert policy.authenticate(None, "10.1.2.3").name == "ip:10.1.2.3"
+    assert policy.authenticate("nope", "192.0.2.1") is None and policy.authenticate(None, "unknown") is None
+
+
+TRAVERSALS = [
+    "/download/../../etc/passwd",
+    "/download/%2e%2e/%2e%2e/etc/passwd",
+    f"/download/{DAILY_DAY}/..%2F..%2Fetc%2Fpasswd",
+    f"/download/{DAILY_DAY}/%2e%2e",
+    f"/download/{DAILY_DAY}/..",
+    "/download/%2Fetc%2Fpasswd/groveauth",
+    f"/download/{DAILY_DAY}/daily%2F{DAILY_DAY}%2Fgroveauth.manifest.json",
+    f"/download/{DAILY_DAY}/groveauth.manifest.json",
+    f"/download/{DAILY_DAY}/groveauth%00",
+    f"/download/{DAILY_DAY}/GROVEAUTH",
+    f"/download/{DAILY_DAY}/groveauth/extra",
+    "/download/weekly/2026-03-01.manifest.json",
+    "/download/2026-13-45/groveauth",
+    "/download/20260309/groveauth",
+    f"/download/{DAILY_DAY}%2F..%2F{DAILY_DAY}/groveauth",
+    f"//download/{DAILY_DAY}/groveauth",
+    f"http://example.com/download/{DAILY_DAY}/../../etc/passwd",
+    "/restore-guide/..%2Fgroveauth",
+    "/restore-guide/%2Fetc%2Fpasswd",
+]
+
+
+def test_path_traversal_attempts_never_reach_the_bucket(serve):
+    client = serve(limits=Limits(requests_per_hour=1000))
+    host, port = client.base_url.host, client.base_url.port
+    for path in TRAVERSALS:
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", path, headers=key())  # sent as written: no client-side normalisation
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        assert response.status in (400, 404), (path, response.status, body)
+        assert b"CREATE TABLE" not in body and b"root:" not in body
+        assert json.loads(body)["error"] in ("not_found", "invalid_date", "unknown_database")
+    assert client.audit.of("backup_download") == []
+
+
+# -- rate limits ------------------------------------------------------------------------------------
+
+
+def test_thirty_requests_an_hour_per_address_then_429_until_the_window_passes(serve):
+    clock = Clock()
+    client = serve(clock=clock)
+    for _ in range(15):  # failed attempts count too: keys cannot be guessed quickly
+        assert client.get("/restore-guide/groveauth", headers=key("guess-" + "x" * 20)).status_code == 401
+    for _ in range(15):
+        assert client.get("/restore-guide/groveauth", headers=key()).status_code == 200
+    refused = client.get("/restore-guide/groveauth", headers=key())
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "3600"
+    assert refused.json()["error"] == "rate_limited"
+    clock.now += 1800
+    assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).headers["retry-after"] == "1800"
+    assert client.get("/status").status_code == 200 and client.get("/list").status_code == 200  # public: not limited
+    clock.now += 1800
+    assert client.get("/restore-guide/groveauth", headers=key()).status_code == 200
+
+
+def test_ten_downloads_an_hour_per_client(serve):
+    clock = Clock()
+    client = serve(clock=clock)
+    for _ in range(10):
+        assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
+        clock.now += 60
+    refused = client.get(f"/download/{DAILY_DAY}/groveauth", headers=key())
+    assert refused.status_code == 429 and refused.headers["retry-after"] == str(3600 - 600)
+    assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key(OTHER_KEY)).status_code == 200  # another client
+    clock.now += 3600 - 600
+    assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
+    limited = [e for e in client.audit.of("rate_limited") if e["limit"] == "downloads_per_client"]
+    assert [(e["client"], e["ip"]) for e in limited] == [("alice", "127.0.0.1")]
+
+
+class GatedCatalog(Catalog):
+    """The real catalog, whose readers wait for a gate before their first byte: downloads stay open."""
+
+    gate = threading.Event()
+
+    def open_sql(self, backup):
+        reader = super().open_sql(backup)
+        gate = self.gate
+
+        class Gated:
+            def read(self, size=-1):
+                assert gate.wait(10)
+                return reader.read(size)
+
+            def close(self):
+                reader.close()
+
+        return Gated()
+
+
+def test_two_downloads_at_once_then_429_until_one_ends(serve):
+    bucket = filled("local")
+    GatedCatalog.gate = threading.Event()
+    client = serve(catalog=lambda: GatedCatalog.for_config(bucket.config))
+    with contextlib.ExitStack() as streams:
+        first = streams.enter_context(client.stream("GET", f"/download/{DAILY_DAY}/groveauth", headers=key()))
+        second = streams.enter_context(httpx.stream("GET", f"{client.base_url}/download/{ARCHIVED_DAYS[0]}/scout-db",
+                                                    headers=key(OTHER_KEY)))
+        assert first.status_code == second.status_code == 200  # headers sent: both hold a slot, waiting at the gate
+        busy = httpx.get(f"{client.base_url}/download/{DAILY_DAY}/autumnsgrove-posts", headers=key())
+        assert busy.status_code == 429 and busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) > 0
+        GatedCatalog.gate.set()
+        for response in (first, second):
+            body = response.read()
+            assert hashlib.sha256(body).hexdigest() == response.headers["x-patina-sql-sha256"]
+    assert client.get(f"/download/{DAILY_DAY}/autumnsgrove-posts", headers=key()).status_code == 200
+    assert client.state.slots.used == 0
+
+
+def test_a_damaged_backup_ends_in_a_broken_transfer_and_frees_its_slot(serve, tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    stored = bucket.config.bucket.local.path / catalog.find(DAILY_DAY, "groveauth").key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    stored.write_bytes(bytes(data))
+    client = serve(bucket, limits=Limits(concurrent_downloads=1))
+    with pytest.raises(httpx.HTTPError):  # fewer bytes than Content-Length announced
+        client.get(f"/download/{DAILY_DAY}/groveauth", headers=key())
+    [event] = client.audit.wait_for("backup_download", 1)
+    assert event["outcome"] == "integrity_failure" and event["database"] == "groveauth"
+    assert client.get(f"/download/{DAILY_DAY}/scout-db", headers=key()).status_code == 200
+
+
+# -- restore guide and trigger --------------------------------------------------------------------
+
+
+def test_restore_guide_names_this_servers_download_url(serve):
+    client = serve(public_url="https://patina.grove.place")
+    guide = client.get("/restore-guide/groveauth", headers=key()).json()
+    assert ('curl -fH "X-Patina-Key: $PATINA_KEY" -o groveauth-2026-03-09.sql '
+            f"https://patina.grove.place/download/{DAILY_DAY}/groveauth") in guide["restoreInstructions"]["method1_wrangler"]["steps"][0]
+    assert guide["notes"][0].startswith(f"Restore order across databases (the spec's priority order): {', '.join(PRIORITY_ORDER)}")
+    assert client.get("/restore-guide/nope", headers=key()).json()["error"] == "unknown_database"
+
+
+def test_trigger_starts_a_backup_with_the_reason_and_who_asked(serve, tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    with dg.instance_for_test() as instance:
+        def trigger(databases, reason, requested_by):
+            return trigger_backup(bucket.config, instance, databases, reason, wait=True, requested_by=requested_by).to_dict()
+
+        client = serve(bucket, trigger=trigger)
+        response = client.post("/trigger", headers=key(), json={"databases": ["scout-db"], "reason": "Pre-deployment backup"})
+        assert response.status_code == 202
+        document = response.json()
+        assert document["databases"] == 1 and document["status"] == "completed"
+        run = instance.get_run_by_id(document["jobId"])
+        assert run.tags[REASON_TAG] == "Pre-deployment backup" and run.tags[REQUESTED_BY_TAG] == "api:alice"
+        for body, code in (("not json", "bad_request"), ([], "bad_request"), ({"databases": "scout-db"}, "bad_request"),
+                           ({"databases": ["nope"]}, "unknown_database"), ({"reason": 5}, "bad_request"),
+                           ({"reason": "x\ny"}, "bad_request"), ({"other": 1}, "bad_request")):
+            sent = client.post("/trigger", headers=key(), content=body if isinstance(body, str) else json.dumps(body))
+            assert sent.status_code == 400 and sent.json()["error"] == code, body
+        assert client.post("/trigger", headers=key(), content=b"x" * 20_000).status_code == 413
+        assert len(instance.get_runs()) == 1
+    trigger_event = client.audit.of("trigger")[0]
+    assert trigger_event["client"] == "alice" and trigger_event["databases"] == ["scout-db"]
+    without = serve(bucket)
+    assert without.post("/trigger", headers=key(), json={}).status_code == 503
+
+
+# -- fuzzing ------------------------------------------------------------------------------------------
+
+NO_INPUTS = {"/", "/health", "/status", "/metrics", "/openapi.json"}
+
+
+def test_fuzzing_the_openapi_document_finds_no_server_error(serve, tmp_path):
+    """schemathesis generates valid and invalid requests for every operation; none may answer 5xx, and valid
+    ones must match the document (status codes, content types, response schemas)."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    with dg.instance_for_test() as instance:
+        def trigger(databases, reason, requested_by):
+            return trigger_backup(bucket.config, instance, databases, reason, wait=True, requested_by=requested_by).to_dict()
+
+        client = serve(bucket, trigger=trigger, limits=Limits(requests_per_hour=10**6, downloads_per_hour=10**6))
+        document = client.get("/openapi.json").json()
+        # An example date that has backups, so that the explicit phase also downloads something real.
+        document["paths"]["/download/{date}/{db}"]["get"]["parameters"][0]["example"] = DAILY_DAY
+        schema = schemathesis.openapi.from_dict(document)
+        base_url = str(client.base_url)
+        checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+        calls = []
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            examples = 8 if operation.path == "/trigger" else 40  # each valid trigger runs a real backup
+            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+                @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                @given(case=operation.as_strategy(generation_mode=mode))
+                def fuzz(case):
+                    response = case.call(base_url=base_url, headers=key())
+                    calls.append((operation.path, response.status_code))
+                    assert response.status_code < 500, (case.path, case.path_parameters, case.query, case.body,
+                                                         response.text[:300])
+                    if mode == schemathesis.GenerationMode.POSITIVE:
+                        case.validate_response(response, checks=checks)
+
+                try:
+                    fuzz()
+                except Unsatisfiable:  # nothing can be invalid in an operation without inputs (GET /)
+                    assert mode == schemathesis.GenerationMode.NEGATIVE and operation.path in NO_INPUTS
+    assert len(calls) > 150 and all(status < 500 for _, status in calls)
+    assert {path for path, status in calls if status == 200} >= {"/", "/status", "/list", "/download/{date}/{db}",
+                                                                  "/restore-guide/{db}"}

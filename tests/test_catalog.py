@@ -1,0 +1,184 @@
+"""The catalog: every backup a bucket holds (dailies and the days inside weekly archives), found, opened and
+checked from the bucket alone, on buckets filled by the real nightly and weekly jobs (local and moto S3)."""
+
+import hashlib
+from datetime import date, datetime, timezone
+
+import pytest
+from support.compare import assert_same_database
+from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, WEEK, copy_of, filled
+
+from patina_assets.archive import ArchiveStore
+from patina_assets.catalog import (
+    DAILY,
+    WEEKLY,
+    BackupMismatch,
+    BackupNotFound,
+    Catalog,
+    CatalogError,
+    expiry_of_daily,
+    expiry_of_week,
+)
+from patina_assets.config import RetentionConfig
+from patina_assets.engine import restore_dump
+from patina_assets.retention import daily_cutoff, weekly_cutoff
+from patina_assets.storage import InvalidKey
+
+NAMES = {name for name, _, _ in DATABASES}
+
+
+@pytest.fixture(params=["local", "s3"])
+def bucket(request):
+    return filled(request.param)
+
+
+def test_lists_dailies_and_the_days_inside_weekly_archives(bucket):
+    catalog = Catalog.for_config(bucket.config)
+    backups = catalog.backups()
+    assert {(b.day, b.database, b.location) for b in backups} == (
+        {(DAILY_DAY, name, DAILY) for name in NAMES} | {(day, name, WEEKLY) for day in ARCHIVED_DAYS for name in NAMES}
+    )
+    assert [b.day for b in backups] == sorted((b.day for b in backups), reverse=True)
+    rows = {name: rows * 3 for name, _, rows in DATABASES}  # small_database: n users and 2n posts
+    for backup in backups:
+        assert backup.rows == rows[backup.database] and backup.tables == 2
+        if backup.location == DAILY:
+            assert backup.key.startswith(f"daily/{DAILY_DAY}/{backup.database}.") and backup.member is None
+            assert backup.created_at is not None and backup.stored_bytes == backup.manifest.bytes
+        else:
+            assert backup.key.startswith(f"weekly/{WEEK}.") and backup.key.endswith(".tar.zst")
+            assert backup.member == f"daily/{backup.day}/{backup.database}.sql"
+            assert backup.created_at is None and backup.archived_at is not None and backup.stored_bytes is None
+    assert [b.database for b in catalog.backups(database="groveauth", day=ARCHIVED_DAYS[1])] == ["groveauth"]
+    assert catalog.backups(day="2026-03-05") == []
+
+
+def test_opens_each_backup_as_the_sql_its_manifest_records_and_it_restores_to_the_source(bucket, tmp_path):
+    catalog = Catalog.for_config(bucket.config)
+    for day in (ARCHIVED_DAYS[0], DAILY_DAY):
+        backup = catalog.find(day, "groveauth")
+        assert backup.location == (DAILY if day == DAILY_DAY else WEEKLY)
+        with catalog.open_sql(backup) as reader:
+            sql = reader.read()
+        assert len(sql) == backup.sql_bytes and hashlib.sha256(sql).hexdigest() == backup.sql_sha256
+        assert sql.startswith(b"-- ") and b"CREATE TABLE" in sql
+        path = catalog.download(backup, tmp_path / day / backup.filename)
+        assert path.read_bytes() == sql
+        restore_dump(path, tmp_path / day / "restored.sqlite")
+        assert_same_database(bucket.sources["groveauth"], tmp_path / day / "restored.sqlite", check_pragmas=False)
+
+
+def test_find_prefers_the_daily_and_says_which_days_exist(tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    # Archive the last week too, as the weekly job does before retention: its days then exist twice.
+    ArchiveStore(catalog.store).build("2026-03-08", sorted(NAMES))
+    both = catalog.backups(database="scout-db", day=DAILY_DAY)
+    assert [b.location for b in both] == [DAILY, WEEKLY]
+    assert both[0].sql_sha256 == both[1].sql_sha256
+    assert catalog.find(DAILY_DAY, "scout-db").location == DAILY
+    assert catalog.find(ARCHIVED_DAYS[0], "scout-db").location == WEEKLY
+    with pytest.raises(BackupNotFound) as missing:
+        catalog.find("2026-03-05", "scout-db")
+    assert str(missing.value).endswith(f"its backups: {DAILY_DAY}, {ARCHIVED_DAYS[1]}, {ARCHIVED_DAYS[0]}")
+    with pytest.raises(BackupNotFound, match="it has no backups"):
+        catalog.find(DAILY_DAY, "not-configured")
+    with pytest.raises(InvalidKey, match="real date"):
+        catalog.find("2026-02-30", "scout-db")
+    with pytest.raises(InvalidKey, match="invalid database name"):
+        catalog.find(DAILY_DAY, "../weekly")
+
+
+def test_a_daily_whose_bytes_changed_is_refused_and_leaves_no_file(tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    backup = catalog.find(DAILY_DAY, "groveauth")
+    stored = bucket.config.bucket.local.path / backup.key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size: the listing still counts it; only the content check can tell
+    stored.write_bytes(bytes(data))
+    target = tmp_path / "out" / "groveauth.sql"
+    with pytest.raises(BackupMismatch, match="use another day's backup"):
+        catalog.download(backup, target)
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+    with pytest.raises(BackupMismatch):
+        catalog.verify(backup)
+
+
+def test_a_damaged_archive_member_is_refused(tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    backup = catalog.find(ARCHIVED_DAYS[1], "scout-db")
+    stored = bucket.config.bucket.local.path / backup.key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    stored.write_bytes(bytes(data))
+    with pytest.raises(BackupMismatch):
+        catalog.download(backup, tmp_path / "scout.sql")
+    assert not (tmp_path / "scout.sql").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_a_sql_that_differs_from_its_recorded_digest_is_refused_even_when_the_stored_object_matches(tmp_path):
+    """The stored object's sha256 and the SQL's sha256 are both checked: a manifest recording other SQL fails."""
+    import dataclasses
+
+    catalog = Catalog.for_config(copy_of(filled("local"), tmp_path / "copy").config)
+    backup = catalog.find(DAILY_DAY, "scout-db")
+    wrong = dataclasses.replace(backup, sql_sha256="0" * 64)
+    with pytest.raises(BackupMismatch, match="its SQL has"):
+        catalog.verify(wrong)
+    catalog.verify(backup)
+
+
+def test_download_never_overwrites(tmp_path):
+    catalog = Catalog.for_config(filled("local").config)
+    backup = catalog.find(DAILY_DAY, "scout-db")
+    target = tmp_path / "scout.sql"
+    target.write_text("keep me")
+    with pytest.raises(CatalogError, match="already exists"):
+        catalog.download(backup, target)
+    assert target.read_text() == "keep me"
+
+
+def test_storage_counts_everything_and_reports_what_is_wrong(tmp_path):
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    summary = catalog.storage()
+    root = bucket.config.bucket.local.path
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert summary.objects == len(files) and summary.total_bytes == sum(p.stat().st_size for p in files)
+    assert summary.daily_backups == 3 and summary.weekly_backups == 6 and summary.backups == 9
+    assert summary.weekly_archives == 1
+    assert (summary.oldest, summary.newest) == (ARCHIVED_DAYS[0], DAILY_DAY)
+    assert summary.problems == []
+    (root / "daily" / DAILY_DAY / "scout-db.manifest.json").write_text("{not json")
+    (root / "daily" / DAILY_DAY / "groveauth.20260310T030000000000Z-abcdef.sql.zst").write_bytes(b"x")
+    problems = catalog.storage().problems
+    assert any("unreadable manifest daily/2026-03-09/scout-db.manifest.json" in p for p in problems)
+    assert any("without a manifest under daily/" in p for p in problems)
+    assert {b.database for b in catalog.backups(day=DAILY_DAY)} == NAMES - {"scout-db"}
+
+
+@pytest.mark.parametrize("daily_days,weekly_weeks", [(1, 1), (7, 12), (10, 3)])
+def test_expiry_is_the_first_weekly_run_whose_retention_cutoff_passes_the_backup(daily_days, weekly_weeks):
+    retention = RetentionConfig(daily_days=daily_days, weekly_weeks=weekly_weeks)
+    for day in ("2026-03-01", "2026-03-04", "2026-03-07"):
+        expiry = expiry_of_daily(day, retention)
+        run = expiry.date()
+        assert expiry.tzinfo == timezone.utc and run.weekday() == 6  # a Sunday: the weekly run
+        saturday = date.fromordinal(run.toordinal() - 1)
+        assert date.fromisoformat(day) < daily_cutoff(saturday, retention)
+        assert date.fromisoformat(day) >= daily_cutoff(date.fromordinal(saturday.toordinal() - 7), retention)
+    expiry = expiry_of_week(WEEK, retention)
+    saturday = date.fromordinal(expiry.date().toordinal() - 1)
+    assert date.fromisoformat(WEEK) < weekly_cutoff(saturday, retention)
+    assert date.fromisoformat(WEEK) >= weekly_cutoff(date.fromordinal(saturday.toordinal() - 7), retention)
+
+
+def test_expiry_with_the_spec_retention():
+    spec = RetentionConfig()  # 7 days of dailies, 12 weeks of archives
+    assert expiry_of_daily("2026-03-01", spec) == datetime(2026, 3, 15, tzinfo=timezone.utc)
+    assert expiry_of_daily("2026-03-07", spec) == datetime(2026, 3, 15, tzinfo=timezone.utc)
+    assert expiry_of_daily("2026-03-08", spec) == datetime(2026, 3, 22, tzinfo=timezone.utc)
+    assert expiry_of_week("2026-03-01", spec) == datetime(2026, 5, 31, tzinfo=timezone.utc)
