@@ -39,6 +39,7 @@ from typing import Any, Union
 import httpx
 
 from .config import AlertsConfig
+from .units import human_bytes
 
 __all__ = [
     "Alert",
@@ -57,7 +58,6 @@ __all__ = [
     "deliver",
     "destination_env",
     "discord_message",
-    "format_bytes",
     "format_duration",
     "format_timestamp",
     "pending",
@@ -197,18 +197,6 @@ Alert = Union[RunSummary, CheckFailure, FailureStreak]
 # --------------------------------------------------------------------------------------------
 
 
-def format_bytes(n: int | float) -> str:
-    """The spec's sizes: ``512 B``, ``45 KB``, ``212 KB``, ``2.1 MB`` (powers of 1000)."""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
 def format_duration(seconds: float | None) -> str:
     """``45.2s`` under a minute (the spec's ``toFixed(1)``), ``12m 05s`` and ``1h 02m`` beyond."""
     if seconds is None:
@@ -284,7 +272,7 @@ def _run_title(run: RunSummary) -> str:
 def _discord_run(run: RunSummary, redact: bool) -> dict[str, Any]:
     fields = [_field(run.unit, f"{run.successful}/{len(run.outcomes)} successful")]
     if not redact:
-        fields.append(_field("Total Size", format_bytes(run.total_bytes)))
+        fields.append(_field("Total Size", human_bytes(run.total_bytes)))
     fields.append(_field("Duration", format_duration(run.duration_seconds)))
     if run.partition:
         fields.append(_field("Day", run.partition))
@@ -374,7 +362,7 @@ def webhook_payload(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
 def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {"successful": run.successful, "failed": run.failed}
     if not redact:
-        summary["totalSize"] = format_bytes(run.total_bytes)
+        summary["totalSize"] = human_bytes(run.total_bytes)
     summary["duration"] = format_duration(run.duration_seconds)
     payload: dict[str, Any] = {
         "type": "backup_completed" if run.status == "success" else "backup_failed",
@@ -388,7 +376,7 @@ def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
     if run.status == "success":
         payload["details"] = [
             {"database": o.label, "status": "success"} if redact
-            else {"database": o.name, "status": "success", "size": format_bytes(o.size_bytes or 0)}
+            else {"database": o.name, "status": "success", "size": human_bytes(o.size_bytes or 0)}
             for o in run.outcomes
         ]
     else:

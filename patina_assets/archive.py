@@ -56,7 +56,13 @@ import zstandard
 
 from .config import WEEKLY_FORMATS
 from .engine.errors import CorruptDump
-from .engine.formats import GZIP_MAGIC, ZSTD_MAGIC, decompressing_reader
+from .engine.formats import (
+    GZIP_MAGIC,
+    ZSTD_MAGIC,
+    HashingReader,
+    HashingWriter,
+    decompressing_reader,
+)
 from .storage import (
     MANIFEST_CONTENT_TYPE,
     WEEKLY_PREFIX,
@@ -68,11 +74,11 @@ from .storage import (
     StorageError,
     StorageIntegrityError,
     StorageObjectNotFound,
+    daily_manifest_key,
     format_day,
     new_generation,
     parse_weekly_key,
     patina_version,
-    daily_manifest_key,
     utc_timestamp,
     validate_database_name,
     weekly_archive_key,
@@ -403,52 +409,6 @@ class WeeklyInventory:
 # --------------------------------------------------------------------------------------------------
 
 
-class _HashingReader(io.RawIOBase):
-    """Counts and hashes the bytes read through it: the stored object's size and sha256."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        self.bytes += n
-        return n
-
-    def drain(self) -> None:
-        while self.read(_COPY_BUFFER):
-            pass
-
-    def close(self) -> None:
-        try:
-            self.raw.close()
-        finally:
-            super().close()
-
-
-class _HashingWriter(io.RawIOBase):
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.sha256.update(data)
-        self.bytes += len(data)
-        self.raw.write(data)
-        return len(data)
-
-
 def zstd_parameters() -> zstandard.ZstdCompressionParameters:
     """Level 3 with long-distance matching over a 128 MiB window: repeats a day apart are stored once."""
     return zstandard.ZstdCompressionParameters.from_level(
@@ -513,7 +473,7 @@ class _ArchiveWriter:
         if fmt not in WEEKLY_FORMATS:
             raise ValueError(f"unknown archive format {fmt!r}: expected one of {', '.join(WEEKLY_FORMATS)}")
         self._file = open(path, "wb")
-        self._hashing = _HashingWriter(self._file)  # type: ignore[arg-type]
+        self._hashing = HashingWriter(self._file)  # type: ignore[arg-type]
         if fmt == "tar.zst":
             compressor = zstandard.ZstdCompressor(compression_params=zstd_parameters())
             self._compressed: Any = compressor.stream_writer(self._hashing, closefd=False)
@@ -625,7 +585,7 @@ class ArchiveStore:
         checked: dict[tuple[str, str], str] = {}
         problems = result.problems
         try:
-            raw = _HashingReader(self.bucket.open(manifest.key))
+            raw = HashingReader(self.bucket.open(manifest.key))
         except StorageObjectNotFound:
             problems.append(f"the archive {manifest.key} is missing from the bucket")
             return result
@@ -855,7 +815,7 @@ class ArchiveStore:
         """Fetch one dump, decompress it into ``scratch`` checking both digests, and add it with its
         manifest.  Returns the member, or why the dump cannot be archived (it does not match its manifest)."""
         try:
-            raw = _HashingReader(self.store.open_dump(daily))
+            raw = HashingReader(self.store.open_dump(daily))
         except StorageObjectNotFound:
             return f"its dump {daily.key} is missing"
         try:

@@ -37,7 +37,7 @@ import zstandard
 from .archive import ArchiveStore, iter_tar, week_start_of
 from .config import PatinaConfig, RetentionConfig
 from .engine.errors import CorruptDump, PatinaError
-from .engine.formats import decompressing_reader
+from .engine.formats import HashingReader, decompressing_reader
 from .retention import daily_cutoff, weekly_cutoff
 from .storage import (
     DAILY_PREFIX,
@@ -50,6 +50,7 @@ from .storage import (
     parse_utc_timestamp,
     validate_database_name,
 )
+from .units import human_bytes
 
 DAILY = "daily"
 WEEKLY = "weekly"
@@ -305,7 +306,7 @@ class Catalog:
                 raw = self.store.open_dump(backup.manifest)
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the dump is gone from the bucket ({exc})") from exc
-            stored = _HashingReader(raw)
+            stored = HashingReader(raw)
             try:
                 sql = decompressing_reader(io.BufferedReader(stored, CHUNK), label)
             except BaseException:
@@ -390,35 +391,6 @@ def _parse_time(text: str) -> datetime | None:
 _DAMAGE = (OSError, EOFError, ValueError, tarfile.TarError, zstandard.ZstdError, zlib.error, CorruptDump)
 
 
-class _HashingReader(io.RawIOBase):
-    """Counts and hashes the stored (compressed) bytes as the decompressor pulls them."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        self.bytes += n
-        return n
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-    def close(self) -> None:
-        if not self.closed:
-            self.raw.close()
-        super().close()
-
-
 class _Member(io.RawIOBase):
     """One member of a tar read from the bucket; closing it closes the archive stream."""
 
@@ -443,7 +415,7 @@ class _Member(io.RawIOBase):
 class _CheckedSQL(io.RawIOBase):
     """The SQL of a backup, hashed as it is read; at its end the digests must match what was recorded."""
 
-    def __init__(self, sql: BinaryIO, backup: Backup, label: str, stored: _HashingReader | None,
+    def __init__(self, sql: BinaryIO, backup: Backup, label: str, stored: HashingReader | None,
                  expected_stored: tuple[int, str] | None) -> None:
         self.sql = sql
         self.backup = backup
@@ -511,17 +483,6 @@ class _CheckedSQL(io.RawIOBase):
 # --------------------------------------------------------------------------------------------------
 # Small helpers shared by the tools
 # --------------------------------------------------------------------------------------------------
-
-
-def human_bytes(n: float | None) -> str:
-    """``212.0 KB``: decimal units, as the spec writes sizes."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def iso(moment: datetime | None) -> str | None:

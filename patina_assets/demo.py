@@ -15,7 +15,7 @@ import dagster as dg
 
 from .config import PatinaConfig, default_config
 from .defs import build_definitions
-from .defs.dumps import human_bytes
+from .units import human_bytes
 from .defs.resources import BucketResource
 from .defs.schedules import NIGHTLY_JOB
 from .demo_data import generate_demo_databases

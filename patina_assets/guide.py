@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import shlex
 
-from .catalog import DAILY, Backup, human_bytes, iso
+from .catalog import DAILY, Backup, iso
+from .units import human_bytes
 from .config import DatabaseConfig, PatinaConfig
 
 EMPTY_DATABASE_WARNING = (

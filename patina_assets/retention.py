@@ -26,7 +26,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from .archive import ArchiveManifest, ArchiveStore, ArchiveVerification, validate_week, week_start_of
+from .archive import (
+    ArchiveManifest,
+    ArchiveStore,
+    ArchiveVerification,
+    validate_week,
+    week_start_of,
+)
 from .config import RetentionConfig
 from .storage import (
     DAILY_PREFIX,

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .catalog import DAILY, Backup, Catalog, human_bytes, iso
+from .catalog import DAILY, Backup, Catalog, iso
+from .units import human_bytes
 from .config import PatinaConfig
 from .storage import parse_utc_timestamp
 

@@ -793,11 +793,13 @@ class S3Bucket:
     def _error(self, action: str, key: str | None, exc: BaseException, *, listing: bool = False) -> StorageError:
         from botocore.exceptions import (
             ClientError,
-            ConnectionError as BotoConnectionError,
             HTTPClientError,
             IncompleteReadError,
             NoCredentialsError,
             PartialCredentialsError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
         )
 
         where = self._where(key, listing=listing)

@@ -28,7 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import RestoreError, SqliteSource, content_digest, restore_dump, table_digests_of
+from .engine import (
+    RestoreError,
+    SqliteSource,
+    content_digest,
+    restore_dump,
+    table_digests_of,
+)
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier

@@ -30,13 +30,13 @@ from patina_assets.alerts import (
     RunSummary,
     deliver,
     discord_message,
-    format_bytes,
     format_duration,
     render,
     webhook_payload,
     webhook_urls,
 )
 from patina_assets.config import AlertsConfig
+from patina_assets.units import human_bytes
 
 # --------------------------------------------------------------------------------------------
 # A webhook on loopback (the sensor tests use it too)
@@ -155,7 +155,7 @@ def partial_run() -> RunSummary:
 
 
 def test_sizes_and_durations_read_like_the_spec():
-    assert [format_bytes(n) for n in (0, 512, 45_000, 212_000, 2_100_000, 1_800_000, 3_400_000_000)] == [
+    assert [human_bytes(n) for n in (0, 512, 45_000, 212_000, 2_100_000, 1_800_000, 3_400_000_000)] == [
         "0 B", "512 B", "45 KB", "212 KB", "2.1 MB", "1.8 MB", "3.4 GB"]
     assert [format_duration(s) for s in (None, 45.0, 52.04, 725, 3720)] == ["unknown", "45.0s", "52.0s", "12m 05s", "1h 02m"]
 

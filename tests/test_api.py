@@ -12,11 +12,30 @@ import threading
 import dagster as dg
 import httpx
 import pytest
-from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, PRIORITY_ORDER, copy_of, filled
+from support.filled import (
+    ARCHIVED_DAYS,
+    DAILY_DAY,
+    DATABASES,
+    PRIORITY_ORDER,
+    copy_of,
+    filled,
+)
 
-from patina_assets.api import AccessPolicy, BackgroundServer, Limits, create_app, parse_keys, parse_networks
+from patina_assets.api import (
+    AccessPolicy,
+    BackgroundServer,
+    Limits,
+    create_app,
+    parse_keys,
+    parse_networks,
+)
 from patina_assets.catalog import Catalog
-from patina_assets.defs.on_demand import DagsterView, REASON_TAG, REQUESTED_BY_TAG, trigger_backup
+from patina_assets.defs.on_demand import (
+    REASON_TAG,
+    REQUESTED_BY_TAG,
+    DagsterView,
+    trigger_backup,
+)
 
 KEY = "alice-3f9a1c7e5b2d4a6c8e0f"
 OTHER_KEY = "ci-runner-0a1b2c3d4e5f6a7b"

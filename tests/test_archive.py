@@ -20,7 +20,6 @@ from support.s3_server import FaultProxy, create_bucket, moto_server
 
 from patina_assets.archive import (
     INDEX_NAME,
-    ArchiveIndex,
     ArchiveManifest,
     ArchiveStore,
     EmptyWeek,

@@ -12,7 +12,16 @@ import pytest
 import yaml
 from support.compare import assert_same_database
 from support.d1_server import D1Server, Fault
-from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, PRIORITY_ORDER, WEEK, copy_of, dagster_home, filled
+from support.filled import (
+    ARCHIVED_DAYS,
+    DAILY_DAY,
+    DATABASES,
+    PRIORITY_ORDER,
+    WEEK,
+    copy_of,
+    dagster_home,
+    filled,
+)
 
 from patina_assets.cli import main
 from patina_assets.defs.on_demand import ON_DEMAND_JOB, REASON_TAG, today
@@ -143,7 +152,7 @@ def test_download_refuses_a_backup_whose_sha256_does_not_match(capsys, tmp_path)
 
 def test_download_says_which_days_exist(capsys):
     code, _, err = patina(capsys, filled("local"), "download", "2026-03-05", "groveauth")
-    assert code == 1 and f"no backup of groveauth on 2026-03-05" in err and DAILY_DAY in err
+    assert code == 1 and "no backup of groveauth on 2026-03-05" in err and DAILY_DAY in err
 
 
 # -- restore-guide ----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from pathlib import Path
 import apsw
 import httpx
 import pytest
-
 from support.d1_server import D1Server, Fault, js_number_json
 
 DB_ID = "5f0c0f0e-1111-4222-8333-944444444444"

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import date, timedelta
 
 import pytest
-from test_archive import NAMES, back_up_day, config, store, archives  # noqa: F401 - fixtures
+from test_archive import NAMES, archives, back_up_day, config, store  # noqa: F401 - fixtures
 
 from patina_assets.archive import week_days
 from patina_assets.config import RetentionConfig
@@ -18,7 +18,11 @@ from patina_assets.retention import (
     reconcile,
     weekly_cutoff,
 )
-from patina_assets.storage import daily_manifest_key, new_generation, weekly_manifest_key
+from patina_assets.storage import (
+    daily_manifest_key,
+    new_generation,
+    weekly_manifest_key,
+)
 
 RETENTION = RetentionConfig(daily_days=7, weekly_weeks=12)
 W1, W2, W3 = "2026-01-04", "2026-01-11", "2026-01-18"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from support import awkward, compare
 
 CORPUS = Path("/work/shared/corpus")

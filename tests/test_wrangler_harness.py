@@ -19,7 +19,6 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from support.wrangler import (
     D1_INTERNAL_TABLE_PREFIX,
     LocalD1,

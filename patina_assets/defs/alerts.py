@@ -37,7 +37,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
-from dagster._core.storage.tags import PARTITION_NAME_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
+from dagster._core.storage.tags import (
+    PARTITION_NAME_TAG,
+    ROOT_RUN_ID_TAG,
+    WILL_RETRY_TAG,
+)
 
 from ..alerts import (
     Alert,

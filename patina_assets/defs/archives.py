@@ -39,7 +39,8 @@ from ..retention import (
     reconcile,
 )
 from ..storage import StorageError
-from .dumps import dump_asset_key, human_bytes
+from ..units import human_bytes
+from .dumps import dump_asset_key
 from .resources import BucketResource
 from .schedules import NIGHTLY_JOB
 

@@ -41,7 +41,8 @@ from ..verify import (
     previous_backups,
     verify_restore,
 )
-from .dumps import dump_asset_key, human_bytes, retry_policy
+from ..units import human_bytes
+from .dumps import dump_asset_key, retry_policy
 from .resources import BucketResource
 
 RESTORE_VERIFICATION = "restore_verification"

@@ -12,7 +12,8 @@ import dagster as dg
 from ..backup import back_up
 from ..config import DatabaseConfig, DumpConfig, PatinaConfig
 from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
-from ..storage import Manifest, StorageError
+from ..storage import BackupStore, Manifest, StorageError
+from ..units import human_bytes
 from .resources import BucketResource, CloudflareResource
 
 EXPORT_POOL = "d1_export"
@@ -65,22 +66,35 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
     )
     def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:
-        day = context.partition_key
         store = bucket.store()
-        try:
-            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
-        except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
-            raise dg.Failure(description=str(e), allow_retries=False) from e
-        except StorageError as e:
-            if not e.retryable:  # access denied, missing bucket: a person has to fix it
-                raise dg.Failure(description=str(e), allow_retries=False) from e
-            raise
-        for warning in result.warnings:
-            context.log.warning(f"{database.name}: {warning}")
-        context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
+        manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
         return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
 
     return dump
+
+
+def back_up_in_dagster(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext,
+    database: DatabaseConfig,
+    day: str,
+    store: BackupStore,
+    cloudflare: CloudflareResource,
+    config: PatinaConfig,
+) -> tuple[Manifest, DumpResult]:
+    """`back_up`, with errors that retrying cannot fix (a bad token, a missing database, a bucket that
+    refuses access) turned into `Failure(allow_retries=False)`, and the dump's warnings logged."""
+    try:
+        manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
+    except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from e
+    except StorageError as e:
+        if not e.retryable:  # access denied, missing bucket: a person has to fix it
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        raise
+    for warning in result.warnings:
+        context.log.warning(f"{database.name}: {warning}")
+    context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
+    return manifest, result
 
 
 def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
@@ -108,14 +122,6 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "requests": manifest.requests,
         "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
     }
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def build_dump_assets(config: PatinaConfig) -> list[dg.AssetsDefinition]:

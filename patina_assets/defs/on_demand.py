@@ -25,12 +25,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..backup import back_up
 from ..config import CONFIG_ENV_VAR, DatabaseConfig, PatinaConfig
-from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, PatinaError
+from ..engine import PatinaError
 from ..status import JobRun, Orchestrator, unavailable
-from ..storage import StorageError
-from .dumps import EXPORT_POOL, dump_asset_key, dump_metadata, retry_policy
+from .dumps import (
+    EXPORT_POOL,
+    back_up_in_dagster,
+    dump_asset_key,
+    dump_metadata,
+    retry_policy,
+)
 from .resources import BucketResource, CloudflareResource
 from .schedules import NIGHTLY_JOB
 
@@ -67,18 +71,7 @@ def build_backup_op(database: DatabaseConfig, config: PatinaConfig) -> dg.OpDefi
     def backup_now(context: dg.OpExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> None:
         day = context.run.tags.get(DAY_TAG) or today()
         store = bucket.store()
-        try:
-            manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump,
-                                       run_id=context.run.run_id)
-        except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
-            raise dg.Failure(description=str(e), allow_retries=False) from e
-        except StorageError as e:
-            if not e.retryable:
-                raise dg.Failure(description=str(e), allow_retries=False) from e
-            raise
-        for warning in result.warnings:
-            context.log.warning(f"{database.name}: {warning}")
-        context.log.info(f"{database.name}: on-demand backup {manifest.key} ({manifest.rows} rows)")
+        manifest, result = back_up_in_dagster(context, database, day, store, cloudflare, config)
         reason = context.run.tags.get(REASON_TAG)
         context.log_event(dg.AssetMaterialization(
             asset_key=dump_asset_key(database),
@@ -240,7 +233,9 @@ def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
 
 def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -> dict[str, datetime]:
     """When each schedule fires next."""
-    from dagster._utils.schedules import get_next_cron_tick  # the one helper Dagster has for this
+    from dagster._utils.schedules import (
+        get_next_cron_tick,  # the one helper Dagster has for this
+    )
 
     now = now or datetime.now(timezone.utc)
     return {name: get_next_cron_tick(cron, now, tz).astimezone(timezone.utc) for name, cron, tz in crons}

@@ -31,7 +31,13 @@ from typing import Any
 
 import httpx
 
-from .errors import AuthenticationFailed, DatabaseNotFound, RestoreError, SourceError, SourceUnavailable
+from .errors import (
+    AuthenticationFailed,
+    DatabaseNotFound,
+    RestoreError,
+    SourceError,
+    SourceUnavailable,
+)
 from .formats import open_dump_bytes
 from .sources import D1Source, _error_text, _json_or_empty, _retry_after_seconds
 from .sqltext import quote_identifier

@@ -29,17 +29,24 @@ import time
 import uuid
 from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate, repeat
-from operator import add
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from itertools import accumulate, repeat
+from operator import add
 from pathlib import Path
 
 from .. import __version__
 from .errors import DumpError
 from .formats import DumpOutput
-from .literals import RawText, RealChecker, RowFormatter, chunk_value, text_literal, utf8_length
-from .schema import SchemaObject, SchemaPlan, TablePlan, read_schema, sequence_rows
+from .literals import (
+    RawText,
+    RealChecker,
+    RowFormatter,
+    chunk_value,
+    text_literal,
+    utf8_length,
+)
+from .schema import SchemaPlan, TablePlan, read_schema, sequence_rows
 from .sources import Source
 from .sqltext import quote_identifier
 from .wrangler_compat import Splitter

@@ -33,8 +33,8 @@ def format_of(path: Path | str) -> str:
     raise ValueError(f"cannot tell the dump format of {path}: name it *.sql, *.sql.gz or *.sql.zst")
 
 
-class _HashingFile(io.RawIOBase):
-    """Counts and hashes the bytes that reach the file (the stored object's size and sha256)."""
+class HashingWriter(io.RawIOBase):
+    """Counts and hashes the bytes that pass into `raw` (a stored object's size and sha256)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
@@ -50,6 +50,36 @@ class _HashingFile(io.RawIOBase):
         return self.raw.write(data)
 
 
+class HashingReader(io.RawIOBase):
+    """Counts and hashes the bytes read out of `raw`, e.g. the stored bytes a decompressor pulls."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        self.bytes += n
+        return n
+
+    def drain(self) -> None:
+        """Read to the end, so the hash covers every byte."""
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
 class DumpOutput:
     """A dump being written: text in, compressed bytes out, both counted and hashed."""
 
@@ -60,7 +90,7 @@ class DumpOutput:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
         self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._file = _HashingFile(self._raw)
+        self._file = HashingWriter(self._raw)
         if self.format == "sql.gz":
             self._sink = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
         elif self.format == "sql.zst":

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import DumpError, SourceError
-from .sqltext import identifiers, module_arguments, option_value, quote_identifier, quote_text
+from .sqltext import (
+    identifiers,
+    module_arguments,
+    option_value,
+    quote_identifier,
+    quote_text,
+)
 
 if TYPE_CHECKING:
     from .sources import Source

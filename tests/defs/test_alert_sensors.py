@@ -15,12 +15,17 @@ import pytest
 from support.configs import small_database, write_config
 from test_alerts import SECRET_TOKEN, WebhookServer, closed_port_url
 
-from patina_assets.alerts import DeliveryPolicy, format_bytes, format_duration, format_timestamp
+from patina_assets.alerts import DeliveryPolicy, format_duration, format_timestamp
 from patina_assets.backup import open_store
-from patina_assets.defs import build_definitions, dumps, resources, schedules
 from patina_assets.defs import alerts as alert_sensors
-from patina_assets.defs.alerts import CHECK_ALERTS_SENSOR, RUN_ALERTS_SENSOR, build_alert_sensors
+from patina_assets.defs import build_definitions, dumps, resources, schedules
+from patina_assets.defs.alerts import (
+    CHECK_ALERTS_SENSOR,
+    RUN_ALERTS_SENSOR,
+    build_alert_sensors,
+)
 from patina_assets.defs.archives import WEEKLY_JOB
+from patina_assets.units import human_bytes
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=2, backoff_seconds=0.0)
 DAYS = [f"2026-03-{d:02d}" for d in range(1, 15)]
@@ -112,7 +117,7 @@ def test_a_failed_night_sends_the_spec_embed_and_payload_once(tmp_path, instance
     record = patina.record(result)
     finished = dt.datetime.fromtimestamp(record.end_time, tz=dt.timezone.utc)
     duration = format_duration(record.end_time - record.start_time)
-    size = format_bytes(patina.stored_bytes(DAYS[0])["scout-db"])
+    size = human_bytes(patina.stored_bytes(DAYS[0])["scout-db"])
     (message,) = discord.accepted
     (embed,) = message["embeds"]
     assert embed["title"] == "⚠️ Patina Backup Partially Failed" and embed["color"] == 0xEF4444
@@ -302,7 +307,7 @@ def test_a_blocking_check_that_fails_makes_the_database_count_as_failed(tmp_path
     (embed,) = discord.accepted[0]["embeds"]
     assert embed["title"] == "⚠️ Patina Backup Partially Failed"
     assert fields(embed)["Databases"] == "1/2 successful"
-    assert fields(embed)["Total Size"] == format_bytes(patina.stored_bytes(DAYS[0])["groveauth"])
+    assert fields(embed)["Total Size"] == human_bytes(patina.stored_bytes(DAYS[0])["groveauth"])
     assert fields(embed)["Failed"] == "**scout-db**: check restore_stub failed: restored 0 of 90 rows"
     (payload,) = generic.accepted
     assert payload["failures"] == [{"database": "scout-db", "error": "check restore_stub failed: restored 0 of 90 rows"}]
@@ -361,11 +366,11 @@ def test_success_messages_are_off_by_default_and_complete_when_on(tmp_path, inst
     (embed,) = discord.accepted[0]["embeds"]
     assert embed["title"] == "✅ Patina Backup Completed" and embed["color"] == 0x22C55E
     assert fields(embed)["Databases"] == "2/2 successful"
-    assert fields(embed)["Total Size"] == format_bytes(sizes["groveauth"] + sizes["scout-db"])
+    assert fields(embed)["Total Size"] == human_bytes(sizes["groveauth"] + sizes["scout-db"])
     (payload,) = generic.accepted
     assert payload["type"] == "backup_completed" and payload["status"] == "success" and payload["jobId"] == result.run_id
-    assert payload["details"] == [{"database": "groveauth", "status": "success", "size": format_bytes(sizes["groveauth"])},
-                                  {"database": "scout-db", "status": "success", "size": format_bytes(sizes["scout-db"])}]
+    assert payload["details"] == [{"database": "groveauth", "status": "success", "size": human_bytes(sizes["groveauth"])},
+                                  {"database": "scout-db", "status": "success", "size": human_bytes(sizes["scout-db"])}]
 
 
 def test_weekly_archive_failures_alert_and_other_jobs_do_not(tmp_path, instance, hooks):
@@ -411,7 +416,7 @@ def test_redacted_messages_leave_out_names_sizes_and_errors(tmp_path, instance, 
     # success + 3 failures + 1 escalation, and 4 nights x 2 failed checks on scout-db: to each webhook
     assert len(discord.accepted) == len(generic.accepted) == 5 + 8
     sizes = [str(n) for day in DAYS[:4] for n in patina.stored_bytes(day).values()]
-    sizes += [format_bytes(n) for day in DAYS[:4] for n in patina.stored_bytes(day).values()]
+    sizes += [human_bytes(n) for day in DAYS[:4] for n in patina.stored_bytes(day).values()]
     secrets = ["groveauth", "scout", "no SQLite", str(tmp_path), "rows_expected", "audit_log", " KB", " B\"", *sizes]
     for body in bodies:
         text = json.dumps(body, ensure_ascii=False)

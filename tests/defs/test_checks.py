@@ -20,7 +20,12 @@ from support.s3_server import FaultProxy, create_bucket, moto_server
 
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
-from patina_assets.defs.checks import DUMP_CHECK_NAMES, RESTORE_VERIFICATION, SCHEMA_DRIFT, SIZE_ANOMALY
+from patina_assets.defs.checks import (
+    DUMP_CHECK_NAMES,
+    RESTORE_VERIFICATION,
+    SCHEMA_DRIFT,
+    SIZE_ANOMALY,
+)
 from patina_assets.defs.dumps import dump_asset_key
 from patina_assets.defs.schedules import NIGHTLY_JOB
 

@@ -13,9 +13,9 @@ from support.configs import small_database, write_config
 from support.d1_server import D1Server
 from support.s3_server import FaultProxy, create_bucket, moto_server, pending_uploads
 
+from patina_assets.backup import open_store
 from patina_assets.config import ConfigError
 from patina_assets.defs import build_definitions
-from patina_assets.backup import open_store
 from patina_assets.defs.schedules import NIGHTLY_JOB, NIGHTLY_SCHEDULE
 from patina_assets.engine import restore_dump
 

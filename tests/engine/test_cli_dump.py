@@ -5,7 +5,6 @@ import os
 import pty
 import subprocess
 import sys
-from pathlib import Path
 
 from support.compare import assert_same_database
 from support.configs import small_database

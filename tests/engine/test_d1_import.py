@@ -11,7 +11,13 @@ from support.configs import small_database
 from support.d1_server import D1Server, Fault
 
 from patina_assets.engine import dump_database, open_source
-from patina_assets.engine.d1_import import D1ImportError, D1ImportUnavailable, D1Importer, import_dump, plain_sql
+from patina_assets.engine.d1_import import (
+    D1Importer,
+    D1ImportError,
+    D1ImportUnavailable,
+    import_dump,
+    plain_sql,
+)
 from patina_assets.engine.restore import DumpReader
 
 DB_ID = "45eae4c7-8ae7-4078-9218-8e1677a4360f"

@@ -1,12 +1,18 @@
 """`restore_dump`: refuses to overwrite, detects truncated and altered dumps, restores one table."""
 
-import sqlite3
-import zstandard
 import gzip
+import sqlite3
 
 import pytest
+import zstandard
 
-from patina_assets.engine import CorruptDump, RestoreError, SqliteSource, dump_database, restore_dump
+from patina_assets.engine import (
+    CorruptDump,
+    RestoreError,
+    SqliteSource,
+    dump_database,
+    restore_dump,
+)
 
 
 @pytest.fixture
