@@ -105,8 +105,10 @@ def _restore_file(args: argparse.Namespace) -> int:
             raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
         config = _config(args)
         return _to_d1(config, dump, args.to, args, label=str(dump))
-    report = restore_dump(dump, Path(args.to), table=args.table,
+    progress = Progress(sys.stderr.isatty())
+    report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
                           allow_foreign_key_violations=args.allow_foreign_key_violations)
+    progress.done()
     _print_sqlite_restore(report, args)
     return 0
 
@@ -126,8 +128,10 @@ def _restore_backup(args: argparse.Namespace) -> int:
         dump = catalog.download(backup, Path(tmp) / backup.filename)
         if is_d1_target(args.to):
             return _to_d1(config, dump, args.to, args, label=f"{name} on {day}", confirmed=True)
-        report = restore_dump(dump, Path(args.to), table=args.table,
+        progress = Progress(sys.stderr.isatty())
+        report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
                               allow_foreign_key_violations=args.allow_foreign_key_violations)
+        progress.done()
     _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where})
     return 0
 

@@ -57,6 +57,7 @@ class DumpReader:
         self.expected_rows: dict[str, int] = {}
         self.footer: dict[str, str] = {}
         self.pragmas: dict[str, int] = {}  # from the header: what D1 cannot hold but a SQLite file can
+        self.bytes_read = 0
 
     def parts(self) -> Iterator[_Part]:
         sha = hashlib.sha256()
@@ -78,7 +79,9 @@ class DumpReader:
                     if not buffer and line.startswith(FOOTER_START):
                         in_footer = True
                         continue
-                    sha.update(line.encode("utf-8"))
+                    data = line.encode("utf-8")
+                    sha.update(data)
+                    self.bytes_read += len(data)
                     if not buffer:
                         stripped = line.strip()
                         if not stripped:
@@ -121,7 +124,7 @@ def restore_dump(
     target: Path,
     *,
     table: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     allow_foreign_key_violations: bool = False,
 ) -> RestoreReport:
     """Restore `dump_path` into the new SQLite file `target` (all of it, or one table with its indexes).
@@ -165,8 +168,8 @@ def restore_dump(
                         pass
                     raise failure from e
                 statements += 1
-                if progress and statements % 200 == 0:
-                    progress(statements, 0)
+                if progress:  # the callback decides how often to show it
+                    progress(part.name, db.total_changes, reader.bytes_read)
             if table is None:
                 for pragma, value in reader.pragmas.items():
                     db.execute(f"PRAGMA {pragma} = {int(value)}")

@@ -75,3 +75,15 @@ def test_progress_on_a_terminal(tmp_path):
     os.close(primary)
     assert run.returncode == 0
     assert "rows" in progress and "rows/s" in progress and "MB" in progress
+
+
+def test_restore_progress_on_a_terminal(tmp_path):
+    source = small_database(tmp_path / "src.sqlite", rows=3000)
+    assert patina("dump", str(source), "-o", str(tmp_path / "p.sql")).returncode == 0
+    primary, secondary = pty.openpty()
+    run = subprocess.run([*PATINA, "restore", str(tmp_path / "p.sql"), "--to", str(tmp_path / "r.sqlite")],
+                         stdout=subprocess.PIPE, stderr=secondary, text=True)
+    os.close(secondary)
+    progress = os.read(primary, 65536).decode()
+    os.close(primary)
+    assert run.returncode == 0 and "rows/s" in progress
