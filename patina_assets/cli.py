@@ -10,15 +10,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .catalog import BackupNotFound, Catalog, list_document
-from .config import PatinaConfig, load_config, parse_d1_source
 from .engine import PatinaError, dump_database, open_source, restore_dump
-from .guide import render_guide, restore_guide
-from .status import Snapshot, render_status, table
-from .storage import InvalidKey, StorageError, format_day, validate_database_name
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .config import PatinaConfig
+
+# The bucket, catalog and status modules are imported inside the commands that use them: `patina dump`
+# then carries only the engine (its benchmark's memory goal is 64 MB).
 
 #: ``restore --all DAY --to d1-sources``: each database into its own configured d1:// source.
 D1_SOURCES = "d1-sources"
@@ -166,6 +168,7 @@ def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id:
 
 
 def _parse_d1_target(target: str) -> tuple[str, str]:
+    from .config import parse_d1_source
     try:
         return parse_d1_source(target)
     except ValueError as exc:
@@ -189,6 +192,9 @@ def _confirm(targets: list[tuple[str, str]], args: argparse.Namespace) -> None:
 
 def _restore_all(args: argparse.Namespace) -> int:
     """``patina restore --all DAY --to ...``: every database, critical first, stopping at the first failure."""
+    from .catalog import BackupNotFound
+    from .status import table
+    from .storage import StorageError
     day = _day(args.all, "restore --all DAY")
     config = _config(args)
     catalog = _catalog(config)
@@ -267,6 +273,7 @@ def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]
 def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
     """Where each database goes: ``DIR`` (DIR/<db>.sqlite), ``d1-sources`` (each database's own configured
     d1:// source) or a mapping file (YAML or JSON: database -> d1://ACCOUNT/ID or a .sqlite path)."""
+    import yaml
     names = config.names
     if to == D1_SOURCES:
         not_d1 = [db.name for db in config.databases if not db.is_d1]
@@ -305,6 +312,9 @@ def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .catalog import list_document
+    from .status import table
+    from .storage import validate_database_name
     config = _config(args)
     day = _day(args.date, "--date") if args.date else None
     if args.db:
@@ -335,6 +345,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import Snapshot, render_status
     from .defs.on_demand import DagsterView, open_instance
 
     config = _config(args)
@@ -347,6 +358,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore_guide(args: argparse.Namespace) -> int:
+    from .guide import render_guide, restore_guide
     config = _config(args)
     database = config.database(args.db)
     guide = restore_guide(config, database, _catalog(config).backups(database=database.name))
@@ -383,14 +395,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> PatinaConfig:
+    from .config import load_config
     return load_config(getattr(args, "config", None))
 
 
 def _catalog(config: PatinaConfig) -> Catalog:
+    from .catalog import Catalog
     return Catalog.for_config(config)
 
 
 def _day(text: str, where: str) -> str:
+    from .storage import InvalidKey, format_day
     try:
         return format_day(text)
     except InvalidKey:
@@ -481,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PatinaError, StorageError) as e:
+    except PatinaError as e:  # storage errors are PatinaErrors too
         print(f"patina: error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from .engine.errors import PatinaError
+
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
@@ -61,7 +63,7 @@ _COPY_BUFFER = 1 * MiB
 # --------------------------------------------------------------------------------------------------
 
 
-class StorageError(Exception):
+class StorageError(PatinaError):
     """A storage operation failed.  The message names the bucket/key and the likely fix.
 
     ``retryable`` tells an orchestrator whether trying again later can help (a network blip can;
