@@ -10,15 +10,15 @@ can find each part):
     -- End of table: "t" (N rows)
     -- Sequence: "t"              AUTOINCREMENT counters
     -- Index: "i" on "t"
-    -- Rebuild: "ft"              external-content full-text indexes, rebuilt from their content table
     -- View: "v"                  in dependency order
+    -- Rebuild: "ft"              external-content full-text indexes, rebuilt from their content table or view
     -- Trigger: "tr" on "t"       last, so restoring rows does not fire them
     footer comments (rows, duration, size, sha256 of everything above the footer)
 
 No BEGIN/COMMIT (D1 refuses them; its import is one transaction anyway) and no writable_schema.
 Rows go into multi-row INSERTs of at most `statement_bytes` (D1 refuses statements over 100 KB); a row
-too big for one statement is inserted with its largest values empty and then completed by UPDATEs that
-append one piece each.
+too big for one statement is inserted with its largest values cut short and then completed by UPDATEs
+that append one piece each.
 """
 
 from __future__ import annotations
@@ -217,14 +217,15 @@ class _DumpWriter:
                 )
         for index in plan.indexes:
             self.statement(f"Index: {_name(index.name)} on {_name(index.tbl_name)}", index.sql)
+        for view in plan.views:
+            self.statement(f"View: {_name(view.name)}", view.sql)
+        # After the views: an external-content index may read its content from a view.
         for table in plan.tables:
             if table.data == "rebuild":
                 self.write(
                     f"-- Rebuild: {_name(table.name)}\n{fts5_settings(table)}"
                     f"INSERT INTO {table.quoted}({table.quoted}) VALUES('rebuild');\n"
                 )
-        for view in plan.views:
-            self.statement(f"View: {_name(view.name)}", view.sql)
         for trigger in plan.triggers:
             self.statement(f"Trigger: {_name(trigger.name)} on {_name(trigger.tbl_name)}", trigger.sql)
         finished = datetime.now(timezone.utc)
@@ -372,7 +373,7 @@ class _DumpWriter:
         )
 
     def write_large_row(self, table: TablePlan, row: tuple, formatter: RowFormatter, emit) -> None:
-        """A row over the statement limit: INSERT it with its largest values empty, then append them in pieces."""
+        """A row over the statement limit: INSERT it with its largest values cut short, then append the rest in pieces."""
         literals = [formatter.format_value(v) for v in row]
         sizes = [utf8_length(lit) for lit in literals]
         head = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES("
@@ -397,9 +398,16 @@ class _DumpWriter:
                 f"table {table.name!r}: a row cannot be written in statements of {self.statement_bytes} bytes "
                 "(its key or its numbers alone are too large, or the table has no key to complete it by)"
             )
+        # Each deferred value starts with as much of itself as the INSERT has room for (not empty: a CHECK
+        # such as `length(body) > 0` must hold from the first statement on); the rest is appended.
         first = list(literals)
+        rest = {}
+        share = (self.statement_bytes - total - 32 * len(deferred)) // max(1, len(deferred))
         for i in deferred:
-            first[i] = "X''" if type(row[i]) is bytes else ("CAST(X'' AS TEXT)" if isinstance(row[i], RawText) else "''")
+            value = row[i]
+            head_piece = chunk_value(value, share)[0] if share >= 64 else value[:0]
+            first[i] = formatter.literal(type(value)(head_piece))
+            rest[i] = type(value)(value[len(head_piece):])
         if table.rowid_by_update:
             emit(self.insert_then_set_rowid(table, "(" + ",".join(first[1:]) + ")", first[0]))
         else:
@@ -412,8 +420,9 @@ class _DumpWriter:
             else:
                 start, end = f"UPDATE {table.quoted} SET {column}={column}||", f"{where};\n"
             room = self.statement_bytes - utf8_length(start) - utf8_length(end)
-            for piece in chunk_value(row[i], room):
-                emit(start + formatter.literal(piece) + end)
+            if rest[i]:
+                for piece in chunk_value(rest[i], room):
+                    emit(start + formatter.literal(type(rest[i])(piece)) + end)
 
 
 def fts5_settings(table: TablePlan) -> str:

@@ -94,6 +94,9 @@ CASES: dict[str, str] = {
                 "0.9 MB + 0.9 MB in one row, 1.9 MB of quotes and NULs",
     "pragmas": "PRAGMA user_version and application_id set (D1 refuses both pragmas)",
     "d1_internal": "D1's own _cf_KV table next to user tables: a dump must skip it",
+    "late_dependencies": "a 300 KB value under CHECK(length(...) > 1000) and UNIQUE (so it cannot be built up "
+                         "from ''), and an external-content FTS5 index whose content is a VIEW",
+    "utf16": "a UTF-16le database: text of every kind must come back the same in a UTF-8 restore",
 }
 
 D1_INCOMPATIBLE: dict[str, str] = {
@@ -965,6 +968,35 @@ def build_d1_internal(path: Path) -> Path:
         INSERT INTO users VALUES(1, 'only this is user data');
     """)
     return _finish(con, path)
+
+
+def build_late_dependencies(path: Path) -> Path:
+    con = _connect(path)
+    _exec_many(con, """
+        CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, body TEXT NOT NULL UNIQUE CHECK (length(body) > 1000));
+        CREATE VIEW doc_text AS SELECT id, title, body FROM docs;
+        CREATE VIRTUAL TABLE doc_search USING fts5(title, body, content='doc_text', content_rowid='id');
+    """)
+    rng = random.Random(11)
+    words = ["copper", "patina", "grove", "oxide", "verdigris", "armor", "time"]
+    for i in range(1, 4):
+        body = " ".join(rng.choice(words) for _ in range(50_000))  # ~300 KB: far over one statement
+        con.execute("INSERT INTO docs VALUES (?, ?, ?)", (i, f"doc {i}", body))
+    con.execute("INSERT INTO docs VALUES (4, 'short', ?)", ("x" * 1001,))
+    con.execute("INSERT INTO doc_search(doc_search) VALUES ('rebuild')")
+    return _finish(con, path)
+
+
+def build_utf16(path: Path) -> Path:
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA encoding='UTF-16le'")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT, b BLOB)")
+    values = ["", "plain", "ünïcödé 日本語 🎉", "nul\x00inside", "line\nbreak", "it's"]
+    con.executemany("INSERT INTO t(s, b) VALUES (?, ?)", [(v, v.encode("utf-8")) for v in values])
+    con.close()
+    return path
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {name: globals()[f"build_{name}"] for name in CASES}
