@@ -6,7 +6,7 @@ import dataclasses
 from datetime import date, timedelta
 
 import pytest
-from test_archive import NAMES, archives, back_up_day, config, store  # noqa: F401 - fixtures
+from support.archives import NAMES, archives, back_up_day, config, store  # noqa: F401 - fixtures
 
 from patina_assets.archive import week_days
 from patina_assets.config import RetentionConfig

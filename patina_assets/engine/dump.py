@@ -39,7 +39,6 @@ from .. import __version__
 from .errors import DumpError
 from .formats import DumpOutput
 from .literals import (
-    RawText,
     RealChecker,
     RowFormatter,
     chunk_value,

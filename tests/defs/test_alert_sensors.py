@@ -13,7 +13,7 @@ import logging
 import dagster as dg
 import pytest
 from support.configs import small_database, write_config
-from test_alerts import SECRET_TOKEN, WebhookServer, closed_port_url
+from support.webhook_server import SECRET_TOKEN, WebhookServer, closed_port_url
 
 from patina_assets.alerts import DeliveryPolicy, format_duration, format_timestamp
 from patina_assets.backup import open_store

@@ -8,7 +8,7 @@ import shutil
 import dagster as dg
 from support.configs import write_config
 from support.s3_server import create_bucket, moto_server
-from test_archive import day_of_restored, flip_sql, make_source, rewrite_archive, touch
+from support.archives import day_of_restored, flip_sql, make_source, rewrite_archive, touch
 
 from patina_assets.archive import ArchiveStore, week_days
 from patina_assets.backup import open_store
