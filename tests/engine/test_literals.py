@@ -104,3 +104,30 @@ def test_chunks_fit_and_join_back(value):
     formatter = RowFormatter(1)
     for piece in pieces:
         assert utf8_length(formatter.literal(piece)) <= 80_000
+
+
+def test_the_worker_process_and_this_process_agree_and_a_missing_worker_falls_back(monkeypatch):
+    from patina_assets.engine.literals import RealChecker
+
+    values = random_doubles(3000, seed=5) + [random.Random(6).random() * 1000 for _ in range(20_000)]
+    values = [v for v in values if not math.isinf(v)]
+    literals = [repr(v) for v in values]
+    here = RealChecker()
+    expected = here.misread(values, literals)
+    assert expected  # SQLite 3.40 misreads some of these: the comparison below means something
+
+    in_worker = RealChecker()
+    try:
+        assert in_worker.submit(values, literals).result() == expected
+        assert in_worker._worker is not None and in_worker._worker.poll() is None  # a live worker did it
+    finally:
+        in_worker.close()
+    assert in_worker._worker is None
+
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    fallback = RealChecker()
+    try:
+        assert fallback.submit(values, literals).result() == expected
+        assert fallback._worker_failed
+    finally:
+        fallback.close()
