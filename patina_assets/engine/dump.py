@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import accumulate, repeat
-from operator import add
+from operator import add, itemgetter
 from pathlib import Path
 
 from .. import __version__
@@ -46,7 +50,7 @@ from .literals import (
     utf8_length,
 )
 from .schema import SchemaPlan, TablePlan, read_schema, sequence_rows
-from .sources import Source
+from .sources import ROWID_BLOCK_BITS, Source
 from .sqltext import quote_identifier
 from .wrangler_compat import Splitter
 
@@ -289,16 +293,27 @@ class _DumpWriter:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def write_rows(self, table: TablePlan) -> tuple[int, str]:
-        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements."""
+    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True) -> tuple[int, str]:
+        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements.
+
+        A big rowid table of a SQLite file is written by two processes: a worker writes the rows from a
+        split point on into a file of its own while this one writes the rows before it, then that file
+        is appended (see `SqliteSource.split_point`). `lo` starts the rows at a rowid (the worker's half).
+        """
         digest = hashlib.sha256()
         out = self.out
 
-        def emit(text: str) -> None:
-            data = text.encode("utf-8")
+        def emit_bytes(data: bytes) -> None:
             digest.update(data)
             if out is not None:
                 out.write_bytes(data)
+
+        def emit(text: str) -> None:
+            emit_bytes(text.encode("utf-8"))
+
+        split_point = getattr(self.source, "split_point", None)
+        mid = split_point(table) if split and split_point and lo is None else None
+        worker = _SecondHalf(self.source, table, mid, self) if mid is not None else None
 
         prefix = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES\n"
         room = self.statement_bytes - utf8_length(prefix) - 2
@@ -320,7 +335,29 @@ class _DumpWriter:
                     emit(prefix + ",\n".join(pending) + ";\n")
                 pending, pending_bytes = [], 0
 
+        # Statements of a rowid table never span two rowid blocks: where they break then depends only on
+        # the rows of each block, so a table written in two halves cut at a block reads as one.
+        by_block = not table.without_rowid and bool(table.key) and not table.virtual
+        key = table.key[0] if by_block else 0
+        block = None
+
         def place(batch: list[tuple], tuples: list[str]) -> None:
+            nonlocal block
+            if not by_block:
+                pack(batch, tuples)
+                return
+            rowids = list(map(itemgetter(key), batch))
+            start = 0
+            while start < len(batch):
+                here = rowids[start] >> ROWID_BLOCK_BITS
+                end = bisect_left(rowids, (here + 1) << ROWID_BLOCK_BITS, start)
+                if here != block:
+                    flush()
+                    block = here
+                pack(batch[start:end], tuples[start:end])
+                start = end
+
+        def pack(batch: list[tuple], tuples: list[str]) -> None:
             """Pack value tuples into statements of at most `room` bytes and `max_rows` rows."""
             nonlocal pending_bytes
             # Each tuple costs its bytes plus ",\n" (computed in C: this runs for every row).
@@ -347,7 +384,8 @@ class _DumpWriter:
 
         # Formatting a batch overlaps the background check of the previous batch's REALs.
         previous = None
-        for batch in self.source.scan(table):
+        scan = self.source.scan(table, lo=lo, hi=mid) if (lo is not None or mid is not None) else self.source.scan(table)
+        for batch in scan:
             handle = formatter.format_rows_async(batch)
             if previous is not None:
                 place(previous[0], previous[1]())
@@ -360,6 +398,10 @@ class _DumpWriter:
             place(previous[0], previous[1]())
         flush()
         self.exact_reals += formatter.exact_reals
+        if worker is not None:
+            second_half = worker.append_to(emit_bytes)
+            rows += second_half
+            self.rows_written += second_half
         return rows, digest.hexdigest()
 
     @staticmethod
@@ -422,6 +464,48 @@ class _DumpWriter:
             if rest[i]:
                 for piece in chunk_value(rest[i], room):
                     emit(start + formatter.literal(type(rest[i])(piece)) + end)
+
+
+class _SecondHalf:
+    """The rows of a table from a split point on, written by `python -m patina_assets.engine.dump_worker`."""
+
+    def __init__(self, source, table: TablePlan, lo: int, writer: "_DumpWriter") -> None:
+        directory = writer.out.path.parent if writer.out is not None else Path(tempfile.gettempdir())
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".patina-half-", suffix=".sql")
+        os.close(fd)
+        self.path = Path(name)
+        request = {
+            "database": str(source.path),
+            "table": asdict(table),
+            "lo": lo,
+            "statement_bytes": writer.statement_bytes,
+            "rows_per_insert": writer.rows_per_insert,
+            "output": str(self.path),
+        }
+        self.writer = writer
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "patina_assets.engine.dump_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.process.stdin.write(json.dumps(request))
+        self.process.stdin.close()
+
+    def append_to(self, emit_bytes) -> int:
+        """Wait for the worker, append what it wrote, and return its row count."""
+        try:
+            answer, problem = self.process.stdout.read(), self.process.stderr.read()
+            if self.process.wait() != 0:
+                raise DumpError(f"the process writing the second half of a table failed: {problem.strip()[-500:]}")
+            result = json.loads(answer)
+            with open(self.path, "rb") as part:
+                while chunk := part.read(1 << 20):
+                    emit_bytes(chunk)
+        finally:
+            self.process.kill() if self.process.poll() is None else None
+            self.path.unlink(missing_ok=True)
+        self.writer.exact_reals += result["exact_reals"]
+        self.writer.warnings += [w for w in result["warnings"] if w not in self.writer.warnings]
+        return result["rows"]
 
 
 def fts5_settings(table: TablePlan) -> str:

@@ -33,7 +33,9 @@ from .sqltext import quote_identifier
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 BIG_ROW_BYTES = 300_000  # JSON escaping can grow text 6x: a row's string must stay under D1's 2 MB
 PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
-MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a query after 30 s
+MAX_PAGE_ROWS = 50_000
+ROWID_BLOCK_BITS = 12  # INSERT statements never span two blocks of 4096 rowids (so a table can be split)
+SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process  # rows one page may read: D1 bills rows read and stops a query after 30 s
 D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
 
 
@@ -124,16 +126,26 @@ class SqliteSource(Source):
         except sqlite3.Error as e:
             raise SourceSQLError(f"{self.path}: {e}") from e
 
-    def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
+    def scan(self, table: TablePlan, lo: int | None = None, hi: int | None = None) -> Iterator[list[tuple]]:
+        """Rows in key order; `lo` <= rowid < `hi` when given (a rowid table split across processes)."""
+        keys = [quote_identifier(c) for c in table.key_columns]
         select = "SELECT " + ",".join(quote_identifier(c) for c in table.columns) + " FROM " + table.quoted
-        order = " ORDER BY " + ",".join(quote_identifier(c) for c in table.key_columns) if table.key else ""
+        order = " ORDER BY " + ",".join(keys) if table.key else ""
+        bounds, bound_params = [], []
+        if lo is not None:
+            bounds.append(f"{keys[0]} >= ?")
+            bound_params.append(lo)
+        if hi is not None:
+            bounds.append(f"{keys[0]} < ?")
+            bound_params.append(hi)
         after: tuple | None = None
         while True:
-            if after is None:
-                sql, params = select + order, ()
-            else:  # resuming after TEXT that is not UTF-8, with a slower decoder
-                sql, params = select + " WHERE (" + ",".join(quote_identifier(c) for c in table.key_columns) + ") > (" + ",".join("?" * len(after)) + ")" + order, after
-            cursor = self._db.execute(sql, params)
+            conditions, params = list(bounds), list(bound_params)
+            if after is not None:  # resuming after TEXT that is not UTF-8, with a slower decoder
+                conditions.append("(" + ",".join(keys) + ") > (" + ",".join("?" * len(after)) + ")")
+                params += after
+            where = " WHERE " + " AND ".join(conditions) if conditions else ""
+            cursor = self._db.execute(select + where + order, params)
             try:
                 while batch := cursor.fetchmany(1000):
                     if table.key:
@@ -144,6 +156,26 @@ class SqliteSource(Source):
                 if "decode" not in str(e) or self._db.text_factory is _lenient_text or not table.key:
                     raise SourceSQLError(f"{self.path}: reading {table.name!r}: {e}") from e
                 self._db.text_factory = _lenient_text
+
+    def split_point(self, table: TablePlan) -> int | None:
+        """Where a big rowid table can be cut in two for a second process, or None.
+
+        Both halves are read on the snapshot of this connection's open read transaction only when the
+        file uses a rollback journal: while this connection holds its shared lock no writer can commit,
+        so a second connection sees the same data. A WAL file gives each reader its own snapshot, so it
+        is never split. The cut falls on a rowid block boundary (see `dump.ROWID_BLOCK_BITS`), where
+        statements always break, so the two halves join into exactly what one process would write.
+        """
+        if table.without_rowid or table.virtual or not table.key or table.rowid_by_update:
+            return None
+        if self.query("PRAGMA journal_mode")[0][0].lower() == "wal":
+            return None
+        key = quote_identifier(table.key_columns[0])
+        lo, hi = self.query(f"SELECT min({key}), max({key}) FROM {table.quoted}")[0]
+        if lo is None or hi - lo < SPLIT_MIN_ROWIDS:
+            return None
+        mid = (lo + (hi - lo) // 2) >> ROWID_BLOCK_BITS << ROWID_BLOCK_BITS
+        return mid if lo < mid <= hi else None
 
     def close(self) -> None:
         self._db.close()

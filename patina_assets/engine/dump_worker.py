@@ -1,0 +1,40 @@
+"""The second half of a big table, in a process of its own (see `dump._SecondHalf`).
+
+Reads a JSON request on stdin (the SQLite file, the table's plan, the first rowid, the statement limits
+and a file to write), writes that part of the table's INSERT statements to the file exactly as the
+main process would have, and answers with a JSON line: rows written, REALs written in exact form,
+warnings. The main process holds its read transaction open meanwhile, so both read one snapshot.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from .dump import _DumpWriter
+from .formats import DumpOutput
+from .schema import TablePlan
+from .sources import SqliteSource
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.read())
+    plan = request["table"]
+    plan["fts5_config"] = [tuple(pair) for pair in plan["fts5_config"]]
+    table = TablePlan(**plan)
+    out = DumpOutput(Path(request["output"]))
+    try:
+        with SqliteSource(Path(request["database"])) as source:
+            writer = _DumpWriter(source, out, "", "", None, request["statement_bytes"], request["rows_per_insert"])
+            try:
+                rows, _digest = writer.write_rows(table, lo=request["lo"], split=False)
+            finally:
+                writer.checker.close()
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    print(json.dumps({"rows": rows, "exact_reals": writer.exact_reals, "warnings": writer.warnings}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""A big rowid table of a SQLite file is written by two processes; the dump must be exactly what one
+process writes, and restore exactly."""
+
+import random
+import re
+import sqlite3
+
+from support.compare import assert_same_database
+
+from patina_assets.engine import SqliteSource, dump_database, restore_dump
+from patina_assets.engine.schema import read_schema
+from patina_assets.engine.sources import SPLIT_MIN_ROWIDS
+
+
+def sparse_table(path, wal=False):
+    """3,000 rows over a rowid range far wider than SPLIT_MIN_ROWIDS, with REALs, NULs and big values."""
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, r REAL, s TEXT, b BLOB)")
+    rng = random.Random(3)
+    rows = [(i * 1000 + rng.randrange(1000), rng.random() * 1000, f"row {i}\x00\n'", rng.randbytes(20)) for i in range(3000)]
+    rows[1700] = (rows[1700][0], 1.5, "x" * 250_000, b"")  # a row over one statement, past the split
+    db.executemany("INSERT INTO t VALUES (?,?,?,?)", rows)
+    db.commit()
+    db.close()
+    return path
+
+
+def body(path):
+    return [line for line in open(path, encoding="utf-8")
+            if not re.match(r"^-- (Generated|Job ID|Duration|SHA-256 of the SQL|Size|Patina backup|Backup complete)", line)]
+
+
+def test_two_processes_write_exactly_what_one_writes(tmp_path, monkeypatch):
+    source = sparse_table(tmp_path / "sparse.sqlite")
+    with SqliteSource(source) as db:
+        (table,) = read_schema(db).tables
+        assert db.split_point(table) is not None  # this table is split
+        split = dump_database(db, tmp_path / "split.sql")
+    monkeypatch.setattr(SqliteSource, "split_point", lambda self, table: None)
+    with SqliteSource(source) as db:
+        whole = dump_database(db, tmp_path / "whole.sql")
+    assert body(tmp_path / "split.sql") == body(tmp_path / "whole.sql")
+    assert split.table_digests == whole.table_digests and split.table_rows == whole.table_rows == {"t": 3000}
+    restore_dump(tmp_path / "split.sql", tmp_path / "restored.sqlite")
+    assert_same_database(source, tmp_path / "restored.sqlite")
+    assert not list(tmp_path.glob(".patina-half-*"))
+
+
+def test_wal_files_and_small_tables_are_not_split(tmp_path):
+    with SqliteSource(sparse_table(tmp_path / "wal.sqlite", wal=True)) as db:
+        assert db.split_point(read_schema(db).tables[0]) is None
+    small = tmp_path / "small.sqlite"
+    con = sqlite3.connect(small)
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    con.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(0, SPLIT_MIN_ROWIDS - 1, 7)])
+    con.commit()
+    con.close()
+    with SqliteSource(small) as db:
+        assert db.split_point(read_schema(db).tables[0]) is None
