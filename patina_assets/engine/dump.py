@@ -383,25 +383,37 @@ class _DumpWriter:
                     flush()
 
         # Formatting a batch overlaps the background check of the previous batch's REALs.
-        previous = None
-        scan = self.source.scan(table, lo=lo, hi=mid) if (lo is not None or mid is not None) else self.source.scan(table)
-        for batch in scan:
-            handle = formatter.format_rows_async(batch)
+        def write(scan) -> int:
+            count = 0
+            previous = None
+            for batch in scan:
+                handle = formatter.format_rows_async(batch)
+                if previous is not None:
+                    place(previous[0], previous[1]())
+                previous = (batch, handle)
+                count += len(batch)
+                self.rows_written += len(batch)
+                if self.progress:
+                    self.progress(table.name, self.rows_written, out.sql_bytes if out else 0)
             if previous is not None:
                 place(previous[0], previous[1]())
-            previous = (batch, handle)
-            rows += len(batch)
-            self.rows_written += len(batch)
-            if self.progress:
-                self.progress(table.name, self.rows_written, out.sql_bytes if out else 0)
-        if previous is not None:
-            place(previous[0], previous[1]())
-        flush()
-        self.exact_reals += formatter.exact_reals
-        if worker is not None:
-            second_half = worker.append_to(emit_bytes)
+            flush()
+            return count
+
+        if worker is None:
+            scan = self.source.scan(table, lo=lo) if lo is not None else self.source.scan(table)
+            rows = write(scan)
+        else:
+            try:
+                rows = write(self.source.scan(table, hi=mid))
+                second_half = worker.append_to(emit_bytes)
+            except _WorkerFailed:  # the second process could not do it: this one writes that half too
+                second_half = write(self.source.scan(table, lo=mid))
+            finally:
+                worker.close()
             rows += second_half
-            self.rows_written += second_half
+            self.rows_written += second_half if worker.appended else 0
+        self.exact_reals += formatter.exact_reals
         return rows, digest.hexdigest()
 
     @staticmethod
@@ -466,6 +478,10 @@ class _DumpWriter:
                     emit(start + formatter.literal(type(rest[i])(piece)) + end)
 
 
+class _WorkerFailed(Exception):
+    pass
+
+
 class _SecondHalf:
     """The rows of a table from a split point on, written by `python -m patina_assets.engine.dump_worker`."""
 
@@ -474,6 +490,8 @@ class _SecondHalf:
         fd, name = tempfile.mkstemp(dir=directory, prefix=".patina-half-", suffix=".sql")
         os.close(fd)
         self.path = Path(name)
+        self.writer = writer
+        self.appended = False
         request = {
             "database": str(source.path),
             "table": asdict(table),
@@ -482,30 +500,45 @@ class _SecondHalf:
             "rows_per_insert": writer.rows_per_insert,
             "output": str(self.path),
         }
-        self.writer = writer
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "patina_assets.engine.dump_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.process.stdin.write(json.dumps(request))
-        self.process.stdin.close()
+        # The package's own directory goes on the worker's path, so it imports even when not installed.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        try:
+            self.process: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-m", "patina_assets.engine.dump_worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )
+            self.process.stdin.write(json.dumps(request))
+            self.process.stdin.close()
+        except OSError:
+            self.process = None
 
     def append_to(self, emit_bytes) -> int:
-        """Wait for the worker, append what it wrote, and return its row count."""
-        try:
-            answer, problem = self.process.stdout.read(), self.process.stderr.read()
-            if self.process.wait() != 0:
-                raise DumpError(f"the process writing the second half of a table failed: {problem.strip()[-500:]}")
-            result = json.loads(answer)
-            with open(self.path, "rb") as part:
-                while chunk := part.read(1 << 20):
-                    emit_bytes(chunk)
-        finally:
-            self.process.kill() if self.process.poll() is None else None
-            self.path.unlink(missing_ok=True)
+        """Wait for the worker, append what it wrote, and return its row count (`_WorkerFailed` if it could not)."""
+        if self.process is None:
+            raise _WorkerFailed()
+        answer = self.process.stdout.read()
+        self.process.stderr.read()
+        if self.process.wait() != 0:
+            raise _WorkerFailed()
+        result = json.loads(answer)
+        with open(self.path, "rb") as part:
+            while chunk := part.read(1 << 20):
+                emit_bytes(chunk)
+        self.appended = True
         self.writer.exact_reals += result["exact_reals"]
         self.writer.warnings += [w for w in result["warnings"] if w not in self.writer.warnings]
         return result["rows"]
+
+    def close(self) -> None:
+        """Stop the worker if it still runs (this process failed first) and remove its file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process is not None:
+            self.process.stdout.close()
+            self.process.stderr.close()
+        self.path.unlink(missing_ok=True)
 
 
 def fts5_settings(table: TablePlan) -> str:

@@ -59,3 +59,15 @@ def test_wal_files_and_small_tables_are_not_split(tmp_path):
     con.close()
     with SqliteSource(small) as db:
         assert db.split_point(read_schema(db).tables[0]) is None
+
+
+def test_without_a_second_process_this_one_writes_both_halves(tmp_path, monkeypatch):
+    source = sparse_table(tmp_path / "sparse.sqlite")
+    with SqliteSource(source) as db:
+        whole = dump_database(db, tmp_path / "whole.sql")
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")  # no worker can start
+    with SqliteSource(source) as db:
+        alone = dump_database(db, tmp_path / "alone.sql")
+    assert body(tmp_path / "alone.sql") == body(tmp_path / "whole.sql")
+    assert alone.table_digests == whole.table_digests and alone.table_rows == {"t": 3000}
+    assert not list(tmp_path.glob(".patina-half-*"))
