@@ -27,12 +27,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
 
+from . import real_check_worker
+
 POW2_62 = "4611686018427387904.0"  # 2**62 with a decimal point: a REAL every SQLite parses exactly
 # D1's SQLite (3.47 in wrangler 4.20.0) misreads many decimal literals with exponents beyond about
 # +-100, and the local library cannot vouch for it there: such values always take the exact form.
 SAFE_MIN, SAFE_MAX = 1e-80, 1e80
 _INF_LITERALS = {float("inf"): "9e999", float("-inf"): "-9e999"}
-_CHECK_BATCH = 500
 
 
 class RawText(bytes):
@@ -131,15 +132,8 @@ class RealChecker:
         return db
 
     def misread(self, values: Sequence[float], literals: Sequence[str]) -> list[int]:
-        """Indexes of `literals` that SQLite parses to something other than the matching value."""
-        db = self._db()
-        bad: list[int] = []
-        for start in range(0, len(literals), _CHECK_BATCH):
-            got = db.execute("SELECT " + ",".join(literals[start : start + _CHECK_BATCH])).fetchone()
-            expected = tuple(values[start : start + _CHECK_BATCH])
-            if got != expected:
-                bad.extend(start + i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
-        return bad
+        """Indexes of `literals` (each `repr` of the matching value) that SQLite parses to another value."""
+        return real_check_worker.misread(self._db(), list(literals))
 
     def _misread_in_worker(self, values: list[float], literals: list[str]) -> list[int]:
         if not self._worker_failed:
