@@ -188,12 +188,17 @@ class D1Source(Source):
     """A D1 database over Cloudflare's REST API (`/query` and `/raw`).
 
     Every value travels as text inside one JSON array per row, so nothing passes through a JSON number
-    (D1 rounds integers beyond 2**53 and sends BLOBs as arrays of bytes). Rows are read by key, in pages
-    sized to a byte budget. Each request is its own transaction, so a dump of many requests is not a
-    single point in time.
+    (D1 rounds integers beyond 2**53 and sends BLOBs as arrays of bytes), and no REAL as decimal text
+    D1 formatted (its SQLite prints some doubles a few ulps off): a REAL comes as two integers computed
+    in the query, see `_EXACT_REAL`. Rows are read by key, in pages sized to a byte budget. Every query
+    stays inside D1's documented limits (100 KB statements, expression depth 100, 32 arguments per
+    function, 5 compound terms, 100 result columns, 2 MB per value) and reads each row once. Each
+    request is its own transaction, so a dump of many requests is not a single point in time.
     """
 
     point_in_time = False
+    #: Rows D1 read for this source's queries, as its answers' `meta.rows_read` say (D1 bills them).
+    rows_read: int = 0
 
     def __init__(
         self,
@@ -307,7 +312,9 @@ class D1Source(Source):
 
     def query(self, sql: str) -> list[tuple]:
         body = self._post("raw", sql)
-        return [tuple(row) for row in body["result"][0]["results"]["rows"]]
+        result = body["result"][0]
+        self.rows_read += int((result.get("meta") or {}).get("rows_read") or 0)
+        return [tuple(row) for row in result["results"]["rows"]]
 
     def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
         """Pages of rows in key order, each one plain `SELECT ... ORDER BY key LIMIT n`: D1 bills the rows

@@ -13,6 +13,7 @@ from patina_assets.engine import (
     DatabaseNotFound,
     DeadlineExceeded,
     RateLimited,
+    SourceError,
     SourceUnavailable,
     dump_database,
     restore_dump,
@@ -159,3 +160,23 @@ def test_deadline(awkward_values_db, tmp_path):
         with pytest.raises(DeadlineExceeded):
             with d1_source(server, deadline_seconds=0.3, backoff_seconds=0.2) as source:
                 dump_database(source, tmp_path / "x.sql")
+
+
+def test_a_d1_without_math_functions_fails_loudly_on_reals_and_writes_nothing(awkward_values_db, tmp_path):
+    """log2/pow/floor are what carry a REAL exactly; without them a REAL is refused, never rounded."""
+    with D1Server({DB_ID: awkward_values_db}, refused_functions={"log2"}) as server:
+        with d1_source(server) as source, pytest.raises(SourceError) as refused:
+            dump_database(source, tmp_path / "d1.sql")
+    assert "table 'v'" in str(refused.value) and "math functions" in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["values.sqlite"]  # no dump, not even in part
+
+
+def test_each_row_is_read_once(awkward_values_db, tmp_path):
+    """D1 bills rows read: the page queries read each row once (no window functions), and rows much
+    bigger than their page's average are fetched by key, once more."""
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        with d1_source(server, page_bytes=40_000) as source:
+            result = dump_database(source, tmp_path / "d1.sql")
+            pages = [r for r in server.requests if r.path.endswith("/raw") and "LIMIT" in r.body["sql"]]
+    assert not any(" OVER " in r.body["sql"] for r in pages)
+    assert source.rows_read <= 1.1 * result.rows + len(server.requests) + 10

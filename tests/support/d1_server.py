@@ -260,8 +260,8 @@ def _open(path: Path) -> apsw.Connection:
 
 
 def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
-               query_seconds: float = MAX_QUERY_SECONDS,
-               result_bytes: int = MAX_RESULT_BYTES) -> tuple[list[_Statement], int]:
+               query_seconds: float = MAX_QUERY_SECONDS, result_bytes: int = MAX_RESULT_BYTES,
+               refused_functions: frozenset[str] = frozenset()) -> tuple[list[_Statement], int]:
     """Run ``sql`` in one transaction as D1 does; return its statements and the size after.
 
     A statement still running after ``query_seconds`` is interrupted, and a batch whose rows add up
@@ -288,6 +288,8 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
             return apsw.SQLITE_DENY
         if op in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
             return apsw.SQLITE_DENY
+        if op == apsw.SQLITE_FUNCTION and (p2 or "").lower() in refused_functions:
+            return apsw.SQLITE_DENY  # "not authorized to use function: X", as D1 words it
         names = (p2,) if op == apsw.SQLITE_ALTER_TABLE else (p1, p2)
         if op not in (apsw.SQLITE_FUNCTION, apsw.SQLITE_PRAGMA) and any(
                 (name or "").lower().startswith("_cf_") for name in names):
@@ -473,7 +475,9 @@ class D1Server:
     ``databases`` maps database ids to SQLite files; a database's name is its file's stem.
     ``rate_limit=(n, seconds)`` answers 429 with Retry-After once n requests fell within the
     last ``seconds`` (measured with ``clock``). ``import_active_polls`` is how many polls of a
-    finished import still answer ``status: "active"``.
+    finished import still answer ``status: "active"``. ``query_seconds`` and ``max_result_bytes``
+    lower D1's query time and result size limits (for tests); ``refused_functions`` names SQL
+    functions this D1 refuses ("not authorized to use function: X", as D1 refuses sqlite_version()).
 
     Each request meets, in order: the next matching injected fault (or fail_always's), the rate
     limiter, authentication (not for uploads to ``upload_url``, which is presigned), the API.
@@ -484,12 +488,14 @@ class D1Server:
     def __init__(self, databases: dict[str, Path], account_id: str = "acct",
                  token: str = "good-token", *, rate_limit: tuple[int, float] | None = None,
                  import_active_polls: int = 0, clock: Callable[[], float] = time.monotonic,
-                 query_seconds: float = MAX_QUERY_SECONDS, max_result_bytes: int = MAX_RESULT_BYTES):
+                 query_seconds: float = MAX_QUERY_SECONDS, max_result_bytes: int = MAX_RESULT_BYTES,
+                 refused_functions: set[str] = frozenset()):
         self.databases = {db_id: Path(path) for db_id, path in databases.items()}
         self.account_id, self.token = account_id, token
         self.rate_limit, self.clock = rate_limit, clock
         self.import_active_polls = import_active_polls
         self.query_seconds, self.max_result_bytes = query_seconds, max_result_bytes
+        self.refused_functions = frozenset(name.lower() for name in refused_functions)
         self.created_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self._lock = threading.Lock()
         self._db_locks = {db_id: threading.Lock() for db_id in self.databases}
@@ -729,7 +735,8 @@ class D1Server:
             with self._db_locks[database_id]:
                 statements, size_after = _run_batch(self.databases[database_id], sql, params, True,
                                                     query_seconds=self.query_seconds,
-                                                    result_bytes=self.max_result_bytes)
+                                                    result_bytes=self.max_result_bytes,
+                                                    refused_functions=self.refused_functions)
                 if any(not s.readonly for s in statements):
                     self._bookmark(advance=True)
         except D1Error as error:
