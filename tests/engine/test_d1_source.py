@@ -180,3 +180,18 @@ def test_each_row_is_read_once(awkward_values_db, tmp_path):
             pages = [r for r in server.requests if r.path.endswith("/raw") and "LIMIT" in r.body["sql"]]
     assert not any(" OVER " in r.body["sql"] for r in pages)
     assert source.rows_read <= 1.1 * result.rows + len(server.requests) + 10
+
+
+def test_many_tables_with_long_names_are_listed_in_statements_under_100_kb(tmp_path):
+    path = tmp_path / "long_names.sqlite"
+    db = sqlite3.connect(path)
+    names = [f"table {i} " + "with a long name, 'quoted' and [bracketed]. " * 20 for i in range(150)]  # ~900 bytes
+    for name in names:
+        db.execute(f'CREATE TABLE "{name}"(id INTEGER PRIMARY KEY, "{name[:60]}" TEXT)')
+        db.execute(f'INSERT INTO "{name}" VALUES (1, ?)', (name,))
+    db.commit()
+    db.close()
+    with D1Server({DB_ID: path}) as server:
+        result = dump_and_restore(server, path, tmp_path)
+        assert max(len(r.body["sql"].encode()) for r in server.requests) < 100_000
+    assert len(result.table_rows) == 150
