@@ -65,6 +65,7 @@ def test_rest_source_round_trip(case, corpus, tmp_path):
     assert differences(corpus[case], tmp_path / "restored.sqlite", case) == []
 
 
+@pytest.mark.wrangler
 @pytest.mark.parametrize("case", [c for c in CASES if c not in REST_UNREADABLE])
 def test_workerd_rest_round_trip(case, corpus, workerd_d1, tmp_path):
     """The same through workerd's D1 (SQLite 3.47 and JavaScript, as on Cloudflare), with small pages."""
@@ -76,6 +77,7 @@ def test_workerd_rest_round_trip(case, corpus, workerd_d1, tmp_path):
     assert differences(corpus[case], tmp_path / "restored.sqlite", case) == []
 
 
+@pytest.mark.wrangler
 def test_workerd_prints_doubles_inexactly_so_reals_never_travel_as_its_text(corpus, workerd_d1):
     """The hazard itself: workerd's SQLite writes many of these doubles a few ulps off in quote() (and any
     decimal text). The dump above carries them as integers and restores every one bit for bit."""

@@ -34,6 +34,7 @@ def test_corpus_round_trip(source, fmt, tmp_path):
         assert_same_database(source, tmp_path / "cli.sqlite", check_pragmas=False)
 
 
+@pytest.mark.wrangler
 @pytest.mark.parametrize("source", DATABASES, ids=[p.stem for p in DATABASES])
 def test_corpus_round_trip_over_workerd_rest(source, workerd_d1, tmp_path):
     dump = tmp_path / f"{source.stem}.sql.zst"

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from support.d1_server import D1Server
 
+pytestmark = pytest.mark.wrangler
+
 DB = "awkward-integers"
 
 
