@@ -64,3 +64,24 @@ def test_the_worker_checks_the_token_account_and_database(workerd_d1):
         assert c.post(path.replace("acct", "other"), json={"sql": "SELECT 1"}, headers=good).status_code == 403
         missing = c.post(path.replace(DB, "nope"), json={"sql": "SELECT 1"}, headers=good)
         assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == 7404
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1 AS a; SELECT 2 AS b",
+    "SELECT 'a;b' AS \"c;d\", [e;f] FROM (SELECT 1 AS [e;f]) -- x;y\n; /* ; */ SELECT count(*) AS n FROM int_pk",
+    "SELECT CASE WHEN 1 THEN 'END;' END AS e; SELECT ?1 AS missing",
+])
+def test_several_statements_are_answered_one_result_each(clients, sql):
+    fake, workerd = clients
+    answer = post(workerd, sql)
+    assert post(fake, sql) == answer and (answer[0] == 400 or len(answer[1]) == 2)
+
+
+def test_a_failing_statement_rolls_back_the_whole_call_alike(clients):
+    fake, workerd = clients
+    count = "SELECT count(*) AS n FROM int_pk"
+    for client in (fake, workerd):
+        before = post(client, count)
+        status, errors = post(client, "INSERT INTO int_pk(id, label) VALUES (12345, 'x'); SELECT nope")
+        assert status == 400 and errors[0][1].startswith("no such column: nope")
+        assert post(client, count) == before

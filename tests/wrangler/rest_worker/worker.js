@@ -5,10 +5,58 @@
 // Configuration (vars, written by rest_worker.py): ACCOUNT_ID, API_TOKEN, and DATABASES, a JSON object
 // mapping database ids to binding names.
 //
-// The statement goes to the binding's session as the binding itself sends it (`_sendOrThrow` with the
-// ROWS_AND_COLUMNS format, which is what `stmt.raw()` and `stmt.all()` use), so each answer carries D1's
-// `meta` (rows_read, rows_written, ...) beside its rows. Simplified: a `sql` holding several statements
-// runs them in one transaction, but only the last one's rows and meta come back (Cloudflare answers each).
+// The statements go to the binding's session as the binding itself sends a batch (`_sendOrThrow` with the
+// ROWS_AND_COLUMNS format, which is what `stmt.raw()`, `stmt.all()` and `db.batch()` use), so they run in
+// one transaction and each answer carries D1's `meta` (rows_read, rows_written, ...) beside its rows.
+// A `sql` holding several statements is split here (quotes, comments and trigger bodies understood, as
+// sqlite3_complete() does) and, as on Cloudflare, only the last statement takes `params`. The body may
+// also be `{"batch": [{"sql", "params"}, ...]}`, one statement each.
+
+// Statements of `sql`, split at semicolons outside quotes, comments and CREATE TRIGGER ... END bodies.
+function splitStatements(sql) {
+  const statements = [];
+  let start = 0, i = 0, words = [];
+  const word = /[A-Za-z_][A-Za-z0-9_$]*/y;
+  while (i < sql.length) {
+    const c = sql[i];
+    if (c === "'" || c === '"' || c === "`" || c === "[") {
+      const close = c === "[" ? "]" : c;
+      i = sql.indexOf(close, i + 1);
+      while (i !== -1 && close !== "]" && sql[i + 1] === close) i = sql.indexOf(close, i + 2);
+      i = i === -1 ? sql.length : i + 1;
+      words.push("");
+    } else if (c === "-" && sql[i + 1] === "-") {
+      i = sql.indexOf("\n", i);
+      i = i === -1 ? sql.length : i + 1;
+    } else if (c === "/" && sql[i + 1] === "*") {
+      i = sql.indexOf("*/", i + 2);
+      i = i === -1 ? sql.length : i + 2;
+    } else if (c === ";") {
+      const trigger = words.slice(0, 4).includes("TRIGGER") && words[0] === "CREATE";
+      i += 1;
+      // A trigger ends at "; END ;" (a CASE ... END inside it does not end it), as in sqlite3_complete().
+      if (!trigger || (words[words.length - 1] === "END" && words[words.length - 2] === ";")) {
+        statements.push(sql.slice(start, i));
+        start = i;
+        words = [];
+      } else {
+        words.push(";");
+      }
+    } else {
+      word.lastIndex = i;
+      const m = word.exec(sql);
+      if (m) {
+        words.push(m[0].toUpperCase());
+        i += m[0].length;
+      } else {
+        if (!/\s/.test(c)) words.push(c);
+        i += 1;
+      }
+    }
+  }
+  if (sql.slice(start).trim()) statements.push(sql.slice(start));
+  return statements;
+}
 
 const PREFIX = "/client/v4/accounts/";
 
@@ -41,13 +89,22 @@ export default {
     } catch {
       return fail(400, 7400, "The request is not valid JSON");
     }
-    if (typeof body.sql !== "string" || !Array.isArray(body.params ?? [])) {
+    const queries = Array.isArray(body.batch) ? body.batch : [body];
+    if (!queries.length || !queries.every((q) => typeof q?.sql === "string" && Array.isArray(q.params ?? []))) {
       return fail(400, 7400, "The request body needs a string 'sql' and a list 'params'");
+    }
+    const sqls = [], params = [];
+    for (const query of queries) {
+      const statements = splitStatements(query.sql);
+      statements.forEach((statement, n) => {
+        sqls.push(statement);
+        params.push(n === statements.length - 1 ? query.params ?? [] : []);
+      });
     }
     const session = env[binding].alwaysPrimarySession;
     let answer;
     try {
-      answer = await session._sendOrThrow("/query", body.sql, body.params ?? [], "ROWS_AND_COLUMNS");
+      answer = await session._sendOrThrow("/query", sqls, params, "ROWS_AND_COLUMNS");
     } catch (e) {
       return fail(400, 7500, String(e.message).replace(/^D1_ERROR: /, ""));
     }
