@@ -30,9 +30,9 @@ Faithful to D1 (from Cloudflare's API reference, cloudflare/workers-sdk wrangler
   ("Expression tree is too large (maximum depth 100)"), 5 terms per compound SELECT ("too many
   terms in compound SELECT"), LIKE/GLOB patterns of 50 bytes ("LIKE or GLOB pattern too
   complex"), all measured on local D1, and 32 arguments per SQL function ("too many arguments on
-  function json_array"), documented by Cloudflare though local D1 allows up to 127; each set with
-  apsw's ``Connection.limit``, so SQLite refuses exactly what D1's SQLite would. An authorizer, as
-  workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with workerd's message, PRAGMA
+  function json_array"), documented by Cloudflare though local D1 lets 40 through (it refuses
+  128); each set with apsw's ``Connection.limit``, so SQLite refuses exactly what D1's SQLite
+  would. An authorizer, as workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with workerd's message, PRAGMA
   writable_schema, ATTACH/DETACH, and any object named ``_cf_*`` ("not authorized: SQLITE_AUTH",
   or "access to _cf_KV.key is prohibited: SQLITE_AUTH" for a read, as SQLite words it).
 * Values pass through JavaScript: INTEGERs become doubles (2**53 + 1 comes back as 2**53),
