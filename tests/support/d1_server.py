@@ -32,8 +32,8 @@ Faithful to D1 (from Cloudflare's API reference, cloudflare/workers-sdk wrangler
   complex"), all measured on local D1, and 32 arguments per SQL function ("too many arguments on
   function json_array"), documented by Cloudflare though local D1 lets 40 through (it refuses
   128); each set with apsw's ``Connection.limit``, so SQLite refuses exactly what D1's SQLite
-  would. An authorizer, as workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with workerd's message, PRAGMA
-  writable_schema, ATTACH/DETACH, and any object named ``_cf_*`` ("not authorized: SQLITE_AUTH",
+  would. An authorizer, as workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with
+  workerd's message, PRAGMA writable_schema, ATTACH/DETACH, and any object named ``_cf_*`` ("not authorized: SQLITE_AUTH",
   or "access to _cf_KV.key is prohibited: SQLITE_AUTH" for a read, as SQLite words it).
 * Values pass through JavaScript: INTEGERs become doubles (2**53 + 1 comes back as 2**53),
   numbers are printed as ``JSON.stringify`` prints them (``js_number_json``), non-finite REALs
