@@ -144,8 +144,9 @@ class DownloadResponse(Response):
                         following = await anyio.to_thread.run_sync(self.reader.read, CHUNK)
                         if not following:
                             break
-                        sent += len(pending)
+                        # uvicorn waits for its buffer to drain before it writes: count the bytes once written.
                         await send({"type": "http.response.body", "body": pending, "more_body": True})
+                        sent += len(pending)
                         pending = following
                 except (BackupMismatch, StorageError) as exc:
                     outcome = "integrity_failure" if isinstance(exc, BackupMismatch) else "storage_error"
@@ -153,8 +154,8 @@ class DownloadResponse(Response):
                     group.cancel_scope.cancel()  # returning without the last chunk breaks the transfer
                     return
                 give_back()
-                sent += len(pending)
                 await send({"type": "http.response.body", "body": pending, "more_body": False})
+                sent += len(pending)
                 finished = True
                 delay = 0.002
                 while acknowledged.waiting(sent):  # until the client has it all
