@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .storage import Bucket, StorageError
+from .storage import AUDIT_PREFIX, Bucket, StorageError
 
 audit_logger = logging.getLogger("patina.audit")
 logger = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ AUDIT_LOG_ENV = "PATINA_AUDIT_LOG"
 AUDIT_LOG_MAX_BYTES_ENV = "PATINA_AUDIT_LOG_MAX_BYTES"
 AUDIT_LOG_BACKUPS_ENV = "PATINA_AUDIT_LOG_BACKUPS"
 AUDIT_BUCKET_ENV = "PATINA_AUDIT_BUCKET"
-AUDIT_PREFIX = "audit/"
 
 
 class BucketAudit:

@@ -16,6 +16,8 @@ from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, PRIORITY_ORDER, 
 from support.api_server import KEY, KEYS, OTHER_KEY, UNAUTHORIZED, Clock, key, serve  # noqa: F401 (fixture)
 
 from patina_assets.api import AccessPolicy, Limits, parse_keys, parse_networks
+from patina_assets.api_access import CLOUDFLARE_RANGES
+from patina_assets.api_http import allowed_hosts
 from patina_assets.catalog import Catalog
 from patina_assets.defs.on_demand import (
     REASON_TAG,
@@ -179,6 +181,36 @@ def test_keys_and_networks_from_the_environment_are_checked():
     assert policy.authenticate(None, "10.1.2.3").name == "ip:10.1.2.3"
     assert policy.authenticate("nope", "192.0.2.1").reason == "key refused"
     assert policy.authenticate(None, "unknown").reason == "no key, address not allowed"
+
+
+def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
+    for weak in ("a" * 16, "abcdabcdabcdabcd", "0123456789abcdef", "Secret-aaaaa-key-1", "tiny-key"):
+        with pytest.raises(ValueError, match="weak") as problem:
+            parse_keys(f"bob:{weak}")
+        assert weak not in str(problem.value) and "secrets.token_urlsafe" in str(problem.value)
+    with pytest.raises(ValueError, match=r"'203.0.113.7/0' has host bits set.*write the address alone \(203.0.113.7\)"):
+        parse_networks("203.0.113.7/0")
+    with pytest.raises(ValueError, match="host bits set"):
+        parse_networks("10.1.2.3/8", "PATINA_TRUSTED_PROXIES")
+    with pytest.raises(ValueError, match="every address"):
+        parse_networks("0.0.0.0/0")
+    assert [str(n) for n in parse_networks("203.0.113.7, 10.0.0.0/8, 2001:db8::/32")] == [
+        "203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]
+    parse_networks(CLOUDFLARE_RANGES, "PATINA_TRUSTED_PROXIES")  # the documented example parses exactly
+    policy = AccessPolicy(keys=dict(KEYS))
+    assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", None))
+    assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", "http://patina.example"))
+    assert policy.warnings("127.0.0.1", None) == policy.warnings("0.0.0.0", "https://patina.grove.place") == []
+    assert allowed_hosts("https://patina.grove.place", "0.0.0.0") == (frozenset({"patina.grove.place"}), True)
+    assert allowed_hosts(None, "127.0.0.1") == (frozenset({"127.0.0.1", "localhost", "::1"}), False)
+    keys = parse_keys(f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
+                      "expires=2027-01-31T12:00:00Z")
+    assert keys["alice"].actions == {"download", "restore-guide", "trigger"} and keys["alice"].databases is None
+    assert keys["ci"].databases == {"groveauth", "scout-db"} and keys["ci"].expires.isoformat() == "2027-01-31T12:00:00+00:00"
+    for options, message in (("actions=delete", "unknown action"), ("expires=tomorrow", "not a date"),
+                             ("owner=bob", "not an option"), ("actions=download actions=trigger", "not an option")):
+        with pytest.raises(ValueError, match=message):
+            parse_keys(f"ci:{OTHER_KEY} {options}")
 
 
 TRAVERSALS = [
