@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import threading
-from collections import OrderedDict, deque
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -47,7 +48,7 @@ class WindowLimiter:
 
     def __init__(self, limit: int, window: float, clock: Callable[[], float], capacity: int = 4096) -> None:
         self.limit, self.window, self.clock, self.capacity = limit, window, clock, capacity
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._hits: OrderedDict[str, array] = OrderedDict()
         self._lock = threading.Lock()
 
     def admit(self, key: str) -> int | None:
@@ -58,11 +59,13 @@ class WindowLimiter:
             if hits is None:
                 if len(self._hits) >= self.capacity:
                     self._hits.popitem(last=False)
-                hits = self._hits[key] = deque(maxlen=self.limit)
+                hits = self._hits[key] = array("d")  # 8 bytes a timestamp, no float objects
             else:
                 self._hits.move_to_end(key)
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
+            expired = 0
+            while expired < len(hits) and hits[expired] <= now - self.window:
+                expired += 1
+            del hits[:expired]
             if len(hits) >= self.limit:
                 return max(1, math.ceil(hits[0] + self.window - now))
             hits.append(now)
