@@ -96,15 +96,17 @@ class Gate:
             forwarded = next((v.decode("latin-1") for k, v in headers if k == self.forwarded_header), None)
         ip = state.policy.client_address(peer, forwarded)
         scope["patina.ip"] = ip
-        refusal = self._redact(scope)
+        key_in_url = self._redact(scope)
         event = PROTECTED.get(scope["path"].lstrip("/").split("/", 1)[0])
-        refusal = refusal or self._check(scope, headers, ip)
+        refusal = key_in_url or self._check(scope, headers, ip)
         if event is None:
             await (refusal or self.app)(scope, receive, send)
             return
         record: dict[str, Any] = {"event": event, "method": scope["method"], "path": scope["path"][:200], "ip": ip}
         if ip != peer:
             record["peer"] = peer
+        if key_in_url is not None:
+            record["outcome"] = "key_in_url"
         scope["patina.audit"] = record
         status = None
 

@@ -261,7 +261,7 @@ def test_the_audit_log_is_kept_rotated_and_in_the_bucket_one_line_per_request_ne
     finally:
         logging.getLogger("uvicorn.access").removeHandler(access)
     assert answers == [200, 200, 404, 400, 401, 400, 400, 413, 400] and public == 400
-    assert [e["outcome"] for e in seen.events if e["event"] == "restore_guide"] == ["denied", "bad_request"]
+    assert [e["outcome"] for e in seen.events if e["event"] == "restore_guide"] == ["denied", "key_in_url"]
     kept.close()
     files = sorted((tmp_path / "logs").glob("audit.jsonl*"))
     lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
