@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette

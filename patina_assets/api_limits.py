@@ -118,8 +118,9 @@ class Slots:
 
 
 class Cached(Generic[T]):
-    """A value read at most once every ``seconds`` of ``clock``; concurrent readers of a stale value wait for
-    one read instead of each making their own (the public endpoints' bucket operations stay bounded)."""
+    """A value read at most once every ``seconds`` of ``clock``: one reader refreshes it while the others get
+    the previous value (or, before the first read, wait for it), so the public endpoints' bucket operations
+    stay bounded and a slow bucket ties up one thread, not one per request."""
 
     def __init__(self, read: Callable[[], T], seconds: float, clock: Callable[[], float]) -> None:
         self.read, self.seconds, self.clock = read, seconds, clock
@@ -128,10 +129,19 @@ class Cached(Generic[T]):
         self._lock = threading.Lock()
         self.reads = 0
 
+    def _stale(self) -> bool:
+        return self._taken is None or self.clock() - self._taken >= self.seconds
+
     def get(self) -> T:
-        with self._lock:
-            if self._taken is None or self.clock() - self._taken >= self.seconds or self._value is None:
+        if not self._stale():
+            return self._value  # type: ignore[return-value]
+        if not self._lock.acquire(blocking=self._value is None):
+            return self._value  # type: ignore[return-value]  # being refreshed: the previous one meanwhile
+        try:
+            if self._stale():
                 self._value = self.read()
                 self._taken = self.clock()
                 self.reads += 1
-            return self._value
+            return self._value  # type: ignore[return-value]
+        finally:
+            self._lock.release()

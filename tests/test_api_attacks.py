@@ -10,20 +10,22 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 from support.api_server import KEY, KEYS, OTHER_KEY, Audit, Clock, key, serve  # noqa: F401 (fixture)
 from support.configs import small_database
 from support.filled import DAILY_DAY, copy_of, filled
 
 from patina_assets.api import AccessPolicy, Limits, parse_networks
-from patina_assets.api_audit import AUDIT_PREFIX, AuditLog, BucketAudit
+from patina_assets.api_audit import AuditLog, BucketAudit
+from patina_assets.api_limits import Cached
 from patina_assets.backup import Cloudflare, back_up, open_store
 from patina_assets.catalog import Catalog
 from patina_assets.status import JobRun, Orchestrator
+from patina_assets.storage import AUDIT_PREFIX
 
 BIG_DAY = "2026-03-10"
 RUNBOOK = Path(__file__).parent.parent / "docs" / "disaster-recovery.md"
@@ -330,6 +332,28 @@ def test_public_endpoints_are_served_from_a_snapshot_and_limited_per_address(ser
     assert client.get("/health").status_code == 200  # liveness is never limited
     clock.now += 60
     assert client.get("/status").status_code == 200 and client.state.snapshot.reads == 2
+
+
+def test_a_slow_refresh_of_the_snapshot_ties_up_one_thread_not_every_request():
+    clock, release, values = Clock(), threading.Event(), iter(["first", "second"])
+
+    def read():
+        value = next(values)
+        if value == "second":
+            assert release.wait(10)
+        return value
+
+    cached = Cached(read, 10.0, clock)
+    assert cached.get() == "first"
+    clock.now += 10
+    refresher = threading.Thread(target=cached.get)
+    refresher.start()
+    while not cached._lock.locked():  # the refresher holds the lock while the bucket is slow...
+        refresher.join(0.001)
+    assert cached.get() == "first"  # ... and everyone else gets the previous snapshot at once
+    release.set()
+    refresher.join(10)
+    assert cached.get() == "second" and cached.reads == 2
 
 
 # -- the runbook's download -------------------------------------------------------------------------
