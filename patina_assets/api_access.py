@@ -274,7 +274,7 @@ def key_weakness(key: str) -> str | None:
 
 def parse_networks(text: str, variable: str = ALLOWED_IPS_ENV) -> list[Network]:
     networks = []
-    for entry in filter(None, (e.strip() for e in text.split(","))):
+    for entry in filter(None, re.split(r"[,\s]+", text)):  # commas, or the lines of cloudflare.com/ips-v4
         try:
             network = ipaddress.ip_network(entry, strict=True)
         except ValueError as exc:

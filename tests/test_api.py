@@ -197,6 +197,7 @@ def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
     assert [str(n) for n in parse_networks("203.0.113.7, 10.0.0.0/8, 2001:db8::/32")] == [
         "203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]
     parse_networks(CLOUDFLARE_RANGES, "PATINA_TRUSTED_PROXIES")  # the documented example parses exactly
+    assert len(parse_networks("173.245.48.0/20\n103.21.244.0/22 2400:cb00::/32")) == 3  # as cloudflare.com/ips-v4 lists
     policy = AccessPolicy(keys=dict(KEYS))
     assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", None))
     assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", "http://patina.example"))
