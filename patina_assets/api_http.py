@@ -72,7 +72,7 @@ def host_of(value: str) -> str:
     value = value.strip().lower()
     if value.startswith("["):
         return value[1:].partition("]")[0]
-    return value.rpartition(":")[0] if value.count(":") == 1 else value.rstrip(".")
+    return (value.rpartition(":")[0] if value.count(":") == 1 else value).rstrip(".")
 
 
 class Gate:

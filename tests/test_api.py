@@ -17,7 +17,7 @@ from support.api_server import KEY, KEYS, OTHER_KEY, UNAUTHORIZED, Clock, key, s
 
 from patina_assets.api import AccessPolicy, Limits, parse_keys, parse_networks
 from patina_assets.api_access import CLOUDFLARE_RANGES
-from patina_assets.api_http import allowed_hosts
+from patina_assets.api_http import allowed_hosts, host_of
 from patina_assets.catalog import Catalog
 from patina_assets.defs.on_demand import (
     REASON_TAG,
@@ -204,6 +204,8 @@ def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
     assert policy.warnings("127.0.0.1", None) == policy.warnings("0.0.0.0", "https://patina.grove.place") == []
     assert allowed_hosts("https://patina.grove.place", "0.0.0.0") == (frozenset({"patina.grove.place"}), True)
     assert allowed_hosts(None, "127.0.0.1") == (frozenset({"127.0.0.1", "localhost", "::1"}), False)
+    assert [host_of(h) for h in ("Patina.Grove.Place.:443", "[::1]:8080", "::1", "localhost")] == [
+        "patina.grove.place", "::1", "::1", "localhost"]
     keys = parse_keys(f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
                       "expires=2027-01-31T12:00:00Z")
     assert keys["alice"].actions == {"download", "restore-guide", "trigger"} and keys["alice"].databases is None
