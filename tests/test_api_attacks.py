@@ -6,11 +6,13 @@ the runbook's curl on a damaged backup. Time windows use injected clocks; nothin
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -354,6 +356,38 @@ def test_a_slow_refresh_of_the_snapshot_ties_up_one_thread_not_every_request():
     release.set()
     refresher.join(10)
     assert cached.get() == "second" and cached.reads == 2
+
+
+def test_patina_serve_says_at_start_what_it_ignores_and_keeps_its_audit_file(tmp_path):
+    """The real command: its start-up warnings, the audit file from the environment, no key in its output."""
+    bucket = filled("local")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATINA_", "DAGSTER_HOME"))}
+    env.update(PATINA_API_KEYS=f"alice:{KEY}", PATINA_CLIENT_IP_HEADER="CF-Connecting-IP",
+               PATINA_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    patina = Path(sys.executable).parent / "patina"
+    server = subprocess.Popen([str(patina), "--config", str(bucket.config_path), "serve", "--port", str(port)],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        output = []
+        for line in server.stderr:  # until uvicorn listens (or the command ends)
+            output.append(line)
+            if "Uvicorn running" in line:
+                break
+        started = "".join(output)
+        assert "PATINA_CLIENT_IP_HEADER=CF-Connecting-IP is IGNORED" in started, started
+        assert "1 key(s) (alice)" in started and str(tmp_path / "audit.jsonl") in started
+        download = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/download/{DAILY_DAY}/groveauth", headers=key()), timeout=30)
+        assert download.status == 200 and download.read()
+    finally:
+        server.terminate()
+        rest = server.communicate(timeout=30)[1]
+    [line] = [json.loads(text) for text in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert (line["event"], line["client"], line["outcome"]) == ("backup_download", "alice", "complete")
+    assert KEY not in started + rest and "backup_download" in rest  # the audit line on stderr too, keyless
 
 
 # -- the runbook's download -------------------------------------------------------------------------
