@@ -86,6 +86,10 @@ class ApiBudget:
             self.waited += wait
             self._sleep(wait)
 
+    def now(self) -> float:
+        """The budget's clock (wall-clock seconds)."""
+        return self._clock()
+
     def pause(self, seconds: float) -> None:
         """The API said 429: nobody sends with this token for `seconds` (the longest pause asked wins)."""
         with self._locked() as log:
