@@ -490,7 +490,7 @@ def test_a_batch_is_one_transaction_with_one_result_per_statement(client: httpx.
 
 def test_a_hook_between_requests_can_write(server: D1Server, client: httpx.Client):
     before = bookmark(client)
-    server.before_request = lambda path: server.execute(DB_ID, "INSERT INTO author(name) VALUES ('hook')")
+    server.before_request = lambda path, body: server.execute(DB_ID, "INSERT INTO author(name) VALUES ('hook')")
     assert rows(client, "SELECT count(*) AS n FROM author") == [{"n": 2}]
     server.before_request = None
     assert bookmark(client) > before

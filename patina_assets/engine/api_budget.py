@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -148,7 +149,8 @@ class _Log:
     def write(self, times: list[float], paused_until: float) -> None:
         self._file.seek(0)
         self._file.truncate()
-        pause = [f"{_PAUSE} {paused_until:.6f}"] if paused_until else []
+        # Rounded up: a pause written a microsecond short would let a request meet the end of a lockout.
+        pause = [f"{_PAUSE} {math.ceil(paused_until * 1e6) / 1e6:.6f}"] if paused_until else []
         self._file.write("".join(f"{line}\n" for line in pause + [f"{t:.6f}" for t in times]))
         self._file.flush()
 

@@ -69,12 +69,14 @@ Simplified or guessed (not checked against real D1):
 * List paging (``page``, ``per_page``, default 1000) is not validated; ``name`` is not filtered;
   ``num_tables`` counts every table but ``sqlite_*`` ones.
 * A chunked upload (no Content-Length) gets 411, as S3 answers a presigned PUT without a length.
-* The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes.
+* The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes, which
+  ``lock_out(seconds)`` does: every request (measured with ``clock``) answers 429 with the seconds left
+  as Retry-After until the time is up.
 * ``time_travel=False`` (a database without Time Travel, as D1's legacy alpha databases were) answers
   the bookmark request with HTTP 400, code 7500, "Time Travel is not available for this database".
   ``read_less_tokens`` authenticate but lack D1 permission: HTTP 403, code 10000, as Cloudflare
   answers such a token.
-* ``before_request(path)``, when set, runs before each API request is answered (after its fault and
+* ``before_request(path, body)``, when set, runs before each API request is answered (after its fault and
   rate-limit checks), so a test can write to a database, or delete it, between two requests of a dump.
 """
 from __future__ import annotations
@@ -470,10 +472,11 @@ class D1Server:
         self._faults: collections.deque[Fault] = collections.deque()
         self._sticky: Fault | None = None
         self._recent: collections.deque[float] = collections.deque()
+        self._locked_until = float("-inf")
         self._uploads: dict[str, bytes] = {}
         self._imports: dict[str, _Import] = {}
         self.time_travel, self.read_less_tokens = time_travel, read_less_tokens
-        self.before_request: Callable[[str], None] | None = None
+        self.before_request: Callable[[str, Any], None] | None = None
         # Per database: (time, bookmark) of every state, oldest first; the last is the current one.
         self._bookmarks = {db_id: [(time.time(), _bookmark_text(0))] for db_id in self.databases}
         self._stopping = threading.Event()
@@ -545,8 +548,18 @@ class D1Server:
                     return fault
         return None
 
+    def lock_out(self, seconds: float) -> None:
+        """Refuse every request with 429 for `seconds` from now (on `clock`), as Cloudflare does to a
+        token that went over its rate limit."""
+        with self._lock:
+            self._locked_until = self.clock() + seconds
+
     def _rate_limited(self) -> int | None:
-        """Seconds to wait when over the rate limit, else None (and count this request)."""
+        """Seconds to wait when over the rate limit or locked out, else None (and count this request)."""
+        with self._lock:
+            left = self._locked_until - self.clock()
+        if left > 0:
+            return max(1, math.ceil(left))
         if self.rate_limit is None:
             return None
         limit, window = self.rate_limit
@@ -622,7 +635,7 @@ class D1Server:
             return self._upload(path.removeprefix("/r2-upload/"), raw)
         self._check_auth(authorization)
         if self.before_request is not None:
-            self.before_request(path)
+            self.before_request(path, body)
         return self._route(method, path, query, body, raw)
 
     def _send(self, h: "_Handler", log: dict[str, Any], status: int, payload: bytes,
