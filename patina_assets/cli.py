@@ -174,7 +174,8 @@ def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id:
     for _ in reader.parts():  # the footer's sha256 and each table's row count, before anything is sent
         pass
     return import_dump(dump, account, database_id, token=config.cloudflare.api_token(os.environ),
-                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows)
+                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows,
+                       requests_per_5_minutes=config.cloudflare.requests_per_5_minutes)
 
 
 def _parse_d1_target(target: str) -> tuple[str, str]:
@@ -271,7 +272,8 @@ def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]
     busy = []
     for name, target in targets:
         account, database_id = _parse_d1_target(target)
-        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url) as importer:
+        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url,
+                        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes) as importer:
             tables = importer.tables_in()
         if tables:
             busy.append(f"{name} -> {target} ({len(tables)} tables)")
