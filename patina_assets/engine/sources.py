@@ -300,7 +300,10 @@ class D1Source(Source):
             return plan
         scans = [self._page_sql(t, None, ALL_ROWS, ALL_ROWS) for t in plan.tables if t.data == "rows" and t.key]
         statements = list(dict.fromkeys(recorded + ([SEQUENCE_SQL] if plan.has_sequence else []) + scans))
-        body = self._request("POST", "raw", {"batch": [{"sql": sql} for sql in statements]})
+        try:
+            body = self._request("POST", "raw", {"batch": [{"sql": sql} for sql in statements]})
+        except SourceSQLError:  # refused whole (too big, too slow): page it, and let the bookmarks decide
+            return plan
         self._batch = {sql: [tuple(row) for row in answer["results"]["rows"]] for sql, answer in zip(statements, body["result"])}
         # The plan as of the batch: when the schema changed after the first read, a query it needs now is
         # not in the batch, so it is read outside it, and `finish` falls back on the bookmarks.
