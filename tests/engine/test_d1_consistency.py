@@ -9,7 +9,7 @@ import pytest
 
 from support.compare import assert_same_database
 from support.configs import small_database
-from support.d1_server import D1Server
+from support.d1_server import D1Error, D1Server
 
 from patina_assets.engine import D1Source, dump_database, open_dump_text, restore_dump
 
@@ -123,6 +123,21 @@ def test_a_big_row_in_a_small_database_falls_back_on_the_bookmark(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE posts SET body = ? WHERE id = 1", ("x" * 400_000,))
     with D1Server({DB_ID: db}) as server:
+        with source(server) as d1:
+            result = dump_database(d1, tmp_path / "grove.sql")
+    assert result.point_in_time and result.consistency == "bookmark unchanged"
+    restore_dump(tmp_path / "grove.sql", tmp_path / "restored.sqlite")
+    assert_same_database(db, tmp_path / "restored.sqlite", check_pragmas=False)
+
+
+def test_a_batch_d1_refuses_falls_back_on_pages_and_the_bookmark(tmp_path):
+    db = small_database(tmp_path / "grove.sqlite")
+    with D1Server({DB_ID: db}) as server:
+        def refuse_batches(path, body):
+            if "batch" in (body or {}):
+                raise D1Error("D1_ERROR: result too large: SQLITE_TOOBIG")
+
+        server.before_request = refuse_batches
         with source(server) as d1:
             result = dump_database(d1, tmp_path / "grove.sql")
     assert result.point_in_time and result.consistency == "bookmark unchanged"

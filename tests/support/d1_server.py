@@ -77,7 +77,8 @@ Simplified or guessed (not checked against real D1):
   ``read_less_tokens`` authenticate but lack D1 permission: HTTP 403, code 10000, as Cloudflare
   answers such a token.
 * ``before_request(path, body)``, when set, runs before each API request is answered (after its fault and
-  rate-limit checks), so a test can write to a database, or delete it, between two requests of a dump.
+  rate-limit checks), so a test can write to a database, or delete it, between two requests of a dump;
+  a hook that raises ``D1Error`` has the request refused with it (HTTP 400, code 7500).
 """
 from __future__ import annotations
 
@@ -635,7 +636,10 @@ class D1Server:
             return self._upload(path.removeprefix("/r2-upload/"), raw)
         self._check_auth(authorization)
         if self.before_request is not None:
-            self.before_request(path, body)
+            try:
+                self.before_request(path, body)
+            except D1Error as error:  # the hook refuses this request as D1 refuses SQL
+                return _Reply(400, _error_envelope(7500, str(error)))
         return self._route(method, path, query, body, raw)
 
     def _send(self, h: "_Handler", log: dict[str, Any], status: int, payload: bytes,
