@@ -62,9 +62,11 @@ def rest_requests(db_path: Path, out: Path) -> tuple[int, int]:
     from support.d1_server import D1Server  # the loopback D1 stand-in the tests use
 
     from patina_assets.engine import D1Source, dump_database
+    from patina_assets.engine.api_budget import ApiBudget
 
     with D1Server({"db": db_path}) as server:
-        with D1Source("acct", "db", token=server.token, api_url=server.base_url) as source:
+        budget = ApiBudget(server.base_url, server.token, limit=1200, directory=out.parent / "api-budget")
+        with D1Source("acct", "db", token=server.token, api_url=server.base_url, budget=budget) as source:
             result = dump_database(source, out)
     return result.requests, result.sql_bytes
 

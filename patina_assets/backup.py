@@ -24,6 +24,7 @@ class Cloudflare:
 
     api_url: str
     token: str | None
+    requests_per_5_minutes: int = 600  # Patina's share of the token's rate limit (cloudflare.requests_per_5_minutes)
 
 
 def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: DumpConfig) -> Source:
@@ -39,10 +40,8 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
             database.database_id,
             token=cloudflare.token,
             api_url=cloudflare.api_url,
-            page_bytes=settings.page_bytes,
-            deadline_seconds=settings.deadline_seconds,
-            max_attempts=settings.request_attempts,
-            backoff_seconds=settings.request_backoff_seconds,
+            requests_per_5_minutes=cloudflare.requests_per_5_minutes,
+            **settings.d1_source_options(),
         )
     return SqliteSource(database.sqlite_path)
 
@@ -64,6 +63,9 @@ def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
         source=result.source,
         point_in_time=result.point_in_time,
         requests=result.requests,
+        consistency=result.consistency,
+        bookmark=result.bookmark,
+        end_bookmark=result.end_bookmark,
         started_at=result.started_at.isoformat(),
         finished_at=result.finished_at.isoformat(),
         job_id=result.job_id,
@@ -84,7 +86,8 @@ def back_up(
     with tempfile.TemporaryDirectory(prefix="patina-") as tmp:
         path = Path(tmp) / f"{database.name}.{settings.format}"
         with open_database(database, cloudflare, settings) as source:
-            result = dump_database(source, path, database=database.name, job_id=run_id)
+            result = dump_database(source, path, database=database.name, job_id=run_id,
+                                   consistency_retries=settings.consistency_retries)
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
     return manifest, result
 

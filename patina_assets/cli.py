@@ -50,16 +50,26 @@ class Progress:
 
 def _cmd_dump(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr.isatty() and not args.quiet)
-    with open_source(args.source, deadline_seconds=args.deadline, page_bytes=args.page_bytes) as source:
-        result = dump_database(source, Path(args.output), database=args.name, job_id=args.job_id, progress=progress)
+    options, retries = {}, {}
+    if args.source.startswith("d1://"):  # patina.yaml's request and budget settings (the defaults without one)
+        config = _config(args)
+        options = {**config.dump.d1_source_options(), "token_env": config.cloudflare.api_token_env,
+                   "api_url": config.cloudflare.api_url,
+                   "requests_per_5_minutes": config.cloudflare.requests_per_5_minutes}
+        retries = {"consistency_retries": config.dump.consistency_retries}
+    options.update({k: v for k, v in (("deadline_seconds", args.deadline), ("page_bytes", args.page_bytes)) if v})
+    with open_source(args.source, **options) as source:
+        result = dump_database(source, Path(args.output), database=args.name, job_id=args.job_id, progress=progress,
+                               **retries)
     progress.done()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
+        consistency = "one point in time" if result.point_in_time else "NOT one point in time (see the warning)"
         print(
             f"{result.path}: {result.tables} tables, {result.rows:,} rows, {result.bytes:,} bytes "
             f"({result.format}), sha256 {result.sha256[:16]}…, {result.duration_seconds:.2f}s"
-            + ("" if result.point_in_time else f", {result.requests} requests, not a single point in time")
+            + (f", {result.requests} requests, {consistency} ({result.consistency})" if result.requests else "")
         )
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -164,7 +174,8 @@ def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id:
     for _ in reader.parts():  # the footer's sha256 and each table's row count, before anything is sent
         pass
     return import_dump(dump, account, database_id, token=config.cloudflare.api_token(os.environ),
-                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows)
+                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows,
+                       requests_per_5_minutes=config.cloudflare.requests_per_5_minutes)
 
 
 def _parse_d1_target(target: str) -> tuple[str, str]:
@@ -261,7 +272,8 @@ def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]
     busy = []
     for name, target in targets:
         account, database_id = _parse_d1_target(target)
-        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url) as importer:
+        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url,
+                        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes) as importer:
             tables = importer.tables_in()
         if tables:
             busy.append(f"{name} -> {target} ({len(tables)} tables)")
@@ -430,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("-o", "--output", required=True, help="the dump file; its suffix picks the format")
     dump.add_argument("--name", help="the database name written in the dump's header (default: from the file name)")
     dump.add_argument("--job-id", help="an id recorded in the header (default: a new UUID)")
-    dump.add_argument("--deadline", type=float, help="give up after this many seconds (D1 sources)")
-    dump.add_argument("--page-bytes", type=int, help="bytes of SQL per REST response (default 2,000,000)")
+    dump.add_argument("--deadline", type=float, help="give up after this many seconds (D1 sources; default: "
+                                                     "patina.yaml's dump.deadline_seconds)")
+    dump.add_argument("--page-bytes", type=int, help="bytes of SQL per REST response (default: patina.yaml's "
+                                                     "dump.page_bytes, 2,000,000)")
     dump.add_argument("--json", action="store_true", help="print what was written as JSON")
     dump.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     dump.set_defaults(func=_cmd_dump)

@@ -320,6 +320,8 @@ class DatabaseConfig:
 class CloudflareConfig:
     api_token_env: str = "CLOUDFLARE_API_TOKEN"
     api_url: str = DEFAULT_API_URL
+    # Patina's share of the token's 1200 requests per 5 minutes, across every process on this machine
+    requests_per_5_minutes: int = 600
 
     def api_token(self, env: Mapping[str, str] | None = None) -> str:
         """The API token, read from the environment; ConfigError if it is not set."""
@@ -383,8 +385,15 @@ class DumpConfig:
     page_bytes: int = 2_000_000
     retries: int = 3                  # whole-dump retries after a failure that may pass
     retry_delay_seconds: int = 30     # before the first; doubles each time
-    request_attempts: int = 8         # per REST request (429, 5xx, network), with exponential backoff
+    request_attempts: int = 8         # per REST request (5xx, network), with exponential backoff
     request_backoff_seconds: float = 1.0
+    consistency_retries: int = 2      # D1 reads read again when the database was written during one
+
+    def d1_source_options(self) -> dict[str, Any]:
+        """The engine's D1Source settings this section sets (the CLI's `patina dump d1://...` and the
+        nightly dumps read D1 with the same ones)."""
+        return {"page_bytes": self.page_bytes, "deadline_seconds": self.deadline_seconds,
+                "max_attempts": self.request_attempts, "backoff_seconds": self.request_backoff_seconds}
 
     @property
     def extension(self) -> str:
@@ -522,7 +531,8 @@ class PatinaConfig:
                          f"region {s3.region}, keys {secret(s3.access_key_id_env)} / "
                          f"{secret(s3.secret_access_key_env)}")
         if any(db.is_d1 for db in self.databases):
-            lines.append(f"  cloudflare: {self.cloudflare.api_url}, token {secret(self.cloudflare.api_token_env)}")
+            lines.append(f"  cloudflare: {self.cloudflare.api_url}, token {secret(self.cloudflare.api_token_env)}, "
+                         f"at most {self.cloudflare.requests_per_5_minutes} requests per 5 minutes")
         d, r, a = self.dump, self.retention, self.alerts
         lines += [
             f"  dump: {d.format}, {d.concurrency} at once, {d.deadline_seconds}s deadline, {d.page_bytes} bytes/page",
@@ -893,13 +903,13 @@ def _url_problem(value: str, allow_http: bool = True) -> str | None:
 
 _TOP_KEYS = ("start_date", "timezone", "databases", "cloudflare", "bucket", "dump", "retention", "alerts")
 _DB_KEYS = ("name", "source", "description", "priority")
-_CF_KEYS = ("api_token_env", "api_url")
+_CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")
 _LOCAL_KEYS = ("path",)
 _S3_KEYS = ("bucket", "endpoint_url", "region", "prefix", "access_key_id_env", "secret_access_key_env",
             "multipart_part_size_mb")
 _DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retries", "retry_delay_seconds",
-              "request_attempts", "request_backoff_seconds")
+              "request_attempts", "request_backoff_seconds", "consistency_retries")
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -1037,9 +1047,11 @@ def _cloudflare(ctx: _Ctx, value: Any) -> CloudflareConfig:
         err = _url_problem(api_url)
         if err:
             ctx.error(_join(path, "api_url"), err, f"e.g. api_url: {DEFAULT_API_URL}")
+    # Cloudflare allows 1200 per token; more than that only gets the token locked out for 5 minutes.
+    budget = ctx.integer(section, path, "requests_per_5_minutes", 600, minimum=1, maximum=1200)
     if ctx.problems:
         return CloudflareConfig()
-    return CloudflareConfig(api_token_env=token_env, api_url=api_url.rstrip("/"))
+    return CloudflareConfig(api_token_env=token_env, api_url=api_url.rstrip("/"), requests_per_5_minutes=budget)
 
 
 def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
@@ -1111,11 +1123,12 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     retry_delay = ctx.integer(section, path, "retry_delay_seconds", 30, minimum=0, unit=" seconds")
     attempts = ctx.integer(section, path, "request_attempts", 8, minimum=1, maximum=20)
     backoff = ctx.number(section, path, "request_backoff_seconds", 1.0, gt=-0.000001)
+    consistency_retries = ctx.integer(section, path, "consistency_retries", 2, minimum=0, maximum=10)
     if ctx.problems:
         return DumpConfig()
     return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes,
                       retries=retries, retry_delay_seconds=retry_delay, request_attempts=attempts,
-                      request_backoff_seconds=float(backoff))
+                      request_backoff_seconds=float(backoff), consistency_retries=consistency_retries)
 
 
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:

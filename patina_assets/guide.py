@@ -61,10 +61,11 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
         "3. Switch the binding as in the wrangler method, step 7",
     ]
     timestamp = iso(newest.created_at) if newest and newest.created_at else "YYYY-MM-DDTHH:MM:SSZ"
+    bookmark_step, time_travel_note = _bookmark_step(name, newest.manifest if newest else None)
     time_travel_steps = [
         f"1. Get available restore points: wrangler d1 time-travel info {name}",
-        f"2. Restore to a timestamp (e.g. when this backup was taken): "
-        f"wrangler d1 time-travel restore {name} --timestamp=\"{timestamp}\"",
+        bookmark_step or (f"2. Restore to a timestamp (e.g. when this backup was taken): "
+                          f"wrangler d1 time-travel restore {name} --timestamp=\"{timestamp}\""),
         f"3. Verify: wrangler d1 execute {name} --remote --command=\"{count_sql}\"",
     ]
     return {
@@ -91,7 +92,8 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
                 "name": "D1 Time Travel (last 30 days on paid plans, 7 on free)",
                 "steps": time_travel_steps,
                 "note": ("Time Travel is faster and needs no download, but it restores the database in place "
-                         "(everything after the timestamp is undone); it prints a bookmark to undo it with."),
+                         "(everything after the timestamp is undone); it prints a bookmark to undo it with."
+                         + time_travel_note),
             },
             "method3_patina_import": {
                 "name": "patina restore into D1 (the import API, like wrangler's --file)",
@@ -130,6 +132,21 @@ def render_guide(guide: dict) -> str:
     lines.append("")
     lines.extend(guide["notes"])
     return "\n".join(lines)
+
+
+def _bookmark_step(name: str, manifest) -> tuple[str | None, str]:
+    """Time Travel's step 2 for a backup that recorded D1's bookmark, and what to note about it."""
+    if manifest is None or not manifest.bookmark:
+        return None, ""
+    command = f"wrangler d1 time-travel restore {name} --bookmark={manifest.bookmark}"
+    if not manifest.point_in_time:
+        return (f"2. Restore to the bookmark this backup started at: {command}",
+                " This backup is NOT one point in time (the database was written while it was read, "
+                f"bookmark {manifest.bookmark} to {manifest.end_bookmark}): the bookmark gives the database exactly "
+                "as it was when the dump started, a state that really existed, which the backup does not hold.")
+    exact = manifest.end_bookmark == manifest.bookmark
+    return (f"2. Restore to {'exactly the state this backup holds' if exact else 'the bookmark this backup started at'}: "
+            f"{command}", "")
 
 
 def _table_to_count(backup: Backup | None) -> tuple[str | None, int | None]:

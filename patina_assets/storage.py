@@ -1123,6 +1123,10 @@ class Manifest:
 
     ``table_rows`` and ``table_digests`` map table name to row count / digest; ``tables`` must equal
     ``len(table_rows)`` and ``rows`` must equal the sum of ``table_rows``.
+
+    ``consistency`` says how ``point_in_time`` is known ("one transaction", "one batch", "bookmark
+    unchanged", "bookmark moved"); ``bookmark`` and ``end_bookmark`` are D1's Time Travel bookmarks when
+    the dump began and ended. These three came later: a manifest without them still loads (as None).
     """
 
     database: str
@@ -1143,6 +1147,9 @@ class Manifest:
     finished_at: str
     job_id: str
     dagster_run_id: str | None = None
+    consistency: str | None = None
+    bookmark: str | None = None
+    end_bookmark: str | None = None
     patina_version: str = field(default_factory=patina_version)
     key: str = ""
     bytes: int = 0
@@ -1192,7 +1199,7 @@ class Manifest:
                 f"{MANIFEST_SCHEMA_VERSION} (a newer Patina may have written it: upgrade)"
             )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data and name != "dagster_run_id"]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise CorruptManifest(f"manifest {key} lacks the field(s) {', '.join(missing)}")
         manifest = cls(**{name: data.get(name) for name in names})
@@ -1283,6 +1290,8 @@ def _check_mapping(value_check: Callable[[Any], str | None]) -> Callable[[Any], 
     return check
 
 
+_OPTIONAL_FIELDS = ("dagster_run_id", "consistency", "bookmark", "end_bookmark")
+
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "schema_version": _check_schema_version,
     "database": _check_database,
@@ -1306,6 +1315,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "finished_at": _check_timestamp,
     "patina_version": _check_text,
     "dagster_run_id": _check_optional_text,
+    "consistency": _check_optional_text,
+    "bookmark": _check_optional_text,
+    "end_bookmark": _check_optional_text,
     "job_id": _check_text,
     "created_at": _check_timestamp,
 }

@@ -440,3 +440,13 @@ def test_api_token_helper(tmp_path):
     assert config.cloudflare.api_token(env={"CLOUDFLARE_API_TOKEN": "tok"}) == "tok"
     with pytest.raises(ConfigError, match="CLOUDFLARE_API_TOKEN is not set"):
         config.cloudflare.api_token(env={})
+
+
+def test_the_api_budget_and_consistency_retries(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert config.cloudflare.requests_per_5_minutes == 600 and config.dump.consistency_retries == 2
+    data = with_change(lambda d: d.update(cloudflare={"requests_per_5_minutes": 300}, dump={"consistency_retries": 0}))
+    config = load_config(write(tmp_path, data), env={})
+    assert config.cloudflare.requests_per_5_minutes == 300 and config.dump.consistency_retries == 0
+    err = load_error(tmp_path, with_change(lambda d: d.update(cloudflare={"requests_per_5_minutes": 1500})))
+    assert err.field == "cloudflare.requests_per_5_minutes" and "1200" in str(err)

@@ -479,3 +479,54 @@ def test_a_query_past_its_time_and_a_result_past_its_size_are_refused(db_path):
         assert query(c, "SELECT zeroblob(9000)").status_code == 200
         assert d1_error(query(c, "SELECT zeroblob(6000) UNION ALL SELECT zeroblob(6001)")).startswith(
             "result too large")
+
+
+# --------------------------------------------------------------------------- Time Travel and batches
+
+
+def bookmark(client: httpx.Client, db: str = DB_ID, **params) -> str:
+    response = client.get(f"/accounts/acct/d1/database/{db}/time_travel/bookmark", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]["bookmark"]
+
+
+def test_the_bookmark_moves_on_every_write_and_only_then(client: httpx.Client):
+    first = bookmark(client)
+    rows(client, "SELECT * FROM author")
+    query(client, "INSERT INTO author VALUES (1, 'dup')")  # refused: nothing written
+    assert bookmark(client) == first
+    rows(client, "INSERT INTO author VALUES (2, 'grace')")
+    second = bookmark(client)
+    assert second > first  # bookmarks sort oldest to newest
+    assert bookmark(client, db=OTHER_ID) == first  # another database has its own
+    assert bookmark(client, timestamp="2000-01-01T00:00:00Z") == first
+    assert bookmark(client, timestamp="2999-01-01T00:00:00Z") == second
+
+
+def test_a_batch_is_one_transaction_with_one_result_per_statement(client: httpx.Client, db_path: Path):
+    body = {"batch": [{"sql": "SELECT count(*) AS n FROM author"},
+                      {"sql": "SELECT name FROM author WHERE id = ?", "params": [1]}]}
+    response = client.post(f"/accounts/acct/d1/database/{DB_ID}/raw", json=body)
+    assert [r["results"]["rows"] for r in response.json()["result"]] == [[[1]], [["ada"]]]
+    failing = {"batch": [{"sql": "INSERT INTO author VALUES (5, 'eve')"}, {"sql": "SELECT * FROM nowhere"}]}
+    response = client.post(f"/accounts/acct/d1/database/{DB_ID}/query", json=failing)
+    assert response.status_code == 400 and "no such table: nowhere" in response.text
+    assert read(db_path, "SELECT count(*) FROM author") == [(1,)]  # the INSERT was rolled back
+
+
+def test_a_hook_between_requests_can_write(server: D1Server, client: httpx.Client):
+    before = bookmark(client)
+    server.before_request = lambda path, body: server.execute(DB_ID, "INSERT INTO author(name) VALUES ('hook')")
+    assert rows(client, "SELECT count(*) AS n FROM author") == [{"n": 2}]
+    server.before_request = None
+    assert bookmark(client) > before
+
+
+def test_time_travel_refused_and_a_token_without_d1_permission(db_path: Path):
+    with D1Server({DB_ID: db_path}, time_travel=False, read_less_tokens=("no-d1-token",)) as server:
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as c:
+            response = c.get(f"/accounts/acct/d1/database/{DB_ID}/time_travel/bookmark")
+            assert response.status_code == 400 and "Time Travel is not available" in response.text
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer no-d1-token"}) as c:
+            response = query(c, "SELECT 1")
+            assert response.status_code == 403 and response.json()["errors"][0]["code"] == 10000

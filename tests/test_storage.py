@@ -569,6 +569,17 @@ def test_manifest_json_roundtrip():
     assert Manifest.from_json(text.encode()) == manifest
 
 
+def test_manifests_record_time_travel_bookmarks_and_older_ones_still_load():
+    manifest = complete_manifest(point_in_time=False, consistency="bookmark moved",
+                                 bookmark="00000001-00000000-00000000-aa", end_bookmark="00000002-00000000-00000000-bb")
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    older = json.loads(complete_manifest().to_json())
+    for name in ("consistency", "bookmark", "end_bookmark"):
+        del older[name]  # written before these fields existed
+    loaded = Manifest.from_json(json.dumps(older))
+    assert loaded.bookmark is None and loaded.consistency is None and loaded.point_in_time is True
+
+
 def test_incomplete_manifest_cannot_be_written():
     with pytest.raises(ValueError, match="key"):
         manifest_for().to_json()  # key, bytes, sha256 are the store's to fill in

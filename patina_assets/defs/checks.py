@@ -1,6 +1,6 @@
 """Asset checks on every nightly dump: is the stored backup usable, and does it look like the nights before?
 
-Three checks per database, each its own step, run right after the dump in the nightly job (the job selects
+Four checks per database, each its own step, run right after the dump in the nightly job (the job selects
 the dump assets, and a selection of assets includes the checks that target them):
 
 * `restore_verification` (ERROR, blocking): the stored dump read back from the bucket restores into a
@@ -12,6 +12,8 @@ the dump assets, and a selection of assets includes the checks that target them)
   a WARN (possible corruption or runaway growth); no verdict before 3 earlier backups.
 * `schema_drift` (WARN): the schema fingerprint changed since the previous backup; lists the objects added,
   removed and changed.
+* `point_in_time` (WARN): the backup is not one point in time (a D1 database written during each attempt to
+  read it); names both Time Travel bookmarks and the `wrangler d1 time-travel restore` that is exact.
 
 The logic is plain Python in `patina_assets.verify`; these functions only pick the backup to check (the
 run's partition, or the newest backup when a check is run without one) and turn the answer into an
@@ -48,17 +50,18 @@ from .resources import BucketResource
 RESTORE_VERIFICATION = "restore_verification"
 SIZE_ANOMALY = "size_anomaly"
 SCHEMA_DRIFT = "schema_drift"
-DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT)
+POINT_IN_TIME = "point_in_time"
+DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT, POINT_IN_TIME)
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
-    """The three checks of every configured database's dump asset."""
+    """The four checks of every configured database's dump asset."""
     return [
         factory(database, config)
         for database in config.databases
-        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check)
+        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check, point_in_time_check)
     ]
 
 
@@ -318,3 +321,57 @@ def drift_report(drift: SchemaDrift) -> str:
             else:
                 lines.append(sql(change.after if change.after is not None else change.before or ""))
     return "\n\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# point_in_time
+# --------------------------------------------------------------------------------------------------
+
+
+def point_in_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dump_asset_key(database),
+        name=POINT_IN_TIME,
+        retry_policy=retry_policy(config.dump),
+        description=(
+            f"Whether **{database.name}**'s backup is one point in time: read in one transaction or one batch, or "
+            "paged with D1's Time Travel bookmark unchanged from start to end. WARN when the database was written "
+            "during every attempt to read it: the backup may hold a child row without its parent; the warning "
+            "names the `wrangler d1 time-travel restore --bookmark=...` that gives an exact state instead."
+        ),
+        metadata={"database": database.name},
+    )
+    def point_in_time(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
+        day, manifest, why = _backup_checked(context, bucket.store(), database)
+        if manifest is None:
+            return _no_backup(database, day, why, WARN)
+        summary = point_in_time_summary(manifest)
+        if not manifest.point_in_time:
+            context.log.warning(summary)
+        return dg.AssetCheckResult(
+            passed=manifest.point_in_time,
+            severity=WARN,
+            description=summary,
+            metadata={
+                "database": manifest.database,
+                "day": manifest.day,
+                "verdict": "point_in_time" if manifest.point_in_time else "not_point_in_time",
+                "consistency": manifest.consistency or "not recorded",
+                "time_travel_bookmark": manifest.bookmark or "none",
+                "end_bookmark": manifest.end_bookmark or "none",
+            },
+        )
+
+    return point_in_time
+
+
+def point_in_time_summary(manifest: Manifest) -> str:
+    """One sentence for the UI and the alert: whether the backup is one point in time, and what to do if not."""
+    if manifest.point_in_time:
+        return f"{manifest.database} {manifest.day}: one point in time ({manifest.consistency or 'one transaction'})"
+    return (
+        f"{manifest.database} {manifest.day}: NOT one point in time: the database was written while it was read "
+        f"(Time Travel bookmark {manifest.bookmark} at the start, {manifest.end_bookmark} at the end), so it may "
+        f"hold rows without the rows they refer to. Exact alternative: wrangler d1 time-travel restore "
+        f"{manifest.database} --bookmark={manifest.bookmark} (the database as the dump started, in place)"
+    )

@@ -11,7 +11,7 @@ import dagster as dg
 
 from ..backup import back_up
 from ..config import DatabaseConfig, DumpConfig, PatinaConfig
-from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
+from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult, TimeTravelUnavailable
 from ..storage import BackupStore, Manifest, StorageError
 from ..units import human_bytes
 from .resources import BucketResource, CloudflareResource
@@ -85,7 +85,7 @@ def back_up_in_dagster(
     refuses access) turned into `Failure(allow_retries=False)`, and the dump's warnings logged."""
     try:
         manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
-    except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
+    except (AuthenticationFailed, DatabaseNotFound, DumpError, TimeTravelUnavailable) as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
     except StorageError as e:
         if not e.retryable:  # access denied, missing bucket: a person has to fix it
@@ -119,6 +119,10 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "schema_fingerprint": manifest.schema_fingerprint,
         "content_digest": manifest.content_digest,
         "point_in_time": manifest.point_in_time,
+        "consistency": manifest.consistency or "one transaction",
+        "time_travel_bookmark": manifest.bookmark or "none",
+        "end_bookmark": manifest.end_bookmark or "none",
+        "attempts": result.attempts,
         "requests": manifest.requests,
         "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
     }

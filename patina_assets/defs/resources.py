@@ -45,9 +45,10 @@ class CloudflareResource(dg.ConfigurableResource):
 
     api_url: str
     api_token: str | None = None
+    requests_per_5_minutes: int = 600
 
     def credentials(self) -> Cloudflare:
-        return Cloudflare(api_url=self.api_url, token=self.api_token)
+        return Cloudflare(api_url=self.api_url, token=self.api_token, requests_per_5_minutes=self.requests_per_5_minutes)
 
 
 def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
@@ -71,6 +72,7 @@ def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
     needs_token = any(db.is_d1 for db in config.databases)
     cloudflare = CloudflareResource(
         api_url=config.cloudflare.api_url,
+        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
         api_token=dg.EnvVar(config.cloudflare.api_token_env) if needs_token else None,
     )
     return {"bucket": bucket_resource, "cloudflare": cloudflare}

@@ -14,6 +14,7 @@ from .errors import (
     SourceError,
     SourceSQLError,
     SourceUnavailable,
+    TimeTravelUnavailable,
 )
 from .formats import FORMATS, format_of, open_dump_bytes, open_dump_text
 from .restore import RestoreReport, restore_dump
@@ -37,6 +38,7 @@ __all__ = [
     "SourceSQLError",
     "SourceUnavailable",
     "SqliteSource",
+    "TimeTravelUnavailable",
     "content_digest",
     "dump_database",
     "format_of",

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
@@ -105,6 +106,8 @@ class D1Importer:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
+        budget: ApiBudget | None = None,
     ) -> None:
         if not token:
             raise D1ImportError("no Cloudflare API token: set the variable named by cloudflare.api_token_env "
@@ -116,6 +119,8 @@ class D1Importer:
         self.max_attempts, self.backoff_seconds = max_attempts, backoff_seconds
         self._sleep, self._clock = sleep, clock
         self._transport = transport
+        # The token's requests count in the same budget as its dumps' (see engine/api_budget.py).
+        self.budget = budget or ApiBudget(self.api_url, token, limit=requests_per_5_minutes, sleep=sleep)
         self._path = f"/accounts/{account_id}/d1/database/{database_id}/import"
         self._client = httpx.Client(base_url=self.api_url, transport=transport, timeout=request_timeout,
                                     headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"})
@@ -141,7 +146,7 @@ class D1Importer:
     def _source(self) -> D1Source:
         return D1Source(self.account_id, self.database_id, token=self.token, api_url=self.api_url,
                         max_attempts=self.max_attempts, backoff_seconds=self.backoff_seconds,
-                        transport=self._transport, sleep=self._sleep)
+                        transport=self._transport, sleep=self._sleep, budget=self.budget)
 
     def _query(self, sql: str, what: str) -> list[tuple]:
         """A query on the target through the REST API (the engine's D1 source), with import-minded errors."""
@@ -262,6 +267,7 @@ class D1Importer:
         """POST to the import endpoint and return its ``result``, retrying what can pass."""
         last = ""
         for attempt in range(self.max_attempts):
+            self.budget.acquire()
             try:
                 response = self._client.post(self._path, json=body)
             except httpx.TransportError as exc:

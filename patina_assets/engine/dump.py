@@ -3,7 +3,8 @@
 Layout of a dump (every marker is a comment line of its own, so a person or `patina restore --table`
 can find each part):
 
-    header comments (database, time, job id, tables, whether it is one point in time)
+    header comments (database, time, job id, tables, whether it is one point in time and how that is
+                    known, D1's Time Travel bookmark)
     PRAGMA defer_foreign_keys=TRUE;
     -- Create table: "t"          every table and virtual table, before any row
     -- Table: "t"                 one section per table: CREATE TABLE IF NOT EXISTS, then its rows
@@ -14,6 +15,11 @@ can find each part):
     -- Rebuild: "ft"              external-content full-text indexes, rebuilt from their content table or view
     -- Trigger: "tr" on "t"       last, so restoring rows does not fire them
     footer comments (rows, duration, size, sha256 of everything above the footer)
+
+A SQLite file is read in one transaction. A D1 database is read in attempts (see `D1Source`): each one's
+SQL is held in a spool file until the attempt is over and the header can say whether it is one point in
+time; an attempt during which the database was written is read again (`consistency_retries` times), and
+the last one is stored with a warning naming both bookmarks.
 
 No BEGIN/COMMIT (D1 refuses them; its import is one transaction anyway) and no writable_schema.
 Rows go into multi-row INSERTs of at most `statement_bytes` (D1 refuses statements over 100 KB); a row
@@ -41,7 +47,7 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import DumpError
-from .formats import DumpOutput
+from .formats import DumpOutput, format_of
 from .literals import (
     RealChecker,
     RowFormatter,
@@ -56,6 +62,7 @@ from .wrangler_compat import Splitter
 
 STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
 ROWS_PER_INSERT = 500  # local D1 ran out of memory on one INSERT of ~4,500 rows
+CONSISTENCY_RETRIES = 2  # D1 reads read again when the database was written during one
 D1_MAX_ROW_BYTES = 2_000_000  # D1 refuses strings, BLOBs and rows past about 2 MB
 RULE = "-- " + "=" * 60 + "\n"
 FOOTER_START = "-- Backup complete"
@@ -85,6 +92,10 @@ class DumpResult:
     warnings: list[str] = field(default_factory=list)
     exact_reals: int = 0
     patina_version: str = __version__
+    consistency: str = "one transaction"  # how point_in_time is known (see Source.consistency)
+    bookmark: str | None = None  # D1's Time Travel bookmark when the stored attempt began...
+    end_bookmark: str | None = None  # ...and when it ended (equal: no write in between)
+    attempts: int = 1  # reads of the whole database this dump took
 
     @property
     def tables(self) -> int:
@@ -123,16 +134,25 @@ def dump_database(
     progress: ProgressCallback | None = None,
     statement_bytes: int = STATEMENT_BYTES,
     rows_per_insert: int = ROWS_PER_INSERT,
+    consistency_retries: int = CONSISTENCY_RETRIES,
 ) -> DumpResult:
-    """Dump `source` to `out_path` (.sql, .sql.gz or .sql.zst). Nothing is left at `out_path` on failure."""
+    """Dump `source` to `out_path` (.sql, .sql.gz or .sql.zst). Nothing is left at `out_path` on failure.
+
+    A source that settles its consistency only at the end (D1) is read again, up to `consistency_retries`
+    times, while the database was written during the read."""
+    format_of(out_path)  # a bad name fails before any request
+    database = database or Path(str(out_path)).name.split(".")[0]
+    job_id = job_id or str(uuid.uuid4())
     out = DumpOutput(Path(out_path))
     try:
-        writer = _DumpWriter(source, out, database or Path(str(out_path)).name.split(".")[0], job_id or str(uuid.uuid4()),
-                             progress, statement_bytes, rows_per_insert)
-        try:
-            result = writer.run()
-        finally:
-            writer.checker.close()
+        for attempt in range(1, consistency_retries + 2):
+            writer = _DumpWriter(source, out, database, job_id, progress, statement_bytes, rows_per_insert)
+            try:
+                result = writer.run(attempt, last=attempt > consistency_retries)
+            finally:
+                writer.checker.close()
+            if result is not None:
+                break
         out.commit()
     except BaseException:
         out.abort()
@@ -187,11 +207,63 @@ class _DumpWriter:
         self.splitter.feed(text)
         self.write((f"-- {marker}\n" if marker else "") + text + self.splitter.resync())
 
-    def run(self) -> DumpResult:
+    def run(self, attempt: int = 1, last: bool = True) -> DumpResult | None:
+        """Read the source once and write the dump; None when this attempt is to be read again (the
+        database was written during it and it was not the `last`)."""
         started = datetime.now(timezone.utc)
         clock = time.monotonic()
-        plan = read_schema(self.source)
-        self.header(plan, started)
+        self.source.begin()
+        plan = self.source.snapshot(read_schema(self.source))
+        if self.source.settled_at_start:
+            self.header(plan, started, attempt)
+            table_rows, table_digests = self.body(plan)
+            self.source.finish()
+        else:
+            final = self.out
+            spool = self.out = _Spool(final)
+            try:
+                table_rows, table_digests = self.body(plan)
+                self.source.finish()
+                if not self.source.point_in_time and not last:
+                    return None
+                self.out = final
+                self.header(plan, started, attempt)
+                spool.copy_to(final)
+            finally:
+                self.out = final
+                spool.close()
+        finished = datetime.now(timezone.utc)
+        result = DumpResult(
+            database=self.database,
+            source=self.source.description,
+            path=self.out.path,
+            format=self.out.format,
+            bytes=0,
+            sha256="",
+            sql_bytes=0,
+            sql_sha256="",
+            table_rows=table_rows,
+            table_digests=table_digests,
+            content_digest=content_digest(table_digests),
+            schema_fingerprint=plan.fingerprint,
+            started_at=started,
+            finished_at=finished,
+            point_in_time=self.source.point_in_time,
+            requests=self.source.requests,
+            job_id=self.job_id,
+            warnings=list(plan.warnings) + self.warnings,
+            exact_reals=self.exact_reals,
+            consistency=self.source.consistency,
+            bookmark=self.source.bookmark,
+            end_bookmark=self.source.end_bookmark,
+            attempts=attempt,
+        )
+        self.footer(result, time.monotonic() - clock)
+        result.sql_bytes, result.sql_sha256 = self.out.sql_bytes, self.out.sql_sha256.hexdigest()
+        return result
+
+    def body(self, plan: SchemaPlan) -> tuple[dict[str, int], dict[str, str]]:
+        """Everything between the header and the footer; the row count and digest of each table."""
         self.write("PRAGMA defer_foreign_keys=TRUE;\n\n")
         for table in plan.tables:
             self.statement(f"Create table: {_name(table.name)}", table.sql)
@@ -231,37 +303,29 @@ class _DumpWriter:
                 )
         for trigger in plan.triggers:
             self.statement(f"Trigger: {_name(trigger.name)} on {_name(trigger.tbl_name)}", trigger.sql)
-        finished = datetime.now(timezone.utc)
-        result = DumpResult(
-            database=self.database,
-            source=self.source.description,
-            path=self.out.path,
-            format=self.out.format,
-            bytes=0,
-            sha256="",
-            sql_bytes=0,
-            sql_sha256="",
-            table_rows=table_rows,
-            table_digests=table_digests,
-            content_digest=content_digest(table_digests),
-            schema_fingerprint=plan.fingerprint,
-            started_at=started,
-            finished_at=finished,
-            point_in_time=self.source.point_in_time,
-            requests=self.source.requests,
-            job_id=self.job_id,
-            warnings=list(plan.warnings) + self.warnings,
-            exact_reals=self.exact_reals,
-        )
-        self.footer(result, time.monotonic() - clock)
-        result.sql_bytes, result.sql_sha256 = self.out.sql_bytes, self.out.sql_sha256.hexdigest()
-        return result
+        return table_rows, table_digests
 
-    def header(self, plan: SchemaPlan, started: datetime) -> None:
-        if self.source.point_in_time:
-            consistency = "yes (read in one transaction)"
-        else:
-            consistency = "no (read over the D1 REST API in several requests, each its own transaction)"
+    def header(self, plan: SchemaPlan, started: datetime, attempt: int = 1) -> None:
+        source = self.source
+        consistency = {
+            "one transaction": "yes (read in one transaction)",
+            "one batch": "yes (read in one batch, which D1 runs as one transaction)",
+            "bookmark unchanged": f"yes, proven (read in several requests; D1's Time Travel bookmark was the same "
+                                  "at the start and at the end, so nothing was written in between)",
+        }.get(source.consistency, f"NO (the database was written while it was read, in each of {attempt} attempt(s))")
+        time_travel = []
+        if source.bookmark:
+            time_travel.append(f"Time Travel bookmark: {source.bookmark}")
+        if source.end_bookmark and source.end_bookmark != source.bookmark:
+            time_travel.append(f"Time Travel bookmark at the end: {source.end_bookmark}")
+        if not source.point_in_time and source.bookmark:
+            warning = (
+                f"not one point in time: the database was written during the dump (Time Travel bookmark {source.bookmark} "
+                f"at the start, {source.end_bookmark} at the end), so rows written meanwhile may be partly in it. "
+                f"The database exactly as it was when the dump started: wrangler d1 time-travel restore DB "
+                f"--bookmark={source.bookmark} (in place: it undoes every later write)"
+            )
+            self.warnings.append(warning)
         lines = [
             f"Patina backup: {self.database}",
             f"Source: {self.source.description}",
@@ -269,12 +333,13 @@ class _DumpWriter:
             f"Job ID: {self.job_id}",
             f"Tables: {sum(1 for t in plan.tables if t.data == 'rows')}",
             f"Point in time: {consistency}",
+            *time_travel,
             f"Schema fingerprint: {plan.fingerprint}",
             f"Patina {__version__}, dump format 1. Restore into an EMPTY database:",
             "  patina restore DUMP --to new.sqlite | sqlite3 new.sqlite < DUMP | wrangler d1 execute DB --file DUMP",
         ]
         lines += [f"SQLite {name}: {value} (D1 cannot hold it; `patina restore` sets it)" for name, value in plan.pragmas.items()]
-        lines += [f"Warning: {w}" for w in plan.warnings]
+        lines += [f"Warning: {w}" for w in plan.warnings + self.warnings]
         self.write(RULE + "".join(f"-- {line}\n" for line in lines) + RULE + "\n")
 
     def footer(self, result: DumpResult, seconds: float) -> None:
@@ -476,6 +541,31 @@ class _DumpWriter:
             if rest[i]:
                 for piece in chunk_value(rest[i], room):
                     emit(start + formatter.literal(type(rest[i])(piece)) + end)
+
+
+class _Spool:
+    """The SQL between a dump's header and its footer, held in an unnamed temporary file beside the dump
+    until the attempt is over and the header can say whether it is one point in time."""
+
+    def __init__(self, final: DumpOutput) -> None:
+        self.path, self.format = final.path, final.format
+        self._file = tempfile.TemporaryFile(dir=final.path.parent, prefix=".patina-spool-")
+        self.sql_bytes = 0
+
+    def write(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def write_bytes(self, data: bytes) -> None:
+        self._file.write(data)
+        self.sql_bytes += len(data)
+
+    def copy_to(self, out: DumpOutput) -> None:
+        self._file.seek(0)
+        while chunk := self._file.read(1 << 20):
+            out.write_bytes(chunk)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _WorkerFailed(Exception):

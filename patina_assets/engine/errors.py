@@ -35,6 +35,11 @@ class DatabaseNotFound(SourceError):
     """The account or database id does not exist (404), or the SQLite file is missing."""
 
 
+class TimeTravelUnavailable(SourceError):
+    """D1 would not give the database's Time Travel bookmark, without which no REST dump can be shown to
+    be one point in time. Retrying cannot help."""
+
+
 class SourceSQLError(SourceError):
     """The source rejected a query Patina sent (an SQL error)."""
 

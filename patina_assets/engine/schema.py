@@ -258,11 +258,14 @@ def _in_dependency_order(views: list[SchemaObject]) -> list[SchemaObject]:
     return ordered
 
 
+SEQUENCE_SQL = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence ORDER BY rowid"
+
+
 def sequence_rows(source: "Source", tables: list[TablePlan]) -> list[tuple[str, int]]:
     """sqlite_sequence's counters for the dumped tables, so AUTOINCREMENT keeps counting where it was."""
     names = {t.name for t in tables}
     # CAST to TEXT: over the REST API an integer beyond 2**53 would come back rounded.
-    rows = source.query("SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence ORDER BY rowid")
+    rows = source.query(SEQUENCE_SQL)
     return [(name, int(seq)) for name, seq in rows if name in names and seq is not None]
 
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
@@ -26,9 +27,10 @@ from .errors import (
     SourceError,
     SourceSQLError,
     SourceUnavailable,
+    TimeTravelUnavailable,
 )
 from .literals import RawText, RowFormatter
-from .schema import TablePlan
+from .schema import SEQUENCE_SQL, SchemaPlan, TablePlan, read_schema
 from .sqltext import quote_identifier
 
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
@@ -39,16 +41,39 @@ MAX_STATEMENT_BYTES = 100_000  # D1's limits on one statement, and on the argume
 MAX_FUNCTION_ARGS = 32
 ROWID_BLOCK_BITS = 12  # INSERT statements never span two blocks of 4096 rowids (so a table can be split)
 SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
+ALL_ROWS = 1 << 62  # LIMIT of a table read whole, inside one batch
+RATE_LIMIT_PATIENCE_SECONDS = 900.0  # 429s are waited out this long (three of Cloudflare's 5-minute lockouts)
 D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
 
 
 class Source(ABC):
-    """A database to dump. Use as a context manager."""
+    """A database to dump. Use as a context manager.
 
-    #: Whether the whole dump is read as one consistent snapshot.
+    A dump reads a source in one attempt: `begin()`, `snapshot(read_schema(source))`, the scans, then
+    `finish()`, after which `point_in_time` says whether everything read was one state of the database.
+    """
+
+    #: Whether the whole dump is read as one consistent snapshot (settled by `finish`).
     point_in_time: bool = True
+    #: Whether `point_in_time` is known before the rows are read (else only after `finish`).
+    settled_at_start: bool = True
+    #: How the reads were made consistent: "one transaction", "one batch", "bookmark unchanged", "bookmark moved".
+    consistency: str = "one transaction"
+    #: D1's Time Travel bookmarks read when the attempt began and when it finished (None for a file).
+    bookmark: str | None = None
+    end_bookmark: str | None = None
     #: Requests made to a remote API (0 for a local file).
     requests: int = 0
+
+    def begin(self) -> None:
+        """Start one attempt at reading the whole database."""
+
+    def snapshot(self, plan: SchemaPlan) -> SchemaPlan:
+        """The plan to dump by; a source may read every row here, in one go, and re-read the schema with it."""
+        return plan
+
+    def finish(self) -> None:
+        """After the attempt's last read: settle `point_in_time` and `consistency`."""
 
     @property
     @abstractmethod
@@ -73,24 +98,27 @@ class Source(ABC):
         self.close()
 
 
-def open_source(spec: str, *, env=os.environ, deadline_seconds: float | None = None, page_bytes: int | None = None) -> Source:
-    """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file."""
+def open_source(spec: str, *, env=os.environ, token_env: str = "CLOUDFLARE_API_TOKEN", api_url: str | None = None,
+                **d1_options) -> Source:
+    """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file.
+
+    `d1_options` are D1Source's settings (page_bytes, deadline_seconds, max_attempts, ...); None means
+    the default."""
     if spec.startswith("d1://"):
         m = D1_URI.match(spec)
         if not m:
             raise SourceError(f"bad D1 source {spec!r}: write it as d1://ACCOUNT_ID/DATABASE_ID")
-        token = env.get("CLOUDFLARE_API_TOKEN", "")
+        token = env.get(token_env, "")
         if not token:
             raise AuthenticationFailed(
-                "CLOUDFLARE_API_TOKEN is not set: create an API token with D1 read permission and export it"
+                f"{token_env} is not set: create an API token with D1 read permission and export it"
             )
         return D1Source(
             m["account"],
             m["database"],
             token=token,
-            api_url=env.get("PATINA_CLOUDFLARE_API_URL") or DEFAULT_API_URL,
-            deadline_seconds=deadline_seconds,
-            **({"page_bytes": page_bytes} if page_bytes else {}),
+            api_url=api_url or env.get("PATINA_CLOUDFLARE_API_URL") or DEFAULT_API_URL,
+            **{name: value for name, value in d1_options.items() if value is not None},
         )
     return SqliteSource(Path(spec))
 
@@ -192,11 +220,21 @@ class D1Source(Source):
     D1 formatted (its SQLite prints some doubles a few ulps off): a REAL comes as two integers computed
     in the query, see `_EXACT_REAL`. Rows are read by key, in pages sized to a byte budget. Every query
     stays inside D1's documented limits (100 KB statements, expression depth 100, 32 arguments per
-    function, 5 compound terms, 100 result columns, 2 MB per value) and reads each row once. Each
-    request is its own transaction, so a dump of many requests is not a single point in time.
+    function, 5 compound terms, 100 result columns, 2 MB per value) and reads each row once.
+
+    Each request is its own transaction, so each attempt starts by reading D1's Time Travel bookmark
+    (which names the database's state and moves on with every write). A database whose file is at most
+    `one_batch_bytes` is then read in one batch, which D1 runs as one transaction: its schema queries are
+    sent again beside a whole-table read of every table, and the plan is re-read from those answers, so
+    the schema and every row come from one state. A bigger one is paged, and the bookmark read again at
+    the end: unchanged, no write happened in between, and the dump is one point in time, proven.
+
+    Every request first finds room in the token's `ApiBudget`; a 429 pauses every user of the token.
     """
 
     point_in_time = False
+    settled_at_start = False
+    consistency = "not read yet"
     #: Rows D1 read for this source's queries, as its answers' `meta.rows_read` say (D1 bills them).
     rows_read: int = 0
 
@@ -212,17 +250,29 @@ class D1Source(Source):
         max_attempts: int = 8,
         backoff_seconds: float = 1.0,
         request_timeout: float = 60.0,
+        one_batch_bytes: int | None = None,
+        requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
+        budget: ApiBudget | None = None,
+        rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
         transport=None,
         sleep=time.sleep,
     ) -> None:
         self.account_id = account_id
         self.database_id = database_id
         self.page_bytes = page_bytes
+        self.one_batch_bytes = page_bytes if one_batch_bytes is None else one_batch_bytes
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.request_timeout = request_timeout
+        self.rate_limit_patience_seconds = rate_limit_patience_seconds
         self._sleep = sleep
+        self.budget = budget or ApiBudget(api_url, token, limit=requests_per_5_minutes, sleep=sleep)
         self._math: bool | None = None
+        self._batch: dict[str, list[tuple]] | None = None  # answers of the attempt's one batch, by SQL
+        self._recorded: list[str] | None = None  # the schema queries of this attempt, to send again in the batch
+        self._refused: dict[str, str] = {}  # schema queries D1 refused, and why
+        self._outside_batch = False  # whether data was read outside the batch (a big row, a table without key)
+        self._one_batch = False
         self.deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
         import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
 
@@ -242,6 +292,56 @@ class D1Source(Source):
     def close(self) -> None:
         self._client.close()
 
+    # -- one point in time -------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._batch, self._refused, self._outside_batch = None, {}, False
+        self.bookmark, self.end_bookmark = self._read_bookmark(), None
+        size = self._request("GET", "")["result"].get("file_size")
+        self._one_batch = isinstance(size, int) and size <= self.one_batch_bytes
+        self._recorded = [] if self._one_batch else None
+        self.point_in_time, self.consistency = False, "reading"
+
+    def snapshot(self, plan: SchemaPlan) -> SchemaPlan:
+        recorded, self._recorded = self._recorded, None
+        if not self._one_batch or recorded is None:
+            return plan
+        scans = [self._page_sql(t, None, ALL_ROWS) for t in plan.tables if t.data == "rows" and t.key]
+        statements = list(dict.fromkeys(recorded + ([SEQUENCE_SQL] if plan.has_sequence else []) + scans))
+        try:
+            body = self._request("POST", "raw", {"batch": [{"sql": sql} for sql in statements]})
+        except SourceSQLError:  # refused whole (too big, too slow): page it, and let the bookmarks decide
+            return plan
+        self._batch = {sql: [tuple(row) for row in answer["results"]["rows"]] for sql, answer in zip(statements, body["result"])}
+        # The plan as of the batch: when the schema changed after the first read, a query it needs now is
+        # not in the batch, so it is read outside it, and `finish` falls back on the bookmarks.
+        return read_schema(self)
+
+    def finish(self) -> None:
+        self.end_bookmark = self._read_bookmark()
+        if self._batch is not None and not self._outside_batch:
+            self.point_in_time, self.consistency = True, "one batch"
+        elif self.end_bookmark == self.bookmark:
+            self.point_in_time, self.consistency = True, "bookmark unchanged"
+        else:
+            self.point_in_time, self.consistency = False, "bookmark moved"
+        self._batch = None
+
+    def _read_bookmark(self) -> str:
+        try:
+            body = self._request("GET", "time_travel/bookmark", refusal=TimeTravelUnavailable)
+        except TimeTravelUnavailable as e:
+            raise TimeTravelUnavailable(
+                f"{e}. Patina reads the database's Time Travel bookmark to prove each backup is one point in time "
+                "and to offer `wrangler d1 time-travel restore` as the exact alternative; only databases on D1's "
+                "production storage have Time Travel (`wrangler d1 info DB` shows the version): move the data to a "
+                "new D1 database, or give the token D1 read permission on this account"
+            ) from None
+        bookmark = (body.get("result") or {}).get("bookmark")
+        if not isinstance(bookmark, str) or not bookmark:
+            raise TimeTravelUnavailable(f"{self.description}: the Time Travel bookmark request answered no bookmark")
+        return bookmark
+
     # -- requests ---------------------------------------------------------------------------------
 
     def _remaining(self) -> float | None:
@@ -252,18 +352,26 @@ class D1Source(Source):
             raise DeadlineExceeded(f"{self.description}: the dump passed its deadline; raise deadline_seconds for this database")
         return left
 
-    def _post(self, endpoint: str, sql: str) -> dict:
-        """POST one batch of SQL, retrying what can pass (429, 5xx, network) with exponential backoff."""
+    def _request(self, method: str, endpoint: str, payload: dict | None = None, *, refusal=SourceSQLError) -> dict:
+        """One API call, retrying what can pass (5xx, network) with exponential backoff, and waiting out
+        429s (shared with every user of the token) for up to `rate_limit_patience_seconds`. Each attempt
+        first finds room in the API budget. Any other refusal raises `refusal`."""
         last_problem = ""
-        for attempt in range(self.max_attempts):
+        failures = 0
+        rate_limited_since: float | None = None
+        rate_limited = 0  # 429s in a row
+        url = f"{self._path}/{endpoint}" if endpoint else self._path
+        while failures < self.max_attempts:
+            self._acquire()
             left = self._remaining()
             timeout = self.request_timeout if left is None else min(self.request_timeout, left)
             self.requests += 1
             try:
-                response = self._client.post(f"{self._path}/{endpoint}", json={"sql": sql}, timeout=timeout)
+                response = self._client.request(method, url, json=payload, timeout=timeout)
             except self._transport_error as e:
                 last_problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                self._pause(attempt, None)
+                failures += 1
+                self._pause(failures, None)
                 continue
             status = response.status_code
             if status == 200:
@@ -273,10 +381,25 @@ class D1Source(Source):
                     raise SourceUnavailable(f"{self.description}: the API answered 200 with a body that is not JSON") from e
                 if body.get("success", False):
                     return body
-                raise SourceSQLError(f"{self.description}: {_error_text(body)}")
-            if status == 429 or status >= 500:
+                raise refusal(f"{self.description}: {_error_text(body)}")
+            if status == 429:
+                now = self.budget.now()
+                rate_limited += 1
+                rate_limited_since = now if rate_limited_since is None else rate_limited_since
+                wanted = _retry_after_seconds(response.headers.get("Retry-After"))
+                pause = min(300.0, max(wanted or 0.0, self.backoff_seconds * 2 ** min(rate_limited - 1, 8)))
+                if now + pause - rate_limited_since > self.rate_limit_patience_seconds + 0.001:
+                    raise RateLimited(
+                        f"{self.description}: the API answered 429 (rate limited) for {now - rate_limited_since:.0f}s; "
+                        "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"
+                    )
+                self.budget.pause(pause)
+                continue
+            rate_limited_since, rate_limited = None, 0
+            if status >= 500:
                 last_problem = f"HTTP {status} {_error_text(_json_or_empty(response))}".strip()
-                self._pause(attempt, response.headers.get("Retry-After"))
+                failures += 1
+                self._pause(failures, response.headers.get("Retry-After"))
                 continue
             body = _json_or_empty(response)
             codes = {e.get("code") for e in body.get("errors", []) if isinstance(e, dict)}
@@ -285,19 +408,35 @@ class D1Source(Source):
                     f"{self.description}: the API refused the token (HTTP {status}): check that CLOUDFLARE_API_TOKEN "
                     "is current and has D1 read permission on this account"
                 )
+            if status == 404 and self.bookmark is not None:
+                raise DatabaseNotFound(
+                    f"{self.description}: the database disappeared during the dump (HTTP 404): it was deleted, or "
+                    "its id changed; nothing was stored. `wrangler d1 list` shows the databases there are; fix "
+                    "database_id, or remove the database from patina.yaml"
+                )
             if status == 404:
                 raise DatabaseNotFound(
                     f"{self.description}: no such database (HTTP 404): check the account id and database id "
                     "(`wrangler d1 list` shows them)"
                 )
-            raise SourceSQLError(f"{self.description}: HTTP {status}: {_error_text(body)}")
-        error = RateLimited if last_problem.startswith("HTTP 429") else SourceUnavailable
-        raise error(f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}")
+            raise refusal(f"{self.description}: HTTP {status}: {_error_text(body)}")
+        raise SourceUnavailable(f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}")
 
-    def _pause(self, attempt: int, retry_after: str | None) -> None:
-        if attempt + 1 >= self.max_attempts:
+    def _acquire(self) -> None:
+        """Room for one request in the token's budget, waited for no later than the dump's deadline."""
+        left = self._remaining()
+        try:
+            self.budget.acquire(None if left is None else self.budget.now() + left)
+        except BudgetExhausted as e:
+            raise DeadlineExceeded(
+                f"{self.description}: the API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s, "
+                "past this dump's deadline: raise the budget or the deadline, or spread the databases out"
+            ) from None
+
+    def _pause(self, failures: int, retry_after: str | None) -> None:
+        if failures >= self.max_attempts:
             return
-        delay = self.backoff_seconds * (2**attempt) * random.uniform(0.75, 1.25)
+        delay = self.backoff_seconds * (2 ** (failures - 1)) * random.uniform(0.75, 1.25)
         wanted = _retry_after_seconds(retry_after)
         if wanted is not None:
             delay = max(delay, wanted)
@@ -311,7 +450,24 @@ class D1Source(Source):
     # -- Source -----------------------------------------------------------------------------------
 
     def query(self, sql: str) -> list[tuple]:
-        body = self._post("raw", sql)
+        """Rows of `sql`: from the attempt's batch when it holds them, else over the API."""
+        if self._batch is not None:
+            if sql in self._batch:
+                return self._batch[sql]
+            if sql in self._refused:
+                raise SourceSQLError(self._refused[sql])
+            self._outside_batch = True
+        try:
+            rows = self._live_query(sql)
+        except SourceSQLError as e:
+            self._refused[sql] = str(e)
+            raise
+        if self._recorded is not None:
+            self._recorded.append(sql)
+        return rows
+
+    def _live_query(self, sql: str) -> list[tuple]:
+        body = self._request("POST", "raw", {"sql": sql})
         result = body["result"][0]
         self.rows_read += int((result.get("meta") or {}).get("rows_read") or 0)
         return [tuple(row) for row in result["results"]["rows"]]
@@ -331,20 +487,14 @@ class D1Source(Source):
         keys = [quote_identifier(c) for c in table.key_columns]
         columns = [quote_identifier(c) for c in table.columns]
         exact = self._has_math_functions()
-        # A balanced sum: a chain of 100 `+` passes D1's expression depth of 100.
-        size = _balanced_sum([f"coalesce(length(CAST({c} AS BLOB)),0)" for c in columns])
         cells = _json_row([_tagged(c, exact) for c in columns])
-        marker = _json_row(["'R'", size] + [_tagged(k, exact) for k in keys])
-        order = ",".join(keys)
         formatter = RowFormatter(len(keys))
         limit = max(1, min(1000, self.page_bytes // 200))
+        if self._batch is not None and self._page_sql(table, None, ALL_ROWS) in self._batch:
+            limit = ALL_ROWS  # the whole table came in the attempt's one batch
         after: str | None = None
         while True:
-            threshold = min(BIG_ROW_BYTES, max(64, 8 * self.page_bytes // limit))
-            where = f" WHERE ({order}) > ({after})" if after else ""
-            sql = (f"SELECT CASE WHEN {size} > {threshold} THEN {marker} ELSE {cells} END "
-                   f"FROM {table.quoted}{where} ORDER BY {order} LIMIT {limit}")
-            rows = self.query(self._within_statement_limit(sql, table))
+            rows = self.query(self._page_sql(table, after, limit))
             if not rows:
                 return
             batch: list = []
@@ -412,6 +562,24 @@ class D1Source(Source):
             )
         return sql
 
+    def _page_sql(self, table: TablePlan, after: str | None, limit: int) -> str:
+        """One page of `table`: at most `limit` rows after the key `after`, each a JSON array of tagged
+        values, or, for a row over the page's share of `page_bytes` (BIG_ROW_BYTES for a table read whole
+        in the one batch), a marker `['R', bytes, key...]` to fetch it by key afterwards."""
+        keys = [quote_identifier(c) for c in table.key_columns]
+        columns = [quote_identifier(c) for c in table.columns]
+        exact = self._has_math_functions()
+        # A balanced sum: a chain of 100 `+` passes D1's expression depth of 100.
+        size = _balanced_sum([f"coalesce(length(CAST({c} AS BLOB)),0)" for c in columns])
+        cells = _json_row([_tagged(c, exact) for c in columns])
+        marker = _json_row(["'R'", size] + [_tagged(k, exact) for k in keys])
+        order = ",".join(keys)
+        threshold = BIG_ROW_BYTES if limit >= ALL_ROWS else min(BIG_ROW_BYTES, max(64, 8 * self.page_bytes // limit))
+        where = f" WHERE ({order}) > ({after})" if after else ""
+        sql = (f"SELECT CASE WHEN {size} > {threshold} THEN {marker} ELSE {cells} END "
+               f"FROM {table.quoted}{where} ORDER BY {order} LIMIT {limit}")
+        return self._within_statement_limit(sql, table)
+
     def _scan_without_key(self, table: TablePlan) -> Iterator[list[tuple]]:
         """A rowid table whose rowid every column name hides (rowid, _rowid_ and oid all taken): nothing
         to page by, so, for this table alone, LIMIT/OFFSET in SQLite's stable scan order."""
@@ -431,7 +599,7 @@ class D1Source(Source):
         """Whether D1 has the SQLite math functions the exact REAL carrier needs (see `_EXACT_REAL`)."""
         if self._math is None:
             try:
-                self._math = bool(self.query(
+                self._math = bool(self._live_query(
                     "SELECT atan2(-0.0,-1) < 0 AND log2(8.0) = 3 AND floor(-2.5) = -3 AND pow(2,-1074) > 0"
                 )[0][0])
             except SourceSQLError:

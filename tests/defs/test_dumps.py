@@ -207,7 +207,8 @@ def test_d1_materialization_is_exact(tmp_path, monkeypatch):
         result, _ = run_night(build_definitions(config))
     assert result.success
     (manifest,) = store_of(config).list_daily()
-    assert manifest.point_in_time is False and manifest.requests > 0
+    assert manifest.point_in_time is True and manifest.consistency == "one batch" and manifest.requests > 0
+    assert manifest.bookmark and manifest.bookmark == manifest.end_bookmark
     dump = tmp_path / "scout.sql.zst"
     dump.write_bytes(store_of(config).bucket.get_bytes(manifest.key))
     restore_dump(dump, tmp_path / "restored.sqlite")
@@ -224,3 +225,26 @@ def test_a_malformed_config_stops_the_code_location_from_loading(tmp_path):
                          env={"PATINA_CONFIG": str(bad), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
     assert run.returncode != 0
     assert "databases[0].priority" in run.stderr and "databases[0].source" in run.stderr
+
+
+def test_a_d1_database_written_during_every_read_is_stored_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATINA_TEST_TOKEN", "good-token")
+    source = small_database(tmp_path / "d1.sqlite", 300)
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
+        server.before_request = lambda path, body: (
+            server.execute(DB_ID, "INSERT INTO users(email) VALUES ('u' || random())")
+            if "json_array" in (body or {}).get("sql", "") else None)
+        config = d1_config(tmp_path, server, page_bytes=10_000, consistency_retries=1)
+        result, _ = run_night(build_definitions(config))
+    assert result.success  # the backup is stored: marked, not dropped
+    (manifest,) = store_of(config).list_daily()
+    assert manifest.point_in_time is False and manifest.consistency == "bookmark moved"
+    assert manifest.bookmark < manifest.end_bookmark
+    (materialization,) = [e.event_specific_data.materialization for e in result.all_events
+                          if e.event_type_value == "ASSET_MATERIALIZATION"]
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["point_in_time"] is False and metadata["attempts"] == 2
+    assert metadata["time_travel_bookmark"] == manifest.bookmark and "not one point in time" in metadata["warnings"]
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "point_in_time"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert f"wrangler d1 time-travel restore scout-db --bookmark={manifest.bookmark}" in check.description

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from support.compare import assert_same_database
-from support.configs import small_database
-from support.d1_server import D1Server
+from support.configs import small_database, write_config
+from support.d1_server import D1Server, Fault
 
 PATINA = [sys.executable, "-m", "patina_assets.cli"]
 
@@ -36,7 +36,28 @@ def test_dump_over_rest_with_env(tmp_path):
         env = {"CLOUDFLARE_API_TOKEN": "good-token", "PATINA_CLOUDFLARE_API_URL": server.base_url}
         run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env)
     assert run.returncode == 0, run.stderr
-    assert "not a single point in time" in run.stdout
+    assert "one point in time (one batch)" in run.stdout
+
+
+def test_dump_over_rest_uses_patina_yaml(tmp_path):
+    """`patina dump d1://...` reads with patina.yaml's request settings when one is found."""
+    source = small_database(tmp_path / "src.sqlite")
+    write_config(tmp_path, [{"name": "grove", "source": str(source)}],
+                 dump={"page_bytes": 10_000, "request_attempts": 1, "consistency_retries": 0},
+                 cloudflare={"api_token_env": "GROVE_D1_TOKEN", "requests_per_5_minutes": 1200})
+    with D1Server({"db-id": source}) as server:
+        env = {"GROVE_D1_TOKEN": "good-token", "CLOUDFLARE_API_TOKEN": "", "PATINA_CLOUDFLARE_API_URL": server.base_url}
+        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        # The file (over 10,000 bytes) is paged at patina.yaml's page_bytes instead of read in one batch.
+        assert "(bookmark unchanged)" in run.stdout
+        pages = [r for r in server.requests if r.path.endswith("/raw") and "LIMIT" in r.body.get("sql", "")]
+        # The first page of each table asks for page_bytes // 200 rows; the default (2 MB) would ask for 1,000.
+        assert pages and all(r.body["sql"].endswith(" LIMIT 50") for r in pages if " WHERE (" not in r.body["sql"])
+        server.inject(Fault.status(500))  # request_attempts: 1, so one 500 ends it
+        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "again.sql"), env=env, cwd=tmp_path)
+    assert run.returncode == 1 and "gave up after 1 attempts" in run.stderr
+    assert not (tmp_path / "again.sql").exists()
 
 
 def test_clear_errors_and_nothing_left_behind(tmp_path):

@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 from support.compare import assert_same_database
 from support.d1_server import D1Server, Fault
+from support.fake_clock import FakeClock
 
 from patina_assets.engine import (
     AuthenticationFailed,
@@ -18,8 +19,18 @@ from patina_assets.engine import (
     dump_database,
     restore_dump,
 )
+from patina_assets.engine.api_budget import ApiBudget
 
 DB_ID = "0f5c7c7e-4b1e-4f4a-9d55-1b2c3d4e5f60"
+
+
+def statements(requests) -> list[str]:
+    """Every SQL statement the requests sent: a query's `sql`, or each of a batch's."""
+    found = []
+    for r in requests:
+        if isinstance(r.body, dict):
+            found += [q["sql"] for q in r.body.get("batch", [r.body]) if isinstance(q, dict) and "sql" in q]
+    return found
 
 
 @pytest.fixture
@@ -50,9 +61,13 @@ def awkward_values_db(tmp_path):
     return path
 
 
-def d1_source(server, **kw) -> D1Source:
+def d1_source(server, clock: FakeClock | None = None, **kw) -> D1Source:
+    """A D1Source on `server`; with `clock`, its waits (backoff, API budget) only move that clock on."""
     kw.setdefault("backoff_seconds", 0.001)
-    return D1Source("acct", DB_ID, token=kw.pop("token", "good-token"), api_url=server.base_url, **kw)
+    token = kw.pop("token", "good-token")
+    if clock is not None:
+        kw.update(sleep=clock.sleep, budget=ApiBudget(server.base_url, token, clock=clock.time, sleep=clock.sleep))
+    return D1Source("acct", DB_ID, token=token, api_url=server.base_url, **kw)
 
 
 def dump_and_restore(server, source_path, tmp_path, **kw):
@@ -67,24 +82,25 @@ def dump_and_restore(server, source_path, tmp_path, **kw):
 def test_rest_dump_is_exact(awkward_values_db, tmp_path):
     with D1Server({DB_ID: awkward_values_db}) as server:
         result = dump_and_restore(server, awkward_values_db, tmp_path)
-    assert result.point_in_time is False
+    assert result.point_in_time is True and result.bookmark == result.end_bookmark
     assert result.table_rows == {"v": 7, "pairs": 3000, "plain": 500}
     text = (tmp_path / "d1.sql").read_text()
-    assert "-- Point in time: no" in text and f"-- Requests: {result.requests}" in text
+    assert "-- Point in time: yes" in text and f"-- Requests: {result.requests}" in text
+    assert f"-- Time Travel bookmark: {result.bookmark}" in text
 
 
 def test_pages_follow_the_byte_budget(awkward_values_db, tmp_path):
     with D1Server({DB_ID: awkward_values_db}) as server:
         result = dump_and_restore(server, awkward_values_db, tmp_path, page_bytes=40_000)
-        queries = [r for r in server.requests if r.path.endswith("/raw")]
+        requests = server.requests
     # Every statement stays under D1's limits, and pages stay near the budget (one row may pass it).
-    assert all(len(r.body["sql"].encode()) < 100_000 for r in queries)
-    assert result.requests == len(queries)
+    assert all(len(sql.encode()) < 100_000 for sql in statements(requests))
+    assert result.requests == len(requests)  # the queries, two bookmarks and the database's size
     assert result.requests >= result.sql_bytes // 40_000 // 2
 
 
 def test_retries_429_500_and_dropped_connections(awkward_values_db, tmp_path):
-    waits = []
+    clock = FakeClock()
     with D1Server({DB_ID: awkward_values_db}) as server:
         server.inject(
             Fault.status(429, retry_after=3),
@@ -93,10 +109,11 @@ def test_retries_429_500_and_dropped_connections(awkward_values_db, tmp_path):
             Fault.status(502),
             Fault.status(503),
         )
-        dump_and_restore(server, awkward_values_db, tmp_path, sleep=waits.append)
+        dump_and_restore(server, awkward_values_db, tmp_path, clock=clock)
         statuses = [r.status for r in server.requests[:6]]
+    waits = clock.sleeps
     assert statuses[:5] == [429, 500, None, 502, 503]
-    assert waits[0] >= 3  # Retry-After honoured
+    assert waits[0] == pytest.approx(3)  # Retry-After honoured
     assert waits[1:5] == sorted(waits[1:5])  # exponential backoff grows
 
 
@@ -136,10 +153,12 @@ def test_server_down_gives_up_after_retries(awkward_values_db, tmp_path):
 
 def test_rate_limit_that_does_not_pass_is_reported_as_such(awkward_values_db, tmp_path):
     with D1Server({DB_ID: awkward_values_db}) as server:
-        server.fail_always(429, retry_after=1)
-        with pytest.raises(RateLimited):
-            with d1_source(server, max_attempts=3, sleep=lambda s: None) as source:
+        server.fail_always(429, retry_after=60)
+        clock = FakeClock()
+        with pytest.raises(RateLimited, match="answered 429 .* for 900s"):
+            with d1_source(server, clock) as source:
                 dump_database(source, tmp_path / "x.sql")
+    assert sum(clock.sleeps) == pytest.approx(900) and len(server.requests) == 16  # one a minute, 15 minutes
 
 
 def test_a_failure_mid_dump_leaves_no_file(awkward_values_db, tmp_path):
@@ -177,8 +196,8 @@ def test_each_row_is_read_once(awkward_values_db, tmp_path):
     with D1Server({DB_ID: awkward_values_db}) as server:
         with d1_source(server, page_bytes=40_000) as source:
             result = dump_database(source, tmp_path / "d1.sql")
-            pages = [r for r in server.requests if r.path.endswith("/raw") and "LIMIT" in r.body["sql"]]
-    assert not any(" OVER " in r.body["sql"] for r in pages)
+            pages = [sql for sql in statements(server.requests) if "LIMIT" in sql]
+    assert not any(" OVER " in sql for sql in pages)
     assert source.rows_read <= 1.1 * result.rows + len(server.requests) + 10
 
 
@@ -193,5 +212,5 @@ def test_many_tables_with_long_names_are_listed_in_statements_under_100_kb(tmp_p
     db.close()
     with D1Server({DB_ID: path}) as server:
         result = dump_and_restore(server, path, tmp_path)
-        assert max(len(r.body["sql"].encode()) for r in server.requests) < 100_000
+        assert max(len(sql.encode()) for sql in statements(server.requests)) < 100_000
     assert len(result.table_rows) == 150

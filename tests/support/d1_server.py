@@ -38,6 +38,12 @@ Faithful to D1 (from Cloudflare's API reference, cloudflare/workers-sdk wrangler
 * Values pass through JavaScript: INTEGERs become doubles (2**53 + 1 comes back as 2**53),
   numbers are printed as ``JSON.stringify`` prints them (``js_number_json``), non-finite REALs
   become ``null``, BLOBs become arrays of byte values, row objects keep JavaScript's key order.
+* The batch form of ``/query`` and ``/raw``, ``{"batch": [{"sql", "params"}, ...]}`` (the API's
+  ``D1BatchQuery``), runs every statement in one transaction, one ``result`` entry per statement,
+  as ``;``-separated statements in one ``sql`` do.
+* Time Travel: ``GET .../time_travel/bookmark`` answers ``{"bookmark"}``, the database's current
+  bookmark (or, with ``?timestamp=``, the newest at or before that time). Each database's bookmark is
+  lexicographically sortable and moves on with every batch that writes, and only then.
 * The import protocol (init -> PUT to ``upload_url`` answered with an MD5 ``ETag`` -> ingest ->
   poll), with the response shapes wrangler and the SDK read; the import is one transaction.
 * Auth codes 10000 ("Authentication error"), 7403 for an account the token does not reach
@@ -68,10 +74,19 @@ Simplified or guessed (not checked against real D1):
 * List paging (``page``, ``per_page``, default 1000) is not validated; ``name`` is not filtered;
   ``num_tables`` counts every table but ``sqlite_*`` ones.
 * A chunked upload (no Content-Length) gets 411, as S3 answers a presigned PUT without a length.
-* The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes.
+* The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes, which
+  ``lock_out(seconds)`` does: every request (measured with ``clock``) answers 429 with the seconds left
+  as Retry-After until the time is up.
 * A statement running past ``query_seconds`` (30, D1's documented limit) is interrupted and a
   result over ``max_result_bytes`` (50 MB, counted as the bytes of its TEXT and BLOB values plus
   8 per value) refused: the limits are Cloudflare's, the messages made up.
+* ``time_travel=False`` (a database without Time Travel, as D1's legacy alpha databases were) answers
+  the bookmark request with HTTP 400, code 7500, "Time Travel is not available for this database".
+  ``read_less_tokens`` authenticate but lack D1 permission: HTTP 403, code 10000, as Cloudflare
+  answers such a token.
+* ``before_request(path, body)``, when set, runs before each API request is answered (after its fault and
+  rate-limit checks), so a test can write to a database, or delete it, between two requests of a dump;
+  a hook that raises ``D1Error`` has the request refused with it (HTTP 400, code 7500).
 """
 from __future__ import annotations
 
@@ -259,10 +274,11 @@ def _open(path: Path) -> apsw.Connection:
     return conn
 
 
-def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
+def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool, *,
                query_seconds: float = MAX_QUERY_SECONDS, result_bytes: int = MAX_RESULT_BYTES,
                refused_functions: frozenset[str] = frozenset()) -> tuple[list[_Statement], int]:
-    """Run ``sql`` in one transaction as D1 does; return its statements and the size after.
+    """Run ``queries`` (each SQL text with its params) in one transaction as D1 does; return their
+    statements and the size after.
 
     A statement still running after ``query_seconds`` is interrupted, and a batch whose rows add up
     to more than ``result_bytes`` is refused. Raises D1Error (after rolling back) on any failure.
@@ -313,9 +329,11 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
             "rows_written": written,
         }
 
+    query_starts_at = [0]  # index in `statements` of the current query's first statement
+
     def on_statement(cursor: apsw.Cursor, text: str, bindings: Any) -> bool:
         finish()
-        if statements and statements[-1].had_bindings:
+        if len(statements) > query_starts_at[0] and statements[-1].had_bindings:
             raise D1Error(MULTI_PARAMS_MESSAGE)
         if len(text.strip().encode()) > MAX_STATEMENT_BYTES:
             raise D1Error("statement too long: SQLITE_TOOBIG")
@@ -335,19 +353,21 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
             conn.trace_v2(apsw.SQLITE_TRACE_PROFILE, on_profile)
             cursor = conn.cursor()
             cursor.exec_trace = on_statement
-            for row in cursor.execute(sql, [_binding(p) for p in params]):
-                s = statements[-1]
-                s.row_count += 1
-                if keep_rows:
-                    size = sum(len(v.encode()) if isinstance(v, str) else len(v)
-                               for v in row if isinstance(v, (str, bytes)))
-                    if size > MAX_VALUE_BYTES:
-                        raise D1Error("string or blob too big: SQLITE_TOOBIG")
-                    carried += size + 8 * len(row)
-                    if carried > result_bytes:
-                        raise D1Error(f"result too large: more than {result_bytes} bytes: SQLITE_TOOBIG")
-                    s.rows.append(row)
-            finish()
+            for sql, params in queries:
+                query_starts_at[0] = len(statements)
+                for row in cursor.execute(sql, [_binding(p) for p in params]):
+                    s = statements[-1]
+                    s.row_count += 1
+                    if keep_rows:
+                        size = sum(len(v.encode()) if isinstance(v, str) else len(v)
+                                   for v in row if isinstance(v, (str, bytes)))
+                        if size > MAX_VALUE_BYTES:
+                            raise D1Error("string or blob too big: SQLITE_TOOBIG")
+                        carried += size + 8 * len(row)
+                        if carried > result_bytes:
+                            raise D1Error(f"result too large: more than {result_bytes} bytes: SQLITE_TOOBIG")
+                        s.rows.append(row)
+                finish()
             if not statements:
                 raise D1Error("SQL code did not contain a statement.")
             conn.trace_v2(0, None)
@@ -489,7 +509,8 @@ class D1Server:
                  token: str = "good-token", *, rate_limit: tuple[int, float] | None = None,
                  import_active_polls: int = 0, clock: Callable[[], float] = time.monotonic,
                  query_seconds: float = MAX_QUERY_SECONDS, max_result_bytes: int = MAX_RESULT_BYTES,
-                 refused_functions: set[str] = frozenset()):
+                 refused_functions: set[str] = frozenset(),
+                 time_travel: bool = True, read_less_tokens: tuple[str, ...] = ()):
         self.databases = {db_id: Path(path) for db_id, path in databases.items()}
         self.account_id, self.token = account_id, token
         self.rate_limit, self.clock = rate_limit, clock
@@ -503,9 +524,13 @@ class D1Server:
         self._faults: collections.deque[Fault] = collections.deque()
         self._sticky: Fault | None = None
         self._recent: collections.deque[float] = collections.deque()
+        self._locked_until = float("-inf")
         self._uploads: dict[str, bytes] = {}
         self._imports: dict[str, _Import] = {}
-        self._bookmark_counter = 0
+        self.time_travel, self.read_less_tokens = time_travel, read_less_tokens
+        self.before_request: Callable[[str, Any], None] | None = None
+        # Per database: (time, bookmark) of every state, oldest first; the last is the current one.
+        self._bookmarks = {db_id: [(time.time(), _bookmark_text(0))] for db_id in self.databases}
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -575,8 +600,18 @@ class D1Server:
                     return fault
         return None
 
+    def lock_out(self, seconds: float) -> None:
+        """Refuse every request with 429 for `seconds` from now (on `clock`), as Cloudflare does to a
+        token that went over its rate limit."""
+        with self._lock:
+            self._locked_until = self.clock() + seconds
+
     def _rate_limited(self) -> int | None:
-        """Seconds to wait when over the rate limit, else None (and count this request)."""
+        """Seconds to wait when over the rate limit or locked out, else None (and count this request)."""
+        with self._lock:
+            left = self._locked_until - self.clock()
+        if left > 0:
+            return max(1, math.ceil(left))
         if self.rate_limit is None:
             return None
         limit, window = self.rate_limit
@@ -651,6 +686,11 @@ class D1Server:
         if method == "PUT" and path.startswith("/r2-upload/"):
             return self._upload(path.removeprefix("/r2-upload/"), raw)
         self._check_auth(authorization)
+        if self.before_request is not None:
+            try:
+                self.before_request(path, body)
+            except D1Error as error:  # the hook refuses this request as D1 refuses SQL
+                return _Reply(400, _error_envelope(7500, str(error)))
         return self._route(method, path, query, body, raw)
 
     def _send(self, h: "_Handler", log: dict[str, Any], status: int, payload: bytes,
@@ -673,13 +713,16 @@ class D1Server:
         if not header.startswith("Bearer "):
             raise _Reply(400, _error_envelope(6003, "Invalid request headers", error_chain=[
                 {"code": 6111, "message": "Invalid format for Authorization header"}]))
-        if header.removeprefix("Bearer ").strip() != self.token:
+        token = header.removeprefix("Bearer ").strip()
+        if token in self.read_less_tokens:
+            raise _Reply(403, _error_envelope(10000, "Authentication error"))
+        if token != self.token:
             raise _Reply(401, _error_envelope(10000, "Authentication error"))
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
                raw: bytes) -> _Reply:
         m = re.fullmatch(re.escape(self.API_PREFIX) + r"/accounts/([^/]+)/d1/database"
-                         r"(?:/([^/]+)(?:/(query|raw|import))?)?/?", path)
+                         r"(?:/([^/]+)(?:/(query|raw|import|time_travel/bookmark))?)?/?", path)
         if m is None:
             return _Reply(404, _error_envelope(
                 7003, f"Could not route to {path}, perhaps your object identifier is invalid?"))
@@ -689,11 +732,13 @@ class D1Server:
                 7403, "The given account is not valid or is not authorized to access this service"))
         if database_id is not None and database_id not in self.databases:
             return _Reply(404, _error_envelope(7404, f"The database {database_id} could not be found"))
-        wanted = "GET" if action is None else "POST"
+        wanted = "GET" if action in (None, "time_travel/bookmark") else "POST"
         if method != wanted:
             return _Reply(405, _error_envelope(10405, f"Method {method} not allowed"))
         if action is None:
             return self._list(query) if database_id is None else _ok(self._info(database_id))
+        if action == "time_travel/bookmark":
+            return self._time_travel_bookmark(database_id, query)
         if raw and not isinstance(body, dict):
             return _Reply(400, _error_envelope(7400, "The request is not valid JSON"))
         body = body or {}
@@ -727,18 +772,21 @@ class D1Server:
                 "file_size": path.stat().st_size, "read_replication": {"mode": "disabled"}}
 
     def _query(self, database_id: str, body: dict[str, Any], raw: bool) -> _Reply:
-        sql, params = body.get("sql"), body.get("params", [])
-        if not isinstance(sql, str) or not isinstance(params, list):
+        queries = body.get("batch") if "batch" in body else [body]
+        if not isinstance(queries, list) or not queries or not all(
+                isinstance(q, dict) and isinstance(q.get("sql"), str)
+                and isinstance(q.get("params", []), list) for q in queries):
             return _Reply(400, _error_envelope(7400, "The request body needs a string 'sql' and "
-                                                     "a list 'params'"))
+                                                     "a list 'params', or a list 'batch' of them"))
         try:
             with self._db_locks[database_id]:
-                statements, size_after = _run_batch(self.databases[database_id], sql, params, True,
+                statements, size_after = _run_batch(self.databases[database_id],
+                                                    [(q["sql"], q.get("params", [])) for q in queries], True,
                                                     query_seconds=self.query_seconds,
                                                     result_bytes=self.max_result_bytes,
                                                     refused_functions=self.refused_functions)
                 if any(not s.readonly for s in statements):
-                    self._bookmark(advance=True)
+                    self._bookmark(database_id, advance=True)
         except D1Error as error:
             return _Reply(400, _error_envelope(7500, str(error)))
         results = []
@@ -748,13 +796,39 @@ class D1Server:
             results.append({"results": rows, "success": True, "meta": _full_meta(s, size_after)})
         return _ok(results)
 
-    # ---- import
-    def _bookmark(self, advance: bool = False) -> str:
-        """A made-up Time Travel bookmark, moved on by each batch that writes."""
+    def execute(self, database_id: str, sql: str) -> None:
+        """Write to a database as its application would (one batch, moving its bookmark on): for a
+        test's ``before_request`` hook."""
+        with self._db_locks[database_id]:
+            statements, _ = _run_batch(self.databases[database_id], [(sql, [])], False)
+            if any(not s.readonly for s in statements):
+                self._bookmark(database_id, advance=True)
+
+    # ---- Time Travel
+    def _bookmark(self, database_id: str, advance: bool = False) -> str:
+        """The database's current Time Travel bookmark; `advance` records a new state first."""
         with self._lock:
-            self._bookmark_counter += advance
-            n = self._bookmark_counter
-        return f"{n:08x}-00000000-00000000-{hashlib.md5(str(n).encode()).hexdigest()}"
+            history = self._bookmarks.setdefault(database_id, [(time.time(), _bookmark_text(0))])
+            if advance:
+                history.append((time.time(), _bookmark_text(len(history))))
+            return history[-1][1]
+
+    def _time_travel_bookmark(self, database_id: str, query: dict[str, list[str]]) -> _Reply:
+        if not self.time_travel:
+            return _Reply(400, _error_envelope(7500, "Time Travel is not available for this database"))
+        self._bookmark(database_id)
+        with self._lock:
+            history = list(self._bookmarks[database_id])
+        if "timestamp" not in query:
+            return _ok({"bookmark": history[-1][1]})
+        try:
+            at = datetime.datetime.fromisoformat(query["timestamp"][0].replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return _Reply(400, _error_envelope(7400, "Invalid timestamp"))
+        earlier = [bookmark for moment, bookmark in history if moment <= at]
+        return _ok({"bookmark": (earlier or [history[0][1]])[-1]})
+
+    # ---- import
 
     def _upload(self, filename: str, data: bytes) -> _Reply:
         with self._lock:
@@ -766,7 +840,7 @@ class D1Server:
         if action == "init":
             filename = f"{database_id}-{etag}.sql"
             if filename not in self._uploads:
-                return _ok({"success": True, "filename": filename, "at_bookmark": self._bookmark(),
+                return _ok({"success": True, "filename": filename, "at_bookmark": self._bookmark(database_id),
                             "upload_url": f"{self.origin}/r2-upload/{filename}?X-Amz-Signature=fake"})
             return self._ingest(database_id, filename, etag)
         if action == "ingest":
@@ -786,11 +860,11 @@ class D1Server:
         if data is None or hashlib.md5(data).hexdigest() != etag:
             return _ok({"success": False, "error": "The uploaded file does not match the etag"})
         with self._db_locks[database_id]:
-            at_bookmark = self._bookmark()
+            at_bookmark = self._bookmark(database_id)
             started = time.perf_counter()
             try:
                 statements, size_after = _run_batch(self.databases[database_id],
-                                                    data.decode(), [], keep_rows=False,
+                                                    [(data.decode(), [])], keep_rows=False,
                                                     query_seconds=math.inf)
             except (D1Error, UnicodeDecodeError) as error:
                 outcome = {**_polling(at_bookmark, "error"), "error": str(error), "errors": [str(error)]}
@@ -804,10 +878,15 @@ class D1Server:
                         "rows_written": sum(s.meta["rows_written"] for s in statements)}
                 outcome = {**_polling(at_bookmark, "complete"), "result": {
                     "success": True, "num_queries": len(statements),
-                    "final_bookmark": self._bookmark(advance=True), "meta": meta}}
+                    "final_bookmark": self._bookmark(database_id, advance=True), "meta": meta}}
             self._imports[at_bookmark] = _Import(database_id, at_bookmark,
                                                  self.import_active_polls, outcome)
         return _ok(_polling(at_bookmark, "active"))
+
+
+def _bookmark_text(n: int) -> str:
+    """A bookmark shaped like D1's (`00000001-00000002-00004e2f-<hex>`), sorting in the order of `n`."""
+    return f"{n:08x}-00000000-00000000-{hashlib.md5(str(n).encode()).hexdigest()}"
 
 
 def _polling(at_bookmark: str, status: str) -> dict[str, Any]:

@@ -11,6 +11,11 @@
 // A `sql` holding several statements is split here (quotes, comments and trigger bodies understood, as
 // sqlite3_complete() does) and, as on Cloudflare, only the last statement takes `params`. The body may
 // also be `{"batch": [{"sql", "params"}, ...]}`, one statement each.
+//
+// Two GETs complete what a dump asks for: the database's details (`file_size` is D1's own
+// `meta.size_after`) and its Time Travel bookmark. Local workerd has no Time Travel, so the worker keeps
+// a bookmark per database that moves when, and only when, D1's `meta` says a query changed the
+// database (`changed_db`, `rows_written`), as Cloudflare's bookmarks move on every write.
 
 // Statements of `sql`, split at semicolons outside quotes, comments and CREATE TRIGGER ... END bodies.
 function splitStatements(sql) {
@@ -59,6 +64,12 @@ function splitStatements(sql) {
 }
 
 const PREFIX = "/client/v4/accounts/";
+const writes = {}; // database id -> number of answers whose meta said the database changed
+
+function bookmarkOf(databaseId) {
+  const n = writes[databaseId] ?? 0;
+  return `00000001-${n.toString(16).padStart(8, "0")}-00004e2f-${"0".repeat(32)}`;
+}
 
 function envelope(result, errors = []) {
   return { success: errors.length === 0, errors, messages: [], result };
@@ -72,7 +83,8 @@ export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     if (url.pathname === "/ready") return new Response("ready");
-    const m = url.pathname.match(/^\/client\/v4\/accounts\/([^/]+)\/d1\/database\/([^/]+)\/(query|raw)\/?$/);
+    const m = url.pathname.match(
+      /^\/client\/v4\/accounts\/([^/]+)\/d1\/database\/([^/]+)(?:\/(query|raw|time_travel\/bookmark))?\/?$/);
     if (!m) return fail(404, 7003, `Could not route to ${url.pathname}, perhaps your object identifier is invalid?`);
     const auth = request.headers.get("Authorization") || "";
     if (auth !== `Bearer ${env.API_TOKEN}`) return fail(auth ? 401 : 400, 10000, "Authentication error");
@@ -82,6 +94,17 @@ export default {
     }
     const binding = JSON.parse(env.DATABASES)[databaseId];
     if (!binding) return fail(404, 7404, `The database ${databaseId} could not be found`);
+    if (request.method === "GET" && action === "time_travel/bookmark") {
+      return Response.json(envelope({ bookmark: bookmarkOf(databaseId) }));
+    }
+    if (request.method === "GET" && action === undefined) {
+      const probe = await env[binding].alwaysPrimarySession._sendOrThrow("/query", ["SELECT 1"], [[]], "ROWS_AND_COLUMNS");
+      const meta = (Array.isArray(probe) ? probe[0] : probe).meta;
+      return Response.json(envelope({ uuid: databaseId, name: binding, version: "production", file_size: meta.size_after }));
+    }
+    if (action === undefined || action === "time_travel/bookmark") {
+      return fail(405, 10405, `Method ${request.method} not allowed`);
+    }
     if (request.method !== "POST") return fail(405, 10405, `Method ${request.method} not allowed`);
     let body;
     try {
@@ -113,6 +136,7 @@ export default {
       const out = action === "raw"
         ? { columns, rows }
         : rows.map((row) => Object.fromEntries(row.map((cell, i) => [columns[i], cell])));
+      if (r.meta?.changed_db || r.meta?.rows_written) writes[databaseId] = (writes[databaseId] ?? 0) + 1;
       return { results: out, success: true, meta: r.meta };
     });
     return Response.json(envelope(results));
