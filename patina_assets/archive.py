@@ -64,12 +64,12 @@ from .engine.formats import (
     decompressing_reader,
 )
 from .storage import (
-    MANIFEST_CONTENT_TYPE,
     WEEKLY_PREFIX,
     BackupStore,
     CorruptManifest,
     InvalidKey,
     Manifest,
+    Publication,
     ObjectInfo,
     StorageError,
     StorageIntegrityError,
@@ -79,6 +79,7 @@ from .storage import (
     new_generation,
     parse_weekly_key,
     patina_version,
+    publish,
     utc_timestamp,
     validate_database_name,
     weekly_archive_key,
@@ -847,26 +848,30 @@ class ArchiveStore:
         return member
 
     def _publish(self, path: Path, manifest: ArchiveManifest, now: datetime | None) -> ArchiveManifest:
-        """Upload the archive, check it landed whole, then write its manifest (the switch), then remove
-        the archives it superseded: the same order, for the same reasons, as ``BackupStore.publish_daily``."""
-        previous = self._readable_key(manifest.week)
-        try:
-            self.bucket.put_file(manifest.key, path, content_type=ARCHIVE_CONTENT_TYPES[manifest.format])
-            stored = self.bucket.stat(manifest.key)
-            if stored is None or stored.size != manifest.bytes:
-                raise StorageIntegrityError(
-                    f"uploaded {manifest.bytes} bytes to {self.bucket.uri(manifest.key)} but the bucket holds "
-                    f"{'nothing' if stored is None else f'{stored.size} bytes'}"
-                )
-            final = dataclasses.replace(manifest, created_at=utc_timestamp(now))
-            self.bucket.put_bytes(
-                weekly_manifest_key(final.week), final.to_json().encode("utf-8"), content_type=MANIFEST_CONTENT_TYPE
-            )
-        except BaseException:
-            if self._readable_key(manifest.week) != manifest.key:  # unless the manifest landed after all
-                self._discard(manifest.key)
-            raise
-        self._remove_superseded(final, previous)
+        """Upload the archive and switch its manifest to it with ``storage.publish``, the publish step the
+        dailies use (same order, same rule: confirmed by reading the manifest back, or every object kept)."""
+        week = manifest.week
+        previous = self._readable_key(week)
+        final = dataclasses.replace(manifest, created_at=utc_timestamp(now))
+        generation = parse_weekly_key(final.key).generation or ""  # type: ignore[union-attr]
+
+        def named_key() -> str | None:
+            current = self.get_manifest(week)
+            return current.key if current else None
+
+        def superseded() -> list[str]:
+            # The archive the old manifest named and older builds of the week; newer ones may belong to a
+            # build still uploading.
+            return [
+                key for key in self._archive_keys(week)
+                if key != final.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
+            ]
+
+        publication = Publication(
+            final.key, path, final.bytes, ARCHIVE_CONTENT_TYPES[final.format],
+            weekly_manifest_key(week), final.to_json().encode("utf-8"),
+        )
+        publish(self.bucket, publication, named_key=named_key, superseded=superseded)
         return final
 
     def _readable_key(self, week: str) -> str | None:
@@ -875,27 +880,6 @@ class ArchiveStore:
         except StorageError:
             return None
         return current.key if current else None
-
-    def _discard(self, key: str) -> None:
-        try:
-            self.bucket.delete(key)
-        except StorageError as exc:
-            logger.warning("could not remove %s (it stays as an orphan): %s", self.bucket.uri(key), exc)
-
-    def _remove_superseded(self, manifest: ArchiveManifest, previous: str | None) -> None:
-        """Delete the archive the old manifest named and older builds of the week; newer ones may belong
-        to a build still uploading.  Failures only leave orphans, so they are logged, not raised."""
-        generation = parse_weekly_key(manifest.key).generation or ""  # type: ignore[union-attr]
-        try:
-            stale = [
-                key
-                for key in self._archive_keys(manifest.week)
-                if key != manifest.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
-            ]
-            if stale:
-                self.bucket.delete_many(stale)
-        except StorageError as exc:
-            logger.warning("archive %s is complete, but superseded archives were not removed: %s", manifest.key, exc)
 
     def _archive_keys(self, week: str) -> list[str]:
         keys = []

@@ -385,11 +385,16 @@ class DumpConfig:
     retry_delay_seconds: int = 30     # before the first; doubles each time
     request_attempts: int = 8         # per REST request (429, 5xx, network), with exponential backoff
     request_backoff_seconds: float = 1.0
+    late_backfill: str = "store"      # a backfill of a night long past: store it (marked captured late) or refuse
 
     @property
     def extension(self) -> str:
         """File extension of a dump, e.g. ``.sql.zst``."""
         return "." + self.format
+
+
+#: ``dump.late_backfill``: what a dump materialized long after its night does (see ``backup.refuse_late``).
+LATE_BACKFILL_CHOICES = ("store", "refuse")
 
 
 @dataclass(frozen=True)
@@ -899,7 +904,7 @@ _LOCAL_KEYS = ("path",)
 _S3_KEYS = ("bucket", "endpoint_url", "region", "prefix", "access_key_id_env", "secret_access_key_env",
             "multipart_part_size_mb")
 _DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retries", "retry_delay_seconds",
-              "request_attempts", "request_backoff_seconds")
+              "request_attempts", "request_backoff_seconds", "late_backfill")
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -1111,11 +1116,12 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     retry_delay = ctx.integer(section, path, "retry_delay_seconds", 30, minimum=0, unit=" seconds")
     attempts = ctx.integer(section, path, "request_attempts", 8, minimum=1, maximum=20)
     backoff = ctx.number(section, path, "request_backoff_seconds", 1.0, gt=-0.000001)
+    late_backfill = ctx.string(section, path, "late_backfill", "store", choices=LATE_BACKFILL_CHOICES)
     if ctx.problems:
         return DumpConfig()
     return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes,
                       retries=retries, retry_delay_seconds=retry_delay, request_attempts=attempts,
-                      request_backoff_seconds=float(backoff))
+                      request_backoff_seconds=float(backoff), late_backfill=late_backfill)
 
 
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:

@@ -95,6 +95,12 @@ class StorageUnavailable(StorageError):
     retryable = True
 
 
+class PublishUnconfirmed(StorageUnavailable):
+    """A publish could not be confirmed: the manifest's write failed or its answer was lost, and reading it
+    back failed too (or it names another object).  Every object is kept, so nothing a manifest may name is
+    lost; the run fails as retryable and the next run (or reconciliation) settles which one counts."""
+
+
 class StorageIntegrityError(StorageError):
     """What was stored is not what was sent (wrong size, changed source file)."""
 
@@ -908,6 +914,94 @@ def _read_exactly(source: BinaryIO, size: int, path: Path | str) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------
+# Publishing: one object and the manifest that names it (dailies and weekly archives alike)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One publish: the file to store under ``key`` and the manifest (``manifest_key``, its JSON) that names it."""
+
+    key: str
+    path: Path | str
+    size: int
+    content_type: str
+    manifest_key: str
+    manifest_json: bytes
+
+
+def publish(
+    bucket: Bucket,
+    publication: Publication,
+    *,
+    named_key: Callable[[], str | None],
+    superseded: Callable[[], list[str]],
+) -> None:
+    """Store an object and switch its manifest to it, under one rule: the publish succeeds only when the
+    manifest read back from the bucket names the object this publish wrote.
+
+    1. Upload the object to its fresh key and stat it (the size must match): a failure here removes it
+       and leaves the manifest as it was.
+    2. PUT the manifest (the atomic switch).
+    3. Read it back (``named_key``: the key the stored manifest names; None when there is none or it is
+       unreadable).  It names our object: done, and the objects it superseded are removed (``superseded``,
+       best effort: failing there only leaves orphans).  It names another one and our PUT failed: our object
+       is removed and the PUT's error raised (the previous backup stands).  When it cannot be read back, or
+       names another object although our PUT succeeded, nothing is deleted and ``PublishUnconfirmed``
+       (retryable) is raised: the next run or reconciliation settles it.
+    """
+    key = publication.key
+    try:
+        bucket.put_file(key, publication.path, content_type=publication.content_type)
+        stored = bucket.stat(key)
+        if stored is None or stored.size != publication.size:
+            found = "nothing" if stored is None else f"{stored.size} bytes"
+            raise StorageIntegrityError(f"uploaded {publication.size} bytes to {bucket.uri(key)} but the bucket holds {found}")
+    except BaseException:
+        _discard(bucket, key)
+        raise
+    put_error: StorageError | None = None
+    try:
+        bucket.put_bytes(publication.manifest_key, publication.manifest_json, content_type=MANIFEST_CONTENT_TYPE)
+    except StorageError as exc:
+        put_error = exc
+    try:
+        named = named_key()
+    except CorruptManifest:
+        named = None
+    except StorageError as exc:
+        raise PublishUnconfirmed(
+            f"{bucket.uri(publication.manifest_key)} could not be read back to confirm it names {key} "
+            f"({'its write failed: ' + str(put_error) + '; ' if put_error else ''}read-back: {exc}); every object is "
+            "kept, and the next run or reconciliation settles which one counts"
+        ) from exc
+    if named != key:
+        if put_error is not None:
+            _discard(bucket, key)
+            raise put_error
+        raise PublishUnconfirmed(
+            f"{bucket.uri(publication.manifest_key)} names {named or 'nothing'}, not {key} that this run wrote "
+            "(another publish of the same slot?); every object is kept: run it again"
+        )
+    if put_error is not None:
+        logger.info("the manifest %s landed although its answer was lost (%s)", publication.manifest_key, put_error)
+    try:
+        stale = superseded()
+        if stale:
+            bucket.delete_many(stale)
+    except StorageError as exc:
+        logger.warning("%s is published, but superseded objects were not removed: %s", key, exc)
+
+
+def _discard(bucket: Bucket, key: str) -> None:
+    """Best-effort removal of an object no manifest names; failing here only leaves an orphan."""
+    try:
+        bucket.delete(key)
+    except StorageError as exc:
+        logger.warning("could not remove %s (it stays as an orphan): %s", bucket.uri(key), exc)
+
+
+# --------------------------------------------------------------------------------------------------
 # Backup layout
 # --------------------------------------------------------------------------------------------------
 
@@ -1112,6 +1206,28 @@ def parse_utc_timestamp(text: str) -> datetime:
     return parsed
 
 
+#: A backup is *captured late* when its data was read more than this after its day ended: the nightly of
+#: day D runs at 03:00 on D+1 (retries and a slow export take hours, not a day), so a dump read after
+#: D+2 00:00 UTC is a backfill, holding the data of the day it ran, not of D.
+LATE_AFTER = timedelta(days=1)
+
+
+def day_end(day: date | str) -> datetime:
+    """00:00 UTC of the day after ``day``: when that day ended."""
+    start = date.fromisoformat(format_day(day))
+    return datetime(start.year, start.month, start.day, tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def is_captured_late(day: date | str, captured: datetime) -> bool:
+    """True when data read at ``captured`` is too late to be ``day``'s (see ``LATE_AFTER``)."""
+    return captured > day_end(day) + LATE_AFTER
+
+
+def by_capture(manifest: Manifest) -> tuple[datetime, str, str]:
+    """Sort key: capture time, then day and database (stable for equal times)."""
+    return (manifest.captured, manifest.day, manifest.database)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What one daily backup contains, written as JSON beside the dump (schema_version 1).
@@ -1147,7 +1263,27 @@ class Manifest:
     bytes: int = 0
     sha256: str = ""
     created_at: str = ""
+    # When the data was read from the source: the truth for "newest" and "before" (a backfill run days
+    # later reads today's data).  Manifests written before it existed use started_at.
+    captured_at: str = ""
+    # captured more than LATE_AFTER after its day ended (see ``is_captured_late``); derived when absent
+    captured_late: bool | None = None
     schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.captured_at and isinstance(self.started_at, str):
+            object.__setattr__(self, "captured_at", self.started_at)
+        if self.captured_late is None:
+            try:
+                late = is_captured_late(self.day, parse_utc_timestamp(self.captured_at))
+            except (TypeError, ValueError, InvalidKey):
+                late = None  # problems() reports the bad field
+            object.__setattr__(self, "captured_late", late)
+
+    @property
+    def captured(self) -> datetime:
+        """``captured_at`` as a datetime (the sort key of "newest")."""
+        return parse_utc_timestamp(self.captured_at)
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
@@ -1191,7 +1327,7 @@ class Manifest:
                 f"{MANIFEST_SCHEMA_VERSION} (a newer Patina may have written it: upgrade)"
             )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data and name != "dagster_run_id"]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise CorruptManifest(f"manifest {key} lacks the field(s) {', '.join(missing)}")
         manifest = cls(**{name: data.get(name) for name in names})
@@ -1307,7 +1443,11 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "dagster_run_id": _check_optional_text,
     "job_id": _check_text,
     "created_at": _check_timestamp,
+    "captured_at": _check_timestamp,
+    "captured_late": _check_bool,
 }
+# Fields a manifest may lack (written by an older Patina): None, then filled in by ``Manifest.__post_init__``.
+_OPTIONAL_FIELDS = frozenset({"dagster_run_id", "captured_at", "captured_late"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1373,10 +1513,14 @@ class BackupStore:
         2. Upload it to a fresh key ``daily/DAY/<db>.<generation>.<fmt>``.  A failure here leaves no
            object (PUT and aborted multipart uploads are all-or-nothing) and no manifest change.
         3. Stat it and compare the size: the manifest must never vouch for bytes that are not there.
-        4. Write the manifest (one atomic PUT).  This is the moment the new backup starts to count.
+        4. Write the manifest (one atomic PUT) and read it back: the new backup counts once the bucket's
+           manifest is confirmed to name its dump.
         5. Delete the dumps it superseded (the previous one, and leftovers of failed runs).
 
-        If the manifest write fails, the new dump is removed again and the previous backup is untouched.
+        Steps 2-5 are ``publish``, the one publish step dailies and weekly archives share: if the manifest
+        write fails, the new dump is removed again and the previous backup is untouched; if it cannot be
+        confirmed either way, everything is kept and ``PublishUnconfirmed`` (retryable) is raised.
+        ``created_at`` is when the publish began.
         """
         day_text, name = format_day(day), validate_database_name(database)
         _check_manifest_target(manifest, day_text, name)
@@ -1386,84 +1530,33 @@ class BackupStore:
         generation = new_generation(now)
         key = daily_dump_key(day_text, name, manifest.format, generation)
         final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
-        final.to_json()  # an incomplete manifest is the caller's bug: fail before uploading anything
+        publication = Publication(
+            key, dump_path, size, DUMP_CONTENT_TYPES[manifest.format],
+            daily_manifest_key(day_text, name), final.to_json().encode("utf-8"),
+        )
 
-        self._upload_dump(key, dump_path, manifest.format, size)
-        final = dataclasses.replace(final, created_at=utc_timestamp(now))  # when the upload finished
-        self._write_manifest(final)
-        self._remove_superseded(final, generation, previous)
+        def superseded() -> list[str]:
+            # The dump the old manifest named and older leftovers; newer unreferenced dumps may belong to a
+            # run still uploading.
+            return [
+                info.key for info in self._dumps_of(day_text, name)
+                if info.key != key and (info.key == previous or _older(info.key, generation))
+            ]
+
+        publish(self.bucket, publication, named_key=lambda: self._current_dump_key(day_text, name, strict=True),
+                superseded=superseded)
         return final
 
-    def _current_dump_key(self, day: str, database: str) -> str | None:
-        """The dump the current manifest names (None if there is none or it is unreadable)."""
+    def _current_dump_key(self, day: str, database: str, *, strict: bool = False) -> str | None:
+        """The dump the current manifest names (None if there is none; an unreadable one is None too,
+        or raises ``CorruptManifest`` when ``strict``)."""
         try:
             current = self.get_manifest(day, database)
         except CorruptManifest:
+            if strict:
+                raise
             return None
         return current.key if current else None
-
-    def _upload_dump(self, key: str, dump_path: Path | str, fmt: str, size: int) -> None:
-        try:
-            self.bucket.put_file(key, dump_path, content_type=DUMP_CONTENT_TYPES[fmt])
-            stored = self.bucket.stat(key)
-            if stored is None or stored.size != size:
-                found = "nothing" if stored is None else f"{stored.size} bytes"
-                raise StorageIntegrityError(
-                    f"uploaded {size} bytes to {self.bucket.uri(key)} but the bucket holds {found}"
-                )
-        except BaseException:
-            self._discard(key)
-            raise
-
-    def _write_manifest(self, manifest: Manifest) -> None:
-        manifest_key = daily_manifest_key(manifest.day, manifest.database)
-        payload = manifest.to_json().encode("utf-8")
-        try:
-            self.bucket.put_bytes(manifest_key, payload, content_type=MANIFEST_CONTENT_TYPE)
-        except StorageError:
-            if self._manifest_landed(manifest):
-                return  # the PUT succeeded even though its answer was lost
-            self._discard(manifest.key)
-            raise
-
-    def _manifest_landed(self, manifest: Manifest) -> bool:
-        """After a failed manifest PUT: did it land anyway?  If we cannot tell, say yes, so that the
-        caller does not delete a dump a live manifest might point at (it then stays as an orphan)."""
-        try:
-            current = self.get_manifest(manifest.day, manifest.database)
-        except CorruptManifest:
-            return False
-        except StorageError:
-            return True
-        return current is not None and current.key == manifest.key and current.sha256 == manifest.sha256
-
-    def _discard(self, key: str) -> None:
-        """Best-effort removal of a dump no manifest points at; failing here only leaves an orphan."""
-        try:
-            self.bucket.delete(key)
-        except StorageError as exc:
-            logger.warning("could not remove %s (it stays as an orphan): %s", self.bucket.uri(key), exc)
-
-    def _remove_superseded(self, manifest: Manifest, generation: str, previous: str | None) -> None:
-        """Delete the dump the old manifest named and older leftovers of this (day, database).
-
-        Skipped when the manifest no longer names our dump (someone published after us: theirs to
-        clean).  Newer unreferenced dumps are left alone: they may belong to a run still uploading.
-        Failures are logged, not raised: the backup itself has succeeded.
-        """
-        try:
-            current = self.get_manifest(manifest.day, manifest.database)
-            if current is None or current.key != manifest.key:
-                return
-            stale = [
-                info.key
-                for info in self._dumps_of(manifest.day, manifest.database)
-                if info.key != manifest.key and (info.key == previous or _older(info.key, generation))
-            ]
-            if stale:
-                self.bucket.delete_many(stale)
-        except StorageError as exc:
-            logger.warning("backup %s is complete, but superseded dumps were not removed: %s", manifest.key, exc)
 
     def _dumps_of(self, day: str, database: str) -> list[ObjectInfo]:
         dumps = []

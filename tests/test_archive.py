@@ -345,6 +345,28 @@ def test_a_failed_manifest_write_leaves_the_previous_archive_whole_and_no_orphan
     assert archives.build(WEEK, ["groveauth"]).action == "replaced"
 
 
+def test_an_archive_manifest_that_cannot_be_confirmed_fails_retryable_and_keeps_both_archives(s3_config):
+    """The weekly publish is the daily one: manifest PUT and read-back both fail -> retryable, nothing deleted."""
+    config, proxy = s3_config
+    store = open_store(config)
+    archives = ArchiveStore(store)
+    back_up_day(config, store, DAYS[0])
+    first = archives.build(WEEK, ["groveauth"]).manifest
+    back_up_day(config, store, DAYS[1])
+    # 403s: the client does not retry them, so each fault is one request.  The build reads the manifest twice
+    # before publishing (is there one to keep? which one does it replace?); the third read is the read-back.
+    proxy.fail(operation="PutObject", key=r"weekly/.*\.manifest\.json$", status=403, code="AccessDenied")
+    proxy.fail(operation="GetObject", key=r"weekly/.*\.manifest\.json$", skip=2, status=403, code="AccessDenied")
+    with pytest.raises(StorageError) as info:
+        archives.build(WEEK, ["groveauth"])
+    assert info.value.retryable and "every object is kept" in str(info.value)
+    proxy.clear()
+    assert archives.get_manifest(WEEK) == first and archives.verify(first).ok
+    assert len([i for i in store.bucket.list("weekly/") if i.key.endswith(".tar.zst")]) == 2
+    assert archives.build(WEEK, ["groveauth"]).action == "replaced"
+    assert len([i for i in store.bucket.list("weekly/") if i.key.endswith(".tar.zst")]) == 1
+
+
 def test_delete_removes_the_manifest_first_then_every_archive_of_the_week(config, store, archives):
     back_up_day(config, store, DAYS[0])
     manifest = archives.build(WEEK, NAMES).manifest
