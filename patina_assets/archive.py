@@ -70,6 +70,7 @@ from .storage import (
     InvalidKey,
     Manifest,
     Publication,
+    VerificationRecord,
     ObjectInfo,
     StorageError,
     StorageIntegrityError,
@@ -80,10 +81,12 @@ from .storage import (
     parse_weekly_key,
     patina_version,
     publish,
+    read_verification,
     utc_timestamp,
     validate_database_name,
     weekly_archive_key,
     weekly_manifest_key,
+    weekly_verification_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,6 +152,7 @@ class ArchiveMember:
     daily_key: str  # the stored dump it was taken from
     tables: int
     rows: int
+    captured_at: str | None = None  # when its data was read (archives built before it was recorded: None)
 
     @property
     def slot(self) -> tuple[str, str]:
@@ -257,7 +261,7 @@ class ArchiveIndex:
 
 def _member_from_dict(item: Any) -> ArchiveMember:
     names = [f.name for f in dataclasses.fields(ArchiveMember)]
-    member = ArchiveMember(**{name: item[name] for name in names})
+    member = ArchiveMember(**{name: item[name] if name != "captured_at" else item.get(name) for name in names})
     validate_database_name(member.database)
     format_day(member.day)
     for name in ("sql_bytes", "manifest_bytes", "tables", "rows"):
@@ -362,6 +366,7 @@ class ArchiveVerification:
     verified: dict[tuple[str, str], str] = field(default_factory=dict)
     members: int = 0
     bytes_read: int = 0
+    sha256: str = ""  # of the stored archive, as read back
     seconds: float = 0.0
 
     def holds(self, day: str, database: str, sql_sha256: str) -> bool:
@@ -403,6 +408,7 @@ class WeeklyInventory:
     orphans: list[ObjectInfo] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    broken_archives: dict[str, ArchiveManifest] = field(default_factory=dict)  # manifest key -> its manifest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,6 +567,8 @@ class ArchiveStore:
                     result.broken[key] = f"its archive {manifest.key} has {stored.size} bytes, not {manifest.bytes}"
                 else:
                     result.archives.append(manifest)
+                    continue
+                result.broken_archives[key] = manifest
         result.orphans = [
             info
             for key, info in sorted(objects.items())
@@ -598,6 +606,7 @@ class ArchiveStore:
         except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) are not among them: they raise
             problems.append(f"the archive cannot be read to its end: {exc}")
         result.bytes_read = raw.bytes
+        result.sha256 = raw.sha256.hexdigest()
         if not problems and (raw.bytes != manifest.bytes or raw.sha256.hexdigest() != manifest.sha256):
             problems.append(
                 f"the stored archive ({raw.bytes} bytes, sha256 {raw.sha256.hexdigest()[:12]}...) is not the one "
@@ -716,6 +725,20 @@ class ArchiveStore:
         holds exactly these dailies, or when it holds backups whose dailies are gone (it is then the only
         copy: see ``BuildOutcome``).  Raises ``EmptyWeek`` when there is nothing at all to archive.
         """
+        outcome = self._build(week, databases, fmt, first_day=first_day, run_id=run_id, now=now)
+        self.record_verification(outcome.manifest, outcome.verification, run_id=run_id, now=now)
+        return outcome
+
+    def _build(
+        self,
+        week: date | str,
+        databases: Iterable[str],
+        fmt: str,
+        *,
+        first_day: date | str | None,
+        run_id: str | None,
+        now: datetime | None,
+    ) -> BuildOutcome:
         started = time.monotonic()
         week = validate_week(week)
         first = format_day(first_day) if first_day is not None else None
@@ -737,6 +760,25 @@ class ArchiveStore:
         action = "created" if existing is None else "replaced"
         reason = "" if existing is None else "the week's dailies changed or the stored archive failed verification"
         return BuildOutcome(manifest, action, verification, reason, seconds=time.monotonic() - started)
+
+    def record_verification(
+        self, manifest: ArchiveManifest, verification: ArchiveVerification, *, run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Keep the verdict beside the archive (``weekly/<week>.verification.json``), for the tools; a failure
+        to write it is logged (the archive then reads as not yet verified)."""
+        record = VerificationRecord(
+            key=manifest.key, sha256=verification.sha256, passed=verification.ok, checked_at=utc_timestamp(now),
+            problems=tuple(verification.problems), dagster_run_id=run_id,
+        )
+        try:
+            self.bucket.put_bytes(weekly_verification_key(manifest.week), record.to_json().encode("utf-8"),
+                                  content_type="application/json")
+        except StorageError as exc:
+            logger.warning("could not record the verification of %s: %s", manifest.key, exc)
+
+    def get_verification(self, week: date | str) -> VerificationRecord | None:
+        return read_verification(self.bucket, weekly_verification_key(validate_week(week)))
 
     def _readable_manifest(self, week: str) -> ArchiveManifest | None:
         try:
@@ -840,6 +882,7 @@ class ArchiveStore:
             daily_key=daily.key,
             tables=daily.tables,
             rows=daily.rows,
+            captured_at=daily.captured_at,
         )
         mtime = _timestamp_seconds(daily.created_at)
         with open(scratch, "rb") as source:
@@ -900,6 +943,8 @@ class ArchiveStore:
         had_manifest = self.bucket.stat(manifest_key) is not None
         if had_manifest:
             self.bucket.delete(manifest_key)
+        if self.bucket.stat(weekly_verification_key(week)) is not None:
+            archives.append(weekly_verification_key(week))
         if archives:
             self.bucket.delete_many(archives)
         return ([manifest_key] if had_manifest else []) + archives

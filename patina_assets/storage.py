@@ -1025,8 +1025,10 @@ _GENERATION = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
 _GENERATION_RE = re.compile(rf"^{_GENERATION}$")
 _DAILY_KEY = re.compile(
     rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
 )
+VERIFICATION_SUFFIX = ".verification.json"
 
 
 def validate_database_name(database: str) -> str:
@@ -1085,6 +1087,11 @@ def daily_dump_key(day: date | str, database: str, fmt: str, generation: str | N
     return f"{daily_prefix(day)}{name}{suffix}"
 
 
+def daily_verification_key(day: date | str, database: str) -> str:
+    """``daily/YYYY-MM-DD/<database>.verification.json``: the last restore verification of that slot's backup."""
+    return f"{daily_prefix(day)}{validate_database_name(database)}{VERIFICATION_SUFFIX}"
+
+
 def daily_manifest_key(day: date | str, database: str) -> str:
     """``daily/YYYY-MM-DD/<database>.manifest.json``: one per database and day, naming the current dump."""
     return f"{daily_prefix(day)}{validate_database_name(database)}{MANIFEST_SUFFIX}"
@@ -1092,7 +1099,8 @@ def daily_manifest_key(day: date | str, database: str) -> str:
 
 @dataclass(frozen=True)
 class DailyKey:
-    """A parsed ``daily/`` key: a manifest (``kind='manifest'``) or a dump (``kind='dump'``)."""
+    """A parsed ``daily/`` key: a manifest (``kind='manifest'``), a dump (``kind='dump'``) or the
+    verification record beside them (``kind='verification'``)."""
 
     key: str
     day: str
@@ -1118,6 +1126,8 @@ def parse_daily_key(key: str) -> DailyKey | None:
         return None
     if match["manifest"]:
         return DailyKey(key=key, day=day, database=match["name"], kind="manifest")
+    if match["verification"]:
+        return DailyKey(key=key, day=day, database=match["name"], kind="verification")
     return DailyKey(
         key=key,
         day=day,
@@ -1134,7 +1144,8 @@ def parse_daily_key(key: str) -> DailyKey | None:
 ARCHIVE_FORMATS: Mapping[str, str] = {"tar.zst": ".tar.zst", "tar.gz": ".tar.gz"}
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
-    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
 )
 
 
@@ -1152,6 +1163,11 @@ class WeeklyKey:
 def weekly_manifest_key(week: date | str) -> str:
     """``weekly/<week-start>.manifest.json``: one per week, naming the current archive."""
     return f"{WEEKLY_PREFIX}{format_day(week)}{MANIFEST_SUFFIX}"
+
+
+def weekly_verification_key(week: date | str) -> str:
+    """``weekly/<week-start>.verification.json``: the last read-back verification of that week's archive."""
+    return f"{WEEKLY_PREFIX}{format_day(week)}{VERIFICATION_SUFFIX}"
 
 
 def weekly_archive_key(week: date | str, fmt: str, generation: str) -> str:
@@ -1174,6 +1190,8 @@ def parse_weekly_key(key: str) -> WeeklyKey | None:
         return None
     if match["manifest"]:
         return WeeklyKey(key=key, week=week, kind="manifest")
+    if match["verification"]:
+        return WeeklyKey(key=key, week=week, kind="verification")
     return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])
 
 
@@ -1455,6 +1473,84 @@ _OPTIONAL_FIELDS = frozenset({"dagster_run_id", "captured_at", "captured_late"})
 # --------------------------------------------------------------------------------------------------
 
 
+VERIFIED, FAILED, NOT_VERIFIED, DAMAGED = "verified", "failed", "not verified", "damaged"
+VERIFICATION_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """What the last verification of a stored backup (a daily dump, or a weekly archive) concluded, kept in
+    the bucket beside it (``<db>.verification.json``, ``weekly/<week>.verification.json``) so the tools see
+    it without Dagster.  It vouches only for the object it names with the sha256 it read: a re-run of the
+    day writes a new object, which is "not verified" until its own verification.
+
+    ``passed``: restore_verification (dailies: restored, every table's rows and digest equal to the source's)
+    or the archive's read-back (every member's sha256).  ``size_verdict`` (dailies) is size_anomaly's verdict
+    at that time; ``too_small`` flags possible data loss, and retention never counts such a backup as good.
+    """
+
+    key: str  # the object verified
+    sha256: str  # its sha256, as read back when verified ("" when it could not be read)
+    passed: bool
+    checked_at: str
+    problems: tuple[str, ...] = ()
+    size_verdict: str | None = None
+    dagster_run_id: str | None = None
+    patina_version: str = field(default_factory=patina_version)
+    schema_version: int = VERIFICATION_SCHEMA_VERSION
+
+    def status_of(self, key: str, sha256: str) -> str:
+        """VERIFIED or FAILED for the object ``key`` with ``sha256``; NOT_VERIFIED when this record is about another."""
+        if self.key != key:
+            return NOT_VERIFIED
+        if not self.passed:
+            return FAILED
+        return VERIFIED if self.sha256 == sha256 else NOT_VERIFIED
+
+    @property
+    def possible_data_loss(self) -> bool:
+        return self.size_verdict == "too_small"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["problems"] = list(self.problems)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, key: str) -> VerificationRecord:
+        data = _load_json_object(text, key)
+        try:
+            if data.get("schema_version") != VERIFICATION_SCHEMA_VERSION:
+                raise ValueError(f"schema_version {data.get('schema_version')!r}")
+            record = cls(
+                key=_required_text(data["key"]), sha256=str(data["sha256"]), passed=data["passed"] is True,
+                checked_at=_required_text(data["checked_at"]), problems=tuple(str(p) for p in data.get("problems", ())),
+                size_verdict=data.get("size_verdict"), dagster_run_id=data.get("dagster_run_id"),
+                patina_version=str(data.get("patina_version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptManifest(f"verification record {key} is invalid ({exc}); it is ignored until the next verification") from None
+        return record
+
+
+def _required_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, not {value!r}")
+    return value
+
+
+def read_verification(bucket: Bucket, key: str) -> VerificationRecord | None:
+    """The record stored under ``key``; None when there is none or it cannot be read (logged): a record
+    that cannot be read vouches for nothing."""
+    try:
+        return VerificationRecord.from_json(bucket.get_bytes(key), key=key)
+    except StorageObjectNotFound:
+        return None
+    except CorruptManifest as exc:
+        logger.warning("%s", exc)
+        return None
+
+
 @dataclass
 class DailyInventory:
     """One pass over ``daily/``: what counts as a backup and what does not.
@@ -1470,6 +1566,8 @@ class DailyInventory:
     orphans: list[ObjectInfo] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    broken_manifests: dict[str, Manifest] = field(default_factory=dict)  # manifest key -> the manifest of a broken one
+    verification_keys: set[str] = field(default_factory=set)  # records present in the listing
 
 
 class BackupStore:
@@ -1598,6 +1696,7 @@ class BackupStore:
         if database is not None:
             validate_database_name(database)
         objects = {info.key: info for info in self.bucket.list(daily_prefix(day))}
+        result = DailyInventory()
         manifests: dict[tuple[str, str], DailyKey] = {}
         dumps: dict[tuple[str, str], list[ObjectInfo]] = {}
         for key, info in objects.items():
@@ -1606,9 +1705,10 @@ class BackupStore:
                 continue
             if parsed.kind == "manifest":
                 manifests[parsed.slot] = parsed
+            elif parsed.kind == "verification":
+                result.verification_keys.add(key)
             else:
                 dumps.setdefault(parsed.slot, []).append(info)
-        result = DailyInventory()
         referenced: set[str] = set()
         for slot in sorted(manifests):
             self._classify_manifest(manifests[slot], objects, result, referenced)
@@ -1644,6 +1744,33 @@ class BackupStore:
             result.broken[parsed.key] = f"its dump {manifest.key} has {dump.size} bytes, not {manifest.bytes}"
         else:
             result.backups.append(manifest)
+            return
+        result.broken_manifests[parsed.key] = manifest
+
+    # -- verification records ------------------------------------------------------------------
+
+    def record_verification(self, manifest: Manifest, record: VerificationRecord) -> None:
+        """Store ``record`` beside the backup ``manifest`` describes (replacing the previous record)."""
+        if record.key != manifest.key:
+            raise ValueError(f"the record is about {record.key}, not {manifest.key}")
+        self.bucket.put_bytes(daily_verification_key(manifest.day, manifest.database), record.to_json().encode("utf-8"),
+                              content_type=MANIFEST_CONTENT_TYPE)
+
+    def get_verification(self, day: date | str, database: str) -> VerificationRecord | None:
+        return read_verification(self.bucket, daily_verification_key(day, database))
+
+    def verification_status(self, manifest: Manifest, record: VerificationRecord | None) -> str:
+        """VERIFIED, FAILED or NOT_VERIFIED for the backup ``manifest`` describes."""
+        return record.status_of(manifest.key, manifest.sha256) if record is not None else NOT_VERIFIED
+
+    def verifications(self, inventory: DailyInventory) -> dict[tuple[str, str], VerificationRecord]:
+        """The records of the slots ``inventory`` listed, read once each."""
+        found = {}
+        for key in sorted(inventory.verification_keys):
+            record = read_verification(self.bucket, key)
+            if record is not None:
+                found[parse_daily_key(key).slot] = record  # type: ignore[union-attr]
+        return found
 
     def open_dump(self, manifest: Manifest) -> BinaryIO:
         """Stream the stored dump (compressed as stored) that ``manifest`` describes."""
@@ -1680,6 +1807,9 @@ class BackupStore:
         had_manifest = self.bucket.stat(manifest_key) is not None
         if had_manifest:
             self.bucket.delete(manifest_key)
+        record_key = daily_verification_key(day_text, name)
+        if self.bucket.stat(record_key) is not None:
+            dump_keys.append(record_key)
         if dump_keys:
             self.bucket.delete_many(dump_keys)
         return ([manifest_key] if had_manifest else []) + dump_keys

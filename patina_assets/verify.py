@@ -38,7 +38,7 @@ from .engine import (
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
-from .storage import BackupStore, Manifest, StorageObjectNotFound, format_day
+from .storage import BackupStore, Manifest, StorageObjectNotFound, by_capture
 
 HISTORY_WINDOW = 7  # the spec: "the 7-day average"
 MIN_HISTORY = 3  # backups before a size verdict: one or two odd days are not a baseline
@@ -53,18 +53,20 @@ SCHEMA_SECTIONS = ("Create table", "Index", "View", "Trigger")
 # --------------------------------------------------------------------------------------------------
 
 
-def previous_backups(store: BackupStore, database: str, day: str, limit: int | None = None) -> list[Manifest]:
-    """The backups of `database` from days before `day` that count (manifest and dump present), oldest
-    first; only the last `limit` of them when given."""
-    day = format_day(day)
-    earlier = [m for m in store.list_daily(database=database) if m.day < day]
+def previous_backups(store: BackupStore, current: Manifest, limit: int | None = None) -> list[Manifest]:
+    """The backups of `current`'s database captured before it (manifest and dump present), oldest first;
+    only the last `limit` of them when given.
+
+    "Before" is by capture time, not by day: a backfill of an old day run today holds today's data, so it
+    comes after yesterday's nightly, whatever day it is filed under."""
+    earlier = [m for m in store.list_daily(database=current.database) if by_capture(m) < by_capture(current)]
+    earlier.sort(key=by_capture)
     return earlier[-limit:] if limit else earlier
 
 
 def latest_backup(store: BackupStore, database: str) -> Manifest | None:
-    """The newest backup of `database` that counts, or None."""
-    backups = store.list_daily(database=database)
-    return backups[-1] if backups else None
+    """The backup of `database` captured last that counts, or None."""
+    return max(store.list_daily(database=database), key=by_capture, default=None)
 
 
 @contextmanager
@@ -276,15 +278,15 @@ def judge_size(
     window: int = HISTORY_WINDOW,
     min_history: int = MIN_HISTORY,
 ) -> SizeVerdict:
-    """Compare `current` with the average of the last `window` backups in `history` (those before its
-    day, oldest first). Smaller than `decrease_ratio` times the average is SIZE_TOO_SMALL, larger than
+    """Compare `current` with the average of the last `window` backups in `history` that were captured
+    before it (see `previous_backups`). Smaller than `decrease_ratio` times the average is SIZE_TOO_SMALL, larger than
     `increase_ratio` times it SIZE_TOO_LARGE; with fewer than `min_history` backups there is no verdict.
 
     The average is over the backups that exist (the spec's formula divides by 7 whatever the count,
     which would call every young database's backup "too large")."""
     if not 0 < decrease_ratio < 1 < increase_ratio:
         raise ValueError(f"size ratios must satisfy 0 < decrease ({decrease_ratio}) < 1 < increase ({increase_ratio})")
-    earlier = [m for m in history if m.day < current.day][-window:] if window else []
+    earlier = sorted((m for m in history if by_capture(m) < by_capture(current)), key=by_capture)[-window:] if window else []
     days = tuple((m.day, m.sql_bytes) for m in earlier)
     common = dict(database=current.database, day=current.day, sql_bytes=current.sql_bytes, stored_bytes=current.bytes,
                   history=days, decrease_ratio=decrease_ratio, increase_ratio=increase_ratio, min_history=min_history)

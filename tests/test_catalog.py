@@ -157,7 +157,10 @@ def test_storage_counts_everything_and_reports_what_is_wrong(tmp_path):
     problems = catalog.storage().problems
     assert any("unreadable manifest daily/2026-03-09/scout-db.manifest.json" in p for p in problems)
     assert any("without a manifest under daily/" in p for p in problems)
-    assert {b.database for b in catalog.backups(day=DAILY_DAY)} == NAMES - {"scout-db"}
+    # Nothing is hidden: the backup whose manifest cannot be read is listed, as damaged.
+    listed = {b.database: b for b in catalog.backups(day=DAILY_DAY)}
+    assert set(listed) == NAMES and listed["scout-db"].status == "damaged" and "not valid JSON" in listed["scout-db"].problem
+    assert all(b.status != "damaged" for name, b in listed.items() if name != "scout-db")
 
 
 @pytest.mark.parametrize("daily_days,weekly_weeks", [(1, 1), (7, 12), (10, 3)])

@@ -22,6 +22,7 @@ from patina_assets.storage import (
     daily_manifest_key,
     new_generation,
     weekly_manifest_key,
+    weekly_verification_key,
 )
 
 RETENTION = RetentionConfig(daily_days=7, weekly_weeks=12)
@@ -119,7 +120,7 @@ def test_archives_older_than_the_weekly_retention_go_unless_one_holds_a_newest_b
     two_weeks = RetentionConfig(daily_days=7, weekly_weeks=2)
     plan = plan_retention(archives, last_day(W3), two_weeks)
     assert [a.week for a in plan.archives] == [W1]
-    assert set(plan.archives[0].keys) == {weekly_manifest_key(W1), archives.get_manifest(W1).key}
+    assert set(plan.archives[0].keys) == {weekly_manifest_key(W1), archives.get_manifest(W1).key, weekly_verification_key(W1)}
     # A database whose only backups are in that old archive keeps it: its newest backup is in there.
     for day in week_days(W1):
         store.delete_daily(day, "scout-db")

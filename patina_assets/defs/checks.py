@@ -205,7 +205,7 @@ def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         day, manifest, why = _backup_checked(context, store, database)
         if manifest is None:
             return _no_backup(database, day, why, WARN)
-        history = previous_backups(store, database.name, manifest.day, limit=HISTORY_WINDOW)
+        history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
         verdict = judge_size(
             manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
         )
@@ -269,7 +269,7 @@ def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         day, manifest, why = _backup_checked(context, store, database)
         if manifest is None:
             return _no_backup(database, day, why, WARN)
-        previous = previous_backups(store, database.name, manifest.day, limit=1)
+        previous = previous_backups(store, manifest, limit=1)
         drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
         if drift.changed:
             context.log.warning(drift.summary())

@@ -9,16 +9,17 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..backup import back_up
+from ..backup import LateBackfillRefused, back_up
 from ..config import DatabaseConfig, DumpConfig, PatinaConfig
 from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
-from ..storage import BackupStore, Manifest, StorageError
+from ..storage import LATE_AFTER, BackupStore, Manifest, StorageError
 from ..units import human_bytes
 from .resources import BucketResource, CloudflareResource
 
 EXPORT_POOL = "d1_export"
 DUMPS_GROUP = "dumps"
-
+#: The check every dump carries (evaluated in the dump's own step): WARN when the data was captured late.
+CAPTURED_ON_TIME = "captured_on_time"
 
 
 def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
@@ -64,11 +65,25 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
             warn_window=timedelta(days=config.alerts.stale_warn_after_days),
         ),
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
+        check_specs=[
+            dg.AssetCheckSpec(
+                CAPTURED_ON_TIME,
+                asset=dump_asset_key(database),
+                description=(
+                    f"Whether the data was read from the source within {LATE_AFTER.days} day(s) of the end of the "
+                    "day it is filed under. WARN when not: a backfill of a night long past holds the database as it "
+                    "was when the backfill ran, not as it was that night (`dump.late_backfill: refuse` refuses them)."
+                ),
+            )
+        ],
     )
     def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:
         store = bucket.store()
         manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
-        return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
+        return dg.MaterializeResult(
+            metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
+            check_results=[captured_on_time_result(manifest)],
+        )
 
     return dump
 
@@ -85,7 +100,7 @@ def back_up_in_dagster(
     refuses access) turned into `Failure(allow_retries=False)`, and the dump's warnings logged."""
     try:
         manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
-    except (AuthenticationFailed, DatabaseNotFound, DumpError) as e:
+    except (AuthenticationFailed, DatabaseNotFound, DumpError, LateBackfillRefused) as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
     except StorageError as e:
         if not e.retryable:  # access denied, missing bucket: a person has to fix it
@@ -93,8 +108,31 @@ def back_up_in_dagster(
         raise
     for warning in result.warnings:
         context.log.warning(f"{database.name}: {warning}")
+    if manifest.captured_late:
+        context.log.warning(late_summary(manifest))
     context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
     return manifest, result
+
+
+def late_summary(manifest: Manifest) -> str:
+    if not manifest.captured_late:
+        return f"{manifest.database} {manifest.day}: captured at {manifest.captured_at}, on time"
+    return (
+        f"{manifest.database} {manifest.day}: captured LATE, at {manifest.captured_at}: this backup holds the database "
+        f"as it was then, not as it was on {manifest.day} (a backfill cannot read the past of a live source)"
+    )
+
+
+def captured_on_time_result(manifest: Manifest) -> dg.AssetCheckResult:
+    """WARN when the dump was captured late (the check alert sensor reports failed WARN checks)."""
+    return dg.AssetCheckResult(
+        check_name=CAPTURED_ON_TIME,
+        passed=not manifest.captured_late,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=late_summary(manifest),
+        metadata={"database": manifest.database, "day": manifest.day, "captured_at": manifest.captured_at,
+                  "captured_late": bool(manifest.captured_late)},
+    )
 
 
 def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
@@ -119,6 +157,8 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "schema_fingerprint": manifest.schema_fingerprint,
         "content_digest": manifest.content_digest,
         "point_in_time": manifest.point_in_time,
+        "captured_at": manifest.captured_at,
+        "captured_late": bool(manifest.captured_late),
         "requests": manifest.requests,
         "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
     }
