@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
-from .engine.errors import AuthenticationFailed, PatinaError
+from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
 from .storage import LATE_AFTER, BackupStore, LocalBucket, Manifest, S3Bucket, day_end, is_captured_late, make_s3_client, utc_timestamp
 
 
@@ -49,7 +49,16 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
             max_attempts=settings.request_attempts,
             backoff_seconds=settings.request_backoff_seconds,
         )
-    return SqliteSource(database.sqlite_path)
+    path = database.sqlite_path
+    if path.is_file() and path.stat().st_size == 0:
+        # SQLite opens a 0-byte file as an empty database: backing it up would store "no tables" as if the data
+        # were gone (and, as the newest backup, push the real ones towards retention).  An interrupted copy, a
+        # failed sync or the wrong path is far likelier.  (A restore may legitimately make one: not refused there.)
+        raise DatabaseNotFound(
+            f"{database.name}: {path} is 0 bytes, which is no SQLite database (an interrupted copy, or the wrong "
+            "file?): nothing was backed up; point the source at the real database file"
+        )
+    return SqliteSource(path)
 
 
 def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .engine import (
@@ -38,7 +39,7 @@ from .engine import (
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
-from .storage import BackupStore, Manifest, StorageObjectNotFound, by_capture
+from .storage import BackupStore, Manifest, StorageObjectNotFound, VerificationRecord, by_capture, utc_timestamp
 
 HISTORY_WINDOW = 7  # the spec: "the 7-day average"
 MIN_HISTORY = 3  # backups before a size verdict: one or two odd days are not a baseline
@@ -116,6 +117,7 @@ class RestoreVerification:
     key: str
     recorded_bytes: int
     stored_bytes: int | None = None  # None: nothing could be read
+    stored_sha256: str = ""  # of the stored object, as read back ("" when nothing could be read)
     stored_sha256_matches: bool = False
     restored: bool = False
     statements: int = 0
@@ -165,7 +167,7 @@ def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path 
             outcome.problems.append(f"the stored dump {manifest.key} is missing from the bucket")
             outcome.seconds = time.monotonic() - started
             return outcome
-        outcome.stored_bytes = size
+        outcome.stored_bytes, outcome.stored_sha256 = size, sha256
         outcome.stored_sha256_matches = size == manifest.bytes and sha256 == manifest.sha256
         if not outcome.stored_sha256_matches:
             outcome.problems.append(
@@ -184,6 +186,16 @@ def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path 
             _compare_restored(outcome, manifest, restored)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def verification_record(
+    outcome: RestoreVerification, size: SizeVerdict | None, *, run_id: str | None = None, now: datetime | None = None
+) -> VerificationRecord:
+    """What the bucket keeps of a restore verification (and of the size verdict at that time)."""
+    return VerificationRecord(
+        key=outcome.key, sha256=outcome.stored_sha256, passed=outcome.passed, checked_at=utc_timestamp(now),
+        problems=tuple(outcome.problems), size_verdict=size.verdict if size is not None else None, dagster_run_id=run_id,
+    )
 
 
 def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored: Path) -> None:

@@ -12,14 +12,12 @@ import dagster as dg
 from ..backup import LateBackfillRefused, back_up
 from ..config import DatabaseConfig, DumpConfig, PatinaConfig
 from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult
-from ..storage import LATE_AFTER, BackupStore, Manifest, StorageError
+from ..storage import BackupStore, Manifest, StorageError
 from ..units import human_bytes
 from .resources import BucketResource, CloudflareResource
 
 EXPORT_POOL = "d1_export"
 DUMPS_GROUP = "dumps"
-#: The check every dump carries (evaluated in the dump's own step): WARN when the data was captured late.
-CAPTURED_ON_TIME = "captured_on_time"
 
 
 def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
@@ -65,25 +63,11 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
             warn_window=timedelta(days=config.alerts.stale_warn_after_days),
         ),
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
-        check_specs=[
-            dg.AssetCheckSpec(
-                CAPTURED_ON_TIME,
-                asset=dump_asset_key(database),
-                description=(
-                    f"Whether the data was read from the source within {LATE_AFTER.days} day(s) of the end of the "
-                    "day it is filed under. WARN when not: a backfill of a night long past holds the database as it "
-                    "was when the backfill ran, not as it was that night (`dump.late_backfill: refuse` refuses them)."
-                ),
-            )
-        ],
     )
     def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:
         store = bucket.store()
         manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
-        return dg.MaterializeResult(
-            metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
-            check_results=[captured_on_time_result(manifest)],
-        )
+        return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
 
     return dump
 
@@ -120,18 +104,6 @@ def late_summary(manifest: Manifest) -> str:
     return (
         f"{manifest.database} {manifest.day}: captured LATE, at {manifest.captured_at}: this backup holds the database "
         f"as it was then, not as it was on {manifest.day} (a backfill cannot read the past of a live source)"
-    )
-
-
-def captured_on_time_result(manifest: Manifest) -> dg.AssetCheckResult:
-    """WARN when the dump was captured late (the check alert sensor reports failed WARN checks)."""
-    return dg.AssetCheckResult(
-        check_name=CAPTURED_ON_TIME,
-        passed=not manifest.captured_late,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=late_summary(manifest),
-        metadata={"database": manifest.database, "day": manifest.day, "captured_at": manifest.captured_at,
-                  "captured_late": bool(manifest.captured_late)},
     )
 
 

@@ -108,14 +108,6 @@ class SqliteSource(Source):
         self.path = Path(path)
         if not self.path.is_file():
             raise DatabaseNotFound(f"no SQLite database at {self.path}: check the path")
-        if self.path.stat().st_size == 0:
-            # SQLite opens a 0-byte file as an empty database: backing it up would store "no tables" as if
-            # the data were gone (and push the real backups towards retention).  A truncated copy, a failed
-            # sync or a wrong path is far likelier.
-            raise DatabaseNotFound(
-                f"{self.path} is 0 bytes, which is no SQLite database (an interrupted copy, or the wrong file?): "
-                "nothing was backed up; point the source at the real database file"
-            )
         try:
             self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, isolation_level=None)
             self._db.execute("BEGIN")
