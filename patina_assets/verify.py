@@ -8,9 +8,11 @@ Three questions, asked of one night's backup (its manifest in a `BackupStore`):
   and row counts, the same per-table and content digests (recomputed with `table_digests_of`, the very
   function the dump used), the same schema fingerprint. Any difference means that night has no usable backup.
 * `judge_size`: the dump's SQL size against the average of the last (up to) 7 backups of that database
-  before its day: much smaller suggests data loss, much larger corruption or runaway growth.
-* `detect_schema_drift`: the schema fingerprint against the previous backup's and, when it changed, the
-  objects added, removed and changed, read back from the two dumps.
+  captured before it: much smaller suggests data loss, much larger corruption or runaway growth.
+* `detect_schema_drift`: the schema fingerprint against the previous backup's (by capture time) and, when it
+  changed, the objects added, removed and changed, read back from the two dumps.
+
+`verification_record` is what the bucket keeps of a verdict (``storage.VerificationRecord``).
 
 History comes from the bucket (`BackupStore.list_daily`): a backup exists exactly when its manifest does,
 so this is the record that matters, and it works without Dagster (the command line, recovery, tests).
