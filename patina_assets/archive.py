@@ -64,12 +64,13 @@ from .engine.formats import (
     decompressing_reader,
 )
 from .storage import (
-    MANIFEST_CONTENT_TYPE,
     WEEKLY_PREFIX,
     BackupStore,
     CorruptManifest,
     InvalidKey,
     Manifest,
+    Publication,
+    VerificationRecord,
     ObjectInfo,
     StorageError,
     StorageIntegrityError,
@@ -79,10 +80,13 @@ from .storage import (
     new_generation,
     parse_weekly_key,
     patina_version,
+    publish,
+    read_verification,
     utc_timestamp,
     validate_database_name,
     weekly_archive_key,
     weekly_manifest_key,
+    weekly_verification_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -148,6 +152,7 @@ class ArchiveMember:
     daily_key: str  # the stored dump it was taken from
     tables: int
     rows: int
+    captured_at: str | None = None  # when its data was read (archives built before it was recorded: None)
 
     @property
     def slot(self) -> tuple[str, str]:
@@ -256,7 +261,7 @@ class ArchiveIndex:
 
 def _member_from_dict(item: Any) -> ArchiveMember:
     names = [f.name for f in dataclasses.fields(ArchiveMember)]
-    member = ArchiveMember(**{name: item[name] for name in names})
+    member = ArchiveMember(**{name: item[name] if name != "captured_at" else item.get(name) for name in names})
     validate_database_name(member.database)
     format_day(member.day)
     for name in ("sql_bytes", "manifest_bytes", "tables", "rows"):
@@ -361,6 +366,7 @@ class ArchiveVerification:
     verified: dict[tuple[str, str], str] = field(default_factory=dict)
     members: int = 0
     bytes_read: int = 0
+    sha256: str = ""  # of the stored archive, as read back
     seconds: float = 0.0
 
     def holds(self, day: str, database: str, sql_sha256: str) -> bool:
@@ -402,6 +408,7 @@ class WeeklyInventory:
     orphans: list[ObjectInfo] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    broken_archives: dict[str, ArchiveManifest] = field(default_factory=dict)  # manifest key -> its manifest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,6 +567,8 @@ class ArchiveStore:
                     result.broken[key] = f"its archive {manifest.key} has {stored.size} bytes, not {manifest.bytes}"
                 else:
                     result.archives.append(manifest)
+                    continue
+                result.broken_archives[key] = manifest
         result.orphans = [
             info
             for key, info in sorted(objects.items())
@@ -597,6 +606,7 @@ class ArchiveStore:
         except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) are not among them: they raise
             problems.append(f"the archive cannot be read to its end: {exc}")
         result.bytes_read = raw.bytes
+        result.sha256 = raw.sha256.hexdigest()
         if not problems and (raw.bytes != manifest.bytes or raw.sha256.hexdigest() != manifest.sha256):
             problems.append(
                 f"the stored archive ({raw.bytes} bytes, sha256 {raw.sha256.hexdigest()[:12]}...) is not the one "
@@ -715,6 +725,20 @@ class ArchiveStore:
         holds exactly these dailies, or when it holds backups whose dailies are gone (it is then the only
         copy: see ``BuildOutcome``).  Raises ``EmptyWeek`` when there is nothing at all to archive.
         """
+        outcome = self._build(week, databases, fmt, first_day=first_day, run_id=run_id, now=now)
+        self.record_verification(outcome.manifest, outcome.verification, run_id=run_id, now=now)
+        return outcome
+
+    def _build(
+        self,
+        week: date | str,
+        databases: Iterable[str],
+        fmt: str,
+        *,
+        first_day: date | str | None,
+        run_id: str | None,
+        now: datetime | None,
+    ) -> BuildOutcome:
         started = time.monotonic()
         week = validate_week(week)
         first = format_day(first_day) if first_day is not None else None
@@ -736,6 +760,25 @@ class ArchiveStore:
         action = "created" if existing is None else "replaced"
         reason = "" if existing is None else "the week's dailies changed or the stored archive failed verification"
         return BuildOutcome(manifest, action, verification, reason, seconds=time.monotonic() - started)
+
+    def record_verification(
+        self, manifest: ArchiveManifest, verification: ArchiveVerification, *, run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Keep the verdict beside the archive (``weekly/<week>.verification.json``), for the tools; a failure
+        to write it is logged (the archive then reads as not yet verified)."""
+        record = VerificationRecord(
+            key=manifest.key, sha256=verification.sha256, passed=verification.ok, checked_at=utc_timestamp(now),
+            problems=tuple(verification.problems), dagster_run_id=run_id,
+        )
+        try:
+            self.bucket.put_bytes(weekly_verification_key(manifest.week), record.to_json().encode("utf-8"),
+                                  content_type="application/json")
+        except StorageError as exc:
+            logger.warning("could not record the verification of %s: %s", manifest.key, exc)
+
+    def get_verification(self, week: date | str) -> VerificationRecord | None:
+        return read_verification(self.bucket, weekly_verification_key(validate_week(week)))
 
     def _readable_manifest(self, week: str) -> ArchiveManifest | None:
         try:
@@ -839,6 +882,7 @@ class ArchiveStore:
             daily_key=daily.key,
             tables=daily.tables,
             rows=daily.rows,
+            captured_at=daily.captured_at,
         )
         mtime = _timestamp_seconds(daily.created_at)
         with open(scratch, "rb") as source:
@@ -847,26 +891,30 @@ class ArchiveStore:
         return member
 
     def _publish(self, path: Path, manifest: ArchiveManifest, now: datetime | None) -> ArchiveManifest:
-        """Upload the archive, check it landed whole, then write its manifest (the switch), then remove
-        the archives it superseded: the same order, for the same reasons, as ``BackupStore.publish_daily``."""
-        previous = self._readable_key(manifest.week)
-        try:
-            self.bucket.put_file(manifest.key, path, content_type=ARCHIVE_CONTENT_TYPES[manifest.format])
-            stored = self.bucket.stat(manifest.key)
-            if stored is None or stored.size != manifest.bytes:
-                raise StorageIntegrityError(
-                    f"uploaded {manifest.bytes} bytes to {self.bucket.uri(manifest.key)} but the bucket holds "
-                    f"{'nothing' if stored is None else f'{stored.size} bytes'}"
-                )
-            final = dataclasses.replace(manifest, created_at=utc_timestamp(now))
-            self.bucket.put_bytes(
-                weekly_manifest_key(final.week), final.to_json().encode("utf-8"), content_type=MANIFEST_CONTENT_TYPE
-            )
-        except BaseException:
-            if self._readable_key(manifest.week) != manifest.key:  # unless the manifest landed after all
-                self._discard(manifest.key)
-            raise
-        self._remove_superseded(final, previous)
+        """Upload the archive and switch its manifest to it with ``storage.publish``, the publish step the
+        dailies use (same order, same rule: confirmed by reading the manifest back, or every object kept)."""
+        week = manifest.week
+        previous = self._readable_key(week)
+        final = dataclasses.replace(manifest, created_at=utc_timestamp(now))
+        generation = parse_weekly_key(final.key).generation or ""  # type: ignore[union-attr]
+
+        def named_key() -> str | None:
+            current = self.get_manifest(week)
+            return current.key if current else None
+
+        def superseded() -> list[str]:
+            # The archive the old manifest named and older builds of the week; newer ones may belong to a
+            # build still uploading.
+            return [
+                key for key in self._archive_keys(week)
+                if key != final.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
+            ]
+
+        publication = Publication(
+            final.key, path, final.bytes, ARCHIVE_CONTENT_TYPES[final.format],
+            weekly_manifest_key(week), final.to_json().encode("utf-8"),
+        )
+        publish(self.bucket, publication, named_key=named_key, superseded=superseded)
         return final
 
     def _readable_key(self, week: str) -> str | None:
@@ -875,27 +923,6 @@ class ArchiveStore:
         except StorageError:
             return None
         return current.key if current else None
-
-    def _discard(self, key: str) -> None:
-        try:
-            self.bucket.delete(key)
-        except StorageError as exc:
-            logger.warning("could not remove %s (it stays as an orphan): %s", self.bucket.uri(key), exc)
-
-    def _remove_superseded(self, manifest: ArchiveManifest, previous: str | None) -> None:
-        """Delete the archive the old manifest named and older builds of the week; newer ones may belong
-        to a build still uploading.  Failures only leave orphans, so they are logged, not raised."""
-        generation = parse_weekly_key(manifest.key).generation or ""  # type: ignore[union-attr]
-        try:
-            stale = [
-                key
-                for key in self._archive_keys(manifest.week)
-                if key != manifest.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
-            ]
-            if stale:
-                self.bucket.delete_many(stale)
-        except StorageError as exc:
-            logger.warning("archive %s is complete, but superseded archives were not removed: %s", manifest.key, exc)
 
     def _archive_keys(self, week: str) -> list[str]:
         keys = []
@@ -916,6 +943,8 @@ class ArchiveStore:
         had_manifest = self.bucket.stat(manifest_key) is not None
         if had_manifest:
             self.bucket.delete(manifest_key)
+        if self.bucket.stat(weekly_verification_key(week)) is not None:
+            archives.append(weekly_verification_key(week))
         if archives:
             self.bucket.delete_many(archives)
         return ([manifest_key] if had_manifest else []) + archives

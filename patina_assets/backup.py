@@ -10,12 +10,17 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
-from .engine.errors import AuthenticationFailed
-from .storage import BackupStore, LocalBucket, Manifest, S3Bucket, make_s3_client
+from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
+from .storage import LATE_AFTER, BackupStore, LocalBucket, Manifest, S3Bucket, day_end, is_captured_late, make_s3_client, utc_timestamp
+
+
+class LateBackfillRefused(PatinaError):
+    """A dump for a night long past, with ``dump.late_backfill: refuse``."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,16 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
             requests_per_5_minutes=cloudflare.requests_per_5_minutes,
             **settings.d1_source_options(),
         )
-    return SqliteSource(database.sqlite_path)
+    path = database.sqlite_path
+    if path.is_file() and path.stat().st_size == 0:
+        # SQLite opens a 0-byte file as an empty database: backing it up would store "no tables" as if the data
+        # were gone (and, as the newest backup, push the real ones towards retention).  An interrupted copy, a
+        # failed sync or the wrong path is far likelier.  (A restore may legitimately make one: not refused there.)
+        raise DatabaseNotFound(
+            f"{database.name}: {path} is 0 bytes, which is no SQLite database (an interrupted copy, or the wrong "
+            "file?): nothing was backed up; point the source at the real database file"
+        )
+    return SqliteSource(path)
 
 
 def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
@@ -67,6 +81,7 @@ def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
         bookmark=result.bookmark,
         end_bookmark=result.end_bookmark,
         started_at=result.started_at.isoformat(),
+        captured_at=result.started_at.isoformat(),  # the engine reads from the moment it starts (one snapshot where the source allows)
         finished_at=result.finished_at.isoformat(),
         job_id=result.job_id,
         dagster_run_id=run_id,
@@ -81,8 +96,13 @@ def back_up(
     settings: DumpConfig,
     *,
     run_id: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Manifest, DumpResult]:
-    """Dump `database` and publish it as the backup of `day`. On failure the bucket is unchanged."""
+    """Dump `database` and publish it as the backup of `day`. On failure the bucket is unchanged.
+
+    A dump run long after its day ended (a backfill) reads the database as it is now: it is stored marked
+    ``captured_late``, or refused with ``dump.late_backfill: refuse`` (``LateBackfillRefused``)."""
+    refuse_late(database, day, settings, now)
     with tempfile.TemporaryDirectory(prefix="patina-") as tmp:
         path = Path(tmp) / f"{database.name}.{settings.format}"
         with open_database(database, cloudflare, settings) as source:
@@ -90,6 +110,21 @@ def back_up(
                                    consistency_retries=settings.consistency_retries)
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
     return manifest, result
+
+
+def refuse_late(database: DatabaseConfig, day: str, settings: DumpConfig, now: datetime | None = None) -> None:
+    """Raise ``LateBackfillRefused`` when `day` is long past and the configuration refuses late backfills."""
+    moment = now or datetime.now(timezone.utc)
+    if settings.late_backfill != "refuse" or not is_captured_late(day, moment):
+        return
+    raise LateBackfillRefused(
+        f"{database.name}: refusing to back up {day} at {utc_timestamp(moment)}, more than {LATE_AFTER.days} day(s) "
+        f"after that day ended ({utc_timestamp(day_end(day))}). A backfill reads the database as it is NOW, so it "
+        f"would store today's data under {day}: it can fill a gap in the list with current data (marked captured "
+        f"late), but it cannot bring back what {database.name} held on {day}. For that, restore a backup of that "
+        "night (`patina list`); for D1, Time Travel (`wrangler d1 time-travel restore DB --timestamp=...`, within "
+        "30 days) rewinds the live database in place, so back it up first. To store late backfills anyway, set dump.late_backfill: store"
+    )
 
 
 def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ) -> BackupStore:

@@ -19,6 +19,7 @@ check, so a damaged backup never leaves a file behind that looks whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -41,9 +42,18 @@ from .engine.formats import HashingReader, decompressing_reader
 from .retention import daily_cutoff, weekly_cutoff
 from .storage import (
     DAILY_PREFIX,
+    DAMAGED,
+    FAILED,
+    NOT_VERIFIED,
+    VERIFIED,
     WEEKLY_PREFIX,
     BackupStore,
+    CorruptManifest,
     Manifest,
+    VerificationRecord,
+    day_end,
+    is_captured_late,
+    parse_daily_key,
     StorageError,
     StorageObjectNotFound,
     format_day,
@@ -54,6 +64,8 @@ from .units import human_bytes
 
 DAILY = "daily"
 WEEKLY = "weekly"
+AUTO = "auto"  # ``find``: the daily, or the weekly copy when the daily is damaged or failed verification
+SOURCES = (AUTO, DAILY, WEEKLY)
 CHUNK = 1024 * 1024
 
 
@@ -91,6 +103,21 @@ class Backup:
     member: str | None = None  # the SQL's path inside the weekly archive
     manifest: Manifest | None = None  # the daily manifest (dailies)
     archived_at: datetime | None = None  # when the weekly archive was built (archive members)
+    captured_at: datetime | None = None  # when its data was read from the source (None: not recorded)
+    captured_late: bool = False  # read long after its day ended (a backfill): it holds the data of captured_at
+    status: str = NOT_VERIFIED  # VERIFIED, FAILED, NOT_VERIFIED or DAMAGED (see ``VerificationRecord``)
+    problem: str | None = None  # why it is damaged or failed verification
+
+    @property
+    def captured(self) -> datetime:
+        """When its data was read; for archives that did not record it, the end of its day (the earliest
+        its nightly can have run)."""
+        return self.captured_at or day_end(self.day)
+
+    @property
+    def usable(self) -> bool:
+        """Not damaged and not failed: it may be restored (a not-yet-verified one is checked as it is read)."""
+        return self.status in (VERIFIED, NOT_VERIFIED)
 
     @property
     def stored_bytes(self) -> int | None:
@@ -128,6 +155,10 @@ class Backup:
             "expiresAt": iso(self.expires_at),
             "sqlSha256": self.sql_sha256,
             "dagsterRunId": self.dagster_run_id,
+            "capturedAt": iso(self.captured_at),
+            "capturedLate": self.captured_late,
+            "verification": self.status,
+            "problem": self.problem,
         }
 
 
@@ -213,53 +244,115 @@ class Catalog:
     # -- listing -------------------------------------------------------------------------------
 
     def backups(self, database: str | None = None, day: date | str | None = None) -> list[Backup]:
-        """Every backup, newest day first; a day held both as a daily and in an archive appears twice
-        (the daily first)."""
+        """Every backup, newest capture first, hiding nothing: damaged ones (an unreadable manifest, a missing
+        or truncated object) are listed with ``status=DAMAGED``.  A day held both as a daily and in an archive
+        appears twice (the daily first)."""
         if database is not None:
             validate_database_name(database)
         day_text = format_day(day) if day is not None else None
-        found = [self._daily(m) for m in self.store.list_daily(database=database, day=day_text)]
-        found += [b for b in self._weekly() if (database is None or b.database == database)
+        week = week_start_of(day_text).isoformat() if day_text is not None else None
+        found = self._dailies(database, day_text)
+        found += [b for b in self._weekly(week) if (database is None or b.database == database)
                   and (day_text is None or b.day == day_text)]
-        return sorted(found, key=lambda b: (b.day, b.database, b.location == DAILY), reverse=True)
+        return sorted(found, key=lambda b: (b.captured, b.day, b.database, b.location == DAILY), reverse=True)
 
-    def find(self, day: date | str, database: str) -> Backup:
-        """The backup of ``database`` on ``day``: the daily if it still exists (one object, quickest to read),
-        else the copy inside a weekly archive. ``BackupNotFound`` says which days that database does have."""
+    def find(self, day: date | str, database: str, *, source: str = AUTO, any_status: bool = False) -> Backup:
+        """The backup of ``database`` on ``day``.  ``source=AUTO``: the daily (one object, quickest to read)
+        unless it is damaged or failed verification, then the copy of that day inside the weekly archive;
+        ``DAILY`` or ``WEEKLY``: only that copy.  A backup that failed verification is taken only with
+        ``any_status``; a damaged one never.  ``BackupNotFound`` says what there is and what to do."""
         day_text, name = format_day(day), validate_database_name(database)
-        manifest = self.store.get_manifest(day_text, name)
-        if manifest is not None:
-            return self._daily(manifest)
-        for backup in self._weekly(week_start_of(day_text).isoformat()):
-            if backup.day == day_text and backup.database == name:
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+        candidates = [b for b in self.backups(database=name, day=day_text)
+                      if source == AUTO or b.location == source]
+        candidates.sort(key=lambda b: b.location != DAILY)  # the daily first
+        for backup in candidates:
+            if backup.usable or (any_status and backup.status == FAILED):
                 return backup
+        if candidates:
+            described = "; ".join(f"the {b.location} copy is {b.status}" + (f" ({b.problem})" if b.problem else "")
+                                  for b in candidates)
+            hint = (" Give --any to take a copy that failed verification anyway."
+                    if any(b.status == FAILED for b in candidates) else "")
+            raise BackupNotFound(f"no usable backup of {name} on {day_text}: {described}.{hint} "
+                                 f"`patina list --db {name}` shows the other days")
         days = sorted({b.day for b in self.backups(database=name)}, reverse=True)
+        where = "" if source == AUTO else f" as a {source} copy"
         have = f"its backups: {', '.join(days[:10])}{' ...' if len(days) > 10 else ''}" if days else "it has no backups"
-        raise BackupNotFound(f"no backup of {name} on {day_text} in {self.describe()}; {have}")
+        raise BackupNotFound(f"no backup of {name} on {day_text}{where} in {self.describe()}; {have}")
 
-    def _daily(self, manifest: Manifest) -> Backup:
+    def latest(self, database: str, *, source: str = AUTO, any_status: bool = False) -> Backup:
+        """The newest backup of ``database`` by capture time that passed verification (with ``any_status``:
+        the newest that is not damaged, verified or not)."""
+        name = validate_database_name(database)
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+        backups = [b for b in self.backups(database=name) if source == AUTO or b.location == source]
+        wanted = [b for b in backups if (b.status != DAMAGED if any_status else b.status == VERIFIED)]
+        if wanted:
+            return wanted[0]  # newest capture first; the daily before the weekly copy of the same capture
+        counts = {status: sum(1 for b in backups if b.status == status) for status in (NOT_VERIFIED, FAILED, DAMAGED)}
+        listed = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none at all"
+        hint = "; give --any to take the newest one that is not damaged" if not any_status and counts[NOT_VERIFIED] + counts[FAILED] else ""
+        raise BackupNotFound(f"no {'usable' if any_status else 'verified'} backup of {name} in {self.describe()} "
+                             f"({listed}){hint}, or name a DAY")
+
+    def _dailies(self, database: str | None, day: str | None) -> list[Backup]:
+        inventory = self.store.inventory(database=database, day=day)
+        records = self.store.verifications(inventory)
+        found = []
+        for manifest in inventory.backups:
+            record = records.get((manifest.day, manifest.database))
+            found.append(self._daily(manifest, record))
+        for key, manifest in inventory.broken_manifests.items():
+            found.append(dataclasses.replace(self._daily(manifest, None), status=DAMAGED, problem=inventory.broken[key]))
+        for key, why in inventory.corrupt.items():
+            parsed = parse_daily_key(key)
+            assert parsed is not None
+            found.append(Backup(database=parsed.database, day=parsed.day, location=DAILY, key=key, sql_bytes=0,
+                                sql_sha256="", tables=0, rows=0, created_at=None, expires_at=None,
+                                status=DAMAGED, problem=why))
+        return found
+
+    def _daily(self, manifest: Manifest, record: VerificationRecord | None) -> Backup:
+        status = self.store.verification_status(manifest, record)
         return Backup(
             database=manifest.database, day=manifest.day, location=DAILY, key=manifest.key,
             sql_bytes=manifest.sql_bytes, sql_sha256=manifest.sql_sha256, tables=manifest.tables,
             rows=manifest.rows, created_at=parse_utc_timestamp(manifest.created_at),
             expires_at=expiry_of_daily(manifest.day, self.retention), manifest=manifest,
+            captured_at=manifest.captured, captured_late=bool(manifest.captured_late), status=status,
+            problem="; ".join(record.problems[:3]) if record is not None and status == FAILED else None,
         )
 
     def _weekly(self, week: str | None = None) -> list[Backup]:
         if week is not None:
-            archive = self.archives.get_manifest(week)
-            archives = [archive] if archive is not None else []
+            try:
+                archive = self.archives.get_manifest(week)
+            except CorruptManifest:
+                archive = None
+            archives = [(archive, None)] if archive is not None else []
+            if archive is not None and self.store.bucket.stat(archive.key) is None:
+                archives = [(archive, f"its archive {archive.key} is missing")]
         else:
-            archives = self.archives.list()
+            inventory = self.archives.inventory()
+            archives = [(a, None) for a in inventory.archives]
+            archives += [(a, inventory.broken[key]) for key, a in inventory.broken_archives.items()]
         found = []
-        for archive in archives:
+        for archive, damage in archives:
             archived = _parse_time(archive.created_at)
             expires = expiry_of_week(archive.week, self.retention)
+            record = self.archives.get_verification(archive.week) if damage is None else None
+            status = DAMAGED if damage else (record.status_of(archive.key, archive.sha256) if record else NOT_VERIFIED)
+            problem = damage or ("; ".join(record.problems[:3]) if record is not None and status == FAILED else None)
             for m in archive.index.members:
+                captured = _parse_time(m.captured_at) if m.captured_at else None
                 found.append(Backup(
                     database=m.database, day=m.day, location=WEEKLY, key=archive.key, sql_bytes=m.sql_bytes,
                     sql_sha256=m.sql_sha256, tables=m.tables, rows=m.rows, created_at=None, expires_at=expires,
-                    member=m.path, archived_at=archived,
+                    member=m.path, archived_at=archived, captured_at=captured,
+                    captured_late=bool(captured and is_captured_late(m.day, captured)), status=status, problem=problem,
                 ))
         return found
 

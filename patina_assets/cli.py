@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: ``restore --all DAY --to d1-sources``: each database into its own configured d1:// source.
 D1_SOURCES = "d1-sources"
+#: In place of a DAY: the newest verified backup by capture time (``--any``: the newest that is not damaged).
+LATEST = "latest"
 
 
 class Progress:
@@ -128,10 +130,10 @@ def _restore_file(args: argparse.Namespace) -> int:
 def _restore_backup(args: argparse.Namespace) -> int:
     """``patina restore DAY DB --to ...``: a backup from the bucket, checked against its sha256 on the way."""
     day_text, name = args.args
-    day = _day(day_text, "restore DAY DB")
     config = _config(args)
     catalog = _catalog(config)
-    backup = catalog.find(day, name)
+    backup = _pick(catalog, day_text, name, args, "restore DAY DB")
+    day = backup.day
     if is_d1_target(args.to):
         if args.table:
             raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
@@ -144,8 +146,29 @@ def _restore_backup(args: argparse.Namespace) -> int:
         report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
                               allow_foreign_key_violations=args.allow_foreign_key_violations)
         progress.done()
-    _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where})
+    _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where,
+                                         "verification": backup.status, "capturedAt": _iso(backup.captured_at)})
+    if not args.json:
+        print(_picked(backup), file=sys.stderr)
     return 0
+
+
+def _pick(catalog: Catalog, day_text: str, name: str, args: argparse.Namespace, where: str):
+    """The backup a DAY (or ``latest``) names, with ``--from`` and ``--any``."""
+    if day_text == LATEST:
+        return catalog.latest(name, source=args.source, any_status=args.any)
+    return catalog.find(_day(day_text, where), name, source=args.source, any_status=args.any)
+
+
+def _picked(backup) -> str:
+    late = " (captured late: it holds the data of that moment, not of its day)" if backup.captured_late else ""
+    return (f"{backup.database} on {backup.day}: the {backup.location} copy, {backup.status}, captured "
+            f"{_iso(backup.captured_at) or 'at an unrecorded time'}{late}")
+
+
+def _iso(moment) -> str | None:
+    from .catalog import iso
+    return iso(moment)
 
 
 def is_d1_target(target: str) -> bool:
@@ -206,7 +229,7 @@ def _restore_all(args: argparse.Namespace) -> int:
     from .catalog import BackupNotFound
     from .status import table
     from .storage import StorageError
-    day = _day(args.all, "restore --all DAY")
+    day = args.all if args.all == LATEST else _day(args.all, "restore --all DAY")
     config = _config(args)
     catalog = _catalog(config)
     targets = _all_targets(config, args.to)
@@ -215,7 +238,9 @@ def _restore_all(args: argparse.Namespace) -> int:
     missing = []
     for db in databases:
         try:
-            plan.append((db, catalog.find(day, db.name), targets[db.name]))
+            backup = (catalog.latest(db.name, source=args.source, any_status=args.any) if day == LATEST
+                      else catalog.find(day, db.name, source=args.source, any_status=args.any))
+            plan.append((db, backup, targets[db.name]))
         except BackupNotFound:
             missing.append(db.name)
     if missing:
@@ -247,7 +272,8 @@ def _restore_all(args: argparse.Namespace) -> int:
             failure = {"database": db.name, "priority": db.priority, "target": str(target), "error": str(exc)}
             break
         done.append({"database": db.name, "priority": db.priority, "target": str(target), "from": backup.where,
-                     "detail": detail, "seconds": round(time.monotonic() - started, 3)})
+                     "date": backup.day, "verification": backup.status, "detail": detail,
+                     "seconds": round(time.monotonic() - started, 3)})
     not_attempted = [db.name for db, _, _ in plan[len(done) + (1 if failure else 0):]]
     if args.json:
         print(json.dumps({"date": day, "restored": done, "failed": failure, "notAttempted": not_attempted}, indent=2))
@@ -336,23 +362,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
         return 0
     rows = [[b["date"], b["database"], b["location"], b["size"], str(b["tables"]), f"{b['rows']:,}",
-             b["createdAt"] or "-", b["expiresAt"] or "-"] for b in document["backups"]]
-    print(table(["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CREATED", "EXPIRES"], rows))
+             (b["capturedAt"] or "-") + (" LATE" if b["capturedLate"] else ""), b["verification"].upper()
+             if b["verification"] in ("failed", "damaged") else b["verification"], b["expiresAt"] or "-"]
+            for b in document["backups"]]
+    print(table(["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CAPTURED", "VERIFIED", "EXPIRES"], rows))
+    for b in document["backups"]:
+        if b["problem"]:
+            print(f"  {b['database']} {b['date']} ({b['location']}): {b['verification']}: {b['problem']}")
     shown = len(document["backups"])
+    if any(b["capturedLate"] for b in document["backups"]):
+        print("\nLATE: captured more than a day after its day ended (a backfill): it holds the data of its capture "
+              "time, not of its day")
     print(f"\n{shown} of {document['filtered']} matching backup(s) shown; {document['total']} in the bucket")
     return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    day = _day(args.day, "download DAY DB")
     catalog = _catalog(_config(args))
-    backup = catalog.find(day, args.db)
+    backup = _pick(catalog, args.day, args.db, args, "download DAY DB")
+    day = backup.day
     target = catalog.download(backup, Path(args.output or backup.filename))
     if args.json:
         print(json.dumps({"path": str(target), **backup.to_dict()}, indent=2))
     else:
         print(f"{target}: {args.db} on {day}, {backup.sql_bytes:,} bytes of SQL ({backup.tables} tables, "
               f"{backup.rows:,} rows) from {backup.where}; sha256 {backup.sql_sha256} checked")
+        print(_picked(backup), file=sys.stderr)
     return 0
 
 
@@ -431,6 +466,14 @@ def _limit(text: str) -> int:
     return value
 
 
+def _add_pick_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", choices=("auto", "daily", "weekly"), default="auto",
+                        help="which copy: auto (default: the daily, or the day's copy inside the weekly archive when "
+                             "the daily is damaged or failed verification), daily, or weekly")
+    parser.add_argument("--any", action="store_true",
+                        help=f"also take a backup that is not verified ({LATEST}) or failed verification (a DAY)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patina", description="Exact, D1-importable backups of Cloudflare D1 databases.")
     parser.add_argument("--version", action="version", version=f"patina {__version__}")
@@ -455,8 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="patina restore DUMP --to NEW.sqlite | patina restore DAY DB --to NEW.sqlite|d1://ACCOUNT/ID | "
                     f"patina restore --all DAY --to DIR|{D1_SOURCES}|MAP.yaml")
     restore.add_argument("args", nargs="*", metavar="DUMP | DAY DB",
-                         help="a local .sql/.sql.gz/.sql.zst dump, or the DAY and DB of a backup in the bucket")
-    restore.add_argument("--all", metavar="DAY", help="every configured database's backup of DAY, critical first")
+                         help="a local .sql/.sql.gz/.sql.zst dump, or the DAY (YYYY-MM-DD, or latest: the newest "
+                              "verified backup) and DB of a backup in the bucket")
+    restore.add_argument("--all", metavar="DAY", help="every configured database's backup of DAY (or latest), "
+                                                       "critical first")
     restore.add_argument("--to", required=True,
                          help="a new SQLite file, d1://ACCOUNT_ID/DATABASE_ID (an empty D1 database); with --all: a "
                               f"directory, {D1_SOURCES} (each database's configured source) or a YAML/JSON mapping")
@@ -464,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--yes", action="store_true", help="restore into D1 without asking")
     restore.add_argument("--allow-foreign-key-violations", action="store_true",
                          help="keep rows that break foreign keys (a SQLite source may hold them; D1 never does)")
+    _add_pick_options(restore)
     restore.add_argument("--json", action="store_true")
     restore.set_defaults(func=_cmd_restore)
 
@@ -475,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_cmd_list)
 
     download = sub.add_parser("download", help="a backup's SQL, from a daily or a weekly archive, checked against its sha256")
-    download.add_argument("day", metavar="DAY")
+    download.add_argument("day", metavar="DAY", help=f"YYYY-MM-DD, or {LATEST}: the newest verified backup")
     download.add_argument("db", metavar="DB")
     download.add_argument("-o", "--output", help="the file to write (default: DB-DAY.sql here; never overwritten)")
+    _add_pick_options(download)
     download.add_argument("--json", action="store_true")
     download.set_defaults(func=_cmd_download)
 

@@ -388,6 +388,7 @@ class DumpConfig:
     request_attempts: int = 8         # per REST request (5xx, network), with exponential backoff
     request_backoff_seconds: float = 1.0
     consistency_retries: int = 2      # D1 reads read again when the database was written during one
+    late_backfill: str = "store"      # a backfill of a night long past: store it (marked captured late) or refuse
 
     def d1_source_options(self) -> dict[str, Any]:
         """The engine's D1Source settings this section sets (the CLI's `patina dump d1://...` and the
@@ -399,6 +400,10 @@ class DumpConfig:
     def extension(self) -> str:
         """File extension of a dump, e.g. ``.sql.zst``."""
         return "." + self.format
+
+
+#: ``dump.late_backfill``: what a dump materialized long after its night does (see ``backup.refuse_late``).
+LATE_BACKFILL_CHOICES = ("store", "refuse")
 
 
 @dataclass(frozen=True)
@@ -909,7 +914,7 @@ _LOCAL_KEYS = ("path",)
 _S3_KEYS = ("bucket", "endpoint_url", "region", "prefix", "access_key_id_env", "secret_access_key_env",
             "multipart_part_size_mb")
 _DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retries", "retry_delay_seconds",
-              "request_attempts", "request_backoff_seconds", "consistency_retries")
+              "request_attempts", "request_backoff_seconds", "consistency_retries", "late_backfill")
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -1124,11 +1129,13 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     attempts = ctx.integer(section, path, "request_attempts", 8, minimum=1, maximum=20)
     backoff = ctx.number(section, path, "request_backoff_seconds", 1.0, gt=-0.000001)
     consistency_retries = ctx.integer(section, path, "consistency_retries", 2, minimum=0, maximum=10)
+    late_backfill = ctx.string(section, path, "late_backfill", "store", choices=LATE_BACKFILL_CHOICES)
     if ctx.problems:
         return DumpConfig()
     return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes,
                       retries=retries, retry_delay_seconds=retry_delay, request_attempts=attempts,
-                      request_backoff_seconds=float(backoff), consistency_retries=consistency_retries)
+                      request_backoff_seconds=float(backoff), consistency_retries=consistency_retries,
+                      late_backfill=late_backfill)
 
 
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:

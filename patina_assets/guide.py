@@ -16,6 +16,7 @@ from __future__ import annotations
 import shlex
 
 from .catalog import DAILY, Backup, iso
+from .storage import VERIFIED
 from .units import human_bytes
 from .config import DatabaseConfig, PatinaConfig
 
@@ -31,7 +32,8 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
                   base_url: str | None = None) -> dict:
     """The guide as the spec's JSON document (with extra fields)."""
     name = database.name
-    newest = backups[0] if backups else None
+    # The newest verified backup by capture time (``backups`` come newest capture first), else the newest usable.
+    newest = next((b for b in backups if b.status == VERIFIED), None) or next((b for b in backups if b.usable), None)
     day = newest.day if newest else "YYYY-MM-DD"
     sql_file = f"{name}-{day}.sql"
     new_db = f"{name}-restored-{day.replace('-', '')}"
@@ -60,7 +62,8 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
         f"patina restore {day} {name} --to d1://{account}/NEW_DATABASE_ID --yes",
         "3. Switch the binding as in the wrangler method, step 7",
     ]
-    timestamp = iso(newest.created_at) if newest and newest.created_at else "YYYY-MM-DDTHH:MM:SSZ"
+    moment = (newest.captured_at or newest.created_at) if newest else None
+    timestamp = iso(moment) if moment else "YYYY-MM-DDTHH:MM:SSZ"
     bookmark_step, time_travel_note = _bookmark_step(name, newest.manifest if newest else None)
     time_travel_steps = [
         f"1. Get available restore points: wrangler d1 time-travel info {name}",

@@ -5,8 +5,10 @@ archives older than ``retention.weekly_weeks`` go, under three rules that outran
 
 * a daily is deleted only when a *verified* archive holds exactly its SQL (the archive read back from the
   bucket and every member checked against its sha256, ``ArchiveStore.verify``);
-* the newest good backup of each database is never deleted, however old: its newest daily whose stored
-  bytes match its manifest, or, if it has none, the archive holding its newest backup;
+* the newest good backup of each database is never deleted, however old: its newest daily by capture time
+  that passed restore verification (the record beside it in the bucket), was not flagged as possible data
+  loss (size_anomaly's ``too_small``) and whose stored bytes still match its manifest; or, if it has none,
+  the archive holding its newest backup;
 * nothing is deleted that changed between planning and deleting.
 
 The plan is the dry run: it lists what would go and why everything else stays.  Ages are counted from
@@ -40,8 +42,13 @@ from .storage import (
     WEEKLY_PREFIX,
     BackupStore,
     Manifest,
+    FAILED,
+    VERIFIED,
     StorageError,
+    VerificationRecord,
+    by_capture,
     daily_manifest_key,
+    daily_verification_key,
     format_day,
     parse_daily_key,
     parse_weekly_key,
@@ -147,7 +154,9 @@ def plan_retention(
     plan = RetentionPlan(as_of_day.isoformat(), keep_days.isoformat(), keep_weeks.isoformat())
     plan.verifications.update(verifications or {})
     sizes = {info.key: info.size for prefix in (DAILY_PREFIX, WEEKLY_PREFIX) for info in store.bucket.list(prefix)}
-    backups = store.list_daily()
+    inventory = store.inventory()
+    backups = inventory.backups
+    records = store.verifications(inventory)
     weekly = archives.inventory()
     by_week = {m.week: m for m in weekly.archives}
 
@@ -156,7 +165,7 @@ def plan_retention(
             plan.verifications[manifest.week] = archives.verify(manifest)
         return plan.verifications[manifest.week]
 
-    newest_good = _newest_good_dailies(store, backups)
+    newest_good = _newest_good_dailies(store, backups, records)
     for daily in sorted(backups, key=lambda m: (m.day, m.database)):
         if daily.day >= plan.daily_cutoff:
             continue
@@ -175,7 +184,8 @@ def plan_retention(
         elif not checked.holds(daily.day, daily.database, daily.sql_sha256):
             plan.kept.append(Kept(what, f"archive {manifest.key} does not hold this dump (re-run after archiving, or skipped)"))
         else:
-            keys = (daily_manifest_key(daily.day, daily.database), daily.key)
+            record_key = daily_verification_key(daily.day, daily.database)
+            keys = (daily_manifest_key(daily.day, daily.database), daily.key) + ((record_key,) if record_key in sizes else ())
             plan.dailies.append(
                 DailyDeletion(daily.day, daily.database, daily.sql_sha256, keys, sum(sizes.get(k, 0) for k in keys), manifest.key)
             )
@@ -191,14 +201,30 @@ def plan_retention(
     return plan
 
 
-def _newest_good_dailies(store: BackupStore, backups: list[Manifest]) -> dict[str, str]:
-    """database -> day of its newest daily whose stored bytes match its manifest (read back to check)."""
+def _newest_good_dailies(
+    store: BackupStore, backups: list[Manifest], records: Mapping[tuple[str, str], VerificationRecord]
+) -> dict[str, str]:
+    """database -> day of its newest good daily, by capture time, whatever its age.
+
+    Good: restore_verification passed for these very bytes (its record in the bucket names this dump and
+    sha256), size_anomaly did not flag it as possible data loss, and the stored bytes still match the
+    manifest (read back here).  A database none of whose backups has a record yet (a bucket from before
+    records were kept) falls back to its newest daily whose bytes match and that no record calls failed.
+    """
     by_database: dict[str, list[Manifest]] = {}
     for manifest in backups:
         by_database.setdefault(manifest.database, []).append(manifest)
     newest: dict[str, str] = {}
     for database, manifests in by_database.items():
-        for manifest in sorted(manifests, key=lambda m: m.day, reverse=True):
+        judged = {m.day: records.get((m.day, m.database)) for m in manifests}
+        any_record = any(r is not None and r.key == m.key for m in manifests if (r := judged[m.day]))
+        for manifest in sorted(manifests, key=by_capture, reverse=True):
+            record = judged[manifest.day]
+            status = store.verification_status(manifest, record)
+            if any_record and (status != VERIFIED or record is None or record.possible_data_loss):
+                continue
+            if not any_record and status == FAILED:
+                continue
             if store.verify(manifest):
                 newest[database] = manifest.day
                 break

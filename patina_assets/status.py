@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .catalog import DAILY, Backup, Catalog, iso
+from .storage import DAMAGED, FAILED, NOT_VERIFIED, VERIFIED
 from .units import human_bytes
 from .config import PatinaConfig
 from .storage import parse_utc_timestamp
 
 ACTIVE = "active"
+STATUSES = (VERIFIED, FAILED, NOT_VERIFIED, DAMAGED)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Snapshot:
         }
 
     def _job_from_bucket(self) -> dict | None:
-        dailies = [b for b in self.backups if b.manifest is not None]
+        dailies = [b for b in self.backups if b.manifest is not None and b.status != DAMAGED]
         if not dailies:
             return None
         # Today's backups can only be on-demand ones (a night backs up the day that ended): skip them if possible.
@@ -144,25 +146,41 @@ class Snapshot:
 
     # -- per database --------------------------------------------------------------------------
 
-    def newest_by_database(self) -> dict[str, Backup]:
+    def newest_by_database(self, *, verified: bool = False) -> dict[str, Backup]:
+        """Each database's newest backup by capture time that is not damaged (``verified``: that passed
+        verification)."""
         newest: dict[str, Backup] = {}
         for backup in self.backups:
+            if backup.status == DAMAGED or (verified and backup.status != VERIFIED):
+                continue
             current = newest.get(backup.database)
-            if current is None or (backup.day, stored_at(backup)) > (current.day, stored_at(current)):
+            if current is None or _newness(backup) > _newness(current):
                 newest[backup.database] = backup
         return newest
 
     def databases(self) -> list[dict]:
-        newest = self.newest_by_database()
+        newest, verified = self.newest_by_database(), self.newest_by_database(verified=True)
         out = []
         for db in self.config.by_priority():
-            backup = newest.get(db.name)
+            backup, good = newest.get(db.name), verified.get(db.name)
             age = (self.now - stored_at(backup)).total_seconds() / 3600 if backup else None
             out.append({"database": db.name, "priority": db.priority,
                         "lastBackup": backup.day if backup else None,
                         "lastBackupAt": iso(stored_at(backup)) if backup else None,
+                        "lastBackupCapturedLate": backup.captured_late if backup else None,
+                        "lastBackupVerification": backup.status if backup else None,
+                        "lastVerifiedBackup": good.day if good else None,
+                        "lastVerifiedBackupAt": iso(stored_at(good)) if good else None,
                         "ageHours": round(age, 1) if age is not None else None})
         return out
+
+    def verification(self) -> dict:
+        """How many backups are verified, failed, not yet verified, damaged; and which failed or are damaged."""
+        counts = {status: sum(1 for b in self.backups if b.status == status) for status in STATUSES}
+        bad = [{"database": b.database, "date": b.day, "location": b.location, "verification": b.status,
+                "problem": b.problem} for b in self.backups if b.status in (FAILED, DAMAGED)]
+        return {"verified": counts[VERIFIED], "failed": counts[FAILED], "notVerified": counts[NOT_VERIFIED],
+                "damaged": counts[DAMAGED], "problems": bad}
 
     def failures_24h(self) -> int | None:
         """Databases that failed in runs started within 24 hours (None without Dagster's records)."""
@@ -198,6 +216,7 @@ class Snapshot:
             "schedules": {name: iso(tick) for name, tick in sorted(orch.next_scheduled.items())},
             "recentJobs": [_run_summary(run) for run in orch.recent[:10]],
             "storage": self.storage,
+            "verification": self.verification(),
             "databases": self.databases(),
             "generatedAt": iso(self.now),
         }
@@ -215,11 +234,11 @@ class Snapshot:
             lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
         metric("patina_backup_last_success_timestamp", "gauge",
-               "Unix time of the newest backup the bucket holds (any database).",
-               [("", last_success.timestamp())] if last_success else [])
+               "Unix time when the data of the newest backup the bucket holds was captured (any database).",
+               [("", int(last_success.timestamp()))] if last_success else [])
         metric("patina_backup_database_last_success_timestamp", "gauge",
-               "Unix time of the newest backup of each configured database.",
-               [(f'{{database="{_label(name)}"}}', stored_at(newest[name]).timestamp())
+               "Unix time when the data of each configured database's newest backup was captured.",
+               [(f'{{database="{_label(name)}"}}', int(stored_at(newest[name]).timestamp()))
                 for name in self.config.names if name in newest])
         metric("patina_backup_last_duration_seconds", "gauge",
                "How long the last finished backup job took.",
@@ -240,12 +259,14 @@ class Snapshot:
 
 
 def stored_at(backup: Backup) -> datetime:
-    """When a backup was stored. An archive's index does not record it for its members: the end of the
-    backup's day is used, the earliest its nightly can have run (so ages err on the old side)."""
-    if backup.created_at is not None:
-        return backup.created_at
-    day = datetime.fromisoformat(backup.day).replace(tzinfo=timezone.utc)
-    return day + timedelta(days=1)
+    """When a backup's data was read from the source (its capture time): what its age is counted from.
+    Archives built before capture times were recorded give the end of the backup's day, the earliest its
+    nightly can have run (so ages err on the old side)."""
+    return backup.captured
+
+
+def _newness(backup: Backup) -> tuple:
+    return (backup.captured, backup.day, backup.location == DAILY)
 
 
 def _job_status(status: str, failed: tuple[str, ...]) -> str:
@@ -316,10 +337,19 @@ def render_status(status: dict) -> str:
                  f"newest {st['newestBackup'] or '-'}")
     for problem in st["problems"]:
         lines.append(f"  problem: {problem}")
+    checked = status["verification"]
+    lines.append(f"Verification: {checked['verified']} verified, {checked['failed']} failed, {checked['notVerified']} "
+                 f"not yet verified, {checked['damaged']} damaged")
+    for bad in checked["problems"]:
+        lines.append(f"  {bad['verification'].upper()}: {bad['database']} {bad['date']} ({bad['location']})"
+                     + (f": {bad['problem']}" if bad["problem"] else ""))
     lines.append("")
-    lines.append(table(["DATABASE", "PRIORITY", "LAST BACKUP", "AGE"],
-                       [[d["database"], d["priority"], d["lastBackup"] or "none",
-                         f"{d['ageHours']:.1f} h" if d["ageHours"] is not None else "-"] for d in status["databases"]]))
+    lines.append(table(["DATABASE", "PRIORITY", "LAST BACKUP", "AGE", "VERIFIED", "LAST VERIFIED"],
+                       [[d["database"], d["priority"],
+                         (d["lastBackup"] or "none") + (" (captured late)" if d["lastBackupCapturedLate"] else ""),
+                         f"{d['ageHours']:.1f} h" if d["ageHours"] is not None else "-",
+                         d["lastBackupVerification"] or "-", d["lastVerifiedBackup"] or "none"]
+                        for d in status["databases"]]))
     if status["recentJobs"]:
         lines.append("")
         lines.append(table(["RUN", "JOB", "DAY", "STATUS", "OK", "FAILED", "REASON"],

@@ -95,6 +95,12 @@ class StorageUnavailable(StorageError):
     retryable = True
 
 
+class PublishUnconfirmed(StorageUnavailable):
+    """A publish could not be confirmed: the manifest's write failed or its answer was lost, and reading it
+    back failed too (or it names another object).  Every object is kept, so nothing a manifest may name is
+    lost; the run fails as retryable and the next run (or reconciliation) settles which one counts."""
+
+
 class StorageIntegrityError(StorageError):
     """What was stored is not what was sent (wrong size, changed source file)."""
 
@@ -908,6 +914,94 @@ def _read_exactly(source: BinaryIO, size: int, path: Path | str) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------
+# Publishing: one object and the manifest that names it (dailies and weekly archives alike)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One publish: the file to store under ``key`` and the manifest (``manifest_key``, its JSON) that names it."""
+
+    key: str
+    path: Path | str
+    size: int
+    content_type: str
+    manifest_key: str
+    manifest_json: bytes
+
+
+def publish(
+    bucket: Bucket,
+    publication: Publication,
+    *,
+    named_key: Callable[[], str | None],
+    superseded: Callable[[], list[str]],
+) -> None:
+    """Store an object and switch its manifest to it, under one rule: the publish succeeds only when the
+    manifest read back from the bucket names the object this publish wrote.
+
+    1. Upload the object to its fresh key and stat it (the size must match): a failure here removes it
+       and leaves the manifest as it was.
+    2. PUT the manifest (the atomic switch).
+    3. Read it back (``named_key``: the key the stored manifest names; None when there is none or it is
+       unreadable).  It names our object: done, and the objects it superseded are removed (``superseded``,
+       best effort: failing there only leaves orphans).  It names another one and our PUT failed: our object
+       is removed and the PUT's error raised (the previous backup stands).  When it cannot be read back, or
+       names another object although our PUT succeeded, nothing is deleted and ``PublishUnconfirmed``
+       (retryable) is raised: the next run or reconciliation settles it.
+    """
+    key = publication.key
+    try:
+        bucket.put_file(key, publication.path, content_type=publication.content_type)
+        stored = bucket.stat(key)
+        if stored is None or stored.size != publication.size:
+            found = "nothing" if stored is None else f"{stored.size} bytes"
+            raise StorageIntegrityError(f"uploaded {publication.size} bytes to {bucket.uri(key)} but the bucket holds {found}")
+    except BaseException:
+        _discard(bucket, key)
+        raise
+    put_error: StorageError | None = None
+    try:
+        bucket.put_bytes(publication.manifest_key, publication.manifest_json, content_type=MANIFEST_CONTENT_TYPE)
+    except StorageError as exc:
+        put_error = exc
+    try:
+        named = named_key()
+    except CorruptManifest:
+        named = None
+    except StorageError as exc:
+        raise PublishUnconfirmed(
+            f"{bucket.uri(publication.manifest_key)} could not be read back to confirm it names {key} "
+            f"({'its write failed: ' + str(put_error) + '; ' if put_error else ''}read-back: {exc}); every object is "
+            "kept, and the next run or reconciliation settles which one counts"
+        ) from exc
+    if named != key:
+        if put_error is not None:
+            _discard(bucket, key)
+            raise put_error
+        raise PublishUnconfirmed(
+            f"{bucket.uri(publication.manifest_key)} names {named or 'nothing'}, not {key} that this run wrote "
+            "(another publish of the same slot?); every object is kept: run it again"
+        )
+    if put_error is not None:
+        logger.info("the manifest %s landed although its answer was lost (%s)", publication.manifest_key, put_error)
+    try:
+        stale = superseded()
+        if stale:
+            bucket.delete_many(stale)
+    except StorageError as exc:
+        logger.warning("%s is published, but superseded objects were not removed: %s", key, exc)
+
+
+def _discard(bucket: Bucket, key: str) -> None:
+    """Best-effort removal of an object no manifest names; failing here only leaves an orphan."""
+    try:
+        bucket.delete(key)
+    except StorageError as exc:
+        logger.warning("could not remove %s (it stays as an orphan): %s", bucket.uri(key), exc)
+
+
+# --------------------------------------------------------------------------------------------------
 # Backup layout
 # --------------------------------------------------------------------------------------------------
 
@@ -932,8 +1026,10 @@ _GENERATION = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
 _GENERATION_RE = re.compile(rf"^{_GENERATION}$")
 _DAILY_KEY = re.compile(
     rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
 )
+VERIFICATION_SUFFIX = ".verification.json"
 
 
 def validate_database_name(database: str) -> str:
@@ -992,6 +1088,11 @@ def daily_dump_key(day: date | str, database: str, fmt: str, generation: str | N
     return f"{daily_prefix(day)}{name}{suffix}"
 
 
+def daily_verification_key(day: date | str, database: str) -> str:
+    """``daily/YYYY-MM-DD/<database>.verification.json``: the last restore verification of that slot's backup."""
+    return f"{daily_prefix(day)}{validate_database_name(database)}{VERIFICATION_SUFFIX}"
+
+
 def daily_manifest_key(day: date | str, database: str) -> str:
     """``daily/YYYY-MM-DD/<database>.manifest.json``: one per database and day, naming the current dump."""
     return f"{daily_prefix(day)}{validate_database_name(database)}{MANIFEST_SUFFIX}"
@@ -999,7 +1100,8 @@ def daily_manifest_key(day: date | str, database: str) -> str:
 
 @dataclass(frozen=True)
 class DailyKey:
-    """A parsed ``daily/`` key: a manifest (``kind='manifest'``) or a dump (``kind='dump'``)."""
+    """A parsed ``daily/`` key: a manifest (``kind='manifest'``), a dump (``kind='dump'``) or the
+    verification record beside them (``kind='verification'``)."""
 
     key: str
     day: str
@@ -1025,6 +1127,8 @@ def parse_daily_key(key: str) -> DailyKey | None:
         return None
     if match["manifest"]:
         return DailyKey(key=key, day=day, database=match["name"], kind="manifest")
+    if match["verification"]:
+        return DailyKey(key=key, day=day, database=match["name"], kind="verification")
     return DailyKey(
         key=key,
         day=day,
@@ -1041,7 +1145,8 @@ def parse_daily_key(key: str) -> DailyKey | None:
 ARCHIVE_FORMATS: Mapping[str, str] = {"tar.zst": ".tar.zst", "tar.gz": ".tar.gz"}
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
-    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
 )
 
 
@@ -1059,6 +1164,11 @@ class WeeklyKey:
 def weekly_manifest_key(week: date | str) -> str:
     """``weekly/<week-start>.manifest.json``: one per week, naming the current archive."""
     return f"{WEEKLY_PREFIX}{format_day(week)}{MANIFEST_SUFFIX}"
+
+
+def weekly_verification_key(week: date | str) -> str:
+    """``weekly/<week-start>.verification.json``: the last read-back verification of that week's archive."""
+    return f"{WEEKLY_PREFIX}{format_day(week)}{VERIFICATION_SUFFIX}"
 
 
 def weekly_archive_key(week: date | str, fmt: str, generation: str) -> str:
@@ -1081,6 +1191,8 @@ def parse_weekly_key(key: str) -> WeeklyKey | None:
         return None
     if match["manifest"]:
         return WeeklyKey(key=key, week=week, kind="manifest")
+    if match["verification"]:
+        return WeeklyKey(key=key, week=week, kind="verification")
     return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])
 
 
@@ -1111,6 +1223,28 @@ def parse_utc_timestamp(text: str) -> datetime:
     if parsed.utcoffset() != timedelta(0):
         raise ValueError(f"{text!r} is not in UTC")
     return parsed
+
+
+#: A backup is *captured late* when its data was read more than this after its day ended: the nightly of
+#: day D runs at 03:00 on D+1 (retries and a slow export take hours, not a day), so a dump read after
+#: D+2 00:00 UTC is a backfill, holding the data of the day it ran, not of D.
+LATE_AFTER = timedelta(days=1)
+
+
+def day_end(day: date | str) -> datetime:
+    """00:00 UTC of the day after ``day``: when that day ended."""
+    start = date.fromisoformat(format_day(day))
+    return datetime(start.year, start.month, start.day, tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def is_captured_late(day: date | str, captured: datetime) -> bool:
+    """True when data read at ``captured`` is too late to be ``day``'s (see ``LATE_AFTER``)."""
+    return captured > day_end(day) + LATE_AFTER
+
+
+def by_capture(manifest: Manifest) -> tuple[datetime, str, str]:
+    """Sort key: capture time, then day and database (stable for equal times)."""
+    return (manifest.captured, manifest.day, manifest.database)
 
 
 @dataclass(frozen=True)
@@ -1155,7 +1289,27 @@ class Manifest:
     bytes: int = 0
     sha256: str = ""
     created_at: str = ""
+    # When the data was read from the source: the truth for "newest" and "before" (a backfill run days
+    # later reads today's data).  Manifests written before it existed use started_at.
+    captured_at: str = ""
+    # captured more than LATE_AFTER after its day ended (see ``is_captured_late``); derived when absent
+    captured_late: bool | None = None
     schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.captured_at and isinstance(self.started_at, str):
+            object.__setattr__(self, "captured_at", self.started_at)
+        if self.captured_late is None:
+            try:
+                late = is_captured_late(self.day, parse_utc_timestamp(self.captured_at))
+            except (TypeError, ValueError, InvalidKey):
+                late = None  # problems() reports the bad field
+            object.__setattr__(self, "captured_late", late)
+
+    @property
+    def captured(self) -> datetime:
+        """``captured_at`` as a datetime (the sort key of "newest")."""
+        return parse_utc_timestamp(self.captured_at)
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
@@ -1290,7 +1444,6 @@ def _check_mapping(value_check: Callable[[Any], str | None]) -> Callable[[Any], 
     return check
 
 
-_OPTIONAL_FIELDS = ("dagster_run_id", "consistency", "bookmark", "end_bookmark")
 
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "schema_version": _check_schema_version,
@@ -1320,12 +1473,94 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "end_bookmark": _check_optional_text,
     "job_id": _check_text,
     "created_at": _check_timestamp,
+    "captured_at": _check_timestamp,
+    "captured_late": _check_bool,
 }
+# Fields a manifest may lack (written by an older Patina): None, then filled in by ``Manifest.__post_init__``.
+_OPTIONAL_FIELDS = frozenset({"dagster_run_id", "consistency", "bookmark", "end_bookmark", "captured_at", "captured_late"})
 
 
 # --------------------------------------------------------------------------------------------------
 # BackupStore
 # --------------------------------------------------------------------------------------------------
+
+
+VERIFIED, FAILED, NOT_VERIFIED, DAMAGED = "verified", "failed", "not verified", "damaged"
+VERIFICATION_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """What the last verification of a stored backup (a daily dump, or a weekly archive) concluded, kept in
+    the bucket beside it (``<db>.verification.json``, ``weekly/<week>.verification.json``) so the tools see
+    it without Dagster.  It vouches only for the object it names with the sha256 it read: a re-run of the
+    day writes a new object, which is "not verified" until its own verification.
+
+    ``passed``: restore_verification (dailies: restored, every table's rows and digest equal to the source's)
+    or the archive's read-back (every member's sha256).  ``size_verdict`` (dailies) is size_anomaly's verdict
+    at that time; ``too_small`` flags possible data loss, and retention never counts such a backup as good.
+    """
+
+    key: str  # the object verified
+    sha256: str  # its sha256, as read back when verified ("" when it could not be read)
+    passed: bool
+    checked_at: str
+    problems: tuple[str, ...] = ()
+    size_verdict: str | None = None
+    dagster_run_id: str | None = None
+    patina_version: str = field(default_factory=patina_version)
+    schema_version: int = VERIFICATION_SCHEMA_VERSION
+
+    def status_of(self, key: str, sha256: str) -> str:
+        """VERIFIED or FAILED for the object ``key`` with ``sha256``; NOT_VERIFIED when this record is about another."""
+        if self.key != key:
+            return NOT_VERIFIED
+        if not self.passed:
+            return FAILED
+        return VERIFIED if self.sha256 == sha256 else NOT_VERIFIED
+
+    @property
+    def possible_data_loss(self) -> bool:
+        return self.size_verdict == "too_small"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["problems"] = list(self.problems)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, key: str) -> VerificationRecord:
+        data = _load_json_object(text, key)
+        try:
+            if data.get("schema_version") != VERIFICATION_SCHEMA_VERSION:
+                raise ValueError(f"schema_version {data.get('schema_version')!r}")
+            record = cls(
+                key=_required_text(data["key"]), sha256=str(data["sha256"]), passed=data["passed"] is True,
+                checked_at=_required_text(data["checked_at"]), problems=tuple(str(p) for p in data.get("problems", ())),
+                size_verdict=data.get("size_verdict"), dagster_run_id=data.get("dagster_run_id"),
+                patina_version=str(data.get("patina_version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptManifest(f"verification record {key} is invalid ({exc}); it is ignored until the next verification") from None
+        return record
+
+
+def _required_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, not {value!r}")
+    return value
+
+
+def read_verification(bucket: Bucket, key: str) -> VerificationRecord | None:
+    """The record stored under ``key``; None when there is none or it cannot be read (logged): a record
+    that cannot be read vouches for nothing."""
+    try:
+        return VerificationRecord.from_json(bucket.get_bytes(key), key=key)
+    except StorageObjectNotFound:
+        return None
+    except CorruptManifest as exc:
+        logger.warning("%s", exc)
+        return None
 
 
 @dataclass
@@ -1343,6 +1578,8 @@ class DailyInventory:
     orphans: list[ObjectInfo] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    broken_manifests: dict[str, Manifest] = field(default_factory=dict)  # manifest key -> the manifest of a broken one
+    verification_keys: set[str] = field(default_factory=set)  # records present in the listing
 
 
 class BackupStore:
@@ -1386,10 +1623,14 @@ class BackupStore:
         2. Upload it to a fresh key ``daily/DAY/<db>.<generation>.<fmt>``.  A failure here leaves no
            object (PUT and aborted multipart uploads are all-or-nothing) and no manifest change.
         3. Stat it and compare the size: the manifest must never vouch for bytes that are not there.
-        4. Write the manifest (one atomic PUT).  This is the moment the new backup starts to count.
+        4. Write the manifest (one atomic PUT) and read it back: the new backup counts once the bucket's
+           manifest is confirmed to name its dump.
         5. Delete the dumps it superseded (the previous one, and leftovers of failed runs).
 
-        If the manifest write fails, the new dump is removed again and the previous backup is untouched.
+        Steps 2-5 are ``publish``, the one publish step dailies and weekly archives share: if the manifest
+        write fails, the new dump is removed again and the previous backup is untouched; if it cannot be
+        confirmed either way, everything is kept and ``PublishUnconfirmed`` (retryable) is raised.
+        ``created_at`` is when the publish began.
         """
         day_text, name = format_day(day), validate_database_name(database)
         _check_manifest_target(manifest, day_text, name)
@@ -1399,84 +1640,33 @@ class BackupStore:
         generation = new_generation(now)
         key = daily_dump_key(day_text, name, manifest.format, generation)
         final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
-        final.to_json()  # an incomplete manifest is the caller's bug: fail before uploading anything
+        publication = Publication(
+            key, dump_path, size, DUMP_CONTENT_TYPES[manifest.format],
+            daily_manifest_key(day_text, name), final.to_json().encode("utf-8"),
+        )
 
-        self._upload_dump(key, dump_path, manifest.format, size)
-        final = dataclasses.replace(final, created_at=utc_timestamp(now))  # when the upload finished
-        self._write_manifest(final)
-        self._remove_superseded(final, generation, previous)
+        def superseded() -> list[str]:
+            # The dump the old manifest named and older leftovers; newer unreferenced dumps may belong to a
+            # run still uploading.
+            return [
+                info.key for info in self._dumps_of(day_text, name)
+                if info.key != key and (info.key == previous or _older(info.key, generation))
+            ]
+
+        publish(self.bucket, publication, named_key=lambda: self._current_dump_key(day_text, name, strict=True),
+                superseded=superseded)
         return final
 
-    def _current_dump_key(self, day: str, database: str) -> str | None:
-        """The dump the current manifest names (None if there is none or it is unreadable)."""
+    def _current_dump_key(self, day: str, database: str, *, strict: bool = False) -> str | None:
+        """The dump the current manifest names (None if there is none; an unreadable one is None too,
+        or raises ``CorruptManifest`` when ``strict``)."""
         try:
             current = self.get_manifest(day, database)
         except CorruptManifest:
+            if strict:
+                raise
             return None
         return current.key if current else None
-
-    def _upload_dump(self, key: str, dump_path: Path | str, fmt: str, size: int) -> None:
-        try:
-            self.bucket.put_file(key, dump_path, content_type=DUMP_CONTENT_TYPES[fmt])
-            stored = self.bucket.stat(key)
-            if stored is None or stored.size != size:
-                found = "nothing" if stored is None else f"{stored.size} bytes"
-                raise StorageIntegrityError(
-                    f"uploaded {size} bytes to {self.bucket.uri(key)} but the bucket holds {found}"
-                )
-        except BaseException:
-            self._discard(key)
-            raise
-
-    def _write_manifest(self, manifest: Manifest) -> None:
-        manifest_key = daily_manifest_key(manifest.day, manifest.database)
-        payload = manifest.to_json().encode("utf-8")
-        try:
-            self.bucket.put_bytes(manifest_key, payload, content_type=MANIFEST_CONTENT_TYPE)
-        except StorageError:
-            if self._manifest_landed(manifest):
-                return  # the PUT succeeded even though its answer was lost
-            self._discard(manifest.key)
-            raise
-
-    def _manifest_landed(self, manifest: Manifest) -> bool:
-        """After a failed manifest PUT: did it land anyway?  If we cannot tell, say yes, so that the
-        caller does not delete a dump a live manifest might point at (it then stays as an orphan)."""
-        try:
-            current = self.get_manifest(manifest.day, manifest.database)
-        except CorruptManifest:
-            return False
-        except StorageError:
-            return True
-        return current is not None and current.key == manifest.key and current.sha256 == manifest.sha256
-
-    def _discard(self, key: str) -> None:
-        """Best-effort removal of a dump no manifest points at; failing here only leaves an orphan."""
-        try:
-            self.bucket.delete(key)
-        except StorageError as exc:
-            logger.warning("could not remove %s (it stays as an orphan): %s", self.bucket.uri(key), exc)
-
-    def _remove_superseded(self, manifest: Manifest, generation: str, previous: str | None) -> None:
-        """Delete the dump the old manifest named and older leftovers of this (day, database).
-
-        Skipped when the manifest no longer names our dump (someone published after us: theirs to
-        clean).  Newer unreferenced dumps are left alone: they may belong to a run still uploading.
-        Failures are logged, not raised: the backup itself has succeeded.
-        """
-        try:
-            current = self.get_manifest(manifest.day, manifest.database)
-            if current is None or current.key != manifest.key:
-                return
-            stale = [
-                info.key
-                for info in self._dumps_of(manifest.day, manifest.database)
-                if info.key != manifest.key and (info.key == previous or _older(info.key, generation))
-            ]
-            if stale:
-                self.bucket.delete_many(stale)
-        except StorageError as exc:
-            logger.warning("backup %s is complete, but superseded dumps were not removed: %s", manifest.key, exc)
 
     def _dumps_of(self, day: str, database: str) -> list[ObjectInfo]:
         dumps = []
@@ -1518,6 +1708,7 @@ class BackupStore:
         if database is not None:
             validate_database_name(database)
         objects = {info.key: info for info in self.bucket.list(daily_prefix(day))}
+        result = DailyInventory()
         manifests: dict[tuple[str, str], DailyKey] = {}
         dumps: dict[tuple[str, str], list[ObjectInfo]] = {}
         for key, info in objects.items():
@@ -1526,9 +1717,10 @@ class BackupStore:
                 continue
             if parsed.kind == "manifest":
                 manifests[parsed.slot] = parsed
+            elif parsed.kind == "verification":
+                result.verification_keys.add(key)
             else:
                 dumps.setdefault(parsed.slot, []).append(info)
-        result = DailyInventory()
         referenced: set[str] = set()
         for slot in sorted(manifests):
             self._classify_manifest(manifests[slot], objects, result, referenced)
@@ -1564,6 +1756,33 @@ class BackupStore:
             result.broken[parsed.key] = f"its dump {manifest.key} has {dump.size} bytes, not {manifest.bytes}"
         else:
             result.backups.append(manifest)
+            return
+        result.broken_manifests[parsed.key] = manifest
+
+    # -- verification records ------------------------------------------------------------------
+
+    def record_verification(self, manifest: Manifest, record: VerificationRecord) -> None:
+        """Store ``record`` beside the backup ``manifest`` describes (replacing the previous record)."""
+        if record.key != manifest.key:
+            raise ValueError(f"the record is about {record.key}, not {manifest.key}")
+        self.bucket.put_bytes(daily_verification_key(manifest.day, manifest.database), record.to_json().encode("utf-8"),
+                              content_type=MANIFEST_CONTENT_TYPE)
+
+    def get_verification(self, day: date | str, database: str) -> VerificationRecord | None:
+        return read_verification(self.bucket, daily_verification_key(day, database))
+
+    def verification_status(self, manifest: Manifest, record: VerificationRecord | None) -> str:
+        """VERIFIED, FAILED or NOT_VERIFIED for the backup ``manifest`` describes."""
+        return record.status_of(manifest.key, manifest.sha256) if record is not None else NOT_VERIFIED
+
+    def verifications(self, inventory: DailyInventory) -> dict[tuple[str, str], VerificationRecord]:
+        """The records of the slots ``inventory`` listed, read once each."""
+        found = {}
+        for key in sorted(inventory.verification_keys):
+            record = read_verification(self.bucket, key)
+            if record is not None:
+                found[parse_daily_key(key).slot] = record  # type: ignore[union-attr]
+        return found
 
     def open_dump(self, manifest: Manifest) -> BinaryIO:
         """Stream the stored dump (compressed as stored) that ``manifest`` describes."""
@@ -1600,6 +1819,9 @@ class BackupStore:
         had_manifest = self.bucket.stat(manifest_key) is not None
         if had_manifest:
             self.bucket.delete(manifest_key)
+        record_key = daily_verification_key(day_text, name)
+        if self.bucket.stat(record_key) is not None:
+            dump_keys.append(record_key)
         if dump_keys:
             self.bucket.delete_many(dump_keys)
         return ([manifest_key] if had_manifest else []) + dump_keys

@@ -8,9 +8,11 @@ Three questions, asked of one night's backup (its manifest in a `BackupStore`):
   and row counts, the same per-table and content digests (recomputed with `table_digests_of`, the very
   function the dump used), the same schema fingerprint. Any difference means that night has no usable backup.
 * `judge_size`: the dump's SQL size against the average of the last (up to) 7 backups of that database
-  before its day: much smaller suggests data loss, much larger corruption or runaway growth.
-* `detect_schema_drift`: the schema fingerprint against the previous backup's and, when it changed, the
-  objects added, removed and changed, read back from the two dumps.
+  captured before it: much smaller suggests data loss, much larger corruption or runaway growth.
+* `detect_schema_drift`: the schema fingerprint against the previous backup's (by capture time) and, when it
+  changed, the objects added, removed and changed, read back from the two dumps.
+
+`verification_record` is what the bucket keeps of a verdict (``storage.VerificationRecord``).
 
 History comes from the bucket (`BackupStore.list_daily`): a backup exists exactly when its manifest does,
 so this is the record that matters, and it works without Dagster (the command line, recovery, tests).
@@ -26,6 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .engine import (
@@ -38,7 +41,7 @@ from .engine import (
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
-from .storage import BackupStore, Manifest, StorageObjectNotFound, format_day
+from .storage import BackupStore, Manifest, StorageObjectNotFound, VerificationRecord, by_capture, utc_timestamp
 
 HISTORY_WINDOW = 7  # the spec: "the 7-day average"
 MIN_HISTORY = 3  # backups before a size verdict: one or two odd days are not a baseline
@@ -53,18 +56,20 @@ SCHEMA_SECTIONS = ("Create table", "Index", "View", "Trigger")
 # --------------------------------------------------------------------------------------------------
 
 
-def previous_backups(store: BackupStore, database: str, day: str, limit: int | None = None) -> list[Manifest]:
-    """The backups of `database` from days before `day` that count (manifest and dump present), oldest
-    first; only the last `limit` of them when given."""
-    day = format_day(day)
-    earlier = [m for m in store.list_daily(database=database) if m.day < day]
+def previous_backups(store: BackupStore, current: Manifest, limit: int | None = None) -> list[Manifest]:
+    """The backups of `current`'s database captured before it (manifest and dump present), oldest first;
+    only the last `limit` of them when given.
+
+    "Before" is by capture time, not by day: a backfill of an old day run today holds today's data, so it
+    comes after yesterday's nightly, whatever day it is filed under."""
+    earlier = [m for m in store.list_daily(database=current.database) if by_capture(m) < by_capture(current)]
+    earlier.sort(key=by_capture)
     return earlier[-limit:] if limit else earlier
 
 
 def latest_backup(store: BackupStore, database: str) -> Manifest | None:
-    """The newest backup of `database` that counts, or None."""
-    backups = store.list_daily(database=database)
-    return backups[-1] if backups else None
+    """The backup of `database` captured last that counts, or None."""
+    return max(store.list_daily(database=database), key=by_capture, default=None)
 
 
 @contextmanager
@@ -114,6 +119,7 @@ class RestoreVerification:
     key: str
     recorded_bytes: int
     stored_bytes: int | None = None  # None: nothing could be read
+    stored_sha256: str = ""  # of the stored object, as read back ("" when nothing could be read)
     stored_sha256_matches: bool = False
     restored: bool = False
     statements: int = 0
@@ -163,7 +169,7 @@ def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path 
             outcome.problems.append(f"the stored dump {manifest.key} is missing from the bucket")
             outcome.seconds = time.monotonic() - started
             return outcome
-        outcome.stored_bytes = size
+        outcome.stored_bytes, outcome.stored_sha256 = size, sha256
         outcome.stored_sha256_matches = size == manifest.bytes and sha256 == manifest.sha256
         if not outcome.stored_sha256_matches:
             outcome.problems.append(
@@ -182,6 +188,16 @@ def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path 
             _compare_restored(outcome, manifest, restored)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def verification_record(
+    outcome: RestoreVerification, size: SizeVerdict | None, *, run_id: str | None = None, now: datetime | None = None
+) -> VerificationRecord:
+    """What the bucket keeps of a restore verification (and of the size verdict at that time)."""
+    return VerificationRecord(
+        key=outcome.key, sha256=outcome.stored_sha256, passed=outcome.passed, checked_at=utc_timestamp(now),
+        problems=tuple(outcome.problems), size_verdict=size.verdict if size is not None else None, dagster_run_id=run_id,
+    )
 
 
 def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored: Path) -> None:
@@ -276,15 +292,15 @@ def judge_size(
     window: int = HISTORY_WINDOW,
     min_history: int = MIN_HISTORY,
 ) -> SizeVerdict:
-    """Compare `current` with the average of the last `window` backups in `history` (those before its
-    day, oldest first). Smaller than `decrease_ratio` times the average is SIZE_TOO_SMALL, larger than
+    """Compare `current` with the average of the last `window` backups in `history` that were captured
+    before it (see `previous_backups`). Smaller than `decrease_ratio` times the average is SIZE_TOO_SMALL, larger than
     `increase_ratio` times it SIZE_TOO_LARGE; with fewer than `min_history` backups there is no verdict.
 
     The average is over the backups that exist (the spec's formula divides by 7 whatever the count,
     which would call every young database's backup "too large")."""
     if not 0 < decrease_ratio < 1 < increase_ratio:
         raise ValueError(f"size ratios must satisfy 0 < decrease ({decrease_ratio}) < 1 < increase ({increase_ratio})")
-    earlier = [m for m in history if m.day < current.day][-window:] if window else []
+    earlier = sorted((m for m in history if by_capture(m) < by_capture(current)), key=by_capture)[-window:] if window else []
     days = tuple((m.day, m.sql_bytes) for m in earlier)
     common = dict(database=current.database, day=current.day, sql_bytes=current.sql_bytes, stored_bytes=current.bytes,
                   history=days, decrease_ratio=decrease_ratio, increase_ratio=increase_ratio, min_history=min_history)

@@ -75,10 +75,10 @@ def test_metrics_are_the_specs(serve):
     values = metrics_of(response.text)
     catalog = Catalog.for_config(bucket.config)
     newest = {b.database: b for b in catalog.backups(day=DAILY_DAY)}
-    assert values["patina_backup_last_success_timestamp"] == int(max(b.created_at for b in newest.values()).timestamp())
+    assert values["patina_backup_last_success_timestamp"] == int(max(b.captured for b in newest.values()).timestamp())
     for name in NAMES:
         assert values[f'patina_backup_database_last_success_timestamp{{database="{name}"}}'] == int(
-            newest[name].created_at.timestamp())
+            newest[name].captured.timestamp())
     assert values["patina_backup_total_size_bytes"] == catalog.storage().total_bytes
     assert values["patina_backup_databases_count"] == 3 and values["patina_backup_count"] == 9
     assert values["patina_backup_failures_24h"] == 0 and values["patina_dagster_instance_available"] == 1

@@ -48,6 +48,7 @@ from patina_assets.storage import (
     StorageIntegrityError,
     parse_weekly_key,
     weekly_manifest_key,
+    weekly_verification_key,
 )
 
 WEEK = "2026-01-04"  # a Sunday
@@ -92,7 +93,7 @@ def test_a_week_is_one_archive_with_every_daily_its_manifest_and_an_index(tmp_pa
         assert (member.sql_sha256, member.sql_bytes, member.daily_key) == (daily.sql_sha256, daily.sql_bytes, daily.key)
     # One object plus its manifest, which is what makes it count; the manifest records the object exactly.
     objects = {info.key: info for info in store.bucket.list("weekly/")}
-    assert set(objects) == {manifest.key, weekly_manifest_key(WEEK)}
+    assert set(objects) == {manifest.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)}
     stored = store.bucket.get_bytes(manifest.key)
     assert len(stored) == manifest.bytes and hashlib.sha256(stored).hexdigest() == manifest.sha256
     assert archives.get_manifest(WEEK) == manifest and archives.list() == [manifest]
@@ -215,7 +216,8 @@ def test_rebuilding_keeps_what_cannot_be_rebuilt(config, store, archives):
     assert replaced.action == "replaced" and replaced.verification.ok and replaced.manifest.key != first.key
     assert len(replaced.manifest.index.members) == 8
     assert replaced.manifest.index.member(DAYS[0], "groveauth").sql_sha256 == store.get_manifest(DAYS[0], "groveauth").sql_sha256
-    assert [i.key for i in store.bucket.list("weekly/")] == sorted([replaced.manifest.key, weekly_manifest_key(WEEK)])
+    assert [i.key for i in store.bucket.list("weekly/")] == sorted(
+        [replaced.manifest.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)])
     # Once a daily it holds is gone, the archive is the only copy: never replaced, and what it lacks is said.
     store.delete_daily(DAYS[1], "scout-db")
     back_up_day(config, store, DAYS[4], ["groveauth"])
@@ -340,9 +342,32 @@ def test_a_failed_manifest_write_leaves_the_previous_archive_whole_and_no_orphan
         archives.build(WEEK, ["groveauth"])
     proxy.clear()
     assert archives.get_manifest(WEEK) == first and archives.verify(first).ok
-    assert [i.key for i in store.bucket.list("weekly/")] == sorted([first.key, weekly_manifest_key(WEEK)])
+    assert [i.key for i in store.bucket.list("weekly/")] == sorted(
+        [first.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)])
     # The next attempt succeeds and replaces it.
     assert archives.build(WEEK, ["groveauth"]).action == "replaced"
+
+
+def test_an_archive_manifest_that_cannot_be_confirmed_fails_retryable_and_keeps_both_archives(s3_config):
+    """The weekly publish is the daily one: manifest PUT and read-back both fail -> retryable, nothing deleted."""
+    config, proxy = s3_config
+    store = open_store(config)
+    archives = ArchiveStore(store)
+    back_up_day(config, store, DAYS[0])
+    first = archives.build(WEEK, ["groveauth"]).manifest
+    back_up_day(config, store, DAYS[1])
+    # 403s: the client does not retry them, so each fault is one request.  The build reads the manifest twice
+    # before publishing (is there one to keep? which one does it replace?); the third read is the read-back.
+    proxy.fail(operation="PutObject", key=r"weekly/.*\.manifest\.json$", status=403, code="AccessDenied")
+    proxy.fail(operation="GetObject", key=r"weekly/.*\.manifest\.json$", skip=2, status=403, code="AccessDenied")
+    with pytest.raises(StorageError) as info:
+        archives.build(WEEK, ["groveauth"])
+    assert info.value.retryable and "every object is kept" in str(info.value)
+    proxy.clear()
+    assert archives.get_manifest(WEEK) == first and archives.verify(first).ok
+    assert len([i for i in store.bucket.list("weekly/") if i.key.endswith(".tar.zst")]) == 2
+    assert archives.build(WEEK, ["groveauth"]).action == "replaced"
+    assert len([i for i in store.bucket.list("weekly/") if i.key.endswith(".tar.zst")]) == 1
 
 
 def test_delete_removes_the_manifest_first_then_every_archive_of_the_week(config, store, archives):
@@ -352,5 +377,6 @@ def test_delete_removes_the_manifest_first_then_every_archive_of_the_week(config
     store.bucket.put_bytes(orphan, b"half an archive")
     assert archives.inventory().orphans[0].key == orphan
     deleted = archives.delete(WEEK)
-    assert deleted[0] == weekly_manifest_key(WEEK) and set(deleted[1:]) == {manifest.key, orphan}
+    assert deleted[0] == weekly_manifest_key(WEEK)
+    assert set(deleted[1:]) == {manifest.key, orphan, weekly_verification_key(WEEK)}
     assert list(store.bucket.list("weekly/")) == [] and archives.get_manifest(WEEK) is None

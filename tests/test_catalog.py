@@ -157,7 +157,10 @@ def test_storage_counts_everything_and_reports_what_is_wrong(tmp_path):
     problems = catalog.storage().problems
     assert any("unreadable manifest daily/2026-03-09/scout-db.manifest.json" in p for p in problems)
     assert any("without a manifest under daily/" in p for p in problems)
-    assert {b.database for b in catalog.backups(day=DAILY_DAY)} == NAMES - {"scout-db"}
+    # Nothing is hidden: the backup whose manifest cannot be read is listed, as damaged.
+    listed = {b.database: b for b in catalog.backups(day=DAILY_DAY)}
+    assert set(listed) == NAMES and listed["scout-db"].status == "damaged" and "not valid JSON" in listed["scout-db"].problem
+    assert all(b.status != "damaged" for name, b in listed.items() if name != "scout-db")
 
 
 @pytest.mark.parametrize("daily_days,weekly_weeks", [(1, 1), (7, 12), (10, 3)])
@@ -182,3 +185,63 @@ def test_expiry_with_the_spec_retention():
     assert expiry_of_daily("2026-03-07", spec) == datetime(2026, 3, 15, tzinfo=timezone.utc)
     assert expiry_of_daily("2026-03-08", spec) == datetime(2026, 3, 22, tzinfo=timezone.utc)
     assert expiry_of_week("2026-03-01", spec) == datetime(2026, 5, 31, tzinfo=timezone.utc)
+
+
+def test_a_damaged_daily_is_listed_as_damaged_and_restored_from_its_weekly_copy(tmp_path, capsys):
+    """The issue: damage was invisible to `list`, and the intact copy of the day inside the weekly archive
+    could not be used when its daily was damaged."""
+    import json
+    import sqlite3
+
+    from patina_assets.archive import week_start_of
+    from patina_assets.cli import main
+
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    assert ArchiveStore(catalog.store).build(week_start_of(DAILY_DAY), sorted(NAMES)).verification.ok
+    daily = catalog.find(DAILY_DAY, "groveauth")
+    assert daily.location == DAILY and daily.status == "verified"  # the nightly's restore_verification said so
+    stored = bucket.config.bucket.local.path / daily.key
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # truncated in the bucket
+    (bucket.config.bucket.local.path / catalog.find(DAILY_DAY, "scout-db").key).unlink()  # and one gone
+
+    listed = {(b.database, b.location): b for b in catalog.backups(day=DAILY_DAY)}
+    assert len(listed) == 2 * len(NAMES)  # nothing hidden
+    assert listed[("groveauth", DAILY)].status == "damaged" and "bytes, not" in listed[("groveauth", DAILY)].problem
+    assert listed[("scout-db", DAILY)].status == "damaged" and "missing" in listed[("scout-db", DAILY)].problem
+    assert listed[("groveauth", WEEKLY)].status == "verified"
+    assert catalog.find(DAILY_DAY, "groveauth").location == WEEKLY
+    assert catalog.latest("groveauth").location == WEEKLY and catalog.latest("groveauth").day == DAILY_DAY
+    with pytest.raises(BackupNotFound, match="the daily copy is damaged"):
+        catalog.find(DAILY_DAY, "groveauth", source=DAILY)
+
+    target = tmp_path / "restored.sqlite"
+    assert main(["--config", str(bucket.config_path), "restore", DAILY_DAY, "groveauth", "--to", str(target), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["from"].startswith("weekly/") and report["verification"] == "verified"
+    with sqlite3.connect(target) as db:
+        assert db.execute("SELECT count(*) FROM users").fetchone()[0] == daily.manifest.table_rows["users"]
+    assert main(["--config", str(bucket.config_path), "download", "latest", "scout-db", "--from", "weekly",
+                 "-o", str(tmp_path / "scout.sql")]) == 0
+    assert "weekly" in capsys.readouterr().out
+    assert main(["--config", str(bucket.config_path), "list", "--date", DAILY_DAY]) == 0
+    out = capsys.readouterr().out
+    assert "DAMAGED" in out and "VERIFIED" in out.splitlines()[0]
+
+
+def test_a_daily_that_failed_verification_is_taken_only_when_asked(tmp_path):
+    from patina_assets.storage import VerificationRecord
+
+    bucket = copy_of(filled("local"), tmp_path / "copy")
+    catalog = Catalog.for_config(bucket.config)
+    daily = catalog.find(DAILY_DAY, "groveauth")
+    catalog.store.record_verification(daily.manifest, VerificationRecord(
+        key=daily.key, sha256=daily.manifest.sha256, passed=False, checked_at="2026-03-10T03:10:00Z",
+        problems=("table 'users' has 9 rows after restore, but the manifest recorded 10",)))
+    listed = catalog.backups(database="groveauth", day=DAILY_DAY)[0]
+    assert listed.status == "failed" and "9 rows" in listed.problem
+    with pytest.raises(BackupNotFound, match="--any"):
+        catalog.find(DAILY_DAY, "groveauth")  # no weekly copy of that day
+    assert catalog.find(DAILY_DAY, "groveauth", any_status=True).status == "failed"
+    newest = catalog.latest("groveauth")  # the newest verified: an archived day
+    assert newest.location == WEEKLY and newest.day == ARCHIVED_DAYS[1]

@@ -70,7 +70,7 @@ def test_list_shows_dailies_and_archived_days(capsys, bucket):
     code, out, _ = patina(capsys, bucket, "list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CREATED", "EXPIRES"]
+    assert lines[0].split() == ["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CAPTURED", "VERIFIED", "EXPIRES"]
     assert sum(1 for line in lines if line.startswith(("2026-03-09", "2026-03-02", "2026-03-01"))) == 9
     assert lines[-1] == "9 of 9 matching backup(s) shown; 9 in the bucket"
 

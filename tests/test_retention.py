@@ -19,9 +19,11 @@ from patina_assets.retention import (
     weekly_cutoff,
 )
 from patina_assets.storage import (
+    VerificationRecord,
     daily_manifest_key,
     new_generation,
     weekly_manifest_key,
+    weekly_verification_key,
 )
 
 RETENTION = RetentionConfig(daily_days=7, weekly_weeks=12)
@@ -72,6 +74,7 @@ def test_a_daily_is_deleted_only_when_a_verified_archive_holds_exactly_it(config
     fill(config, store, archives, [W1, W2])
     # Monday of week 1 was re-run after its archive was built: the archive holds the older dump.
     back_up_day(config, store, week_days(W1)[1], ["groveauth"])
+    back_up_day(config, store, last_day(W2), ["groveauth"])  # so the re-run is not the newest capture
     plan = plan_retention(archives, last_day(W2), RETENTION)
     reasons = {k.what: k.reason for k in plan.kept}
     assert "does not hold this dump" in reasons[f"groveauth on {week_days(W1)[1]}"]
@@ -113,13 +116,41 @@ def test_the_newest_good_backup_of_a_database_is_never_deleted(config, store, ar
     assert kept[f"scout-db on {week_days(W1)[5]}"].startswith("the newest good backup")
 
 
+def record(store, day, database, *, passed=True, size_verdict="ok"):
+    """What restore_verification keeps beside a backup (see defs/checks.py)."""
+    manifest = store.get_manifest(day, database)
+    store.record_verification(manifest, VerificationRecord(
+        key=manifest.key, sha256=manifest.sha256, passed=passed, checked_at="2026-02-01T03:10:00Z",
+        size_verdict=size_verdict))
+
+
+def test_the_newest_good_backup_is_the_newest_verified_one_not_flagged_as_data_loss(config, store, archives):
+    """The issue: a database emptied (size_anomaly ERROR, but a faithful backup of nothing) became its
+    "newest good backup", so the dailies holding the real data went, then, weeks later, their archives."""
+    fill(config, store, archives, [W1, W2], ["groveauth"])
+    real, emptied = week_days(W1), week_days(W2)
+    for day in real:
+        record(store, day, "groveauth")
+    for day in emptied[:-1]:
+        record(store, day, "groveauth", size_verdict="too_small")  # restores fine, but possible data loss
+    record(store, emptied[-1], "groveauth", passed=False)  # and the last one failed verification outright
+    plan = plan_retention(archives, last_day(W3), RETENTION)  # every daily of W1 and W2 is past 7 days
+    kept = {k.what: k.reason for k in plan.kept}
+    assert kept[f"groveauth on {real[-1]}"].startswith("the newest good backup")
+    assert (real[-1], "groveauth") not in {(d.day, d.database) for d in plan.dailies}
+    assert {(d.day, d.database) for d in plan.dailies} == {(day, "groveauth") for day in real[:-1] + emptied}
+    # Whatever its age: months later it is still kept, and so is the archive holding it.
+    later = plan_retention(archives, "2026-06-27", RETENTION)
+    assert (real[-1], "groveauth") not in {(d.day, d.database) for d in later.dailies}
+
+
 def test_archives_older_than_the_weekly_retention_go_unless_one_holds_a_newest_backup(config, store, archives):
     weeks = [W1, W2, W3]
     fill(config, store, archives, weeks)
     two_weeks = RetentionConfig(daily_days=7, weekly_weeks=2)
     plan = plan_retention(archives, last_day(W3), two_weeks)
     assert [a.week for a in plan.archives] == [W1]
-    assert set(plan.archives[0].keys) == {weekly_manifest_key(W1), archives.get_manifest(W1).key}
+    assert set(plan.archives[0].keys) == {weekly_manifest_key(W1), archives.get_manifest(W1).key, weekly_verification_key(W1)}
     # A database whose only backups are in that old archive keeps it: its newest backup is in there.
     for day in week_days(W1):
         store.delete_daily(day, "scout-db")

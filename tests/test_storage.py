@@ -703,6 +703,42 @@ def test_manifest_write_whose_answer_is_lost_still_counts(proxy, bucket_name, tm
     assert store.bucket.stat(previous.key) is None
 
 
+def test_manifest_write_that_cannot_be_confirmed_fails_retryable_and_keeps_every_dump(proxy, bucket_name, tmp_path):
+    """The manifest PUT fails and so does the read-back: the run must not report success (the bucket still
+    names the older backup), must not delete anything a manifest might name, and must be retryable."""
+    store = BackupStore(s3_bucket(proxy.endpoint_url, bucket_name))
+    previous = store.publish_daily(DAY, DB, write_dump(tmp_path, "good"), manifest_for())
+    proxy.fail(operation="PutObject", key=r"manifest\.json$", times=1)
+    proxy.fail(operation="GetObject", key=r"manifest\.json$", skip=1, times=1)  # the first GET finds the previous
+
+    with pytest.raises(storage.PublishUnconfirmed) as info:
+        store.publish_daily(DAY, DB, write_dump(tmp_path, "new", seed=5), manifest_for(job_id="run-2"))
+    assert info.value.retryable and isinstance(info.value, StorageUnavailable)
+    assert "every object is kept" in str(info.value)
+
+    proxy.clear()
+    assert store.get_manifest(DAY, DB) == previous and store.verify(previous)
+    dumps = [k for k in keys_of(store.bucket) if not k.endswith("manifest.json")]
+    assert len(dumps) == 2 and previous.key in dumps  # the new dump is kept, as an orphan for now
+    # The next run settles it: it publishes, and both older dumps go.
+    third = store.publish_daily(DAY, DB, write_dump(tmp_path, "third", seed=6), manifest_for(job_id="run-3"))
+    assert keys_of(store.bucket) == sorted([third.key, daily_manifest_key(DAY, DB)])
+
+
+def test_a_lost_manifest_answer_whose_read_back_fails_is_not_reported_as_published(proxy, bucket_name, tmp_path):
+    store = BackupStore(s3_bucket(proxy.endpoint_url, bucket_name))
+    previous = store.publish_daily(DAY, DB, write_dump(tmp_path, "good"), manifest_for())
+    proxy.fail(operation="PutObject", key=r"manifest\.json$", action="lose_response", times=1)
+    proxy.fail(operation="GetObject", key=r"manifest\.json$", skip=1, times=1)
+
+    with pytest.raises(storage.PublishUnconfirmed):
+        store.publish_daily(DAY, DB, write_dump(tmp_path, "new", seed=5), manifest_for(job_id="run-2"))
+    proxy.clear()
+    current = store.get_manifest(DAY, DB)
+    assert current != previous and store.verify(current)  # it landed after all, and its dump is there
+    assert store.bucket.stat(previous.key) is not None  # nothing was deleted while it could not be told
+
+
 def test_dump_without_manifest_is_an_orphan_not_a_backup(store, bucket, tmp_path):
     crashed = daily_dump_key(DAY, DB, "sql.zst", new_generation())
     bucket.put_file(crashed, write_dump(tmp_path, "half"))

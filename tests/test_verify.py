@@ -18,6 +18,7 @@ from patina_assets.verify import (
     compare_schemas,
     detect_schema_drift,
     judge_size,
+    latest_backup,
     previous_backups,
     schema_objects_of_dump,
     verify_restore,
@@ -216,14 +217,17 @@ def test_size_thresholds_are_configurable_and_checked(sized):
         judge_size(sized("2026-03-05", 1200), history, decrease_ratio=1.5, increase_ratio=2.0)
 
 
-def test_previous_backups_come_from_the_bucket_in_day_order(setup):
+def test_previous_backups_are_the_ones_captured_before_in_capture_order(setup):
+    """A backfill of an old day run after later nights holds newer data: "previous" is by capture time."""
     config, source, store = setup()
-    for day in ("2026-03-03", "2026-03-01", "2026-03-02", "2026-03-05"):
-        night(config, day, store)
-    assert [m.day for m in previous_backups(store, "groveauth", "2026-03-05")] == ["2026-03-01", "2026-03-02", "2026-03-03"]
-    assert [m.day for m in previous_backups(store, "groveauth", "2026-03-05", limit=2)] == ["2026-03-02", "2026-03-03"]
-    assert previous_backups(store, "groveauth", "2026-03-01") == []
-    assert previous_backups(store, "scout-db", "2026-03-05") == []
+    manifests = {day: night(config, day, store) for day in ("2026-03-03", "2026-03-01", "2026-03-02", "2026-03-05")}
+    assert [m.day for m in previous_backups(store, manifests["2026-03-05"])] == ["2026-03-03", "2026-03-01", "2026-03-02"]
+    assert [m.day for m in previous_backups(store, manifests["2026-03-05"], limit=2)] == ["2026-03-01", "2026-03-02"]
+    assert [m.day for m in previous_backups(store, manifests["2026-03-01"])] == ["2026-03-03"]
+    assert previous_backups(store, manifests["2026-03-03"]) == []
+    assert latest_backup(store, "groveauth").day == "2026-03-05"
+    other = dataclasses.replace(manifests["2026-03-05"], database="scout-db")
+    assert previous_backups(store, other) == []
 
 
 # -- schema drift -----------------------------------------------------------------------------------

@@ -10,10 +10,16 @@ the dump assets, and a selection of assets includes the checks that target them)
 * `size_anomaly`: the dump's SQL size against the average of the last 7 backups before its day: under
   `alerts.size_decrease_ratio` of it is an ERROR (possible data loss), over `alerts.size_increase_ratio`
   a WARN (possible corruption or runaway growth); no verdict before 3 earlier backups.
-* `schema_drift` (WARN): the schema fingerprint changed since the previous backup; lists the objects added,
-  removed and changed.
+* `schema_drift` (WARN): the schema fingerprint changed since the previous backup (by capture time); lists
+  the objects added, removed and changed.
 * `point_in_time` (WARN): the backup is not one point in time (a D1 database written during each attempt to
   read it); names both Time Travel bookmarks and the `wrangler d1 time-travel restore` that is exact.
+* `captured_on_time` (WARN): the data was read more than a day after its day ended (a backfill of a night
+  long past holds the data of the moment it ran); see `storage.LATE_AFTER`.
+
+`restore_verification` also keeps its verdict in the bucket beside the backup (`<db>.verification.json`: the
+sha256 it read, when, the run, and size_anomaly's verdict at that moment), so `patina list/status/restore`
+and retention know which backups are verified without Dagster.
 
 The logic is plain Python in `patina_assets.verify`; these functions only pick the backup to check (the
 run's partition, or the newest backup when a check is run without one) and turn the answer into an
@@ -28,7 +34,7 @@ checked is in each result's metadata, and in the run's `dagster/partition` tag.
 import dagster as dg
 
 from ..config import DatabaseConfig, PatinaConfig
-from ..storage import BackupStore, CorruptManifest, Manifest
+from ..storage import LATE_AFTER, BackupStore, CorruptManifest, Manifest, StorageError, daily_verification_key
 from ..verify import (
     HISTORY_WINDOW,
     MIN_HISTORY,
@@ -41,27 +47,30 @@ from ..verify import (
     judge_size,
     latest_backup,
     previous_backups,
+    verification_record,
     verify_restore,
 )
 from ..units import human_bytes
-from .dumps import dump_asset_key, retry_policy
+from .dumps import dump_asset_key, late_summary, retry_policy
 from .resources import BucketResource
 
 RESTORE_VERIFICATION = "restore_verification"
 SIZE_ANOMALY = "size_anomaly"
 SCHEMA_DRIFT = "schema_drift"
 POINT_IN_TIME = "point_in_time"
-DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT, POINT_IN_TIME)
+CAPTURED_ON_TIME = "captured_on_time"
+DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT, POINT_IN_TIME, CAPTURED_ON_TIME)
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
-    """The four checks of every configured database's dump asset."""
+    """The checks of every configured database's dump asset."""
     return [
         factory(database, config)
         for database in config.databases
-        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check, point_in_time_check)
+        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check, point_in_time_check,
+                        captured_on_time_check)
     ]
 
 
@@ -129,14 +138,34 @@ def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -
             return _no_backup(database, day, why, ERROR)
         outcome = verify_restore(store, manifest)
         (context.log.info if outcome.passed else context.log.error)(outcome.summary())
+        metadata = restore_metadata(outcome, store.bucket.uri(manifest.key))
+        metadata["recorded"] = record_verdict(context, store, manifest, outcome, config)
         return dg.AssetCheckResult(
             passed=outcome.passed,
             severity=ERROR,
             description=outcome.summary(),
-            metadata=restore_metadata(outcome, store.bucket.uri(manifest.key)),
+            metadata=metadata,
         )
 
     return restore_verification
+
+
+def record_verdict(
+    context: dg.AssetCheckExecutionContext, store: BackupStore, manifest: Manifest, outcome: RestoreVerification,
+    config: PatinaConfig,
+) -> str:
+    """Keep the verdict in the bucket beside the backup (``<db>.verification.json``), with the sha256 read
+    back and size_anomaly's verdict at this moment (retention never counts a possible data loss as good).
+    Returns the record's key, or why it could not be written (the backup then reads as not yet verified)."""
+    history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
+    size = judge_size(manifest, history, decrease_ratio=config.alerts.size_decrease_ratio,
+                      increase_ratio=config.alerts.size_increase_ratio)
+    try:
+        store.record_verification(manifest, verification_record(outcome, size, run_id=context.run.run_id))
+    except StorageError as e:
+        context.log.error(f"{manifest.database} {manifest.day}: the verdict could not be stored in the bucket: {e}")
+        return f"not recorded: {e}"
+    return daily_verification_key(manifest.day, manifest.database)
 
 
 def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
@@ -169,6 +198,7 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
         "key": outcome.key,
         "recorded_bytes": outcome.recorded_bytes,
         "stored_bytes": outcome.stored_bytes if outcome.stored_bytes is not None else -1,
+        "stored_sha256": outcome.stored_sha256 or "none",
         "stored_sha256_matches": outcome.stored_sha256_matches,
         "restored": outcome.restored,
         "statements": outcome.statements,
@@ -208,7 +238,7 @@ def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         day, manifest, why = _backup_checked(context, store, database)
         if manifest is None:
             return _no_backup(database, day, why, WARN)
-        history = previous_backups(store, database.name, manifest.day, limit=HISTORY_WINDOW)
+        history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
         verdict = judge_size(
             manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
         )
@@ -272,7 +302,7 @@ def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         day, manifest, why = _backup_checked(context, store, database)
         if manifest is None:
             return _no_backup(database, day, why, WARN)
-        previous = previous_backups(store, database.name, manifest.day, limit=1)
+        previous = previous_backups(store, manifest, limit=1)
         drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
         if drift.changed:
             context.log.warning(drift.summary())
@@ -284,6 +314,42 @@ def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         )
 
     return schema_drift
+
+
+# --------------------------------------------------------------------------------------------------
+# captured_on_time
+# --------------------------------------------------------------------------------------------------
+
+
+def captured_on_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dump_asset_key(database),
+        name=CAPTURED_ON_TIME,
+        retry_policy=retry_policy(config.dump),
+        description=(
+            f"Whether **{database.name}**'s data was read from the source within {LATE_AFTER.days} day(s) of the end "
+            "of the day it is filed under. WARN when not: a backfill of a night long past holds the database as it "
+            "was when the backfill ran, not as it was that night (`dump.late_backfill: refuse` refuses them)."
+        ),
+        metadata={"database": database.name},
+    )
+    def captured_on_time(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
+        store = bucket.store()
+        day, manifest, why = _backup_checked(context, store, database)
+        if manifest is None:
+            return _no_backup(database, day, why, WARN)
+        if manifest.captured_late:
+            context.log.warning(late_summary(manifest))
+        return dg.AssetCheckResult(
+            passed=not manifest.captured_late,
+            severity=WARN,
+            description=late_summary(manifest),
+            metadata={"database": manifest.database, "day": manifest.day, "captured_at": manifest.captured_at,
+                      "captured_late": bool(manifest.captured_late),
+                      "verdict": "captured_late" if manifest.captured_late else "on_time"},
+        )
+
+    return captured_on_time
 
 
 def drift_metadata(drift: SchemaDrift) -> dict:

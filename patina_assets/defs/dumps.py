@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..backup import back_up
+from ..backup import LateBackfillRefused, back_up
 from ..config import DatabaseConfig, DumpConfig, PatinaConfig
 from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult, TimeTravelUnavailable
 from ..storage import BackupStore, Manifest, StorageError
@@ -18,7 +18,6 @@ from .resources import BucketResource, CloudflareResource
 
 EXPORT_POOL = "d1_export"
 DUMPS_GROUP = "dumps"
-
 
 
 def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
@@ -85,7 +84,7 @@ def back_up_in_dagster(
     refuses access) turned into `Failure(allow_retries=False)`, and the dump's warnings logged."""
     try:
         manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
-    except (AuthenticationFailed, DatabaseNotFound, DumpError, TimeTravelUnavailable) as e:
+    except (AuthenticationFailed, DatabaseNotFound, DumpError, TimeTravelUnavailable, LateBackfillRefused) as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
     except StorageError as e:
         if not e.retryable:  # access denied, missing bucket: a person has to fix it
@@ -93,8 +92,19 @@ def back_up_in_dagster(
         raise
     for warning in result.warnings:
         context.log.warning(f"{database.name}: {warning}")
+    if manifest.captured_late:
+        context.log.warning(late_summary(manifest))
     context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
     return manifest, result
+
+
+def late_summary(manifest: Manifest) -> str:
+    if not manifest.captured_late:
+        return f"{manifest.database} {manifest.day}: captured at {manifest.captured_at}, on time"
+    return (
+        f"{manifest.database} {manifest.day}: captured LATE, at {manifest.captured_at}: this backup holds the database "
+        f"as it was then, not as it was on {manifest.day} (a backfill cannot read the past of a live source)"
+    )
 
 
 def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
@@ -123,6 +133,8 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "time_travel_bookmark": manifest.bookmark or "none",
         "end_bookmark": manifest.end_bookmark or "none",
         "attempts": result.attempts,
+        "captured_at": manifest.captured_at,
+        "captured_late": bool(manifest.captured_late),
         "requests": manifest.requests,
         "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
     }

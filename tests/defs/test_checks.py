@@ -20,7 +20,9 @@ from support.s3_server import FaultProxy, create_bucket, moto_server
 
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
+from patina_assets.catalog import Catalog
 from patina_assets.defs.checks import (
+    CAPTURED_ON_TIME,
     DUMP_CHECK_NAMES,
     RESTORE_VERIFICATION,
     SCHEMA_DRIFT,
@@ -123,6 +125,27 @@ def test_a_database_emptied_overnight_fails_the_size_check(week):
     assert checks[("shrinking", SCHEMA_DRIFT)].passed
 
 
+def test_restore_verification_keeps_its_verdict_beside_the_backup(week):
+    config, _, nights = week
+    store = open_store(config)
+    steady, shrinking = (store.get_manifest(TEST_NIGHT, name) for name in ("steady", "shrinking"))
+    record = store.get_verification(TEST_NIGHT, "steady")
+    assert record.passed and record.key == steady.key and record.sha256 == steady.sha256
+    assert record.dagster_run_id == nights[TEST_NIGHT].run_id and record.size_verdict == "ok" and record.checked_at
+    emptied = store.get_verification(TEST_NIGHT, "shrinking")
+    assert emptied.passed and emptied.key == shrinking.key and emptied.possible_data_loss  # what retention reads
+    listed = {(b.database, b.day): b for b in Catalog(store).backups()}
+    assert all(b.status == "verified" for b in listed.values())
+
+
+def test_nights_run_long_after_their_day_are_flagged_captured_late(week):
+    _, _, nights = week
+    checks = evaluations(nights[TEST_NIGHT])
+    late = checks[("steady", CAPTURED_ON_TIME)]  # 2026-03-05, run months later: a backfill
+    assert not late.passed and late.severity == WARN and late.metadata["captured_late"].value
+    assert "captured LATE" in late.description and TEST_NIGHT in late.description
+
+
 def test_a_database_grown_threefold_warns(week):
     _, _, nights = week
     checks = evaluations(nights[TEST_NIGHT])
@@ -170,7 +193,8 @@ def corrupt_and_verify(config, store):
     assert run_night(defs, "2026-03-02", instance).success
 
     before = run_checks(defs, job, instance)  # no partition: the newest backup
-    assert before.success and all(e.passed for e in before.get_asset_check_evaluations())
+    # These nights are long past, so captured_on_time warns (they are backfills); the rest passes.
+    assert before.success and all(e.passed for e in before.get_asset_check_evaluations() if e.check_name != CAPTURED_ON_TIME)
     assert {e.metadata["day"].value for e in before.get_asset_check_evaluations()} == {"2026-03-02"}
 
     manifest = store.get_manifest("2026-03-01", database.name)
@@ -187,6 +211,10 @@ def corrupt_and_verify(config, store):
     assert not restore.metadata["stored_sha256_matches"].value and not restore.metadata["restored"].value
     assert "altered or damaged after upload" in restore.description and "damaged" in restore.metadata["problems"].value
     assert checks[SIZE_ANOMALY].passed and checks[SCHEMA_DRIFT].passed  # they read manifests, which are intact
+    # The verdict is kept in the bucket, so the tools see the damage without Dagster.
+    record = store.get_verification("2026-03-01", database.name)
+    assert not record.passed and record.key == manifest.key and record.sha256 != manifest.sha256
+    assert Catalog(store).find("2026-03-01", database.name, any_status=True).status == "failed"
     # Blocking: the run fails at the check's step, and no dump was redone.
     assert not result.success and result.get_asset_materialization_events() == []
     assert [e.step_key for e in result.get_step_failure_events()] == [f"dumps__{database.asset_name}_{RESTORE_VERIFICATION}"]

@@ -108,8 +108,9 @@ def test_materialize_again_replaces_the_day_cleanly(tmp_path, two_sqlite_databas
     second = {m.database: m.key for m in store.list_daily()}
     assert first.keys() == second.keys() and all(first[k] != second[k] for k in first)
     assert sorted(o.key for o in store.bucket.list("daily/")) == sorted(
-        list(second.values()) + [f"daily/{DAY}/{name}.manifest.json" for name in second]
+        list(second.values()) + [f"daily/{DAY}/{name}.{kind}.json" for name in second for kind in ("manifest", "verification")]
     )
+    assert all(store.get_verification(DAY, name).key == key for name, key in second.items())  # about the new dumps
 
 
 @pytest.fixture
@@ -160,7 +161,8 @@ def test_s3_failing_mid_upload_keeps_the_previous_backup(tmp_path, s3, s3_creden
     assert not result.success
     (after,) = store.list_daily()
     assert after == before and store.verify(after)
-    assert [o.key for o in store.bucket.list("daily/")] == sorted([before.key, f"daily/{DAY}/groveauth.manifest.json"])
+    assert [o.key for o in store.bucket.list("daily/")] == sorted(
+        [before.key, f"daily/{DAY}/groveauth.manifest.json", f"daily/{DAY}/groveauth.verification.json"])
     assert pending_uploads(endpoint, bucket) == []
 
 
@@ -248,3 +250,22 @@ def test_a_d1_database_written_during_every_read_is_stored_with_a_warning(tmp_pa
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "point_in_time"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert f"wrangler d1 time-travel restore scout-db --bookmark={manifest.bookmark}" in check.description
+
+
+def test_last_night_is_on_time_and_a_refused_late_backfill_fails_without_retries(tmp_path, two_sqlite_databases):
+    from patina_assets.defs.checks import CAPTURED_ON_TIME
+
+    config = write_config(tmp_path, two_sqlite_databases[:1], dump={"late_backfill": "refuse"})
+    defs = build_definitions(config)
+    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    result, instance = run_night(defs, yesterday)
+    assert result.success
+    on_time = {e.check_name: e for e in result.get_asset_check_evaluations()}[CAPTURED_ON_TIME]
+    assert on_time.passed and not on_time.metadata["captured_late"].value
+
+    long_ago = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=10)).isoformat()
+    result, _ = run_night(defs, long_ago, instance)
+    assert not result.success and step_attempts(result) == 1  # retrying cannot make it on time
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert f"refusing to back up {long_ago}" in failure.message and "cannot bring back" in failure.message
+    assert [m.day for m in store_of(config).list_daily()] == [yesterday]
