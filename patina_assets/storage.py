@@ -1148,6 +1148,9 @@ class Manifest:
     sha256: str = ""
     created_at: str = ""
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    # What the dump warned about (data it could not carry, restores only some tools can do). Manifests
+    # written before this field existed have none.
+    warnings: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
@@ -1191,10 +1194,10 @@ class Manifest:
                 f"{MANIFEST_SCHEMA_VERSION} (a newer Patina may have written it: upgrade)"
             )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data and name != "dagster_run_id"]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise CorruptManifest(f"manifest {key} lacks the field(s) {', '.join(missing)}")
-        manifest = cls(**{name: data.get(name) for name in names})
+        manifest = cls(**{name: data[name] if name in data else _OPTIONAL_FIELDS[name]() for name in names})
         try:
             problems = manifest.problems()
         except (TypeError, ValueError, AttributeError) as exc:
@@ -1282,7 +1285,18 @@ def _check_mapping(value_check: Callable[[Any], str | None]) -> Callable[[Any], 
     return check
 
 
+# Fields a manifest may lack (written by an older Patina), with the value they then take.
+_OPTIONAL_FIELDS: dict[str, Callable[[], Any]] = {"dagster_run_id": lambda: None, "warnings": list}
+
+
+def _check_warnings(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        return "must be a list of strings"
+    return None
+
+
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "warnings": _check_warnings,
     "schema_version": _check_schema_version,
     "database": _check_database,
     "day": _check_day,
