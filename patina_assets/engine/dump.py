@@ -7,7 +7,8 @@ can find each part):
     PRAGMA defer_foreign_keys=TRUE;
     -- Create table: "t"          every table and virtual table, before any row
     -- Table: "t"                 one section per table: CREATE TABLE IF NOT EXISTS, then its rows
-    -- End of table: "t" (N rows)
+                                  (a row over one statement: built in a scratch table, moved by INSERT ... SELECT)
+    -- End of table: "t" (N rows)  (no count for a virtual table that is recreated, never filled)
     -- Sequence: "t"              AUTOINCREMENT counters
     -- Index: "i" on "t"
     -- View: "v"                  in dependency order

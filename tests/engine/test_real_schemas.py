@@ -7,13 +7,15 @@ these tests check what a round trip cannot see: the dump's text, its warnings, a
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import awkward, real_schemas
 from support.compare import compare_databases
+from support.d1_server import D1Server
 
 from patina_assets.engine import SqliteSource, dump_database, restore_dump
+from patina_assets.engine.d1_import import import_dump
 from patina_assets.engine.schema import SCRATCH_NAME, scratch_name
 from patina_assets.engine.wrangler_compat import Splitter, wrangler_split
 
@@ -169,3 +171,22 @@ def test_the_replayed_splitter_is_wranglers(tmp_path):
     assert node.returncode == 0, node.stderr[:500]
     expected = json.loads(node.stdout)
     assert [wrangler_split(t).statements for t in texts] == expected
+
+
+@pytest.fixture(scope="module")
+def real_cases(tmp_path_factory):
+    return awkward.build_all(tmp_path_factory.mktemp("real"), list(real_schemas.CASES))
+
+
+@pytest.mark.parametrize("case", sorted(set(real_schemas.CASES) - set(real_schemas.D1_INCOMPATIBLE)))
+def test_real_cases_import_into_d1_through_its_import_api(case, real_cases, tmp_path):
+    """The `--remote` path: the dump uploaded to D1's import API (the loopback server enforces D1's limits)."""
+    dump = tmp_path / "dump.sql"
+    with SqliteSource(real_cases[case]) as db:
+        result = dump_database(db, dump)
+    target = tmp_path / "d1.sqlite"
+    sqlite3.connect(target).close()
+    with D1Server({"db": target}, token="good-token") as server:
+        import_dump(dump, "acct", "db", token="good-token", api_url=server.base_url, expected_rows=result.table_rows,
+                    sleep=lambda seconds: None)
+    assert compare_databases(real_cases[case], target, check_pragmas=False) == []
