@@ -90,7 +90,12 @@ def test_fts5vocab_tables_are_recreated_and_never_inserted_into(tmp_path):
 
 
 def unknown_module_db(path: Path) -> Path:
-    """A table of sqlite-vec's vec0 module, which this SQLite does not have (written as the extension would)."""
+    """A table of sqlite-vec's vec0 module, which this SQLite does not have (written as the extension would).
+
+    Only a SQLite file can hold one: local D1 (wrangler 4.20.0) answers `CREATE VIRTUAL TABLE v USING
+    vec0(...)` with `not authorized: SQLITE_AUTH`, as it does for rtree and dbstat (fts5 and fts5vocab
+    are allowed). So no round trip runs it; this test checks what the dump says.
+    """
     make_db(path, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'x');")
     db = sqlite3.connect(path)
     db.execute("PRAGMA writable_schema=ON")
