@@ -54,7 +54,7 @@ from .literals import (
 from .schema import SchemaPlan, TablePlan, read_schema, sequence_rows
 from .sources import ROWID_BLOCK_BITS, Source
 from .sqltext import quote_identifier
-from .wrangler_compat import Splitter
+from .wrangler_compat import guard
 
 STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
 ROWS_PER_INSERT = 500  # local D1 ran out of memory on one INSERT of ~4,500 rows
@@ -169,7 +169,6 @@ class _DumpWriter:
         self.statement_bytes = statement_bytes
         self.rows_per_insert = rows_per_insert
         self.checker = RealChecker()
-        self.splitter = Splitter()
         self.warnings: list[str] = []
         self.oversized_tables: set[str] = set()
         self.rows_written = 0
@@ -181,13 +180,13 @@ class _DumpWriter:
 
     def statement(self, marker: str | None, sql: str) -> None:
         """A schema statement (with its marker comment), with whatever keeps wrangler's splitter in step."""
-        self.write((f"-- {marker}\n" if marker else "") + self.splitter.guard(_terminated(sql))[0])
+        self.write((f"-- {marker}\n" if marker else "") + guard(_terminated(sql))[0])
 
     def run(self) -> DumpResult:
         started = datetime.now(timezone.utc)
         clock = time.monotonic()
         plan = read_schema(self.source)
-        plan.warnings += wrangler_warnings(plan, self.splitter)
+        plan.warnings += wrangler_warnings(plan)
         self.header(plan, started)
         self.write("PRAGMA defer_foreign_keys=TRUE;\n\n")
         for table in plan.tables:
@@ -481,7 +480,8 @@ class _DumpWriter:
         columns = ",".join(quote_identifier(table.columns[i]) for i in kept)
         emit(f"INSERT INTO {table.quoted}({columns}) SELECT {slots} FROM {scratch};\n")
         if table.rowid_by_update:
-            emit(f"UPDATE {table.quoted} SET {quote_identifier(table.columns[0])}={first[0]} WHERE rowid=last_insert_rowid();\n")
+            rowid = quote_identifier(table.columns[0])
+            emit(f"UPDATE {table.quoted} SET {rowid}={first[0]} WHERE rowid=last_insert_rowid();\n")
         emit(f"DROP TABLE {scratch};\n")
 
 
@@ -553,7 +553,7 @@ def _terminated(sql: str) -> str:
     return sql + ("\n;\n" if "--" in sql.rsplit("\n", 1)[-1] else ";\n")
 
 
-def wrangler_warnings(plan: SchemaPlan, splitter: Splitter) -> list[str]:
+def wrangler_warnings(plan: SchemaPlan) -> list[str]:
     """One warning per schema object whose SQL `wrangler d1 execute --local` would break or alter."""
     objects = [("table", t.name, t.sql) for t in plan.tables] + [
         (o.type, o.name, o.sql) for o in plan.indexes + plan.views + plan.triggers
@@ -562,7 +562,7 @@ def wrangler_warnings(plan: SchemaPlan, splitter: Splitter) -> list[str]:
         f"{kind} {name!r}: `wrangler d1 execute --local` would split or alter its SQL (wrangler's statement "
         "splitter drops comments and does not know [bracket] names); restore it with `patina restore`, or into "
         "D1 with `wrangler d1 execute --remote` (D1's import API)"
-        for kind, name, sql in objects if not splitter.guard(_terminated(sql))[1]
+        for kind, name, sql in objects if not guard(_terminated(sql))[1]
     ]
 
 

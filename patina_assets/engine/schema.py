@@ -124,7 +124,8 @@ def read_schema(source: "Source") -> SchemaPlan:
     table_objects = [o for o in objects if o.type == "table" and not owned_elsewhere(o.name)]
     # A virtual table of a module that is not loaded cannot even list its columns: only ask for those
     # of tables whose rows are dumped.
-    columns = _read_columns(source, [o.name for o in table_objects if _vtab_module(o.sql) in (None, *FTS_MODULES, *FILLED_MODULES)])
+    readable = (None, *FTS_MODULES, *FILLED_MODULES)
+    columns = _read_columns(source, [o.name for o in table_objects if _vtab_module(o.sql) in readable])
     scratch = scratch_name(o.name for o in objects)
     warnings: list[str] = []
     tables = []

@@ -16,13 +16,15 @@ can change or break a valid SQL file:
     identifier is then split at its `;` ("unrecognized token"), or the quote runs on into the rows;
   - a comment inside CREATE text is dropped, so SQLite would store other text than the source has.
 
-`Splitter.guard` replays the scanner over each schema statement the dump writes (every statement starts
+`guard` replays the scanner over each schema statement the dump writes (every statement starts
 with the scanner in step) and returns the statement with harmless SQL around it that keeps wrangler in
 step, without changing a byte of what SQLite runs of the statement: `SELECT 0 END LIMIT 0;` closes a
-block left open, and `SELECT 0 AS ["] LIMIT 0;` (SQLite reads a bracketed alias) closes a quote left
-open after it, or before it opens a quote for wrangler that the statement's first stray `"` then closes
-(which also keeps wrangler from dropping a comment inside it). Each returns no row and changes nothing. When no arrangement helps (or a comment would be
-dropped), `guard` says so, and the dump carries a warning with the way out.
+block left open, and `SELECT 0 AS ["] LIMIT 0;` (SQLite reads a bracketed alias; the same with ' and `)
+closes a quote left open after it, or, written before it, opens a quote for wrangler that the
+statement's first stray quote of that kind closes (a quote the statement never uses spans all of it,
+which also keeps wrangler from dropping its comments). Each returns no row and changes nothing; D1 runs
+every statement of a piece wrangler glues together. When no arrangement helps, `guard` says so, and the
+dump carries a warning with the way out (`patina restore`, or D1's import API with `--remote`).
 """
 
 from __future__ import annotations
@@ -117,29 +119,26 @@ def wrangler_split(sql: str) -> Split:
     return Split([s.strip() for s in statements if s.strip()], open_quote, blocks)
 
 
-class Splitter:
-    """Keeps wrangler's scanner in step over the schema statements of a dump (see the module docstring)."""
-
-    def guard(self, text: str) -> tuple[str, bool]:
-        """`text` (complete SQL statements) with what keeps wrangler in step around it, and whether
-        wrangler then runs it exactly (False: local wrangler would break or alter it; warn)."""
-        body = text.strip()
-        fallback = None
-        for opener in _OPENERS:
-            guarded = opener + text
+def guard(text: str) -> tuple[str, bool]:
+    """`text` (complete SQL statements) with what keeps wrangler in step around it, and whether wrangler
+    then runs it exactly (False: local wrangler would break or alter it; the dump warns)."""
+    body = text.strip()
+    fallback = None
+    for opener in _OPENERS:
+        guarded = opener + text
+        split = wrangler_split(guarded)
+        if split.open_quote in _QUOTES:
+            guarded += _QUOTES[split.open_quote]
             split = wrangler_split(guarded)
-            if split.open_quote in _QUOTES:
-                guarded += _QUOTES[split.open_quote]
-                split = wrangler_split(guarded)
-            if split.open_blocks and split.open_quote is None:
-                guarded += RESYNC * split.open_blocks
-                split = wrangler_split(guarded)
-            if split.open_quote or split.open_blocks:
-                continue
-            fallback = fallback or guarded
-            if _runs_exactly(split.statements, body):
-                return guarded, True
-        return fallback or text, False
+        if split.open_blocks and split.open_quote is None:
+            guarded += RESYNC * split.open_blocks
+            split = wrangler_split(guarded)
+        if split.open_quote or split.open_blocks:
+            continue
+        fallback = fallback or guarded
+        if _runs_exactly(split.statements, body):
+            return guarded, True
+    return fallback or text, False
 
 
 def _runs_exactly(statements: list[str], body: str) -> bool:

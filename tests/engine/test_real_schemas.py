@@ -17,7 +17,7 @@ from support.d1_server import D1Server
 from patina_assets.engine import SqliteSource, dump_database, restore_dump
 from patina_assets.engine.d1_import import import_dump
 from patina_assets.engine.schema import SCRATCH_NAME, scratch_name
-from patina_assets.engine.wrangler_compat import Splitter, wrangler_split
+from patina_assets.engine.wrangler_compat import guard, wrangler_split
 
 
 def make_db(path: Path, script: str, rows: list[tuple[str, tuple]] = ()) -> Path:
@@ -130,7 +130,7 @@ def test_an_unknown_module_is_a_warning_in_the_header_and_the_manifest(tmp_path)
     "CREATE TABLE t(a$$b TEXT, c)",  # `$$` opens a PostgreSQL dollar quote for wrangler
 ])
 def test_guarded_schema_statements_reach_d1_whole(sql):
-    text, exact = Splitter().guard(sql + ";\n")
+    text, exact = guard(sql + ";\n")
     assert exact
     split = wrangler_split(text + "INSERT INTO \"t\" VALUES('after');\n")
     assert split.open_quote is None and split.open_blocks == 0

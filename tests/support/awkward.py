@@ -6,8 +6,10 @@ deterministic (seeded RNGs, no clocks) and use Python's sqlite3 module (SQLite 3
 every file is readable by it; each build ends with PRAGMA integrity_check and
 foreign_key_check, since D1 enforces foreign keys.
 
-The cases modelled on real D1 applications' schemas live in ``real_schemas.py`` and are added to
-``CASES``, ``D1_INCOMPATIBLE`` and ``BUILDERS`` here. ``CASES`` describes the hazard of each case in one line; ``D1_INCOMPATIBLE`` names the
+The cases modelled on real D1 applications' schemas live in ``real_schemas.py`` and are added
+to ``CASES``, ``D1_INCOMPATIBLE`` and ``BUILDERS`` here.
+
+``CASES`` describes the hazard of each case in one line; ``D1_INCOMPATIBLE`` names the
 cases that D1 itself cannot hold or restore, with the reason (measured against wrangler
 4.20.0's local D1 where noted).
 """
