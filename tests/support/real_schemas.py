@@ -33,7 +33,8 @@ CASES: dict[str, str] = {
     "checked_big_rows": "rows over one statement under constraints that tie columns together: CHECK "
                         "(length(body) = body_len), CHECK (size = length(data)) WITHOUT ROWID, a STRICT "
                         "table with a generated column, a 120 KB TEXT primary key, a foreign key, an "
-                        "external-content FTS5 index, an audit trigger, and a 100-column table",
+                        "external-content FTS5 index, an audit trigger, a standalone FTS5 table and a "
+                        "100-column table",
     "cms_200_tables": "210 tables (past one 200-name batch) of a headless CMS, linked by foreign keys, "
                       "with indexes and a few rows each",
     "kv_strict": "INTEGER PRIMARY KEY DESC (not a rowid alias) and STRICT tables with ANY columns "
@@ -365,6 +366,7 @@ def build_checked_big_rows(path: Path) -> Path:
         CREATE TABLE snippets(body TEXT PRIMARY KEY, uses INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE audit(id INTEGER PRIMARY KEY, what TEXT NOT NULL);
         CREATE VIRTUAL TABLE pastes_fts USING fts5(body, content='pastes', content_rowid='id');
+        CREATE VIRTUAL TABLE drafts_fts USING fts5(title, body);
         CREATE TRIGGER pastes_ai AFTER INSERT ON pastes BEGIN
             INSERT INTO pastes_fts(rowid, body) VALUES (new.id, new.body);
             INSERT INTO audit(what) VALUES ('paste ' || new.id || ' of ' || new.body_len);
@@ -385,6 +387,8 @@ def build_checked_big_rows(path: Path) -> Path:
         body = " ".join(rng.choice(words[:4]) for _ in range(20_000))
         con.execute("INSERT INTO docs_strict(id, body, sha) VALUES(?, ?, ?)", (i, body, f"{i:040x}"))
     con.execute("INSERT INTO snippets VALUES(?, 1), ('short', 2)", ("k" * 120_000,))
+    draft = " ".join(rng.choice(words) for _ in range(20_000))
+    con.execute("INSERT INTO drafts_fts(rowid, title, body) VALUES(5, 'long draft', ?), (6, 'short', 'x')", (draft,))
     # 100 columns (D1's most) and no INTEGER PRIMARY KEY: the rowid would be a 101st column.
     columns = ", ".join(f"f{i:02d} TEXT" for i in range(100))
     con.execute(f"CREATE TABLE form_answers({columns}, CHECK (length(f00) = 100000 OR f00 IS NULL))")
