@@ -85,6 +85,7 @@ def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
         finished_at=result.finished_at.isoformat(),
         job_id=result.job_id,
         dagster_run_id=run_id,
+        warnings=list(result.warnings),
     )
 
 

@@ -1295,6 +1295,9 @@ class Manifest:
     # captured more than LATE_AFTER after its day ended (see ``is_captured_late``); derived when absent
     captured_late: bool | None = None
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    # What the dump warned about (data it could not carry, restores only some tools can do). Manifests
+    # written before this field existed have none.
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.captured_at and isinstance(self.started_at, str):
@@ -1356,7 +1359,7 @@ class Manifest:
         missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise CorruptManifest(f"manifest {key} lacks the field(s) {', '.join(missing)}")
-        manifest = cls(**{name: data.get(name) for name in names})
+        manifest = cls(**{name: data[name] if name in data else _OPTIONAL_FIELDS[name]() for name in names})
         try:
             problems = manifest.problems()
         except (TypeError, ValueError, AttributeError) as exc:
@@ -1444,8 +1447,26 @@ def _check_mapping(value_check: Callable[[Any], str | None]) -> Callable[[Any], 
     return check
 
 
+# Fields a manifest may lack (written by an older Patina), with the value they then take.
+_OPTIONAL_FIELDS: dict[str, Callable[[], Any]] = {
+    "dagster_run_id": lambda: None,
+    "warnings": list,
+    "consistency": lambda: None,
+    "bookmark": lambda: None,
+    "end_bookmark": lambda: None,
+    "captured_at": lambda: "",  # then started_at (see Manifest.__post_init__)
+    "captured_late": lambda: None,  # then derived from the capture time
+}
+
+
+def _check_warnings(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        return "must be a list of strings"
+    return None
+
 
 _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "warnings": _check_warnings,
     "schema_version": _check_schema_version,
     "database": _check_database,
     "day": _check_day,
@@ -1477,9 +1498,6 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "captured_late": _check_bool,
 }
 # Fields a manifest may lack (written by an older Patina): None, then filled in by ``Manifest.__post_init__``.
-_OPTIONAL_FIELDS = frozenset({"dagster_run_id", "consistency", "bookmark", "end_bookmark", "captured_at", "captured_late"})
-
-
 # --------------------------------------------------------------------------------------------------
 # BackupStore
 # --------------------------------------------------------------------------------------------------

@@ -580,6 +580,15 @@ def test_manifests_record_time_travel_bookmarks_and_older_ones_still_load():
     assert loaded.bookmark is None and loaded.consistency is None and loaded.point_in_time is True
 
 
+def test_manifest_keeps_the_dumps_warnings_and_older_manifests_without_them_load():
+    manifest = complete_manifest(warnings=["virtual table 'v' uses the module 'vec0' ..."])
+    assert Manifest.from_json(manifest.to_json()).warnings == manifest.warnings
+    older = {k: v for k, v in json.loads(manifest.to_json()).items() if k != "warnings"}
+    assert Manifest.from_json(json.dumps(older)) == replace(manifest, warnings=[])
+    with pytest.raises(CorruptManifest, match="warnings"):
+        Manifest.from_json(json.dumps({**older, "warnings": "not a list"}))
+
+
 def test_incomplete_manifest_cannot_be_written():
     with pytest.raises(ValueError, match="key"):
         manifest_for().to_json()  # key, bytes, sha256 are the store's to fill in

@@ -56,7 +56,7 @@ def test_build_all_builds_every_case(built):
     assert set(awkward.D1_INCOMPATIBLE) <= set(awkward.CASES)
     for name, path in built.items():
         assert path == path.parent / f"{name}.sqlite"
-        assert callable(getattr(awkward, f"build_{name}"))
+        assert callable(awkward.BUILDERS[name])
         with _ro(path) as con:
             assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)], name
             assert con.execute("PRAGMA foreign_key_check").fetchall() == [], name

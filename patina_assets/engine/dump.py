@@ -8,7 +8,8 @@ can find each part):
     PRAGMA defer_foreign_keys=TRUE;
     -- Create table: "t"          every table and virtual table, before any row
     -- Table: "t"                 one section per table: CREATE TABLE IF NOT EXISTS, then its rows
-    -- End of table: "t" (N rows)
+                                  (a row over one statement: built in a scratch table, moved by INSERT ... SELECT)
+    -- End of table: "t" (N rows)  (no count for a virtual table that is recreated, never filled)
     -- Sequence: "t"              AUTOINCREMENT counters
     -- Index: "i" on "t"
     -- View: "v"                  in dependency order
@@ -23,8 +24,9 @@ the last one is stored with a warning naming both bookmarks.
 
 No BEGIN/COMMIT (D1 refuses them; its import is one transaction anyway) and no writable_schema.
 Rows go into multi-row INSERTs of at most `statement_bytes` (D1 refuses statements over 100 KB); a row
-too big for one statement is inserted with its largest values cut short and then completed by UPDATEs
-that append one piece each.
+too big for one statement is built in a scratch table without constraints (its largest values cut short,
+then completed by UPDATEs that append one piece each) and moved into its table by one INSERT ... SELECT,
+so every constraint of the table sees the whole row.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from .literals import (
 from .schema import SchemaPlan, TablePlan, read_schema, sequence_rows
 from .sources import ROWID_BLOCK_BITS, Source
 from .sqltext import quote_identifier
-from .wrangler_compat import Splitter
+from .wrangler_compat import guard
 
 STATEMENT_BYTES = 90_000  # under D1's 100,000-byte statement limit, with room to spare
 ROWS_PER_INSERT = 500  # local D1 ran out of memory on one INSERT of ~4,500 rows
@@ -187,7 +189,6 @@ class _DumpWriter:
         self.statement_bytes = statement_bytes
         self.rows_per_insert = rows_per_insert
         self.checker = RealChecker()
-        self.splitter = Splitter()
         self.warnings: list[str] = []
         self.oversized_tables: set[str] = set()
         self.rows_written = 0
@@ -198,14 +199,8 @@ class _DumpWriter:
             self.out.write(text)
 
     def statement(self, marker: str | None, sql: str) -> None:
-        """A schema statement (with its marker comment), then whatever keeps wrangler's splitter in step.
-
-        A trailing `--` comment in the stored SQL must not swallow the `;`.
-        """
-        last_line = sql.rsplit("\n", 1)[-1]
-        text = sql + ("\n;\n" if "--" in last_line else ";\n")
-        self.splitter.feed(text)
-        self.write((f"-- {marker}\n" if marker else "") + text + self.splitter.resync())
+        """A schema statement (with its marker comment), with whatever keeps wrangler's splitter in step."""
+        self.write((f"-- {marker}\n" if marker else "") + guard(_terminated(sql))[0])
 
     def run(self, attempt: int = 1, last: bool = True) -> DumpResult | None:
         """Read the source once and write the dump; None when this attempt is to be read again (the
@@ -214,6 +209,7 @@ class _DumpWriter:
         clock = time.monotonic()
         self.source.begin()
         plan = self.source.snapshot(read_schema(self.source))
+        plan.warnings += wrangler_warnings(plan)
         if self.source.settled_at_start:
             self.header(plan, started, attempt)
             table_rows, table_digests = self.body(plan)
@@ -280,9 +276,9 @@ class _DumpWriter:
             if table.data == "rows":
                 rows, digest = self.write_rows(table)
                 table_rows[table.name], table_digests[table.name] = rows, digest
-            else:
-                rows = 0
-            self.write(f"-- End of table: {_name(table.name)} ({rows} rows)\n")
+                self.write(f"-- End of table: {_name(table.name)} ({rows} rows)\n")
+            else:  # recreated, never filled: what it reads (fts5vocab) is no count to check
+                self.write(f"-- End of table: {_name(table.name)}\n")
         self.write("\n")
         if plan.has_sequence:
             for name, seq in sequence_rows(self.source, plan.tables):
@@ -491,16 +487,26 @@ class _DumpWriter:
         )
 
     def write_large_row(self, table: TablePlan, row: tuple, formatter: RowFormatter, emit) -> None:
-        """A row over the statement limit: INSERT it with its largest values cut short, then append the rest in pieces."""
+        """A row over the statement limit, built where no constraint can see it half-made.
+
+        The row goes into a scratch table without types or constraints (its largest values cut short,
+        then completed by UPDATEs that append one piece each) and moves into its table whole, by one
+        `INSERT ... SELECT`: a CHECK that ties columns together (`length(body) = body_len`), a UNIQUE or
+        NOT NULL value, a STRICT type, a generated column and a foreign key all see the finished row.
+        The scratch table is dropped at once; its name is one the schema does not use.
+        """
         literals = [formatter.format_value(v) for v in row]
-        sizes = [utf8_length(lit) for lit in literals]
-        head = f"INSERT INTO {table.quoted}({','.join(quote_identifier(c) for c in table.columns)}) VALUES("
-        total = utf8_length(head) + sum(sizes) + len(sizes) + 3
+        # D1 refuses tables of more than 100 columns: a 100-column table's rowid goes in a last UPDATE.
+        kept = list(range(1 if table.rowid_by_update else 0, len(row)))
+        sizes = {i: utf8_length(literals[i]) for i in kept}
+        scratch = quote_identifier(table.scratch)
+        head = f"INSERT INTO {scratch} VALUES("
+        total = utf8_length(head) + sum(sizes.values()) + len(sizes) + 3
         deferred: list[int] = []
-        for i in sorted(range(len(row)), key=lambda i: -sizes[i]):
+        for i in sorted(kept, key=lambda i: -sizes[i]):
             if total <= self.statement_bytes:
                 break
-            if i in table.key or not isinstance(row[i], (str, bytes)):
+            if not isinstance(row[i], (str, bytes)):
                 continue
             deferred.append(i)
             total -= sizes[i]
@@ -511,13 +517,12 @@ class _DumpWriter:
                 f"table {table.name!r} has rows of more than {D1_MAX_ROW_BYTES:,} bytes, which D1 cannot hold: "
                 "this dump restores into SQLite, not into D1"
             )
-        if total > self.statement_bytes or not table.key:
+        if total > self.statement_bytes:
             raise DumpError(
                 f"table {table.name!r}: a row cannot be written in statements of {self.statement_bytes} bytes "
-                "(its key or its numbers alone are too large, or the table has no key to complete it by)"
+                "(its numbers alone are too large)"
             )
-        # Each deferred value starts with as much of itself as the INSERT has room for (not empty: a CHECK
-        # such as `length(body) > 0` must hold from the first statement on); the rest is appended.
+        # Each deferred value starts with as much of itself as the INSERT has room for; the rest is appended.
         first = list(literals)
         rest = {}
         share = (self.statement_bytes - total - 32 * len(deferred)) // max(1, len(deferred))
@@ -526,21 +531,23 @@ class _DumpWriter:
             head_piece = chunk_value(value, share)[0] if share >= 64 else value[:0]
             first[i] = formatter.literal(type(value)(head_piece))
             rest[i] = type(value)(value[len(head_piece):])
-        if table.rowid_by_update:
-            emit(self.insert_then_set_rowid(table, "(" + ",".join(first[1:]) + ")", first[0]))
-        else:
-            emit(head + ",".join(first) + ");\n")
-        where = " WHERE " + " AND ".join(f"{quote_identifier(table.columns[k])}={literals[k]}" for k in table.key)
+        slots = ",".join(f"v{i}" for i in kept)
+        emit(f"CREATE TABLE {scratch}({slots});\n{head}{','.join(first[i] for i in kept)});\n")
         for i in sorted(deferred):
-            column = quote_identifier(table.columns[i])
             if type(row[i]) is bytes:  # `||` yields TEXT; CAST keeps the bytes and makes it a BLOB again
-                start, end = f"UPDATE {table.quoted} SET {column}=CAST({column}||", f" AS BLOB){where};\n"
+                start, end = f"UPDATE {scratch} SET v{i}=CAST(v{i}||", " AS BLOB);\n"
             else:
-                start, end = f"UPDATE {table.quoted} SET {column}={column}||", f"{where};\n"
+                start, end = f"UPDATE {scratch} SET v{i}=v{i}||", ";\n"
             room = self.statement_bytes - utf8_length(start) - utf8_length(end)
             if rest[i]:
                 for piece in chunk_value(rest[i], room):
                     emit(start + formatter.literal(type(rest[i])(piece)) + end)
+        columns = ",".join(quote_identifier(table.columns[i]) for i in kept)
+        emit(f"INSERT INTO {table.quoted}({columns}) SELECT {slots} FROM {scratch};\n")
+        if table.rowid_by_update:
+            rowid = quote_identifier(table.columns[0])
+            emit(f"UPDATE {table.quoted} SET {rowid}={first[0]} WHERE rowid=last_insert_rowid();\n")
+        emit(f"DROP TABLE {scratch};\n")
 
 
 class _Spool:
@@ -629,6 +636,24 @@ class _SecondHalf:
             self.process.stdout.close()
             self.process.stderr.close()
         self.path.unlink(missing_ok=True)
+
+
+def _terminated(sql: str) -> str:
+    """A stored statement with its `;` (on a line of its own after a trailing `--` comment, which would swallow it)."""
+    return sql + ("\n;\n" if "--" in sql.rsplit("\n", 1)[-1] else ";\n")
+
+
+def wrangler_warnings(plan: SchemaPlan) -> list[str]:
+    """One warning per schema object whose SQL `wrangler d1 execute --local` would break or alter."""
+    objects = [("table", t.name, t.sql) for t in plan.tables] + [
+        (o.type, o.name, o.sql) for o in plan.indexes + plan.views + plan.triggers
+    ]
+    return [
+        f"{kind} {name!r}: `wrangler d1 execute --local` would split or alter its SQL (wrangler's statement "
+        "splitter drops comments and does not know [bracket] names); restore it with `patina restore`, or into "
+        "D1 with `wrangler d1 execute --remote` (D1's import API)"
+        for kind, name, sql in objects if not guard(_terminated(sql))[1]
+    ]
 
 
 def fts5_settings(table: TablePlan) -> str:

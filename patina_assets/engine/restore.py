@@ -94,7 +94,7 @@ class DumpReader:
                             if m:
                                 kind, name = m.group(1), json.loads(m.group(2))
                                 table = json.loads(m.group(3)) if m.group(3) else name
-                                if kind == "End of table":
+                                if kind == "End of table" and m.group(4) is not None:
                                     self.expected_rows[name] = int(m.group(4))
                             continue
                     buffer.append(line)

@@ -32,6 +32,12 @@ D1_MAX_COLUMNS = 100
 # Columns whose `hidden` flag in PRAGMA table_xinfo marks them as not inserted:
 # 1 = hidden column of a virtual table, 2 = VIRTUAL generated, 3 = STORED generated.
 GENERATED = (2, 3)
+SCRATCH_NAME = "_patina_big_row"
+# Virtual-table modules whose visible columns are their data: their rows are dumped as INSERTs.
+FILLED_MODULES = ("rtree", "rtree_i32")
+# Modules that read what other tables hold and keep nothing of their own: recreated, never inserted into.
+DERIVED_MODULES = ("fts5vocab", "fts4aux", "fts3tokenize", "dbstat")
+FTS_MODULES = ("fts5", "fts4", "fts3")
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,17 @@ class TablePlan:
     without_rowid: bool
     columns: list[str]
     key: list[int]
-    data: str = "rows"  # "rows", "rebuild" (external-content full-text index) or "none"
+    # "rows", "rebuild" (external-content full-text index) or "none" (recreated, never inserted into)
+    data: str = "rows"
     note: str = ""
     # D1 refuses an INSERT naming more than 100 columns: a 100-column table's rows go in without their
     # rowid (the first column here), each followed by an UPDATE that sets it.
     rowid_by_update: bool = False
     # FTS5 settings kept in the index's _config table (rank, automerge, ...), replayed after creation.
     fts5_config: list[tuple[str, object]] = field(default_factory=list)
+    # A table name the schema does not use: a row too big for one statement is built there, without
+    # constraints, and moved into this table by one INSERT ... SELECT (see `dump._DumpWriter.write_large_row`).
+    scratch: str = SCRATCH_NAME
 
     @property
     def quoted(self) -> str:
@@ -112,14 +122,21 @@ def read_schema(source: "Source") -> SchemaPlan:
         return lowered.startswith("sqlite_") or lowered.startswith("_cf_") or kinds.get(name) == "shadow"
 
     table_objects = [o for o in objects if o.type == "table" and not owned_elsewhere(o.name)]
-    columns = _read_columns(source, [o.name for o in table_objects])
+    # A virtual table of a module that is not loaded cannot even list its columns: only ask for those
+    # of tables whose rows are dumped.
+    readable = (None, *FTS_MODULES, *FILLED_MODULES)
+    columns = _read_columns(source, [o.name for o in table_objects if _vtab_module(o.sql) in readable])
+    scratch = scratch_name(o.name for o in objects)
     warnings: list[str] = []
     tables = []
     for obj in table_objects:
         plan = _plan_table(obj, columns.get(obj.name, []), obj.name in without_rowid)
+        plan.scratch = scratch
+        if plan.data == "unknown":
+            plan.data, plan.note = "none", _unknown_module_note(source, plan)
         if plan.note:
             warnings.append(plan.note)
-        if plan.virtual and module_arguments(obj.sql)[0] == "fts5":
+        if _vtab_module(obj.sql) == "fts5":
             plan.fts5_config = _fts5_config(source, obj.name)
         tables.append(plan)
     dumped = {o.name for o in table_objects}
@@ -143,6 +160,35 @@ def read_schema(source: "Source") -> SchemaPlan:
         warnings=warnings,
         pragmas=_pragmas(source),
     )
+
+
+def scratch_name(names) -> str:
+    """A table name that none of the schema's objects has (SQLite compares names without case)."""
+    taken = {n.lower() for n in names}
+    name = SCRATCH_NAME
+    while name.lower() in taken:
+        name += "_"
+    return name
+
+
+def _vtab_module(sql: str) -> str | None:
+    """The module of a CREATE VIRTUAL TABLE statement (None for an ordinary table)."""
+    return module_arguments(sql)[0] if sql.upper().startswith("CREATE VIRTUAL TABLE") else None
+
+
+def _unknown_module_note(source: "Source", plan: TablePlan) -> str:
+    """The warning for a virtual table whose module Patina cannot fill: whether it holds rows, if it can tell."""
+    module = _vtab_module(plan.sql)
+    start = f"virtual table {plan.name!r} uses the module {module!r}, which Patina does not know how to fill:"
+    try:
+        rows = source.query(f"SELECT count(*) FROM {plan.quoted}")[0][0]
+    except SourceError as exc:
+        return (f"{start} it is recreated empty, and it could not be read here ({exc}); if it holds data, "
+                "that data is NOT in this dump, and restoring needs the module loaded")
+    if not rows:
+        return f"{start} it held no rows and is recreated empty (restoring needs the module loaded)"
+    return (f"{start} its {rows} rows are NOT in this dump; it is recreated empty and must be refilled by "
+            "the application (restoring needs the module loaded)")
 
 
 def _pragmas(source: "Source") -> dict[str, int]:
@@ -224,7 +270,7 @@ def _rowid_alias(sql: str, columns: list[Column]) -> str | None:
 def _plan_virtual_table(obj: SchemaObject, columns: list[Column]) -> TablePlan:
     module, args = module_arguments(obj.sql)
     visible = [c.name for c in columns if c.hidden == 0]
-    if module in ("fts5", "fts4", "fts3"):
+    if module in FTS_MODULES:
         content = option_value(args, "content")
         rowid = "rowid" if module == "fts5" else "docid"
         if content is None:
@@ -236,8 +282,11 @@ def _plan_virtual_table(obj: SchemaObject, columns: list[Column]) -> TablePlan:
             )
             return TablePlan(obj.name, obj.sql, True, False, [], [], data="none", note=note)
         return TablePlan(obj.name, obj.sql, True, False, [], [], data="rebuild")
-    # Other modules (rtree, ...): their visible columns hold the data.
-    return TablePlan(obj.name, obj.sql, True, False, ["rowid"] + visible, [0])
+    if module in FILLED_MODULES:  # their visible columns hold the data
+        return TablePlan(obj.name, obj.sql, True, False, ["rowid"] + visible, [0])
+    if module in DERIVED_MODULES:  # e.g. fts5vocab: "table x may not be modified"
+        return TablePlan(obj.name, obj.sql, True, False, [], [], data="none")
+    return TablePlan(obj.name, obj.sql, True, False, [], [], data="unknown")
 
 
 def _in_dependency_order(views: list[SchemaObject]) -> list[SchemaObject]:
