@@ -26,6 +26,7 @@ from patina_assets.alerts import (
     PendingMessage,
     RunSummary,
     deliver,
+    pending,
     discord_message,
     format_duration,
     render,
@@ -324,3 +325,35 @@ def test_outbox_stops_at_its_send_budget(webhook):
     report = outbox.flush({DISCORD: webhook.url}, now=1000.0, max_sends=3, send=send_once)
     assert report.delivered == ["m0@discord", "m1@discord", "m2@discord"] and report.waiting == ["m3@discord"]
     assert outbox.messages[0].tries == 0  # not tried, not counted
+
+
+def test_a_full_outbox_drops_the_least_severe_message_first():
+    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING
+
+    outbox = Outbox(limit=3)
+    ranks = [("failure-old", ERROR), ("success-1", INFO), ("warning", WARNING), ("success-2", INFO),
+             ("escalation", CRITICAL)]
+    for i, (name, rank) in enumerate(ranks):
+        outbox.add(PendingMessage(id=name, destination=DISCORD, body={}, created_at=1000.0 + i, severity=rank))
+    report = outbox.flush({}, now=1010.0, send=send_once)
+    # Over the bound by two: both success notes go, oldest first; failures and the escalation stay, in order.
+    assert [mid for mid, _ in report.dropped] == ["success-1", "success-2"]
+    assert [m.id for m in outbox.messages] == ["failure-old", "warning", "escalation"]
+    outbox.add(PendingMessage(id="failure-new", destination=DISCORD, body={}, created_at=1020.0, severity=ERROR))
+    assert [mid for mid, _ in outbox.flush({}, now=1021.0, send=send_once).dropped] == ["warning"]
+    # The rank survives the cursor.
+    assert [m.severity for m in Outbox.from_json(json.loads(json.dumps(outbox.to_json()))).messages] == [ERROR, CRITICAL, ERROR]
+
+
+def test_each_alert_has_a_severity_for_the_outbox():
+    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING, severity
+
+    success = RunSummary(job_id="r", title="Backup", job_name="nightly_backup", finished_at=FINISHED,
+                         outcomes=(DatabaseOutcome("groveauth", "database 1 of 1", True, size_bytes=1),))
+    assert severity(success) == INFO and severity(partial_run()) == ERROR
+    check = CheckFailure(job_id="r", check_name="schema_drift", severity="WARN", database="groveauth",
+                         label="database 1 of 1", asset="dumps/groveauth", finished_at=FINISHED)
+    assert severity(check) == WARNING
+    assert severity(FailureStreak(job_id="r", database="groveauth", label="x", failures=3, limit=3,
+                                  finished_at=FINISHED)) == CRITICAL
+    assert [m.severity for m in pending("a", success, [DISCORD, WEBHOOK], redact=False, now=0.0)] == [INFO, INFO]
