@@ -7,11 +7,11 @@ tested and run without Dagster.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
 from .engine.errors import AuthenticationFailed
@@ -81,8 +81,9 @@ def back_up(
     run_id: str | None = None,
 ) -> tuple[Manifest, DumpResult]:
     """Dump `database` and publish it as the backup of `day`. On failure the bucket is unchanged."""
-    with tempfile.TemporaryDirectory(prefix="patina-") as tmp:
-        path = Path(tmp) / f"{database.name}.{settings.format}"
+    leftovers.sweep(store.bucket)  # what a killed run left: temporaries, uploads, scratch, workers
+    with leftovers.scratch_directory("backup") as tmp:
+        path = tmp / f"{database.name}.{settings.format}"
         with open_database(database, cloudflare, settings) as source:
             result = dump_database(source, path, database=database.name, job_id=run_id)
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
