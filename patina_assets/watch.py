@@ -191,7 +191,7 @@ class FreshnessWatch:
             threshold = {ERROR: self.settings.stale_after_days, WARN: self.settings.stale_warn_after_days}
             alert = StaleBackup(
                 database=db.name, label=label, level=level if level != OK else "recovered",
-                threshold_days=threshold.get(level, threshold[before]), checked_at=now,
+                threshold_days=threshold[level if level != OK else before], checked_at=now,
                 newest_day=backup.day if backup else None, newest_at=captured_at(backup) if backup else None)
             alerts.append((f"stale:{db.name}:{alert.level}:{int(stamp)}", alert))
         alerts += self._missed(backups, now, state)
