@@ -790,7 +790,10 @@ def send_email(settings: EmailConfig, body: Mapping[str, Any], env: Mapping[str,
     message["From"] = settings.sender
     message["To"] = ", ".join(settings.to)
     message.set_content(str(body.get("text", "")))
-    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        return Delivery(False, 0, reason=f"cannot use alerts.email.ca_file {settings.ca_file}: {type(exc).__name__}")
     try:
         with smtp(settings.host, settings.port, timeout=settings.timeout_seconds) as client:
             client.ehlo()
