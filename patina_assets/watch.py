@@ -218,3 +218,44 @@ class FreshnessWatch:
         missed = MissedNight(expected_day=day, due_at=tick + timedelta(seconds=self.bounds.max_runtime_seconds),
                              checked_at=now, newest_at=newest_capture)
         return [(f"missed:{day}", missed)]
+
+
+# --------------------------------------------------------------------------------------------------
+# For a check from outside (cron, an uptime monitor): the watch without its memory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `patina status --check` says: 0 all fresh, 1 a warning, 2 a database stale or a night missed."""
+
+    exit_code: int
+    problems: tuple[str, ...]
+
+
+def health(config: PatinaConfig, backups: Iterable[Backup], now: datetime) -> Health:
+    """The freshness verdict from the bucket alone: no Dagster, no daemon (so it notices a dead daemon)."""
+    backups = list(backups)
+    watch = FreshnessWatch(config, run_bounds(config))
+    newest = newest_good(backups)
+    problems, code = [], 0
+    for db in config.databases:
+        backup = newest.get(db.name)
+        if backup is None:
+            problems.append(f"error: {db.name} has no good backup in the bucket")
+            code = 2
+            continue
+        days = (now - captured_at(backup)).total_seconds() / 86400
+        level = watch.level(days * 86400)
+        if level != OK:
+            limit = config.alerts.stale_after_days if level == ERROR else config.alerts.stale_warn_after_days
+            problems.append(f"{level}: {db.name}'s newest good backup ({backup.day}) was captured {days:.1f} days ago "
+                            f"(alerts.stale_{'' if level == ERROR else 'warn_'}after_days: {limit})")
+            code = max(code, 2 if level == ERROR else 1)
+    tick = last_nightly_tick(now - timedelta(seconds=watch.bounds.max_runtime_seconds))
+    newest_capture = max((captured_at(b) for b in backups if is_good(b)), default=None)
+    if config.databases and newest_capture is not None and newest_capture < tick:
+        problems.append(f"error: nothing was backed up after the nightly tick of {tick.isoformat(timespec='minutes')} "
+                        "(schedule switched off, or the Dagster daemon is not running)")
+        code = 2
+    return Health(code, tuple(problems))

@@ -103,3 +103,33 @@ def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_re
         assert [(p["type"], p.get("database")) for p in generic.accepted[5:]] == [
             ("backup_stale_recovered", "groveauth"), ("backup_stale_recovered", "scout-db"), ("nightly_resumed", None)]
         assert len(generic.requests) == 8  # each message once
+
+
+def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys, monkeypatch):
+    """A sensor cannot report its own daemon's death; `patina status --check` reads the bucket alone."""
+    from patina_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    config = write_config(tmp_path, [{"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
+                                     {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))}])
+    now = dt.datetime.now(UTC)
+
+    def check() -> tuple[int, str]:
+        code = main(["--config", str(config.source_path), "status", "--check"])
+        return code, capsys.readouterr().out
+
+    assert check() == (2, "error: groveauth has no good backup in the bucket\nerror: scout-db has no good backup in the bucket\n")
+    store_backup_captured_at(config, "groveauth", now - dt.timedelta(minutes=5), tmp_path)
+    store_backup_captured_at(config, "scout-db", now - dt.timedelta(days=3), tmp_path)
+    code, out = check()
+    assert code == 1 and out.startswith("warn: scout-db's newest good backup") and "(alerts.stale_warn_after_days: 2)" in out
+    store_backup_captured_at(config, "scout-db", now - dt.timedelta(minutes=4), tmp_path)
+    assert check() == (0, "ok: every database is fresh\n")
+    # Ten days later nothing has run: stale, and the nights were missed (daemon dead or schedule off).
+    (tmp_path / "bucket").rename(tmp_path / "fresh-bucket")
+    for name in config.names:
+        store_backup_captured_at(config, name, now - dt.timedelta(days=10), tmp_path)
+    code, out = check()
+    assert code == 2 and out.count("(alerts.stale_after_days: 8)") == 2 and "nothing was backed up after the nightly tick" in out
