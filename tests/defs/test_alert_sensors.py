@@ -482,3 +482,29 @@ def test_every_run_that_materializes_a_patina_asset_is_alerted_with_the_underlyi
     titles = [m["embeds"][0]["title"] for m in discord.accepted]
     assert titles == ["❌ Patina Materialization Failed", "❌ Patina Backfill Failed", "❌ Patina On-demand Backup Failed"]
     assert fields(discord.accepted[0]["embeds"][0])["Failed"] == f"**groveauth**: {cause}"
+
+
+def test_a_webhook_down_for_three_nights_gets_every_message_once_when_it_is_back(tmp_path, instance, hooks):
+    discord, generic = hooks
+    discord.default = generic.default = 503  # both down
+    patina = Patina(tmp_path, instance)
+    patina.start()
+    runs = []
+    for day in DAYS[:3]:
+        runs.append(patina.night(day, auth_ok=False))
+        for _ in range(3):  # the daemon keeps ticking through the night
+            patina.tick()
+    assert discord.accepted == generic.accepted == [] and len(generic.requests) > 3
+    waiting = json.loads(patina.cursors[RUN_ALERTS_SENSOR])["outbox"]
+    assert len(waiting) == 2 * 4  # three failures and the escalation, for each webhook
+
+    discord.default, generic.default = 204, 200
+    patina.tick()
+    patina.tick()
+    assert [(p["type"], p["jobId"]) for p in generic.accepted] == [
+        ("backup_failed", runs[0].run_id), ("backup_failed", runs[1].run_id), ("backup_failed", runs[2].run_id),
+        ("backup_failure_streak", runs[2].run_id)]
+    assert [m["embeds"][0]["footer"]["text"] for m in discord.accepted] == [f"Job ID: {r.run_id}" for r in runs + runs[2:]]
+    assert json.loads(patina.cursors[RUN_ALERTS_SENSOR])["outbox"] == []
+    patina.tick()
+    assert len(discord.accepted) == len(generic.accepted) == 4
