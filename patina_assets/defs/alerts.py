@@ -350,6 +350,8 @@ class Alerting:
         """One alert per failed ERROR check in the run; per failed WARN check if warnings are wanted."""
         alerts: list[tuple[str, Alert]] = []
         for evaluation in facts.checks:
+            if evaluation.asset_key not in self._patina_keys:
+                continue  # another project's check in a run executed in-process on this instance
             severity = evaluation.severity.value
             if evaluation.passed or (severity != "ERROR" and not self.settings.warn_on_check_warnings):
                 continue

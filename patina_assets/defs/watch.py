@@ -31,7 +31,8 @@ import dagster as dg
 
 from ..alerts import Channels, DeliveryPolicy, Outbox, format_duration
 from ..catalog import Catalog
-from ..config import PatinaConfig
+from ..config import ConfigError, PatinaConfig
+from ..engine.errors import PatinaError
 from ..storage import StorageError
 from ..watch import FreshnessWatch, RunBounds, WatchState, run_bounds
 from .alerts import Alerting, _in_this_location, queue, read_run, send_pending
@@ -49,12 +50,10 @@ def _utc_now() -> datetime:
 
 def build_freshness_sensor(config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(),
                            env: Mapping[str, str] | None = None,
-                           clock: Callable[[], datetime] = _utc_now,
-                           catalog: Callable[[], Catalog] | None = None) -> dg.SensorDefinition:
-    """The stale / missed watch. ``clock`` and ``catalog`` are there for tests (an injected clock)."""
+                           clock: Callable[[], datetime] = _utc_now) -> dg.SensorDefinition:
+    """The stale / missed watch; ``clock`` is injected by tests (a week passes in a second)."""
     watch = FreshnessWatch(config, run_bounds(config))
     channels = Channels(config.alerts, policy, env)
-    open_catalog = catalog or (lambda: Catalog.for_config(config, env))
 
     @dg.sensor(
         name=FRESHNESS_SENSOR,
@@ -72,9 +71,9 @@ def build_freshness_sensor(config: PatinaConfig, *, policy: DeliveryPolicy = Del
         outbox = Outbox.from_json(data.get("outbox"))
         now = clock()
         try:
-            backups = open_catalog().backups()
-        except StorageError as exc:
-            context.log.error(f"freshness watch could not read the bucket: {str(exc).splitlines()[0]}")
+            backups = Catalog.for_config(config, env).backups()
+        except (StorageError, PatinaError, ConfigError) as exc:  # the bucket is down, a credential is not set: say so, keep the outbox
+            context.log.error(f"freshness watch could not read the bucket: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
             backups = None
         alerts = watch.evaluate(backups, now, state) if backups is not None else []
         new = queue(outbox, alerts, channels, prefix=FRESHNESS_SENSOR, now=now.timestamp())
