@@ -14,7 +14,7 @@ A run killed mid-way (kill -9, the OOM killer, a lost machine) can leave four ki
 - a temporary: its writer (the pid in its name) is no longer running here, or it has not changed for
   ``stale_after`` (an hour: a writer on another machine sharing the directory writes continuously);
 - a multipart upload: started more than ``stale_after`` ago (an upload in progress is younger: parts of
-  16 MiB take seconds);
+  16 MiB take seconds), by the time in its key's generation (:func:`upload_started`);
 - a scratch directory: its owner no longer holds the lock on the ``.owner`` file inside it (the kernel
   releases an flock when the process dies, kill -9 included; a reused pid cannot fool it);
 - a worker: the parent recorded in its environment (``PATINA_PARENT_PID``) is gone or is no longer its parent.
@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .engine.lifeline import PARENT_PID_ENV
-from .storage import Bucket, StorageError
+from .storage import Bucket, IncompleteWrite, StorageError, parse_daily_key, parse_weekly_key
 
 try:
     import fcntl
@@ -219,6 +219,19 @@ def _sweep_workers(report: LeftoverReport) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def upload_started(write: IncompleteWrite) -> datetime:
+    """When an upload began: the time in its key's generation (``...20260106T030012123456Z-3f9a1c.sql.zst``,
+    this side's clock; some S3 servers report a fixed ``Initiated``), else what the server says."""
+    parsed = parse_daily_key(write.where) or parse_weekly_key(write.where)
+    generation = getattr(parsed, "generation", None)
+    if generation:
+        try:
+            return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return write.started_at
+
+
 def _sweep_bucket(bucket: Bucket, now: datetime, stale_after: timedelta, report: LeftoverReport) -> None:
     finder = getattr(bucket, "incomplete_writes", None)
     if finder is None:
@@ -226,8 +239,9 @@ def _sweep_bucket(bucket: Bucket, now: datetime, stale_after: timedelta, report:
     for write in finder():
         age = now - write.started_at
         if write.upload_id is not None:
-            kind, gone = UPLOAD, age > stale_after
-            detail = f"started {write.started_at.isoformat(timespec='seconds')}"
+            started = upload_started(write)
+            kind, gone = UPLOAD, now - started > stale_after
+            detail = f"started {started.isoformat(timespec='seconds')}"
         else:
             kind = TEMPORARY
             writer_gone = write.writer_pid is not None and not process_alive(write.writer_pid)

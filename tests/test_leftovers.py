@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -183,9 +183,10 @@ def test_a_write_killed_mid_upload_to_a_local_bucket_is_found_removed_and_report
 
 S3_PUT = """
 import sys
-from patina_assets.storage import S3Bucket, make_s3_client
+from patina_assets.storage import S3Bucket, daily_dump_key, make_s3_client, new_generation
 client = make_s3_client(sys.argv[1], "us-east-1", "testing", "testing")
-S3Bucket(client, sys.argv[2], part_size=5 * 1024 * 1024).put_file("daily/2026-03-01/groveauth.x.sql", sys.argv[3])
+key = daily_dump_key("2026-03-01", "groveauth", "sql", new_generation())  # as publish_daily names an upload
+S3Bucket(client, sys.argv[2], part_size=5 * 1024 * 1024).put_file(key, sys.argv[3])
 """
 
 
@@ -203,10 +204,9 @@ def test_an_upload_killed_mid_multipart_is_aborted_once_it_is_an_hour_old(tmp_pa
 
         bucket = S3Bucket(make_s3_client(endpoint, "us-east-1", "testing", "testing"), name)
         assert [w.upload_id for w in bucket.incomplete_writes()] == [upload["UploadId"]]
-        started = upload["Initiated"]  # moto's clock for it is fixed (2010): ages are counted from it
-        young = leftovers.sweep(bucket, now=started + timedelta(minutes=59), temp_dir=tmp_path)
-        assert young.found == []  # under an hour old: it may be a run uploading now
-        report = leftovers.sweep(bucket, now=started + timedelta(hours=1, minutes=1), temp_dir=tmp_path)
-        assert [(f.kind, f.where, f.removed) for f in report.found] == [
-            (leftovers.UPLOAD, "daily/2026-03-01/groveauth.x.sql", True)]
+        # moto reports every upload as initiated in 2010: the age comes from the key's generation instead.
+        assert leftovers.sweep(bucket, temp_dir=tmp_path).found == []  # young: it may be a run uploading now
+        later = datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+        report = leftovers.sweep(bucket, now=later, temp_dir=tmp_path)
+        assert [(f.kind, f.where, f.removed) for f in report.found] == [(leftovers.UPLOAD, upload["Key"], True)]
         assert pending_uploads(endpoint, name) == []
