@@ -16,7 +16,8 @@ A run killed mid-way (kill -9, the OOM killer, a lost machine) can leave four ki
 - a multipart upload: started more than ``stale_after`` ago (an upload in progress is younger: parts of
   16 MiB take seconds), by the time in its key's generation (:func:`upload_started`);
 - a scratch directory: its owner no longer holds the lock on the ``.owner`` file inside it (the kernel
-  releases an flock when the process dies, kill -9 included; a reused pid cannot fool it);
+  releases an flock when the process dies, kill -9 included) and the pid in its name is gone (or, if that
+  pid was reused, the directory is older than ``stale_after``);
 - a worker: the parent recorded in its environment (``PATINA_PARENT_PID``) is gone or is no longer its parent.
 
 Every sweep returns a :class:`LeftoverReport` of what it found and what it removed. It runs at the start of
@@ -115,19 +116,25 @@ def scratch_directory(purpose: str, parent: Path | str | None = None) -> Iterato
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _scratch_owner_gone(path: Path) -> bool:
+def _scratch_owner_gone(path: Path, now: datetime, stale_after: timedelta) -> bool:
+    """Nobody holds the ``.owner`` lock, and the pid in the name is not running (a directory being created
+    has no lock for an instant; its owner's pid is alive), or it is but the directory is older than
+    ``stale_after`` (the pid was reused)."""
     lock = path / OWNER_FILE
     if fcntl is not None and lock.exists():
         try:
             with open(lock, "a") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True  # nobody holds it; the lock goes when the handle closes
-        except BlockingIOError:
-            return False
-        except OSError:
+        except OSError:  # BlockingIOError: its owner holds it
             return False
     pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-    return pid.isdigit() and not process_alive(int(pid))
+    if pid.isdigit() and not process_alive(int(pid)):
+        return True
+    try:
+        changed = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except OSError:
+        return False
+    return fcntl is not None and lock.exists() and now - changed > stale_after
 
 
 def _size_of(path: Path) -> int:
@@ -141,13 +148,13 @@ def _size_of(path: Path) -> int:
     return total
 
 
-def _sweep_scratch(directory: Path, report: LeftoverReport) -> None:
+def _sweep_scratch(directory: Path, now: datetime, stale_after: timedelta, report: LeftoverReport) -> None:
     try:
         candidates = sorted(p for p in directory.iterdir() if p.name.startswith(SCRATCH_PREFIX) and p.is_dir())
     except OSError:
         return
     for path in candidates:
-        if not _scratch_owner_gone(path):
+        if not _scratch_owner_gone(path, now, stale_after):
             continue
         detail = f"{_size_of(path):,} bytes, its run is gone"
         try:
@@ -265,7 +272,7 @@ def sweep(bucket: Bucket | None = None, *, now: datetime | None = None, temp_dir
     now = now or datetime.now(timezone.utc)
     steps = [
         lambda: _sweep_workers(report),
-        lambda: _sweep_scratch(Path(temp_dir or tempfile.gettempdir()), report),
+        lambda: _sweep_scratch(Path(temp_dir or tempfile.gettempdir()), now, stale_after, report),
     ]
     if bucket is not None:
         steps.append(lambda: _sweep_bucket(bucket, now, stale_after, report))

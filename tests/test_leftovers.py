@@ -210,3 +210,13 @@ def test_an_upload_killed_mid_multipart_is_aborted_once_it_is_an_hour_old(tmp_pa
         report = leftovers.sweep(bucket, now=later, temp_dir=tmp_path)
         assert [(f.kind, f.where, f.removed) for f in report.found] == [(leftovers.UPLOAD, upload["Key"], True)]
         assert pending_uploads(endpoint, name) == []
+
+
+def test_a_live_scratch_directory_and_other_programs_files_are_never_touched(tmp_path):
+    foreign = [tmp_path / "patina-verify-abc", tmp_path / "pytest-of-root"]  # not Patina's by name
+    for path in foreign:
+        path.mkdir()
+    with leftovers.scratch_directory("backup", tmp_path) as live:
+        assert live.name.startswith(f"patina-scratch-{os.getpid()}-backup-")
+        assert leftovers.sweep(temp_dir=tmp_path).found == [] and live.exists()
+    assert not live.exists() and all(path.exists() for path in foreign)
