@@ -6,22 +6,30 @@ Three things happen that people must hear about, each a small frozen dataclass:
   duration, the run id as the spec's job id, and which databases failed with what error;
 - :class:`CheckFailure` -- an asset check failed (an ERROR, or a WARN when warnings are wanted);
 - :class:`FailureStreak` -- one database failed ``alerts.consecutive_failure_limit`` times in a row:
-  the louder message.
+  the louder message;
+- :class:`StaleBackup` -- a database has had no good backup for ``alerts.stale_warn_after_days`` (warn)
+  or ``alerts.stale_after_days`` (error), or has one again (recovered);
+- :class:`MissedNight` -- the nightly schedule should have produced backups and did not (schedule off,
+  daemon down), or does again.
 
 Each renders to the spec's two formats: a Discord embed (:func:`discord_message`; title, color, fields
 "Databases" / "Total Size" / "Duration", footer ``Job ID: ...``, timestamp) and the generic JSON webhook
 payload (:func:`webhook_payload`; ``backup_completed`` / ``backup_failed`` with ``summary`` and
-``details`` / ``failures``, plus ``check_failed`` and ``backup_failure_streak`` in the same style).
+``details`` / ``failures``, plus ``check_failed``, ``backup_failure_streak``, ``backup_stale`` and
+``nightly_missed`` in the same style), and an email (:func:`email_message`: the embed as plain text).
 With ``redact=True`` (``alerts.redact_names``, the spec's security rule) no database name, size,
 error text or check detail leaves: a database is "database 2 of 6" (its place in patina.yaml).
 
 :func:`deliver` posts one message with httpx: a timeout, a few retries with backoff on 5xx / 429 /
 network errors, and a :class:`Delivery` saying what happened. It never raises, and the webhook URL --
 a secret: whoever has it can post to the channel -- never appears in what it returns or logs
-(httpx's own request log line is filtered too).
+(httpx's own request log line is filtered too). :func:`send_email` does the same over SMTP with
+STARTTLS, the login read from the environment at send time; :class:`Channels` sends each destination
+its way.
 
 :class:`Outbox` holds the messages not delivered yet, bounded in number and age, serializable to JSON:
 the Dagster sensors keep it in their cursor, so a webhook that is down gets its messages later, each once.
+When it is full, the least severe message goes first (a success note before a warning before a failure).
 
 No Dagster here: ``patina_assets/defs/alerts.py`` turns Dagster's run records into these dataclasses.
 """
@@ -31,21 +39,35 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import smtplib
+import ssl
 import time
+from email.message import EmailMessage
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
 import httpx
 
-from .config import AlertsConfig
+from .config import AlertsConfig, EmailConfig
 from .units import human_bytes
 
 __all__ = [
     "Alert",
+    "CRITICAL",
+    "Channels",
     "CheckFailure",
     "DESTINATIONS",
     "DISCORD",
+    "EMAIL",
+    "ERROR",
+    "INFO",
+    "MissedNight",
+    "StaleBackup",
+    "WARNING",
+    "email_message",
+    "send_email",
+    "severity",
     "DatabaseOutcome",
     "Delivery",
     "DeliveryPolicy",
@@ -70,8 +92,12 @@ log = logging.getLogger(__name__)
 
 DISCORD = "discord"
 WEBHOOK = "webhook"
-#: Where a message can go: a Discord webhook (embeds) and a generic JSON webhook (the spec's payloads).
-DESTINATIONS: tuple[str, ...] = (DISCORD, WEBHOOK)
+EMAIL = "email"
+#: Where a message can go: a Discord webhook (embeds), a generic JSON webhook (the spec's payloads), email.
+DESTINATIONS: tuple[str, ...] = (DISCORD, WEBHOOK, EMAIL)
+
+#: How much a message matters, for the outbox's order of dropping when full (least severe first).
+INFO, WARNING, ERROR, CRITICAL = 0, 1, 2, 3
 
 # The spec's colors (Tailwind green-500 / red-500), an amber for warnings and a darker red for escalation.
 GREEN = 0x22C55E
@@ -189,7 +215,56 @@ class FailureStreak:
     error: str | None = None
 
 
-Alert = Union[RunSummary, CheckFailure, FailureStreak]
+@dataclass(frozen=True)
+class StaleBackup:
+    """A database has had no good backup for ``threshold_days`` (``level`` "warn" or "error"), or has one
+    again ("recovered"). Each level is sent once when it is reached, and "recovered" once when it ends."""
+
+    database: str
+    label: str
+    #: "warn" (alerts.stale_warn_after_days), "error" (alerts.stale_after_days) or "recovered".
+    level: str
+    threshold_days: int
+    checked_at: _dt.datetime
+    #: The newest good backup: its day and when its data was read (None: there is none at all).
+    newest_day: str | None = None
+    newest_at: _dt.datetime | None = None
+
+    @property
+    def age_seconds(self) -> float | None:
+        return None if self.newest_at is None else max(0.0, (self.checked_at - self.newest_at).total_seconds())
+
+
+@dataclass(frozen=True)
+class MissedNight:
+    """The nightly schedule should have backed up ``expected_day`` by ``due_at`` and nothing did (the
+    schedule is off, the daemon is down, the run never started), or ("recovered") backups came again."""
+
+    expected_day: str
+    due_at: _dt.datetime
+    checked_at: _dt.datetime
+    #: When the newest backup of any database was made (None: the bucket has none).
+    newest_at: _dt.datetime | None = None
+    recovered: bool = False
+
+
+Alert = Union[RunSummary, CheckFailure, FailureStreak, StaleBackup, MissedNight]
+
+
+def severity(alert: Alert) -> int:
+    """:data:`INFO` (a success, a recovery), :data:`WARNING`, :data:`ERROR` or :data:`CRITICAL` (an escalation,
+    a database without a good backup for ``stale_after_days``)."""
+    if isinstance(alert, RunSummary):
+        return INFO if alert.status == "success" and not alert.canceled else ERROR
+    if isinstance(alert, CheckFailure):
+        return ERROR if alert.is_error else WARNING
+    if isinstance(alert, FailureStreak):
+        return CRITICAL
+    if isinstance(alert, StaleBackup):
+        return {"warn": WARNING, "error": CRITICAL}.get(alert.level, INFO)
+    if isinstance(alert, MissedNight):
+        return INFO if alert.recovered else ERROR
+    raise TypeError(f"not an alert: {type(alert).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,13 +307,13 @@ def _field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
     return {"name": name, "value": _cut(value or "-", _FIELD_VALUE_LIMIT), "inline": inline}
 
 
-def _embed(title: str, color: int, fields: list[dict], job_id: str, finished_at: _dt.datetime,
-           description: str | None = None) -> dict[str, Any]:
+def _embed(title: str, color: int, fields: list[dict], job_id: str | None, finished_at: _dt.datetime,
+           description: str | None = None, footer: str | None = None) -> dict[str, Any]:
     embed: dict[str, Any] = {"title": _cut(title, _TITLE_LIMIT), "color": color}
     if description:
         embed["description"] = _cut(description, _DESCRIPTION_LIMIT)
     embed["fields"] = fields
-    embed["footer"] = {"text": f"Job ID: {job_id}"}
+    embed["footer"] = {"text": footer or f"Job ID: {job_id}"}
     embed["timestamp"] = format_timestamp(finished_at)
     return embed
 
@@ -256,7 +331,58 @@ def discord_message(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _discord_check(alert, redact)
     if isinstance(alert, FailureStreak):
         return _discord_streak(alert, redact)
+    if isinstance(alert, StaleBackup):
+        return _discord_stale(alert, redact)
+    if isinstance(alert, MissedNight):
+        return _discord_missed(alert)
     raise TypeError(f"not an alert: {type(alert).__name__}")
+
+
+_FRESHNESS_FOOTER = "Patina freshness watch"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    days = seconds / 86400
+    return f"{days:.1f} days ago" if days >= 1 else f"{format_duration(seconds)} ago"
+
+
+def _newest(alert: StaleBackup) -> str:
+    if alert.newest_at is None:
+        return "none in the bucket"
+    return f"{alert.newest_day}, data read {format_timestamp(alert.newest_at)} ({_age(alert.age_seconds)})"
+
+
+def _discord_stale(alert: StaleBackup, redact: bool) -> dict[str, Any]:
+    subject = alert.label if redact else alert.database
+    if alert.level == "recovered":
+        title, color = f"✅ Patina: {subject} has a good backup again", GREEN
+        description = "A good backup was stored after a stretch without one."
+    elif alert.level == "error":
+        title, color = f"🚨 Patina: no good backup of {subject} for {alert.threshold_days} days", DARK_RED
+        description = ("The newest backup that can be restored keeps getting older. Check the nightly runs "
+                       "(failures, a switched-off schedule, a stopped daemon) and `patina status`.")
+    else:
+        title, color = f"⚠️ Patina: no good backup of {subject} for {alert.threshold_days} days", AMBER
+        description = "Nightly backups should make a new one every day."
+    fields = [_field("Database", subject), _field("Newest good backup", _newest(alert), inline=False)]
+    return {"embeds": [_embed(title, color, fields, None, alert.checked_at, description, _FRESHNESS_FOOTER)]}
+
+
+def _discord_missed(alert: MissedNight) -> dict[str, Any]:
+    newest = "none in the bucket" if alert.newest_at is None else (
+        f"{format_timestamp(alert.newest_at)} ({_age((alert.checked_at - alert.newest_at).total_seconds())})")
+    if alert.recovered:
+        title, color = "✅ Patina: nightly backups are running again", GREEN
+        description = f"A backup was stored after the missed night of {alert.expected_day}."
+    else:
+        title, color = f"❌ Patina: the nightly backup of {alert.expected_day} never ran", RED
+        description = ("Nothing was backed up by the time the nightly run should have finished: the schedule "
+                       "may be switched off, or the Dagster daemon stopped. Start it (`dagster-daemon run`) or "
+                       "turn the schedule on, then backfill the missed days.")
+    fields = [_field("Expected by", format_timestamp(alert.due_at)), _field("Newest backup", newest, inline=False)]
+    return {"embeds": [_embed(title, color, fields, None, alert.checked_at, description, _FRESHNESS_FOOTER)]}
 
 
 def _run_title(run: RunSummary) -> str:
@@ -356,7 +482,57 @@ def webhook_payload(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _webhook_check(alert, redact)
     if isinstance(alert, FailureStreak):
         return _webhook_streak(alert, redact)
+    if isinstance(alert, StaleBackup):
+        return _webhook_stale(alert, redact)
+    if isinstance(alert, MissedNight):
+        return _webhook_missed(alert)
     raise TypeError(f"not an alert: {type(alert).__name__}")
+
+
+def _webhook_stale(alert: StaleBackup, redact: bool) -> dict[str, Any]:
+    newest = None
+    if alert.newest_at is not None:
+        newest = {"day": alert.newest_day, "capturedAt": format_timestamp(alert.newest_at)}
+    return {
+        "type": "backup_stale_recovered" if alert.level == "recovered" else "backup_stale",
+        "status": {"warn": "warning", "error": "error"}.get(alert.level, "recovered"),
+        "timestamp": format_timestamp(alert.checked_at),
+        "database": alert.label if redact else alert.database,
+        "thresholdDays": alert.threshold_days,
+        "newestGoodBackup": newest,
+    }
+
+
+def _webhook_missed(alert: MissedNight) -> dict[str, Any]:
+    return {
+        "type": "nightly_resumed" if alert.recovered else "nightly_missed",
+        "status": "recovered" if alert.recovered else "error",
+        "timestamp": format_timestamp(alert.checked_at),
+        "day": alert.expected_day,
+        "expectedBy": format_timestamp(alert.due_at),
+        "newestBackupAt": format_timestamp(alert.newest_at) if alert.newest_at else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Email
+# --------------------------------------------------------------------------------------------
+
+
+def email_message(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
+    """``{"subject", "text"}``: the Discord message as plain text (one source for what a message says)."""
+    discord = discord_message(alert, redact=redact)
+    embed = discord["embeds"][0]
+    lines = [discord["content"].removeprefix("@here ")] if discord.get("content") else []
+    if embed.get("description"):
+        lines.append(embed["description"])
+    if lines:
+        lines.append("")
+    for item in embed["fields"]:
+        lines.append(f"{item['name']}: {item['value'].replace('**', '')}")
+    lines += ["", embed["footer"]["text"], embed["timestamp"]]
+    subject = embed["title"].split(" ", 1)[1] if not embed["title"][:1].isascii() else embed["title"]
+    return {"subject": subject, "text": "\n".join(lines) + "\n"}
 
 
 def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
@@ -427,11 +603,13 @@ def _webhook_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
 
 
 def render(alert: Alert, destination: str, *, redact: bool = False) -> dict[str, Any]:
-    """The body of ``alert`` for ``destination`` (:data:`DISCORD` or :data:`WEBHOOK`)."""
+    """The body of ``alert`` for ``destination`` (:data:`DISCORD`, :data:`WEBHOOK` or :data:`EMAIL`)."""
     if destination == DISCORD:
         return discord_message(alert, redact=redact)
     if destination == WEBHOOK:
         return webhook_payload(alert, redact=redact)
+    if destination == EMAIL:
+        return email_message(alert, redact=redact)
     raise ValueError(f"unknown alert destination {destination!r}; expected one of {', '.join(DESTINATIONS)}")
 
 
@@ -441,7 +619,10 @@ def render(alert: Alert, destination: str, *, redact: bool = False) -> dict[str,
 
 
 def destination_env(settings: AlertsConfig, destination: str) -> str | None:
-    """The NAME of the environment variable holding ``destination``'s URL (for messages; never the URL)."""
+    """The NAME of the environment variable holding ``destination``'s URL (for messages; never the URL);
+    for email, the one holding the password."""
+    if destination == EMAIL:
+        return settings.email.password_env if settings.email else None
     return settings.discord_webhook_env if destination == DISCORD else settings.webhook_env
 
 
@@ -586,6 +767,89 @@ if not any(isinstance(f, _HideWebhookUrls) for f in logging.getLogger("httpx").f
     logging.getLogger("httpx").addFilter(_HideWebhookUrls())
 
 
+# SMTP replies that mean "try again later" (RFC 5321 4yz); 5yz other than a refused login: the message is at fault.
+_SMTP_LOGIN_REFUSED = (530, 534, 535)
+
+
+def email_target(settings: EmailConfig) -> str:
+    """What an outbox shows for the email channel: the server, never the login (``smtp://host:587``)."""
+    return f"smtp://{settings.host}:{settings.port}"
+
+
+def send_email(settings: EmailConfig, body: Mapping[str, Any], env: Mapping[str, str] | None = None, *,
+               smtp: Callable[..., smtplib.SMTP] = smtplib.SMTP) -> Delivery:
+    """Send one message (``{"subject", "text"}``) over SMTP with STARTTLS, the login from the environment
+    variables ``settings`` names. Never raises; the password appears in nothing it returns or logs (the
+    server's own reply text is left out too: a reply may echo what it was sent)."""
+    try:
+        login = settings.credentials(env)
+    except Exception as exc:  # the variable is not set: fixable, so the message waits
+        return Delivery(False, 0, reason=str(exc).splitlines()[0][:200])
+    message = EmailMessage()
+    message["Subject"] = str(body.get("subject", "Patina"))
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.to)
+    message.set_content(str(body.get("text", "")))
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        return Delivery(False, 0, reason=f"cannot use alerts.email.ca_file {settings.ca_file}: {type(exc).__name__}")
+    try:
+        with smtp(settings.host, settings.port, timeout=settings.timeout_seconds) as client:
+            client.ehlo()
+            client.starttls(context=context)  # refuses to go on in clear: SMTPNotSupportedError
+            client.ehlo()
+            if login is not None:
+                client.login(*login)
+            client.send_message(message)
+    except smtplib.SMTPNotSupportedError:
+        return Delivery(False, 1, reason="the mail server does not offer STARTTLS: Patina never sends in clear")
+    except smtplib.SMTPAuthenticationError as exc:
+        return Delivery(False, 1, exc.smtp_code, reason=f"SMTP {exc.smtp_code}: the login was refused "
+                        f"(check ${settings.username_env} / ${settings.password_env})")
+    except smtplib.SMTPResponseException as exc:
+        code = exc.smtp_code
+        rejected = 500 <= code < 600 and code not in _SMTP_LOGIN_REFUSED
+        return Delivery(False, 1, code, rejected=rejected, reason=f"SMTP {code}")
+    except smtplib.SMTPRecipientsRefused:
+        return Delivery(False, 1, rejected=True, reason="every recipient was refused")
+    except ssl.SSLError as exc:
+        return Delivery(False, 1, reason=f"TLS failed ({type(exc).__name__}: {exc.reason or 'handshake'})")
+    except (OSError, smtplib.SMTPException) as exc:
+        return Delivery(False, 1, reason=f"could not send ({type(exc).__name__})")
+    return Delivery(True, 1, 250, reason="SMTP 250")
+
+
+@dataclass
+class Channels:
+    """Where messages go and how each is sent: webhooks by HTTP POST, email by SMTP. ``targets()`` are read
+    from the environment at each call; an email target is the server's address (the login stays in the
+    environment until a message is sent)."""
+
+    settings: AlertsConfig
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    env: Mapping[str, str] | None = None
+
+    def targets(self) -> dict[str, str]:
+        found = webhook_urls(self.settings, self.env)
+        if self.settings.email is not None:
+            found[EMAIL] = email_target(self.settings.email)
+        return found
+
+    def send(self, target: str, body: Mapping[str, Any]) -> Delivery:
+        if self.settings.email is not None and target == email_target(self.settings.email):
+            return send_email(self.settings.email, body, self.env)
+        return deliver(target, body, self.policy)
+
+    def missing(self, destination: str) -> str:
+        return f"${destination_env(self.settings, destination)} is not set"
+
+    def names(self, destinations: Iterable[str]) -> dict[str, str]:
+        """``discord ($PATINA_DISCORD_WEBHOOK)``: how logs name a destination."""
+        return {d: f"{d} (${destination_env(self.settings, d)})" if d != EMAIL else f"email ({email_target(self.settings.email)})"
+                for d in destinations if d != EMAIL or self.settings.email is not None}
+
+
 # --------------------------------------------------------------------------------------------
 # Outbox: messages not delivered yet
 # --------------------------------------------------------------------------------------------
@@ -601,6 +865,8 @@ class PendingMessage:
     created_at: float
     tries: int = 0
     last_error: str = ""
+    #: :data:`INFO` .. :data:`CRITICAL`: a full outbox drops the least severe first.
+    severity: int = ERROR
 
 
 @dataclass
@@ -631,7 +897,8 @@ class FlushReport:
 @dataclass
 class Outbox:
     """Undelivered messages, oldest first, bounded: at most ``limit`` messages, none older than
-    ``max_age_seconds`` (an alert days late is noise; the run history still has it).
+    ``max_age_seconds`` (an alert days late is noise; the run history still has it). Over ``limit``, the
+    least severe go first, oldest first among equals: a week of success notes never pushes out a failure.
 
     Stored in a sensor cursor (:meth:`to_json` / :meth:`from_json`), so it holds message bodies and
     destination names only, never URLs.
@@ -693,9 +960,12 @@ class Outbox:
             else:
                 fresh.append(message)
         overflow = max(0, len(fresh) - self.limit)
-        for message in fresh[:overflow]:
-            report.dropped.append((message.id, f"outbox full ({self.limit} messages)"))
-        self.messages = fresh[overflow:]
+        # sorted() is stable: among equal severities the oldest (first queued) goes first.
+        dropped = {id(m) for m in sorted(fresh, key=lambda m: m.severity)[:overflow]}
+        for message in fresh:
+            if id(message) in dropped:
+                report.dropped.append((message.id, f"outbox full ({self.limit} messages)"))
+        self.messages = [m for m in fresh if id(m) not in dropped]
 
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(m) for m in self.messages]
@@ -708,7 +978,7 @@ class Outbox:
                 messages.append(PendingMessage(
                     id=str(item["id"]), destination=str(item["destination"]), body=dict(item["body"]),
                     created_at=float(item["created_at"]), tries=int(item.get("tries", 0)),
-                    last_error=str(item.get("last_error", ""))))
+                    last_error=str(item.get("last_error", "")), severity=int(item.get("severity", ERROR))))
             except (KeyError, TypeError, ValueError):
                 log.warning("dropping an unreadable outbox entry")
         return cls(messages=messages, **bounds)
@@ -719,5 +989,7 @@ class Outbox:
 
 def pending(alert_id: str, alert: Alert, destinations: Sequence[str], *, redact: bool, now: float) -> list[PendingMessage]:
     """``alert`` rendered for each destination, with ids ``<alert_id>@<destination>``."""
-    return [PendingMessage(id=f"{alert_id}@{d}", destination=d, body=render(alert, d, redact=redact), created_at=now)
+    rank = severity(alert)
+    return [PendingMessage(id=f"{alert_id}@{d}", destination=d, body=render(alert, d, redact=redact), created_at=now,
+                           severity=rank)
             for d in destinations]

@@ -42,7 +42,6 @@ import json
 import logging
 import re
 import tarfile
-import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -55,6 +54,7 @@ from typing import IO, Any, BinaryIO
 import zstandard
 
 from .config import WEEKLY_FORMATS
+from .leftovers import scratch_directory
 from .engine.errors import CorruptDump
 from .engine.formats import (
     GZIP_MAGIC,
@@ -819,8 +819,8 @@ class ArchiveStore:
     ) -> ArchiveManifest:
         members: list[ArchiveMember] = []
         skipped: dict[str, str] = {}
-        with tempfile.TemporaryDirectory(prefix="patina-archive-") as tmp:
-            path = Path(tmp) / f"{week}.{fmt}"
+        with scratch_directory("archive") as tmp:  # swept by the next run if this one is killed
+            path = tmp / f"{week}.{fmt}"
             writer = _ArchiveWriter(path, fmt)
             try:
                 # Database by database, day by day: each day's dump sits right after yesterday's.

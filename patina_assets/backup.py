@@ -7,12 +7,11 @@ tested and run without Dagster.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
+from . import leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
@@ -104,8 +103,9 @@ def back_up(
     A dump run long after its day ended (a backfill) reads the database as it is now: it is stored marked
     ``captured_late``, or refused with ``dump.late_backfill: refuse`` (``LateBackfillRefused``)."""
     refuse_late(database, day, settings, now)
-    with tempfile.TemporaryDirectory(prefix="patina-") as tmp:
-        path = Path(tmp) / f"{database.name}.{settings.format}"
+    leftovers.sweep(store.bucket)  # what a killed run left: temporaries, uploads, scratch, workers
+    with leftovers.scratch_directory("backup") as tmp:
+        path = tmp / f"{database.name}.{settings.format}"
         with open_database(database, cloudflare, settings) as source:
             result = dump_database(source, path, database=database.name, job_id=run_id,
                                    consistency_retries=settings.consistency_retries)

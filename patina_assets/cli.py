@@ -399,7 +399,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     catalog = _catalog(config)
     with open_instance() as (instance, detail):
         orchestrator = DagsterView(config, instance, detail).read()
-    status = Snapshot.take(config, catalog, orchestrator).to_dict()
+    snapshot = Snapshot.take(config, catalog, orchestrator)
+    status = snapshot.to_dict()
+    if getattr(args, "check", False):  # for cron / uptime checks: the exit code says it, no daemon needed
+        from .watch import health
+        verdict = health(config, snapshot.backups, snapshot.now)
+        status["check"] = {"exit_code": verdict.exit_code, "problems": list(verdict.problems)}
+        print(json.dumps(status, indent=2) if args.json else "\n".join(verdict.problems or ("ok: every database is fresh",)))
+        return verdict.exit_code
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
 
@@ -530,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="running or idle, the last job, the next run, storage, oldest and newest backup")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--check", action="store_true",
+                        help="only freshness, as the exit code: 0 fresh, 1 a warning, 2 stale or a missed night "
+                             "(for cron or an uptime monitor: it needs no Dagster daemon)")
     status.set_defaults(func=_cmd_status)
 
     guide = sub.add_parser("restore-guide", help="how to restore one database, with this installation's commands")

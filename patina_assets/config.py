@@ -50,6 +50,7 @@ __all__ = [
     "DUMP_FORMATS",
     "DatabaseConfig",
     "DumpConfig",
+    "EmailConfig",
     "GROVE_DATABASES",
     "GroveDatabase",
     "LocalBucketConfig",
@@ -414,6 +415,32 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class EmailConfig:
+    """The third alert channel: SMTP with STARTTLS (always: credentials never cross the wire in clear).
+
+    The server, port and addresses are not secrets and live in the file; the login comes from the
+    environment variables named by ``username_env`` / ``password_env``, read when a message is sent.
+    """
+
+    host: str
+    sender: str
+    to: tuple[str, ...]
+    port: int = 587
+    username_env: str | None = None
+    password_env: str | None = None
+    #: A CA bundle to trust besides the system's (a private mail relay with its own certificate).
+    ca_file: Path | None = None
+    timeout_seconds: float = 10.0
+
+    def credentials(self, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+        """``(username, password)`` from the environment, or None when no login is configured."""
+        if not self.username_env:
+            return None
+        return (require_env(self.username_env, "alerts.email.username_env", env),
+                require_env(self.password_env, "alerts.email.password_env", env))
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     discord_webhook_env: str | None = "PATINA_DISCORD_WEBHOOK"
     webhook_env: str | None = "PATINA_WEBHOOK_URL"
@@ -425,6 +452,8 @@ class AlertsConfig:
     stale_warn_after_days: int = 2
     consecutive_failure_limit: int = 3
     warn_on_check_warnings: bool = True
+    #: Email as a third channel (None: off).
+    email: EmailConfig | None = None
 
     def discord_webhook_url(self, env: Mapping[str, str] | None = None) -> str | None:
         """The Discord webhook URL, or None when not configured / the variable is unset."""
@@ -545,6 +574,11 @@ class PatinaConfig:
             f"  alerts: discord {secret(a.discord_webhook_env)}, webhook {secret(a.webhook_env)}, "
             f"notify_on_success={a.notify_on_success}, redact_names={a.redact_names}",
         ]
+        if a.email is not None:
+            login = (f", login {secret(a.email.username_env)} / {secret(a.email.password_env)}"
+                     if a.email.username_env else "")
+            lines.append(f"  email: {a.email.host}:{a.email.port} (STARTTLS) from {a.email.sender} to "
+                         f"{', '.join(a.email.to)}{login}")
         return "\n".join(lines)
 
 
@@ -917,6 +951,8 @@ _DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retrie
               "request_attempts", "request_backoff_seconds", "consistency_retries", "late_backfill")
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
+_EMAIL_KEYS = ("host", "port", "from", "to", "username_env", "password_env", "ca_file", "timeout_seconds")
+_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _UTC_NAMES = ("UTC", "Etc/UTC", "utc", "Z")
 
@@ -941,7 +977,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     bucket = _bucket(ctx, top.get("bucket"), base_dir)
     dump = _dump(ctx, top.get("dump"))
     retention = _retention(ctx, top.get("retention"))
-    alerts = _alerts(ctx, top.get("alerts"))
+    alerts = _alerts(ctx, top.get("alerts"), base_dir)
 
     if ctx.problems:
         return None
@@ -1149,7 +1185,46 @@ def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:
     return RetentionConfig(daily_days=daily, weekly_weeks=weekly, weekly_format=fmt)
 
 
-def _alerts(ctx: _Ctx, value: Any) -> AlertsConfig:
+def _email(ctx: _Ctx, value: Any, base_dir: Path) -> EmailConfig | None:
+    if value is None:
+        return None
+    path = "alerts.email"
+    section = ctx.mapping(value, path, _EMAIL_KEYS, required=("host", "from", "to"))
+    if section is None:
+        return None
+    n = len(ctx.problems)
+    host = ctx.string(section, path, "host", None)
+    port = ctx.integer(section, path, "port", 587, minimum=1, maximum=65535)
+    sender = ctx.string(section, path, "from", None, pattern=_EMAIL_RE, pattern_fix="an address like patina@example.com")
+    to = section.get("to")
+    recipients: list[str] = []
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to:
+        if to is not None:
+            ctx.error(_join(path, "to"), "must be an address or a list of addresses", "e.g. to: [ops@example.com]")
+    else:
+        for i, address in enumerate(to):
+            if not isinstance(address, str) or not _EMAIL_RE.match(address):
+                ctx.error(f"{path}.to[{i}]", f"{_show(address)} is not an email address", "e.g. ops@example.com")
+            else:
+                recipients.append(address)
+    username_env = ctx.env_name(section, path, "username_env", None, optional=True)
+    password_env = ctx.env_name(section, path, "password_env", None, optional=True)
+    if (username_env is None) != (password_env is None) and _MISSING not in (username_env, password_env):
+        ctx.error(_join(path, "password_env" if password_env is None else "username_env"),
+                  "a login needs both username_env and password_env",
+                  "name both variables, e.g. username_env: PATINA_SMTP_USER, password_env: PATINA_SMTP_PASSWORD")
+    ca_file = ctx.string(section, path, "ca_file", None)
+    timeout = ctx.number(section, path, "timeout_seconds", 10.0, gt=0)
+    if len(ctx.problems) > n:
+        return None
+    return EmailConfig(host=host, sender=sender, to=tuple(recipients), port=port, username_env=username_env,
+                       password_env=password_env, ca_file=(base_dir / ca_file) if ca_file else None,
+                       timeout_seconds=float(timeout))
+
+
+def _alerts(ctx: _Ctx, value: Any, base_dir: Path) -> AlertsConfig:
     path = "alerts"
     section = ctx.mapping(value, path, _ALERT_KEYS)
     n = len(ctx.problems)
@@ -1167,6 +1242,7 @@ def _alerts(ctx: _Ctx, value: Any) -> AlertsConfig:
         consecutive_failure_limit=ctx.integer(section, path, "consecutive_failure_limit",
                                               d.consecutive_failure_limit, minimum=1),
         warn_on_check_warnings=ctx.boolean(section, path, "warn_on_check_warnings", d.warn_on_check_warnings),
+        email=_email(ctx, section.get("email") if section else None, base_dir),
     )
     if len(ctx.problems) > n:
         return d

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from . import leftovers
 from .archive import (
     ArchiveManifest,
     ArchiveStore,
@@ -315,6 +316,10 @@ class Reconciliation:
     corrupt: list[Finding] = field(default_factory=list)
     unknown: list[Finding] = field(default_factory=list)
     orphans: list[Finding] = field(default_factory=list)
+    #: What interrupted runs left (temporaries, incomplete uploads, scratch directories, workers) and whether
+    #: the sweep removed it (leftovers.py); one it could not remove is a warning.
+    leftovers: list[Finding] = field(default_factory=list)
+    leftovers_kept: int = 0
     dailies_checked: int = 0
     archives_checked: int = 0
     objects: int = 0
@@ -325,7 +330,7 @@ class Reconciliation:
 
     @property
     def warnings(self) -> bool:
-        return bool(self.unknown or self.orphans)
+        return bool(self.unknown or self.orphans or self.leftovers_kept)
 
     @property
     def clean(self) -> bool:
@@ -396,4 +401,10 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         result.missing.append(Finding(weekly_manifest_key(validate_week(week)), f"recorded archive of week {week} is not in the bucket"))
     for info in weekly.orphans:
         result.orphans.append(Finding(info.key, f"an archive with no manifest ({info.size} bytes): a build that never finished"))
+
+    # Leftovers of interrupted runs: found, removed where safe, and reported.
+    swept = leftovers.sweep(store.bucket)
+    for leftover in swept.found:
+        result.leftovers.append(Finding(leftover.where, leftover.describe()))
+    result.leftovers_kept = len(swept.found) - len(swept.removed)
     return result

@@ -154,6 +154,18 @@ class Bucket(Protocol):
 
 
 _TMP_MARKER = ".patina-tmp."  # temporaries of LocalBucket; never a valid key segment
+
+
+@dataclass(frozen=True)
+class IncompleteWrite:
+    """What an interrupted write left in a bucket: a local temporary (``.patina-tmp.<pid>.*``, ``where`` is
+    its path under the root) or an incomplete S3 multipart upload (``where`` is its key)."""
+
+    where: str
+    size: int | None
+    started_at: datetime
+    writer_pid: int | None = None
+    upload_id: str | None = None
 _MAX_KEY_BYTES = 1024  # S3's limit
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -267,7 +279,8 @@ class LocalBucket:
         for attempt in (1, 2):
             directory.mkdir(parents=True, exist_ok=True)
             try:
-                fd, name = tempfile.mkstemp(prefix=_TMP_MARKER, dir=directory)
+                # The writer's pid in the name: cleanup knows a temporary whose writer is gone (leftovers.py).
+                fd, name = tempfile.mkstemp(prefix=f"{_TMP_MARKER}{os.getpid()}.", dir=directory)
             except FileNotFoundError:
                 if attempt == 2:
                     raise
@@ -327,6 +340,35 @@ class LocalBucket:
                     key = name if relative == "." else f"{relative}/{name}"
                     if not name.startswith(_TMP_MARKER) and _is_valid_key(key):
                         yield key
+
+    # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
+
+    def incomplete_writes(self) -> list[IncompleteWrite]:
+        """Temporaries (``.patina-tmp.*``) that writes left behind or are writing now, oldest first."""
+        found = []
+        with self._errors("list", None):
+            for dirpath, _dirnames, filenames in os.walk(self.root):
+                for name in filenames:
+                    if name.startswith(_TMP_MARKER):
+                        path = Path(dirpath) / name
+                        try:
+                            st = path.stat()
+                        except FileNotFoundError:  # the write just finished
+                            continue
+                        pid = name[len(_TMP_MARKER):].split(".", 1)[0]
+                        found.append(IncompleteWrite(
+                            where=path.relative_to(self.root).as_posix(), size=st.st_size,
+                            started_at=datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                            writer_pid=int(pid) if pid.isdigit() else None))
+        return sorted(found, key=lambda w: w.started_at)
+
+    def discard_incomplete_write(self, write: IncompleteWrite) -> None:
+        """Remove one temporary found by :meth:`incomplete_writes`."""
+        path = self.root.joinpath(*write.where.split("/"))
+        if not path.name.startswith(_TMP_MARKER):
+            raise InvalidKey(f"{write.where!r} is not a temporary of an interrupted write")
+        with self._errors("delete", None):
+            path.unlink(missing_ok=True)
 
     # -- deletes -------------------------------------------------------------------------------
 
@@ -726,6 +768,33 @@ class S3Bucket:
                     )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list", prefix or None, exc, listing=True) from exc
+
+    # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
+
+    def incomplete_writes(self) -> list[IncompleteWrite]:
+        """Multipart uploads started under this bucket's prefix and neither completed nor aborted, oldest
+        first (a process killed mid-upload leaves one; its parts are billed until aborted)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    found.append(IncompleteWrite(
+                        where=upload["Key"][len(self.prefix):], size=None, started_at=upload["Initiated"],
+                        upload_id=upload["UploadId"]))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("list the incomplete uploads of", None, exc, listing=True) from exc
+        return sorted(found, key=lambda w: w.started_at)
+
+    def discard_incomplete_write(self, write: IncompleteWrite) -> None:
+        """Abort one multipart upload found by :meth:`incomplete_writes` (its parts are discarded)."""
+        try:
+            self._call("abort the multipart upload of", write.where, "abort_multipart_upload",
+                       Bucket=self.bucket, Key=self._full_key(write.where), UploadId=write.upload_id)
+        except StorageObjectNotFound:
+            pass  # completed or aborted meanwhile
 
     # -- deletes -------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from .engine import (
     restore_dump,
     table_digests_of,
 )
+from . import leftovers
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
@@ -74,9 +74,10 @@ def latest_backup(store: BackupStore, database: str) -> Manifest | None:
 
 @contextmanager
 def scratch_directory(parent: Path | str | None = None) -> Iterator[Path]:
-    """A private temporary directory for downloaded dumps and restored databases, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="patina-verify-", dir=parent) as tmp:
-        yield Path(tmp)
+    """A private temporary directory for downloaded dumps and restored databases, removed afterwards
+    (and by the next run's sweep if this process is killed: see leftovers.py)."""
+    with leftovers.scratch_directory("verify", parent) as tmp:
+        yield tmp
 
 
 def download_dump(store: BackupStore, manifest: Manifest, directory: Path) -> tuple[Path, int, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 from support.webhook_server import SECRET_TOKEN, WebhookServer, closed_port_url
@@ -26,6 +27,7 @@ from patina_assets.alerts import (
     PendingMessage,
     RunSummary,
     deliver,
+    pending,
     discord_message,
     format_duration,
     render,
@@ -324,3 +326,65 @@ def test_outbox_stops_at_its_send_budget(webhook):
     report = outbox.flush({DISCORD: webhook.url}, now=1000.0, max_sends=3, send=send_once)
     assert report.delivered == ["m0@discord", "m1@discord", "m2@discord"] and report.waiting == ["m3@discord"]
     assert outbox.messages[0].tries == 0  # not tried, not counted
+
+
+def test_a_full_outbox_drops_the_least_severe_message_first():
+    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING
+
+    outbox = Outbox(limit=3)
+    ranks = [("failure-old", ERROR), ("success-1", INFO), ("warning", WARNING), ("success-2", INFO),
+             ("escalation", CRITICAL)]
+    for i, (name, rank) in enumerate(ranks):
+        outbox.add(PendingMessage(id=name, destination=DISCORD, body={}, created_at=1000.0 + i, severity=rank))
+    report = outbox.flush({}, now=1010.0, send=send_once)
+    # Over the bound by two: both success notes go, oldest first; failures and the escalation stay, in order.
+    assert [mid for mid, _ in report.dropped] == ["success-1", "success-2"]
+    assert [m.id for m in outbox.messages] == ["failure-old", "warning", "escalation"]
+    outbox.add(PendingMessage(id="failure-new", destination=DISCORD, body={}, created_at=1020.0, severity=ERROR))
+    assert [mid for mid, _ in outbox.flush({}, now=1021.0, send=send_once).dropped] == ["warning"]
+    # The rank survives the cursor.
+    assert [m.severity for m in Outbox.from_json(json.loads(json.dumps(outbox.to_json()))).messages] == [ERROR, CRITICAL, ERROR]
+
+
+def test_each_alert_has_a_severity_for_the_outbox():
+    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING, severity
+
+    success = RunSummary(job_id="r", title="Backup", job_name="nightly_backup", finished_at=FINISHED,
+                         outcomes=(DatabaseOutcome("groveauth", "database 1 of 1", True, size_bytes=1),))
+    assert severity(success) == INFO and severity(partial_run()) == ERROR
+    check = CheckFailure(job_id="r", check_name="schema_drift", severity="WARN", database="groveauth",
+                         label="database 1 of 1", asset="dumps/groveauth", finished_at=FINISHED)
+    assert severity(check) == WARNING
+    assert severity(FailureStreak(job_id="r", database="groveauth", label="x", failures=3, limit=3,
+                                  finished_at=FINISHED)) == CRITICAL
+    assert [m.severity for m in pending("a", success, [DISCORD, WEBHOOK], redact=False, now=0.0)] == [INFO, INFO]
+
+
+def test_stale_and_missed_messages_in_every_format_and_redacted():
+    from patina_assets.alerts import EMAIL, MissedNight, StaleBackup, email_message, severity
+
+    newest = FINISHED - dt.timedelta(days=8, hours=2)
+    stale = StaleBackup(database="scout-db", label="database 2 of 3", level="error", threshold_days=8,
+                        checked_at=FINISHED, newest_day="2026-03-01", newest_at=newest)
+    (embed,) = discord_message(stale)["embeds"]
+    assert embed["title"] == "🚨 Patina: no good backup of scout-db for 8 days" and embed["color"] == DARK_RED
+    assert embed["fields"][1] == {"name": "Newest good backup", "inline": False,
+                                  "value": "2026-03-01, data read 2026-03-02T01:01:30Z (8.1 days ago)"}
+    assert embed["footer"] == {"text": "Patina freshness watch"}
+    assert webhook_payload(stale) == {"type": "backup_stale", "status": "error", "timestamp": "2026-03-10T03:01:30Z",
+                                      "database": "scout-db", "thresholdDays": 8,
+                                      "newestGoodBackup": {"day": "2026-03-01", "capturedAt": "2026-03-02T01:01:30Z"}}
+    redacted = json.dumps([discord_message(stale, redact=True), webhook_payload(stale, redact=True),
+                           render(stale, EMAIL, redact=True)], ensure_ascii=False)
+    assert "scout" not in redacted and "database 2 of 3" in redacted
+    mail = email_message(stale)
+    assert mail["subject"] == "Patina: no good backup of scout-db for 8 days"
+    assert "Newest good backup: 2026-03-01, data read 2026-03-02T01:01:30Z (8.1 days ago)" in mail["text"]
+
+    missed = MissedNight(expected_day="2026-03-08", due_at=FINISHED - dt.timedelta(hours=12), checked_at=FINISHED,
+                         newest_at=newest)
+    assert discord_message(missed)["embeds"][0]["title"] == "❌ Patina: the nightly backup of 2026-03-08 never ran"
+    assert webhook_payload(missed)["type"] == "nightly_missed" and severity(missed) == 2
+    resumed = dataclasses_replace(missed, recovered=True)
+    assert webhook_payload(resumed)["type"] == "nightly_resumed" and severity(resumed) == 0
+    assert severity(dataclasses_replace(stale, level="warn")) == 1 and severity(stale) == 3

@@ -1,11 +1,14 @@
-"""Alert sensors: Discord / JSON webhook messages about runs, checks and failure streaks.
+"""Alert sensors: Discord / JSON webhook / email messages about runs, checks and failure streaks.
 
 Two sensors, both running by default:
 
-- ``patina_run_alerts`` -- when a run of the nightly job (or the weekly archive job) fails or is cancelled
-  (run monitoring cancels a run that passes ``dagster/max_runtime``): one message in the spec's embed format (databases successful/total, total size, duration, the run id as job id); when
-  it succeeds and ``alerts.notify_on_success`` is on: the "completed" message. And when a failed run --
-  of any job: backfills count -- leaves a database with ``alerts.consecutive_failure_limit`` or more
+- ``patina_run_alerts`` -- when a run that materializes a Patina asset fails or is cancelled: the nightly
+  job, the weekly archive job, on-demand backups (``patina trigger``), backfills, materializations launched
+  from the UI (``__ASSET_JOB``) and runs executed in-process; a run that ``patina_stuck_runs`` marked failed
+  too. One message in the spec's embed format (databases successful/total, total size, duration, the run id
+  as job id, and for each failed database the underlying cause -- the error a retried step last raised,
+  not "Exceeded max_retries"); when it succeeds and ``alerts.notify_on_success`` is on: the "completed"
+  message. And when a failed run leaves a database with ``alerts.consecutive_failure_limit`` or more
   failed backup attempts in a row, a louder message for that database (see :func:`failure_streak`).
 - ``patina_check_alerts`` -- when any run finishes: one message per failed ERROR asset check, and per
   failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none).
@@ -24,7 +27,9 @@ apart from the jobs: a webhook that is down never fails a backup.
 Like Dagster's run status sensors, a new sensor starts at the newest record: it does not replay history.
 
 Webhook URLs are read from the environment variables named by ``alerts.discord_webhook_env`` and
-``alerts.webhook_env`` at each tick; they appear in no log line, cursor, skip message or error.
+``alerts.webhook_env`` at each tick, the email login from ``alerts.email.*_env`` when a message is sent;
+they appear in no log line, cursor, skip message or error. ``defs/watch.py`` adds the freshness watch
+(stale backups, missed nights) and the stuck-run watch, delivering through the same outbox machinery.
 """
 
 from __future__ import annotations
@@ -45,20 +50,19 @@ from dagster._core.storage.tags import (
 
 from ..alerts import (
     Alert,
+    Channels,
     CheckFailure,
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
     Outbox,
     RunSummary,
-    deliver,
-    destination_env,
     pending,
-    webhook_urls,
 )
 from ..config import PatinaConfig
-from .archives import WEEKLY_JOB
+from .archives import ARCHIVE_KEY, WEEKLY_JOB
 from .dumps import dump_asset_key
+from .on_demand import ON_DEMAND_JOB, backup_op_name
 from .schedules import NIGHTLY_JOB
 
 RUN_ALERTS_SENSOR = "patina_run_alerts"
@@ -73,11 +77,14 @@ class AlertedJob:
     unit: str
 
 
-#: Matched by job name: a job that is not defined (weekly archives off) simply has no runs.
+#: Matched by job name: a job that is not defined (weekly archives off) simply has no runs. Any other run
+#: that materializes a Patina asset (a backfill, the UI's __ASSET_JOB, an in-process run) is alerted too.
 ALERTED_JOBS: Mapping[str, AlertedJob] = {
     NIGHTLY_JOB: AlertedJob("Backup", "Databases"),
     WEEKLY_JOB: AlertedJob("Weekly Archive", "Archives"),
+    ON_DEMAND_JOB: AlertedJob("On-demand Backup", "Databases"),
 }
+BACKFILL_TAG = "dagster/backfill"
 
 FINISHED = (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_CANCELED)
 #: Run outcomes that get the run message: a nightly run stopped at its max runtime is cancelled, not failed.
@@ -92,6 +99,8 @@ STREAK_LOOKBACK = 100
 
 _RUN_EVENTS = {
     DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_UP_FOR_RETRY,
     DagsterEventType.ASSET_MATERIALIZATION,
     DagsterEventType.STEP_FAILURE,
     DagsterEventType.RUN_FAILURE,
@@ -118,6 +127,8 @@ class RunFacts:
     step_errors: dict[str, str]
     run_error: str | None
     checks: list[dg.AssetCheckEvaluation]
+    #: step keys that started (on-demand ops plan no asset: their steps say which databases were tried).
+    started: set[str] | None = None
 
     @property
     def run(self) -> dg.DagsterRun:
@@ -155,7 +166,8 @@ class RunFacts:
 
 
 def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
-    facts = RunFacts(record, {}, {}, {}, None, [])
+    facts = RunFacts(record, {}, {}, {}, None, [], set())
+    retried: dict[str, str] = {}  # step key -> why its last retried attempt failed
     for entry in instance.all_logs(record.dagster_run.run_id, of_type=_RUN_EVENTS):
         event = entry.dagster_event
         if event is None:
@@ -163,12 +175,21 @@ def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
         kind = event.event_type
         if kind == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
             facts.planned.setdefault(event.asset_key, event.step_key)
+        elif kind == DagsterEventType.STEP_START and event.step_key:
+            facts.started.add(event.step_key)
+        elif kind == DagsterEventType.STEP_UP_FOR_RETRY and event.step_key:
+            data = event.event_specific_data
+            if data is not None and data.error is not None:
+                retried[event.step_key] = _error_text(data.error)
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             facts.materialized[event.asset_key] = event.step_materialization_data.materialization.metadata
         elif kind == DagsterEventType.STEP_FAILURE and event.step_key:
             data = event.step_failure_data
             described = data.user_failure_data.description if data.user_failure_data else None
-            facts.step_errors[event.step_key] = described or _error_text(data.error)
+            cause = _error_text(data.error)
+            if not described and _is_retry_wrapper(data.error) and cause == _RETRIES_EXHAUSTED:
+                cause = retried.get(event.step_key, cause)  # no cause attached: the last retried attempt's
+            facts.step_errors[event.step_key] = described or cause
         elif kind == DagsterEventType.RUN_FAILURE:
             data = event.job_failure_data
             facts.run_error = _error_text(data.error) if data and data.error else (event.message or entry.user_message)
@@ -180,10 +201,36 @@ def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
     return facts
 
 
+_RETRIES_EXHAUSTED = "retries exhausted"
+# Dagster's wrappers around the error that happened: a retry policy's RetryRequested ("Exceeded
+# max_retries of 3") and the step execution error around user code. The cause chain holds the real one.
+_WRAPPERS = ("RetryRequested", "DagsterMaxRetriesExceededError", "DagsterExecutionStepExecutionError",
+             "DagsterUserCodeExecutionError")
+
+
+def _is_retry_wrapper(error) -> bool:
+    return error is not None and (error.cls_name in _WRAPPERS or (error.message or "").startswith("Exceeded max_retries"))
+
+
+def _underlying(error):
+    """The error under Dagster's wrappers: follow ``cause`` (then ``context``) while the error is one of them."""
+    seen = 0
+    while _is_retry_wrapper(error) and seen < 10:
+        nested = error.cause or error.context
+        if nested is None:
+            break
+        error, seen = nested, seen + 1
+    return error
+
+
 def _error_text(error) -> str:
-    """``Failure: no SQLite database at ...`` from ``dagster._core.definitions.events.Failure: no ...``."""
+    """``Failure: no SQLite database at ...`` from ``dagster._core.definitions.events.Failure: no ...``;
+    the underlying cause of "Exceeded max_retries of 3"."""
     if error is None:
         return "unknown error"
+    error = _underlying(error)
+    if _is_retry_wrapper(error) and (error.message or "").startswith("Exceeded max_retries"):
+        return _RETRIES_EXHAUSTED
     message = (error.message or "").strip()
     head, sep, rest = message.partition(": ")
     if sep and "." in head and " " not in head:
@@ -206,6 +253,30 @@ class Alerting:
         self.settings = config.alerts
         self._by_asset = {db.asset_name: (i, db) for i, db in enumerate(config.databases, 1)}
         self._dump_keys = {dump_asset_key(db) for db in config.databases}
+        self._patina_keys = self._dump_keys | {ARCHIVE_KEY}
+        self._op_keys = {backup_op_name(db): dump_asset_key(db) for db in config.databases}
+
+    def is_patina_run(self, facts: RunFacts) -> bool:
+        """A run that sets out to materialize (or materializes) a Patina asset, whatever launched it."""
+        return (facts.run.job_name in ALERTED_JOBS or not self._patina_keys.isdisjoint(facts.planned)
+                or not self._patina_keys.isdisjoint(facts.materialized))
+
+    def with_on_demand_steps(self, facts: RunFacts) -> RunFacts:
+        """On-demand ops plan no asset: each started (or failed) ``backup_<db>`` step stands for its database."""
+        if facts.run.job_name == ON_DEMAND_JOB:
+            for step in sorted((facts.started or set()) | set(facts.step_errors)):
+                key = self._op_keys.get(step)
+                if key is not None:
+                    facts.planned.setdefault(key, step)
+        return facts
+
+    def job_for(self, run: dg.DagsterRun) -> AlertedJob:
+        """What the message calls the run: its job's title, a backfill, or a materialization."""
+        if run.job_name in ALERTED_JOBS:
+            return ALERTED_JOBS[run.job_name]
+        if run.tags.get(BACKFILL_TAG):
+            return AlertedJob("Backfill", "Assets")
+        return AlertedJob("Materialization", "Assets")
 
     def database(self, key: dg.AssetKey) -> tuple[str, str]:
         """``(name, redacted label)`` for an asset: ``("scout-db", "database 3 of 6")``,
@@ -229,7 +300,7 @@ class Alerting:
             else:
                 outcomes.append(DatabaseOutcome(name, label, False, error=unusable or facts.error_for(key)))
         failed = run.status in ENDED_BADLY
-        job = ALERTED_JOBS.get(run.job_name, AlertedJob(run.job_name, "Assets"))
+        job = self.job_for(run)
         return RunSummary(
             job_id=run.run_id,
             title=job.title,
@@ -246,11 +317,12 @@ class Alerting:
         )
 
     def run_alerts(self, instance: dg.DagsterInstance, facts: RunFacts) -> list[tuple[str, Alert]]:
-        """The run message (failed or cancelled runs of alerted jobs; successes too if asked) and
-        escalations (failed runs of any job)."""
+        """The run message (failed or cancelled runs that materialize Patina assets; successes too if asked)
+        and escalations (failed runs of any job)."""
         run = facts.run
+        facts = self.with_on_demand_steps(facts)
         alerts: list[tuple[str, Alert]] = []
-        if run.job_name in ALERTED_JOBS and (run.status in ENDED_BADLY or self.settings.notify_on_success):
+        if self.is_patina_run(facts) and (run.status in ENDED_BADLY or self.settings.notify_on_success):
             alerts.append(("run", self.run_summary(facts)))
         if run.status == dg.DagsterRunStatus.FAILURE:
             for key in facts.failed_assets():
@@ -278,6 +350,8 @@ class Alerting:
         """One alert per failed ERROR check in the run; per failed WARN check if warnings are wanted."""
         alerts: list[tuple[str, Alert]] = []
         for evaluation in facts.checks:
+            if evaluation.asset_key not in self._patina_keys:
+                continue  # another project's check in a run executed in-process on this instance
             severity = evaluation.severity.value
             if evaluation.passed or (severity != "ERROR" and not self.settings.warn_on_check_warnings):
                 continue
@@ -400,9 +474,12 @@ def _new_run_events(instance: dg.DagsterInstance, after: Mapping[str, int], limi
 
 
 def _in_this_location(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
-    """The rule Dagster's run status sensors use: only runs of the sensor's own code location
-    (in tests, neither has one)."""
+    """The rule Dagster's run status sensors use: only runs of the sensor's own code location (in tests,
+    neither has one) -- and runs with no code location at all (executed in-process, e.g. a script's
+    ``materialize(...)``): which of those touch Patina's assets is decided from their events."""
     origin = run.remote_job_origin
+    if origin is None:
+        return True
     run_location = origin.repository_origin.code_location_origin.location_name if origin else None
     run_repository = origin.repository_origin.repository_name if origin else None
     sensor_location = context.code_location_origin.location_name if context.code_location_origin else None
@@ -412,12 +489,46 @@ def _in_this_location(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -
 AlertsFor = Callable[[dg.DagsterInstance, RunFacts], list[tuple[str, Alert]]]
 
 
+def queue(outbox: Outbox, alerts: Iterable[tuple[str, Alert]], channels: Channels, *, prefix: str, now: float) -> int:
+    """Render each alert for every configured destination into ``outbox``; returns how many alerts."""
+    targets = sorted(channels.targets())
+    count = 0
+    for alert_id, alert in alerts:
+        count += 1
+        for message in pending(f"{prefix}:{alert_id}", alert, targets, redact=channels.settings.redact_names, now=now):
+            outbox.add(message)
+    return count
+
+
+def send_pending(context: dg.SensorEvaluationContext, outbox: Outbox, channels: Channels, *, now: float,
+                 new_alerts: int, what: str) -> str:
+    """Deliver what ``outbox`` holds (oldest first, within the tick's budget), log what happened, and
+    return the one-line summary for the tick. No URL or password is in anything it logs or returns."""
+    settings = channels.settings
+    targets = channels.targets()
+    if new_alerts and not targets:
+        context.log.warning(
+            f"{new_alerts} alert(s) not sent: no channel is configured. Set "
+            + " or ".join(f"${v}" for v in (settings.discord_webhook_env, settings.webhook_env) if v)
+            + " (names from alerts.discord_webhook_env / alerts.webhook_env in patina.yaml), or configure alerts.email.")
+    report = outbox.flush(targets, now=now, deadline=time.monotonic() + DELIVERY_SECONDS_PER_TICK,
+                          max_sends=SENDS_PER_TICK, send=channels.send, missing=channels.missing)
+    summary = f"{what}, {new_alerts} new alert(s); messages: {report.describe(channels.names(report.failing))}"
+    if report.failing:
+        context.log.warning(summary)
+    elif report.delivered:
+        context.log.info(summary)
+    for message_id, why in report.dropped:
+        context.log.error(f"gave up on alert {message_id}: {why}")
+    return summary
+
+
 def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_for: AlertsFor,
                        policy: DeliveryPolicy = DeliveryPolicy(),
                        env: Mapping[str, str] | None = None) -> dg.SensorDefinition:
     """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
-    them to the configured webhooks through the outbox in its cursor."""
-    settings = alerting.settings
+    them to the configured channels through the outbox in its cursor."""
+    channels = Channels(alerting.settings, policy, env)
 
     @dg.sensor(name=name, description=description, default_status=dg.DefaultSensorStatus.RUNNING,
                minimum_interval_seconds=30)
@@ -435,7 +546,6 @@ def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_f
         events = _new_run_events(instance, state.after, RUNS_PER_TICK)
         run_ids = list({e.run_id for e in events})
         records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))} if run_ids else {}
-        urls = webhook_urls(settings, env)
         now = time.time()
         new_alerts = 0
         for event in events:
@@ -443,29 +553,10 @@ def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_f
             record = records.get(event.run_id)
             if record is None or not _in_this_location(context, record.dagster_run):
                 continue
-            for alert_id, alert in alerts_for(instance, read_run(instance, record)):
-                new_alerts += 1
-                for message in pending(f"{name}:{event.run_id}:{alert_id}", alert, sorted(urls),
-                                       redact=settings.redact_names, now=now):
-                    state.outbox.add(message)
-        if new_alerts and not urls:
-            context.log.warning(
-                f"{new_alerts} alert(s) not sent: no webhook is configured. Set "
-                + " or ".join(f"${v}" for v in (settings.discord_webhook_env, settings.webhook_env) if v)
-                + " (names from alerts.discord_webhook_env / alerts.webhook_env in patina.yaml).")
-
-        report = state.outbox.flush(
-            urls, now=now, deadline=time.monotonic() + DELIVERY_SECONDS_PER_TICK, max_sends=SENDS_PER_TICK,
-            send=lambda url, body: deliver(url, body, policy),
-            missing=lambda d: f"${destination_env(settings, d)} is not set")
-        names = {d: f"{d} (${destination_env(settings, d)})" for d in report.failing}
-        summary = f"{len(events)} finished run(s) read, {new_alerts} new alert(s); messages: {report.describe(names)}"
-        if report.failing:
-            context.log.warning(summary)
-        elif report.delivered:
-            context.log.info(summary)
-        for message_id, why in report.dropped:
-            context.log.error(f"gave up on alert {message_id}: {why}")
+            new_alerts += queue(state.outbox, alerts_for(instance, read_run(instance, record)), channels,
+                                prefix=f"{name}:{event.run_id}", now=now)
+        summary = send_pending(context, state.outbox, channels, now=now, new_alerts=new_alerts,
+                               what=f"{len(events)} finished run(s) read")
         return dg.SensorResult(skip_reason=summary, cursor=state.to_json())
 
     return alert_sensor
@@ -480,13 +571,15 @@ def build_alert_sensors(config: PatinaConfig, *, policy: DeliveryPolicy = Delive
     return [
         build_alert_sensor(
             RUN_ALERTS_SENSOR,
-            f"Posts to the Discord / JSON webhooks when a run of {' or '.join(ALERTED_JOBS)} fails (and when it "
-            f"succeeds, if alerts.notify_on_success), and a louder message when a database has failed {limit} "
+            "Posts to the Discord / JSON webhooks and email when a run that materializes a Patina asset fails or is "
+            f"cancelled ({', '.join(ALERTED_JOBS)}, backfills, UI materializations, in-process runs), with the "
+            "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
+            f"database has failed {limit} "
             "backup attempts in a row. Undelivered messages wait in the cursor and are sent when the webhook is back.",
             alerting, alerting.run_alerts, policy, env),
         build_alert_sensor(
             CHECK_ALERTS_SENSOR,
-            "Posts to the Discord / JSON webhooks for each failed ERROR asset check of a finished run "
+            "Posts to the Discord / JSON webhooks and email for each failed ERROR asset check of a finished run "
             "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself.",
             alerting, alerting.check_alerts, policy, env),
     ]

@@ -404,7 +404,8 @@ def build_reconciliation_check(config: PatinaConfig) -> dg.AssetChecksDefinition
             report = reconcile(ArchiveStore(bucket.store()), recorded)
         except StorageError as exc:
             raise dg.Failure(description=f"reconciliation could not read the bucket: {exc}") from exc
-        for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown), ("orphan", report.orphans)):
+        for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown),
+                               ("orphan", report.orphans), ("leftover", report.leftovers)):
             for finding in findings[:_SHOWN]:
                 (context.log.error if kind in ("missing", "corrupt") else context.log.warning)(f"{kind}: {finding.key}: {finding.detail}")
         return dg.AssetCheckResult(
@@ -418,14 +419,20 @@ def build_reconciliation_check(config: PatinaConfig) -> dg.AssetChecksDefinition
 
 
 def _summary(report: Reconciliation) -> str:
+    removed = len(report.leftovers) - report.leftovers_kept
+    swept = f"; {removed} leftover(s) of interrupted runs removed" if removed else ""
+    if report.leftovers_kept:
+        swept += f"; {report.leftovers_kept} leftover(s) could not be removed"
     if report.clean:
-        return f"The bucket matches the records ({report.dailies_checked} dailies, {report.archives_checked} archives checked)."
-    return ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
+        return f"The bucket matches the records ({report.dailies_checked} dailies, {report.archives_checked} archives checked){swept}."
+    return (", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n) + swept).lstrip("; ")
 
 
 def _reconciliation_metadata(report: Reconciliation, recorded: RecordedBackups) -> dict[str, object]:
     metadata: dict[str, object] = {f"{kind}_count": n for kind, n in report.counts().items()}
-    for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown), ("orphans", report.orphans)):
+    metadata["leftovers_count"] = len(report.leftovers)
+    for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown),
+                           ("orphans", report.orphans), ("leftovers", report.leftovers)):
         metadata[kind] = dg.MetadataValue.json([{"key": f.key, "detail": f.detail} for f in findings[:_SHOWN]])
     metadata.update({
         "recorded_dailies": len(recorded.dailies),

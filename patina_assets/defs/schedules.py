@@ -6,11 +6,13 @@ import dagster as dg
 
 NIGHTLY_JOB = "nightly_backup"
 NIGHTLY_SCHEDULE = "nightly_backup_schedule"
-# A whole night's run is cancelled after this long; each database also has its own deadline.
+# A whole night's run is stopped by run monitoring after this long (the default; build_definitions derives it
+# from the configuration: see watch.run_bounds); each database also has its own deadline.
 NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
 
 
-def nightly_job(dump_assets: list[dg.AssetsDefinition], concurrency: int) -> dg.UnresolvedAssetJobDefinition:
+def nightly_job(dump_assets: list[dg.AssetsDefinition], concurrency: int,
+                max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS) -> dg.UnresolvedAssetJobDefinition:
     """Every database's dump for one day. `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps
     exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills."""
     return dg.define_asset_job(
@@ -18,7 +20,7 @@ def nightly_job(dump_assets: list[dg.AssetsDefinition], concurrency: int) -> dg.
         selection=dg.AssetSelection.assets(*dump_assets),
         executor_def=dg.multiprocess_executor.configured({"max_concurrent": concurrency}),
         description="Dump every configured database for one day and store the dumps with their manifests.",
-        tags={"dagster/max_runtime": str(NIGHTLY_MAX_RUNTIME_SECONDS)},
+        tags={"dagster/max_runtime": str(max_runtime_seconds)},
     )
 
 

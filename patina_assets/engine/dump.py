@@ -50,6 +50,7 @@ from pathlib import Path
 from .. import __version__
 from .errors import DumpError
 from .formats import DumpOutput, format_of
+from .lifeline import child_environment
 from .literals import (
     RealChecker,
     RowFormatter,
@@ -599,14 +600,16 @@ class _SecondHalf:
         }
         # The package's own directory goes on the worker's path, so it imports even when not installed.
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        env = child_environment(
+            {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
         try:
             self.process: subprocess.Popen | None = subprocess.Popen(
                 [sys.executable, "-m", "patina_assets.engine.dump_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             )
-            self.process.stdin.write(json.dumps(request))
-            self.process.stdin.close()
+            # One line, and stdin stays open: its end tells the worker this process is gone (see lifeline).
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
         except OSError:
             self.process = None
 
@@ -616,7 +619,9 @@ class _SecondHalf:
             raise _WorkerFailed()
         answer = self.process.stdout.read()
         self.process.stderr.read()
-        if self.process.wait() != 0:
+        status = self.process.wait()
+        self.process.stdin.close()
+        if status != 0:
             raise _WorkerFailed()
         result = json.loads(answer)
         with open(self.path, "rb") as part:
@@ -633,8 +638,11 @@ class _SecondHalf:
             self.process.kill()
             self.process.wait()
         if self.process is not None:
-            self.process.stdout.close()
-            self.process.stderr.close()
+            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+                try:
+                    stream.close()
+                except OSError:  # stdin: the worker is gone, and a flush on close finds no reader
+                    pass
         self.path.unlink(missing_ok=True)
 
 

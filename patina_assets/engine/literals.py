@@ -28,6 +28,7 @@ from itertools import repeat
 from pathlib import Path
 
 from . import real_check_worker
+from .lifeline import child_environment
 
 POW2_62 = "4611686018427387904.0"  # 2**62 with a decimal point: a REAL every SQLite parses exactly
 # D1's SQLite (3.47 in wrangler 4.20.0) misreads many decimal literals with exponents beyond about
@@ -141,7 +142,7 @@ class RealChecker:
                 if self._worker is None:
                     self._worker = subprocess.Popen(
                         [sys.executable, str(Path(__file__).with_name("real_check_worker.py"))],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_environment(),
                     )
                 request = ",".join(literals).encode()
                 self._worker.stdin.write(struct.pack("<I", len(request)) + request)

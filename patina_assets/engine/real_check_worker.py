@@ -2,8 +2,9 @@
 
 It reads frames from stdin (4-byte little-endian length, then REAL literals joined by commas), asks the
 same SQLite library what each literal parses to, and answers with a frame listing the positions whose
-value differs from the literal's exact (correctly rounded) value. It imports nothing of Patina, so it
-starts in milliseconds and stays small; run as a script: `python real_check_worker.py`.
+value differs from the literal's exact (correctly rounded) value. It imports nothing of Patina but
+`lifeline.py` beside it, so it starts in milliseconds and stays small; run as a script:
+`python real_check_worker.py`. It dies with its parent (`lifeline`), and ends at the end of its stdin.
 """
 
 import sqlite3
@@ -25,6 +26,11 @@ def misread(db: sqlite3.Connection, literals: list[str]) -> list[int]:
 
 
 def main() -> None:
+    try:
+        from .lifeline import die_with_parent
+    except ImportError:  # run as a script: this directory is sys.path[0]
+        from lifeline import die_with_parent
+    die_with_parent()
     db = sqlite3.connect(":memory:")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while len(head := stdin.read(4)) == 4:

@@ -452,3 +452,59 @@ def test_the_webhook_url_is_in_no_log_cursor_or_tick_message(tmp_path, instance,
     seen = "\n".join([console, caplog.text, *patina.skips, *(c or "" for c in patina.cursors.values())])
     for secret in (SECRET_TOKEN, discord.url, refused, refused.split("/api")[0], "/api/webhooks"):
         assert secret not in seen
+
+
+def test_every_run_that_materializes_a_patina_asset_is_alerted_with_the_underlying_cause(tmp_path, instance, hooks):
+    """Backfills, UI / script materializations (in-process, no code location) and on-demand runs, not only the
+    nightly job; a retried step's message is its error, not Dagster's "Exceeded max_retries of 2"."""
+    from patina_assets.defs.on_demand import build_on_demand_job
+
+    discord, generic = hooks
+    patina = Patina(tmp_path, instance)
+    patina.start()
+    patina.auth.write_bytes(b"not a database, " * 400)  # SourceError: retried (dump.retries: 2), then failed
+    cause = f"SourceError: cannot read {patina.auth} as a SQLite database: file is not a database"
+    groveauth = next(a for a in patina.defs.assets if a.key == dg.AssetKey(["dumps", "groveauth"]))
+    resources_ = resources.resources(patina.config)
+    adhoc = dg.materialize([groveauth], partition_key=DAYS[0], instance=instance, resources=resources_,
+                           raise_on_error=False)
+    backfill = dg.materialize([groveauth], partition_key=DAYS[1], instance=instance, resources=resources_,
+                              raise_on_error=False, tags={"dagster/backfill": "bf-1"})
+    on_demand = build_on_demand_job(patina.config).execute_in_process(
+        instance=instance, raise_on_error=False, resources=resources_, op_selection=["backup_groveauth"])
+    assert not any(r.success for r in (adhoc, backfill, on_demand))
+    failure = next(e for e in adhoc.all_events if e.is_step_failure)
+    assert "Exceeded max_retries" in failure.step_failure_data.error.message  # what Dagster itself says
+
+    patina.tick()
+    assert [p["jobId"] for p in generic.accepted] == [adhoc.run_id, backfill.run_id, on_demand.run_id]
+    assert [p["failures"] for p in generic.accepted] == [[{"database": "groveauth", "error": cause}]] * 3
+    titles = [m["embeds"][0]["title"] for m in discord.accepted]
+    assert titles == ["❌ Patina Materialization Failed", "❌ Patina Backfill Failed", "❌ Patina On-demand Backup Failed"]
+    assert fields(discord.accepted[0]["embeds"][0])["Failed"] == f"**groveauth**: {cause}"
+
+
+def test_a_webhook_down_for_three_nights_gets_every_message_once_when_it_is_back(tmp_path, instance, hooks):
+    discord, generic = hooks
+    discord.default = generic.default = 503  # both down
+    patina = Patina(tmp_path, instance)
+    patina.start()
+    runs = []
+    for day in DAYS[:3]:
+        runs.append(patina.night(day, auth_ok=False))
+        for _ in range(3):  # the daemon keeps ticking through the night
+            patina.tick()
+    assert discord.accepted == generic.accepted == [] and len(generic.requests) > 3
+    waiting = json.loads(patina.cursors[RUN_ALERTS_SENSOR])["outbox"]
+    assert len(waiting) == 2 * 4  # three failures and the escalation, for each webhook
+
+    discord.default, generic.default = 204, 200
+    patina.tick()
+    patina.tick()
+    assert [(p["type"], p["jobId"]) for p in generic.accepted] == [
+        ("backup_failed", runs[0].run_id), ("backup_failed", runs[1].run_id), ("backup_failed", runs[2].run_id),
+        ("backup_failure_streak", runs[2].run_id)]
+    assert [m["embeds"][0]["footer"]["text"] for m in discord.accepted] == [f"Job ID: {r.run_id}" for r in runs + runs[2:]]
+    assert json.loads(patina.cursors[RUN_ALERTS_SENSOR])["outbox"] == []
+    patina.tick()
+    assert len(discord.accepted) == len(generic.accepted) == 4

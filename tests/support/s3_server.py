@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -148,13 +148,17 @@ class Fault:
     skip: int = 0
     times: int | None = None
     # "error": answer an S3 error document; "drop": close without forwarding or answering;
-    # "lose_response": forward (so the write happens) but close instead of relaying moto's answer.
+    # "lose_response": forward (so the write happens) but close instead of relaying moto's answer;
+    # "hold": set ``reached`` and keep the request unanswered until ``release`` is set, then drop it
+    # (a test knows the client is mid-request, e.g. mid-upload, and can kill it there).
     action: str = "error"
     status: int = 500
     code: str = "InternalError"
     message: str = "We encountered an internal error. Please try again. (injected by FaultProxy)"
     seen: int = 0
     fired: int = 0
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def matches(self, request: ProxyRequest) -> bool:
         operations = (self.operation,) if isinstance(self.operation, str) else self.operation
@@ -206,6 +210,8 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        for fault in self.faults:
+            fault.release.set()  # held requests end
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -278,6 +284,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         request = _describe(self.command, self.path, dict(self.headers.items()), len(body))
         fault = proxy._fault_for(request)
+        if fault is not None and fault.action == "hold":
+            proxy._record(request)
+            fault.reached.set()
+            fault.release.wait(60)
+            self.close_connection = True
+            return
         if fault is not None and fault.action in ("drop", "lose_response"):
             if fault.action == "lose_response":
                 proxy._forward(self.command, self.path, dict(self.headers.items()), body)
