@@ -589,7 +589,7 @@ async def _trigger(request: Request) -> Response:
     except (TriggerUnavailable, PatinaError) as exc:
         logger.error("trigger failed: %s", exc)
         return error(503, "unavailable", f"the backup could not be started: {exc}")
-    return JSONResponse(result, status_code=202)
+    return JSONResponse(result, status_code=502 if result.get("status") == "failed" else 202)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -694,6 +694,8 @@ def openapi_document(config: PatinaConfig) -> dict:
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/TriggerRequest"}}}},
                 "responses": {"202": json_response("Started", {"$ref": "#/components/schemas/TriggerResponse"}),
+                              "502": json_response("Started and already failed (the response says why)",
+                                                   {"$ref": "#/components/schemas/TriggerResponse"}),
                               "413": json_response("Body too large"),
                               **{code: errors[code] for code in ("400", "401", "429", "503")}}}},
         },
