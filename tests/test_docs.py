@@ -96,8 +96,8 @@ def test_the_readme_names_and_numbers_match_what_the_commands_print(quick_start)
     root, _, done = quick_start
     defs = build_definitions(default_config(root))
     repository = defs.get_repository_def()
-    for name in [s.name for s in repository.schedule_defs] + [j.name for j in repository.get_all_jobs()
-                                                               if not j.name.startswith("__")]:
+    for name in ([s.name for s in repository.schedule_defs] + [s.name for s in repository.sensor_defs]
+                 + [j.name for j in repository.get_all_jobs() if not j.name.startswith("__")]):
         assert f"`{name}`" in README, name
     sources = sum(p.stat().st_size for p in (root / ".patina" / "sources").glob("*.sqlite"))
     stated = int(re.search(r"about (\d+) MB, a little different each day", README).group(1))

@@ -135,6 +135,8 @@ def _why_waiting(instance: dg.DagsterInstance) -> str:
     return "the run launcher has not started it (see the run in the UI)"
 
 
-def child_environment(config_path: Path | None) -> dict[str, str]:
+def child_environment(config_path: Path | None, instance: dg.DagsterInstance) -> dict[str, str]:
+    """`dagster job launch` submits to the instance we watch, and loads the code with our config."""
     from ..config import CONFIG_ENV_VAR
-    return {**os.environ, **({CONFIG_ENV_VAR: str(config_path)} if config_path else {})}
+    return {**os.environ, "DAGSTER_HOME": instance.root_directory,
+            **({CONFIG_ENV_VAR: str(config_path)} if config_path else {})}

@@ -169,7 +169,7 @@ def trigger_backup(
     names = tuple(db.name for db in chosen)
     run_id = str(uuid.uuid4())
     launch(ON_DEMAND_JOB, run_id, tags, None if everything else ops, workspace=workspace,
-           env=child_environment(config.source_path))
+           env=child_environment(config.source_path, instance))
     run = wait_until_started(instance, run_id)
     if wait:
         run = wait_until_ended(instance, run_id)
