@@ -164,7 +164,7 @@ def _restore_backup(args: argparse.Namespace) -> int:
             report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
                                   allow_foreign_key_violations=args.allow_foreign_key_violations)
         except PatinaError as exc:  # name the backup, not the temporary file it was downloaded to
-            raise type(exc)(str(exc).replace(str(dump), f"the backup of {name} on {day}")) from None
+            raise PatinaError(str(exc).replace(str(dump), f"the backup of {name} on {day}")) from None
         progress.done()
     _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where})
     return 0
