@@ -17,13 +17,18 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-# The nightly backup for real on the embedded default; Dagster's instance is this directory's dagster.yaml.
+# The nightly backups of the last complete week through yesterday, and that week's archive, for real on the
+# embedded default; Dagster's instance is this directory's dagster.yaml.
 demo: $(STAMP)
 	DAGSTER_HOME=$(CURDIR) $(BIN)/python -m patina_assets.demo
 
-# The Dagster UI on the same instance as the demo (http://127.0.0.1:3000).
+# The Dagster UI on the same instance as the demo (http://127.0.0.1:3000; `make ui PORT=3001 HOST=0.0.0.0`).
+# The demo's source databases are generated first if they are missing, so its runs work before `make demo`.
+HOST ?= 127.0.0.1
+PORT ?= 3000
 ui: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	$(BIN)/python -m patina_assets.demo --sources-only
+	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -h $(HOST) -p $(PORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dump.py

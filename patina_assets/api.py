@@ -477,7 +477,7 @@ async def _trigger(request: Request) -> Response:
     except (TriggerUnavailable, PatinaError) as exc:
         logger.error("trigger failed: %s", exc)
         return error(503, "unavailable", f"the backup could not be started: {exc}")
-    return JSONResponse(result, status_code=202)
+    return JSONResponse(result, status_code=502 if result.get("status") == "failed" else 202)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ def openapi_document(config: PatinaConfig) -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/TriggerRequest"}}}},
                 "responses": {"202": json_response("Started", {"$ref": "#/components/schemas/TriggerResponse"}),
+                              "502": json_response("Started and already failed (the response says why)",
+                                                   {"$ref": "#/components/schemas/TriggerResponse"}),
                               "413": json_response("Body too large"),
                               "415": json_response("The body is not application/json"),
                               **{code: errors[code] for code in ("400", "401", "403", "429", "503")}}}},

@@ -128,11 +128,12 @@ def refuse_late(database: DatabaseConfig, day: str, settings: DumpConfig, now: d
     )
 
 
-def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ) -> BackupStore:
-    """The backup store a configuration names, without Dagster (the command line, tests, recovery)."""
+def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ, *, create: bool = True) -> BackupStore:
+    """The backup store a configuration names, without Dagster (the command line, tests, recovery).
+    ``create=False`` (the read commands): a local bucket directory that does not exist is an error."""
     s3 = config.bucket.s3
     if s3 is None:
-        return BackupStore(LocalBucket(config.bucket.local.path))
+        return BackupStore(LocalBucket(config.bucket.local.path, create=create))
     key_id, secret = s3.credentials(env)
     client = make_s3_client(s3.endpoint_url, s3.region, key_id, secret)
     return BackupStore(S3Bucket(client, s3.bucket, prefix=s3.prefix, part_size=s3.multipart_part_size_bytes))

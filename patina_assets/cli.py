@@ -13,6 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .cli_support import (
+    UsageError,
+    announce,
+    check_port_free,
+    configure_logging,
+    database_name,
+    exit_quietly_on_closed_pipe,
+    nothing_matched,
+    open_catalog,
+    refuse_overwrite,
+)
 from .engine import PatinaError, dump_database, open_source, restore_dump
 
 if TYPE_CHECKING:
@@ -51,6 +62,7 @@ class Progress:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    refuse_overwrite(Path(args.output), args.force)
     progress = Progress(sys.stderr.isatty() and not args.quiet)
     options, retries = {}, {}
     if args.source.startswith("d1://"):  # patina.yaml's request and budget settings (the defaults without one)
@@ -103,12 +115,28 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             raise ValueError("--table restores one table of one database; it cannot be combined with --all")
         return _restore_all(args)
     if len(args.args) == 1:
+        _check_dump_argument(args.args[0])
         return _restore_file(args)
     if len(args.args) == 2:
         return _restore_backup(args)
-    raise ValueError("restore takes a DUMP file, or DAY DB from the bucket, or --all DAY: e.g. "
+    raise UsageError("restore takes a DUMP file, or DAY DB from the bucket, or --all DAY: e.g. "
                      "`patina restore dump.sql.zst --to new.sqlite`, `patina restore 2026-01-05 groveauth --to "
                      "new.sqlite`, `patina restore --all 2026-01-05 --to restored/`")
+
+
+def _check_dump_argument(text: str) -> None:
+    """One positional argument is a dump file; a day given alone lacks its database (a usage error, not a
+    damaged dump)."""
+    from .storage import InvalidKey, format_day
+    if Path(text).exists():
+        return
+    try:
+        day = format_day(text)
+    except InvalidKey:
+        raise UsageError(f"{text}: no such dump file. Give a local .sql/.sql.gz/.sql.zst dump, or DAY DB for a "
+                         "backup in the bucket (`patina list` shows them)") from None
+    raise UsageError(f"restore {day}: which database? Give DAY DB, e.g. `patina restore {day} DB --to NEW.sqlite` "
+                     f"(`patina list --date {day}` shows that day's backups), or --all {day} for every database")
 
 
 def _restore_file(args: argparse.Namespace) -> int:
@@ -132,6 +160,7 @@ def _restore_backup(args: argparse.Namespace) -> int:
     day_text, name = args.args
     config = _config(args)
     catalog = _catalog(config)
+    name = database_name(config, name, catalog)
     backup = _pick(catalog, day_text, name, args, "restore DAY DB")
     day = backup.day
     if is_d1_target(args.to):
@@ -143,8 +172,11 @@ def _restore_backup(args: argparse.Namespace) -> int:
         if is_d1_target(args.to):
             return _to_d1(config, dump, args.to, args, label=f"{name} on {day}", confirmed=True)
         progress = Progress(sys.stderr.isatty())
-        report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
-                              allow_foreign_key_violations=args.allow_foreign_key_violations)
+        try:
+            report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
+                                  allow_foreign_key_violations=args.allow_foreign_key_violations)
+        except PatinaError as exc:  # name the backup, not the temporary file it was downloaded to
+            raise PatinaError(str(exc).replace(str(dump), f"the backup of {name} on {day}")) from None
         progress.done()
     _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where,
                                          "verification": backup.status, "capturedAt": _iso(backup.captured_at)})
@@ -355,9 +387,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .storage import validate_database_name
     config = _config(args)
     day = _day(args.date, "--date") if args.date else None
-    if args.db:
-        validate_database_name(args.db)
-    document = list_document(_catalog(config).backups(), database=args.db, day=day, limit=args.limit)
+    catalog = _catalog(config)
+    database = database_name(config, validate_database_name(args.db), catalog) if args.db else None
+    backups = catalog.backups()
+    document = list_document(backups, database=database, day=day, limit=args.limit)
+    if not document["filtered"] and (database or day):
+        raise nothing_matched(backups, database, day)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -378,7 +413,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    catalog = _catalog(_config(args))
+    config = _config(args)
+    catalog = _catalog(config)
+    args.db = database_name(config, args.db, catalog)
     backup = _pick(catalog, args.day, args.db, args, "download DAY DB")
     day = backup.day
     target = catalog.download(backup, Path(args.output or backup.filename))
@@ -427,7 +464,7 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
     with open_instance() as (instance, detail):
         if instance is None:
             raise PatinaError(f"trigger needs the Dagster instance the daemon uses ({detail}): set DAGSTER_HOME to "
-                              "its directory (the one with dagster.yaml)")
+                              "its directory (the one with dagster.yaml; `make ui` uses this checkout's)")
         triggered = trigger_backup(config, instance, args.db, args.reason, wait=args.wait,
                                    workspace=Path(args.workspace) if args.workspace else None)
     document = triggered.to_dict()
@@ -435,27 +472,30 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         print(f"run {triggered.run_id}: on-demand backup of {', '.join(triggered.databases)} for {triggered.day}, "
-              f"{triggered.status.lower()}" + (f" ({triggered.reason})" if triggered.reason else ""))
-    if args.wait and triggered.status != "SUCCESS":
-        return 1
-    return 0
+              f"{document['status']}" + (f" ({triggered.reason})" if triggered.reason else ""))
+        if triggered.error:
+            print(f"patina: error: the backup failed: {triggered.error}", file=sys.stderr)
+    return 1 if document["status"] == "failed" else 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .api import serve
 
-    serve(_config(args), host=args.host, port=args.port)
+    config = _config(args)
+    check_port_free(args.host, args.port)
+    serve(config, host=args.host, port=args.port)
     return 0
 
 
 def _config(args: argparse.Namespace) -> PatinaConfig:
     from .config import load_config
-    return load_config(getattr(args, "config", None))
+    config = load_config(getattr(args, "config", None))
+    announce(config)
+    return config
 
 
 def _catalog(config: PatinaConfig) -> Catalog:
-    from .catalog import Catalog
-    return Catalog.for_config(config)
+    return open_catalog(config)
 
 
 def _day(text: str, where: str) -> str:
@@ -484,7 +524,9 @@ def _add_pick_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patina", description="Exact, D1-importable backups of Cloudflare D1 databases.")
     parser.add_argument("--version", action="version", version=f"patina {__version__}")
-    parser.add_argument("--config", help="the patina.yaml to use (default: $PATINA_CONFIG, ./patina.yaml, the demo)")
+    parser.add_argument("--config", help="the patina.yaml to use (default: $PATINA_CONFIG, then ./patina.yaml, then "
+                                         "the demo's default in a Patina checkout)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what Dagster and the storage do (DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     dump = sub.add_parser("dump", help="dump a SQLite file or a D1 database to .sql, .sql.gz or .sql.zst")
@@ -498,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "dump.page_bytes, 2,000,000)")
     dump.add_argument("--json", action="store_true", help="print what was written as JSON")
     dump.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    dump.add_argument("--force", action="store_true", help="replace the output file if it exists")
     dump.set_defaults(func=_cmd_dump)
 
     restore = sub.add_parser(
@@ -550,9 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = sub.add_parser("trigger", help="back up some or all databases now, through Dagster ($DAGSTER_HOME)")
     trigger.add_argument("--db", action="append", help="a database to back up (repeat for more; default: all)")
     trigger.add_argument("--reason", help="why (kept as the run tag patina/reason, shown in the UI)")
-    trigger.add_argument("--wait", action="store_true", help="run it here and wait for the end, instead of queueing it")
-    trigger.add_argument("--workspace", help="the Dagster workspace.yaml naming the code location (default: "
-                                             "./workspace.yaml, else the module patina_assets.definitions)")
+    trigger.add_argument("--wait", action="store_true", help="wait for the run to end (default: until it has started)")
+    trigger.add_argument("--workspace", help="the Dagster workspace.yaml the daemon loads, if its code location is not "
+                                             "called `patina` (default: the module patina_assets.definitions as the "
+                                             "location `patina`, as in pyproject.toml and workspace.yaml)")
     trigger.add_argument("--json", action="store_true")
     trigger.set_defaults(func=_cmd_trigger)
 
@@ -560,13 +604,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.set_defaults(func=_cmd_serve)
+    for command in sub.choices.values():  # a usage error shows the usage of its own command
+        command.set_defaults(usage=command.format_usage())
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    return exit_quietly_on_closed_pipe(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
+    except UsageError as e:
+        print(f"{args.usage}patina {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except PatinaError as e:  # storage errors are PatinaErrors too
         print(f"patina: error: {e}", file=sys.stderr)
         return 1

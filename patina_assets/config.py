@@ -5,9 +5,12 @@ Where the configuration comes from, first match wins:
 1. the ``path`` given to :func:`load_config`;
 2. the file named by the environment variable ``PATINA_CONFIG``;
 3. ``patina.yaml`` in the current working directory;
-4. the embedded default (:func:`default_config`): the six Grove databases as local SQLite
-   files under ``.patina/sources/`` and a local bucket under ``.patina/bucket`` -- what
-   ``make demo`` runs on.
+4. in a Patina checkout (a directory holding this project's ``pyproject.toml``), the embedded
+   default (:func:`default_config`): the six Grove databases as local SQLite files under
+   ``.patina/sources/`` and a local bucket under ``.patina/bucket`` -- what ``make demo`` runs on.
+
+Anywhere else, with none of these, :class:`ConfigNotFound` says so and how to point at a config:
+the demo's bucket is never created in whatever directory a command happens to run in.
 
 Every problem raises :class:`ConfigError`, whose message names the file, the field path
 (``databases[2].priority``), what is wrong and how to fix it. All problems found in a file are
@@ -29,6 +32,7 @@ import datetime as _dt
 import difflib
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +48,7 @@ __all__ = [
     "API_URL_ENV_VAR",
     "CloudflareConfig",
     "ConfigError",
+    "ConfigNotFound",
     "DEFAULT_API_URL",
     "DEFAULT_CONFIG_FILENAME",
     "DEFAULT_START_DATE",
@@ -63,6 +68,7 @@ __all__ = [
     "WEEKLY_FORMATS",
     "default_config",
     "find_config_file",
+    "is_patina_checkout",
     "load_config",
     "order_by_priority",
     "parse_d1_source",
@@ -193,6 +199,14 @@ class UnknownDatabaseError(ConfigError, KeyError):
     def _message(self) -> str:
         p = self.problems[0]
         return f"{p.problem} in Patina config {self.file} -- {p.fix}"
+
+
+class ConfigNotFound(ConfigError):
+    """No config file was named or found, and the working directory is not a Patina checkout."""
+
+    def _message(self) -> str:
+        p = self.problems[0]
+        return f"{p.problem}; {p.fix}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,7 +662,7 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] = os.envi
     """
     config_path = find_config_file(path, env)
     if config_path is None:
-        config = default_config(Path.cwd())
+        config = default_config(_checkout_or_refuse(Path.cwd()))
     else:
         config = load_config_text(_read_text(config_path), config_path.resolve())
     override = env.get(API_URL_ENV_VAR)
@@ -659,6 +673,26 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] = os.envi
         config = dataclasses.replace(
             config, cloudflare=dataclasses.replace(config.cloudflare, api_url=override.rstrip("/")))
     return config
+
+
+def is_patina_checkout(directory: Path) -> bool:
+    """Whether ``directory`` holds Patina's own ``pyproject.toml``: a clone of this project, where the
+    embedded demo default (``.patina/sources``, ``.patina/bucket``) belongs."""
+    try:
+        with open(Path(directory) / "pyproject.toml", "rb") as file:
+            return tomllib.load(file).get("project", {}).get("name") == "patina"
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _checkout_or_refuse(cwd: Path) -> Path:
+    if is_patina_checkout(cwd):
+        return cwd
+    raise ConfigNotFound(cwd, Problem(
+        "", f"no Patina config: ${CONFIG_ENV_VAR} is not set and {cwd} has no {DEFAULT_CONFIG_FILENAME} (nor is it a "
+            "Patina checkout, where the demo's default config applies)",
+        f"point at yours with `export {CONFIG_ENV_VAR}=/path/to/{DEFAULT_CONFIG_FILENAME}` or `patina --config PATH "
+        f"...`, or run from the directory that holds it (patina.example.yaml documents every field)"))
 
 
 def _read_text(path: Path) -> str:

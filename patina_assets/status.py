@@ -36,6 +36,7 @@ class JobRun:
     reason: str | None = None
     trigger: str | None = None
     nightly: bool = True  # the scheduled nightly job (False: an on-demand backup)
+    failed_to_start: str | None = None  # why, when the run ended before any backup began
 
     @property
     def finished(self) -> bool:
@@ -97,7 +98,8 @@ class Snapshot:
             "jobId": run.run_id,
             "job": run.job,
             "date": run.day,
-            "status": _job_status(run.status, run.databases_failed),
+            "status": _job_status(run.status, run.databases_failed, run.failed_to_start),
+            "error": run.failed_to_start,
             "successful": len(run.databases_ok),
             "failed": len(run.databases_failed),
             "failedDatabases": list(run.databases_failed),
@@ -269,7 +271,9 @@ def _newness(backup: Backup) -> tuple:
     return (backup.captured, backup.day, backup.location == DAILY)
 
 
-def _job_status(status: str, failed: tuple[str, ...]) -> str:
+def _job_status(status: str, failed: tuple[str, ...], failed_to_start: str | None = None) -> str:
+    if failed_to_start:
+        return "failed_to_start"
     if status == "SUCCESS":
         return "completed"
     if status == "CANCELED":
@@ -284,7 +288,9 @@ def _run_summary(run: JobRun) -> dict:
         "jobId": run.run_id,
         "job": run.job,
         "date": run.day,
-        "status": _job_status(run.status, run.databases_failed) if run.finished else run.status.lower(),
+        "status": (_job_status(run.status, run.databases_failed, run.failed_to_start) if run.finished
+                   else run.status.lower()),
+        "error": run.failed_to_start,
         "databases": {"successful": len(run.databases_ok), "failed": len(run.databases_failed)},
         "failedDatabases": list(run.databases_failed),
         "startedAt": iso(run.started_at),
@@ -327,7 +333,8 @@ def render_status(status: dict) -> str:
         lines.append(f"Last backup: {job['date']} {job['status']}: {job['successful']} ok, {job['failed']} failed"
                      f"{failed}; {job['totalSize']} in {job['duration'] or '?'}"
                      + (f" (run {job['jobId']})" if job["jobId"] else "")
-                     + (" [from the bucket]" if job["source"] == "bucket" else ""))
+                     + (" [from the bucket]" if job["source"] == "bucket" else "")
+                     + (f"; it backed up nothing: {job['error']}" if job.get("error") else ""))
     else:
         lines.append("Last backup: none in the bucket")
     lines.append(f"Next scheduled: {status['nextScheduled'] or 'unknown'}")

@@ -319,8 +319,10 @@ def test_trigger_needs_an_instance(capsys):
 
 
 def test_trigger_and_wait_backs_up_now_with_the_reason_as_a_run_tag(capsys, tmp_path, monkeypatch):
+    """--wait returns when the run has ended (here on an instance that launches at once, with no daemon)."""
     bucket = copy_of(filled("local"), tmp_path / "copy")
-    home = dagster_home(tmp_path / "instance")
+    home = dagster_home(tmp_path / "instance",
+                        run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"})
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     code, _, err = patina(capsys, bucket, "trigger", "--db", "nope")
     assert code == 2 and "unknown database(s) 'nope'" in err

@@ -16,6 +16,7 @@ from patina_assets.config import (
     GROVE_DATABASES,
     PRIORITY_ORDER,
     ConfigError,
+    ConfigNotFound,
     DatabaseConfig,
     UnknownDatabaseError,
     default_config,
@@ -115,11 +116,21 @@ def test_default_config(tmp_path):
     assert [db.priority for db in config.by_priority()] == ["critical"] * 3 + ["high"] + ["normal"] * 2
 
 
-def test_no_file_means_embedded_default(tmp_path, monkeypatch):
+def test_no_file_in_a_checkout_means_embedded_default(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "patina"\n')
     monkeypatch.chdir(tmp_path)
     config = load_config(env={})
     assert config.is_default
     assert config.bucket.local.path == tmp_path.resolve() / ".patina" / "bucket"
+
+
+def test_no_file_outside_a_checkout_is_an_error_that_says_how_to_point_at_one(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigNotFound) as info:
+        load_config(env={})
+    assert "PATINA_CONFIG" in str(info.value) and "--config" in str(info.value) and str(tmp_path) in str(info.value)
+    assert not (tmp_path / ".patina").exists()
 
 
 def test_patina_yaml_in_working_directory(tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def build_archive_asset(patina: PatinaConfig, partitions: dg.WeeklyPartitionsDef
         retry_policy=dg.RetryPolicy(max_retries=2, delay=120, backoff=dg.Backoff.EXPONENTIAL),
         description=(
             "The week's daily backups (Sunday to Saturday, UTC) packed into one archive, "
-            f"`weekly/<week-start>.<generation>.{retention.weekly_format}`, with an `index.json` and a manifest "
+            f"weekly/<week-start>.<generation>.{retention.weekly_format}, with an index.json and a manifest "
             "written last. The archive is read back and every member checked before retention deletes any daily "
             f"it holds. Retention keeps {retention.daily_days} days of dailies and {retention.weekly_weeks} weeks "
             "of archives, never the newest good backup of a database, and never a daily that no verified archive holds."
@@ -305,6 +305,10 @@ def _check_results(outcome: BuildOutcome, plan: RetentionPlan, result: Retention
             check_name=ARCHIVE_VERIFIED_CHECK,
             passed=verification.ok,
             severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"{outcome.manifest.week}: the stored archive reads back whole, and its {verification.members} "
+                         "members match their daily manifests' sha256" if verification.ok else
+                         f"{outcome.manifest.week}: the stored archive FAILED verification: "
+                         + "; ".join(verification.problems[:3])),
             metadata={"key": verification.key, "members_checked": verification.members, "bytes_read": verification.bytes_read,
                       "problems": dg.MetadataValue.json(verification.problems[:20])},
         ),
@@ -312,6 +316,7 @@ def _check_results(outcome: BuildOutcome, plan: RetentionPlan, result: Retention
             check_name=WEEK_COMPLETE_CHECK,
             passed=not missing and not index.skipped and not outcome.not_archived,
             severity=dg.AssetCheckSeverity.WARN,
+            description=_week_complete_description(outcome, missing),
             metadata={"missing_days": dg.MetadataValue.json(missing), "missing_count": sum(len(d) for d in missing.values()),
                       "skipped": dg.MetadataValue.json(dict(index.skipped)),
                       "not_archived": dg.MetadataValue.json([f"{db} {day}" for day, db in outcome.not_archived])},
@@ -320,10 +325,32 @@ def _check_results(outcome: BuildOutcome, plan: RetentionPlan, result: Retention
             check_name=RETENTION_CHECK,
             passed=not failures and not failed_archives,
             severity=dg.AssetCheckSeverity.ERROR,
+            description=_retention_description(plan, result, failures, failed_archives),
             metadata={"failures": dg.MetadataValue.json(failures), "archives_failing_verification": dg.MetadataValue.json(failed_archives),
                       "dry_run": result is None},
         ),
     ]
+
+
+def _week_complete_description(outcome: BuildOutcome, missing: dict[str, list[str]]) -> str:
+    index = outcome.manifest.index
+    if not missing and not index.skipped and not outcome.not_archived:
+        return f"{outcome.manifest.week}: every database has a backup for every day of the week"
+    parts = [f"{db} lacks {', '.join(days)}" for db, days in missing.items()]
+    parts += [f"{len(index.skipped)} skipped"] if index.skipped else []
+    parts += [f"{len(outcome.not_archived)} dailies not archived"] if outcome.not_archived else []
+    return f"{outcome.manifest.week}: the week is incomplete: " + "; ".join(parts)
+
+
+def _retention_description(plan: RetentionPlan, result: RetentionResult | None, failures: dict[str, str],
+                           failed_archives: dict[str, list[str]]) -> str:
+    if failures or failed_archives:
+        return (f"retention could not delete {len(failures)} object(s); {len(failed_archives)} archive(s) failed "
+                "verification, so the dailies they hold were kept")
+    if result is None:
+        return f"dry run: retention would delete {len(plan.dailies)} dailies and {len(plan.archives)} archives"
+    return (f"retention deleted {len(result.dailies)} dailies and {len(result.archives)} archives "
+            f"({human_bytes(result.bytes_freed)}); dailies from {plan.daily_cutoff} on are kept")
 
 
 def _mark_deleted(

@@ -124,8 +124,8 @@ def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -
         blocking=True,
         retry_policy=retry_policy(config.dump),  # for a bucket that hiccups on read-back, not for a bad dump
         description=(
-            f"The stored dump of **{database.name}**, read back from the bucket, restores into a scratch SQLite "
-            "database: footer sha256, `integrity_check` and `foreign_key_check` clean, and every table's row count "
+            f"The stored dump of {database.name}, read back from the bucket, restores into a scratch SQLite "
+            "database: footer sha256, integrity_check and foreign_key_check clean, and every table's row count "
             "and content digest equal to what the dump recorded from the source. ERROR (and the run fails) when "
             "not: that night has no usable backup."
         ),
@@ -174,8 +174,8 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
             dg.TableRecord(
                 {
                     "table": t.name,
-                    "recorded_rows": t.recorded_rows if t.recorded_rows is not None else -1,
-                    "restored_rows": t.restored_rows if t.restored_rows is not None else -1,
+                    "recorded_rows": t.recorded_rows,
+                    "restored_rows": t.restored_rows,
                     "digest": {True: "equal", False: "DIFFERENT", None: "not compared"}[t.digest_matches],
                 }
             )
@@ -184,8 +184,8 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
         schema=dg.TableSchema(
             columns=[
                 dg.TableColumn("table", "string"),
-                dg.TableColumn("recorded_rows", "int", description="from the manifest; -1: not recorded"),
-                dg.TableColumn("restored_rows", "int", description="counted after restore; -1: not restored"),
+                dg.TableColumn("recorded_rows", "int", description="from the manifest; empty: not recorded"),
+                dg.TableColumn("restored_rows", "int", description="counted after restore; empty: not restored"),
                 dg.TableColumn("digest", "string"),
             ]
         ),
@@ -197,8 +197,8 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
         "uri": dg.MetadataValue.text(uri),
         "key": outcome.key,
         "recorded_bytes": outcome.recorded_bytes,
-        "stored_bytes": outcome.stored_bytes if outcome.stored_bytes is not None else -1,
-        "stored_sha256": outcome.stored_sha256 or "none",
+        **({"stored_bytes": outcome.stored_bytes} if outcome.stored_bytes is not None else {}),
+        **({"stored_sha256": outcome.stored_sha256} if outcome.stored_sha256 else {}),
         "stored_sha256_matches": outcome.stored_sha256_matches,
         "restored": outcome.restored,
         "statements": outcome.statements,
@@ -226,7 +226,7 @@ def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         name=SIZE_ANOMALY,
         retry_policy=retry_policy(config.dump),
         description=(
-            f"The SQL size of **{database.name}**'s dump against the average of its last {HISTORY_WINDOW} backups "
+            f"The SQL size of {database.name}'s dump against the average of its last {HISTORY_WINDOW} backups "
             f"before that day: under {alerts.size_decrease_ratio:.0%} of it is an ERROR (possible data loss), over "
             f"{alerts.size_increase_ratio:.0%} a WARN (possible corruption or runaway growth). No verdict until "
             f"{MIN_HISTORY} earlier backups exist."
@@ -271,8 +271,9 @@ def size_metadata(verdict: SizeVerdict) -> dict:
         "sql_bytes": verdict.sql_bytes,
         "sql_size": dg.MetadataValue.text(human_bytes(verdict.sql_bytes)),
         "stored_bytes": verdict.stored_bytes,
-        "average_sql_bytes": round(verdict.average_sql_bytes) if verdict.average_sql_bytes is not None else -1,
-        "ratio_percent": round(verdict.ratio * 100, 1) if verdict.ratio is not None else -1,
+        # No verdict yet (too little history): no average and no ratio, rather than a number that means "none".
+        **({"average_sql_bytes": round(verdict.average_sql_bytes)} if verdict.average_sql_bytes is not None else {}),
+        **({"ratio_percent": round(verdict.ratio * 100, 1)} if verdict.ratio is not None else {}),
         "history_count": len(verdict.history),
         "history_needed": verdict.min_history,
         "history": history,
@@ -292,7 +293,7 @@ def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         name=SCHEMA_DRIFT,
         retry_policy=retry_policy(config.dump),
         description=(
-            f"Whether **{database.name}**'s schema fingerprint changed since its previous backup. WARN when it did, "
+            f"Whether {database.name}'s schema fingerprint changed since its previous backup. WARN when it did, "
             "listing the tables, indexes, views and triggers added, removed and changed (read back from both dumps)."
         ),
         metadata={"database": database.name},

@@ -42,9 +42,9 @@ def dump_asset_key(database: DatabaseConfig) -> dg.AssetKey:
 
 def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     description = (
-        f"Nightly SQL dump of **{database.name}**"
+        f"Nightly SQL dump of {database.name}"
         + (f" ({database.description})" if database.description else "")
-        + f", from {database.describe_source()}. Stored as `daily/<day>/{database.name}.<generation>.{config.dump.format}` "
+        + f", from {database.describe_source()}. Stored as daily/<day>/{database.name}.<generation>.{config.dump.format} "
         "with a manifest beside it (sha256, tables, rows, digests); the manifest is written last and makes the backup count."
     )
 

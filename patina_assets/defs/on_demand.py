@@ -12,10 +12,7 @@ An on-demand backup is today's backup: tonight's nightly run replaces it with th
 per database per day). To keep it beyond tonight, download it (`patina download DAY DB`).
 """
 
-import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,8 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..config import CONFIG_ENV_VAR, DatabaseConfig, PatinaConfig
-from ..engine import PatinaError
+from ..config import DatabaseConfig, PatinaConfig, UnknownDatabaseError
 from ..status import JobRun, Orchestrator, unavailable
 from .dumps import (
     EXPORT_POOL,
@@ -34,6 +30,14 @@ from .dumps import (
     dump_asset_key,
     dump_metadata,
     retry_policy,
+)
+from .launching import (
+    TriggerError,
+    child_environment,
+    failure_reason,
+    launch,
+    wait_until_ended,
+    wait_until_started,
 )
 from .resources import BucketResource, CloudflareResource
 from .schedules import NIGHTLY_JOB
@@ -44,10 +48,6 @@ DAY_TAG = "patina/day"
 REQUESTED_BY_TAG = "patina/requested_by"
 BACKUP_JOBS = (NIGHTLY_JOB, ON_DEMAND_JOB)
 MAX_REASON_LENGTH = 500
-
-
-class TriggerError(PatinaError):
-    """An on-demand backup could not be started; the message says why and what to do."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def backup_op_name(database: DatabaseConfig) -> str:
 def build_backup_op(database: DatabaseConfig, config: PatinaConfig) -> dg.OpDefinition:
     @dg.op(
         name=backup_op_name(database),
-        description=f"Back up **{database.name}** now, as today's backup (the run tag `{REASON_TAG}` says why).",
+        description=f"Back up {database.name} now, as today's backup (the run tag {REASON_TAG} says why).",
         out=dg.Out(dg.Nothing),
         pool=EXPORT_POOL,
         retry_policy=retry_policy(config.dump),
@@ -111,8 +111,9 @@ class Triggered:
     run_id: str
     day: str
     databases: tuple[str, ...]
-    status: str  # the run's status after submitting (QUEUED, STARTING, ...) or finishing (SUCCESS, FAILURE)
+    status: str  # the run's status once started (STARTED, ...) or finished (SUCCESS, FAILURE)
     reason: str | None
+    error: str | None = None  # why it failed (the failed steps' errors)
 
     def to_dict(self) -> dict:
         done = self.status in ("SUCCESS", "FAILURE", "CANCELED")
@@ -126,6 +127,7 @@ class Triggered:
             "reason": self.reason,
             "message": ("Backup job started. Check /status for progress." if not done
                         else f"Backup job finished: {self.status}."),
+            **({"error": self.error} if self.error else {}),
         }
 
 
@@ -135,10 +137,14 @@ def check_request(config: PatinaConfig, databases: Sequence[str] | None, reason:
         raise ValueError(f"the reason must be one line of at most {MAX_REASON_LENGTH} characters")
     if not databases:
         return list(config.by_priority())
-    unknown = [name for name in databases if name not in config.names]
+    wanted, unknown = set(), []
+    for name in databases:
+        try:
+            wanted.add(config.database(name).name)  # the asset name (scout_db) stands for scout-db
+        except UnknownDatabaseError:
+            unknown.append(name)
     if unknown:
         raise ValueError(f"unknown database(s) {', '.join(map(repr, unknown))}; configured: {', '.join(config.names)}")
-    wanted = set(databases)
     return [db for db in config.by_priority() if db.name in wanted]
 
 
@@ -152,51 +158,24 @@ def trigger_backup(
     requested_by: str = "cli",
     workspace: Path | None = None,
 ) -> Triggered:
-    """Start an on-demand backup run. ``wait``: execute it here and return when it ends; otherwise submit it to
-    the instance's run queue (the daemon launches it, as it does scheduled runs) and return at once."""
+    """Submit an on-demand backup run to the instance's queue (the daemon launches it, as it does scheduled runs)
+    and return once it has started; ``wait``: once it has ended. A run that cannot start raises TriggerError
+    with Dagster's reason."""
     chosen = check_request(config, databases, reason)
     day = today()
     tags = {DAY_TAG: day, REQUESTED_BY_TAG: requested_by, **({REASON_TAG: reason} if reason else {})}
     ops = [backup_op_name(db) for db in chosen]
     everything = len(chosen) == len(config.databases)
     names = tuple(db.name for db in chosen)
-    if wait:
-        from . import build_definitions
-
-        job = build_definitions(config).resolve_job_def(ON_DEMAND_JOB)
-        result = job.execute_in_process(instance=instance, tags=tags, op_selection=None if everything else ops,
-                                        raise_on_error=False)
-        return Triggered(result.run_id, day, names, result.dagster_run.status.value, reason)
     run_id = str(uuid.uuid4())
-    _launch(config, run_id, tags, None if everything else ops, workspace)
-    run = instance.get_run_by_id(run_id)
-    if run is None:
-        raise TriggerError(f"the run {run_id} was submitted but the instance at $DAGSTER_HOME does not show it: "
-                           "is DAGSTER_HOME the instance the daemon uses?")
-    return Triggered(run_id, day, names, run.status.value, reason)
-
-
-def _launch(config: PatinaConfig, run_id: str, tags: dict[str, str], ops: list[str] | None,
-            workspace: Path | None) -> None:
-    """Submit through `dagster job launch`, Dagster's public way to queue a run of a code location's job.
-
-    It loads the code location the same way the daemon and the UI do (``workspace.yaml``, or the module
-    ``patina_assets.definitions``), so the queued run names a location they know; with the same patina.yaml
-    as this process, so the ops asked for exist there.
-    """
-    if workspace is None and Path("workspace.yaml").is_file():
-        workspace = Path("workspace.yaml")
-    target = ["-w", str(workspace)] if workspace else ["-m", "patina_assets.definitions"]
-    command = [sys.executable, "-m", "dagster", "job", "launch", *target, "-j", ON_DEMAND_JOB,
-               "--run-id", run_id, "--tags", json.dumps(tags)]
-    if ops:
-        command += ["--op-selection", ",".join(ops)]
-    env = {**os.environ, **({CONFIG_ENV_VAR: str(config.source_path)} if config.source_path else {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-        detail = " | ".join(lines[-3:]) or f"exit code {done.returncode}"
-        raise TriggerError(f"Dagster did not accept the run: {detail}")
+    launch(ON_DEMAND_JOB, run_id, tags, None if everything else ops, workspace=workspace,
+           env=child_environment(config.source_path, instance))
+    run = wait_until_started(instance, run_id)
+    if wait:
+        run = wait_until_ended(instance, run_id)
+    failed = run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    return Triggered(run_id, day, names, run.status.value, reason,
+                     error=failure_reason(instance, run_id) if failed else None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,12 +255,17 @@ def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobR
     expected = _expected_databases(config, run, by_step)
     ok, failed = [], []
     finished = run.status.value in ("SUCCESS", "FAILURE", "CANCELED")
-    for stats in instance.get_run_step_stats(run.run_id):
+    step_stats = instance.get_run_step_stats(run.run_id)
+    for stats in step_stats:
         name = by_step.get(stats.step_key)
         if name is None:
             continue
         (ok if stats.status is not None and stats.status.value == "SUCCESS" else failed).append(name)
-    if finished:
+    # A run that ended before any step began (its code location was not found, its process never came up) backed
+    # up nothing and failed nothing: it failed to start, and says why.
+    failed_to_start = (failure_reason(instance, run.run_id)
+                       if run.status.value == "FAILURE" and not step_stats else None)
+    if finished and not failed_to_start:
         failed += [name for name in expected if name not in ok and name not in failed]
     started = _utc(record.start_time)
     ended = _utc(record.end_time)
@@ -297,6 +281,7 @@ def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobR
         reason=run.tags.get(REASON_TAG),
         trigger=run.tags.get(REQUESTED_BY_TAG) or ("schedule" if run.tags.get("dagster/schedule_name") else None),
         nightly=run.job_name == NIGHTLY_JOB,
+        failed_to_start=failed_to_start,
     )
 
 

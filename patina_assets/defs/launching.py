@@ -1,0 +1,142 @@
+"""Submitting a run to the instance the UI and the daemon use, and watching it start and end.
+
+The code location is called ``patina`` everywhere (``CODE_LOCATION``): pyproject.toml's ``[tool.dagster]`` (what
+``dagster dev`` without ``-w`` loads, i.e. ``make ui``), workspace.yaml (``dagster dev -w``, the production
+webserver and daemon) and the workspace ``patina trigger`` launches through. A queued run names the location it
+came from, and the daemon launches it only from a location of that name: one name, or the run fails before it
+starts (``DagsterCodeLocationNotFoundError``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from ..engine import PatinaError
+
+CODE_LOCATION = "patina"
+DEFINITIONS_MODULE = "patina_assets.definitions"
+#: How long a submitted run may stay queued before `trigger` says why it does not start.
+START_TIMEOUT_SECONDS = 90.0
+POLL_SECONDS = 0.5
+
+_WAITING = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING)
+_ENDED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+class TriggerError(PatinaError):
+    """An on-demand backup could not be started; the message says why and what to do."""
+
+
+def workspace_text(working_directory: Path) -> str:
+    """The workspace `patina trigger` launches through when none is given: the location ``patina``."""
+    return json.dumps({"load_from": [{"python_module": {
+        "module_name": DEFINITIONS_MODULE, "location_name": CODE_LOCATION,
+        "working_directory": str(working_directory)}}]})  # JSON is YAML
+
+
+def launch(job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *, workspace: Path | None,
+           env: dict[str, str]) -> None:
+    """Submit a run through `dagster job launch`, Dagster's public way to queue a run of a code location's job.
+
+    It loads the code location as the daemon and the UI do, so the queued run names a location they know."""
+    with tempfile.TemporaryDirectory(prefix="patina-trigger-") as tmp:
+        if workspace is None:
+            workspace = Path(tmp) / "workspace.yaml"
+            workspace.write_text(workspace_text(Path.cwd()))
+        command = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(workspace), "-j", job,
+                   "--run-id", run_id, "--tags", json.dumps(tags)]
+        if ops:
+            command += ["--op-selection", ",".join(ops)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+        detail = " | ".join(lines[-3:]) or f"exit code {done.returncode}"
+        raise TriggerError(f"Dagster did not accept the run: {detail}")
+
+
+def wait_until_started(instance: dg.DagsterInstance, run_id: str, timeout: float = START_TIMEOUT_SECONDS) -> dg.DagsterRun:
+    """The run once it has left the queue (started, or already ended); TriggerError if it cannot start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            raise TriggerError(f"the run {run_id} was submitted but the instance at $DAGSTER_HOME does not show it: "
+                               "is DAGSTER_HOME the instance the daemon uses?")
+        if run.status not in _WAITING:
+            if run.status in _ENDED and run.status != dg.DagsterRunStatus.SUCCESS and not steps_started(instance, run_id):
+                raise TriggerError(f"run {run_id} failed to start: {failure_reason(instance, run_id)}")
+            return run
+        if time.monotonic() > deadline:
+            raise TriggerError(f"run {run_id} is still {run.status.value} after {timeout:.0f} s: {_why_waiting(instance)}")
+        time.sleep(POLL_SECONDS)
+
+
+def wait_until_ended(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in _ENDED:
+            return run
+        time.sleep(POLL_SECONDS)
+
+
+def steps_started(instance: dg.DagsterInstance, run_id: str) -> bool:
+    return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1).records)
+
+
+def failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Why a run failed, in a line or two: the failed steps' errors, else the engine's (e.g. a code location the
+    daemon does not know), else the run's own failure message."""
+    kinds = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_FAILURE}
+    steps, engine, run_messages = [], [], []
+    for record in instance.get_records_for_run(run_id, of_type=kinds).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            steps.append(f"{event.step_key}: {_error_text(event.step_failure_data.error)}")
+        elif event.event_type == dg.DagsterEventType.ENGINE_EVENT:
+            error = getattr(event.engine_event_data, "error", None)
+            if error is not None:
+                engine.append(_error_text(error))
+        elif event.message:
+            run_messages.append(event.message)
+    found = steps or engine or run_messages
+    return "; ".join(dict.fromkeys(found)) if found else "Dagster recorded no reason (see the run in the UI)"
+
+
+def _error_text(error) -> str:
+    """The error's own first line, and its first cause's (Dagster wraps the interesting one)."""
+    if error is None:
+        return "unknown error"
+    parts = []
+    while error is not None and len(parts) < 2:
+        line = (error.message or "").strip().splitlines()
+        if line:
+            parts.append(line[0].removeprefix("dagster._core.errors.")[:300])
+        error = error.cause
+    return " <- ".join(parts) or "unknown error"
+
+
+def _why_waiting(instance: dg.DagsterInstance) -> str:
+    if isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
+        status = instance.get_daemon_statuses(["QUEUED_RUN_COORDINATOR"]).get("QUEUED_RUN_COORDINATOR")
+        if status is None or not status.healthy:
+            return ("no Dagster daemon is dequeuing runs on this instance: start one (`make ui` runs `dagster dev`, "
+                    "which runs it; in production `dagster-daemon run`); the run starts once it does")
+        return "the daemon is running but has not started it: the run queue may be full (see Runs in the UI)"
+    return "the run launcher has not started it (see the run in the UI)"
+
+
+def child_environment(config_path: Path | None, instance: dg.DagsterInstance) -> dict[str, str]:
+    """`dagster job launch` submits to the instance we watch, and loads the code with our config."""
+    from ..config import CONFIG_ENV_VAR
+    return {**os.environ, "DAGSTER_HOME": instance.root_directory,
+            **({CONFIG_ENV_VAR: str(config_path)} if config_path else {})}

@@ -1,0 +1,82 @@
+"""`make ui` in a fresh checkout (before `make demo`), exactly as a new user starts it (`dagster dev` without -w,
+which names the code location from pyproject.toml), and `patina trigger --wait` beside it, as a subprocess: the
+run starts through the UI's daemon and backs up; a run the daemon cannot start fails the command with Dagster's
+reason, and `patina status` says it failed to start rather than that six databases failed."""
+
+import json
+import subprocess
+import time
+import tomllib
+import urllib.request
+
+import pytest
+import yaml
+from support.checkout import ROOT, checkout_copy, free_port, stop_group, user_environment
+
+from patina_assets.defs.launching import CODE_LOCATION
+
+READY_SECONDS = 300
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    root = checkout_copy(tmp_path_factory.mktemp("fresh-checkout"))
+    port = free_port()
+    log = open(root / "make-ui.log", "w")
+    process = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=root, env=user_environment(root), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            assert process.poll() is None, (root / "make-ui.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (root / "make-ui.log").read_text()[-3000:]
+            time.sleep(1)  # polling the server's own readiness answer, not standing in for it
+        yield root
+    finally:
+        stop_group(process)
+        log.close()
+
+
+def patina(root, *args, timeout=600):
+    env = {**user_environment(root), "DAGSTER_HOME": str(root)}
+    return subprocess.run([str(root / ".venv" / "bin" / "patina"), *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_code_location_has_one_name():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    assert pyproject["tool"]["dagster"]["code_location_name"] == CODE_LOCATION
+    assert [entry["python_module"]["location_name"] for entry in workspace["load_from"]] == [CODE_LOCATION]
+
+
+def test_make_ui_works_first_and_trigger_wait_backs_up_beside_it(ui):
+    assert sorted(p.name for p in (ui / ".patina" / "sources").glob("*.sqlite")) == sorted(
+        f"{name}.sqlite" for name in ("groveauth", "grove-engine-db", "scout-db", "autumnsgrove-posts",
+                                      "autumnsgrove-git-stats", "grove-domain-jobs"))
+    done = patina(ui, "trigger", "--db", "scout_db", "--reason", "pre-deploy", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on-demand backup of scout-db" in done.stdout and "completed" in done.stdout
+    assert "DEBUG" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr  # only the config line
+    listing = json.loads(patina(ui, "list", "--json").stdout)
+    assert [b["database"] for b in listing["backups"]] == ["scout-db"]
+
+
+def test_a_run_the_daemon_cannot_start_fails_trigger_and_status_says_so(ui):
+    other = ui / "other-workspace.yaml"  # the old mismatch: a location the UI's daemon does not have
+    other.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "patina_assets.definitions", "location_name": "patina_assets.definitions"}}]}))
+    done = patina(ui, "trigger", "--db", "groveauth", "--workspace", str(other), "--wait")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed to start" in done.stderr and "patina_assets.definitions" in done.stderr, done.stderr
+    status = json.loads(patina(ui, "status", "--json").stdout)
+    newest = status["recentJobs"][0]
+    assert newest["status"] == "failed_to_start" and newest["databases"] == {"successful": 0, "failed": 0}
+    assert "patina_assets.definitions" in newest["error"]
+    assert "failed_to_start" in patina(ui, "status").stdout
