@@ -321,18 +321,20 @@ class _DumpWriter:
         if table.rowid_by_update:
             room, max_rows = room - 80, 1  # one row a statement, plus the UPDATE that sets its rowid
         formatter = RowFormatter(len(table.columns), self.checker)
-        pending: list[str] = []
+        pending: list[bytes] = []  # value tuples in UTF-8, encoded once: their sizes are what D1 counts
         pending_bytes = 0
         rows = 0
+
+        prefix_bytes = prefix.encode("utf-8")
 
         def flush() -> None:
             nonlocal pending, pending_bytes
             if pending:
                 if table.rowid_by_update:  # the tuple's first value is the rowid, an integer
-                    rowid, rest = pending[0][1:].split(",", 1)
+                    rowid, rest = pending[0][1:].decode("utf-8").split(",", 1)
                     emit(self.insert_then_set_rowid(table, "(" + rest, rowid))
                 else:
-                    emit(prefix + ",\n".join(pending) + ";\n")
+                    emit_bytes(prefix_bytes + b",\n".join(pending) + b";\n")
                 pending, pending_bytes = [], 0
 
         # Statements of a rowid table never span two rowid blocks: where they break then depends only on
@@ -361,10 +363,8 @@ class _DumpWriter:
             """Pack value tuples into statements of at most `room` bytes and `max_rows` rows."""
             nonlocal pending_bytes
             # Each tuple costs its bytes plus ",\n" (computed in C: this runs for every row).
-            if ",".join(tuples).isascii():
-                sizes = list(map(add, map(len, tuples), repeat(2)))
-            else:
-                sizes = [utf8_length(t) + 2 for t in tuples]
+            encoded = list(map(str.encode, tuples))
+            sizes = list(map(add, map(len, encoded), repeat(2)))
             i, n = 0, len(tuples)
             while i < n:
                 if sizes[i] > room:  # one row alone over the limit
@@ -376,7 +376,7 @@ class _DumpWriter:
                 running = list(accumulate(sizes[i : i + take]))
                 fits = bisect_right(running, room - pending_bytes)
                 if fits:
-                    pending.extend(tuples[i : i + fits])
+                    pending.extend(encoded[i : i + fits])
                     pending_bytes += running[fits - 1]
                     i += fits
                 if i < n:

@@ -133,7 +133,7 @@ class RealChecker:
 
     def misread(self, values: Sequence[float], literals: Sequence[str]) -> list[int]:
         """Indexes of `literals` (each `repr` of the matching value) that SQLite parses to another value."""
-        return real_check_worker.misread(self._db(), list(literals))
+        return real_check_worker.misread(self._db(), list(literals), list(values))
 
     def _misread_in_worker(self, values: list[float], literals: list[str]) -> list[int]:
         if not self._worker_failed:
@@ -143,8 +143,7 @@ class RealChecker:
                         [sys.executable, str(Path(__file__).with_name("real_check_worker.py"))],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                     )
-                request = ",".join(literals).encode()
-                self._worker.stdin.write(struct.pack("<I", len(request)) + request)
+                self._worker.stdin.write(real_check_worker.request(literals, values))
                 self._worker.stdin.flush()
                 head = self._worker.stdout.read(4)
                 answer = self._worker.stdout.read(struct.unpack("<I", head)[0]).decode()
@@ -244,7 +243,10 @@ class RowFormatter:
                     self._literals.extend(literals)
                     return list(map(self._exact.get, values, literals))
             elif kind is bytes:
-                return ("X'" + "'\x1fX'".join(map(bytes.hex, values)) + "'").split("\x1f")
+                hexes = list(map(bytes.hex, values))
+                if sum(map(len, hexes)) > 256 * len(hexes):  # big BLOBs: one copy each, not a join and a split
+                    return ["X'" + h + "'" for h in hexes]
+                return ("X'" + "'\x1fX'".join(hexes) + "'").split("\x1f")
             elif kind is type(None):
                 return ["NULL"] * len(values)
         return list(map(self.literal, values))
@@ -276,9 +278,15 @@ class RowFormatter:
             if not bad:
                 return tuples
             self._learn(values, bad)
-            again = self._format_rows(rows)
+            # Only the rows holding a misread value are formatted again (a value equal to one, such as
+            # an integer, brings its row along: formatting it again is merely redundant).
+            misread = {values[i] for i in bad}
+            again = [i for i, row in enumerate(rows) if not misread.isdisjoint(row)]
+            fixed = self._format_rows([rows[i] for i in again])
             self._take_pending()  # their REALs were all just checked, or now have an exact form
-            return again
+            for i, text in zip(again, fixed):
+                tuples[i] = text
+            return tuples
 
         return checked
 
