@@ -8,6 +8,7 @@ import struct
 import apsw
 import pytest
 
+from patina_assets.engine import real_check_worker
 from patina_assets.engine.literals import (
     RawText,
     RowFormatter,
@@ -104,6 +105,17 @@ def test_chunks_fit_and_join_back(value):
     formatter = RowFormatter(1)
     for piece in pieces:
         assert utf8_length(formatter.literal(piece)) <= 80_000
+
+
+def test_the_check_finds_exactly_the_literals_sqlite_parses_to_another_value():
+    # The check casts TEXT to REAL rather than parsing each literal as SQL: both must agree, value by value.
+    values = [v for v in TRICKY + random_doubles(20_000, seed=7) if not math.isinf(v)]
+    literals = [repr(v) for v in values]
+    db = sqlite3.connect(":memory:")
+    parsed = [db.execute(f"SELECT {literal}").fetchone()[0] for literal in literals]
+    wrong = [i for i, (got, value) in enumerate(zip(parsed, values)) if bits(got) != bits(value)]
+    assert wrong  # SQLite 3.40 misreads some of these: the comparison below means something
+    assert real_check_worker.misread(db, literals) == wrong
 
 
 def test_the_worker_process_and_this_process_agree_and_a_missing_worker_falls_back(monkeypatch):
