@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import DumpError
-from .formats import DumpOutput
+from .formats import DumpOutput, WriteBehind
 from .literals import (
     RealChecker,
     RowFormatter,
@@ -303,10 +303,13 @@ class _DumpWriter:
         digest = hashlib.sha256()
         out = self.out
 
-        def emit_bytes(data: bytes) -> None:
+        def consume(data: bytes) -> None:
             digest.update(data)
             if out is not None:
                 out.write_bytes(data)
+
+        behind = WriteBehind(consume)  # hashing, compressing and writing overlap the formatting
+        emit_bytes = behind.put
 
         def emit(text: str) -> None:
             emit_bytes(text.encode("utf-8"))
@@ -400,19 +403,22 @@ class _DumpWriter:
             flush()
             return count
 
-        if worker is None:
-            scan = self.source.scan(table, lo=lo) if lo is not None else self.source.scan(table)
-            rows = write(scan)
-        else:
-            try:
-                rows = write(self.source.scan(table, hi=mid))
-                second_half = worker.append_to(emit_bytes)
-            except _WorkerFailed:  # the second process could not do it: this one writes that half too
-                second_half = write(self.source.scan(table, lo=mid))
-            finally:
-                worker.close()
-            rows += second_half
-            self.rows_written += second_half if worker.appended else 0
+        try:
+            if worker is None:
+                scan = self.source.scan(table, lo=lo) if lo is not None else self.source.scan(table)
+                rows = write(scan)
+            else:
+                try:
+                    rows = write(self.source.scan(table, hi=mid))
+                    second_half = worker.append_to(emit_bytes)
+                except _WorkerFailed:  # the second process could not do it: this one writes that half too
+                    second_half = write(self.source.scan(table, lo=mid))
+                finally:
+                    worker.close()
+                rows += second_half
+                self.rows_written += second_half if worker.appended else 0
+        finally:
+            behind.close()  # every byte is hashed and written before anything else is
         self.exact_reals += formatter.exact_reals
         return rows, digest.hexdigest()
 

@@ -10,7 +10,10 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -137,6 +140,44 @@ class DumpOutput:
             self._raw.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+class WriteBehind:
+    """Passes chunks of bytes to `consume` on a thread of its own, in order.
+
+    What a dump does with its bytes (sha256, zlib and zstd compression, the file write) runs in C with the
+    GIL released, so on a second core it overlaps the formatting of the next rows (measured on 2 GB of
+    SQL: the two sha256 passes alone cost about 3 s). At most `depth` chunks wait. An error of `consume`
+    stops it and comes back from the next `put` or from `close`.
+    """
+
+    def __init__(self, consume: Callable[[bytes], None], depth: int = 32) -> None:
+        self._consume = consume
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="patina-write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(data)
+                except BaseException as e:  # handed to the writer's thread, which raises it
+                    self._error = e
+
+    def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait until every chunk is consumed; raise what `consume` raised."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def open_dump_bytes(path: Path) -> BinaryIO:
