@@ -231,10 +231,19 @@ class RowFormatter:
             kind = next(iter(kinds))
             if kind is int:
                 return list(map(int.__repr__, values))
-            if kind is str and all(map(str.isprintable, values)):
-                # No value holds a control character, so "\x1f" can join and split them safely.
-                joined = "\x1f".join(values).replace("'", "''")
-                if WRANGLER_TRIGGER not in joined:
+            if kind is str:
+                # `text_literal` changes nothing but quotes in a value without line breaks, NUL or
+                # BEGIN TRANSACTION (searched for in C, unlike `isprintable`, which looks up every
+                # character); and where no value holds "\x1f", it can join and split them safely.
+                joined = "\x1f".join(values)
+                if (
+                    joined.count("\x1f") == len(values) - 1
+                    and "\n" not in joined
+                    and "\r" not in joined
+                    and "\x00" not in joined
+                    and WRANGLER_TRIGGER not in joined
+                ):
+                    joined = joined.replace("'", "''")
                     return ("'" + joined.replace("\x1f", "'\x1f'") + "'").split("\x1f")
             elif kind is float:
                 literals = list(map(float.__repr__, values))

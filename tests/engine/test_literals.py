@@ -88,6 +88,18 @@ def test_text_literals_are_one_line_and_exact(text):
     assert got == text.encode()
 
 
+AWKWARD_TEXTS = ["", "plain", "it's", "a\tb", "unit\x1fsep", "line\u2028sep", "nbsp\u00a0", "bell\x07", "é'", "🎉",
+                 "BEGIN TRANSACTION", "a\nb", "nul\x00", "\\n", "''"]
+
+
+@pytest.mark.parametrize("batch", [AWKWARD_TEXTS[:10], AWKWARD_TEXTS[:3] + AWKWARD_TEXTS[6:9], AWKWARD_TEXTS])
+def test_a_column_of_text_is_written_as_text_literal_writes_each_value(batch):
+    # The column-at-a-time path takes a shortcut where it can; it must agree with the one-value path.
+    formatter = RowFormatter(2)
+    rows = [(i, text) for i, text in enumerate(batch)]
+    assert formatter.format_rows(rows) == [f"({i},{text_literal(text)})" for i, text in rows]
+
+
 def test_raw_text_and_blob_literals():
     formatter = RowFormatter(3)
     (row,) = formatter.format_rows([(RawText(b"\xff\xfe\x00a"), b"", None)])
