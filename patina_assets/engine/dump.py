@@ -346,7 +346,7 @@ class _DumpWriter:
         key = table.key[0] if by_block else 0
         block = None
 
-        def place(batch: list[tuple], tuples: list[str]) -> None:
+        def place(batch: list[tuple], tuples: list[str] | list[bytes]) -> None:
             nonlocal block
             if not by_block:
                 pack(batch, tuples)
@@ -362,11 +362,11 @@ class _DumpWriter:
                 pack(batch[start:end], tuples[start:end])
                 start = end
 
-        def pack(batch: list[tuple], tuples: list[str]) -> None:
+        def pack(batch: list[tuple], tuples: list[str] | list[bytes]) -> None:
             """Pack value tuples into statements of at most `room` bytes and `max_rows` rows."""
             nonlocal pending_bytes
             # Each tuple costs its bytes plus ",\n" (computed in C: this runs for every row).
-            encoded = list(map(str.encode, tuples))
+            encoded = list(map(str.encode, tuples)) if tuples and type(tuples[0]) is str else tuples
             sizes = list(map(add, map(len, encoded), repeat(2)))
             i, n = 0, len(tuples)
             while i < n:
@@ -529,7 +529,7 @@ class _SecondHalf:
             raise _WorkerFailed()
         result = json.loads(answer)
         with open(self.path, "rb") as part:
-            while chunk := part.read(1 << 20):
+            while chunk := part.read(1 << 18):  # small: up to WriteBehind.depth of them wait in memory
                 emit_bytes(chunk)
         self.appended = True
         self.writer.exact_reals += result["exact_reals"]

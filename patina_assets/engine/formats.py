@@ -151,7 +151,7 @@ class WriteBehind:
     stops it and comes back from the next `put` or from `close`.
     """
 
-    def __init__(self, consume: Callable[[bytes], None], depth: int = 32) -> None:
+    def __init__(self, consume: Callable[[bytes], None], depth: int = 16) -> None:
         self._consume = consume
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from binascii import hexlify
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -175,6 +176,10 @@ class RealChecker:
         self._stop_worker()
 
 
+class _BlobLiterals(list):
+    """A column's BLOB literals as ASCII bytes (see `RowFormatter._format_rows`)."""
+
+
 class RowFormatter:
     """Turns rows of Python values into SQL value tuples `(v1,v2,...)`, fast, for one column layout.
 
@@ -215,12 +220,20 @@ class RowFormatter:
         self.literal = lambda v: formatters[type(v)](v)
         self._real = real
 
-    def _format_rows(self, rows: Sequence[Sequence]) -> list[str]:
+    def _format_rows(self, rows: Sequence[Sequence]) -> list[str] | list[bytes]:
         """`(v1,v2,...)` for each row: the dump's hot path, so the work is done a column at a time
-        with `map`, `join` and `split` (loops in C) rather than a Python call per value."""
+        with `map`, `join` and `split` (loops in C) rather than a Python call per value.
+
+        Rows holding big BLOBs come back as UTF-8 bytes (the hex is made as bytes and copied once);
+        all others as text. `format_rows` always gives text."""
         if not rows:
             return []
         columns = [self._format_column(column) for column in zip(*rows)]
+        if any(type(column) is _BlobLiterals for column in columns):
+            columns = [column if type(column) is _BlobLiterals else list(map(str.encode, column)) for column in columns]
+            columns[0] = map(b"(".__add__, columns[0])
+            columns[-1] = map(bytes.__add__, columns[-1], repeat(b")"))
+            return list(map(b",".join, zip(*columns)))
         columns[0] = map("(".__add__, columns[0])
         columns[-1] = map(str.__add__, columns[-1], repeat(")"))
         return list(map(",".join, zip(*columns)))
@@ -252,10 +265,9 @@ class RowFormatter:
                     self._literals.extend(literals)
                     return list(map(self._exact.get, values, literals))
             elif kind is bytes:
-                hexes = list(map(bytes.hex, values))
-                if sum(map(len, hexes)) > 256 * len(hexes):  # big BLOBs: one copy each, not a join and a split
-                    return ["X'" + h + "'" for h in hexes]
-                return ("X'" + "'\x1fX'".join(hexes) + "'").split("\x1f")
+                if sum(map(len, values)) > 128 * len(values):  # big BLOBs: bytes, one copy each
+                    return _BlobLiterals(b"".join((b"X'", hexlify(v), b"'")) for v in values)
+                return ("X'" + "'\x1fX'".join(map(bytes.hex, values)) + "'").split("\x1f")
             elif kind is type(None):
                 return ["NULL"] * len(values)
         return list(map(self.literal, values))
@@ -293,6 +305,8 @@ class RowFormatter:
             again = [i for i, row in enumerate(rows) if not misread.isdisjoint(row)]
             fixed = self._format_rows([rows[i] for i in again])
             self._take_pending()  # their REALs were all just checked, or now have an exact form
+            if fixed and type(fixed[0]) is not type(tuples[0]):  # those rows alone may hold no big BLOB
+                fixed = [t.encode() if type(t) is str else t.decode() for t in fixed]
             for i, text in zip(again, fixed):
                 tuples[i] = text
             return tuples
@@ -301,7 +315,8 @@ class RowFormatter:
 
     def format_rows(self, rows: Sequence[Sequence]) -> list[str]:
         """Value tuples for `rows`, each REAL checked."""
-        return self._checked(lambda: self._format_rows(rows))
+        tuples = self._checked(lambda: self._format_rows(rows))
+        return [t.decode() for t in tuples] if tuples and type(tuples[0]) is bytes else tuples
 
     def format_value(self, value) -> str:
         """One value's literal, checked."""

@@ -100,6 +100,18 @@ def test_a_column_of_text_is_written_as_text_literal_writes_each_value(batch):
     assert formatter.format_rows(rows) == [f"({i},{text_literal(text)})" for i, text in rows]
 
 
+@pytest.mark.parametrize("size", [0, 100, 129, 5000])
+def test_rows_with_big_blobs_are_written_as_with_small_ones(size):
+    # Batches with big BLOBs are formatted as bytes; the text must not change.
+    rng = random.Random(size)
+    rows = [(i, rng.randbytes(size + i % 3), f"é {i}'", None if i % 2 else 1.5, RawText(b"\xff")) for i in range(20)]
+    formatter = RowFormatter(5)
+    expected = ["(" + ",".join(map(formatter.literal, row)) + ")" for row in rows]
+    assert formatter.format_rows(rows) == expected
+    assert [t if type(t) is str else t.decode() for t in formatter.format_rows_async(rows)()] == expected
+    formatter.checker.close()
+
+
 def test_raw_text_and_blob_literals():
     formatter = RowFormatter(3)
     (row,) = formatter.format_rows([(RawText(b"\xff\xfe\x00a"), b"", None)])
