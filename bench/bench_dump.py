@@ -117,7 +117,7 @@ def run_once(cmd: list[str], stdout) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def shapes(names: list[str], repeat: int, keep: Path | None) -> None:
+def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         directory = keep or tmp
@@ -129,7 +129,7 @@ def shapes(names: list[str], repeat: int, keep: Path | None) -> None:
             db = directory / f"{name}.sqlite"
             if not db.exists():
                 make(db)
-            out = tmp / "out.sql"
+            out = (out_dir or tmp) / "out.sql"
             sqlite_runs, patina_runs = [], []
             with open(os.devnull, "wb") as devnull:
                 run_once(["sqlite3", str(db), ".dump"], devnull)  # warm the page cache
@@ -182,13 +182,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--shapes", nargs="?", const=",".join(SHAPES), help="the four shapes (or some: narrow,blob)")
     parser.add_argument("--keep", type=Path, help="keep the shapes' databases in this directory and reuse them")
+    parser.add_argument("--out-dir", type=Path, help="where patina writes its dumps (default: a temporary directory)")
     args = parser.parse_args()
     if args.shapes:
         names = args.shapes.split(",")
         unknown = [n for n in names if n not in SHAPES]
         if unknown:
             parser.error(f"unknown shape {unknown[0]!r}: choose from {', '.join(SHAPES)}")
-        shapes(names, args.repeat, args.keep)
+        shapes(names, args.repeat, args.keep, args.out_dir)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -121,12 +121,13 @@ class DumpOutput:
     def file_bytes(self) -> int:
         return self._file.bytes
 
-    def commit(self) -> None:
-        """Finish the stream, flush it to disk and move it into place."""
+    def commit(self, durable: bool = True) -> None:
+        """Finish the stream, flush it to disk (unless not `durable`: a scratch file) and move it into place."""
         if self._sink is not self._file:
             self._sink.close()
         self._raw.flush()
-        os.fsync(self._raw.fileno())
+        if durable:
+            os.fsync(self._raw.fileno())
         self._raw.close()
         os.replace(self._tmp, self.path)
         self._done = True
