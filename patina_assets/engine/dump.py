@@ -293,8 +293,9 @@ class _DumpWriter:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True) -> tuple[int, str]:
-        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements.
+    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True, hashed: bool = True) -> tuple[int, str]:
+        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements
+        ("" when not `hashed`: the worker's half, which the main process hashes as it appends it).
 
         A big rowid table of a SQLite file is written by two processes: a worker writes the rows from a
         split point on into a file of its own while this one writes the rows before it, then that file
@@ -304,7 +305,8 @@ class _DumpWriter:
         out = self.out
 
         def consume(data: bytes) -> None:
-            digest.update(data)
+            if hashed:
+                digest.update(data)
             if out is not None:
                 out.write_bytes(data)
 
@@ -420,7 +422,7 @@ class _DumpWriter:
         finally:
             behind.close()  # every byte is hashed and written before anything else is
         self.exact_reals += formatter.exact_reals
-        return rows, digest.hexdigest()
+        return rows, digest.hexdigest() if hashed else ""
 
     @staticmethod
     def insert_then_set_rowid(table: TablePlan, value_tuple: str, rowid: str) -> str:

@@ -36,12 +36,22 @@ def format_of(path: Path | str) -> str:
     raise ValueError(f"cannot tell the dump format of {path}: name it *.sql, *.sql.gz or *.sql.zst")
 
 
+class _NoHash:
+    """Stands in for a sha256 nobody will read (a scratch file's)."""
+
+    def update(self, data) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+
 class HashingWriter(io.RawIOBase):
     """Counts and hashes the bytes that pass into `raw` (a stored object's size and sha256)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, hashed: bool = True) -> None:
         self.raw = raw
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashed else _NoHash()
         self.bytes = 0
 
     def writable(self) -> bool:
@@ -84,23 +94,23 @@ class HashingReader(io.RawIOBase):
 
 
 class DumpOutput:
-    """A dump being written: text in, compressed bytes out, both counted and hashed."""
+    """A dump being written: text in, compressed bytes out, both counted and hashed (unless not `hashed`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hashed: bool = True) -> None:
         self.path = Path(path)
         self.format = format_of(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
         self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._file = HashingWriter(self._raw)
+        self._file = HashingWriter(self._raw, hashed)
         if self.format == "sql.gz":
             self._sink = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
         elif self.format == "sql.zst":
             self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(self._file, closefd=False)
         else:
             self._sink = self._file
-        self.sql_sha256 = hashlib.sha256() if self._sink is not self._file else self._file.sha256
+        self.sql_sha256 = self._file.sha256 if self._sink is self._file or not hashed else hashlib.sha256()
         self.sql_bytes = 0
         self._done = False
 
