@@ -8,210 +8,59 @@ Endpoints (the OpenAPI document is ``GET /openapi.json``):
 * public: ``/`` (what this is), ``/health``, ``/status``, ``/list``, ``/metrics`` (Prometheus text);
 * protected: ``GET /download/{date}/{db}``, ``GET /restore-guide/{db}``, ``POST /trigger``.
 
-Protected endpoints need a key in ``X-Patina-Key`` (``PATINA_API_KEYS="name1:key1,name2:key2"``; the name is
-what the audit log records, compared in constant time) or a client address in ``PATINA_ALLOWED_IPS`` (addresses
-or networks). Anything else gets the spec's 401 body. The client address is the TCP peer, or the header named by
-``PATINA_CLIENT_IP_HEADER`` (e.g. ``CF-Connecting-IP``) when the server is only reachable through that proxy.
+The pieces, each in its module: who may call (keys with scopes and expiry, allowed addresses, trusted
+proxies: ``api_access``), the limits (bounded windows, download slots, the cached snapshot: ``api_limits``),
+the checks before any endpoint and the audit line of every protected request (``api_http``), where audit
+lines are kept (``api_audit``), and the watched download stream (``api_download``).
 
-Rate limits, the spec's, in memory (per process): 30 requests an hour per address to the protected endpoints
-(counted before authentication, so keys cannot be guessed quickly), 10 downloads an hour per client, 2 downloads
-at once. Over a limit: 429 with ``Retry-After``. Each download writes one audit line (who, what, when, from where,
-how it ended) to the ``patina.audit`` logger; keys never appear in it.
-
-Downloads stream the backup's SQL with ``Content-Length`` and ``X-Patina-SQL-SHA256``; the SQL is checked against
-its manifest as it streams and the last chunk is held back until the check passes, so a damaged backup ends in
-a broken transfer (the client sees fewer bytes than announced), never in a complete-looking file.
+Order of a protected request: authentication first; a request without a valid key counts against its
+address (30 an hour, so keys cannot be guessed quickly) and gets the spec's 401; a valid one counts against
+its key (30 an hour), then its scopes decide (403). A download takes one of 2 slots, then one of the key's 10
+an hour (a busy refusal costs nothing). Over a limit: 429 with ``Retry-After``. Public ``/status``, ``/list``
+and ``/metrics`` are served from a snapshot at most ``snapshot_seconds`` old, limited per address, and show
+no key names, trigger reasons, paths or error details without a key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
-import math
 import os
 import re
-import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import __version__
-from .catalog import Backup, BackupMismatch, BackupNotFound, Catalog, iso, list_document
+from .api_access import KEY_HEADER, AccessPolicy, Client, Denied, parse_keys, parse_networks
+from .api_audit import AuditLog, audit_logger
+from .api_download import DownloadResponse
+from .api_http import BackgroundServer, Gate, error, uvicorn_config
+from .api_limits import Cached, Limits, Slots, WindowLimiter, address_key
+from .api_openapi import openapi_document
+from .catalog import BackupNotFound, Catalog, iso, list_document
 from .config import PatinaConfig
 from .engine.errors import PatinaError
 from .guide import restore_guide
 from .status import Orchestrator, Snapshot, unavailable
 from .storage import InvalidKey, StorageError, format_day
 
+__all__ = ["AccessPolicy", "BackgroundServer", "Limits", "TriggerUnavailable", "create_app", "openapi_document",
+           "parse_keys", "parse_networks", "serve"]
+
 logger = logging.getLogger(__name__)
-audit_logger = logging.getLogger("patina.audit")
 
-KEY_HEADER = "X-Patina-Key"
-KEYS_ENV = "PATINA_API_KEYS"
-ALLOWED_IPS_ENV = "PATINA_ALLOWED_IPS"
-CLIENT_IP_HEADER_ENV = "PATINA_CLIENT_IP_HEADER"
 PUBLIC_URL_ENV = "PATINA_PUBLIC_URL"
-MIN_KEY_LENGTH = 16
-MAX_TRIGGER_BODY = 16 * 1024
-CHUNK = 256 * 1024
-
 UNAUTHORIZED = {"error": "unauthorized", "message": "Valid authentication required to download backups"}
-_KEY_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-
-
-# --------------------------------------------------------------------------------------------------
-# Who may call: keys, addresses
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Client:
-    """An authenticated caller: the key's name (or ``ip:<address>`` for an allowed address)."""
-
-    name: str
-    method: str  # "key" or "ip"
-    ip: str
-
-
-@dataclass
-class AccessPolicy:
-    keys: dict[str, str] = field(default_factory=dict)  # name -> key
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
-    client_ip_header: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AccessPolicy:
-        """Read ``PATINA_API_KEYS``, ``PATINA_ALLOWED_IPS`` and ``PATINA_CLIENT_IP_HEADER``; ValueError on a
-        malformed entry (the message names the entry by position and name, never the key)."""
-        return cls(keys=parse_keys(env.get(KEYS_ENV, "")), networks=parse_networks(env.get(ALLOWED_IPS_ENV, "")),
-                   client_ip_header=(env.get(CLIENT_IP_HEADER_ENV) or "").strip() or None)
-
-    def authenticate(self, key: str | None, ip: str) -> Client | None:
-        if key:
-            given = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-            matched = None
-            for name, secret in self.keys.items():  # every key is compared: the time does not tell which matched
-                if hmac.compare_digest(given, hashlib.sha256(secret.encode()).digest()):
-                    matched = name
-            if matched is not None:
-                return Client(matched, "key", ip)
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
-        if any(address in network for network in self.networks):
-            return Client(f"ip:{ip}", "ip", ip)
-        return None
-
-    def describe(self) -> str:
-        return (f"{len(self.keys)} key(s) ({', '.join(sorted(self.keys)) or 'none'}), "
-                f"{len(self.networks)} allowed network(s)"
-                + (f", client address from {self.client_ip_header}" if self.client_ip_header else ""))
-
-
-def parse_keys(text: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for position, entry in enumerate(filter(None, (e.strip() for e in text.split(","))), start=1):
-        name, sep, key = entry.partition(":")
-        name, key = name.strip(), key.strip()
-        where = f"{KEYS_ENV} entry {position}"
-        if not sep or not _KEY_NAME.match(name):
-            raise ValueError(f"{where}: write each entry as name:key (the name: letters, digits, . _ @ -)")
-        if name in keys:
-            raise ValueError(f"{where}: the name {name!r} is used twice; each key needs its own name")
-        if len(key) < MIN_KEY_LENGTH or any(c.isspace() for c in key):
-            raise ValueError(f"{where} ({name}): the key must be at least {MIN_KEY_LENGTH} characters without "
-                             "spaces; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
-        keys[name] = key
-    return keys
-
-
-def parse_networks(text: str) -> list:
-    networks = []
-    for entry in filter(None, (e.strip() for e in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{ALLOWED_IPS_ENV}: {entry!r} is not an IP address or network (e.g. 203.0.113.7, "
-                             "10.0.0.0/8)") from None
-    return networks
-
-
-# --------------------------------------------------------------------------------------------------
-# Rate limits
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The spec's limits; tests make them small."""
-
-    requests_per_hour: int = 30  # per address, protected endpoints
-    downloads_per_hour: int = 10  # per client
-    concurrent_downloads: int = 2
-    window_seconds: float = 3600.0
-    busy_retry_after: int = 10  # when both download slots are taken
-
-
-class RateLimiter:
-    """A sliding window per key: at most ``limit`` admissions in any ``window`` seconds of ``clock``."""
-
-    def __init__(self, limit: int, window: float, clock: Callable[[], float]) -> None:
-        self.limit, self.window, self.clock = limit, window, clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def admit(self, key: str) -> int | None:
-        """Count one more for ``key`` and return None, or return the seconds to wait (and count nothing)."""
-        with self._lock:
-            now = self.clock()
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(1, math.ceil(hits[0] + self.window - now))
-            hits.append(now)
-            if len(self._hits) > 10_000:  # forget idle keys so memory stays bounded
-                for idle in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window]:
-                    del self._hits[idle]
-            return None
-
-
-class Slots:
-    """At most ``size`` downloads at once."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.used = size, 0
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.used >= self.size:
-                return False
-            self.used += 1
-            return True
-
-    def give(self) -> None:
-        with self._lock:
-            self.used -= 1
-
-
-# --------------------------------------------------------------------------------------------------
-# The app
-# --------------------------------------------------------------------------------------------------
+_LIMIT = re.compile(r"^[0-9]{1,5}$")
 
 
 class TriggerUnavailable(Exception):
@@ -219,6 +68,10 @@ class TriggerUnavailable(Exception):
 
 
 Trigger = Callable[[list[str] | None, str | None, str], dict]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -229,18 +82,24 @@ class ApiState:
     trigger: Trigger | None
     policy: AccessPolicy
     limits: Limits
-    clock: Callable[[], float]
+    clock: Callable[[], float]  # windows and stalls (monotonic seconds)
     audit: Callable[[dict], None]
     public_url: str | None = None
+    bind_host: str = "127.0.0.1"
+    now: Callable[[], datetime] = _utc_now  # key expiry and audit timestamps
 
     def __post_init__(self) -> None:
-        self.per_ip = RateLimiter(self.limits.requests_per_hour, self.limits.window_seconds, self.clock)
-        self.per_client = RateLimiter(self.limits.downloads_per_hour, self.limits.window_seconds, self.clock)
-        self.slots = Slots(self.limits.concurrent_downloads)
+        lim, clock, size = self.limits, self.clock, self.limits.addresses_tracked
+        self.per_client = WindowLimiter(lim.requests_per_hour, lim.window_seconds, clock, size)
+        self.failures = WindowLimiter(lim.failures_per_hour, lim.window_seconds, clock, size)
+        self.downloads = WindowLimiter(lim.downloads_per_hour, lim.window_seconds, clock, size)
+        self.public = WindowLimiter(lim.public_per_minute, 60.0, clock, size)
+        self.slots = Slots(lim.concurrent_downloads)
+        self.snapshot = Cached(lambda: Snapshot.take(self.config, self.catalog(), self.orchestrator()),
+                               lim.snapshot_seconds, clock)
 
-
-def log_audit(event: dict) -> None:
-    audit_logger.info(json.dumps(event, sort_keys=True))
+    def write_audit(self, record: dict) -> None:
+        self.audit({"timestamp": iso(self.now()), **record})
 
 
 def create_app(
@@ -252,23 +111,29 @@ def create_app(
     policy: AccessPolicy | None = None,
     limits: Limits | None = None,
     clock: Callable[[], float] = time.monotonic,
-    audit: Callable[[dict], None] = log_audit,
+    now: Callable[[], datetime] = _utc_now,
+    audit: Callable[[dict], None] | None = None,
     public_url: str | None = None,
+    bind_host: str = "127.0.0.1",
 ) -> Starlette:
-    """The API as an ASGI app. Everything that touches the outside is injectable (tests pass a clock)."""
+    """The API as an ASGI app. Everything that touches the outside is injectable (tests pass clocks)."""
     if catalog is None:
         shared = Catalog.for_config(config)  # one bucket client for every request (boto3 clients are thread-safe)
         catalog = lambda: shared  # noqa: E731
+    policy = policy if policy is not None else AccessPolicy.from_env()
+    policy.check_databases(config.names)
     state = ApiState(
         config=config,
         catalog=catalog,
         orchestrator=orchestrator or (lambda: unavailable("no Dagster instance was given to the server")),
         trigger=trigger,
-        policy=policy if policy is not None else AccessPolicy.from_env(),
+        policy=policy,
         limits=limits or Limits(),
         clock=clock,
-        audit=audit,
+        audit=audit or AuditLog(),
         public_url=public_url,
+        bind_host=bind_host,
+        now=now,
     )
     routes = [
         Route("/", _index, methods=["GET"]),
@@ -283,6 +148,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(Gate, state=state)],
         exception_handlers={
             StorageError: _storage_error,
             404: _not_found,
@@ -297,12 +163,18 @@ def _state(request: Request) -> ApiState:
     return request.app.state.patina
 
 
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+def _record(request: Request) -> dict:
+    """This request's audit record (the gate writes it when the response ends); a scratch dict elsewhere."""
+    return request.scope.get("patina.audit", {})
+
+
+def _ip(request: Request) -> str:
+    return request.scope.get("patina.ip") or (request.client.host if request.client else "unknown")
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("bucket error on %s: %s", request.url.path, exc)
+    _record(request)["outcome"] = "storage_error"
     return error(503, "storage_unavailable", "the backup bucket could not be read; try again later")
 
 
@@ -314,6 +186,52 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     allow = getattr(exc, "headers", None) or {}
     return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}: GET / lists the "
                  "endpoints", {k: v for k, v in allow.items() if k.lower() == "allow"})
+
+
+# -- who asks ----------------------------------------------------------------------------------
+
+
+def _authenticate(request: Request) -> Client | Response | None:
+    """The caller: a client (valid key or allowed address), None (no key: anyone), or the 401/429 to send
+    for a key that is not valid. Every refused key counts against the address, wherever it is tried."""
+    state = _state(request)
+    key, ip = request.headers.get(KEY_HEADER), _ip(request)
+    found = state.policy.authenticate(key, ip, state.now())
+    if isinstance(found, Client):
+        return found
+    record = _record(request)
+    record["reason"] = found.reason
+    if key is None and isinstance(found, Denied) and request.url.path in ("/status", "/list"):
+        return None
+    wait = state.failures.admit(address_key(ip))
+    if wait is not None:
+        return error(429, "rate_limited", f"too many requests without a valid key from this address: at most "
+                     f"{state.limits.failures_per_hour} an hour; retry in {wait}s", {"Retry-After": str(wait)})
+    return JSONResponse(UNAUTHORIZED, status_code=401)
+
+
+def _guard(request: Request, action: str) -> Client | Response:
+    """Authentication, then the key's own limit, then its actions. The client, or the response to send."""
+    state = _state(request)
+    found = _authenticate(request)
+    if not isinstance(found, Client):
+        return found or JSONResponse(UNAUTHORIZED, status_code=401)
+    record = _record(request)
+    record.update(client=found.name, auth=found.method)
+    wait = state.per_client.admit(found.name)
+    if wait is not None:
+        return error(429, "rate_limited", f"too many requests with this key: at most {state.limits.requests_per_hour} "
+                     f"an hour; retry in {wait}s", {"Retry-After": str(wait)})
+    if not found.may(action):
+        return _forbidden(found, action)
+    return found
+
+
+def _forbidden(client: Client, action: str, database: str | None = None) -> JSONResponse:
+    what = f"{action} {database}" if database else action
+    allowed = f"databases: {', '.join(sorted(client.databases))}" if client.databases is not None else "every database"
+    return error(403, "forbidden", f"the key {client.name} may not {what} (actions: {', '.join(sorted(client.actions))}; "
+                 f"{allowed})")
 
 
 # -- public ------------------------------------------------------------------------------------
@@ -334,7 +252,7 @@ async def _index(request: Request) -> JSONResponse:
             "GET /health": "Liveness",
             "GET /status": "Current backup status and recent history",
             "GET /list": "List all available backups (?database=&date=&limit=)",
-            "POST /trigger": f"Manually trigger a backup (needs {KEY_HEADER})",
+            "POST /trigger": f"Manually trigger a backup (needs {KEY_HEADER} and a JSON body)",
             "GET /download/{date}/{db}": f"Download a specific backup (needs {KEY_HEADER})",
             "GET /restore-guide/{db}": f"Restore instructions for a database (needs {KEY_HEADER})",
             "GET /metrics": "Prometheus metrics",
@@ -348,13 +266,28 @@ async def _health(request: Request) -> JSONResponse:
 
 
 async def _snapshot(request: Request) -> Snapshot:
-    state = _state(request)
-    return await anyio.to_thread.run_sync(
-        lambda: Snapshot.take(state.config, state.catalog(), state.orchestrator()))
+    return await anyio.to_thread.run_sync(_state(request).snapshot.get)
 
 
-async def _status(request: Request) -> JSONResponse:
-    return JSONResponse((await _snapshot(request)).to_dict())
+def public_status(document: dict) -> dict:
+    """``/status`` for anyone: no instance detail (paths, error classes), no trigger reasons or who asked,
+    no storage problem texts (object keys); their count stays."""
+    def run(summary: dict | None) -> dict | None:
+        return None if summary is None else {k: v for k, v in summary.items() if k not in ("reason", "trigger")}
+
+    storage = {k: v for k, v in document["storage"].items() if k != "problems"}
+    storage["problemCount"] = len(document["storage"].get("problems", []))
+    return {**document, "instance": {"available": document["instance"]["available"]},
+            "running": [run(r) for r in document["running"]], "recentJobs": [run(r) for r in document["recentJobs"]],
+            "lastBackup": run(document["lastBackup"]), "storage": storage}
+
+
+async def _status(request: Request) -> Response:
+    viewer = _authenticate(request)
+    if isinstance(viewer, Response):
+        return viewer
+    document = (await _snapshot(request)).to_dict()
+    return JSONResponse(document if viewer is not None else public_status(document))
 
 
 async def _metrics(request: Request) -> Response:
@@ -362,12 +295,13 @@ async def _metrics(request: Request) -> Response:
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-async def _list(request: Request) -> JSONResponse:
+async def _list(request: Request) -> Response:
     state = _state(request)
     params = request.query_params
     unknown = sorted(set(params) - {"database", "date", "limit"})
     if unknown:
-        return error(400, "bad_request", f"unknown query parameter(s) {', '.join(unknown)}: use database, date, limit")
+        return error(400, "bad_request", f"unknown query parameter(s) {', '.join(u[:40] for u in unknown[:5])}: "
+                     "use database, date, limit")
     database = params.get("database") or None
     if database is not None and database not in state.config.names:
         return error(400, "unknown_database", f"no database named {database[:80]!r}; configured: {', '.join(state.config.names)}")
@@ -379,11 +313,16 @@ async def _list(request: Request) -> JSONResponse:
             return error(400, "invalid_date", "date must be a real date as YYYY-MM-DD")
     limit = None
     if params.get("limit"):
-        if not params["limit"].isdigit() or not 1 <= int(params["limit"]) <= 10_000:
+        if not _LIMIT.match(params["limit"]) or not 1 <= int(params["limit"]) <= 10_000:
             return error(400, "invalid_limit", "limit must be a whole number from 1 to 10000")
         limit = int(params["limit"])
-    backups = await anyio.to_thread.run_sync(lambda: state.catalog().backups())
-    return JSONResponse(list_document(backups, database=database, day=day, limit=limit))
+    viewer = _authenticate(request)
+    if isinstance(viewer, Response):
+        return viewer
+    document = list_document((await _snapshot(request)).backups, database=database, day=day, limit=limit)
+    if viewer is None:  # bucket keys are for key holders
+        document["backups"] = [{k: v for k, v in b.items() if k not in ("key", "member")} for b in document["backups"]]
+    return JSONResponse(document)
 
 
 async def _openapi(request: Request) -> JSONResponse:
@@ -393,51 +332,26 @@ async def _openapi(request: Request) -> JSONResponse:
 # -- protected ---------------------------------------------------------------------------------
 
 
-def client_ip(request: Request, policy: AccessPolicy) -> str:
-    if policy.client_ip_header:
-        forwarded = request.headers.get(policy.client_ip_header, "").split(",")[0].strip()
-        if forwarded:
-            return forwarded[:64]
-    return request.client.host if request.client else "unknown"
-
-
-def _guard(request: Request, endpoint: str) -> Client | Response:
-    """Per-address rate limit, then authentication. Returns the client, or the response to send instead."""
-    state = _state(request)
-    ip = client_ip(request, state.policy)
-    wait = state.per_ip.admit(ip)
-    if wait is not None:
-        state.audit(_event("rate_limited", endpoint=endpoint, ip=ip, limit="requests_per_ip"))
-        return error(429, "rate_limited", f"too many requests from this address: at most "
-                     f"{state.limits.requests_per_hour} an hour; retry in {wait}s", {"Retry-After": str(wait)})
-    client = state.policy.authenticate(request.headers.get(KEY_HEADER), ip)
-    if client is None:
-        state.audit(_event("auth_denied", endpoint=endpoint, ip=ip,
-                           reason="key refused" if request.headers.get(KEY_HEADER) else "no key, address not allowed"))
-        return JSONResponse(UNAUTHORIZED, status_code=401)
-    return client
-
-
-def _event(event: str, **fields: Any) -> dict:
-    return {"event": event, "timestamp": iso(datetime.now(timezone.utc)), **fields}
-
-
 async def _download(request: Request) -> Response:
-    state = _state(request)
+    state, record = _state(request), _record(request)
+    day, db = request.path_params["date"], request.path_params["db"]
+    record.update(database=db[:80], date=day[:20])
     guarded = _guard(request, "download")
     if isinstance(guarded, Response):
         return guarded
     client = guarded
-    day, db = request.path_params["date"], request.path_params["db"]
     problem = _check_day_and_db(state.config, day, db)
     if problem is not None:
         return problem
+    if not client.may("download", db):
+        return _forbidden(client, "download", db)
     day = format_day(day)
     catalog = state.catalog()
     try:
         backup = await anyio.to_thread.run_sync(lambda: catalog.find(day, db))
     except BackupNotFound:
         return error(404, "not_found", f"no backup of {db} on {day}: GET /list?database={db} shows its backups")
+    record["source"] = backup.location
     headers = {
         "Content-Disposition": f'attachment; filename="{backup.filename}"',
         "Content-Length": str(backup.sql_bytes),
@@ -445,24 +359,24 @@ async def _download(request: Request) -> Response:
         "Cache-Control": "no-store",
     }
     if request.method == "HEAD":
+        record["outcome"] = "head"
         return Response(status_code=200, headers=headers, media_type="application/sql")
-    wait = state.per_client.admit(client.name)
-    if wait is not None:
-        state.audit(_event("rate_limited", endpoint="download", client=client.name, ip=client.ip,
-                           limit="downloads_per_client"))
-        return error(429, "rate_limited", f"at most {state.limits.downloads_per_hour} downloads an hour per client; "
-                     f"retry in {wait}s", {"Retry-After": str(wait)})
-    if not state.slots.take():
-        state.audit(_event("rate_limited", endpoint="download", client=client.name, ip=client.ip,
-                           limit="concurrent_downloads"))
+    if not state.slots.take():  # before the hourly count: a busy refusal costs the client nothing
+        record["outcome"] = "busy"
         return error(429, "busy", f"{state.limits.concurrent_downloads} downloads are already running; retry shortly",
                      {"Retry-After": str(state.limits.busy_retry_after)})
+    wait = state.downloads.admit(client.name)
+    if wait is not None:
+        state.slots.give()
+        return error(429, "rate_limited", f"at most {state.limits.downloads_per_hour} downloads an hour per client; "
+                     f"retry in {wait}s", {"Retry-After": str(wait)})
     try:
         reader = await anyio.to_thread.run_sync(lambda: catalog.open_sql(backup))
     except BaseException:
         state.slots.give()
+        state.downloads.refund(client.name)
         raise
-    return DownloadResponse(state, client, backup, reader, headers)
+    return DownloadResponse(state, client, backup, reader, headers, record)
 
 
 def _check_day_and_db(config: PatinaConfig, day: str, db: str) -> Response | None:
@@ -475,96 +389,64 @@ def _check_day_and_db(config: PatinaConfig, day: str, db: str) -> Response | Non
     return None
 
 
-class DownloadResponse(Response):
-    """Streams a checked backup; holds the last chunk back until the whole SQL matched its manifest.
-
-    The download slot is given back however the stream ends (done, client gone, damaged backup), and the
-    audit line is written then, with the outcome and the bytes sent.
-    """
-
-    def __init__(self, state: ApiState, client: Client, backup: Backup, reader, headers: dict[str, str]) -> None:
-        super().__init__(status_code=200, headers=headers, media_type="application/sql")
-        self.state, self.client, self.backup, self.reader = state, client, backup, reader
-
-    async def __call__(self, scope, receive, send) -> None:
-        started = time.monotonic()
-        outcome, sent = "client_disconnected", 0
-        holding = True
-
-        def give_back() -> None:  # once the backup is read: a client that has every byte finds the slot free
-            nonlocal holding
-            if holding:
-                holding = False
-                self.state.slots.give()
-
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                try:
-                    pending = await anyio.to_thread.run_sync(self.reader.read, CHUNK)
-                    while True:
-                        following = await anyio.to_thread.run_sync(self.reader.read, CHUNK)
-                        if not following:
-                            break
-                        await send({"type": "http.response.body", "body": pending, "more_body": True})
-                        sent += len(pending)
-                        pending = following
-                except (BackupMismatch, StorageError) as exc:
-                    outcome = "integrity_failure" if isinstance(exc, BackupMismatch) else "storage_error"
-                    logger.error("download of %s on %s aborted: %s", self.backup.database, self.backup.day, exc)
-                    group.cancel_scope.cancel()  # returning without the last chunk breaks the transfer
-                    return
-                give_back()
-                await send({"type": "http.response.body", "body": pending, "more_body": False})
-                sent += len(pending)
-                outcome = "complete"
-                group.cancel_scope.cancel()
-        finally:
-            give_back()
-            await anyio.to_thread.run_sync(self.reader.close)
-            self.state.audit(_event(
-                "backup_download", client=self.client.name, auth=self.client.method, ip=self.client.ip,
-                database=self.backup.database, date=self.backup.day, source=self.backup.location,
-                outcome=outcome, bytes=sent, seconds=round(time.monotonic() - started, 3),
-            ))
-
-
 async def _restore_guide(request: Request) -> Response:
-    state = _state(request)
+    state, record = _state(request), _record(request)
+    db = request.path_params["db"]
+    record["database"] = db[:80]
     guarded = _guard(request, "restore-guide")
     if isinstance(guarded, Response):
         return guarded
-    db = request.path_params["db"]
     if db not in state.config.names:
         return error(400, "unknown_database", f"no database named {db[:80]!r}; configured: {', '.join(state.config.names)}")
-    state.audit(_event("restore_guide", client=guarded.name, auth=guarded.method, ip=guarded.ip, database=db))
+    if not guarded.may("restore-guide", db):
+        return _forbidden(guarded, "restore-guide", db)
     database = state.config.database(db)
     backups = await anyio.to_thread.run_sync(lambda: state.catalog().backups(database=db))
     base_url = state.public_url or str(request.base_url)
     return JSONResponse(restore_guide(state.config, database, backups, base_url=base_url))
 
 
+def _cross_origin(request: Request, public_url: str | None) -> str | None:
+    """Why a request comes from another site's page, or None. Browsers send Sec-Fetch-Site and Origin on
+    POSTs; scripts and curl send neither."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {site[:20]}"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        own = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+        if public_url:
+            own.add(public_url.rstrip("/").lower())
+        if origin.rstrip("/").lower() not in own:
+            return f"Origin: {origin[:80]}"
+    return None
+
+
 async def _trigger(request: Request) -> Response:
-    state = _state(request)
+    from .defs.on_demand import check_request
+
+    state, record = _state(request), _record(request)
+    cross = _cross_origin(request, state.public_url)
+    if cross is not None:
+        record["reason"] = f"cross-origin ({cross})"
+        return error(403, "cross_origin", "POST /trigger does not accept requests from web pages of other sites")
     guarded = _guard(request, "trigger")
     if isinstance(guarded, Response):
         return guarded
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return error(415, "unsupported_media_type", 'send the body as Content-Type: application/json, e.g. '
+                     '{"databases": ["name"], "reason": "why"} ({} backs up every database)')
+    limit = state.limits.trigger_body_bytes
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_TRIGGER_BODY:
-            return error(413, "too_large", f"the request body must be at most {MAX_TRIGGER_BODY} bytes")
+        if len(raw) > limit:
+            return error(413, "too_large", f"the request body must be at most {limit} bytes")
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "bad_request", 'the body must be JSON: {"databases": ["name", ...], "reason": "why"}')
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return error(400, "bad_request", 'the body must be JSON: {"databases": ["name", ...], "reason": "why"} '
+                     '({} backs up every database)')
     if not isinstance(body, dict) or set(body) - {"databases", "reason"}:
         return error(400, "bad_request", 'the body must be a JSON object with "databases" and/or "reason"')
     databases, reason = body.get("databases"), body.get("reason")
@@ -577,11 +459,17 @@ async def _trigger(request: Request) -> Response:
         if unknown:
             return error(400, "unknown_database", f"unknown database(s) {', '.join(repr(d[:80]) for d in unknown[:5])}; "
                          f"configured: {', '.join(state.config.names)}")
+    try:
+        check_request(state.config, databases or None, reason)  # before the reason goes into the audit line
+    except ValueError as exc:
+        return error(400, "bad_request", str(exc))
+    denied = [d for d in (databases or state.config.names) if not guarded.may("trigger", d)]
+    if denied:
+        return _forbidden(guarded, "trigger", ", ".join(denied[:5]) + (" (name the databases)" if not databases else ""))
     if state.trigger is None:
         return error(503, "unavailable", "no Dagster instance: start `patina serve` with DAGSTER_HOME set to run "
                      "on-demand backups")
-    state.audit(_event("trigger", client=guarded.name, auth=guarded.method, ip=guarded.ip,
-                       databases=databases or "all", reason=reason))
+    record.update(databases=databases or "all", reason=reason)
     try:
         result = await anyio.to_thread.run_sync(lambda: state.trigger(databases or None, reason, f"api:{guarded.name}"))
     except ValueError as exc:
@@ -590,114 +478,6 @@ async def _trigger(request: Request) -> Response:
         logger.error("trigger failed: %s", exc)
         return error(503, "unavailable", f"the backup could not be started: {exc}")
     return JSONResponse(result, status_code=202)
-
-
-# --------------------------------------------------------------------------------------------------
-# OpenAPI
-# --------------------------------------------------------------------------------------------------
-
-
-def openapi_document(config: PatinaConfig) -> dict:
-    """OpenAPI 3.0 for the endpoints above; ``db`` is an enum of the configured databases."""
-    def json_response(description: str, schema: dict | None = None) -> dict:
-        return {"description": description,
-                "content": {"application/json": {"schema": schema or {"$ref": "#/components/schemas/Error"}}}}
-
-    errors = {
-        "400": json_response("Bad input (the message says what and how to fix it)"),
-        "401": json_response("No valid key and not an allowed address", {"$ref": "#/components/schemas/Unauthorized"}),
-        "429": {**json_response("Rate limited"), "headers": {"Retry-After": {"schema": {"type": "integer"},
-                                                                             "description": "Seconds to wait"}}},
-        "503": json_response("The bucket or Dagster cannot be reached"),
-    }
-    db_param = {"name": "db", "in": "path", "required": True,
-                "schema": {"type": "string", "enum": list(config.names)}}
-    date_param = {"name": "date", "in": "path", "required": True,
-                  "schema": {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}}
-    secured = [{"PatinaKey": []}]
-    anything = {"type": "object", "additionalProperties": True}
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "Patina", "version": __version__,
-                 "description": "Backups of Cloudflare D1 databases: status, list, download, restore guide, trigger."},
-        "components": {
-            "securitySchemes": {"PatinaKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error", "message"],
-                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
-                "Unauthorized": {"type": "object", "required": ["error", "message"],
-                                 "properties": {"error": {"type": "string", "enum": ["unauthorized"]},
-                                                "message": {"type": "string"}}},
-                "Backup": {"type": "object", "required": ["database", "date", "location", "sizeBytes", "tables", "rows"],
-                           "properties": {"database": {"type": "string"}, "date": {"type": "string"},
-                                          "location": {"type": "string", "enum": ["daily", "weekly"]},
-                                          "key": {"type": "string"}, "member": {"type": "string", "nullable": True},
-                                          "size": {"type": "string"}, "sizeBytes": {"type": "integer"},
-                                          "storedBytes": {"type": "integer", "nullable": True},
-                                          "tables": {"type": "integer"}, "rows": {"type": "integer"},
-                                          "createdAt": {"type": "string", "nullable": True},
-                                          "archivedAt": {"type": "string", "nullable": True},
-                                          "expiresAt": {"type": "string", "nullable": True},
-                                          "sqlSha256": {"type": "string"},
-                                          "dagsterRunId": {"type": "string", "nullable": True}}},
-                "List": {"type": "object", "required": ["backups", "total", "filtered"],
-                         "properties": {"backups": {"type": "array", "items": {"$ref": "#/components/schemas/Backup"}},
-                                        "total": {"type": "integer"}, "filtered": {"type": "integer"}}},
-                "Status": {"type": "object", "required": ["currentStatus", "instance", "storage", "databases"],
-                           "properties": {"currentStatus": {"type": "string",
-                                                            "enum": ["idle", "running", "queued", "unknown"]},
-                                          "instance": anything, "lastBackup": {**anything, "nullable": True},
-                                          "nextScheduled": {"type": "string", "nullable": True},
-                                          "storage": anything, "databases": {"type": "array", "items": anything}}},
-                "TriggerRequest": {"type": "object", "additionalProperties": False, "properties": {
-                    "databases": {"type": "array", "items": {"type": "string", "enum": list(config.names)}},
-                    "reason": {"type": "string", "maxLength": 500}}},
-                "TriggerResponse": {"type": "object", "required": ["jobId", "status", "databases"],
-                                    "properties": {"jobId": {"type": "string"}, "status": {"type": "string"},
-                                                   "databases": {"type": "integer"}, "message": {"type": "string"}}},
-            },
-        },
-        "paths": {
-            "/": {"get": {"summary": "What this API is", "responses": {"200": json_response("Documentation", anything)}}},
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": json_response("Alive", anything)}}},
-            "/status": {"get": {"summary": "Backup status and recent jobs", "responses": {
-                "200": json_response("Status", {"$ref": "#/components/schemas/Status"}), "503": errors["503"]}}},
-            "/list": {"get": {
-                "summary": "All available backups, newest first",
-                "parameters": [
-                    {"name": "database", "in": "query", "schema": {"type": "string", "enum": list(config.names)}},
-                    {"name": "date", "in": "query", "schema": {"type": "string", "format": "date"}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-                ],
-                "responses": {"200": json_response("Backups", {"$ref": "#/components/schemas/List"}),
-                              "400": errors["400"], "503": errors["503"]}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                "503": errors["503"]}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_response("OpenAPI", anything)}}},
-            "/download/{date}/{db}": {"get": {
-                "summary": "Download one backup's SQL (checked against its sha256 as it streams)",
-                "security": secured, "parameters": [date_param, db_param],
-                "responses": {
-                    "200": {"description": "The SQL", "headers": {"X-Patina-SQL-SHA256": {"schema": {"type": "string"}}},
-                            "content": {"application/sql": {"schema": {"type": "string", "format": "binary"}}}},
-                    "404": json_response("No backup of that database on that day"),
-                    **{code: errors[code] for code in ("400", "401", "429", "503")}}}},
-            "/restore-guide/{db}": {"get": {
-                "summary": "How to restore a database, with this installation's commands",
-                "security": secured, "parameters": [db_param],
-                "responses": {"200": json_response("The guide", anything),
-                              **{code: errors[code] for code in ("400", "401", "429", "503")}}}},
-            "/trigger": {"post": {
-                "summary": "Back up some or all databases now",
-                "security": secured,
-                "requestBody": {"required": False, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/TriggerRequest"}}}},
-                "responses": {"202": json_response("Started", {"$ref": "#/components/schemas/TriggerResponse"}),
-                              "413": json_response("Body too large"),
-                              **{code: errors[code] for code in ("400", "401", "429", "503")}}}},
-        },
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -716,8 +496,11 @@ def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: 
     audit_logger.setLevel(logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's storage migrations say hello on every open
     policy = AccessPolicy.from_env(env)
-    if not policy.keys and not policy.networks:
-        logger.warning("no %s and no %s: every protected endpoint will answer 401", KEYS_ENV, ALLOWED_IPS_ENV)
+    public_url = env.get(PUBLIC_URL_ENV)
+    for warning in policy.warnings(host, public_url):
+        logger.warning(warning)
+    shared = Catalog.for_config(config, env)
+    audit = AuditLog.from_env(env, lambda: shared.store.bucket)
     with open_instance(env) as (instance, detail):
         view = DagsterView(config, instance, detail)
 
@@ -726,43 +509,11 @@ def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: 
                 raise TriggerUnavailable(detail)
             return trigger_backup(config, instance, databases, reason, requested_by=requested_by).to_dict()
 
-        app = create_app(config, orchestrator=view.read, trigger=trigger if instance is not None else None,
-                         policy=policy, public_url=env.get(PUBLIC_URL_ENV))
-        logger.info("Patina API on http://%s:%s (%s; %s)", host, port, detail, policy.describe())
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, server_header=False)
-
-
-class BackgroundServer:
-    """The app served by uvicorn on a thread, on ``port`` (0: any free port); ``url`` once started."""
-
-    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(128)  # connections made before the loop runs wait in the backlog: no start-up race
-        self.host, self.port = host, self.sock.getsockname()[1]
-        # proxy_headers off, as in serve(): uvicorn would otherwise believe X-Forwarded-For from loopback peers.
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", server_header=False,
-                                                    proxy_headers=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> BackgroundServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        app = create_app(config, catalog=lambda: shared, orchestrator=view.read,
+                         trigger=trigger if instance is not None else None, policy=policy, audit=audit,
+                         public_url=public_url, bind_host=host)
+        logger.info("Patina API on http://%s:%s (%s; %s; %s)", host, port, detail, policy.describe(), audit.describe())
+        try:
+            uvicorn.Server(uvicorn_config(app, app.state.patina.limits, host=host, port=port, log_level="info")).run()
+        finally:
+            audit.close()

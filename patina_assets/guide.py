@@ -39,7 +39,7 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
     count_table, expected = _table_to_count(newest)
     count_sql = f"SELECT COUNT(*) FROM {_sql_name(count_table)}" if count_table else "SELECT name FROM sqlite_master"
     expect = f" (expect {expected:,})" if expected is not None else ""
-    download = (f"curl -fH \"X-Patina-Key: $PATINA_KEY\" -o {q(sql_file)} {base_url.rstrip('/')}/download/{day}/{name}"
+    download = (f"curl --fail --remove-on-error -H \"X-Patina-Key: $PATINA_KEY\" -o {q(sql_file)} {base_url.rstrip('/')}/download/{day}/{name}"
                 if base_url else f"patina download {day} {name} -o {q(sql_file)}")
     order = [db.name for db in config.by_priority()].index(name) + 1
     account = database.account_id or "ACCOUNT_ID"

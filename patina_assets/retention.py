@@ -35,6 +35,7 @@ from .archive import (
 )
 from .config import RetentionConfig
 from .storage import (
+    AUDIT_PREFIX,
     DAILY_PREFIX,
     WEEKLY_PREFIX,
     BackupStore,
@@ -321,6 +322,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
     everything = list(store.bucket.list(""))
     result.objects = len(everything)
     for info in everything:
+        if info.key.startswith(AUDIT_PREFIX):  # `patina serve`'s audit log: kept, not a stray
+            continue
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))
 

@@ -913,6 +913,7 @@ def _read_exactly(source: BinaryIO, size: int, path: Path | str) -> bytes:
 
 DAILY_PREFIX = "daily/"
 WEEKLY_PREFIX = "weekly/"  # weekly archives: see the weekly layout helpers below and patina_assets.archive
+AUDIT_PREFIX = "audit/"  # `patina serve`'s audit log (PATINA_AUDIT_BUCKET=1): one object per batch of lines
 
 DUMP_FORMATS: Mapping[str, str] = {"sql": ".sql", "sql.gz": ".sql.gz", "sql.zst": ".sql.zst"}
 DUMP_CONTENT_TYPES: Mapping[str, str] = {

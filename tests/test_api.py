@@ -12,23 +12,12 @@ import threading
 import dagster as dg
 import httpx
 import pytest
-from support.filled import (
-    ARCHIVED_DAYS,
-    DAILY_DAY,
-    DATABASES,
-    PRIORITY_ORDER,
-    copy_of,
-    filled,
-)
+from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, PRIORITY_ORDER, copy_of, filled
+from support.api_server import KEY, KEYS, OTHER_KEY, UNAUTHORIZED, Clock, key, serve  # noqa: F401 (fixture)
 
-from patina_assets.api import (
-    AccessPolicy,
-    BackgroundServer,
-    Limits,
-    create_app,
-    parse_keys,
-    parse_networks,
-)
+from patina_assets.api import AccessPolicy, Limits, parse_keys, parse_networks
+from patina_assets.api_access import CLOUDFLARE_RANGES
+from patina_assets.api_http import allowed_hosts, host_of
 from patina_assets.catalog import Catalog
 from patina_assets.defs.on_demand import (
     REASON_TAG,
@@ -37,65 +26,7 @@ from patina_assets.defs.on_demand import (
     trigger_backup,
 )
 
-KEY = "alice-3f9a1c7e5b2d4a6c8e0f"
-OTHER_KEY = "ci-runner-0a1b2c3d4e5f6a7b"
-KEYS = {"alice": KEY, "ci": OTHER_KEY}
-UNAUTHORIZED = {"error": "unauthorized", "message": "Valid authentication required to download backups"}
 NAMES = {name for name, _, _ in DATABASES}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Audit:
-    """The audit sink: a list, with a condition to wait on (audit lines are written as a download ends)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, event: dict) -> None:
-        with self.changed:
-            self.events.append(json.loads(json.dumps(event)))  # what the log line would hold
-            self.changed.notify_all()
-
-    def wait_for(self, kind: str, count: int) -> list[dict]:
-        with self.changed:
-            assert self.changed.wait_for(lambda: len(self.of(kind)) >= count, timeout=10), self.events
-            return self.of(kind)
-
-    def of(self, kind: str) -> list[dict]:
-        return [e for e in self.events if e["event"] == kind]
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(bucket=None, **options):
-        bucket = bucket or filled("local")
-        options.setdefault("policy", AccessPolicy(keys=dict(KEYS)))
-        options.setdefault("audit", Audit())
-        app = create_app(bucket.config, **options)
-        server = BackgroundServer(app).start()
-        servers.append(server)
-        client = httpx.Client(base_url=server.url, timeout=10)
-        client.audit = options["audit"]
-        client.state = app.state.patina
-        return client
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def key(value=KEY):
-    return {"X-Patina-Key": value}
 
 
 # -- public endpoints -----------------------------------------------------------------------------
@@ -172,13 +103,19 @@ def test_download_streams_the_checked_sql_from_dailies_and_archives(serve):
         assert hashlib.sha256(response.content).hexdigest() == response.headers["x-patina-sql-sha256"] == backup.sql_sha256
     head = client.head(f"/download/{DAILY_DAY}/scout-db", headers=key())
     assert head.status_code == 200 and head.content == b""
-    downloads = client.audit.wait_for("backup_download", 2)
-    assert [(e["client"], e["auth"], e["ip"], e["database"], e["date"], e["source"], e["outcome"]) for e in downloads] == [
-        ("alice", "key", "127.0.0.1", "scout-db", DAILY_DAY, "daily", "complete"),
-        ("alice", "key", "127.0.0.1", "scout-db", ARCHIVED_DAYS[0], "weekly", "complete")]
-    assert all(e["timestamp"].endswith("Z") and e["bytes"] > 0 for e in downloads)
+    downloads = client.audit.wait_for("backup_download", 2, outcome="complete")
+    assert sorted((e["client"], e["auth"], e["ip"], e["database"], e["date"], e["source"], e["status"])
+                  for e in downloads) == [
+        ("alice", "key", "127.0.0.1", "scout-db", ARCHIVED_DAYS[0], "weekly", 200),
+        ("alice", "key", "127.0.0.1", "scout-db", DAILY_DAY, "daily", 200)]
+    # Every byte was acknowledged by the client's socket (SIOCOUTQ empty), not only handed to it.
+    assert all(e["timestamp"].endswith("Z") and e["bytes_acknowledged"] == e["bytes_sent"] > 0 for e in downloads)
     missing = client.get("/download/2026-03-05/scout-db", headers=key())
     assert missing.status_code == 404 and "GET /list?database=scout-db" in missing.json()["message"]
+    # HEAD and 404 have their audit lines too.
+    [head_line] = client.audit.wait_for("backup_download", 1, outcome="head")
+    [missing_line] = client.audit.wait_for("backup_download", 1, outcome="not_found")
+    assert (head_line["method"], head_line["status"], missing_line["status"]) == ("HEAD", 200, 404)
 
 
 ALMOST = [
@@ -195,7 +132,7 @@ ALMOST = [
 
 def test_missing_wrong_and_almost_right_keys_get_the_specs_401_and_the_audit_log_keeps_no_secret(serve, caplog):
     caplog.set_level(logging.DEBUG)
-    client = serve(limits=Limits(requests_per_hour=1000))
+    client = serve(limits=Limits(failures_per_hour=1000))
     endpoints = [("GET", f"/download/{DAILY_DAY}/groveauth"), ("GET", "/restore-guide/groveauth"), ("POST", "/trigger")]
     for method, path in endpoints:
         assert client.request(method, path).json() == UNAUTHORIZED
@@ -204,11 +141,11 @@ def test_missing_wrong_and_almost_right_keys_get_the_specs_401_and_the_audit_log
             assert response.status_code == 401 and response.json() == UNAUTHORIZED, (path, attempt)
     assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
     assert client.get("/restore-guide/groveauth", headers=key(OTHER_KEY)).status_code == 200
-    client.audit.wait_for("backup_download", 1)
-    denied = client.audit.of("auth_denied")
-    assert len(denied) == len(endpoints) * (len(ALMOST) + 1)
+    client.audit.wait_for("backup_download", 1, outcome="complete")
+    denied = [e for e in client.audit.events if e["outcome"] == "denied"]
+    assert len(denied) == len(endpoints) * (len(ALMOST) + 1) and {e["status"] for e in denied} == {401}
     assert {e["reason"] for e in denied} == {"key refused", "no key, address not allowed"}
-    assert client.audit.of("restore_guide")[0]["client"] == "ci"
+    assert client.audit.of("restore_guide", outcome="ok")[0]["client"] == "ci"
     logged = json.dumps(client.audit.events) + caplog.text
     for secret in [KEY, OTHER_KEY, *[a for a in ALMOST if len(a) > 8]]:
         assert secret not in logged
@@ -218,28 +155,65 @@ def test_an_allowed_address_needs_no_key_and_a_forwarded_address_is_trusted_only
     client = serve(policy=AccessPolicy(keys=dict(KEYS), networks=parse_networks("127.0.0.0/8")))
     assert client.get("/restore-guide/scout-db").status_code == 200
     assert client.audit.of("restore_guide")[0]["client"] == "ip:127.0.0.1"
-    # Behind a proxy that sets CF-Connecting-IP, the header is the client; without the setting it is ignored.
-    proxied = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP"))
+    # Behind a trusted proxy that sets CF-Connecting-IP, the header is the client; without the setting it is ignored.
+    proxied = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP",
+                                        trusted_proxies=parse_networks("127.0.0.0/8")))
     assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9"}).status_code == 200
     assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "198.51.100.1"}).status_code == 401
+    assert [(e["ip"], e["peer"]) for e in proxied.audit.events] == [("203.0.113.9", "127.0.0.1"),
+                                                                   ("198.51.100.1", "127.0.0.1")]
     direct = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24")))
     assert direct.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9",
                                                           "X-Forwarded-For": "203.0.113.9"}).status_code == 401
 
 
 def test_keys_and_networks_from_the_environment_are_checked():
-    assert parse_keys(f" alice:{KEY} , ci:{OTHER_KEY} ") == KEYS
-    for text, message in ((f"alice{KEY}", "write each entry as name:key"), ("alice:short", "at least 16"),
+    assert set(parse_keys(f" alice:{KEY} , ci:{OTHER_KEY} ")) == set(KEYS)
+    for text, message in ((f"alice{KEY}", "write each entry as name:key"), ("alice:short", "shorter than 16"),
                           (f"alice:{KEY},alice:{OTHER_KEY}", "used twice"), (f"a b:{KEY}", "name:key")):
         with pytest.raises(ValueError, match=message) as problem:
             parse_keys(text)
-        assert KEY not in str(problem.value) and "short" not in str(problem.value).replace("at least", "")
+        assert KEY not in str(problem.value) and "short" not in str(problem.value).replace("shorter", "")
     with pytest.raises(ValueError, match="not an IP address"):
         parse_networks("10.0.0.0/8, example.com")
     policy = AccessPolicy.from_env({"PATINA_API_KEYS": f"alice:{KEY}", "PATINA_ALLOWED_IPS": "10.1.2.3"})
     assert policy.authenticate(KEY, "192.0.2.1").name == "alice"
     assert policy.authenticate(None, "10.1.2.3").name == "ip:10.1.2.3"
-    assert policy.authenticate("nope", "192.0.2.1") is None and policy.authenticate(None, "unknown") is None
+    assert policy.authenticate("nope", "192.0.2.1").reason == "key refused"
+    assert policy.authenticate(None, "unknown").reason == "no key, address not allowed"
+
+
+def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
+    for weak in ("a" * 16, "abcdabcdabcdabcd", "0123456789abcdef", "Secret-aaaaa-key-1", "tiny-key"):
+        with pytest.raises(ValueError, match="weak") as problem:
+            parse_keys(f"bob:{weak}")
+        assert weak not in str(problem.value) and "secrets.token_urlsafe" in str(problem.value)
+    with pytest.raises(ValueError, match=r"'203.0.113.7/0' has host bits set.*write the address alone \(203.0.113.7\)"):
+        parse_networks("203.0.113.7/0")
+    with pytest.raises(ValueError, match="host bits set"):
+        parse_networks("10.1.2.3/8", "PATINA_TRUSTED_PROXIES")
+    with pytest.raises(ValueError, match="every address"):
+        parse_networks("0.0.0.0/0")
+    assert [str(n) for n in parse_networks("203.0.113.7, 10.0.0.0/8, 2001:db8::/32")] == [
+        "203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]
+    parse_networks(CLOUDFLARE_RANGES, "PATINA_TRUSTED_PROXIES")  # the documented example parses exactly
+    assert len(parse_networks("173.245.48.0/20\n103.21.244.0/22 2400:cb00::/32")) == 3  # as cloudflare.com/ips-v4 lists
+    policy = AccessPolicy(keys=dict(KEYS))
+    assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", None))
+    assert any("without TLS in front" in w for w in policy.warnings("0.0.0.0", "http://patina.example"))
+    assert policy.warnings("127.0.0.1", None) == policy.warnings("0.0.0.0", "https://patina.grove.place") == []
+    assert allowed_hosts("https://patina.grove.place", "0.0.0.0") == (frozenset({"patina.grove.place"}), True)
+    assert allowed_hosts(None, "127.0.0.1") == (frozenset({"127.0.0.1", "localhost", "::1"}), False)
+    assert [host_of(h) for h in ("Patina.Grove.Place.:443", "[::1]:8080", "::1", "localhost")] == [
+        "patina.grove.place", "::1", "::1", "localhost"]
+    keys = parse_keys(f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
+                      "expires=2027-01-31T12:00:00Z")
+    assert keys["alice"].actions == {"download", "restore-guide", "trigger"} and keys["alice"].databases is None
+    assert keys["ci"].databases == {"groveauth", "scout-db"} and keys["ci"].expires.isoformat() == "2027-01-31T12:00:00+00:00"
+    for options, message in (("actions=delete", "unknown action"), ("expires=tomorrow", "not a date"),
+                             ("owner=bob", "not an option"), ("actions=download actions=trigger", "not an option")):
+        with pytest.raises(ValueError, match=message):
+            parse_keys(f"ci:{OTHER_KEY} {options}")
 
 
 TRAVERSALS = [
@@ -274,29 +248,46 @@ def test_path_traversal_attempts_never_reach_the_bucket(serve):
         response = connection.getresponse()
         body = response.read()
         connection.close()
-        assert response.status in (400, 404), (path, response.status, body)
+        assert response.status in (400, 404, 421), (path, response.status, body)  # 421: Host example.com
         assert b"CREATE TABLE" not in body and b"root:" not in body
-        assert json.loads(body)["error"] in ("not_found", "invalid_date", "unknown_database")
-    assert client.audit.of("backup_download") == []
+        assert json.loads(body)["error"] in ("not_found", "invalid_date", "unknown_database", "wrong_host")
+    assert client.audit.of("backup_download", outcome="complete") == []
+    assert len(client.audit.events) >= len(TRAVERSALS) - 1  # one line each (the absolute-form one is not /download)
+    assert {e["outcome"] for e in client.audit.events} <= {"bad_request", "not_found", "wrong_host"}
 
 
 # -- rate limits ------------------------------------------------------------------------------------
 
 
-def test_thirty_requests_an_hour_per_address_then_429_until_the_window_passes(serve):
+def test_failed_attempts_are_limited_per_address_and_never_lock_out_a_valid_key(serve):
     clock = Clock()
     client = serve(clock=clock)
-    for _ in range(15):  # failed attempts count too: keys cannot be guessed quickly
-        assert client.get("/restore-guide/groveauth", headers=key("guess-" + "x" * 20)).status_code == 401
-    for _ in range(15):
+    for attempt in range(30):  # keys cannot be guessed quickly...
+        headers = key("guess-" + "x" * 20) if attempt % 2 else {}
+        assert client.get("/restore-guide/groveauth", headers=headers).status_code == 401
+    refused = client.get("/restore-guide/groveauth")
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "3600"
+    assert client.get("/status", headers=key("guess-" + "y" * 20)).status_code == 429  # wherever they are tried
+    # ... and 30 keyless requests from an address (or from everyone behind one proxy) lock out no key holder.
+    assert client.get("/restore-guide/groveauth", headers=key()).status_code == 200
+    clock.now += 1800
+    assert client.get(f"/download/{DAILY_DAY}/groveauth").headers["retry-after"] == "1800"
+    clock.now += 1800
+    assert client.get("/restore-guide/groveauth").status_code == 401
+    limited = client.audit.of("restore_guide", outcome="rate_limited")
+    assert [(e["status"], e["ip"], e.get("client")) for e in limited] == [(429, "127.0.0.1", None)]
+
+
+def test_thirty_requests_an_hour_per_key_whatever_the_address(serve):
+    clock = Clock()
+    client = serve(clock=clock)
+    for _ in range(30):
         assert client.get("/restore-guide/groveauth", headers=key()).status_code == 200
     refused = client.get("/restore-guide/groveauth", headers=key())
     assert refused.status_code == 429 and refused.headers["retry-after"] == "3600"
-    assert refused.json()["error"] == "rate_limited"
-    clock.now += 1800
-    assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).headers["retry-after"] == "1800"
-    assert client.get("/status").status_code == 200 and client.get("/list").status_code == 200  # public: not limited
-    clock.now += 1800
+    assert "with this key" in refused.json()["message"]
+    assert client.get("/restore-guide/groveauth", headers=key(OTHER_KEY)).status_code == 200  # another key
+    clock.now += 3600
     assert client.get("/restore-guide/groveauth", headers=key()).status_code == 200
 
 
@@ -309,9 +300,10 @@ def test_ten_downloads_an_hour_per_client(serve):
     refused = client.get(f"/download/{DAILY_DAY}/groveauth", headers=key())
     assert refused.status_code == 429 and refused.headers["retry-after"] == str(3600 - 600)
     assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key(OTHER_KEY)).status_code == 200  # another client
+    assert client.head(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200  # HEAD is no download
     clock.now += 3600 - 600
     assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
-    limited = [e for e in client.audit.of("rate_limited") if e["limit"] == "downloads_per_client"]
+    limited = client.audit.of("backup_download", outcome="rate_limited")
     assert [(e["client"], e["ip"]) for e in limited] == [("alice", "127.0.0.1")]
 
 
@@ -335,23 +327,26 @@ class GatedCatalog(Catalog):
         return Gated()
 
 
-def test_two_downloads_at_once_then_429_until_one_ends(serve):
+def test_two_downloads_at_once_then_429_until_one_ends_and_busy_refusals_cost_no_allowance(serve):
     bucket = filled("local")
     GatedCatalog.gate = threading.Event()
-    client = serve(catalog=lambda: GatedCatalog.for_config(bucket.config))
+    client = serve(catalog=lambda: GatedCatalog.for_config(bucket.config), limits=Limits(downloads_per_hour=2))
     with contextlib.ExitStack() as streams:
         first = streams.enter_context(client.stream("GET", f"/download/{DAILY_DAY}/groveauth", headers=key()))
         second = streams.enter_context(httpx.stream("GET", f"{client.base_url}/download/{ARCHIVED_DAYS[0]}/scout-db",
                                                     headers=key(OTHER_KEY)))
         assert first.status_code == second.status_code == 200  # headers sent: both hold a slot, waiting at the gate
-        busy = httpx.get(f"{client.base_url}/download/{DAILY_DAY}/autumnsgrove-posts", headers=key())
-        assert busy.status_code == 429 and busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) > 0
+        for _ in range(5):
+            busy = httpx.get(f"{client.base_url}/download/{DAILY_DAY}/autumnsgrove-posts", headers=key())
+            assert busy.status_code == 429 and busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) > 0
         GatedCatalog.gate.set()
         for response in (first, second):
             body = response.read()
             assert hashlib.sha256(body).hexdigest() == response.headers["x-patina-sql-sha256"]
-    assert client.get(f"/download/{DAILY_DAY}/autumnsgrove-posts", headers=key()).status_code == 200
+    assert client.get(f"/download/{DAILY_DAY}/autumnsgrove-posts", headers=key()).status_code == 200  # 2nd of 2
+    assert client.get(f"/download/{DAILY_DAY}/autumnsgrove-posts", headers=key()).json()["error"] == "rate_limited"
     assert client.state.slots.used == 0
+    assert len(client.audit.of("backup_download", outcome="busy")) == 5
 
 
 def test_a_damaged_backup_ends_in_a_broken_transfer_and_frees_its_slot(serve, tmp_path):
@@ -364,8 +359,8 @@ def test_a_damaged_backup_ends_in_a_broken_transfer_and_frees_its_slot(serve, tm
     client = serve(bucket, limits=Limits(concurrent_downloads=1))
     with pytest.raises(httpx.HTTPError):  # fewer bytes than Content-Length announced
         client.get(f"/download/{DAILY_DAY}/groveauth", headers=key())
-    [event] = client.audit.wait_for("backup_download", 1)
-    assert event["outcome"] == "integrity_failure" and event["database"] == "groveauth"
+    [event] = client.audit.wait_for("backup_download", 1, outcome="integrity_failure")
+    assert event["database"] == "groveauth" and event["bytes_sent"] < catalog.find(DAILY_DAY, "groveauth").sql_bytes
     assert client.get(f"/download/{DAILY_DAY}/scout-db", headers=key()).status_code == 200
 
 
@@ -375,7 +370,7 @@ def test_a_damaged_backup_ends_in_a_broken_transfer_and_frees_its_slot(serve, tm
 def test_restore_guide_names_this_servers_download_url(serve):
     client = serve(public_url="https://patina.grove.place")
     guide = client.get("/restore-guide/groveauth", headers=key()).json()
-    assert ('curl -fH "X-Patina-Key: $PATINA_KEY" -o groveauth-2026-03-09.sql '
+    assert ('curl --fail --remove-on-error -H "X-Patina-Key: $PATINA_KEY" -o groveauth-2026-03-09.sql '
             f"https://patina.grove.place/download/{DAILY_DAY}/groveauth") in guide["restoreInstructions"]["method1_wrangler"]["steps"][0]
     assert guide["notes"][0].startswith(f"Restore order across databases (the spec's priority order): {', '.join(PRIORITY_ORDER)}")
     assert client.get("/restore-guide/nope", headers=key()).json()["error"] == "unknown_database"
@@ -394,15 +389,19 @@ def test_trigger_starts_a_backup_with_the_reason_and_who_asked(serve, tmp_path):
         assert document["databases"] == 1 and document["status"] == "completed"
         run = instance.get_run_by_id(document["jobId"])
         assert run.tags[REASON_TAG] == "Pre-deployment backup" and run.tags[REQUESTED_BY_TAG] == "api:alice"
-        for body, code in (("not json", "bad_request"), ([], "bad_request"), ({"databases": "scout-db"}, "bad_request"),
-                           ({"databases": ["nope"]}, "unknown_database"), ({"reason": 5}, "bad_request"),
-                           ({"reason": "x\ny"}, "bad_request"), ({"other": 1}, "bad_request")):
-            sent = client.post("/trigger", headers=key(), content=body if isinstance(body, str) else json.dumps(body))
+        as_json = {**key(), "Content-Type": "application/json"}
+        for body, code in (("not json", "bad_request"), ("", "bad_request"), ([], "bad_request"),
+                           ({"databases": "scout-db"}, "bad_request"), ({"databases": ["nope"]}, "unknown_database"),
+                           ({"reason": 5}, "bad_request"), ({"reason": "x\ny"}, "bad_request"),
+                           ({"other": 1}, "bad_request"), ("[" * 3000, "bad_request"), ("{" * 3000, "bad_request")):
+            sent = client.post("/trigger", headers=as_json, content=body if isinstance(body, str) else json.dumps(body))
             assert sent.status_code == 400 and sent.json()["error"] == code, body
-        assert client.post("/trigger", headers=key(), content=b"x" * 20_000).status_code == 413
+        assert client.post("/trigger", headers=as_json, content=b"x" * 20_000).status_code == 413
+        assert client.post("/trigger", headers=key(), content=b"{}").status_code == 415  # not application/json
         assert len(instance.get_runs()) == 1
-    trigger_event = client.audit.of("trigger")[0]
+    [trigger_event] = client.audit.of("trigger", outcome="started")
     assert trigger_event["client"] == "alice" and trigger_event["databases"] == ["scout-db"]
+    assert trigger_event["reason"] == "Pre-deployment backup"
     without = serve(bucket)
     assert without.post("/trigger", headers=key(), json={}).status_code == 503
 
@@ -430,7 +429,8 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(serve, tmp_path):
         def trigger(databases, reason, requested_by):
             return trigger_backup(bucket.config, instance, databases, reason, wait=True, requested_by=requested_by).to_dict()
 
-        client = serve(bucket, trigger=trigger, limits=Limits(requests_per_hour=10**6, downloads_per_hour=10**6))
+        client = serve(bucket, trigger=trigger, limits=Limits(requests_per_hour=10**6, downloads_per_hour=10**6,
+                                                              public_per_minute=10**6))
         document = client.get("/openapi.json").json()
         # An example date that has backups, so that the explicit phase also downloads something real.
         document["paths"]["/download/{date}/{db}"]["get"]["parameters"][0]["example"] = DAILY_DAY

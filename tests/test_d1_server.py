@@ -453,3 +453,29 @@ def test_a_chunked_upload_is_refused_for_want_of_a_length(client):
     init = client.post(url, json={"action": "init", "etag": "0" * 32}).json()["result"]
     response = httpx.put(init["upload_url"], content=iter([b"SELECT 1;"]))
     assert response.status_code == 411
+
+
+@pytest.mark.parametrize("limit, make, message", [
+    # n terms of `+` make a tree n-1 deep under the SELECT's own level: 100 terms are 100 deep
+    (100, lambda n: "SELECT " + "+".join(["1"] * n), "Expression tree is too large (maximum depth 100): SQLITE_ERROR"),
+    (5, lambda n: " UNION ALL ".join(["SELECT 1"] * n), "too many terms in compound SELECT: SQLITE_ERROR"),
+    (50, lambda n: "SELECT 'a' LIKE '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
+    (50, lambda n: "SELECT 'a' GLOB '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
+    (32, lambda n: "SELECT json_array(" + ",".join(["1"] * n) + ")",
+     "too many arguments on function json_array"),  # local D1 adds " at offset 7"
+], ids=["expression depth", "compound select", "like pattern", "glob pattern", "function arguments"])
+def test_sqlite_limits_are_d1s(client, limit, make, message):
+    """One step past each limit is refused as D1 refuses it (messages measured on local D1); the limit passes."""
+    passing = query(client, make(limit))
+    assert passing.status_code == 200, passing.text
+    assert d1_error(query(client, make(limit + 1))).startswith(message)
+
+
+def test_a_query_past_its_time_and_a_result_past_its_size_are_refused(db_path):
+    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    with D1Server({DB_ID: db_path}, query_seconds=0.2, max_result_bytes=10_000) as server, \
+            httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as c:
+        assert d1_error(query(c, slow)) == "D1 DB exceeded its query time limit of 0.2 s: SQLITE_INTERRUPT"
+        assert query(c, "SELECT zeroblob(9000)").status_code == 200
+        assert d1_error(query(c, "SELECT zeroblob(6000) UNION ALL SELECT zeroblob(6001)")).startswith(
+            "result too large")

@@ -169,6 +169,7 @@ def test_reconciliation_finds_each_kind_of_drift(config, store, archives):
     # 2. a stray object, and a valid backup the records do not know
     bucket.put_bytes("daily/2026-01-05/notes.txt", b"hello")
     bucket.put_bytes("stray.bin", b"\x00" * 10)
+    bucket.put_bytes("audit/2026-01-05/031500-1-1.jsonl", b"{}\n")  # the API's audit log is no stray
     back_up_day(config, store, "2026-01-12", ["scout-db"])
     # 3. a corrupted dump (same size, so only the sha256 tells) and a corrupted archive
     corrupt = store.get_manifest(days[2], "scout-db")

@@ -169,9 +169,17 @@ def _read_columns(source: "Source", names: list[str]) -> dict[str, list[Column]]
     if not names:
         return {}
     found: dict[str, list[Column]] = {name: [] for name in names}
-    # One query for all tables (one request over REST), in batches to stay under the statement limit.
-    for start in range(0, len(names), 200):
-        batch = names[start : start + 200]
+    # One query for all tables (one request over REST), in batches to stay under D1's 100 KB statements.
+    batches: list[list[str]] = [[]]
+    listed = 0  # bytes of the current batch's IN list
+    for name in names:
+        size = len(quote_text(name).encode("utf-8", "surrogatepass")) + 1
+        if batches[-1] and (len(batches[-1]) == 200 or listed + size > 60_000):
+            batches.append([])
+            listed = 0
+        batches[-1].append(name)
+        listed += size
+    for batch in batches:
         in_list = ",".join(quote_text(n) for n in batch)
         rows = source.query(
             "SELECT m.name, x.name, x.type, x.pk, x.hidden FROM sqlite_master AS m "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import random
 import re
@@ -33,11 +34,13 @@ from .sqltext import quote_identifier
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 BIG_ROW_BYTES = 300_000  # JSON escaping can grow text 6x: a row's string must stay under D1's 2 MB
 PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
-MAX_PAGE_ROWS = 50_000
+MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a query after 30 s
+MAX_STATEMENT_BYTES = 100_000  # D1's limits on one statement, and on the arguments of one SQL function
+MAX_FUNCTION_ARGS = 32
 ROWID_BLOCK_BITS = 12  # INSERT statements never span two blocks of 4096 rowids (so a table can be split)
 SCAN_BATCH_BYTES = 1 << 20  # about this much row data per batch a SQLite scan yields (see SqliteSource.scan)
 SCAN_BATCH_ROWS = 1000
-SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process  # rows one page may read: D1 bills rows read and stops a query after 30 s
+SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
 D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
 
 
@@ -201,12 +204,17 @@ class D1Source(Source):
     """A D1 database over Cloudflare's REST API (`/query` and `/raw`).
 
     Every value travels as text inside one JSON array per row, so nothing passes through a JSON number
-    (D1 rounds integers beyond 2**53 and sends BLOBs as arrays of bytes). Rows are read by key, in pages
-    sized to a byte budget. Each request is its own transaction, so a dump of many requests is not a
-    single point in time.
+    (D1 rounds integers beyond 2**53 and sends BLOBs as arrays of bytes), and no REAL as decimal text
+    D1 formatted (its SQLite prints some doubles a few ulps off): a REAL comes as two integers computed
+    in the query, see `_EXACT_REAL`. Rows are read by key, in pages sized to a byte budget. Every query
+    stays inside D1's documented limits (100 KB statements, expression depth 100, 32 arguments per
+    function, 5 compound terms, 100 result columns, 2 MB per value) and reads each row once. Each
+    request is its own transaction, so a dump of many requests is not a single point in time.
     """
 
     point_in_time = False
+    #: Rows D1 read for this source's queries, as its answers' `meta.rows_read` say (D1 bills them).
+    rows_read: int = 0
 
     def __init__(
         self,
@@ -320,91 +328,147 @@ class D1Source(Source):
 
     def query(self, sql: str) -> list[tuple]:
         body = self._post("raw", sql)
-        return [tuple(row) for row in body["result"][0]["results"]["rows"]]
+        result = body["result"][0]
+        self.rows_read += int((result.get("meta") or {}).get("rows_read") or 0)
+        return [tuple(row) for row in result["results"]["rows"]]
 
     def scan(self, table: TablePlan) -> Iterator[list[tuple]]:
+        """Pages of rows in key order, each one plain `SELECT ... ORDER BY key LIMIT n`: D1 bills the rows
+        a query reads, and a window function (a running byte total, say) reads every row three times.
+
+        The page size follows the bytes the last page carried (`page_bytes` a page); a row much bigger
+        than the page's average (over `threshold`) comes as a marker with its size and key instead, so
+        no page carries more than about 8 x `page_bytes`, and is fetched by key afterwards: with rows
+        like the rest in batches, over BIG_ROW_BYTES (D1 refuses strings over 2 MB) in pieces.
+        """
         if not table.key:
             yield from self._scan_without_key(table)
             return
         keys = [quote_identifier(c) for c in table.key_columns]
         columns = [quote_identifier(c) for c in table.columns]
-        # D1 refuses any string over 2 MB, and each row travels as one JSON string: a row whose values
-        # add up to more than BIG_ROW_BYTES comes as a marker with its key, and is fetched in pieces.
-        size = "+".join(f"coalesce(length(CAST({c} AS BLOB)),0)" for c in columns)
-        row = (
-            f"CASE WHEN {size} > {BIG_ROW_BYTES} THEN json_array('R',{','.join(_tagged(k) for k in keys)}) "
-            f"ELSE json_array({','.join(_tagged(c, self._has_math_functions()) for c in columns)}) END"
-        )
-        key_aliases = ",".join(f"{k} AS k{i}" for i, k in enumerate(keys))
-        order_inner = ",".join(keys)
-        order_outer = ",".join(f"k{i}" for i in range(len(keys)))
+        exact = self._has_math_functions()
+        # A balanced sum: a chain of 100 `+` passes D1's expression depth of 100.
+        size = _balanced_sum([f"coalesce(length(CAST({c} AS BLOB)),0)" for c in columns])
+        cells = _json_row([_tagged(c, exact) for c in columns])
+        marker = _json_row(["'R'", size] + [_tagged(k, exact) for k in keys])
+        order = ",".join(keys)
         formatter = RowFormatter(len(keys))
-        limit = min(MAX_PAGE_ROWS, max(100, self.page_bytes // 200))  # the byte budget cuts it down to size
+        limit = max(1, min(1000, self.page_bytes // 200))
         after: str | None = None
         while True:
-            where = f" WHERE ({','.join(keys)}) > ({after})" if after else ""
-            # The window sums cut the page at the byte budget, so a page of large rows stays small.
-            sql = (
-                f"SELECT r, n FROM (SELECT r, {order_outer}, "
-                f"sum(length(r)) OVER (ORDER BY {order_outer} ROWS UNBOUNDED PRECEDING) AS running, count(*) OVER () AS n "
-                f"FROM (SELECT {row} AS r, {key_aliases} FROM {table.quoted}{where} "
-                f"ORDER BY {order_inner} LIMIT {limit})) WHERE running - length(r) < {int(self.page_bytes)} ORDER BY {order_outer}"
-            )
-            rows = self.query(sql)
+            threshold = min(BIG_ROW_BYTES, max(64, 8 * self.page_bytes // limit))
+            where = f" WHERE ({order}) > ({after})" if after else ""
+            sql = (f"SELECT CASE WHEN {size} > {threshold} THEN {marker} ELSE {cells} END "
+                   f"FROM {table.quoted}{where} ORDER BY {order} LIMIT {limit}")
+            rows = self.query(self._within_statement_limit(sql, table))
             if not rows:
                 return
-            batch = []
-            for r, _n in rows:
-                values = json.loads(r)
-                if values and values[0] == "R":
-                    where_key = " AND ".join(f"{k}={formatter.format_value(_untag(v))}" for k, v in zip(keys, values[1:]))
-                    batch.append(self._big_row(table, columns, where_key))
+            batch: list = []
+            later: list[tuple[int, tuple, int]] = []  # (place in batch, key, bytes) of rows fetched by key
+            carried = 0
+            for (r,) in rows:
+                values = _flat(json.loads(r))
+                if values[0] == "R":
+                    carried += values[1]
+                    key = _untag_row(values[2:], table)
+                    if values[1] > BIG_ROW_BYTES:
+                        batch.append(self._big_row(table, columns, self._key_condition(keys, [key], formatter)))
+                    else:
+                        later.append((len(batch), key, values[1]))
+                        batch.append(None)
                 else:
-                    batch.append(tuple(_untag(v) for v in values))
+                    carried += len(r)
+                    batch.append(_untag_row(values, table))
+            if later:
+                self._fetch_by_key(table, cells, keys, formatter, batch, later)
             yield batch
-            scanned = rows[0][1]
-            if scanned < limit and len(rows) == scanned:
+            if len(rows) < limit:
                 return
-            last = batch[-1]
-            after = ",".join(formatter.format_value(last[i]) for i in table.key)
-            # A page cut by the budget sizes the next; a page that was not asks for more rows.
-            limit = min(MAX_PAGE_ROWS, limit * 2) if len(rows) == scanned else max(1, len(rows) + len(rows) // 4)
+            after = ",".join(formatter.format_value(batch[-1][i]) for i in table.key)
+            average = max(1, carried // len(rows))
+            limit = max(1, min(MAX_PAGE_ROWS, limit * 2, self.page_bytes // average))
+
+    @staticmethod
+    def _key_condition(keys: list[str], key_values: list[tuple], formatter: RowFormatter) -> str:
+        """SQL true for the rows whose key is one of `key_values` (no compound SELECT, no long OR chain)."""
+        if len(keys) == 1:
+            return f"{keys[0]} IN ({','.join(formatter.format_value(k[0]) for k in key_values)})"
+        tuples = ",".join("(" + ",".join(map(formatter.format_value, k)) + ")" for k in key_values)
+        return f"({','.join(keys)}) IN (VALUES {tuples})"
+
+    def _fetch_by_key(self, table: TablePlan, cells: str, keys: list[str], formatter: RowFormatter,
+                      batch: list, later: list[tuple[int, tuple, int]]) -> None:
+        """Fill the places of `later` in `batch`: a few queries by key, each within the page budget."""
+        start = 0
+        while start < len(later):
+            end, carried = start, 0
+            while end < len(later) and (end == start or (carried + later[end][2] <= self.page_bytes and end - start < 500)):
+                carried += later[end][2]
+                end += 1
+            group = later[start:end]
+            condition = self._key_condition(keys, [key for _, key, _ in group], formatter)
+            sql = f"SELECT {cells} FROM {table.quoted} WHERE {condition}"
+            found = {}
+            for (r,) in self.query(self._within_statement_limit(sql, table)):
+                row = _untag_row(_flat(json.loads(r)), table)
+                found[tuple(row[i] for i in table.key)] = row
+            for place, key, _ in group:
+                if key not in found:
+                    raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
+                batch[place] = found[key]
+            start = end
+
+    def _within_statement_limit(self, sql: str, table: TablePlan) -> str:
+        size = len(sql.encode("utf-8"))
+        if size > MAX_STATEMENT_BYTES:
+            raise SourceError(
+                f"{self.description}: reading table {table.name!r} takes a {size:,}-byte statement, over D1's limit of "
+                f"{MAX_STATEMENT_BYTES:,} bytes (its column names or key values are very long); "
+                "export it with `wrangler d1 export` or shorten the names"
+            )
+        return sql
 
     def _scan_without_key(self, table: TablePlan) -> Iterator[list[tuple]]:
         """A rowid table whose rowid every column name hides (rowid, _rowid_ and oid all taken): nothing
         to page by, so, for this table alone, LIMIT/OFFSET in SQLite's stable scan order."""
-        cells = ",".join(_tagged(quote_identifier(c), self._has_math_functions()) for c in table.columns)
+        exact = self._has_math_functions()
+        cells = _json_row([_tagged(quote_identifier(c), exact) for c in table.columns])
         offset, limit = 0, 500
         while True:
-            rows = self.query(f"SELECT json_array({cells}) FROM {table.quoted} LIMIT {limit} OFFSET {offset}")
+            sql = f"SELECT {cells} FROM {table.quoted} LIMIT {limit} OFFSET {offset}"
+            rows = self.query(self._within_statement_limit(sql, table))
             if rows:
-                yield [tuple(_untag(v) for v in json.loads(r)) for (r,) in rows]
+                yield [_untag_row(_flat(json.loads(r)), table) for (r,) in rows]
             if len(rows) < limit:
                 return
             offset += len(rows)
 
     def _has_math_functions(self) -> bool:
+        """Whether D1 has the SQLite math functions the exact REAL carrier needs (see `_EXACT_REAL`)."""
         if self._math is None:
             try:
-                self._math = bool(self.query("SELECT atan2(-0.0, -1) < 0")[0][0])
+                self._math = bool(self.query(
+                    "SELECT atan2(-0.0,-1) < 0 AND log2(8.0) = 3 AND floor(-2.5) = -3 AND pow(2,-1074) > 0"
+                )[0][0])
             except SourceSQLError:
                 self._math = False
         return self._math
 
     def _big_row(self, table: TablePlan, columns: list[str], where_key: str) -> tuple:
-        """One large row: numbers in one query, each TEXT or BLOB as hex pieces of its bytes."""
-        described = ",".join(
+        """One large row (`where_key` selects it): numbers in one query, each TEXT or BLOB as hex pieces."""
+        exact = self._has_math_functions()
+        described = _json_row([
             f"CASE typeof({c}) WHEN 'text' THEN 'T'||length(CAST({c} AS BLOB)) "
-            f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, self._has_math_functions())} END"
+            f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, exact)} END"
             for c in columns
-        )
-        rows = self.query(f"SELECT json_array({described}) FROM {table.quoted} WHERE {where_key}")
+        ])
+        rows = self.query(f"SELECT {described} FROM {table.quoted} WHERE {where_key}")
         if not rows:
             raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
         values = []
-        for column, value in zip(columns, json.loads(rows[0][0])):
+        for column, value in zip(columns, _flat(json.loads(rows[0][0]))):
             if value is None or value[0] not in "TB":
-                values.append(_untag(value))
+                values.append(_untag_row([value], table)[0])
                 continue
             length = int(value[1:])
             data = b"".join(
@@ -423,19 +487,65 @@ class D1Source(Source):
         return tuple(values)
 
 
-def _tagged(column: str, negative_zero: bool = False) -> str:
-    """One value as text tagged with its type: i/r/t/b + digits, quote(), the text, or hex.
+# A REAL `v` as exact integers, computed by D1's SQLite, never as decimal text it formatted (D1's SQLite
+# 3.47 prints doubles with large exponents a few ulps off). `s` is the binary exponent of the lowest
+# mantissa bit to keep, from floor(log2|v|) less 54: two bits of slack, so a log2 rounded up across a
+# power of two still leaves all 53 bits in the integer `m` = v / 2**s (|m| < 2**56; exact, a division by
+# a power of two), and clamped at -1074 for subnormals. The same query checks m * 2**s = v and answers
+# 'e' when it does not hold: the reader then fails rather than round. 0, -0.0 (told apart by atan2's
+# sign) and the infinities (9e999 parses as +inf everywhere) come as 'r' and their text.
+_EXACT_REAL = (
+    "CASE WHEN v=0 THEN CASE WHEN atan2(v,-1)<0 THEN 'r-0' ELSE 'r0' END "
+    "WHEN abs(v)=9e999 THEN CASE WHEN v>0 THEN 'r+inf' ELSE 'r-inf' END "
+    "ELSE (SELECT CASE WHEN m*pow(2,s)=v THEN 'p'||m||'p'||s ELSE 'e' END FROM "
+    "(SELECT CAST(v/pow(2,s) AS INTEGER) AS m,s FROM (SELECT CAST(max(floor(log2(abs(v)))-54,-1074) AS INTEGER) AS s))) END"
+)
+# Without SQLite's math functions a REAL cannot be carried exactly: it comes as '!' and the reader fails.
+_NO_EXACT_REAL = "'!'"
 
-    quote() writes -0.0 as 0.0 (and no text function shows its sign); with SQLite's math functions,
-    atan2 tells them apart, so a -0.0 kept in an untyped column survives too.
-    """
-    real = f"'r'||quote({column})"
-    if negative_zero:
-        real = f"CASE WHEN {column} = 0 AND atan2({column}, -1) < 0 THEN 'r-0.0' ELSE {real} END"
+
+def _tagged(column: str, exact_reals: bool) -> str:
+    """One value as text tagged with its type: i + digits, a REAL's exact form (see `_EXACT_REAL`),
+    t + the text, b + hex. The value is named once, as `v` of a subquery, to keep statements short."""
+    real = _EXACT_REAL if exact_reals else _NO_EXACT_REAL
     return (
-        f"CASE typeof({column}) WHEN 'integer' THEN 'i'||{column} WHEN 'real' THEN {real} "
-        f"WHEN 'text' THEN 't'||{column} WHEN 'blob' THEN 'b'||hex({column}) END"
+        f"(SELECT CASE typeof(v) WHEN 'integer' THEN 'i'||v WHEN 'real' THEN {real} "
+        f"WHEN 'text' THEN 't'||v WHEN 'blob' THEN 'b'||hex(v) END FROM (SELECT {column} AS v))"
     )
+
+
+def _json_row(cells: list[str]) -> str:
+    """`json_array` of `cells`, nested in groups when they pass D1's 32 arguments per function."""
+    if len(cells) <= MAX_FUNCTION_ARGS:
+        return f"json_array({','.join(cells)})"
+    groups = [cells[i : i + MAX_FUNCTION_ARGS] for i in range(0, len(cells), MAX_FUNCTION_ARGS)]
+    return _json_row([_json_row(group) for group in groups])
+
+
+def _flat(values: list) -> list:
+    """The values of a `_json_row`, its groups (lists: no tagged value is one) joined again."""
+    if values and isinstance(values[0], list):
+        return [v for group in values for v in _flat(group)]
+    return values
+
+
+def _balanced_sum(terms: list[str]) -> str:
+    """`a+b+...` as a balanced tree: depth grows with log2 of the terms, not with their number."""
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    return f"({_balanced_sum(terms[:middle])}+{_balanced_sum(terms[middle:])})"
+
+
+def _untag_row(values: list, table: TablePlan) -> tuple:
+    try:
+        return tuple(map(_untag, values))
+    except _Unreadable as e:
+        raise SourceError(f"table {table.name!r}: {e}") from None
+
+
+class _Unreadable(Exception):
+    pass
 
 
 def _untag(value: str | None):
@@ -446,9 +556,22 @@ def _untag(value: str | None):
         return text
     if tag == "i":
         return int(text)
+    if tag == "p":
+        mantissa, _, exponent = text.partition("p")
+        return math.ldexp(float(int(mantissa)), int(exponent))  # |mantissa| < 2**56 and holds 53 bits: exact
     if tag == "r":
-        return float(text)  # SQLite writes infinities as Inf or 9.0e+999; float() reads both
-    return bytes.fromhex(text)
+        return float(text)  # only 0, -0, +inf and -inf come as text
+    if tag == "b":
+        return bytes.fromhex(text)
+    if tag == "!":
+        raise _Unreadable(
+            "it holds REAL values and this D1 lacks SQLite's math functions (log2, pow, floor, atan2) that read "
+            "them exactly; Patina does not round them, so nothing was written: export with `wrangler d1 export`"
+        )
+    raise _Unreadable(
+        "D1 could not rebuild a REAL value exactly from its mantissa and exponent; Patina does not round it, "
+        "so nothing was written (please report this value)"
+    )
 
 
 def _json_or_empty(response) -> dict:

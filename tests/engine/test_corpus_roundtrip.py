@@ -1,16 +1,15 @@
 """Every database in ../shared/corpus (written by other people) dumped, restored with the sqlite3 CLI and
-with `patina restore`, and compared with its source value by value and schema object by schema object."""
+with `patina restore`, and compared with its source value by value and schema object by schema object;
+and dumped over the REST API from workerd's D1 (see tests/support/rest_worker.py) and compared the same way."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
+from conftest import CORPUS
+from conftest import CORPUS_DATABASES as DATABASES
 from support.compare import assert_same_database
 
-from patina_assets.engine import SqliteSource, dump_database, restore_dump
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
-DATABASES = sorted(CORPUS.glob("*.sqlite"))
+from patina_assets.engine import D1Source, SqliteSource, dump_database, restore_dump
 
 
 def test_the_corpus_is_there():
@@ -33,3 +32,14 @@ def test_corpus_round_trip(source, fmt, tmp_path):
             cli = subprocess.run(["sqlite3", str(tmp_path / "cli.sqlite")], stdin=sql, capture_output=True)
         assert cli.returncode == 0 and not cli.stderr, cli.stderr.decode()
         assert_same_database(source, tmp_path / "cli.sqlite", check_pragmas=False)
+
+
+@pytest.mark.wrangler
+@pytest.mark.parametrize("source", DATABASES, ids=[p.stem for p in DATABASES])
+def test_corpus_round_trip_over_workerd_rest(source, workerd_d1, tmp_path):
+    dump = tmp_path / f"{source.stem}.sql.zst"
+    with D1Source("acct", f"corpus-{source.stem}", token=workerd_d1.token, api_url=workerd_d1.base_url) as db:
+        result = dump_database(db, dump)
+    assert not result.point_in_time and result.rows == sum(result.table_rows.values())
+    restore_dump(dump, tmp_path / "restored.sqlite")
+    assert_same_database(source, tmp_path / "restored.sqlite", check_pragmas=False)

@@ -205,3 +205,18 @@ def test_row_counts_that_differ_from_the_dump_fail_the_restore(dump, tmp_path):
     with D1Server({DB_ID: target}, token=TOKEN) as server:
         with pytest.raises(D1ImportError, match="posts: 80 rows, expected 1"):
             import_dump(path, "acct", DB_ID, token=TOKEN, api_url=server.base_url, expected_rows=wrong, **NO_WAIT)
+
+
+def test_row_counts_of_many_tables_stay_inside_d1s_compound_select_limit(tmp_path):
+    target = tmp_path / "many.sqlite"
+    db = sqlite3.connect(target)
+    for i in range(60):  # more than one request's worth, and far more than 5 UNION ALL terms
+        db.execute(f'CREATE TABLE "t {i}"(x)')
+        db.executemany(f'INSERT INTO "t {i}" VALUES (?)', [(n,) for n in range(i % 4)])
+    db.commit()
+    db.close()
+    with D1Server({DB_ID: target}, token=TOKEN) as server, \
+            D1Importer("acct", DB_ID, token=TOKEN, api_url=server.base_url, **NO_WAIT) as importer:
+        counts = importer.count_rows([f"t {i}" for i in range(60)])
+        requests = len(server.requests)
+    assert counts == {f"t {i}": i % 4 for i in range(60)} and requests == 2

@@ -13,6 +13,7 @@ from patina_assets.engine import (
     DatabaseNotFound,
     DeadlineExceeded,
     RateLimited,
+    SourceError,
     SourceUnavailable,
     dump_database,
     restore_dump,
@@ -159,3 +160,38 @@ def test_deadline(awkward_values_db, tmp_path):
         with pytest.raises(DeadlineExceeded):
             with d1_source(server, deadline_seconds=0.3, backoff_seconds=0.2) as source:
                 dump_database(source, tmp_path / "x.sql")
+
+
+def test_a_d1_without_math_functions_fails_loudly_on_reals_and_writes_nothing(awkward_values_db, tmp_path):
+    """log2/pow/floor are what carry a REAL exactly; without them a REAL is refused, never rounded."""
+    with D1Server({DB_ID: awkward_values_db}, refused_functions={"log2"}) as server:
+        with d1_source(server) as source, pytest.raises(SourceError) as refused:
+            dump_database(source, tmp_path / "d1.sql")
+    assert "table 'v'" in str(refused.value) and "math functions" in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["values.sqlite"]  # no dump, not even in part
+
+
+def test_each_row_is_read_once(awkward_values_db, tmp_path):
+    """D1 bills rows read: the page queries read each row once (no window functions), and rows much
+    bigger than their page's average are fetched by key, once more."""
+    with D1Server({DB_ID: awkward_values_db}) as server:
+        with d1_source(server, page_bytes=40_000) as source:
+            result = dump_database(source, tmp_path / "d1.sql")
+            pages = [r for r in server.requests if r.path.endswith("/raw") and "LIMIT" in r.body["sql"]]
+    assert not any(" OVER " in r.body["sql"] for r in pages)
+    assert source.rows_read <= 1.1 * result.rows + len(server.requests) + 10
+
+
+def test_many_tables_with_long_names_are_listed_in_statements_under_100_kb(tmp_path):
+    path = tmp_path / "long_names.sqlite"
+    db = sqlite3.connect(path)
+    names = [f"table {i} " + "with a long name, 'quoted' and [bracketed]. " * 20 for i in range(150)]  # ~900 bytes
+    for name in names:
+        db.execute(f'CREATE TABLE "{name}"(id INTEGER PRIMARY KEY, "{name[:60]}" TEXT)')
+        db.execute(f'INSERT INTO "{name}" VALUES (1, ?)', (name,))
+    db.commit()
+    db.close()
+    with D1Server({DB_ID: path}) as server:
+        result = dump_and_restore(server, path, tmp_path)
+        assert max(len(r.body["sql"].encode()) for r in server.requests) < 100_000
+    assert len(result.table_rows) == 150

@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS_DATABASES
 from support import awkward
 from support.compare import compare_databases
 from support.wrangler import restore_into_local_d1
@@ -14,7 +15,6 @@ from patina_assets.engine.sqltext import statements
 
 pytestmark = pytest.mark.wrangler
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 # What D1 itself cannot hold (measured with this wrangler; see tests/support/awkward.py).
 NOT_FOR_D1 = set(awkward.D1_INCOMPATIBLE)
 FILE_BYTES = 800_000  # workerd 2025-06 crashes on executes of more than about 1 MB of SQL (workerd#5977)
@@ -50,14 +50,9 @@ def restore_and_compare(source: Path, tmp_path: Path, **kw) -> list[str]:
     return compare_databases(source, restored, check_pragmas=False, schema_trailing_space=False, **kw)
 
 
-@pytest.mark.parametrize("source", sorted(CORPUS.glob("*.sqlite")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("source", CORPUS_DATABASES, ids=lambda p: p.stem)
 def test_corpus_restores_into_d1(source, tmp_path):
     assert restore_and_compare(source, tmp_path) == []
-
-
-@pytest.fixture(scope="module")
-def awkward_corpus(tmp_path_factory):
-    return awkward.build_all(tmp_path_factory.mktemp("awkward"))
 
 
 @pytest.mark.parametrize("case", sorted(set(awkward.CASES) - NOT_FOR_D1))

@@ -1012,3 +1012,80 @@ def build_all(directory: Path, cases: list[str] | None = None) -> dict[str, Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return {name: build(name, directory / f"{name}.sqlite") for name in (cases or CASES)}
+
+
+# --------------------------------------------------------------------------------------
+# Hazards of reading D1 over its REST API (issue 9): D1's SQLite prints doubles inexactly,
+# and every query must stay inside D1's documented limits.
+
+
+def _random_double(rng: random.Random) -> float:
+    while True:
+        x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if not math.isnan(x):
+            return x
+
+
+def build_rest_reals(path: Path) -> Path:
+    con = _connect(path)
+    _exec_many(con, """
+        CREATE TABLE doubles(id INTEGER PRIMARY KEY, x REAL, u);
+        CREATE TABLE real_keys(k REAL PRIMARY KEY, label TEXT) WITHOUT ROWID;
+    """)
+    rng = _rng("rest_reals")
+    values = [_random_double(rng) for _ in range(2466)]  # every exponent, most beyond +-300
+    values += [math.ldexp(rng.getrandbits(52) | 1, -1074) for _ in range(200)]  # subnormals
+    values += [rng.choice([-1, 1]) * math.ldexp(1 - 2**-53, k) for k in rng.sample(range(-1021, 1025), 200)]
+    values += [rng.choice([-1, 1]) * math.ldexp(1.0, k) for k in rng.sample(range(-1074, 1024), 100)]
+    values += [v for _label, v in SPECIAL_REALS] + [-0.0, 0.0, -0.0]
+    for i, x in enumerate(values, 1):  # u has no affinity: it keeps -0.0 and any integral REAL as REAL
+        con.execute("INSERT INTO doubles VALUES(?, ?, ?)", (i, x, x))
+    keys = {_random_double(rng) for _ in range(300)} | {math.inf, -math.inf, 5e-324, -5e-324}
+    con.executemany("INSERT INTO real_keys VALUES(?, ?)", [(k, repr(k)) for k in keys])
+    return _finish(con, path)
+
+
+# Names D1's limits make awkward: over 50 bytes (the LIKE/GLOB pattern limit, were a name matched
+# with LIKE), with quotes, brackets, dots and spaces.
+LONG_NAME = 'a "quoted", [bracketed] and dotted.name with spaces, well over fifty bytes long'
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def build_d1_limits(path: Path) -> Path:
+    con = _connect(path)
+    wide = ", ".join(f'{_q(f"{LONG_NAME} {i:03d}")} {["INTEGER", "TEXT", "REAL", "BLOB", ""][i % 5]}' for i in range(99))
+    a, b, c = (_q(f"{LONG_NAME} {x}") for x in "abc")
+    _exec_many(con, f"""
+        CREATE TABLE {_q(LONG_NAME)}(id INTEGER PRIMARY KEY, {wide});
+        CREATE TABLE "composite [key].table"({a} TEXT, {b} REAL, {c} BLOB, payload TEXT,
+                                            PRIMARY KEY({a}, {b}, {c})) WITHOUT ROWID;
+        CREATE TABLE uneven(id INTEGER PRIMARY KEY, body TEXT);
+    """)
+    rng = _rng("d1_limits")
+    for rid in range(1, 41):
+        values = []
+        for i in range(99):
+            kind = i % 5
+            values.append([rng.randint(-(2**63), 2**63 - 1), f"text {i} '{rid}'", _random_double(rng),
+                           rng.randbytes(3), None if i % 11 == 0 else 1e300 * rng.random()][kind])
+        con.execute(f"INSERT INTO {_q(LONG_NAME)} VALUES (?{', ?' * 99})", [rid] + values)
+    con.executemany('INSERT INTO "composite [key].table" VALUES (?, ?, ?, ?)',
+                    [(f"k{i % 3}", _random_double(rng), rng.randbytes(2), "p" * i) for i in range(300)])
+    # Mostly small rows with some 100x bigger: those are fetched by key after their page.
+    con.executemany("INSERT INTO uneven VALUES (?, ?)",
+                    [(i, ("big " * 2500) + str(i) if i % 37 == 0 else f"small {i}") for i in range(1, 3001)])
+    return _finish(con, path)
+
+
+CASES.update({
+    "rest_reals": "3,000 doubles that D1's SQLite (3.47) prints a few ulps off: random bit patterns (exponents "
+                  "beyond +-300), subnormals, the largest double below each power of two (where log2 rounds "
+                  "up), powers of two, -0.0; and a WITHOUT ROWID table keyed by REALs (+-inf included)",
+    "d1_limits": "a table named with quotes, brackets, dots and spaces (over 50 bytes) of 100 columns with such "
+                 "names; a WITHOUT ROWID table with a 3-column key of long names (TEXT, REAL, BLOB); a table of "
+                 "small rows with a few 100x bigger ones",
+})
+BUILDERS.update({"rest_reals": build_rest_reals, "d1_limits": build_d1_limits})

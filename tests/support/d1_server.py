@@ -26,9 +26,14 @@ Faithful to D1 (from Cloudflare's API reference, cloudflare/workers-sdk wrangler
 * workerd's limits: SQLITE_DBCONFIG_DEFENSIVE; at most 100 bound parameters ("too many SQL
   variables"), 100 result columns ("too many columns in result set"), 2,000,000 bytes per
   string/BLOB ("string or blob too big"); statements over 100,000 bytes ("statement too long:
-  SQLITE_TOOBIG"); only the last statement of a batch may have parameters. An authorizer, as
-  workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with workerd's message, PRAGMA
-  writable_schema, ATTACH/DETACH, and any object named ``_cf_*`` ("not authorized: SQLITE_AUTH",
+  SQLITE_TOOBIG"); only the last statement of a batch may have parameters. Expression depth 100
+  ("Expression tree is too large (maximum depth 100)"), 5 terms per compound SELECT ("too many
+  terms in compound SELECT"), LIKE/GLOB patterns of 50 bytes ("LIKE or GLOB pattern too
+  complex"), all measured on local D1, and 32 arguments per SQL function ("too many arguments on
+  function json_array"), documented by Cloudflare though local D1 lets 40 through (it refuses
+  128); each set with apsw's ``Connection.limit``, so SQLite refuses exactly what D1's SQLite
+  would. An authorizer, as workerd's, refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE with
+  workerd's message, PRAGMA writable_schema, ATTACH/DETACH, and any object named ``_cf_*`` ("not authorized: SQLITE_AUTH",
   or "access to _cf_KV.key is prohibited: SQLITE_AUTH" for a read, as SQLite words it).
 * Values pass through JavaScript: INTEGERs become doubles (2**53 + 1 comes back as 2**53),
   numbers are printed as ``JSON.stringify`` prints them (``js_number_json``), non-finite REALs
@@ -64,6 +69,9 @@ Simplified or guessed (not checked against real D1):
   ``num_tables`` counts every table but ``sqlite_*`` ones.
 * A chunked upload (no Content-Length) gets 411, as S3 answers a presigned PUT without a length.
 * The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes.
+* A statement running past ``query_seconds`` (30, D1's documented limit) is interrupted and a
+  result over ``max_result_bytes`` (50 MB, counted as the bytes of its TEXT and BLOB values plus
+  8 per value) refused: the limits are Cloudflare's, the messages made up.
 """
 from __future__ import annotations
 
@@ -89,6 +97,14 @@ MAX_STATEMENT_BYTES = 100_000
 MAX_VALUE_BYTES = 2_000_000
 MAX_PARAMS = 100
 MAX_COLUMNS = 100
+# Documented by Cloudflare (and, but for the function arguments, enforced by local D1 alike): each one is
+# an apsw limit of every connection, so a query D1 would refuse fails here too.
+MAX_EXPR_DEPTH = 100
+MAX_COMPOUND_SELECT = 5
+MAX_LIKE_PATTERN_BYTES = 50
+MAX_FUNCTION_ARGS = 32  # local D1 lets 40 through; Cloudflare documents 32
+MAX_QUERY_SECONDS = 30.0
+MAX_RESULT_BYTES = 50_000_000
 TRANSACTION_MESSAGE = (
     "To execute a transaction, please use the state.storage.transaction() or "
     "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
@@ -234,16 +250,34 @@ def _open(path: Path) -> apsw.Connection:
     conn.limit(apsw.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)
     conn.limit(apsw.SQLITE_LIMIT_VARIABLE_NUMBER, MAX_PARAMS)
     conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
+    conn.limit(apsw.SQLITE_LIMIT_SQL_LENGTH, MAX_STATEMENT_BYTES * 100)  # a batch; each statement is checked
+    conn.limit(apsw.SQLITE_LIMIT_EXPR_DEPTH, MAX_EXPR_DEPTH)
+    conn.limit(apsw.SQLITE_LIMIT_COMPOUND_SELECT, MAX_COMPOUND_SELECT)
+    conn.limit(apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_LIKE_PATTERN_BYTES)
+    conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG, MAX_FUNCTION_ARGS)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
-def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool) -> tuple[list[_Statement], int]:
+def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool, *,
+               query_seconds: float = MAX_QUERY_SECONDS, result_bytes: int = MAX_RESULT_BYTES,
+               refused_functions: frozenset[str] = frozenset()) -> tuple[list[_Statement], int]:
     """Run ``sql`` in one transaction as D1 does; return its statements and the size after.
 
-    Raises D1Error (after rolling back) on any failure.
+    A statement still running after ``query_seconds`` is interrupted, and a batch whose rows add up
+    to more than ``result_bytes`` is refused. Raises D1Error (after rolling back) on any failure.
     """
     conn = _open(path)
+    timed_out: list[bool] = []
+
+    def over_time() -> bool:
+        if statements and statements[-1].meta is None and \
+                time.perf_counter() - statements[-1].started > query_seconds:
+            timed_out.append(True)
+            return True
+        return False
+
+    carried = 0
     refused: list[str] = []
 
     def authorize(op: int, p1: str | None, p2: str | None, db: str | None, trig: str | None) -> int:
@@ -254,6 +288,8 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool) -> tupl
             return apsw.SQLITE_DENY
         if op in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
             return apsw.SQLITE_DENY
+        if op == apsw.SQLITE_FUNCTION and (p2 or "").lower() in refused_functions:
+            return apsw.SQLITE_DENY  # "not authorized to use function: X", as D1 words it
         names = (p2,) if op == apsw.SQLITE_ALTER_TABLE else (p1, p2)
         if op not in (apsw.SQLITE_FUNCTION, apsw.SQLITE_PRAGMA) and any(
                 (name or "").lower().startswith("_cf_") for name in names):
@@ -291,6 +327,7 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool) -> tupl
         if statements and statements[-1].meta is None and "stmt_status" in event:
             statements[-1].fullscan_steps = event["stmt_status"]["SQLITE_STMTSTATUS_FULLSCAN_STEP"]
 
+    conn.set_progress_handler(over_time, 1000)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -306,6 +343,9 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool) -> tupl
                                for v in row if isinstance(v, (str, bytes)))
                     if size > MAX_VALUE_BYTES:
                         raise D1Error("string or blob too big: SQLITE_TOOBIG")
+                    carried += size + 8 * len(row)
+                    if carried > result_bytes:
+                        raise D1Error(f"result too large: more than {result_bytes} bytes: SQLITE_TOOBIG")
                     s.rows.append(row)
             finish()
             if not statements:
@@ -314,6 +354,11 @@ def _run_batch(path: Path, sql: str, params: list[Any], keep_rows: bool) -> tupl
             conn.authorizer = None
             size_after = conn.execute("PRAGMA page_count").get * conn.execute("PRAGMA page_size").get
             conn.execute("COMMIT")
+        except apsw.InterruptError as error:
+            if timed_out:
+                raise D1Error(f"D1 DB exceeded its query time limit of {query_seconds:g} s: "
+                              "SQLITE_INTERRUPT") from error
+            raise D1Error(_sqlite_message(error)) from error
         except apsw.Error as error:
             raise D1Error(refused[0] if refused else _sqlite_message(error)) from error
         finally:
@@ -430,7 +475,9 @@ class D1Server:
     ``databases`` maps database ids to SQLite files; a database's name is its file's stem.
     ``rate_limit=(n, seconds)`` answers 429 with Retry-After once n requests fell within the
     last ``seconds`` (measured with ``clock``). ``import_active_polls`` is how many polls of a
-    finished import still answer ``status: "active"``.
+    finished import still answer ``status: "active"``. ``query_seconds`` and ``max_result_bytes``
+    lower D1's query time and result size limits (for tests); ``refused_functions`` names SQL
+    functions this D1 refuses ("not authorized to use function: X", as D1 refuses sqlite_version()).
 
     Each request meets, in order: the next matching injected fault (or fail_always's), the rate
     limiter, authentication (not for uploads to ``upload_url``, which is presigned), the API.
@@ -440,11 +487,15 @@ class D1Server:
 
     def __init__(self, databases: dict[str, Path], account_id: str = "acct",
                  token: str = "good-token", *, rate_limit: tuple[int, float] | None = None,
-                 import_active_polls: int = 0, clock: Callable[[], float] = time.monotonic):
+                 import_active_polls: int = 0, clock: Callable[[], float] = time.monotonic,
+                 query_seconds: float = MAX_QUERY_SECONDS, max_result_bytes: int = MAX_RESULT_BYTES,
+                 refused_functions: set[str] = frozenset()):
         self.databases = {db_id: Path(path) for db_id, path in databases.items()}
         self.account_id, self.token = account_id, token
         self.rate_limit, self.clock = rate_limit, clock
         self.import_active_polls = import_active_polls
+        self.query_seconds, self.max_result_bytes = query_seconds, max_result_bytes
+        self.refused_functions = frozenset(name.lower() for name in refused_functions)
         self.created_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self._lock = threading.Lock()
         self._db_locks = {db_id: threading.Lock() for db_id in self.databases}
@@ -682,7 +733,10 @@ class D1Server:
                                                      "a list 'params'"))
         try:
             with self._db_locks[database_id]:
-                statements, size_after = _run_batch(self.databases[database_id], sql, params, True)
+                statements, size_after = _run_batch(self.databases[database_id], sql, params, True,
+                                                    query_seconds=self.query_seconds,
+                                                    result_bytes=self.max_result_bytes,
+                                                    refused_functions=self.refused_functions)
                 if any(not s.readonly for s in statements):
                     self._bookmark(advance=True)
         except D1Error as error:
@@ -736,7 +790,8 @@ class D1Server:
             started = time.perf_counter()
             try:
                 statements, size_after = _run_batch(self.databases[database_id],
-                                                    data.decode(), [], keep_rows=False)
+                                                    data.decode(), [], keep_rows=False,
+                                                    query_seconds=math.inf)
             except (D1Error, UnicodeDecodeError) as error:
                 outcome = {**_polling(at_bookmark, "error"), "error": str(error), "errors": [str(error)]}
             else:
