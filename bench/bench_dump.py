@@ -37,63 +37,54 @@ ROOT = Path(__file__).resolve().parent.parent
 PATINA = ROOT / ".venv" / "bin" / "patina"
 
 
-def build(path: Path, rows: int) -> None:
+def fill(path: Path, create: str, rows) -> None:
+    """A new SQLite file with one table (`create`) holding `rows` (tuples)."""
     db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "payload TEXT, score REAL, created_at INTEGER)"
-    )
+    db.execute(create)
+    table, columns = create.split("(", 1)[0].split()[-1], create.count(",") + 1
+    db.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * columns)})", rows)
+    db.commit()
+    db.close()
+
+
+def build(path: Path, rows: int) -> None:
     rng = random.Random(1)
     kinds = ["login", "logout", "view", "click", "purchase"]
-    db.executemany(
-        "INSERT INTO events VALUES (?,?,?,?,?,?)",
+    fill(
+        path,
+        "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "payload TEXT, score REAL, created_at INTEGER)",
         (
             (i, rng.randrange(100_000), kinds[i % 5], f"payload {rng.randrange(10**9)} it's \"quoted\"", rng.random() * 1000, 1_700_000_000 + i)
             for i in range(1, rows + 1)
         ),
     )
-    db.commit()
-    db.close()
 
 
 def build_text(path: Path, rows: int = 500_000) -> None:
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL)")
     rng = random.Random(2)
     words = ["lorem", "ipsum", "d1", "backup", "it's", "\"quoted\"", "naïve", "tenant", "restore", "snapshot"]
     bodies = [" ".join(rng.choice(words) for _ in range(200))[:1000] for _ in range(997)]
-    db.executemany(
-        "INSERT INTO docs VALUES (?,?,?)",
-        ((i, f"post {i}", f"{i}: {bodies[i % 997]}") for i in range(1, rows + 1)),
-    )
-    db.commit()
-    db.close()
+    fill(path, "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL)",
+         ((i, f"post {i}", f"{i}: {bodies[i % 997]}") for i in range(1, rows + 1)))
 
 
 def build_blob(path: Path, rows: int = 50_000) -> None:
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL)")
     rng = random.Random(3)
-    db.executemany(
-        "INSERT INTO files VALUES (?,?,?)", ((i, f"file-{i}.bin", rng.randbytes(20_480)) for i in range(1, rows + 1))
-    )
-    db.commit()
-    db.close()
+    fill(path, "CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL)",
+         ((i, f"file-{i}.bin", rng.randbytes(20_480)) for i in range(1, rows + 1)))
 
 
 def build_real(path: Path, rows: int = 1_000_000) -> None:
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE readings(id INTEGER PRIMARY KEY, a REAL, b REAL, c REAL, d REAL, e REAL)")
     rng = random.Random(4)
-    db.executemany(
-        "INSERT INTO readings VALUES (?,?,?,?,?,?)",
+    fill(
+        path,
+        "CREATE TABLE readings(id INTEGER PRIMARY KEY, a REAL, b REAL, c REAL, d REAL, e REAL)",
         (
             (i, rng.random(), rng.uniform(-1e6, 1e6), rng.gauss(0, 1e-3), rng.lognormvariate(0, 10), round(rng.uniform(0, 1000), 2))
             for i in range(1, rows + 1)
         ),
     )
-    db.commit()
-    db.close()
 
 
 SHAPES = {
