@@ -164,7 +164,7 @@ class SqliteSource(Source):
             where = " WHERE " + " AND ".join(conditions) if conditions else ""
             cursor = self._db.execute(select + where + order, params)
             try:
-                size = 16
+                size = 1  # until a row tells how big rows are (a first batch of big BLOBs would not fit)
                 while batch := cursor.fetchmany(size):
                     size = _rows_per_batch(batch)
                     if table.key:
