@@ -1,9 +1,22 @@
-"""Benchmark: `patina dump` against `sqlite3 DB .dump` on a 2,000,000-row table, and the REST path's requests.
+"""Benchmark: `patina dump` against `sqlite3 DB .dump`, and the REST path's requests.
 
     .venv/bin/python bench/bench_dump.py [--rows 2000000] [--rest-rows 200000]
+    .venv/bin/python bench/bench_dump.py --shapes [narrow,text,blob,real] [--repeat 5] [--keep DIR]
 
-Goals (issue 2): wall time within 2x of `sqlite3 .dump`, peak RSS at most 64 MB, and over the REST API
-about one request per 2 MB of SQL. Prints a Markdown table; the README keeps the latest results.
+The first form: one 2,000,000-row table, and the requests the REST path makes for the same data.
+`--shapes`: four tables of different shape (below), each dumped by both tools in turn (sqlite3, patina,
+sqlite3, patina, ...: on a loaded machine a drift then slows both alike); prints the median wall time
+of each, the ratio of the medians, and the peak RSS of the largest single process of each command,
+the dump's worker processes included.
+
+    narrow  2,000,000 rows: id, two integers, a short text with quotes, a random REAL, a timestamp
+    text      500,000 rows of about 1 KB of text
+    blob       50,000 rows of a 20 KB BLOB
+    real    1,000,000 rows of 5 doubles of mixed magnitudes
+
+Goals (issues 2 and 17): wall time within 2x of `sqlite3 .dump` on every shape (goal 1.25x), peak RSS
+at most 64 MB, and over the REST API about one request per 2 MB of SQL. Prints Markdown tables; the
+README keeps the latest results.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import os
 import random
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,23 +37,106 @@ ROOT = Path(__file__).resolve().parent.parent
 PATINA = ROOT / ".venv" / "bin" / "patina"
 
 
-def build(path: Path, rows: int) -> None:
+def fill(path: Path, create: str, rows) -> None:
+    """A new SQLite file with one table (`create`) holding `rows` (tuples)."""
     db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "payload TEXT, score REAL, created_at INTEGER)"
-    )
+    db.execute(create)
+    table, columns = create.split("(", 1)[0].split()[-1], create.count(",") + 1
+    db.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * columns)})", rows)
+    db.commit()
+    db.close()
+
+
+def build(path: Path, rows: int) -> None:
     rng = random.Random(1)
     kinds = ["login", "logout", "view", "click", "purchase"]
-    db.executemany(
-        "INSERT INTO events VALUES (?,?,?,?,?,?)",
+    fill(
+        path,
+        "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "payload TEXT, score REAL, created_at INTEGER)",
         (
             (i, rng.randrange(100_000), kinds[i % 5], f"payload {rng.randrange(10**9)} it's \"quoted\"", rng.random() * 1000, 1_700_000_000 + i)
             for i in range(1, rows + 1)
         ),
     )
-    db.commit()
-    db.close()
+
+
+def build_text(path: Path, rows: int = 500_000) -> None:
+    rng = random.Random(2)
+    words = ["lorem", "ipsum", "d1", "backup", "it's", "\"quoted\"", "naïve", "tenant", "restore", "snapshot"]
+    bodies = [" ".join(rng.choice(words) for _ in range(200))[:1000] for _ in range(997)]
+    fill(path, "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL)",
+         ((i, f"post {i}", f"{i}: {bodies[i % 997]}") for i in range(1, rows + 1)))
+
+
+def build_blob(path: Path, rows: int = 50_000) -> None:
+    rng = random.Random(3)
+    fill(path, "CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL)",
+         ((i, f"file-{i}.bin", rng.randbytes(20_480)) for i in range(1, rows + 1)))
+
+
+def build_real(path: Path, rows: int = 1_000_000) -> None:
+    rng = random.Random(4)
+    fill(
+        path,
+        "CREATE TABLE readings(id INTEGER PRIMARY KEY, a REAL, b REAL, c REAL, d REAL, e REAL)",
+        (
+            (i, rng.random(), rng.uniform(-1e6, 1e6), rng.gauss(0, 1e-3), rng.lognormvariate(0, 10), round(rng.uniform(0, 1000), 2))
+            for i in range(1, rows + 1)
+        ),
+    )
+
+
+SHAPES = {
+    "narrow": ("2,000,000 rows of 6 columns (integers, short text, a REAL)", lambda path: build(path, 2_000_000)),
+    "text": ("500,000 rows of about 1 KB of text", build_text),
+    "blob": ("50,000 rows of a 20 KB BLOB", build_blob),
+    "real": ("1,000,000 rows of 5 doubles", build_real),
+}
+
+
+def run_once(cmd: list[str], stdout) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of the largest single process of `cmd`'s tree (wait4 counts the
+    descendants it reaped: the dump's worker processes)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=stdout)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with exit code {process.returncode}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        directory = keep or tmp
+        directory.mkdir(parents=True, exist_ok=True)
+        print(f"| shape | `sqlite3 DB .dump` (median of {repeat}) | `patina dump DB -o out.sql` | ratio of medians | peak RSS sqlite3 / patina |")
+        print("|---|---|---|---|---|")
+        for name in names:
+            label, make = SHAPES[name]
+            db = directory / f"{name}.sqlite"
+            if not db.exists():
+                make(db)
+            out = (out_dir or tmp) / "out.sql"
+            sqlite_runs, patina_runs = [], []
+            with open(os.devnull, "wb") as devnull:
+                run_once(["sqlite3", str(db), ".dump"], devnull)  # warm the page cache
+                for _ in range(repeat):
+                    sqlite_runs.append(run_once(["sqlite3", str(db), ".dump"], devnull))
+                    out.unlink(missing_ok=True)
+                    patina_runs.append(run_once([str(PATINA), "dump", str(db), "-o", str(out), "-q"], devnull))
+            sql_mb = out.stat().st_size / 1e6
+            out.unlink()
+            sqlite_s = statistics.median(r[0] for r in sqlite_runs)
+            patina_s = statistics.median(r[0] for r in patina_runs)
+            print(
+                f"| {name}: {label}, {sql_mb:,.0f} MB of SQL | {sqlite_s:.2f} s | {patina_s:.2f} s | "
+                f"{patina_s / sqlite_s:.2f}x | {max(r[1] for r in sqlite_runs):.0f} / {max(r[1] for r in patina_runs):.0f} MB |",
+                flush=True,
+            )
 
 
 def timed(cmd: list[str], stdout) -> tuple[float, float]:
@@ -76,7 +173,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rest-rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shapes", nargs="?", const=",".join(SHAPES), help="the four shapes (or some: narrow,blob)")
+    parser.add_argument("--keep", type=Path, help="keep the shapes' databases in this directory and reuse them")
+    parser.add_argument("--out-dir", type=Path, help="where patina writes its dumps (default: a temporary directory)")
     args = parser.parse_args()
+    if args.shapes:
+        names = args.shapes.split(",")
+        unknown = [n for n in names if n not in SHAPES]
+        if unknown:
+            parser.error(f"unknown shape {unknown[0]!r}: choose from {', '.join(SHAPES)}")
+        shapes(names, args.repeat, args.keep, args.out_dir)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         db = tmp / "big.sqlite"

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from .. import __version__
 from .errors import DumpError
-from .formats import DumpOutput, format_of
+from .formats import DumpOutput, WriteBehind, format_of
 from .lifeline import child_environment
 from .literals import (
     RealChecker,
@@ -355,8 +355,9 @@ class _DumpWriter:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True) -> tuple[int, str]:
-        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements.
+    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True, hashed: bool = True) -> tuple[int, str]:
+        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements
+        ("" when not `hashed`: the worker's half, which the main process hashes as it appends it).
 
         A big rowid table of a SQLite file is written by two processes: a worker writes the rows from a
         split point on into a file of its own while this one writes the rows before it, then that file
@@ -365,10 +366,14 @@ class _DumpWriter:
         digest = hashlib.sha256()
         out = self.out
 
-        def emit_bytes(data: bytes) -> None:
-            digest.update(data)
+        def consume(data: bytes) -> None:
+            if hashed:
+                digest.update(data)
             if out is not None:
                 out.write_bytes(data)
+
+        behind = WriteBehind(consume)  # hashing, compressing and writing overlap the formatting
+        emit_bytes = behind.put
 
         def emit(text: str) -> None:
             emit_bytes(text.encode("utf-8"))
@@ -383,18 +388,20 @@ class _DumpWriter:
         if table.rowid_by_update:
             room, max_rows = room - 80, 1  # one row a statement, plus the UPDATE that sets its rowid
         formatter = RowFormatter(len(table.columns), self.checker)
-        pending: list[str] = []
+        pending: list[bytes] = []  # value tuples in UTF-8, encoded once: their sizes are what D1 counts
         pending_bytes = 0
         rows = 0
+
+        prefix_bytes = prefix.encode("utf-8")
 
         def flush() -> None:
             nonlocal pending, pending_bytes
             if pending:
                 if table.rowid_by_update:  # the tuple's first value is the rowid, an integer
-                    rowid, rest = pending[0][1:].split(",", 1)
+                    rowid, rest = pending[0][1:].decode("utf-8").split(",", 1)
                     emit(self.insert_then_set_rowid(table, "(" + rest, rowid))
                 else:
-                    emit(prefix + ",\n".join(pending) + ";\n")
+                    emit_bytes(prefix_bytes + b",\n".join(pending) + b";\n")
                 pending, pending_bytes = [], 0
 
         # Statements of a rowid table never span two rowid blocks: where they break then depends only on
@@ -403,7 +410,7 @@ class _DumpWriter:
         key = table.key[0] if by_block else 0
         block = None
 
-        def place(batch: list[tuple], tuples: list[str]) -> None:
+        def place(batch: list[tuple], tuples: list[str] | list[bytes]) -> None:
             nonlocal block
             if not by_block:
                 pack(batch, tuples)
@@ -419,14 +426,12 @@ class _DumpWriter:
                 pack(batch[start:end], tuples[start:end])
                 start = end
 
-        def pack(batch: list[tuple], tuples: list[str]) -> None:
+        def pack(batch: list[tuple], tuples: list[str] | list[bytes]) -> None:
             """Pack value tuples into statements of at most `room` bytes and `max_rows` rows."""
             nonlocal pending_bytes
             # Each tuple costs its bytes plus ",\n" (computed in C: this runs for every row).
-            if ",".join(tuples).isascii():
-                sizes = list(map(add, map(len, tuples), repeat(2)))
-            else:
-                sizes = [utf8_length(t) + 2 for t in tuples]
+            encoded = list(map(str.encode, tuples)) if tuples and type(tuples[0]) is str else tuples
+            sizes = list(map(add, map(len, encoded), repeat(2)))
             i, n = 0, len(tuples)
             while i < n:
                 if sizes[i] > room:  # one row alone over the limit
@@ -438,7 +443,7 @@ class _DumpWriter:
                 running = list(accumulate(sizes[i : i + take]))
                 fits = bisect_right(running, room - pending_bytes)
                 if fits:
-                    pending.extend(tuples[i : i + fits])
+                    pending.extend(encoded[i : i + fits])
                     pending_bytes += running[fits - 1]
                     i += fits
                 if i < n:
@@ -462,21 +467,24 @@ class _DumpWriter:
             flush()
             return count
 
-        if worker is None:
-            scan = self.source.scan(table, lo=lo) if lo is not None else self.source.scan(table)
-            rows = write(scan)
-        else:
-            try:
-                rows = write(self.source.scan(table, hi=mid))
-                second_half = worker.append_to(emit_bytes)
-            except _WorkerFailed:  # the second process could not do it: this one writes that half too
-                second_half = write(self.source.scan(table, lo=mid))
-            finally:
-                worker.close()
-            rows += second_half
-            self.rows_written += second_half if worker.appended else 0
+        try:
+            if worker is None:
+                scan = self.source.scan(table, lo=lo) if lo is not None else self.source.scan(table)
+                rows = write(scan)
+            else:
+                try:
+                    rows = write(self.source.scan(table, hi=mid))
+                    second_half = worker.append_to(emit_bytes)
+                except _WorkerFailed:  # the second process could not do it: this one writes that half too
+                    second_half = write(self.source.scan(table, lo=mid))
+                finally:
+                    worker.close()
+                rows += second_half
+                self.rows_written += second_half if worker.appended else 0
+        finally:
+            behind.close()  # every byte is hashed and written before anything else is
         self.exact_reals += formatter.exact_reals
-        return rows, digest.hexdigest()
+        return rows, digest.hexdigest() if hashed else ""
 
     @staticmethod
     def insert_then_set_rowid(table: TablePlan, value_tuple: str, rowid: str) -> str:
@@ -625,7 +633,7 @@ class _SecondHalf:
             raise _WorkerFailed()
         result = json.loads(answer)
         with open(self.path, "rb") as part:
-            while chunk := part.read(1 << 20):
+            while chunk := part.read(1 << 18):  # small: up to WriteBehind.depth of them wait in memory
                 emit_bytes(chunk)
         self.appended = True
         self.writer.exact_reals += result["exact_reals"]

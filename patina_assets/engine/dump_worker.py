@@ -26,15 +26,15 @@ def main() -> None:
     plan = request["table"]
     plan["fts5_config"] = [tuple(pair) for pair in plan["fts5_config"]]
     table = TablePlan(**plan)
-    out = DumpOutput(Path(request["output"]))
+    out = DumpOutput(Path(request["output"]), hashed=False)  # the main process hashes what it appends
     try:
         with SqliteSource(Path(request["database"])) as source:
             writer = _DumpWriter(source, out, "", "", None, request["statement_bytes"], request["rows_per_insert"])
             try:
-                rows, _digest = writer.write_rows(table, lo=request["lo"], split=False)
+                rows, _ = writer.write_rows(table, lo=request["lo"], split=False, hashed=False)
             finally:
                 writer.checker.close()
-        out.commit()
+        out.commit(durable=False)  # read back at once by the main process, whose dump is made durable
     except BaseException:
         out.abort()
         raise

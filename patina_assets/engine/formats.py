@@ -10,7 +10,10 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,12 +36,22 @@ def format_of(path: Path | str) -> str:
     raise ValueError(f"cannot tell the dump format of {path}: name it *.sql, *.sql.gz or *.sql.zst")
 
 
+class _NoHash:
+    """Stands in for a sha256 nobody will read (a scratch file's)."""
+
+    def update(self, data) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+
 class HashingWriter(io.RawIOBase):
     """Counts and hashes the bytes that pass into `raw` (a stored object's size and sha256)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, hashed: bool = True) -> None:
         self.raw = raw
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hashed else _NoHash()
         self.bytes = 0
 
     def writable(self) -> bool:
@@ -81,23 +94,23 @@ class HashingReader(io.RawIOBase):
 
 
 class DumpOutput:
-    """A dump being written: text in, compressed bytes out, both counted and hashed."""
+    """A dump being written: text in, compressed bytes out, both counted and hashed (unless not `hashed`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hashed: bool = True) -> None:
         self.path = Path(path)
         self.format = format_of(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
         self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._file = HashingWriter(self._raw)
+        self._file = HashingWriter(self._raw, hashed)
         if self.format == "sql.gz":
             self._sink = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
         elif self.format == "sql.zst":
             self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(self._file, closefd=False)
         else:
             self._sink = self._file
-        self.sql_sha256 = hashlib.sha256() if self._sink is not self._file else self._file.sha256
+        self.sql_sha256 = self._file.sha256 if self._sink is self._file or not hashed else hashlib.sha256()
         self.sql_bytes = 0
         self._done = False
 
@@ -118,12 +131,13 @@ class DumpOutput:
     def file_bytes(self) -> int:
         return self._file.bytes
 
-    def commit(self) -> None:
-        """Finish the stream, flush it to disk and move it into place."""
+    def commit(self, durable: bool = True) -> None:
+        """Finish the stream, flush it to disk (unless not `durable`: a scratch file) and move it into place."""
         if self._sink is not self._file:
             self._sink.close()
         self._raw.flush()
-        os.fsync(self._raw.fileno())
+        if durable:
+            os.fsync(self._raw.fileno())
         self._raw.close()
         os.replace(self._tmp, self.path)
         self._done = True
@@ -137,6 +151,44 @@ class DumpOutput:
             self._raw.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+class WriteBehind:
+    """Passes chunks of bytes to `consume` on a thread of its own, in order.
+
+    What a dump does with its bytes (sha256, zlib and zstd compression, the file write) runs in C with the
+    GIL released, so on a second core it overlaps the formatting of the next rows (measured on 2 GB of
+    SQL: the two sha256 passes alone cost about 3 s). At most `depth` chunks wait. An error of `consume`
+    stops it and comes back from the next `put` or from `close`.
+    """
+
+    def __init__(self, consume: Callable[[bytes], None], depth: int = 16) -> None:
+        self._consume = consume
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="patina-write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(data)
+                except BaseException as e:  # handed to the writer's thread, which raises it
+                    self._error = e
+
+    def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait until every chunk is consumed; raise what `consume` raised."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def open_dump_bytes(path: Path) -> BinaryIO:

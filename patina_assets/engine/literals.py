@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from binascii import hexlify
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -134,7 +135,7 @@ class RealChecker:
 
     def misread(self, values: Sequence[float], literals: Sequence[str]) -> list[int]:
         """Indexes of `literals` (each `repr` of the matching value) that SQLite parses to another value."""
-        return real_check_worker.misread(self._db(), list(literals))
+        return real_check_worker.misread(self._db(), list(literals), list(values))
 
     def _misread_in_worker(self, values: list[float], literals: list[str]) -> list[int]:
         if not self._worker_failed:
@@ -144,8 +145,7 @@ class RealChecker:
                         [sys.executable, str(Path(__file__).with_name("real_check_worker.py"))],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_environment(),
                     )
-                request = ",".join(literals).encode()
-                self._worker.stdin.write(struct.pack("<I", len(request)) + request)
+                self._worker.stdin.write(real_check_worker.request(literals, values))
                 self._worker.stdin.flush()
                 head = self._worker.stdout.read(4)
                 answer = self._worker.stdout.read(struct.unpack("<I", head)[0]).decode()
@@ -175,6 +175,10 @@ class RealChecker:
             self._executor.shutdown(wait=True)
             self._executor = None
         self._stop_worker()
+
+
+class _BlobLiterals(list):
+    """A column's BLOB literals as ASCII bytes (see `RowFormatter._format_rows`)."""
 
 
 class RowFormatter:
@@ -217,12 +221,20 @@ class RowFormatter:
         self.literal = lambda v: formatters[type(v)](v)
         self._real = real
 
-    def _format_rows(self, rows: Sequence[Sequence]) -> list[str]:
+    def _format_rows(self, rows: Sequence[Sequence]) -> list[str] | list[bytes]:
         """`(v1,v2,...)` for each row: the dump's hot path, so the work is done a column at a time
-        with `map`, `join` and `split` (loops in C) rather than a Python call per value."""
+        with `map`, `join` and `split` (loops in C) rather than a Python call per value.
+
+        Rows holding big BLOBs come back as UTF-8 bytes (the hex is made as bytes and copied once);
+        all others as text. `format_rows` always gives text."""
         if not rows:
             return []
         columns = [self._format_column(column) for column in zip(*rows)]
+        if any(type(column) is _BlobLiterals for column in columns):
+            columns = [column if type(column) is _BlobLiterals else list(map(str.encode, column)) for column in columns]
+            columns[0] = map(b"(".__add__, columns[0])
+            columns[-1] = map(bytes.__add__, columns[-1], repeat(b")"))
+            return list(map(b",".join, zip(*columns)))
         columns[0] = map("(".__add__, columns[0])
         columns[-1] = map(str.__add__, columns[-1], repeat(")"))
         return list(map(",".join, zip(*columns)))
@@ -233,10 +245,19 @@ class RowFormatter:
             kind = next(iter(kinds))
             if kind is int:
                 return list(map(int.__repr__, values))
-            if kind is str and all(map(str.isprintable, values)):
-                # No value holds a control character, so "\x1f" can join and split them safely.
-                joined = "\x1f".join(values).replace("'", "''")
-                if WRANGLER_TRIGGER not in joined:
+            if kind is str:
+                # `text_literal` changes nothing but quotes in a value without line breaks, NUL or
+                # BEGIN TRANSACTION (searched for in C, unlike `isprintable`, which looks up every
+                # character); and where no value holds "\x1f", it can join and split them safely.
+                joined = "\x1f".join(values)
+                if (
+                    joined.count("\x1f") == len(values) - 1
+                    and "\n" not in joined
+                    and "\r" not in joined
+                    and "\x00" not in joined
+                    and WRANGLER_TRIGGER not in joined
+                ):
+                    joined = joined.replace("'", "''")
                     return ("'" + joined.replace("\x1f", "'\x1f'") + "'").split("\x1f")
             elif kind is float:
                 literals = list(map(float.__repr__, values))
@@ -245,6 +266,8 @@ class RowFormatter:
                     self._literals.extend(literals)
                     return list(map(self._exact.get, values, literals))
             elif kind is bytes:
+                if sum(map(len, values)) > 128 * len(values):  # big BLOBs: bytes, one copy each
+                    return _BlobLiterals(b"".join((b"X'", hexlify(v), b"'")) for v in values)
                 return ("X'" + "'\x1fX'".join(map(bytes.hex, values)) + "'").split("\x1f")
             elif kind is type(None):
                 return ["NULL"] * len(values)
@@ -277,15 +300,24 @@ class RowFormatter:
             if not bad:
                 return tuples
             self._learn(values, bad)
-            again = self._format_rows(rows)
+            # Only the rows holding a misread value are formatted again (a value equal to one, such as
+            # an integer, brings its row along: formatting it again is merely redundant).
+            misread = {values[i] for i in bad}
+            again = [i for i, row in enumerate(rows) if not misread.isdisjoint(row)]
+            fixed = self._format_rows([rows[i] for i in again])
             self._take_pending()  # their REALs were all just checked, or now have an exact form
-            return again
+            if fixed and type(fixed[0]) is not type(tuples[0]):  # those rows alone may hold no big BLOB
+                fixed = [t.encode() if type(t) is str else t.decode() for t in fixed]
+            for i, text in zip(again, fixed):
+                tuples[i] = text
+            return tuples
 
         return checked
 
     def format_rows(self, rows: Sequence[Sequence]) -> list[str]:
         """Value tuples for `rows`, each REAL checked."""
-        return self._checked(lambda: self._format_rows(rows))
+        tuples = self._checked(lambda: self._format_rows(rows))
+        return [t.decode() for t in tuples] if tuples and type(tuples[0]) is bytes else tuples
 
     def format_value(self, value) -> str:
         """One value's literal, checked."""

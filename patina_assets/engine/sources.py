@@ -40,6 +40,8 @@ MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a
 MAX_STATEMENT_BYTES = 100_000  # D1's limits on one statement, and on the arguments of one SQL function
 MAX_FUNCTION_ARGS = 32
 ROWID_BLOCK_BITS = 12  # INSERT statements never span two blocks of 4096 rowids (so a table can be split)
+SCAN_BATCH_BYTES = 1 << 20  # about this much row data per batch a SQLite scan yields (see SqliteSource.scan)
+SCAN_BATCH_ROWS = 1000
 SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
 ALL_ROWS = 1 << 62  # LIMIT of a table read whole, inside one batch
 RATE_LIMIT_PATIENCE_SECONDS = 900.0  # 429s are waited out this long (three of Cloudflare's 5-minute lockouts)
@@ -130,6 +132,13 @@ def _lenient_text(data: bytes):
         return RawText(data)
 
 
+def _rows_per_batch(batch: list[tuple]) -> int:
+    """How many rows like those of `batch` make about `SCAN_BATCH_BYTES` (a sample: first, middle, last)."""
+    sample = (batch[0], batch[len(batch) // 2], batch[-1])
+    row_bytes = max(sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row) for row in sample)
+    return max(1, min(SCAN_BATCH_ROWS, SCAN_BATCH_BYTES // max(1, row_bytes)))
+
+
 class SqliteSource(Source):
     """A SQLite file, read inside one read transaction: the dump is a single point in time."""
 
@@ -158,7 +167,12 @@ class SqliteSource(Source):
             raise SourceSQLError(f"{self.path}: {e}") from e
 
     def scan(self, table: TablePlan, lo: int | None = None, hi: int | None = None) -> Iterator[list[tuple]]:
-        """Rows in key order; `lo` <= rowid < `hi` when given (a rowid table split across processes)."""
+        """Rows in key order; `lo` <= rowid < `hi` when given (a rowid table split across processes).
+
+        Batches hold about `SCAN_BATCH_BYTES` of values, not a fixed number of rows: the writer keeps two
+        batches in flight and makes several copies of each as SQL text, so 1,000 rows of 20 KB BLOBs
+        would cost hundreds of MB. Each batch's size is set from the largest of a few rows of the last.
+        """
         keys = [quote_identifier(c) for c in table.key_columns]
         select = "SELECT " + ",".join(quote_identifier(c) for c in table.columns) + " FROM " + table.quoted
         order = " ORDER BY " + ",".join(keys) if table.key else ""
@@ -178,7 +192,9 @@ class SqliteSource(Source):
             where = " WHERE " + " AND ".join(conditions) if conditions else ""
             cursor = self._db.execute(select + where + order, params)
             try:
-                while batch := cursor.fetchmany(1000):
+                size = 1  # until a row tells how big rows are (a first batch of big BLOBs would not fit)
+                while batch := cursor.fetchmany(size):
+                    size = _rows_per_batch(batch)
                     if table.key:
                         after = tuple(batch[-1][i] for i in table.key)
                     yield batch
