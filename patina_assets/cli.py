@@ -433,7 +433,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .defs.on_demand import DagsterView, open_instance
 
     config = _config(args)
-    catalog = _catalog(config)
+    try:
+        catalog = _catalog(config)
+    except PatinaError as exc:
+        if getattr(args, "check", False):  # cron reads the exit code: a bucket it cannot read holds no fresh backup
+            print(f"error: {exc}")
+            return 2
+        raise
     with open_instance() as (instance, detail):
         orchestrator = DagsterView(config, instance, detail).read()
     snapshot = Snapshot.take(config, catalog, orchestrator)

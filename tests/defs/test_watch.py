@@ -42,6 +42,7 @@ def store_backup_captured_at(config, database, moment: dt.datetime, tmp_path) ->
         result = dump_database(source, path, database=database)
     day = (moment - dt.timedelta(days=1)).date().isoformat()
     manifest = dataclasses.replace(manifest_for(result, day, None), started_at=utc_timestamp(moment),
+                                   captured_at=utc_timestamp(moment), captured_late=False,
                                    finished_at=utc_timestamp(moment + dt.timedelta(seconds=1)))
     open_store(config).publish_daily(day, database, path, manifest, now=moment + dt.timedelta(seconds=2))
 
@@ -120,6 +121,9 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
         code = main(["--config", str(config.source_path), "status", "--check"])
         return code, capsys.readouterr().out
 
+    code, out = check()  # no bucket yet: nothing was ever stored
+    assert code == 2 and out.startswith("error: ") and "Nothing was created" in out
+    open_store(config)  # the bucket, empty
     assert check() == (2, "error: groveauth has no good backup in the bucket\nerror: scout-db has no good backup in the bucket\n")
     store_backup_captured_at(config, "groveauth", now - dt.timedelta(minutes=5), tmp_path)
     store_backup_captured_at(config, "scout-db", now - dt.timedelta(days=3), tmp_path)

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from support import awkward
+from support.rest_worker import STAND_IN_REQUESTS_PER_5_MINUTES
 from support.compare import compare_databases
 from support.d1_server import D1Server
 
@@ -71,6 +72,7 @@ def test_workerd_rest_round_trip(case, corpus, workerd_d1, tmp_path):
     """The same through workerd's D1 (SQLite 3.47 and JavaScript, as on Cloudflare), with small pages."""
     dump = tmp_path / f"{case}.sql.zst"
     with D1Source("acct", f"awkward-{case}", token=workerd_d1.token, api_url=workerd_d1.base_url,
+                  requests_per_5_minutes=STAND_IN_REQUESTS_PER_5_MINUTES,
                   page_bytes=200_000) as source:
         dump_database(source, dump)
     restore_dump(dump, tmp_path / "restored.sqlite")
@@ -81,7 +83,8 @@ def test_workerd_rest_round_trip(case, corpus, workerd_d1, tmp_path):
 def test_workerd_prints_doubles_inexactly_so_reals_never_travel_as_its_text(corpus, workerd_d1):
     """The hazard itself: workerd's SQLite writes many of these doubles a few ulps off in quote() (and any
     decimal text). The dump above carries them as integers and restores every one bit for bit."""
-    with D1Source("acct", "awkward-rest_reals", token=workerd_d1.token, api_url=workerd_d1.base_url) as source:
+    with D1Source("acct", "awkward-rest_reals", token=workerd_d1.token, api_url=workerd_d1.base_url,
+                  requests_per_5_minutes=STAND_IN_REQUESTS_PER_5_MINUTES) as source:
         printed = source.query("SELECT quote(x), quote(u) FROM doubles ORDER BY id")
     with sqlite3.connect(corpus["rest_reals"]) as db:
         stored = db.execute("SELECT x, u FROM doubles ORDER BY id").fetchall()

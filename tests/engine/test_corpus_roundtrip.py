@@ -7,6 +7,7 @@ import subprocess
 import pytest
 from conftest import CORPUS
 from conftest import CORPUS_DATABASES as DATABASES
+from support.rest_worker import STAND_IN_REQUESTS_PER_5_MINUTES
 from support.compare import assert_same_database
 
 from patina_assets.engine import D1Source, SqliteSource, dump_database, restore_dump
@@ -38,7 +39,8 @@ def test_corpus_round_trip(source, fmt, tmp_path):
 @pytest.mark.parametrize("source", DATABASES, ids=[p.stem for p in DATABASES])
 def test_corpus_round_trip_over_workerd_rest(source, workerd_d1, tmp_path):
     dump = tmp_path / f"{source.stem}.sql.zst"
-    with D1Source("acct", f"corpus-{source.stem}", token=workerd_d1.token, api_url=workerd_d1.base_url) as db:
+    with D1Source("acct", f"corpus-{source.stem}", token=workerd_d1.token, api_url=workerd_d1.base_url,
+                  requests_per_5_minutes=STAND_IN_REQUESTS_PER_5_MINUTES) as db:
         result = dump_database(db, dump)
     assert not result.point_in_time and result.rows == sum(result.table_rows.values())
     restore_dump(dump, tmp_path / "restored.sqlite")

@@ -55,6 +55,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The API budget of D1Sources reading the stand-in. Cloudflare's 1,200 requests per 5 minutes is a limit of
+#: its API gateway, which the stand-in does not have; one stand-in serves a whole test session (every awkward
+#: case and the corpus, thousands of requests), so the default budget of 600 would have the tests wait.
+STAND_IN_REQUESTS_PER_5_MINUTES = 1_000_000
+
+
 class WorkerD1Server:
     """`wrangler dev --local` serving D1's REST `/query` and `/raw` for `databases` ({id: SQLite file})."""
 
