@@ -39,6 +39,8 @@ PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
 MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a query after 30 s
 MAX_STATEMENT_BYTES = 100_000  # D1's limits on one statement, and on the arguments of one SQL function
 MAX_FUNCTION_ARGS = 32
+MAX_BOUND_PARAMETERS = 100  # D1's limit on the parameters of one query
+LONG_KEY_CHARS = 1_000  # TEXT key values longer than this are bound as parameters, not written into the SQL
 ROWID_BLOCK_BITS = 12  # INSERT statements never span two blocks of 4096 rowids (so a table can be split)
 SCAN_BATCH_BYTES = 1 << 20  # about this much row data per batch a SQLite scan yields (see SqliteSource.scan)
 SCAN_BATCH_ROWS = 1000
@@ -465,8 +467,12 @@ class D1Source(Source):
 
     # -- Source -----------------------------------------------------------------------------------
 
-    def query(self, sql: str) -> list[tuple]:
-        """Rows of `sql`: from the attempt's batch when it holds them, else over the API."""
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        """Rows of `sql` (with bound `params`): from the attempt's batch when it holds them, else over the API."""
+        if params:  # a page after a long key, or a row fetched by one: never part of the batch
+            if self._batch is not None:
+                self._outside_batch = True
+            return self._live_query(sql, params)
         if self._batch is not None:
             if sql in self._batch:
                 return self._batch[sql]
@@ -482,8 +488,8 @@ class D1Source(Source):
             self._recorded.append(sql)
         return rows
 
-    def _live_query(self, sql: str) -> list[tuple]:
-        body = self._request("POST", "raw", {"sql": sql})
+    def _live_query(self, sql: str, params: list | None = None) -> list[tuple]:
+        body = self._request("POST", "raw", {"sql": sql, **({"params": params} if params else {})})
         result = body["result"][0]
         self.rows_read += int((result.get("meta") or {}).get("rows_read") or 0)
         return [tuple(row) for row in result["results"]["rows"]]
@@ -509,8 +515,9 @@ class D1Source(Source):
         if self._batch is not None and self._page_sql(table, None, ALL_ROWS) in self._batch:
             limit = ALL_ROWS  # the whole table came in the attempt's one batch
         after: str | None = None
+        after_params: list = []
         while True:
-            rows = self.query(self._page_sql(table, after, limit))
+            rows = self.query(self._page_sql(table, after, limit), after_params)
             if not rows:
                 return
             batch: list = []
@@ -522,7 +529,7 @@ class D1Source(Source):
                     carried += values[1]
                     key = _untag_row(values[2:], table)
                     if values[1] > BIG_ROW_BYTES:
-                        batch.append(self._big_row(table, columns, self._key_condition(keys, [key], formatter)))
+                        batch.append(self._big_row(table, columns, *self._key_condition(keys, [key], formatter)))
                     else:
                         later.append((len(batch), key, values[1]))
                         batch.append(None)
@@ -534,17 +541,24 @@ class D1Source(Source):
             yield batch
             if len(rows) < limit:
                 return
-            after = ",".join(formatter.format_value(batch[-1][i]) for i in table.key)
+            parts, after_params = _key_sql([batch[-1][i] for i in table.key], formatter)
+            after = ",".join(parts)
             average = max(1, carried // len(rows))
             limit = max(1, min(MAX_PAGE_ROWS, limit * 2, self.page_bytes // average))
 
     @staticmethod
-    def _key_condition(keys: list[str], key_values: list[tuple], formatter: RowFormatter) -> str:
-        """SQL true for the rows whose key is one of `key_values` (no compound SELECT, no long OR chain)."""
+    def _key_condition(keys: list[str], key_values: list[tuple], formatter: RowFormatter) -> tuple[str, list]:
+        """SQL true for the rows whose key is one of `key_values` (no compound SELECT, no long OR chain),
+        and the parameters it binds (long TEXT keys, see `_key_sql`)."""
+        rendered, params = [], []
+        for key in key_values:
+            parts, bound = _key_sql(list(key), formatter)
+            rendered.append(parts)
+            params += bound
         if len(keys) == 1:
-            return f"{keys[0]} IN ({','.join(formatter.format_value(k[0]) for k in key_values)})"
-        tuples = ",".join("(" + ",".join(map(formatter.format_value, k)) + ")" for k in key_values)
-        return f"({','.join(keys)}) IN (VALUES {tuples})"
+            return f"{keys[0]} IN ({','.join(parts[0] for parts in rendered)})", params
+        tuples = ",".join("(" + ",".join(parts) + ")" for parts in rendered)
+        return f"({','.join(keys)}) IN (VALUES {tuples})", params
 
     def _fetch_by_key(self, table: TablePlan, cells: str, keys: list[str], formatter: RowFormatter,
                       batch: list, later: list[tuple[int, tuple, int]]) -> None:
@@ -552,14 +566,17 @@ class D1Source(Source):
         start = 0
         while start < len(later):
             end, carried = start, 0
-            while end < len(later) and (end == start or (carried + later[end][2] <= self.page_bytes and end - start < 500)):
+            bound = 0
+            while end < len(later) and (end == start or (carried + later[end][2] <= self.page_bytes and end - start < 500
+                                                         and bound + _long_texts(later[end][1]) <= MAX_BOUND_PARAMETERS)):
                 carried += later[end][2]
+                bound += _long_texts(later[end][1])
                 end += 1
             group = later[start:end]
-            condition = self._key_condition(keys, [key for _, key, _ in group], formatter)
+            condition, params = self._key_condition(keys, [key for _, key, _ in group], formatter)
             sql = f"SELECT {cells} FROM {table.quoted} WHERE {condition}"
             found = {}
-            for (r,) in self.query(self._within_statement_limit(sql, table)):
+            for (r,) in self.query(self._within_statement_limit(sql, table), params):
                 row = _untag_row(_flat(json.loads(r)), table)
                 found[tuple(row[i] for i in table.key)] = row
             for place, key, _ in group:
@@ -622,15 +639,16 @@ class D1Source(Source):
                 self._math = False
         return self._math
 
-    def _big_row(self, table: TablePlan, columns: list[str], where_key: str) -> tuple:
-        """One large row (`where_key` selects it): numbers in one query, each TEXT or BLOB as hex pieces."""
+    def _big_row(self, table: TablePlan, columns: list[str], where_key: str, params: list) -> tuple:
+        """One large row (`where_key`, binding `params`, selects it): numbers in one query, each TEXT or BLOB
+        as hex pieces."""
         exact = self._has_math_functions()
         described = _json_row([
             f"CASE typeof({c}) WHEN 'text' THEN 'T'||length(CAST({c} AS BLOB)) "
             f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, exact)} END"
             for c in columns
         ])
-        rows = self.query(f"SELECT {described} FROM {table.quoted} WHERE {where_key}")
+        rows = self.query(f"SELECT {described} FROM {table.quoted} WHERE {where_key}", params)
         if not rows:
             raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
         values = []
@@ -641,7 +659,8 @@ class D1Source(Source):
             length = int(value[1:])
             data = b"".join(
                 bytes.fromhex(self.query(
-                    f"SELECT hex(substr(CAST({column} AS BLOB),{start},{PIECE_BYTES})) FROM {table.quoted} WHERE {where_key}"
+                    f"SELECT hex(substr(CAST({column} AS BLOB),{start},{PIECE_BYTES})) FROM {table.quoted} WHERE {where_key}",
+                    params,
                 )[0][0])
                 for start in range(1, length + 1, PIECE_BYTES)
             )
@@ -680,6 +699,26 @@ def _tagged(column: str, exact_reals: bool) -> str:
         f"(SELECT CASE typeof(v) WHEN 'integer' THEN 'i'||v WHEN 'real' THEN {real} "
         f"WHEN 'text' THEN 't'||v WHEN 'blob' THEN 'b'||hex(v) END FROM (SELECT {column} AS v))"
     )
+
+
+def _key_sql(values: list, formatter: RowFormatter) -> tuple[list[str], list]:
+    """Key values as SQL for a WHERE clause, and the parameters they bind: literals, except TEXT longer than
+    LONG_KEY_CHARS, which is bound as a parameter (D1 allows 100 KB per statement, but 2 MB per value: a TEXT
+    primary key of 120 KB can only be named by a parameter). Only TEXT: JSON carries it exactly, whereas
+    integers past 2**53 and BLOBs do not survive JSON."""
+    parts, params = [], []
+    for value in values:
+        if type(value) is str and len(value) > LONG_KEY_CHARS:
+            parts.append("?")
+            params.append(value)
+        else:
+            parts.append(formatter.format_value(value))
+    return parts, params
+
+
+def _long_texts(key: tuple) -> int:
+    """How many parameters `_key_sql` binds for `key`."""
+    return sum(1 for value in key if type(value) is str and len(value) > LONG_KEY_CHARS)
 
 
 def _json_row(cells: list[str]) -> str:
