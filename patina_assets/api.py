@@ -494,6 +494,7 @@ def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     audit_logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO)  # what it serves and ignores is said at start, whatever the CLI's quiet level
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's storage migrations say hello on every open
     policy = AccessPolicy.from_env(env)
     public_url = env.get(PUBLIC_URL_ENV)

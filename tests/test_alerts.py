@@ -261,6 +261,7 @@ def test_connection_refused_and_timeouts_are_reported_not_raised():
 
 def test_the_url_is_in_no_log_line_or_result(webhook, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the CLI, run in-process by other tests, quiets httpx
     webhook.answer(500)
     results = [deliver(webhook.url, {"content": "x"}, NO_WAIT), deliver(closed_port_url(), {"content": "x"}, NO_WAIT)]
     webhook.answer(400)

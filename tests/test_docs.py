@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 from support.checkout import ROOT, checkout_copy, commands, patina_arguments, section, user_environment
 
+from patina_assets.defs.checks import DUMP_CHECK_NAMES
 from patina_assets.cli import build_parser
 from patina_assets.config import default_config
 from patina_assets.defs import build_definitions
@@ -81,7 +82,7 @@ def test_the_demo_shows_every_asset_materialized_and_every_check_evaluated(quick
             assert -1 not in [getattr(v, "value", None) for v in event.asset_materialization.metadata.values()]
         for spec in defs.resolve_all_asset_specs():
             assert "**" not in (spec.description or ""), spec.key
-        assert len(graph.asset_check_keys) == 6 * 3 + 4
+        assert len(graph.asset_check_keys) == 6 * len(DUMP_CHECK_NAMES) + 4
         for check in graph.asset_check_keys:
             records = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
             assert records, f"{check} never evaluated"

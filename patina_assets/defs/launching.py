@@ -136,7 +136,12 @@ def _why_waiting(instance: dg.DagsterInstance) -> str:
 
 
 def child_environment(config_path: Path | None, instance: dg.DagsterInstance) -> dict[str, str]:
-    """`dagster job launch` submits to the instance we watch, and loads the code with our config."""
+    """`dagster job launch` submits to the instance we watch, and loads the code with our config.
+
+    The instance's home is $DAGSTER_HOME when set (the directory with its dagster.yaml, which
+    `open_instance` read): its `root_directory` is only the artifact directory, which dagster.yaml may give
+    relative to the working directory (this checkout's does), and Dagster refuses a relative DAGSTER_HOME."""
     from ..config import CONFIG_ENV_VAR
-    return {**os.environ, "DAGSTER_HOME": instance.root_directory,
+    home = os.environ.get("DAGSTER_HOME") or instance.root_directory
+    return {**os.environ, "DAGSTER_HOME": os.path.abspath(home),
             **({CONFIG_ENV_VAR: str(config_path)} if config_path else {})}
