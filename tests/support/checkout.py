@@ -84,7 +84,12 @@ def commands(markdown: str) -> list[Command]:
     and so is a line carrying one."""
     found = []
     for block in _BLOCK.finditer(markdown):
-        lines = [line.strip() for line in block.group("body").splitlines() if line.strip()]
+        lines = []
+        for line in (line.strip() for line in block.group("body").splitlines()):
+            if lines and lines[-1].endswith("\\"):  # a command continued on the next line is one command
+                lines[-1] = lines[-1][:-1] + line
+            elif line:
+                lines.append(line)
         whole_block_skipped = bool(lines) and lines[0].startswith(SKIP_MARKERS)
         for line in lines:
             if line.startswith("#"):
