@@ -328,7 +328,7 @@ def captured_on_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg
         name=CAPTURED_ON_TIME,
         retry_policy=retry_policy(config.dump),
         description=(
-            f"Whether **{database.name}**'s data was read from the source within {LATE_AFTER.days} day(s) of the end "
+            f"Whether {database.name}'s data was read from the source within {LATE_AFTER.days} day(s) of the end "
             "of the day it is filed under. WARN when not: a backfill of a night long past holds the database as it "
             "was when the backfill ran, not as it was that night (`dump.late_backfill: refuse` refuses them)."
         ),
