@@ -401,7 +401,7 @@ def point_in_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.As
         name=POINT_IN_TIME,
         retry_policy=retry_policy(config.dump),
         description=(
-            f"Whether **{database.name}**'s backup is one point in time: read in one transaction or one batch, or "
+            f"Whether {database.name}'s backup is one point in time: read in one transaction or one batch, or "
             "paged with D1's Time Travel bookmark unchanged from start to end. WARN when the database was written "
             "during every attempt to read it: the backup may hold a child row without its parent; the warning "
             "names the `wrangler d1 time-travel restore --bookmark=...` that gives an exact state instead."
