@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo ui bench clean
+.PHONY: install test lint format demo ui bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # The nightly backups of the last complete week through yesterday, and that week's archive, for real on the
@@ -29,6 +31,11 @@ PORT ?= 3000
 ui: $(STAMP)
 	$(BIN)/python -m patina_assets.demo --sources-only
 	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -h $(HOST) -p $(PORT)
+
+# Format the code and fix what the linter can (`make test` checks both).
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dump.py

@@ -41,7 +41,9 @@ def request(sock: socket.socket, text: str) -> float:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
     if not text.startswith("HEAD"):
         while len(body) < length:
             body += sock.recv(65536)
@@ -53,8 +55,13 @@ def forged(i: int) -> str:
 
 
 def medians(sock: socket.socket, samples: int) -> tuple[float, float]:
-    protected = [request(sock, f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: "
-                               f"192.0.2.{i % 250}\r\n\r\n") for i in range(samples)]
+    protected = [
+        request(
+            sock,
+            f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: 192.0.2.{i % 250}\r\n\r\n",
+        )
+        for i in range(samples)
+    ]
     health = [request(sock, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") for _ in range(samples)]
     return statistics.median(protected) * 1000, statistics.median(health) * 1000
 
@@ -67,13 +74,20 @@ def main() -> None:
     bucket = filled("local")
     policy = AccessPolicy(client_ip_header="CF-Connecting-IP", trusted_proxies=parse_networks("127.0.0.0/8"))
     rows = []
-    app = create_app(bucket.config, policy=policy, audit=lambda event: None,
-                     limits=Limits(failures_per_hour=10**6, public_per_minute=10**6))
+    app = create_app(
+        bucket.config,
+        policy=policy,
+        audit=lambda event: None,
+        limits=Limits(failures_per_hour=10**6, public_per_minute=10**6),
+    )
     with BackgroundServer(app) as server:
         sock = socket.create_connection((server.host, server.port))
         empty = medians(sock, args.samples)
         for i in range(args.addresses):
-            request(sock, f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: {forged(i)}\r\n\r\n")
+            request(
+                sock,
+                f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: {forged(i)}\r\n\r\n",
+            )
         full = medians(sock, args.samples)
         table = app.state.patina.failures._hits
         footprint = sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in table.items())
@@ -82,15 +96,24 @@ def main() -> None:
         rows.append(("address table: entries / bytes", "-", f"{len(table):,} / {footprint:,}"))
         sock.close()
     for label, seconds in (("snapshot (10 s)", 10.0), ("read afresh", 0.0)):
-        app = create_app(bucket.config, policy=policy, audit=lambda event: None,
-                         limits=Limits(public_per_minute=10**6, snapshot_seconds=seconds))
+        app = create_app(
+            bucket.config,
+            policy=policy,
+            audit=lambda event: None,
+            limits=Limits(public_per_minute=10**6, snapshot_seconds=seconds),
+        )
         with BackgroundServer(app) as server:
             sock = socket.create_connection((server.host, server.port))
             started = time.perf_counter()
             for _ in range(200):
                 request(sock, "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            rows.append((f"200 x GET /status, {label}: seconds / bucket reads",
-                         "-", f"{time.perf_counter() - started:.2f} / {app.state.patina.snapshot.reads}"))
+            rows.append(
+                (
+                    f"200 x GET /status, {label}: seconds / bucket reads",
+                    "-",
+                    f"{time.perf_counter() - started:.2f} / {app.state.patina.snapshot.reads}",
+                )
+            )
             sock.close()
     print(f"| measure | empty table | after {args.addresses:,} addresses |")
     print("|---|---|---|")

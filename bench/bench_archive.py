@@ -47,8 +47,10 @@ def build(path: Path, sql_bytes: int, rng: random.Random) -> int:
         """
     )
     users = 5_000
-    db.executemany("INSERT INTO users VALUES (?,?,?,?)",
-                   ((i, f"user{i}@example.com", f"User {i}", 1_700_000_000 + i) for i in range(1, users + 1)))
+    db.executemany(
+        "INSERT INTO users VALUES (?,?,?,?)",
+        ((i, f"user{i}@example.com", f"User {i}", 1_700_000_000 + i) for i in range(1, users + 1)),
+    )
     posts = max(1, (sql_bytes - users * 80) // 440)  # ~440 bytes of SQL per post
     db.executemany("INSERT INTO posts VALUES (?,?,?,?,?,?)", (post(i, rng, users) for i in range(1, posts + 1)))
     db.commit()
@@ -68,9 +70,13 @@ def change(path: Path, fraction: float, rng: random.Random, day: int) -> None:
     (top,) = db.execute("SELECT max(id) FROM posts").fetchone()
     edits = max(1, int(count * fraction))
     ids = rng.sample(range(1, top + 1), edits)
-    db.executemany("UPDATE posts SET body = ?, score = ?, updated_at = ? WHERE id = ?",
-                   ((" ".join(rng.choices(WORDS, k=80)), rng.random() * 100, 1_800_000_000 + day, i) for i in ids))
-    db.executemany("INSERT INTO posts VALUES (?,?,?,?,?,?)", (post(top + 1 + k, rng, 5_000) for k in range(edits // 10)))
+    db.executemany(
+        "UPDATE posts SET body = ?, score = ?, updated_at = ? WHERE id = ?",
+        ((" ".join(rng.choices(WORDS, k=80)), rng.random() * 100, 1_800_000_000 + day, i) for i in ids),
+    )
+    db.executemany(
+        "INSERT INTO posts VALUES (?,?,?,?,?,?)", (post(top + 1 + k, rng, 5_000) for k in range(edits // 10))
+    )
     db.executemany("DELETE FROM posts WHERE id = ?", ((i,) for i in rng.sample(range(1, top + 1), edits // 10)))
     db.commit()
     db.close()
@@ -88,11 +94,18 @@ def child(bucket: str, fmt: str) -> None:
     total = time.perf_counter() - started
     peak_mb = peak_rss_mb()
     assert outcome.verification.ok, outcome.verification.problems
-    print(json.dumps({
-        "bytes": outcome.manifest.bytes, "sql_bytes": outcome.manifest.index.sql_bytes,
-        "build_s": total - outcome.verification.seconds, "verify_s": outcome.verification.seconds,
-        "peak_mb": peak_mb, "key": outcome.manifest.key,
-    }))
+    print(
+        json.dumps(
+            {
+                "bytes": outcome.manifest.bytes,
+                "sql_bytes": outcome.manifest.index.sql_bytes,
+                "build_s": total - outcome.verification.seconds,
+                "verify_s": outcome.verification.seconds,
+                "peak_mb": peak_mb,
+                "key": outcome.manifest.key,
+            }
+        )
+    )
 
 
 def peak_rss_mb() -> float:
@@ -161,25 +174,40 @@ def main() -> None:
         results = {}
         for fmt in ("tar.gz", "tar.zst"):
             store.bucket.delete_many([info.key for info in store.bucket.list("weekly/")])
-            out = subprocess.run([sys.executable, __file__, "--child", str(tmp / "bucket"), fmt],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(tmp / "bucket"), fmt],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[fmt] = json.loads(out.stdout.strip().splitlines()[-1])
         plain_bytes, plain_s = plain_zstd(tmp / "bucket" / results["tar.zst"]["key"])
 
         sql = results["tar.zst"]["sql_bytes"]
         mb = 1e6
-        print(f"{len(dailies)} days of one database, {sql / len(dailies) / mb:.1f} MB of SQL a day, "
-              f"~{args.change:.0%} of rows changed a day ({sql / mb:.0f} MB of SQL in the week; setup {setup_s:.0f} s)\n")
+        print(
+            f"{len(dailies)} days of one database, {sql / len(dailies) / mb:.1f} MB of SQL a day, "
+            f"~{args.change:.0%} of rows changed a day ({sql / mb:.0f} MB of SQL in the week; setup {setup_s:.0f} s)\n"
+        )
         print("| the week as | size | of the SQL | build | verify (read back) | peak RSS |")
         print("|---|---:|---:|---:|---:|---:|")
         daily_bytes = sum(m.bytes for m in dailies)
-        print(f"| {len(dailies)} dailies (.sql.zst, zstd -3 each) | {daily_bytes / mb:.1f} MB | {daily_bytes / sql:.1%} | | | |")
-        for fmt, label in (("tar.zst", "**tar.zst** (zstd -3, --long=27, default)"), ("tar.gz", "tar.gz (gzip -6, the spec's)")):
+        print(
+            f"| {len(dailies)} dailies (.sql.zst, zstd -3 each) | {daily_bytes / mb:.1f} MB | {daily_bytes / sql:.1%} | | | |"
+        )
+        for fmt, label in (
+            ("tar.zst", "**tar.zst** (zstd -3, --long=27, default)"),
+            ("tar.gz", "tar.gz (gzip -6, the spec's)"),
+        ):
             r = results[fmt]
-            print(f"| {label} | {r['bytes'] / mb:.1f} MB | {r['bytes'] / sql:.1%} | {r['build_s']:.2f} s | "
-                  f"{r['verify_s']:.2f} s | {r['peak_mb']:.0f} MB |")
-        print(f"| tar, zstd -3 without long-distance matching (reference) | {plain_bytes / mb:.1f} MB | "
-              f"{plain_bytes / sql:.1%} | {plain_s:.2f} s | | |")
+            print(
+                f"| {label} | {r['bytes'] / mb:.1f} MB | {r['bytes'] / sql:.1%} | {r['build_s']:.2f} s | "
+                f"{r['verify_s']:.2f} s | {r['peak_mb']:.0f} MB |"
+            )
+        print(
+            f"| tar, zstd -3 without long-distance matching (reference) | {plain_bytes / mb:.1f} MB | "
+            f"{plain_bytes / sql:.1%} | {plain_s:.2f} s | | |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,14 @@ def build(path: Path, rows: int) -> None:
         "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL, "
         "payload TEXT, score REAL, created_at INTEGER)",
         (
-            (i, rng.randrange(100_000), kinds[i % 5], f"payload {rng.randrange(10**9)} it's \"quoted\"", rng.random() * 1000, 1_700_000_000 + i)
+            (
+                i,
+                rng.randrange(100_000),
+                kinds[i % 5],
+                f'payload {rng.randrange(10**9)} it\'s "quoted"',
+                rng.random() * 1000,
+                1_700_000_000 + i,
+            )
             for i in range(1, rows + 1)
         ),
     )
@@ -63,16 +70,22 @@ def build(path: Path, rows: int) -> None:
 
 def build_text(path: Path, rows: int = 500_000) -> None:
     rng = random.Random(2)
-    words = ["lorem", "ipsum", "d1", "backup", "it's", "\"quoted\"", "naïve", "tenant", "restore", "snapshot"]
+    words = ["lorem", "ipsum", "d1", "backup", "it's", '"quoted"', "naïve", "tenant", "restore", "snapshot"]
     bodies = [" ".join(rng.choice(words) for _ in range(200))[:1000] for _ in range(997)]
-    fill(path, "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL)",
-         ((i, f"post {i}", f"{i}: {bodies[i % 997]}") for i in range(1, rows + 1)))
+    fill(
+        path,
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL)",
+        ((i, f"post {i}", f"{i}: {bodies[i % 997]}") for i in range(1, rows + 1)),
+    )
 
 
 def build_blob(path: Path, rows: int = 50_000) -> None:
     rng = random.Random(3)
-    fill(path, "CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL)",
-         ((i, f"file-{i}.bin", rng.randbytes(20_480)) for i in range(1, rows + 1)))
+    fill(
+        path,
+        "CREATE TABLE files(id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL)",
+        ((i, f"file-{i}.bin", rng.randbytes(20_480)) for i in range(1, rows + 1)),
+    )
 
 
 def build_real(path: Path, rows: int = 1_000_000) -> None:
@@ -81,7 +94,14 @@ def build_real(path: Path, rows: int = 1_000_000) -> None:
         path,
         "CREATE TABLE readings(id INTEGER PRIMARY KEY, a REAL, b REAL, c REAL, d REAL, e REAL)",
         (
-            (i, rng.random(), rng.uniform(-1e6, 1e6), rng.gauss(0, 1e-3), rng.lognormvariate(0, 10), round(rng.uniform(0, 1000), 2))
+            (
+                i,
+                rng.random(),
+                rng.uniform(-1e6, 1e6),
+                rng.gauss(0, 1e-3),
+                rng.lognormvariate(0, 10),
+                round(rng.uniform(0, 1000), 2),
+            )
             for i in range(1, rows + 1)
         ),
     )
@@ -113,7 +133,9 @@ def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | Non
         tmp = Path(tmp)
         directory = keep or tmp
         directory.mkdir(parents=True, exist_ok=True)
-        print(f"| shape | `sqlite3 DB .dump` (median of {repeat}) | `patina dump DB -o out.sql` | ratio of medians | peak RSS sqlite3 / patina |")
+        print(
+            f"| shape | `sqlite3 DB .dump` (median of {repeat}) | `patina dump DB -o out.sql` | ratio of medians | peak RSS sqlite3 / patina |"
+        )
         print("|---|---|---|---|---|")
         for name in names:
             label, make = SHAPES[name]

@@ -33,14 +33,23 @@ def build_wide(path: Path, rows: int) -> None:
     """100 columns (D1's maximum): an INTEGER PRIMARY KEY and 99 of every type, REALs of every exponent."""
     kinds = ["INTEGER", "TEXT", "REAL", "BLOB", ""]
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE wide(id INTEGER PRIMARY KEY, " + ", ".join(f"c{i:02d} {kinds[i % 5]}" for i in range(99)) + ")")
+    db.execute(
+        "CREATE TABLE wide(id INTEGER PRIMARY KEY, " + ", ".join(f"c{i:02d} {kinds[i % 5]}" for i in range(99)) + ")"
+    )
     rng = random.Random(2)
 
     def row(i: int) -> list:
         values = [i]
         for c in range(99):
-            values.append([rng.randrange(-(2**63), 2**63), f"text {c} {i}", rng.random() * 10.0 ** rng.randrange(-300, 300),
-                           rng.randbytes(4), None][c % 5])
+            values.append(
+                [
+                    rng.randrange(-(2**63), 2**63),
+                    f"text {c} {i}",
+                    rng.random() * 10.0 ** rng.randrange(-300, 300),
+                    rng.randbytes(4),
+                    None,
+                ][c % 5]
+            )
         return values
 
     db.executemany(f"INSERT INTO wide VALUES ({','.join('?' * 100)})", (row(i) for i in range(1, rows + 1)))
@@ -52,8 +61,13 @@ def dump_over_workerd(server: WorkerD1Server, database_id: str, out: Path) -> di
     start = time.perf_counter()
     with D1Source("acct", database_id, token=server.token, api_url=server.base_url) as source:
         result = dump_database(source, out)
-    return {"seconds": time.perf_counter() - start, "requests": result.requests, "rows": result.rows,
-            "rows_read": source.rows_read, "mb": result.sql_bytes / 1e6}
+    return {
+        "seconds": time.perf_counter() - start,
+        "requests": result.requests,
+        "rows": result.rows,
+        "rows_read": source.rows_read,
+        "mb": result.sql_bytes / 1e6,
+    }
 
 
 def main() -> None:
@@ -73,8 +87,10 @@ def main() -> None:
     print("| table (over workerd's D1) | requests | wall | rows read per row dumped | SQL |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['requests']} | {r['seconds']:.1f} s | {r['rows_read'] / r['rows']:.3f} "
-              f"({r['rows_read']:,} / {r['rows']:,}) | {r['mb']:.0f} MB |")
+        print(
+            f"| {name} | {r['requests']} | {r['seconds']:.1f} s | {r['rows_read'] / r['rows']:.3f} "
+            f"({r['rows_read']:,} / {r['rows']:,}) | {r['mb']:.0f} MB |"
+        )
 
 
 if __name__ == "__main__":

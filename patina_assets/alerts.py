@@ -42,10 +42,10 @@ import logging
 import smtplib
 import ssl
 import time
-from email.message import EmailMessage
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from email.message import EmailMessage
+from typing import Any
 
 import httpx
 
@@ -248,7 +248,7 @@ class MissedNight:
     recovered: bool = False
 
 
-Alert = Union[RunSummary, CheckFailure, FailureStreak, StaleBackup, MissedNight]
+Alert = RunSummary | CheckFailure | FailureStreak | StaleBackup | MissedNight
 
 
 def severity(alert: Alert) -> int:
@@ -287,8 +287,8 @@ def format_duration(seconds: float | None) -> str:
 def format_timestamp(moment: _dt.datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, as in the spec's payloads (``2024-12-08T03:01:30Z``)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return moment.astimezone(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def one_line(text: str | None, limit: int = _ERROR_LIMIT) -> str:
@@ -307,8 +307,15 @@ def _field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
     return {"name": name, "value": _cut(value or "-", _FIELD_VALUE_LIMIT), "inline": inline}
 
 
-def _embed(title: str, color: int, fields: list[dict], job_id: str | None, finished_at: _dt.datetime,
-           description: str | None = None, footer: str | None = None) -> dict[str, Any]:
+def _embed(
+    title: str,
+    color: int,
+    fields: list[dict],
+    job_id: str | None,
+    finished_at: _dt.datetime,
+    description: str | None = None,
+    footer: str | None = None,
+) -> dict[str, Any]:
     embed: dict[str, Any] = {"title": _cut(title, _TITLE_LIMIT), "color": color}
     if description:
         embed["description"] = _cut(description, _DESCRIPTION_LIMIT)
@@ -361,8 +368,10 @@ def _discord_stale(alert: StaleBackup, redact: bool) -> dict[str, Any]:
         description = "A good backup was stored after a stretch without one."
     elif alert.level == "error":
         title, color = f"🚨 Patina: no good backup of {subject} for {alert.threshold_days} days", DARK_RED
-        description = ("The newest backup that can be restored keeps getting older. Check the nightly runs "
-                       "(failures, a switched-off schedule, a stopped daemon) and `patina status`.")
+        description = (
+            "The newest backup that can be restored keeps getting older. Check the nightly runs "
+            "(failures, a switched-off schedule, a stopped daemon) and `patina status`."
+        )
     else:
         title, color = f"⚠️ Patina: no good backup of {subject} for {alert.threshold_days} days", AMBER
         description = "Nightly backups should make a new one every day."
@@ -371,16 +380,21 @@ def _discord_stale(alert: StaleBackup, redact: bool) -> dict[str, Any]:
 
 
 def _discord_missed(alert: MissedNight) -> dict[str, Any]:
-    newest = "none in the bucket" if alert.newest_at is None else (
-        f"{format_timestamp(alert.newest_at)} ({_age((alert.checked_at - alert.newest_at).total_seconds())})")
+    newest = (
+        "none in the bucket"
+        if alert.newest_at is None
+        else (f"{format_timestamp(alert.newest_at)} ({_age((alert.checked_at - alert.newest_at).total_seconds())})")
+    )
     if alert.recovered:
         title, color = "✅ Patina: nightly backups are running again", GREEN
         description = f"A backup was stored after the missed night of {alert.expected_day}."
     else:
         title, color = f"❌ Patina: the nightly backup of {alert.expected_day} never ran", RED
-        description = ("Nothing was backed up by the time the nightly run should have finished: the schedule "
-                       "may be switched off, or the Dagster daemon stopped. Start it (`dagster-daemon run`) or "
-                       "turn the schedule on, then backfill the missed days.")
+        description = (
+            "Nothing was backed up by the time the nightly run should have finished: the schedule "
+            "may be switched off, or the Dagster daemon stopped. Start it (`dagster-daemon run`) or "
+            "turn the schedule on, then backfill the missed days."
+        )
     fields = [_field("Expected by", format_timestamp(alert.due_at)), _field("Newest backup", newest, inline=False)]
     return {"embeds": [_embed(title, color, fields, None, alert.checked_at, description, _FRESHNESS_FOOTER)]}
 
@@ -458,8 +472,10 @@ def _discord_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
     ]
     if streak.error and not redact:
         fields.append(_field("Latest error", one_line(streak.error), inline=False))
-    description = ("Single failures may be transient; this many in a row is a systemic problem. "
-                   "Until it is fixed, the newest backup of this database keeps getting older.")
+    description = (
+        "Single failures may be transient; this many in a row is a systemic problem. "
+        "Until it is fixed, the newest backup of this database keeps getting older."
+    )
     return {
         # "@here" pings whoever is online; allowed_mentions makes the ping explicit rather than implied.
         "content": f"@here {headline}",
@@ -551,14 +567,16 @@ def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
     }
     if run.status == "success":
         payload["details"] = [
-            {"database": o.label, "status": "success"} if redact
+            {"database": o.label, "status": "success"}
+            if redact
             else {"database": o.name, "status": "success", "size": human_bytes(o.size_bytes or 0)}
             for o in run.outcomes
         ]
     else:
         payload["failures"] = [
             {"database": o.label} if redact else {"database": o.name, "error": one_line(o.error) or "did not run"}
-            for o in run.outcomes if not o.succeeded
+            for o in run.outcomes
+            if not o.succeeded
         ]
         if run.failed == 0 and not redact:
             payload["error"] = one_line(run.run_error) or "unknown"
@@ -568,8 +586,12 @@ def _webhook_run(run: RunSummary, redact: bool) -> dict[str, Any]:
 
 
 def _webhook_check(check: CheckFailure, redact: bool) -> dict[str, Any]:
-    detail: dict[str, Any] = {"name": check.check_name, "severity": check.severity,
-                              "database": check.label if redact else check.database, "day": check.partition}
+    detail: dict[str, Any] = {
+        "name": check.check_name,
+        "severity": check.severity,
+        "database": check.label if redact else check.database,
+        "day": check.partition,
+    }
     if not redact:
         detail["asset"] = check.asset
         detail["description"] = check.description
@@ -671,9 +693,14 @@ _FIX_THE_URL = {401, 403, 404}
 _TRANSIENT = {408, 425, 429}
 
 
-def deliver(url: str, payload: Mapping[str, Any], policy: DeliveryPolicy = DeliveryPolicy(), *,
-            transport: httpx.BaseTransport | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> Delivery:
+def deliver(
+    url: str,
+    payload: Mapping[str, Any],
+    policy: DeliveryPolicy = DeliveryPolicy(),
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
     """POST ``payload`` as JSON to ``url``; retry 5xx, 429 and network trouble with exponential backoff.
 
     Never raises: a webhook that is down must not break whatever is reporting. The URL is a secret and
@@ -693,8 +720,9 @@ def deliver(url: str, payload: Mapping[str, Any], policy: DeliveryPolicy = Deliv
                 attempts += 1
                 wait = policy.backoff_seconds * (2 ** (attempts - 1))
                 try:
-                    response = client.post(url, content=body, headers={
-                        "Content-Type": "application/json", "User-Agent": "patina-alerts"})
+                    response = client.post(
+                        url, content=body, headers={"Content-Type": "application/json", "User-Agent": "patina-alerts"}
+                    )
                 except httpx.TimeoutException:
                     status, reason = None, f"timed out after {policy.timeout_seconds:g}s"
                 except httpx.TransportError as exc:
@@ -706,10 +734,13 @@ def deliver(url: str, payload: Mapping[str, Any], policy: DeliveryPolicy = Deliv
                         return Delivery(True, attempts, status, reason=f"HTTP {status}")
                     reason = f"HTTP {status}"
                     if status in _FIX_THE_URL:
-                        return Delivery(False, attempts, status, reason=f"{reason}: the webhook URL is wrong or revoked")
+                        return Delivery(
+                            False, attempts, status, reason=f"{reason}: the webhook URL is wrong or revoked"
+                        )
                     if 400 <= status < 500 and status not in _TRANSIENT:
-                        return Delivery(False, attempts, status, rejected=True,
-                                        reason=f"{reason}: the webhook refused the message")
+                        return Delivery(
+                            False, attempts, status, rejected=True, reason=f"{reason}: the webhook refused the message"
+                        )
                     retry_after = _retry_after(response)
                     if retry_after is not None:
                         if retry_after > policy.max_retry_after_seconds:
@@ -776,8 +807,13 @@ def email_target(settings: EmailConfig) -> str:
     return f"smtp://{settings.host}:{settings.port}"
 
 
-def send_email(settings: EmailConfig, body: Mapping[str, Any], env: Mapping[str, str] | None = None, *,
-               smtp: Callable[..., smtplib.SMTP] = smtplib.SMTP) -> Delivery:
+def send_email(
+    settings: EmailConfig,
+    body: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    *,
+    smtp: Callable[..., smtplib.SMTP] = smtplib.SMTP,
+) -> Delivery:
     """Send one message (``{"subject", "text"}``) over SMTP with STARTTLS, the login from the environment
     variables ``settings`` names. Never raises; the password appears in nothing it returns or logs (the
     server's own reply text is left out too: a reply may echo what it was sent)."""
@@ -805,8 +841,13 @@ def send_email(settings: EmailConfig, body: Mapping[str, Any], env: Mapping[str,
     except smtplib.SMTPNotSupportedError:
         return Delivery(False, 1, reason="the mail server does not offer STARTTLS: Patina never sends in clear")
     except smtplib.SMTPAuthenticationError as exc:
-        return Delivery(False, 1, exc.smtp_code, reason=f"SMTP {exc.smtp_code}: the login was refused "
-                        f"(check ${settings.username_env} / ${settings.password_env})")
+        return Delivery(
+            False,
+            1,
+            exc.smtp_code,
+            reason=f"SMTP {exc.smtp_code}: the login was refused "
+            f"(check ${settings.username_env} / ${settings.password_env})",
+        )
     except smtplib.SMTPResponseException as exc:
         code = exc.smtp_code
         rejected = 500 <= code < 600 and code not in _SMTP_LOGIN_REFUSED
@@ -846,8 +887,13 @@ class Channels:
 
     def names(self, destinations: Iterable[str]) -> dict[str, str]:
         """``discord ($PATINA_DISCORD_WEBHOOK)``: how logs name a destination."""
-        return {d: f"{d} (${destination_env(self.settings, d)})" if d != EMAIL else f"email ({email_target(self.settings.email)})"
-                for d in destinations if d != EMAIL or self.settings.email is not None}
+        return {
+            d: f"{d} (${destination_env(self.settings, d)})"
+            if d != EMAIL
+            else f"email ({email_target(self.settings.email)})"
+            for d in destinations
+            if d != EMAIL or self.settings.email is not None
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -915,11 +961,17 @@ class Outbox:
         self.messages.append(message)
         return True
 
-    def flush(self, urls: Mapping[str, str], *, now: float, deadline: float | None = None,
-              max_sends: int | None = None,
-              send: Callable[[str, Mapping[str, Any]], Delivery] = deliver,
-              clock: Callable[[], float] = time.monotonic,
-              missing: Callable[[str], str] = lambda d: f"no URL configured for {d}") -> FlushReport:
+    def flush(
+        self,
+        urls: Mapping[str, str],
+        *,
+        now: float,
+        deadline: float | None = None,
+        max_sends: int | None = None,
+        send: Callable[[str, Mapping[str, Any]], Delivery] = deliver,
+        clock: Callable[[], float] = time.monotonic,
+        missing: Callable[[str], str] = lambda d: f"no URL configured for {d}",
+    ) -> FlushReport:
         """Try each queued message once, oldest first. A destination that fails is not tried again in this
         flush (its other messages wait: one dead webhook must not use up the tick). Stops sending at
         ``deadline`` (a ``clock()`` value) or after ``max_sends``; what is left waits for the next flush."""
@@ -929,7 +981,9 @@ class Outbox:
         for message in self.messages:
             destination = message.destination
             url = urls.get(destination)
-            out_of_time = (deadline is not None and clock() >= deadline) or (max_sends is not None and sends >= max_sends)
+            out_of_time = (deadline is not None and clock() >= deadline) or (
+                max_sends is not None and sends >= max_sends
+            )
             if url is None:
                 report.failing.setdefault(destination, missing(destination))
                 message.last_error = report.failing[destination]
@@ -975,10 +1029,17 @@ class Outbox:
         messages = []
         for item in data or ():
             try:
-                messages.append(PendingMessage(
-                    id=str(item["id"]), destination=str(item["destination"]), body=dict(item["body"]),
-                    created_at=float(item["created_at"]), tries=int(item.get("tries", 0)),
-                    last_error=str(item.get("last_error", "")), severity=int(item.get("severity", ERROR))))
+                messages.append(
+                    PendingMessage(
+                        id=str(item["id"]),
+                        destination=str(item["destination"]),
+                        body=dict(item["body"]),
+                        created_at=float(item["created_at"]),
+                        tries=int(item.get("tries", 0)),
+                        last_error=str(item.get("last_error", "")),
+                        severity=int(item.get("severity", ERROR)),
+                    )
+                )
             except (KeyError, TypeError, ValueError):
                 log.warning("dropping an unreadable outbox entry")
         return cls(messages=messages, **bounds)
@@ -987,9 +1048,14 @@ class Outbox:
         return len(self.messages)
 
 
-def pending(alert_id: str, alert: Alert, destinations: Sequence[str], *, redact: bool, now: float) -> list[PendingMessage]:
+def pending(
+    alert_id: str, alert: Alert, destinations: Sequence[str], *, redact: bool, now: float
+) -> list[PendingMessage]:
     """``alert`` rendered for each destination, with ids ``<alert_id>@<destination>``."""
     rank = severity(alert)
-    return [PendingMessage(id=f"{alert_id}@{d}", destination=d, body=render(alert, d, redact=redact), created_at=now,
-                           severity=rank)
-            for d in destinations]
+    return [
+        PendingMessage(
+            id=f"{alert_id}@{d}", destination=d, body=render(alert, d, redact=redact), created_at=now, severity=rank
+        )
+        for d in destinations
+    ]

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import anyio
 from starlette.applications import Starlette
@@ -53,8 +53,17 @@ from .guide import restore_guide
 from .status import Orchestrator, Snapshot, unavailable
 from .storage import InvalidKey, StorageError, format_day
 
-__all__ = ["AccessPolicy", "BackgroundServer", "Limits", "TriggerUnavailable", "create_app", "openapi_document",
-           "parse_keys", "parse_networks", "serve"]
+__all__ = [
+    "AccessPolicy",
+    "BackgroundServer",
+    "Limits",
+    "TriggerUnavailable",
+    "create_app",
+    "openapi_document",
+    "parse_keys",
+    "parse_networks",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +80,7 @@ Trigger = Callable[[list[str] | None, str | None, str], dict]
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -95,8 +104,9 @@ class ApiState:
         self.downloads = WindowLimiter(lim.downloads_per_hour, lim.window_seconds, clock, size)
         self.public = WindowLimiter(lim.public_per_minute, 60.0, clock, size)
         self.slots = Slots(lim.concurrent_downloads)
-        self.snapshot = Cached(lambda: Snapshot.take(self.config, self.catalog(), self.orchestrator()),
-                               lim.snapshot_seconds, clock)
+        self.snapshot = Cached(
+            lambda: Snapshot.take(self.config, self.catalog(), self.orchestrator()), lim.snapshot_seconds, clock
+        )
 
     def write_audit(self, record: dict) -> None:
         self.audit({"timestamp": iso(self.now()), **record})
@@ -184,8 +194,12 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
     allow = getattr(exc, "headers", None) or {}
-    return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}: GET / lists the "
-                 "endpoints", {k: v for k, v in allow.items() if k.lower() == "allow"})
+    return error(
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.url.path}: GET / lists the endpoints",
+        {k: v for k, v in allow.items() if k.lower() == "allow"},
+    )
 
 
 # -- who asks ----------------------------------------------------------------------------------
@@ -205,8 +219,13 @@ def _authenticate(request: Request) -> Client | Response | None:
         return None
     wait = state.failures.admit(address_key(ip))
     if wait is not None:
-        return error(429, "rate_limited", f"too many requests without a valid key from this address: at most "
-                     f"{state.limits.failures_per_hour} an hour; retry in {wait}s", {"Retry-After": str(wait)})
+        return error(
+            429,
+            "rate_limited",
+            f"too many requests without a valid key from this address: at most "
+            f"{state.limits.failures_per_hour} an hour; retry in {wait}s",
+            {"Retry-After": str(wait)},
+        )
     return JSONResponse(UNAUTHORIZED, status_code=401)
 
 
@@ -220,8 +239,12 @@ def _guard(request: Request, action: str) -> Client | Response:
     record.update(client=found.name, auth=found.method)
     wait = state.per_client.admit(found.name)
     if wait is not None:
-        return error(429, "rate_limited", f"too many requests with this key: at most {state.limits.requests_per_hour} "
-                     f"an hour; retry in {wait}s", {"Retry-After": str(wait)})
+        return error(
+            429,
+            "rate_limited",
+            f"too many requests with this key: at most {state.limits.requests_per_hour} an hour; retry in {wait}s",
+            {"Retry-After": str(wait)},
+        )
     if not found.may(action):
         return _forbidden(found, action)
     return found
@@ -230,8 +253,11 @@ def _guard(request: Request, action: str) -> Client | Response:
 def _forbidden(client: Client, action: str, database: str | None = None) -> JSONResponse:
     what = f"{action} {database}" if database else action
     allowed = f"databases: {', '.join(sorted(client.databases))}" if client.databases is not None else "every database"
-    return error(403, "forbidden", f"the key {client.name} may not {what} (actions: {', '.join(sorted(client.actions))}; "
-                 f"{allowed})")
+    return error(
+        403,
+        "forbidden",
+        f"the key {client.name} may not {what} (actions: {', '.join(sorted(client.actions))}; {allowed})",
+    )
 
 
 # -- public ------------------------------------------------------------------------------------
@@ -240,25 +266,27 @@ def _forbidden(client: Client, action: str, database: str | None = None) -> JSON
 async def _index(request: Request) -> JSONResponse:
     config = _state(request).config
     r = config.retention
-    return JSONResponse({
-        "name": "Patina",
-        "version": __version__,
-        "description": "Automated D1 database backups: nightly SQL dumps, weekly archives, restore tools",
-        "schedule": "Every night at 03:00 UTC (the day that just ended); weekly archives Sundays at 04:00 UTC",
-        "retention": f"{r.daily_days} days of dailies, {r.weekly_weeks} weeks of weekly archives ({r.weekly_format})",
-        "databases": len(config.databases),
-        "endpoints": {
-            "GET /": "This documentation",
-            "GET /health": "Liveness",
-            "GET /status": "Current backup status and recent history",
-            "GET /list": "List all available backups (?database=&date=&limit=)",
-            "POST /trigger": f"Manually trigger a backup (needs {KEY_HEADER} and a JSON body)",
-            "GET /download/{date}/{db}": f"Download a specific backup (needs {KEY_HEADER})",
-            "GET /restore-guide/{db}": f"Restore instructions for a database (needs {KEY_HEADER})",
-            "GET /metrics": "Prometheus metrics",
-            "GET /openapi.json": "The OpenAPI document",
-        },
-    })
+    return JSONResponse(
+        {
+            "name": "Patina",
+            "version": __version__,
+            "description": "Automated D1 database backups: nightly SQL dumps, weekly archives, restore tools",
+            "schedule": "Every night at 03:00 UTC (the day that just ended); weekly archives Sundays at 04:00 UTC",
+            "retention": f"{r.daily_days} days of dailies, {r.weekly_weeks} weeks of weekly archives ({r.weekly_format})",
+            "databases": len(config.databases),
+            "endpoints": {
+                "GET /": "This documentation",
+                "GET /health": "Liveness",
+                "GET /status": "Current backup status and recent history",
+                "GET /list": "List all available backups (?database=&date=&limit=)",
+                "POST /trigger": f"Manually trigger a backup (needs {KEY_HEADER} and a JSON body)",
+                "GET /download/{date}/{db}": f"Download a specific backup (needs {KEY_HEADER})",
+                "GET /restore-guide/{db}": f"Restore instructions for a database (needs {KEY_HEADER})",
+                "GET /metrics": "Prometheus metrics",
+                "GET /openapi.json": "The OpenAPI document",
+            },
+        }
+    )
 
 
 async def _health(request: Request) -> JSONResponse:
@@ -272,14 +300,20 @@ async def _snapshot(request: Request) -> Snapshot:
 def public_status(document: dict) -> dict:
     """``/status`` for anyone: no instance detail (paths, error classes), no trigger reasons or who asked,
     no storage problem texts (object keys); their count stays."""
+
     def run(summary: dict | None) -> dict | None:
         return None if summary is None else {k: v for k, v in summary.items() if k not in ("reason", "trigger")}
 
     storage = {k: v for k, v in document["storage"].items() if k != "problems"}
     storage["problemCount"] = len(document["storage"].get("problems", []))
-    return {**document, "instance": {"available": document["instance"]["available"]},
-            "running": [run(r) for r in document["running"]], "recentJobs": [run(r) for r in document["recentJobs"]],
-            "lastBackup": run(document["lastBackup"]), "storage": storage}
+    return {
+        **document,
+        "instance": {"available": document["instance"]["available"]},
+        "running": [run(r) for r in document["running"]],
+        "recentJobs": [run(r) for r in document["recentJobs"]],
+        "lastBackup": run(document["lastBackup"]),
+        "storage": storage,
+    }
 
 
 async def _status(request: Request) -> Response:
@@ -300,11 +334,16 @@ async def _list(request: Request) -> Response:
     params = request.query_params
     unknown = sorted(set(params) - {"database", "date", "limit"})
     if unknown:
-        return error(400, "bad_request", f"unknown query parameter(s) {', '.join(u[:40] for u in unknown[:5])}: "
-                     "use database, date, limit")
+        return error(
+            400,
+            "bad_request",
+            f"unknown query parameter(s) {', '.join(u[:40] for u in unknown[:5])}: use database, date, limit",
+        )
     database = params.get("database") or None
     if database is not None and database not in state.config.names:
-        return error(400, "unknown_database", f"no database named {database[:80]!r}; configured: {', '.join(state.config.names)}")
+        return error(
+            400, "unknown_database", f"no database named {database[:80]!r}; configured: {', '.join(state.config.names)}"
+        )
     day = params.get("date") or None
     if day is not None:
         try:
@@ -363,13 +402,21 @@ async def _download(request: Request) -> Response:
         return Response(status_code=200, headers=headers, media_type="application/sql")
     if not state.slots.take():  # before the hourly count: a busy refusal costs the client nothing
         record["outcome"] = "busy"
-        return error(429, "busy", f"{state.limits.concurrent_downloads} downloads are already running; retry shortly",
-                     {"Retry-After": str(state.limits.busy_retry_after)})
+        return error(
+            429,
+            "busy",
+            f"{state.limits.concurrent_downloads} downloads are already running; retry shortly",
+            {"Retry-After": str(state.limits.busy_retry_after)},
+        )
     wait = state.downloads.admit(client.name)
     if wait is not None:
         state.slots.give()
-        return error(429, "rate_limited", f"at most {state.limits.downloads_per_hour} downloads an hour per client; "
-                     f"retry in {wait}s", {"Retry-After": str(wait)})
+        return error(
+            429,
+            "rate_limited",
+            f"at most {state.limits.downloads_per_hour} downloads an hour per client; retry in {wait}s",
+            {"Retry-After": str(wait)},
+        )
     try:
         reader = await anyio.to_thread.run_sync(lambda: catalog.open_sql(backup))
     except BaseException:
@@ -397,7 +444,9 @@ async def _restore_guide(request: Request) -> Response:
     if isinstance(guarded, Response):
         return guarded
     if db not in state.config.names:
-        return error(400, "unknown_database", f"no database named {db[:80]!r}; configured: {', '.join(state.config.names)}")
+        return error(
+            400, "unknown_database", f"no database named {db[:80]!r}; configured: {', '.join(state.config.names)}"
+        )
     if not guarded.may("restore-guide", db):
         return _forbidden(guarded, "restore-guide", db)
     database = state.config.database(db)
@@ -434,8 +483,12 @@ async def _trigger(request: Request) -> Response:
     if isinstance(guarded, Response):
         return guarded
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        return error(415, "unsupported_media_type", 'send the body as Content-Type: application/json, e.g. '
-                     '{"databases": ["name"], "reason": "why"} ({} backs up every database)')
+        return error(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json, e.g. "
+            '{"databases": ["name"], "reason": "why"} ({} backs up every database)',
+        )
     limit = state.limits.trigger_body_bytes
     raw = b""
     async for chunk in request.stream():
@@ -445,8 +498,11 @@ async def _trigger(request: Request) -> Response:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return error(400, "bad_request", 'the body must be JSON: {"databases": ["name", ...], "reason": "why"} '
-                     '({} backs up every database)')
+        return error(
+            400,
+            "bad_request",
+            'the body must be JSON: {"databases": ["name", ...], "reason": "why"} ({} backs up every database)',
+        )
     if not isinstance(body, dict) or set(body) - {"databases", "reason"}:
         return error(400, "bad_request", 'the body must be a JSON object with "databases" and/or "reason"')
     databases, reason = body.get("databases"), body.get("reason")
@@ -457,18 +513,27 @@ async def _trigger(request: Request) -> Response:
     if databases:
         unknown = [d for d in databases if d not in state.config.names]
         if unknown:
-            return error(400, "unknown_database", f"unknown database(s) {', '.join(repr(d[:80]) for d in unknown[:5])}; "
-                         f"configured: {', '.join(state.config.names)}")
+            return error(
+                400,
+                "unknown_database",
+                f"unknown database(s) {', '.join(repr(d[:80]) for d in unknown[:5])}; "
+                f"configured: {', '.join(state.config.names)}",
+            )
     try:
         check_request(state.config, databases or None, reason)  # before the reason goes into the audit line
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
     denied = [d for d in (databases or state.config.names) if not guarded.may("trigger", d)]
     if denied:
-        return _forbidden(guarded, "trigger", ", ".join(denied[:5]) + (" (name the databases)" if not databases else ""))
+        return _forbidden(
+            guarded, "trigger", ", ".join(denied[:5]) + (" (name the databases)" if not databases else "")
+        )
     if state.trigger is None:
-        return error(503, "unavailable", "no Dagster instance: start `patina serve` with DAGSTER_HOME set to run "
-                     "on-demand backups")
+        return error(
+            503,
+            "unavailable",
+            "no Dagster instance: start `patina serve` with DAGSTER_HOME set to run on-demand backups",
+        )
     record.update(databases=databases or "all", reason=reason)
     try:
         result = await anyio.to_thread.run_sync(lambda: state.trigger(databases or None, reason, f"api:{guarded.name}"))
@@ -510,9 +575,16 @@ def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: 
                 raise TriggerUnavailable(detail)
             return trigger_backup(config, instance, databases, reason, requested_by=requested_by).to_dict()
 
-        app = create_app(config, catalog=lambda: shared, orchestrator=view.read,
-                         trigger=trigger if instance is not None else None, policy=policy, audit=audit,
-                         public_url=public_url, bind_host=host)
+        app = create_app(
+            config,
+            catalog=lambda: shared,
+            orchestrator=view.read,
+            trigger=trigger if instance is not None else None,
+            policy=policy,
+            audit=audit,
+            public_url=public_url,
+            bind_host=host,
+        )
         logger.info("Patina API on http://%s:%s (%s; %s; %s)", host, port, detail, policy.describe(), audit.describe())
         try:
             uvicorn.Server(uvicorn_config(app, app.state.patina.limits, host=host, port=port, log_level="info")).run()

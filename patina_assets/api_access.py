@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 KEY_HEADER = "X-Patina-Key"
 KEYS_ENV = "PATINA_API_KEYS"
@@ -92,9 +92,12 @@ class AccessPolicy:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AccessPolicy:
         """Read the four variables; ValueError on a malformed entry (named by position and name, never the key)."""
-        return cls(keys=parse_keys(env.get(KEYS_ENV, "")), networks=parse_networks(env.get(ALLOWED_IPS_ENV, "")),
-                   client_ip_header=(env.get(CLIENT_IP_HEADER_ENV) or "").strip() or None,
-                   trusted_proxies=parse_networks(env.get(TRUSTED_PROXIES_ENV, ""), TRUSTED_PROXIES_ENV))
+        return cls(
+            keys=parse_keys(env.get(KEYS_ENV, "")),
+            networks=parse_networks(env.get(ALLOWED_IPS_ENV, "")),
+            client_ip_header=(env.get(CLIENT_IP_HEADER_ENV) or "").strip() or None,
+            trusted_proxies=parse_networks(env.get(TRUSTED_PROXIES_ENV, ""), TRUSTED_PROXIES_ENV),
+        )
 
     # -- the client's address -----------------------------------------------------------------------
 
@@ -122,7 +125,7 @@ class AccessPolicy:
                 if hmac.compare_digest(given, candidate.digest):
                     matched = candidate
             if matched is not None:
-                if matched.expires is not None and (now or datetime.now(timezone.utc)) >= matched.expires:
+                if matched.expires is not None and (now or datetime.now(UTC)) >= matched.expires:
                     return Denied(f"key {matched.name} expired")
                 return Client(matched.name, "key", ip, matched.databases, matched.actions)
         if _in(ip, self.networks):
@@ -138,17 +141,24 @@ class AccessPolicy:
         for k in self.keys.values():
             unknown = sorted((k.databases or set()) - known)
             if unknown:
-                raise ValueError(f"{KEYS_ENV} ({k.name}): databases= names {', '.join(unknown)}, which the "
-                                 f"configuration does not have; configured: {', '.join(sorted(known))}")
+                raise ValueError(
+                    f"{KEYS_ENV} ({k.name}): databases= names {', '.join(unknown)}, which the "
+                    f"configuration does not have; configured: {', '.join(sorted(known))}"
+                )
 
     # -- start-up -----------------------------------------------------------------------------------
 
     def describe(self) -> str:
-        return (f"{len(self.keys)} key(s) ({', '.join(sorted(self.keys)) or 'none'}), "
-                f"{len(self.networks)} allowed network(s)"
-                + (f", client address from {self.client_ip_header} when the peer is one of "
-                   f"{len(self.trusted_proxies)} trusted proxy network(s)"
-                   if self.client_ip_header and self.trusted_proxies else ""))
+        return (
+            f"{len(self.keys)} key(s) ({', '.join(sorted(self.keys)) or 'none'}), "
+            f"{len(self.networks)} allowed network(s)"
+            + (
+                f", client address from {self.client_ip_header} when the peer is one of "
+                f"{len(self.trusted_proxies)} trusted proxy network(s)"
+                if self.client_ip_header and self.trusted_proxies
+                else ""
+            )
+        )
 
     def warnings(self, host: str, public_url: str | None, now: datetime | None = None) -> list[str]:
         """What the operator should hear at start: ignored headers, clear-text keys, keys about to expire."""
@@ -156,16 +166,22 @@ class AccessPolicy:
         if not self.keys and not self.networks:
             out.append(f"no {KEYS_ENV} and no {ALLOWED_IPS_ENV}: every protected endpoint will answer 401")
         if self.client_ip_header and not self.trusted_proxies:
-            out.append(f"{CLIENT_IP_HEADER_ENV}={self.client_ip_header} is IGNORED: without {TRUSTED_PROXIES_ENV} "
-                       "anyone could forge it; set it to the proxy's networks (Cloudflare's: "
-                       "https://www.cloudflare.com/ips/)")
+            out.append(
+                f"{CLIENT_IP_HEADER_ENV}={self.client_ip_header} is IGNORED: without {TRUSTED_PROXIES_ENV} "
+                "anyone could forge it; set it to the proxy's networks (Cloudflare's: "
+                "https://www.cloudflare.com/ips/)"
+            )
         if self.trusted_proxies and not self.client_ip_header:
-            out.append(f"{TRUSTED_PROXIES_ENV} is set without {CLIENT_IP_HEADER_ENV}: every client behind the "
-                       "proxy has the proxy's address (one shared per-address limit)")
+            out.append(
+                f"{TRUSTED_PROXIES_ENV} is set without {CLIENT_IP_HEADER_ENV}: every client behind the "
+                "proxy has the proxy's address (one shared per-address limit)"
+            )
         if not _is_loopback(host) and not (public_url or "").startswith("https://"):
-            out.append(f"listening on {host}, beyond loopback, without TLS in front: keys would cross the network "
-                       "in clear; serve it behind a TLS proxy and set PATINA_PUBLIC_URL=https://...")
-        moment = now or datetime.now(timezone.utc)
+            out.append(
+                f"listening on {host}, beyond loopback, without TLS in front: keys would cross the network "
+                "in clear; serve it behind a TLS proxy and set PATINA_PUBLIC_URL=https://..."
+            )
+        moment = now or datetime.now(UTC)
         for k in sorted(self.keys.values(), key=lambda k: k.name):
             if k.expires is not None and k.expires <= moment:
                 out.append(f"key {k.name} expired at {k.expires.isoformat()}: it is refused; remove it")
@@ -207,8 +223,10 @@ def parse_keys(text: str) -> dict[str, ApiKey]:
         name, sep, key = first.partition(":")
         where = f"{KEYS_ENV} entry {position}"
         if not sep or not _KEY_NAME.match(name):
-            raise ValueError(f"{where}: write each entry as name:key (the name: letters, digits, . _ @ -), then "
-                             "optionally databases=a+b actions=download+restore-guide+trigger expires=YYYY-MM-DD")
+            raise ValueError(
+                f"{where}: write each entry as name:key (the name: letters, digits, . _ @ -), then "
+                "optionally databases=a+b actions=download+restore-guide+trigger expires=YYYY-MM-DD"
+            )
         if name in keys:
             raise ValueError(f"{where}: the name {name!r} is used twice; each key needs its own name")
         weakness = key_weakness(key)
@@ -223,15 +241,19 @@ def _key_options(options: list[str], where: str) -> dict:
     for option in options:
         label, sep, value = option.partition("=")
         if not sep or label not in ("databases", "actions", "expires") or label in out or not value:
-            raise ValueError(f"{where}: {label!r} is not an option (each at most once): use databases=a+b, "
-                             f"actions={'+'.join(ACTIONS)}, expires=YYYY-MM-DD")
+            raise ValueError(
+                f"{where}: {label!r} is not an option (each at most once): use databases=a+b, "
+                f"actions={'+'.join(ACTIONS)}, expires=YYYY-MM-DD"
+            )
         if label == "databases":
             out["databases"] = None if value == "*" else frozenset(value.split("+"))
         elif label == "actions":
             actions = set(ACTIONS) if value == "*" else set(value.split("+"))
             if actions - set(ACTIONS):
-                raise ValueError(f"{where}: unknown action(s) {', '.join(sorted(actions - set(ACTIONS)))}; "
-                                 f"the actions are {', '.join(ACTIONS)}")
+                raise ValueError(
+                    f"{where}: unknown action(s) {', '.join(sorted(actions - set(ACTIONS)))}; "
+                    f"the actions are {', '.join(ACTIONS)}"
+                )
             out["actions"] = frozenset(actions)
         else:
             out["expires"] = _expiry(value, where)
@@ -242,14 +264,16 @@ def _expiry(value: str, where: str) -> datetime:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if moment.utcoffset() is None:
             raise ValueError
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except ValueError:
-        raise ValueError(f"{where}: expires={value!r} is not a date (YYYY-MM-DD: the key stops working at its "
-                         "start, UTC) or an ISO time with its offset") from None
+        raise ValueError(
+            f"{where}: expires={value!r} is not a date (YYYY-MM-DD: the key stops working at its "
+            "start, UTC) or an ISO time with its offset"
+        ) from None
 
 
 def key_weakness(key: str) -> str | None:
@@ -280,11 +304,14 @@ def parse_networks(text: str, variable: str = ALLOWED_IPS_ENV) -> list[Network]:
         except ValueError as exc:
             if "host bits set" in str(exc):
                 loose = ipaddress.ip_network(entry, strict=False)
-                raise ValueError(f"{variable}: {entry!r} has host bits set, so it would mean {loose} "
-                                 f"({loose.num_addresses:,} addresses); write the address alone "
-                                 f"({entry.split('/')[0]}) or the network exactly ({loose})") from None
-            raise ValueError(f"{variable}: {entry!r} is not an IP address or network (e.g. 203.0.113.7, "
-                             "10.0.0.0/8)") from None
+                raise ValueError(
+                    f"{variable}: {entry!r} has host bits set, so it would mean {loose} "
+                    f"({loose.num_addresses:,} addresses); write the address alone "
+                    f"({entry.split('/')[0]}) or the network exactly ({loose})"
+                ) from None
+            raise ValueError(
+                f"{variable}: {entry!r} is not an IP address or network (e.g. 203.0.113.7, 10.0.0.0/8)"
+            ) from None
         if network.prefixlen == 0:
             raise ValueError(f"{variable}: {entry!r} is every address; name the networks that may connect")
         networks.append(network)

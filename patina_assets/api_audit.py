@@ -15,7 +15,7 @@ import logging.handlers
 import os
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .storage import AUDIT_PREFIX, Bucket, StorageError
@@ -56,7 +56,7 @@ class BucketAudit:
             count = self._count
         if not lines:
             return None
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         key = f"{AUDIT_PREFIX}{now:%Y-%m-%d}/{now:%H%M%S}-{os.getpid()}-{count}.jsonl"
         try:
             self.bucket.put_bytes(key, ("\n".join(lines) + "\n").encode(), content_type="application/x-ndjson")
@@ -83,14 +83,21 @@ class BucketAudit:
 class AuditLog:
     """The audit sink: ``audit(event)`` writes one line everywhere configured."""
 
-    def __init__(self, file: Path | str | None = None, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 10,
-                 bucket: BucketAudit | None = None) -> None:
+    def __init__(
+        self,
+        file: Path | str | None = None,
+        *,
+        max_bytes: int = 10 * 1024 * 1024,
+        backups: int = 10,
+        bucket: BucketAudit | None = None,
+    ) -> None:
         self.file_logger: logging.Logger | None = None
         self.bucket = bucket
         if file is not None:
             Path(file).parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
-                                                           encoding="utf-8")
+            handler = logging.handlers.RotatingFileHandler(
+                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
             handler.setFormatter(logging.Formatter("%(message)s"))
             self.file_logger = logging.getLogger(f"patina.audit.file.{id(self)}")
             self.file_logger.propagate = False

@@ -81,8 +81,9 @@ class DownloadResponse(Response):
     outcome and byte counts go into the request's audit record, which the gate writes when it ends.
     """
 
-    def __init__(self, state: ApiState, client: Client, backup: Backup, reader: Any, headers: dict[str, str],
-                 record: dict) -> None:
+    def __init__(
+        self, state: ApiState, client: Client, backup: Backup, reader: Any, headers: dict[str, str], record: dict
+    ) -> None:
         super().__init__(status_code=200, headers=headers, media_type="application/sql")
         self.state, self.client, self.backup, self.reader, self.record = state, client, backup, reader, record
 
@@ -105,9 +106,14 @@ class DownloadResponse(Response):
                 def cut(why: str) -> None:
                     nonlocal outcome
                     outcome = why
-                    logger.warning("download of %s on %s by %s cut: %s after %d bytes acknowledged",
-                                   self.backup.database, self.backup.day, self.client.name, why,
-                                   acknowledged.measure(sent))
+                    logger.warning(
+                        "download of %s on %s by %s cut: %s after %d bytes acknowledged",
+                        self.backup.database,
+                        self.backup.day,
+                        self.client.name,
+                        why,
+                        acknowledged.measure(sent),
+                    )
                     if transport is not None:
                         transport.abort()  # frees the socket now; close() would wait for the reader
                     group.cancel_scope.cancel()
@@ -131,8 +137,10 @@ class DownloadResponse(Response):
                         while len(samples) > 1 and samples[1][0] <= now - limits.rate_window_seconds:
                             samples.popleft()
                         since, then = samples[0]
-                        if (now - since >= limits.rate_window_seconds
-                                and (acked - then) / (now - since) < limits.min_bytes_per_second):
+                        if (
+                            now - since >= limits.rate_window_seconds
+                            and (acked - then) / (now - since) < limits.min_bytes_per_second
+                        ):
                             return cut("too_slow")
 
                 group.start_soon(watch_disconnect)
@@ -169,5 +177,6 @@ class DownloadResponse(Response):
             acked = acknowledged.measure(sent)
             if finished and acked >= sent and outcome == "client_disconnected":
                 outcome = "complete"  # it hung up after taking every byte
-            self.record.update(outcome=outcome, bytes_sent=sent,
-                               bytes_acknowledged=acked if acknowledged.known else None)
+            self.record.update(
+                outcome=outcome, bytes_sent=sent, bytes_acknowledged=acked if acknowledged.known else None
+            )

@@ -38,9 +38,22 @@ PROTECTED = {"download": "backup_download", "restore-guide": "restore_guide", "t
 PUBLIC_LIMITED = ("/status", "/list", "/metrics")
 REDACTED = "REDACTED"
 _SECRET_NAME = re.compile(r"key|token|secret|passw|auth", re.IGNORECASE)
-_OUTCOMES = {200: "ok", 202: "started", 400: "bad_request", 401: "denied", 403: "forbidden", 404: "not_found",
-             405: "method_not_allowed", 413: "too_large", 414: "too_large", 415: "unsupported_media_type",
-             421: "wrong_host", 429: "rate_limited", 431: "too_large", 503: "unavailable"}
+_OUTCOMES = {
+    200: "ok",
+    202: "started",
+    400: "bad_request",
+    401: "denied",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    414: "too_large",
+    415: "unsupported_media_type",
+    421: "wrong_host",
+    429: "rate_limited",
+    431: "too_large",
+    503: "unavailable",
+}
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -121,7 +134,9 @@ class Gate:
             await (refusal or self.app)(scope, receive, tracking_send)
         finally:
             record["status"] = status
-            record.setdefault("outcome", _OUTCOMES.get(status or 0, "client_disconnected" if status is None else "error"))
+            record.setdefault(
+                "outcome", _OUTCOMES.get(status or 0, "client_disconnected" if status is None else "error")
+            )
             record["seconds"] = round(time.monotonic() - started, 3)
             state.write_audit(record)
 
@@ -139,10 +154,15 @@ class Gate:
             secret = [name for name, _ in pairs if _SECRET_NAME.search(name)]
             if secret or any(policy.is_key(value) for _, value in pairs):
                 scope["query_string"] = urlencode(
-                    [(n, REDACTED if _SECRET_NAME.search(n) or policy.is_key(v) else v) for n, v in pairs]).encode()
+                    [(n, REDACTED if _SECRET_NAME.search(n) or policy.is_key(v) else v) for n, v in pairs]
+                ).encode()
             if secret:
-                refusal = error(400, "key_in_url", "send the key in the X-Patina-Key header, never in the URL (URLs "
-                                "end up in logs and browser histories); if it was a real key, rotate it")
+                refusal = error(
+                    400,
+                    "key_in_url",
+                    "send the key in the X-Patina-Key header, never in the URL (URLs "
+                    "end up in logs and browser histories); if it was a real key, rotate it",
+                )
         return refusal
 
     def _check(self, scope: dict, headers: list[tuple[bytes, bytes]], ip: str) -> JSONResponse | None:
@@ -153,8 +173,9 @@ class Gate:
             return error(414, "uri_too_long", f"the path and query must be at most {limits.max_target_bytes} bytes")
         host = next((v.decode("latin-1") for k, v in headers if k == b"host"), None)
         if host is not None and not self._host_allowed(host_of(host)):
-            return error(421, "wrong_host", "this server does not answer for that host name; use its own URL "
-                         "(PATINA_PUBLIC_URL)")
+            return error(
+                421, "wrong_host", "this server does not answer for that host name; use its own URL (PATINA_PUBLIC_URL)"
+            )
         body_limit = limits.trigger_body_bytes if scope["path"] == "/trigger" else 0
         length = next((v for k, v in headers if k == b"content-length"), b"0")
         chunked = any(k == b"transfer-encoding" for k, _ in headers)
@@ -163,8 +184,13 @@ class Gate:
         if scope["path"] in PUBLIC_LIMITED:
             wait = self.state.public.admit(address_key(ip))
             if wait is not None:
-                return error(429, "rate_limited", f"at most {limits.public_per_minute} requests a minute per address "
-                             f"to {scope['path']}; retry in {wait}s", {"Retry-After": str(wait)})
+                return error(
+                    429,
+                    "rate_limited",
+                    f"at most {limits.public_per_minute} requests a minute per address "
+                    f"to {scope['path']}; retry in {wait}s",
+                    {"Retry-After": str(wait)},
+                )
         return None
 
     def _host_allowed(self, host: str) -> bool:
@@ -202,8 +228,15 @@ class PatinaH11Protocol(H11Protocol):
 def uvicorn_config(app: Any, limits: Limits, **options: Any) -> uvicorn.Config:
     """How `patina serve` and the tests run the app: h11 with its head bound, no proxy headers (the app decides
     which proxies to believe), no server header."""
-    return uvicorn.Config(app, http=PatinaH11Protocol, h11_max_incomplete_event_size=limits.max_head_bytes,
-                          proxy_headers=False, server_header=False, timeout_keep_alive=5, **options)
+    return uvicorn.Config(
+        app,
+        http=PatinaH11Protocol,
+        h11_max_incomplete_event_size=limits.max_head_bytes,
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        **options,
+    )
 
 
 class BackgroundServer:

@@ -47,14 +47,13 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import zstandard
 
 from .config import WEEKLY_FORMATS
-from .leftovers import scratch_directory
 from .engine.errors import CorruptDump
 from .engine.formats import (
     GZIP_MAGIC,
@@ -63,18 +62,19 @@ from .engine.formats import (
     HashingWriter,
     decompressing_reader,
 )
+from .leftovers import scratch_directory
 from .storage import (
     WEEKLY_PREFIX,
     BackupStore,
     CorruptManifest,
     InvalidKey,
     Manifest,
-    Publication,
-    VerificationRecord,
     ObjectInfo,
+    Publication,
     StorageError,
     StorageIntegrityError,
     StorageObjectNotFound,
+    VerificationRecord,
     daily_manifest_key,
     format_day,
     new_generation,
@@ -548,7 +548,7 @@ class ArchiveStore:
         result = WeeklyInventory()
         referenced: set[str] = set()
         unreadable_weeks: set[str] = set()
-        for key, info in sorted(objects.items()):
+        for key in sorted(objects):
             parsed = parse_weekly_key(key)
             if parsed is not None and parsed.kind == "manifest":
                 try:
@@ -601,7 +601,9 @@ class ArchiveStore:
         try:
             with raw, iter_tar(raw) as members:
                 for info, reader in members:
-                    self._check_member(info, reader, manifest, expected_sql, expected_manifests, seen, checked, problems)
+                    self._check_member(
+                        info, reader, manifest, expected_sql, expected_manifests, seen, checked, problems
+                    )
                 raw.drain()
         except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) are not among them: they raise
             problems.append(f"the archive cannot be read to its end: {exc}")
@@ -667,7 +669,10 @@ class ArchiveStore:
                 problems.append(str(exc))
                 return
             if (daily.day, daily.database, daily.sql_sha256, daily.sql_bytes) != (
-                member.day, member.database, member.sql_sha256, member.sql_bytes,
+                member.day,
+                member.database,
+                member.sql_sha256,
+                member.sql_bytes,
             ):
                 problems.append(f"{name}: the daily manifest does not describe {member.path} as indexed")
         else:
@@ -755,25 +760,38 @@ class ArchiveStore:
                 f"week {week} has no daily backups in {self.bucket.describe()} to archive: "
                 "run the nightly job for its days first"
             )
-        manifest = self._write(week, days, sorted(set(databases) | {db for _, db in current}), current, fmt, run_id, now)
+        manifest = self._write(
+            week, days, sorted(set(databases) | {db for _, db in current}), current, fmt, run_id, now
+        )
         verification = self.verify(manifest)
         action = "created" if existing is None else "replaced"
         reason = "" if existing is None else "the week's dailies changed or the stored archive failed verification"
         return BuildOutcome(manifest, action, verification, reason, seconds=time.monotonic() - started)
 
     def record_verification(
-        self, manifest: ArchiveManifest, verification: ArchiveVerification, *, run_id: str | None = None,
+        self,
+        manifest: ArchiveManifest,
+        verification: ArchiveVerification,
+        *,
+        run_id: str | None = None,
         now: datetime | None = None,
     ) -> None:
         """Keep the verdict beside the archive (``weekly/<week>.verification.json``), for the tools; a failure
         to write it is logged (the archive then reads as not yet verified)."""
         record = VerificationRecord(
-            key=manifest.key, sha256=verification.sha256, passed=verification.ok, checked_at=utc_timestamp(now),
-            problems=tuple(verification.problems), dagster_run_id=run_id,
+            key=manifest.key,
+            sha256=verification.sha256,
+            passed=verification.ok,
+            checked_at=utc_timestamp(now),
+            problems=tuple(verification.problems),
+            dagster_run_id=run_id,
         )
         try:
-            self.bucket.put_bytes(weekly_verification_key(manifest.week), record.to_json().encode("utf-8"),
-                                  content_type="application/json")
+            self.bucket.put_bytes(
+                weekly_verification_key(manifest.week),
+                record.to_json().encode("utf-8"),
+                content_type="application/json",
+            )
         except StorageError as exc:
             logger.warning("could not record the verification of %s: %s", manifest.key, exc)
 
@@ -787,13 +805,17 @@ class ArchiveStore:
             logger.warning("rebuilding week %s: its manifest is unreadable (%s)", week, exc)
             return None
 
-    def _keep_existing(self, existing: ArchiveManifest, current: Mapping[tuple[str, str], Manifest]) -> BuildOutcome | None:
+    def _keep_existing(
+        self, existing: ArchiveManifest, current: Mapping[tuple[str, str], Manifest]
+    ) -> BuildOutcome | None:
         held = {m.slot: m.sql_sha256 for m in existing.index.members}
         available = {slot: m.sql_sha256 for slot, m in current.items()}
         if held == available:
             verification = self.verify(existing)
             if verification.ok:
-                return BuildOutcome(existing, "unchanged", verification, "the stored archive already holds these dailies")
+                return BuildOutcome(
+                    existing, "unchanged", verification, "the stored archive already holds these dailies"
+                )
             logger.warning("rebuilding week %s: %s", existing.week, "; ".join(verification.problems))
             return None
         gone = sorted(slot for slot in held if slot not in available)
@@ -906,13 +928,18 @@ class ArchiveStore:
             # The archive the old manifest named and older builds of the week; newer ones may belong to a
             # build still uploading.
             return [
-                key for key in self._archive_keys(week)
+                key
+                for key in self._archive_keys(week)
                 if key != final.key and (key == previous or (parse_weekly_key(key).generation or "") < generation)  # type: ignore[union-attr]
             ]
 
         publication = Publication(
-            final.key, path, final.bytes, ARCHIVE_CONTENT_TYPES[final.format],
-            weekly_manifest_key(week), final.to_json().encode("utf-8"),
+            final.key,
+            path,
+            final.bytes,
+            ARCHIVE_CONTENT_TYPES[final.format],
+            weekly_manifest_key(week),
+            final.to_json().encode("utf-8"),
         )
         publish(self.bucket, publication, named_key=named_key, superseded=superseded)
         return final
@@ -970,6 +997,6 @@ def _write_checked(reader: IO[bytes], target: Path, member: ArchiveMember, archi
 
 def _timestamp_seconds(text: str) -> float:
     try:
-        return datetime.fromisoformat(text).astimezone(timezone.utc).timestamp()
+        return datetime.fromisoformat(text).astimezone(UTC).timestamp()
     except (TypeError, ValueError):
         return time.time()

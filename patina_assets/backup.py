@@ -9,13 +9,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
-from .storage import LATE_AFTER, BackupStore, LocalBucket, Manifest, S3Bucket, day_end, is_captured_late, make_s3_client, utc_timestamp
+from .storage import (
+    LATE_AFTER,
+    BackupStore,
+    LocalBucket,
+    Manifest,
+    S3Bucket,
+    day_end,
+    is_captured_late,
+    make_s3_client,
+    utc_timestamp,
+)
 
 
 class LateBackfillRefused(PatinaError):
@@ -107,15 +117,16 @@ def back_up(
     with leftovers.scratch_directory("backup") as tmp:
         path = tmp / f"{database.name}.{settings.format}"
         with open_database(database, cloudflare, settings) as source:
-            result = dump_database(source, path, database=database.name, job_id=run_id,
-                                   consistency_retries=settings.consistency_retries)
+            result = dump_database(
+                source, path, database=database.name, job_id=run_id, consistency_retries=settings.consistency_retries
+            )
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
     return manifest, result
 
 
 def refuse_late(database: DatabaseConfig, day: str, settings: DumpConfig, now: datetime | None = None) -> None:
     """Raise ``LateBackfillRefused`` when `day` is long past and the configuration refuses late backfills."""
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     if settings.late_backfill != "refuse" or not is_captured_late(day, moment):
         return
     raise LateBackfillRefused(

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,13 +50,13 @@ from .storage import (
     BackupStore,
     CorruptManifest,
     Manifest,
-    VerificationRecord,
-    day_end,
-    is_captured_late,
-    parse_daily_key,
     StorageError,
     StorageObjectNotFound,
+    VerificationRecord,
+    day_end,
     format_day,
+    is_captured_late,
+    parse_daily_key,
     parse_utc_timestamp,
     validate_database_name,
 )
@@ -182,7 +182,7 @@ def expiry_of_week(week: str, retention: RetentionConfig) -> datetime:
 
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @dataclass
@@ -252,8 +252,11 @@ class Catalog:
         day_text = format_day(day) if day is not None else None
         week = week_start_of(day_text).isoformat() if day_text is not None else None
         found = self._dailies(database, day_text)
-        found += [b for b in self._weekly(week) if (database is None or b.database == database)
-                  and (day_text is None or b.day == day_text)]
+        found += [
+            b
+            for b in self._weekly(week)
+            if (database is None or b.database == database) and (day_text is None or b.day == day_text)
+        ]
         return sorted(found, key=lambda b: (b.captured, b.day, b.database, b.location == DAILY), reverse=True)
 
     def find(self, day: date | str, database: str, *, source: str = AUTO, any_status: bool = False) -> Backup:
@@ -264,19 +267,24 @@ class Catalog:
         day_text, name = format_day(day), validate_database_name(database)
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
-        candidates = [b for b in self.backups(database=name, day=day_text)
-                      if source == AUTO or b.location == source]
+        candidates = [b for b in self.backups(database=name, day=day_text) if source == AUTO or b.location == source]
         candidates.sort(key=lambda b: b.location != DAILY)  # the daily first
         for backup in candidates:
             if backup.usable or (any_status and backup.status == FAILED):
                 return backup
         if candidates:
-            described = "; ".join(f"the {b.location} copy is {b.status}" + (f" ({b.problem})" if b.problem else "")
-                                  for b in candidates)
-            hint = (" Give --any to take a copy that failed verification anyway."
-                    if any(b.status == FAILED for b in candidates) else "")
-            raise BackupNotFound(f"no usable backup of {name} on {day_text}: {described}.{hint} "
-                                 f"`patina list --db {name}` shows the other days")
+            described = "; ".join(
+                f"the {b.location} copy is {b.status}" + (f" ({b.problem})" if b.problem else "") for b in candidates
+            )
+            hint = (
+                " Give --any to take a copy that failed verification anyway."
+                if any(b.status == FAILED for b in candidates)
+                else ""
+            )
+            raise BackupNotFound(
+                f"no usable backup of {name} on {day_text}: {described}.{hint} "
+                f"`patina list --db {name}` shows the other days"
+            )
         days = sorted({b.day for b in self.backups(database=name)}, reverse=True)
         where = "" if source == AUTO else f" as a {source} copy"
         have = f"its backups: {', '.join(days[:10])}{' ...' if len(days) > 10 else ''}" if days else "it has no backups"
@@ -294,9 +302,15 @@ class Catalog:
             return wanted[0]  # newest capture first; the daily before the weekly copy of the same capture
         counts = {status: sum(1 for b in backups if b.status == status) for status in (NOT_VERIFIED, FAILED, DAMAGED)}
         listed = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none at all"
-        hint = "; give --any to take the newest one that is not damaged" if not any_status and counts[NOT_VERIFIED] + counts[FAILED] else ""
-        raise BackupNotFound(f"no {'usable' if any_status else 'verified'} backup of {name} in {self.describe()} "
-                             f"({listed}){hint}, or name a DAY")
+        hint = (
+            "; give --any to take the newest one that is not damaged"
+            if not any_status and counts[NOT_VERIFIED] + counts[FAILED]
+            else ""
+        )
+        raise BackupNotFound(
+            f"no {'usable' if any_status else 'verified'} backup of {name} in {self.describe()} "
+            f"({listed}){hint}, or name a DAY"
+        )
 
     def _dailies(self, database: str | None, day: str | None) -> list[Backup]:
         inventory = self.store.inventory(database=database, day=day)
@@ -306,23 +320,47 @@ class Catalog:
             record = records.get((manifest.day, manifest.database))
             found.append(self._daily(manifest, record))
         for key, manifest in inventory.broken_manifests.items():
-            found.append(dataclasses.replace(self._daily(manifest, None), status=DAMAGED, problem=inventory.broken[key]))
+            found.append(
+                dataclasses.replace(self._daily(manifest, None), status=DAMAGED, problem=inventory.broken[key])
+            )
         for key, why in inventory.corrupt.items():
             parsed = parse_daily_key(key)
             assert parsed is not None
-            found.append(Backup(database=parsed.database, day=parsed.day, location=DAILY, key=key, sql_bytes=0,
-                                sql_sha256="", tables=0, rows=0, created_at=None, expires_at=None,
-                                status=DAMAGED, problem=why))
+            found.append(
+                Backup(
+                    database=parsed.database,
+                    day=parsed.day,
+                    location=DAILY,
+                    key=key,
+                    sql_bytes=0,
+                    sql_sha256="",
+                    tables=0,
+                    rows=0,
+                    created_at=None,
+                    expires_at=None,
+                    status=DAMAGED,
+                    problem=why,
+                )
+            )
         return found
 
     def _daily(self, manifest: Manifest, record: VerificationRecord | None) -> Backup:
         status = self.store.verification_status(manifest, record)
         return Backup(
-            database=manifest.database, day=manifest.day, location=DAILY, key=manifest.key,
-            sql_bytes=manifest.sql_bytes, sql_sha256=manifest.sql_sha256, tables=manifest.tables,
-            rows=manifest.rows, created_at=parse_utc_timestamp(manifest.created_at),
-            expires_at=expiry_of_daily(manifest.day, self.retention), manifest=manifest,
-            captured_at=manifest.captured, captured_late=bool(manifest.captured_late), status=status,
+            database=manifest.database,
+            day=manifest.day,
+            location=DAILY,
+            key=manifest.key,
+            sql_bytes=manifest.sql_bytes,
+            sql_sha256=manifest.sql_sha256,
+            tables=manifest.tables,
+            rows=manifest.rows,
+            created_at=parse_utc_timestamp(manifest.created_at),
+            expires_at=expiry_of_daily(manifest.day, self.retention),
+            manifest=manifest,
+            captured_at=manifest.captured,
+            captured_late=bool(manifest.captured_late),
+            status=status,
             problem="; ".join(record.problems[:3]) if record is not None and status == FAILED else None,
         )
 
@@ -348,12 +386,26 @@ class Catalog:
             problem = damage or ("; ".join(record.problems[:3]) if record is not None and status == FAILED else None)
             for m in archive.index.members:
                 captured = _parse_time(m.captured_at) if m.captured_at else None
-                found.append(Backup(
-                    database=m.database, day=m.day, location=WEEKLY, key=archive.key, sql_bytes=m.sql_bytes,
-                    sql_sha256=m.sql_sha256, tables=m.tables, rows=m.rows, created_at=None, expires_at=expires,
-                    member=m.path, archived_at=archived, captured_at=captured,
-                    captured_late=bool(captured and is_captured_late(m.day, captured)), status=status, problem=problem,
-                ))
+                found.append(
+                    Backup(
+                        database=m.database,
+                        day=m.day,
+                        location=WEEKLY,
+                        key=archive.key,
+                        sql_bytes=m.sql_bytes,
+                        sql_sha256=m.sql_sha256,
+                        tables=m.tables,
+                        rows=m.rows,
+                        created_at=None,
+                        expires_at=expires,
+                        member=m.path,
+                        archived_at=archived,
+                        captured_at=captured,
+                        captured_late=bool(captured and is_captured_late(m.day, captured)),
+                        status=status,
+                        problem=problem,
+                    )
+                )
         return found
 
     def storage(self) -> StorageSummary:
@@ -383,8 +435,10 @@ class Catalog:
             summary.problems += [f"unreadable manifest {key}: {why}" for key, why in inventory.corrupt.items()]
             summary.problems += [f"broken backup {key}: {why}" for key, why in inventory.broken.items()]
             if inventory.orphans:
-                summary.problems.append(f"{len(inventory.orphans)} object(s) without a manifest under "
-                                        f"{'daily/' if inventory is daily else 'weekly/'} (unfinished uploads)")
+                summary.problems.append(
+                    f"{len(inventory.orphans)} object(s) without a manifest under "
+                    f"{'daily/' if inventory is daily else 'weekly/'} (unfinished uploads)"
+                )
         return summary
 
     # -- reading -------------------------------------------------------------------------------
@@ -461,8 +515,9 @@ class Catalog:
         return target
 
 
-def list_document(backups: list[Backup], *, database: str | None = None, day: str | None = None,
-                  limit: int | None = None) -> dict:
+def list_document(
+    backups: list[Backup], *, database: str | None = None, day: str | None = None, limit: int | None = None
+) -> dict:
     """The spec's ``/list`` document: matching backups (newest first), how many match, how many there are."""
     matching = [b for b in backups if (database is None or b.database == database) and (day is None or b.day == day)]
     shown = matching if limit is None else matching[:limit]
@@ -508,8 +563,14 @@ class _Member(io.RawIOBase):
 class _CheckedSQL(io.RawIOBase):
     """The SQL of a backup, hashed as it is read; at its end the digests must match what was recorded."""
 
-    def __init__(self, sql: BinaryIO, backup: Backup, label: str, stored: HashingReader | None,
-                 expected_stored: tuple[int, str] | None) -> None:
+    def __init__(
+        self,
+        sql: BinaryIO,
+        backup: Backup,
+        label: str,
+        stored: HashingReader | None,
+        expected_stored: tuple[int, str] | None,
+    ) -> None:
         self.sql = sql
         self.backup = backup
         self.label = label
@@ -528,8 +589,9 @@ class _CheckedSQL(io.RawIOBase):
         except (StorageError, PatinaError):
             raise
         except _DAMAGE as exc:
-            raise BackupMismatch(f"{self.label}: the stored data is damaged ({type(exc).__name__}: {exc}); "
-                                 "use another day's backup") from exc
+            raise BackupMismatch(
+                f"{self.label}: the stored data is damaged ({type(exc).__name__}: {exc}); use another day's backup"
+            ) from exc
         n = len(data)
         if n == 0:
             if len(buffer):
@@ -539,8 +601,10 @@ class _CheckedSQL(io.RawIOBase):
         self.sha256.update(data)
         self.bytes += n
         if self.bytes > self.backup.sql_bytes:
-            raise BackupMismatch(f"{self.label}: more SQL than the {self.backup.sql_bytes} bytes recorded for it: "
-                                 "the backup was altered; do not use it")
+            raise BackupMismatch(
+                f"{self.label}: more SQL than the {self.backup.sql_bytes} bytes recorded for it: "
+                "the backup was altered; do not use it"
+            )
         return n
 
     def _check(self) -> None:
@@ -549,18 +613,24 @@ class _CheckedSQL(io.RawIOBase):
         problems = []
         digest = self.sha256.hexdigest()
         if (self.bytes, digest) != (self.backup.sql_bytes, self.backup.sql_sha256):
-            problems.append(f"its SQL has {self.bytes} bytes with sha256 {digest[:16]}..., the manifest records "
-                            f"{self.backup.sql_bytes} bytes with sha256 {self.backup.sql_sha256[:16]}...")
+            problems.append(
+                f"its SQL has {self.bytes} bytes with sha256 {digest[:16]}..., the manifest records "
+                f"{self.backup.sql_bytes} bytes with sha256 {self.backup.sql_sha256[:16]}..."
+            )
         if self.stored is not None and self.expected_stored is not None:
             self.stored.drain()
             stored = (self.stored.bytes, self.stored.sha256.hexdigest())
             if stored != self.expected_stored:
-                problems.append(f"the stored object has {stored[0]} bytes with sha256 {stored[1][:16]}..., the "
-                                f"manifest records {self.expected_stored[0]} bytes with sha256 "
-                                f"{self.expected_stored[1][:16]}...")
+                problems.append(
+                    f"the stored object has {stored[0]} bytes with sha256 {stored[1][:16]}..., the "
+                    f"manifest records {self.expected_stored[0]} bytes with sha256 "
+                    f"{self.expected_stored[1][:16]}..."
+                )
         if problems:
-            raise BackupMismatch(f"{self.label} does not match its manifest: {'; '.join(problems)}. "
-                                 "It is damaged: use another day's backup")
+            raise BackupMismatch(
+                f"{self.label} does not match its manifest: {'; '.join(problems)}. "
+                "It is damaged: use another day's backup"
+            )
         self.checked = True
 
     def close(self) -> None:
@@ -582,4 +652,4 @@ def iso(moment: datetime | None) -> str | None:
     """ISO 8601 UTC with a Z, to the second."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -67,14 +66,18 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     options, retries = {}, {}
     if args.source.startswith("d1://"):  # patina.yaml's request and budget settings (the defaults without one)
         config = _config(args)
-        options = {**config.dump.d1_source_options(), "token_env": config.cloudflare.api_token_env,
-                   "api_url": config.cloudflare.api_url,
-                   "requests_per_5_minutes": config.cloudflare.requests_per_5_minutes}
+        options = {
+            **config.dump.d1_source_options(),
+            "token_env": config.cloudflare.api_token_env,
+            "api_url": config.cloudflare.api_url,
+            "requests_per_5_minutes": config.cloudflare.requests_per_5_minutes,
+        }
         retries = {"consistency_retries": config.dump.consistency_retries}
     options.update({k: v for k, v in (("deadline_seconds", args.deadline), ("page_bytes", args.page_bytes)) if v})
     with open_source(args.source, **options) as source:
-        result = dump_database(source, Path(args.output), database=args.name, job_id=args.job_id, progress=progress,
-                               **retries)
+        result = dump_database(
+            source, Path(args.output), database=args.name, job_id=args.job_id, progress=progress, **retries
+        )
     progress.done()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -97,14 +100,29 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 def _print_sqlite_restore(report, args: argparse.Namespace, extra: dict | None = None) -> None:
     if args.json:
-        print(json.dumps({**(extra or {}), "target": str(report.target), "table_rows": report.table_rows,
-                          "statements": report.statements, "seconds": round(report.seconds, 3)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **(extra or {}),
+                    "target": str(report.target),
+                    "table_rows": report.table_rows,
+                    "statements": report.statements,
+                    "seconds": round(report.seconds, 3),
+                },
+                indent=2,
+            )
+        )
         return
     rows = sum(report.table_rows.values())
-    fk = (f"{len(report.foreign_key_violations)} foreign key violation(s) kept" if report.foreign_key_violations
-          else "foreign_key_check ok")
-    print(f"restored {len(report.table_rows)} table(s), {rows:,} rows into {report.target} in {report.seconds:.2f}s; "
-          f"integrity_check ok, {fk}, row counts match the dump")
+    fk = (
+        f"{len(report.foreign_key_violations)} foreign key violation(s) kept"
+        if report.foreign_key_violations
+        else "foreign_key_check ok"
+    )
+    print(
+        f"restored {len(report.table_rows)} table(s), {rows:,} rows into {report.target} in {report.seconds:.2f}s; "
+        f"integrity_check ok, {fk}, row counts match the dump"
+    )
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -119,24 +137,31 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return _restore_file(args)
     if len(args.args) == 2:
         return _restore_backup(args)
-    raise UsageError("restore takes a DUMP file, or DAY DB from the bucket, or --all DAY: e.g. "
-                     "`patina restore dump.sql.zst --to new.sqlite`, `patina restore 2026-01-05 groveauth --to "
-                     "new.sqlite`, `patina restore --all 2026-01-05 --to restored/`")
+    raise UsageError(
+        "restore takes a DUMP file, or DAY DB from the bucket, or --all DAY: e.g. "
+        "`patina restore dump.sql.zst --to new.sqlite`, `patina restore 2026-01-05 groveauth --to "
+        "new.sqlite`, `patina restore --all 2026-01-05 --to restored/`"
+    )
 
 
 def _check_dump_argument(text: str) -> None:
     """One positional argument is a dump file; a day given alone lacks its database (a usage error, not a
     damaged dump)."""
     from .storage import InvalidKey, format_day
+
     if Path(text).exists():
         return
     try:
         day = format_day(text)
     except InvalidKey:
-        raise UsageError(f"{text}: no such dump file. Give a local .sql/.sql.gz/.sql.zst dump, or DAY DB for a "
-                         "backup in the bucket (`patina list` shows them)") from None
-    raise UsageError(f"restore {day}: which database? Give DAY DB, e.g. `patina restore {day} DB --to NEW.sqlite` "
-                     f"(`patina list --date {day}` shows that day's backups), or --all {day} for every database")
+        raise UsageError(
+            f"{text}: no such dump file. Give a local .sql/.sql.gz/.sql.zst dump, or DAY DB for a "
+            "backup in the bucket (`patina list` shows them)"
+        ) from None
+    raise UsageError(
+        f"restore {day}: which database? Give DAY DB, e.g. `patina restore {day} DB --to NEW.sqlite` "
+        f"(`patina list --date {day}` shows that day's backups), or --all {day} for every database"
+    )
 
 
 def _restore_file(args: argparse.Namespace) -> int:
@@ -148,8 +173,13 @@ def _restore_file(args: argparse.Namespace) -> int:
         config = _config(args)
         return _to_d1(config, dump, args.to, args, label=str(dump))
     progress = Progress(sys.stderr.isatty())
-    report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
-                          allow_foreign_key_violations=args.allow_foreign_key_violations)
+    report = restore_dump(
+        dump,
+        Path(args.to),
+        table=args.table,
+        progress=progress,
+        allow_foreign_key_violations=args.allow_foreign_key_violations,
+    )
     progress.done()
     _print_sqlite_restore(report, args)
     return 0
@@ -173,13 +203,27 @@ def _restore_backup(args: argparse.Namespace) -> int:
             return _to_d1(config, dump, args.to, args, label=f"{name} on {day}", confirmed=True)
         progress = Progress(sys.stderr.isatty())
         try:
-            report = restore_dump(dump, Path(args.to), table=args.table, progress=progress,
-                                  allow_foreign_key_violations=args.allow_foreign_key_violations)
+            report = restore_dump(
+                dump,
+                Path(args.to),
+                table=args.table,
+                progress=progress,
+                allow_foreign_key_violations=args.allow_foreign_key_violations,
+            )
         except PatinaError as exc:  # name the backup, not the temporary file it was downloaded to
             raise PatinaError(str(exc).replace(str(dump), f"the backup of {name} on {day}")) from None
         progress.done()
-    _print_sqlite_restore(report, args, {"database": name, "date": day, "from": backup.where,
-                                         "verification": backup.status, "capturedAt": _iso(backup.captured_at)})
+    _print_sqlite_restore(
+        report,
+        args,
+        {
+            "database": name,
+            "date": day,
+            "from": backup.where,
+            "verification": backup.status,
+            "capturedAt": _iso(backup.captured_at),
+        },
+    )
     if not args.json:
         print(_picked(backup), file=sys.stderr)
     return 0
@@ -194,12 +238,15 @@ def _pick(catalog: Catalog, day_text: str, name: str, args: argparse.Namespace, 
 
 def _picked(backup) -> str:
     late = " (captured late: it holds the data of that moment, not of its day)" if backup.captured_late else ""
-    return (f"{backup.database} on {backup.day}: the {backup.location} copy, {backup.status}, captured "
-            f"{_iso(backup.captured_at) or 'at an unrecorded time'}{late}")
+    return (
+        f"{backup.database} on {backup.day}: the {backup.location} copy, {backup.status}, captured "
+        f"{_iso(backup.captured_at) or 'at an unrecorded time'}{late}"
+    )
 
 
 def _iso(moment) -> str | None:
     from .catalog import iso
+
     return iso(moment)
 
 
@@ -207,8 +254,9 @@ def is_d1_target(target: str) -> bool:
     return target.startswith("d1:")
 
 
-def _to_d1(config: PatinaConfig, dump: Path, target: str, args: argparse.Namespace, *, label: str,
-           confirmed: bool = False) -> int:
+def _to_d1(
+    config: PatinaConfig, dump: Path, target: str, args: argparse.Namespace, *, label: str, confirmed: bool = False
+) -> int:
     account, database_id = _parse_d1_target(target)
     if not confirmed:
         _confirm([(label, target)], args)
@@ -216,8 +264,10 @@ def _to_d1(config: PatinaConfig, dump: Path, target: str, args: argparse.Namespa
     if args.json:
         print(json.dumps({"restored": label, **result.to_dict()}, indent=2))
     else:
-        print(f"restored {label} into {target}: {result.num_queries} statements in {result.seconds:.1f}s, row counts "
-              f"match the dump; undo with `wrangler d1 time-travel restore DB --bookmark={result.at_bookmark}`")
+        print(
+            f"restored {label} into {target}: {result.num_queries} statements in {result.seconds:.1f}s, row counts "
+            f"match the dump; undo with `wrangler d1 time-travel restore DB --bookmark={result.at_bookmark}`"
+        )
     return 0
 
 
@@ -228,13 +278,20 @@ def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id:
     reader = DumpReader(dump)
     for _ in reader.parts():  # the footer's sha256 and each table's row count, before anything is sent
         pass
-    return import_dump(dump, account, database_id, token=config.cloudflare.api_token(os.environ),
-                       api_url=config.cloudflare.api_url, expected_rows=reader.expected_rows,
-                       requests_per_5_minutes=config.cloudflare.requests_per_5_minutes)
+    return import_dump(
+        dump,
+        account,
+        database_id,
+        token=config.cloudflare.api_token(os.environ),
+        api_url=config.cloudflare.api_url,
+        expected_rows=reader.expected_rows,
+        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
+    )
 
 
 def _parse_d1_target(target: str) -> tuple[str, str]:
     from .config import parse_d1_source
+
     try:
         return parse_d1_source(target)
     except ValueError as exc:
@@ -247,11 +304,17 @@ def _confirm(targets: list[tuple[str, str]], args: argparse.Namespace) -> None:
         return
     listing = "; ".join(f"{what} -> {where}" for what, where in targets)
     if not sys.stdin.isatty():
-        raise ValueError(f"refusing to restore into D1 without confirmation ({listing}): it writes into those "
-                         "databases. Check the targets, then run again with --yes")
+        raise ValueError(
+            f"refusing to restore into D1 without confirmation ({listing}): it writes into those "
+            "databases. Check the targets, then run again with --yes"
+        )
     print(f"About to restore into D1: {listing}.", file=sys.stderr)
-    print("Each target must be an EMPTY database (a dump has no DROP TABLE). Type 'yes' to go on: ",
-          end="", file=sys.stderr, flush=True)
+    print(
+        "Each target must be an EMPTY database (a dump has no DROP TABLE). Type 'yes' to go on: ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
     if sys.stdin.readline().strip().lower() != "yes":
         raise ValueError("not confirmed: nothing was restored")
 
@@ -261,6 +324,7 @@ def _restore_all(args: argparse.Namespace) -> int:
     from .catalog import BackupNotFound
     from .status import table
     from .storage import StorageError
+
     day = args.all if args.all == LATEST else _day(args.all, "restore --all DAY")
     config = _config(args)
     catalog = _catalog(config)
@@ -270,15 +334,20 @@ def _restore_all(args: argparse.Namespace) -> int:
     missing = []
     for db in databases:
         try:
-            backup = (catalog.latest(db.name, source=args.source, any_status=args.any) if day == LATEST
-                      else catalog.find(day, db.name, source=args.source, any_status=args.any))
+            backup = (
+                catalog.latest(db.name, source=args.source, any_status=args.any)
+                if day == LATEST
+                else catalog.find(day, db.name, source=args.source, any_status=args.any)
+            )
             plan.append((db, backup, targets[db.name]))
         except BackupNotFound:
             missing.append(db.name)
     if missing:
-        raise PatinaError(f"nothing was restored: no backup of {', '.join(missing)} on {day} "
-                          f"(`patina list --date {day}` shows what that day has; choose another day, or restore "
-                          "databases one by one with `patina restore DAY DB --to ...`)")
+        raise PatinaError(
+            f"nothing was restored: no backup of {', '.join(missing)} on {day} "
+            f"(`patina list --date {day}` shows what that day has; choose another day, or restore "
+            "databases one by one with `patina restore DAY DB --to ...`)"
+        )
     exists = [str(t) for _, _, t in plan if not is_d1_target(str(t)) and Path(t).exists()]
     if exists:
         raise ValueError(f"nothing was restored: {', '.join(exists)} already exist(s); restore never overwrites")
@@ -297,23 +366,35 @@ def _restore_all(args: argparse.Namespace) -> int:
                     account, database_id = _parse_d1_target(str(target))
                     detail = f"{_import_into_d1(config, dump, account, database_id).num_queries} statements"
                 else:
-                    report = restore_dump(dump, Path(target),
-                                          allow_foreign_key_violations=args.allow_foreign_key_violations)
+                    report = restore_dump(
+                        dump, Path(target), allow_foreign_key_violations=args.allow_foreign_key_violations
+                    )
                     detail = f"{sum(report.table_rows.values()):,} rows"
         except (PatinaError, StorageError, ValueError) as exc:
             failure = {"database": db.name, "priority": db.priority, "target": str(target), "error": str(exc)}
             break
-        done.append({"database": db.name, "priority": db.priority, "target": str(target), "from": backup.where,
-                     "date": backup.day, "verification": backup.status, "detail": detail,
-                     "seconds": round(time.monotonic() - started, 3)})
-    not_attempted = [db.name for db, _, _ in plan[len(done) + (1 if failure else 0):]]
+        done.append(
+            {
+                "database": db.name,
+                "priority": db.priority,
+                "target": str(target),
+                "from": backup.where,
+                "date": backup.day,
+                "verification": backup.status,
+                "detail": detail,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    not_attempted = [db.name for db, _, _ in plan[len(done) + (1 if failure else 0) :]]
     if args.json:
         print(json.dumps({"date": day, "restored": done, "failed": failure, "notAttempted": not_attempted}, indent=2))
     else:
         rows = [[d["database"], d["priority"], "restored", d["target"], d["detail"]] for d in done]
         if failure:
             rows.append([failure["database"], failure["priority"], "FAILED", failure["target"], ""])
-        rows += [[name, config.database(name).priority, "not attempted", str(targets[name]), ""] for name in not_attempted]
+        rows += [
+            [name, config.database(name).priority, "not attempted", str(targets[name]), ""] for name in not_attempted
+        ]
         print(f"restore --all {day}, in priority order:")
         print(table(["DATABASE", "PRIORITY", "RESULT", "TARGET", "DETAIL"], rows))
         if failure:
@@ -330,26 +411,36 @@ def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]
     busy = []
     for name, target in targets:
         account, database_id = _parse_d1_target(target)
-        with D1Importer(account, database_id, token=token, api_url=config.cloudflare.api_url,
-                        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes) as importer:
+        with D1Importer(
+            account,
+            database_id,
+            token=token,
+            api_url=config.cloudflare.api_url,
+            requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
+        ) as importer:
             tables = importer.tables_in()
         if tables:
             busy.append(f"{name} -> {target} ({len(tables)} tables)")
     if busy:
-        raise PatinaError(f"nothing was restored: these targets are not empty: {'; '.join(busy)}. A dump restores "
-                          "into an EMPTY database (it has no DROP TABLE): create new ones with `wrangler d1 create`")
+        raise PatinaError(
+            f"nothing was restored: these targets are not empty: {'; '.join(busy)}. A dump restores "
+            "into an EMPTY database (it has no DROP TABLE): create new ones with `wrangler d1 create`"
+        )
 
 
 def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
     """Where each database goes: ``DIR`` (DIR/<db>.sqlite), ``d1-sources`` (each database's own configured
     d1:// source) or a mapping file (YAML or JSON: database -> d1://ACCOUNT/ID or a .sqlite path)."""
     import yaml
+
     names = config.names
     if to == D1_SOURCES:
         not_d1 = [db.name for db in config.databases if not db.is_d1]
         if not_d1:
-            raise ValueError(f"--to {D1_SOURCES}: {', '.join(not_d1)} have no d1:// source in the config; give a "
-                             "mapping file instead (database: d1://ACCOUNT_ID/DATABASE_ID)")
+            raise ValueError(
+                f"--to {D1_SOURCES}: {', '.join(not_d1)} have no d1:// source in the config; give a "
+                "mapping file instead (database: d1://ACCOUNT_ID/DATABASE_ID)"
+            )
         return {db.name: f"d1://{db.account_id}/{db.database_id}" for db in config.databases}
     path = Path(to)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
@@ -358,21 +449,29 @@ def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"--to {to}: cannot read the mapping file ({exc})") from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ValueError(f"--to {to}: expected a mapping of database name to d1://ACCOUNT_ID/DATABASE_ID or a "
-                             ".sqlite path")
+            raise ValueError(
+                f"--to {to}: expected a mapping of database name to d1://ACCOUNT_ID/DATABASE_ID or a .sqlite path"
+            )
         unknown = sorted(set(map(str, mapping)) - set(names))
         lacking = [name for name in names if name not in mapping]
         if unknown or lacking:
-            raise ValueError(f"--to {to}: " + "; ".join(
-                ([f"unknown database(s) {', '.join(unknown)}"] if unknown else [])
-                + ([f"no target for {', '.join(lacking)}"] if lacking else [])) + f" (configured: {', '.join(names)})")
-        for name, target in mapping.items():
+            raise ValueError(
+                f"--to {to}: "
+                + "; ".join(
+                    ([f"unknown database(s) {', '.join(unknown)}"] if unknown else [])
+                    + ([f"no target for {', '.join(lacking)}"] if lacking else [])
+                )
+                + f" (configured: {', '.join(names)})"
+            )
+        for target in mapping.values():
             if is_d1_target(target):
                 _parse_d1_target(target)
         return {name: (target if is_d1_target(target) else path.parent / target) for name, target in mapping.items()}
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--to {to}: not a directory; give a directory for DIR/<db>.sqlite, {D1_SOURCES}, or a "
-                         ".yaml/.json mapping file")
+        raise ValueError(
+            f"--to {to}: not a directory; give a directory for DIR/<db>.sqlite, {D1_SOURCES}, or a "
+            ".yaml/.json mapping file"
+        )
     return {name: path / f"{name}.sqlite" for name in names}
 
 
@@ -385,6 +484,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .catalog import list_document
     from .status import table
     from .storage import validate_database_name
+
     config = _config(args)
     day = _day(args.date, "--date") if args.date else None
     catalog = _catalog(config)
@@ -396,18 +496,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    rows = [[b["date"], b["database"], b["location"], b["size"], str(b["tables"]), f"{b['rows']:,}",
-             (b["capturedAt"] or "-") + (" LATE" if b["capturedLate"] else ""), b["verification"].upper()
-             if b["verification"] in ("failed", "damaged") else b["verification"], b["expiresAt"] or "-"]
-            for b in document["backups"]]
+    rows = [
+        [
+            b["date"],
+            b["database"],
+            b["location"],
+            b["size"],
+            str(b["tables"]),
+            f"{b['rows']:,}",
+            (b["capturedAt"] or "-") + (" LATE" if b["capturedLate"] else ""),
+            b["verification"].upper() if b["verification"] in ("failed", "damaged") else b["verification"],
+            b["expiresAt"] or "-",
+        ]
+        for b in document["backups"]
+    ]
     print(table(["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CAPTURED", "VERIFIED", "EXPIRES"], rows))
     for b in document["backups"]:
         if b["problem"]:
             print(f"  {b['database']} {b['date']} ({b['location']}): {b['verification']}: {b['problem']}")
     shown = len(document["backups"])
     if any(b["capturedLate"] for b in document["backups"]):
-        print("\nLATE: captured more than a day after its day ended (a backfill): it holds the data of its capture "
-              "time, not of its day")
+        print(
+            "\nLATE: captured more than a day after its day ended (a backfill): it holds the data of its capture "
+            "time, not of its day"
+        )
     print(f"\n{shown} of {document['filtered']} matching backup(s) shown; {document['total']} in the bucket")
     return 0
 
@@ -422,15 +534,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"path": str(target), **backup.to_dict()}, indent=2))
     else:
-        print(f"{target}: {args.db} on {day}, {backup.sql_bytes:,} bytes of SQL ({backup.tables} tables, "
-              f"{backup.rows:,} rows) from {backup.where}; sha256 {backup.sql_sha256} checked")
+        print(
+            f"{target}: {args.db} on {day}, {backup.sql_bytes:,} bytes of SQL ({backup.tables} tables, "
+            f"{backup.rows:,} rows) from {backup.where}; sha256 {backup.sql_sha256} checked"
+        )
         print(_picked(backup), file=sys.stderr)
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import Snapshot, render_status
     from .defs.on_demand import DagsterView, open_instance
+    from .status import Snapshot, render_status
 
     config = _config(args)
     try:
@@ -446,9 +560,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     status = snapshot.to_dict()
     if getattr(args, "check", False):  # for cron / uptime checks: the exit code says it, no daemon needed
         from .watch import health
+
         verdict = health(config, snapshot.backups, snapshot.now)
         status["check"] = {"exit_code": verdict.exit_code, "problems": list(verdict.problems)}
-        print(json.dumps(status, indent=2) if args.json else "\n".join(verdict.problems or ("ok: every database is fresh",)))
+        print(
+            json.dumps(status, indent=2)
+            if args.json
+            else "\n".join(verdict.problems or ("ok: every database is fresh",))
+        )
         return verdict.exit_code
     print(json.dumps(status, indent=2) if args.json else render_status(status))
     return 0
@@ -456,6 +575,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_restore_guide(args: argparse.Namespace) -> int:
     from .guide import render_guide, restore_guide
+
     config = _config(args)
     database = config.database(args.db)
     guide = restore_guide(config, database, _catalog(config).backups(database=database.name))
@@ -469,16 +589,26 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
     config = _config(args)
     with open_instance() as (instance, detail):
         if instance is None:
-            raise PatinaError(f"trigger needs the Dagster instance the daemon uses ({detail}): set DAGSTER_HOME to "
-                              "its directory (the one with dagster.yaml; `make ui` uses this checkout's)")
-        triggered = trigger_backup(config, instance, args.db, args.reason, wait=args.wait,
-                                   workspace=Path(args.workspace) if args.workspace else None)
+            raise PatinaError(
+                f"trigger needs the Dagster instance the daemon uses ({detail}): set DAGSTER_HOME to "
+                "its directory (the one with dagster.yaml; `make ui` uses this checkout's)"
+            )
+        triggered = trigger_backup(
+            config,
+            instance,
+            args.db,
+            args.reason,
+            wait=args.wait,
+            workspace=Path(args.workspace) if args.workspace else None,
+        )
     document = triggered.to_dict()
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(f"run {triggered.run_id}: on-demand backup of {', '.join(triggered.databases)} for {triggered.day}, "
-              f"{document['status']}" + (f" ({triggered.reason})" if triggered.reason else ""))
+        print(
+            f"run {triggered.run_id}: on-demand backup of {', '.join(triggered.databases)} for {triggered.day}, "
+            f"{document['status']}" + (f" ({triggered.reason})" if triggered.reason else "")
+        )
         if triggered.error:
             print(f"patina: error: the backup failed: {triggered.error}", file=sys.stderr)
     return 1 if document["status"] == "failed" else 0
@@ -495,6 +625,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> PatinaConfig:
     from .config import load_config
+
     config = load_config(getattr(args, "config", None))
     announce(config)
     return config
@@ -506,6 +637,7 @@ def _catalog(config: PatinaConfig) -> Catalog:
 
 def _day(text: str, where: str) -> str:
     from .storage import InvalidKey, format_day
+
     try:
         return format_day(text)
     except InvalidKey:
@@ -520,18 +652,31 @@ def _limit(text: str) -> int:
 
 
 def _add_pick_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", choices=("auto", "daily", "weekly"), default="auto",
-                        help="which copy: auto (default: the daily, or the day's copy inside the weekly archive when "
-                             "the daily is damaged or failed verification), daily, or weekly")
-    parser.add_argument("--any", action="store_true",
-                        help=f"also take a backup that is not verified ({LATEST}) or failed verification (a DAY)")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        choices=("auto", "daily", "weekly"),
+        default="auto",
+        help="which copy: auto (default: the daily, or the day's copy inside the weekly archive when "
+        "the daily is damaged or failed verification), daily, or weekly",
+    )
+    parser.add_argument(
+        "--any",
+        action="store_true",
+        help=f"also take a backup that is not verified ({LATEST}) or failed verification (a DAY)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="patina", description="Exact, D1-importable backups of Cloudflare D1 databases.")
+    parser = argparse.ArgumentParser(
+        prog="patina", description="Exact, D1-importable backups of Cloudflare D1 databases."
+    )
     parser.add_argument("--version", action="version", version=f"patina {__version__}")
-    parser.add_argument("--config", help="the patina.yaml to use (default: $PATINA_CONFIG, then ./patina.yaml, then "
-                                         "the demo's default in a Patina checkout)")
+    parser.add_argument(
+        "--config",
+        help="the patina.yaml to use (default: $PATINA_CONFIG, then ./patina.yaml, then "
+        "the demo's default in a Patina checkout)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what Dagster and the storage do (DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -540,31 +685,50 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("-o", "--output", required=True, help="the dump file; its suffix picks the format")
     dump.add_argument("--name", help="the database name written in the dump's header (default: from the file name)")
     dump.add_argument("--job-id", help="an id recorded in the header (default: a new UUID)")
-    dump.add_argument("--deadline", type=float, help="give up after this many seconds (D1 sources; default: "
-                                                     "patina.yaml's dump.deadline_seconds)")
-    dump.add_argument("--page-bytes", type=int, help="bytes of SQL per REST response (default: patina.yaml's "
-                                                     "dump.page_bytes, 2,000,000)")
+    dump.add_argument(
+        "--deadline",
+        type=float,
+        help="give up after this many seconds (D1 sources; default: patina.yaml's dump.deadline_seconds)",
+    )
+    dump.add_argument(
+        "--page-bytes",
+        type=int,
+        help="bytes of SQL per REST response (default: patina.yaml's dump.page_bytes, 2,000,000)",
+    )
     dump.add_argument("--json", action="store_true", help="print what was written as JSON")
     dump.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     dump.add_argument("--force", action="store_true", help="replace the output file if it exists")
     dump.set_defaults(func=_cmd_dump)
 
     restore = sub.add_parser(
-        "restore", help="restore a dump file, or a backup from the bucket, into a new SQLite file or an empty D1 database",
+        "restore",
+        help="restore a dump file, or a backup from the bucket, into a new SQLite file or an empty D1 database",
         description="patina restore DUMP --to NEW.sqlite | patina restore DAY DB --to NEW.sqlite|d1://ACCOUNT/ID | "
-                    f"patina restore --all DAY --to DIR|{D1_SOURCES}|MAP.yaml")
-    restore.add_argument("args", nargs="*", metavar="DUMP | DAY DB",
-                         help="a local .sql/.sql.gz/.sql.zst dump, or the DAY (YYYY-MM-DD, or latest: the newest "
-                              "verified backup) and DB of a backup in the bucket")
-    restore.add_argument("--all", metavar="DAY", help="every configured database's backup of DAY (or latest), "
-                                                       "critical first")
-    restore.add_argument("--to", required=True,
-                         help="a new SQLite file, d1://ACCOUNT_ID/DATABASE_ID (an empty D1 database); with --all: a "
-                              f"directory, {D1_SOURCES} (each database's configured source) or a YAML/JSON mapping")
+        f"patina restore --all DAY --to DIR|{D1_SOURCES}|MAP.yaml",
+    )
+    restore.add_argument(
+        "args",
+        nargs="*",
+        metavar="DUMP | DAY DB",
+        help="a local .sql/.sql.gz/.sql.zst dump, or the DAY (YYYY-MM-DD, or latest: the newest "
+        "verified backup) and DB of a backup in the bucket",
+    )
+    restore.add_argument(
+        "--all", metavar="DAY", help="every configured database's backup of DAY (or latest), critical first"
+    )
+    restore.add_argument(
+        "--to",
+        required=True,
+        help="a new SQLite file, d1://ACCOUNT_ID/DATABASE_ID (an empty D1 database); with --all: a "
+        f"directory, {D1_SOURCES} (each database's configured source) or a YAML/JSON mapping",
+    )
     restore.add_argument("--table", help="restore only this table, with its indexes (SQLite targets)")
     restore.add_argument("--yes", action="store_true", help="restore into D1 without asking")
-    restore.add_argument("--allow-foreign-key-violations", action="store_true",
-                         help="keep rows that break foreign keys (a SQLite source may hold them; D1 never does)")
+    restore.add_argument(
+        "--allow-foreign-key-violations",
+        action="store_true",
+        help="keep rows that break foreign keys (a SQLite source may hold them; D1 never does)",
+    )
     _add_pick_options(restore)
     restore.add_argument("--json", action="store_true")
     restore.set_defaults(func=_cmd_restore)
@@ -576,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_cmd_list)
 
-    download = sub.add_parser("download", help="a backup's SQL, from a daily or a weekly archive, checked against its sha256")
+    download = sub.add_parser(
+        "download", help="a backup's SQL, from a daily or a weekly archive, checked against its sha256"
+    )
     download.add_argument("day", metavar="DAY", help=f"YYYY-MM-DD, or {LATEST}: the newest verified backup")
     download.add_argument("db", metavar="DB")
     download.add_argument("-o", "--output", help="the file to write (default: DB-DAY.sql here; never overwritten)")
@@ -584,11 +750,16 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--json", action="store_true")
     download.set_defaults(func=_cmd_download)
 
-    status = sub.add_parser("status", help="running or idle, the last job, the next run, storage, oldest and newest backup")
+    status = sub.add_parser(
+        "status", help="running or idle, the last job, the next run, storage, oldest and newest backup"
+    )
     status.add_argument("--json", action="store_true")
-    status.add_argument("--check", action="store_true",
-                        help="only freshness, as the exit code: 0 fresh, 1 a warning, 2 stale or a missed night "
-                             "(for cron or an uptime monitor: it needs no Dagster daemon)")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="only freshness, as the exit code: 0 fresh, 1 a warning, 2 stale or a missed night "
+        "(for cron or an uptime monitor: it needs no Dagster daemon)",
+    )
     status.set_defaults(func=_cmd_status)
 
     guide = sub.add_parser("restore-guide", help="how to restore one database, with this installation's commands")
@@ -600,9 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--db", action="append", help="a database to back up (repeat for more; default: all)")
     trigger.add_argument("--reason", help="why (kept as the run tag patina/reason, shown in the UI)")
     trigger.add_argument("--wait", action="store_true", help="wait for the run to end (default: until it has started)")
-    trigger.add_argument("--workspace", help="the Dagster workspace.yaml the daemon loads, if its code location is not "
-                                             "called `patina` (default: the module patina_assets.definitions as the "
-                                             "location `patina`, as in pyproject.toml and workspace.yaml)")
+    trigger.add_argument(
+        "--workspace",
+        help="the Dagster workspace.yaml the daemon loads, if its code location is not "
+        "called `patina` (default: the module patina_assets.definitions as the "
+        "location `patina`, as in pyproject.toml and workspace.yaml)",
+    )
     trigger.add_argument("--json", action="store_true")
     trigger.set_defaults(func=_cmd_trigger)
 

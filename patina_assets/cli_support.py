@@ -42,6 +42,7 @@ def describe_bucket(config: PatinaConfig) -> str:
 
 def describe_config(config: PatinaConfig, env=os.environ) -> str:
     from .config import CONFIG_ENV_VAR
+
     if config.source_path is None:
         return f"the demo's default for the checkout {config.root}"
     named = env.get(CONFIG_ENV_VAR)
@@ -59,12 +60,15 @@ def open_catalog(config: PatinaConfig) -> Catalog:
     from .backup import open_store
     from .catalog import Catalog
     from .storage import StorageBucketNotFound
+
     try:
         return Catalog(open_store(config, create=False), config.retention)
     except StorageBucketNotFound as exc:
-        raise PatinaError(f"{exc} (config {describe_config(config)}). Nothing was created. If this is not the "
-                          "config you meant, point at yours with `export PATINA_CONFIG=/path/to/patina.yaml` or "
-                          "`patina --config PATH ...`; for the demo, run `make demo` first") from None
+        raise PatinaError(
+            f"{exc} (config {describe_config(config)}). Nothing was created. If this is not the "
+            "config you meant, point at yours with `export PATINA_CONFIG=/path/to/patina.yaml` or "
+            "`patina --config PATH ...`; for the demo, run `make demo` first"
+        ) from None
 
 
 def database_name(config: PatinaConfig, name: str, catalog: Catalog | None = None) -> str:
@@ -74,6 +78,7 @@ def database_name(config: PatinaConfig, name: str, catalog: Catalog | None = Non
     from the config keeps its backups); otherwise the error lists the configured databases."""
     from .config import UnknownDatabaseError
     from .storage import validate_database_name
+
     try:
         return config.database(name).name
     except UnknownDatabaseError as unknown:
@@ -86,12 +91,14 @@ def database_name(config: PatinaConfig, name: str, catalog: Catalog | None = Non
 
 def nothing_matched(catalog_backups: list, database: str | None, day: str | None) -> NothingMatched:
     """What to say when ``list --db/--date`` matches nothing: the days and databases the bucket does hold."""
+
     def some(values: set[str], newest_first: bool = True) -> str:
         ordered = sorted(values, reverse=newest_first)
         return ", ".join(ordered[:10]) + (" ..." if len(ordered) > 10 else "") if ordered else "none"
 
-    asked = " and ".join(part for part in (f"database {database}" if database else "",
-                                           f"day {day}" if day else "") if part)
+    asked = " and ".join(
+        part for part in (f"database {database}" if database else "", f"day {day}" if day else "") if part
+    )
     if not catalog_backups:
         return NothingMatched(f"no backups match {asked}: the bucket holds no backups at all")
     hints = []
@@ -119,8 +126,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise PatinaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server holds that port "
-                              "(or the address is not this machine's): choose another with --port, or stop it") from None
+            raise PatinaError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another server holds that port "
+                "(or the address is not this machine's): choose another with --port, or stop it"
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------------

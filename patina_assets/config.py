@@ -122,18 +122,54 @@ class GroveDatabase:
 #: The spec's six Grove D1 databases, in the spec's restore order (its disaster-recovery runbook:
 #: groveauth, grove-engine-db, scout-db, ...), which is also the order backups start in.
 GROVE_DATABASES: tuple[GroveDatabase, ...] = (
-    GroveDatabase("groveauth", "45eae4c7-8ae7-4078-9218-8e1677a4360f", "GROVEAUTH_DB",
-                  "Authentication, users, sessions, OAuth (Heartwood)", "critical", "212 KB"),
-    GroveDatabase("grove-engine-db", "a6394da2-b7a6-48ce-b7fe-b1eb3e730e68", "GROVE_ENGINE_DB",
-                  "Core platform: tenants, content, multi-tenant data (Lattice)", "critical", "180 KB"),
-    GroveDatabase("scout-db", "6a289378-c662-4c6a-9f1b-fa5296e03fa2", "SCOUT_DB",
-                  "GroveScout searches, credits, referrals", "critical", "364 KB"),
-    GroveDatabase("autumnsgrove-posts", "510badf3-457a-4892-bf2a-45d4bfd7a7bb", "AUTUMNSGROVE_POSTS_DB",
-                  "AutumnsGrove blog posts", "high", "118 KB"),
-    GroveDatabase("autumnsgrove-git-stats", "0ca4036f-93f7-4c8a-98a5-5353263acd44",
-                  "AUTUMNSGROVE_GIT_STATS_DB", "Git statistics for AutumnsGrove", "normal", "335 KB"),
-    GroveDatabase("grove-domain-jobs", "cd493112-a901-4f6d-aadf-a5ca78929557", "GROVE_DOMAIN_JOBS_DB",
-                  "Domain search jobs (Forage/Acorn)", "normal", "45 KB"),
+    GroveDatabase(
+        "groveauth",
+        "45eae4c7-8ae7-4078-9218-8e1677a4360f",
+        "GROVEAUTH_DB",
+        "Authentication, users, sessions, OAuth (Heartwood)",
+        "critical",
+        "212 KB",
+    ),
+    GroveDatabase(
+        "grove-engine-db",
+        "a6394da2-b7a6-48ce-b7fe-b1eb3e730e68",
+        "GROVE_ENGINE_DB",
+        "Core platform: tenants, content, multi-tenant data (Lattice)",
+        "critical",
+        "180 KB",
+    ),
+    GroveDatabase(
+        "scout-db",
+        "6a289378-c662-4c6a-9f1b-fa5296e03fa2",
+        "SCOUT_DB",
+        "GroveScout searches, credits, referrals",
+        "critical",
+        "364 KB",
+    ),
+    GroveDatabase(
+        "autumnsgrove-posts",
+        "510badf3-457a-4892-bf2a-45d4bfd7a7bb",
+        "AUTUMNSGROVE_POSTS_DB",
+        "AutumnsGrove blog posts",
+        "high",
+        "118 KB",
+    ),
+    GroveDatabase(
+        "autumnsgrove-git-stats",
+        "0ca4036f-93f7-4c8a-98a5-5353263acd44",
+        "AUTUMNSGROVE_GIT_STATS_DB",
+        "Git statistics for AutumnsGrove",
+        "normal",
+        "335 KB",
+    ),
+    GroveDatabase(
+        "grove-domain-jobs",
+        "cd493112-a901-4f6d-aadf-a5ca78929557",
+        "GROVE_DOMAIN_JOBS_DB",
+        "Domain search jobs (Forage/Acorn)",
+        "normal",
+        "45 KB",
+    ),
 )
 
 
@@ -224,14 +260,18 @@ def parse_d1_source(source: str) -> tuple[str, str]:
 
     Raises ``ValueError`` with a message saying what is wrong.
     """
-    expected = ("expected d1://<account_id>/<database_id>: the 32-hex-digit Cloudflare account ID "
-                "(dashboard URL or `wrangler whoami`) and the database UUID (`wrangler d1 list`)")
+    expected = (
+        "expected d1://<account_id>/<database_id>: the 32-hex-digit Cloudflare account ID "
+        "(dashboard URL or `wrangler whoami`) and the database UUID (`wrangler d1 list`)"
+    )
     if not source.startswith("d1://"):
         raise ValueError(f"{source!r} does not start with d1://; {expected}")
-    rest = source[len("d1://"):]
+    rest = source[len("d1://") :]
     if any(c in rest for c in "@?#"):
-        raise ValueError(f"{source!r} has a user, query or fragment part; credentials never go in the "
-                         f"source (use cloudflare.api_token_env); {expected}")
+        raise ValueError(
+            f"{source!r} has a user, query or fragment part; credentials never go in the "
+            f"source (use cloudflare.api_token_env); {expected}"
+        )
     parts = rest.strip("/").split("/") if rest.strip("/") else []
     if len(parts) != 2:
         raise ValueError(f"{source!r} has {len(parts)} path part(s), not 2; {expected}")
@@ -239,8 +279,10 @@ def parse_d1_source(source: str) -> tuple[str, str]:
     if not ACCOUNT_ID_RE.match(account_id):
         raise ValueError(f"account ID {parts[0]!r} in {source!r} is not 32 hexadecimal digits; {expected}")
     if not UUID_RE.match(database_id):
-        raise ValueError(f"database ID {parts[1]!r} in {source!r} is not a UUID "
-                         f"(like 45eae4c7-8ae7-4078-9218-8e1677a4360f); {expected}")
+        raise ValueError(
+            f"database ID {parts[1]!r} in {source!r} is not a UUID "
+            f"(like 45eae4c7-8ae7-4078-9218-8e1677a4360f); {expected}"
+        )
     return account_id, database_id
 
 
@@ -248,13 +290,24 @@ def require_env(var: str | None, field_path: str, env: Mapping[str, str] | None 
     """Return the value of environment variable ``var`` or raise ConfigError naming the field."""
     env = os.environ if env is None else env
     if not var:
-        raise ConfigError("<environment>", Problem(field_path, "no environment variable is configured",
-                                                   f"set {field_path} to the NAME of an environment variable"))
+        raise ConfigError(
+            "<environment>",
+            Problem(
+                field_path,
+                "no environment variable is configured",
+                f"set {field_path} to the NAME of an environment variable",
+            ),
+        )
     value = env.get(var)
     if not value:
-        raise ConfigError("<environment>", Problem(
-            field_path, f"environment variable {var} is not set (or empty)",
-            f"export {var}=... before running, or point {field_path} at another variable"))
+        raise ConfigError(
+            "<environment>",
+            Problem(
+                field_path,
+                f"environment variable {var} is not set (or empty)",
+                f"export {var}=... before running, or point {field_path} at another variable",
+            ),
+        )
     return value
 
 
@@ -289,11 +342,14 @@ class DatabaseConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
-            raise ConfigError("<python>", Problem("name", f"invalid database name {self.name!r}",
-                                                  f"must match {NAME_RE.pattern}"))
+            raise ConfigError(
+                "<python>", Problem("name", f"invalid database name {self.name!r}", f"must match {NAME_RE.pattern}")
+            )
         if self.priority not in PRIORITY_ORDER:
-            raise ConfigError("<python>", Problem("priority", f"invalid priority {self.priority!r}",
-                                                  f"must be one of {', '.join(PRIORITIES)}"))
+            raise ConfigError(
+                "<python>",
+                Problem("priority", f"invalid priority {self.priority!r}", f"must be one of {', '.join(PRIORITIES)}"),
+            )
         if self.source.startswith("d1:"):
             if self.account_id is None or self.database_id is None:
                 try:
@@ -368,8 +424,10 @@ class S3BucketConfig:
 
     def credentials(self, env: Mapping[str, str] | None = None) -> tuple[str, str]:
         """``(access_key_id, secret_access_key)`` from the environment; ConfigError if unset."""
-        return (require_env(self.access_key_id_env, "bucket.s3.access_key_id_env", env),
-                require_env(self.secret_access_key_env, "bucket.s3.secret_access_key_env", env))
+        return (
+            require_env(self.access_key_id_env, "bucket.s3.access_key_id_env", env),
+            require_env(self.secret_access_key_env, "bucket.s3.secret_access_key_env", env),
+        )
 
     def key(self, *parts: str) -> str:
         """Object key under the prefix: ``key("daily", "2026-01-05", "groveauth.sql.zst")``."""
@@ -398,18 +456,22 @@ class DumpConfig:
     concurrency: int = 3
     deadline_seconds: int = 1800
     page_bytes: int = 2_000_000
-    retries: int = 3                  # whole-dump retries after a failure that may pass
-    retry_delay_seconds: int = 30     # before the first; doubles each time
-    request_attempts: int = 8         # per REST request (5xx, network), with exponential backoff
+    retries: int = 3  # whole-dump retries after a failure that may pass
+    retry_delay_seconds: int = 30  # before the first; doubles each time
+    request_attempts: int = 8  # per REST request (5xx, network), with exponential backoff
     request_backoff_seconds: float = 1.0
-    consistency_retries: int = 2      # D1 reads read again when the database was written during one
-    late_backfill: str = "store"      # a backfill of a night long past: store it (marked captured late) or refuse
+    consistency_retries: int = 2  # D1 reads read again when the database was written during one
+    late_backfill: str = "store"  # a backfill of a night long past: store it (marked captured late) or refuse
 
     def d1_source_options(self) -> dict[str, Any]:
         """The engine's D1Source settings this section sets (the CLI's `patina dump d1://...` and the
         nightly dumps read D1 with the same ones)."""
-        return {"page_bytes": self.page_bytes, "deadline_seconds": self.deadline_seconds,
-                "max_attempts": self.request_attempts, "backoff_seconds": self.request_backoff_seconds}
+        return {
+            "page_bytes": self.page_bytes,
+            "deadline_seconds": self.deadline_seconds,
+            "max_attempts": self.request_attempts,
+            "backoff_seconds": self.request_backoff_seconds,
+        }
 
     @property
     def extension(self) -> str:
@@ -450,8 +512,10 @@ class EmailConfig:
         """``(username, password)`` from the environment, or None when no login is configured."""
         if not self.username_env:
             return None
-        return (require_env(self.username_env, "alerts.email.username_env", env),
-                require_env(self.password_env, "alerts.email.password_env", env))
+        return (
+            require_env(self.username_env, "alerts.email.username_env", env),
+            require_env(self.password_env, "alerts.email.password_env", env),
+        )
 
 
 @dataclass(frozen=True)
@@ -514,8 +578,9 @@ class PatinaConfig:
         known = ", ".join(self.names) or "(none)"
         close = difflib.get_close_matches(str(name), self.names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownDatabaseError(self.origin, Problem(
-            "databases", f"no database named {name!r}", f"{hint}known databases: {known}"))
+        raise UnknownDatabaseError(
+            self.origin, Problem("databases", f"no database named {name!r}", f"{hint}known databases: {known}")
+        )
 
     def by_priority(self) -> tuple[DatabaseConfig, ...]:
         """Databases critical first, then high, then normal; config order within a priority."""
@@ -537,6 +602,7 @@ class PatinaConfig:
         It never contains secret values: the config holds only environment-variable NAMES,
         and that is all this shows.
         """
+
         def conv(value: Any) -> Any:
             if dataclasses.is_dataclass(value):
                 return {f.name: conv(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -565,9 +631,11 @@ class PatinaConfig:
                 return f"${var}"
             return f"${var} ({'set' if env.get(var) else 'not set'})"
 
-        lines = [f"Patina config: {self.origin}",
-                 f"  start_date: {self.start_date.isoformat()} ({self.timezone})",
-                 f"  databases ({len(self.databases)}, backup order):"]
+        lines = [
+            f"Patina config: {self.origin}",
+            f"  start_date: {self.start_date.isoformat()} ({self.timezone})",
+            f"  databases ({len(self.databases)}, backup order):",
+        ]
         for db in self.by_priority():
             lines.append(f"    - {db.name} [{db.priority}] -> {db.describe_source()}")
         if self.bucket.local is not None:
@@ -575,12 +643,16 @@ class PatinaConfig:
         else:
             s3 = self.bucket.s3
             assert s3 is not None
-            lines.append(f"  bucket: s3://{s3.bucket}/{s3.prefix} at {s3.endpoint_url or '(AWS default)'} "
-                         f"region {s3.region}, keys {secret(s3.access_key_id_env)} / "
-                         f"{secret(s3.secret_access_key_env)}")
+            lines.append(
+                f"  bucket: s3://{s3.bucket}/{s3.prefix} at {s3.endpoint_url or '(AWS default)'} "
+                f"region {s3.region}, keys {secret(s3.access_key_id_env)} / "
+                f"{secret(s3.secret_access_key_env)}"
+            )
         if any(db.is_d1 for db in self.databases):
-            lines.append(f"  cloudflare: {self.cloudflare.api_url}, token {secret(self.cloudflare.api_token_env)}, "
-                         f"at most {self.cloudflare.requests_per_5_minutes} requests per 5 minutes")
+            lines.append(
+                f"  cloudflare: {self.cloudflare.api_url}, token {secret(self.cloudflare.api_token_env)}, "
+                f"at most {self.cloudflare.requests_per_5_minutes} requests per 5 minutes"
+            )
         d, r, a = self.dump, self.retention, self.alerts
         lines += [
             f"  dump: {d.format}, {d.concurrency} at once, {d.deadline_seconds}s deadline, {d.page_bytes} bytes/page",
@@ -589,10 +661,15 @@ class PatinaConfig:
             f"notify_on_success={a.notify_on_success}, redact_names={a.redact_names}",
         ]
         if a.email is not None:
-            login = (f", login {secret(a.email.username_env)} / {secret(a.email.password_env)}"
-                     if a.email.username_env else "")
-            lines.append(f"  email: {a.email.host}:{a.email.port} (STARTTLS) from {a.email.sender} to "
-                         f"{', '.join(a.email.to)}{login}")
+            login = (
+                f", login {secret(a.email.username_env)} / {secret(a.email.password_env)}"
+                if a.email.username_env
+                else ""
+            )
+            lines.append(
+                f"  email: {a.email.host}:{a.email.port} (STARTTLS) from {a.email.sender} to "
+                f"{', '.join(a.email.to)}{login}"
+            )
         return "\n".join(lines)
 
 
@@ -613,13 +690,21 @@ def default_config(root: Path | str) -> PatinaConfig:
     root = Path(root).expanduser().resolve()
     sources = root / ".patina" / "sources"
     databases = tuple(
-        DatabaseConfig(name=g.name, source=str(sources / f"{g.name}.sqlite"), description=g.description,
-                       priority=g.priority, sqlite_path=sources / f"{g.name}.sqlite")
+        DatabaseConfig(
+            name=g.name,
+            source=str(sources / f"{g.name}.sqlite"),
+            description=g.description,
+            priority=g.priority,
+            sqlite_path=sources / f"{g.name}.sqlite",
+        )
         for g in GROVE_DATABASES
     )
-    return PatinaConfig(databases=databases,
-                        bucket=BucketConfig(local=LocalBucketConfig(path=root / ".patina" / "bucket")),
-                        source_path=None, root=root)
+    return PatinaConfig(
+        databases=databases,
+        bucket=BucketConfig(local=LocalBucketConfig(path=root / ".patina" / "bucket")),
+        source_path=None,
+        root=root,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,8 +712,9 @@ def default_config(root: Path | str) -> PatinaConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def find_config_file(path: Path | str | None = None, env: Mapping[str, str] | None = None,
-                     cwd: Path | None = None) -> Path | None:
+def find_config_file(
+    path: Path | str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Path | None:
     """The config file :func:`load_config` would read, or None for the embedded default.
 
     An explicit ``path`` or ``$PATINA_CONFIG`` that does not exist is an error (never a silent
@@ -639,16 +725,18 @@ def find_config_file(path: Path | str | None = None, env: Mapping[str, str] | No
         p = Path(path).expanduser()
         p = p if p.is_absolute() else cwd / p
         if not p.is_file():
-            raise ConfigError(p, Problem("", "config file not found",
-                                         "check the path, or omit it to use ./patina.yaml"))
+            raise ConfigError(
+                p, Problem("", "config file not found", "check the path, or omit it to use ./patina.yaml")
+            )
         return p
     from_env = env.get(CONFIG_ENV_VAR)
     if from_env:
         p = Path(from_env).expanduser()
         p = p if p.is_absolute() else cwd / p
         if not p.is_file():
-            raise ConfigError(p, Problem("", f"config file not found (named by ${CONFIG_ENV_VAR})",
-                                         f"fix or unset {CONFIG_ENV_VAR}"))
+            raise ConfigError(
+                p, Problem("", f"config file not found (named by ${CONFIG_ENV_VAR})", f"fix or unset {CONFIG_ENV_VAR}")
+            )
         return p
     p = cwd / DEFAULT_CONFIG_FILENAME
     return p if p.is_file() else None
@@ -671,7 +759,8 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] = os.envi
         if err:
             raise ConfigError(f"${API_URL_ENV_VAR}", Problem(API_URL_ENV_VAR, err, "give an http(s) URL"))
         config = dataclasses.replace(
-            config, cloudflare=dataclasses.replace(config.cloudflare, api_url=override.rstrip("/")))
+            config, cloudflare=dataclasses.replace(config.cloudflare, api_url=override.rstrip("/"))
+        )
     return config
 
 
@@ -688,11 +777,16 @@ def is_patina_checkout(directory: Path) -> bool:
 def _checkout_or_refuse(cwd: Path) -> Path:
     if is_patina_checkout(cwd):
         return cwd
-    raise ConfigNotFound(cwd, Problem(
-        "", f"no Patina config: ${CONFIG_ENV_VAR} is not set and {cwd} has no {DEFAULT_CONFIG_FILENAME} (nor is it a "
+    raise ConfigNotFound(
+        cwd,
+        Problem(
+            "",
+            f"no Patina config: ${CONFIG_ENV_VAR} is not set and {cwd} has no {DEFAULT_CONFIG_FILENAME} (nor is it a "
             "Patina checkout, where the demo's default config applies)",
-        f"point at yours with `export {CONFIG_ENV_VAR}=/path/to/{DEFAULT_CONFIG_FILENAME}` or `patina --config PATH "
-        f"...`, or run from the directory that holds it (patina.example.yaml documents every field)"))
+            f"point at yours with `export {CONFIG_ENV_VAR}=/path/to/{DEFAULT_CONFIG_FILENAME}` or `patina --config PATH "
+            f"...`, or run from the directory that holds it (patina.example.yaml documents every field)",
+        ),
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -739,10 +833,15 @@ def load_config_text(text: str, path: Path | str) -> PatinaConfig:
         what = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
         detail = f"{context}: {what}" if context else what
-        raise ConfigError(path, Problem(
-            "", f"YAML syntax error{column}: {detail}",
-            "fix the indentation or quoting there (values containing ': ' or ' #' need quotes)",
-            line=line)) from None
+        raise ConfigError(
+            path,
+            Problem(
+                "",
+                f"YAML syntax error{column}: {detail}",
+                "fix the indentation or quoting there (values containing ': ' or ' #' need quotes)",
+                line=line,
+            ),
+        ) from None
     ctx = _Ctx(path)
     if node is not None:
         ctx.index(node, "")
@@ -768,9 +867,16 @@ def _join(path: str, key: str | int) -> str:
 def _type_name(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping", _dt.date: "a date", _dt.datetime: "a date-time"}.get(type(value),
-                                                                                type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        _dt.date: "a date",
+        _dt.datetime: "a date-time",
+    }.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:
@@ -796,8 +902,12 @@ class _Ctx:
                 child = _join(path, key)
                 line = key_node.start_mark.line + 1
                 if key in seen:
-                    self.error(child, f"duplicate key {key!r} (also on line {seen[key]}); YAML would "
-                               "silently keep only the last one", "remove one of them", line=line)
+                    self.error(
+                        child,
+                        f"duplicate key {key!r} (also on line {seen[key]}); YAML would silently keep only the last one",
+                        "remove one of them",
+                        line=line,
+                    )
                 seen[key] = line
                 self.lines[child] = line
                 self.index(value_node, child)
@@ -825,13 +935,17 @@ class _Ctx:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            self.error(path, f"must be a mapping of {', '.join(allowed)} (got {_type_name(value)})",
-                       "indent the keys under it")
+            self.error(
+                path, f"must be a mapping of {', '.join(allowed)} (got {_type_name(value)})", "indent the keys under it"
+            )
             return None
         for key in value:
             if not isinstance(key, str):
-                self.error(path, f"key {key!r} is {_type_name(key)}, not a name",
-                           f"keys must be one of {', '.join(allowed)} (quote it if it is meant as text)")
+                self.error(
+                    path,
+                    f"key {key!r} is {_type_name(key)}, not a name",
+                    f"keys must be one of {', '.join(allowed)} (quote it if it is meant as text)",
+                )
                 continue
             if key not in allowed:
                 self._unknown_key(path, key, allowed)
@@ -849,12 +963,18 @@ class _Ctx:
             else:
                 options = [k for k in allowed if k.endswith("_env")]
                 fix = "put the value in an environment variable and name it with " + (
-                    " or ".join(f"`{k}`" for k in options) if options else
-                    "the matching `*_env` field: cloudflare.api_token_env (Cloudflare API token), "
+                    " or ".join(f"`{k}`" for k in options)
+                    if options
+                    else "the matching `*_env` field: cloudflare.api_token_env (Cloudflare API token), "
                     "bucket.s3.access_key_id_env / secret_access_key_env (R2 keys), "
-                    "alerts.discord_webhook_env / webhook_env (webhook URLs)")
-            self.error(child, "looks like a secret value; Patina never reads secrets from the config "
-                       "file (it may be committed, copied or logged)", fix)
+                    "alerts.discord_webhook_env / webhook_env (webhook URLs)"
+                )
+            self.error(
+                child,
+                "looks like a secret value; Patina never reads secrets from the config "
+                "file (it may be committed, copied or logged)",
+                fix,
+            )
             return
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         fix = f"did you mean {close[0]!r}? " if close else ""
@@ -865,9 +985,16 @@ class _Ctx:
             return default
         return section[key]
 
-    def string(self, section: dict | None, path: str, key: str, default: Any = _MISSING,
-               choices: Sequence[str] | None = None, pattern: re.Pattern[str] | None = None,
-               pattern_fix: str = "") -> Any:
+    def string(
+        self,
+        section: dict | None,
+        path: str,
+        key: str,
+        default: Any = _MISSING,
+        choices: Sequence[str] | None = None,
+        pattern: re.Pattern[str] | None = None,
+        pattern_fix: str = "",
+    ) -> Any:
         p = _join(path, key)
         value = self.get(section, path, key, default)
         if value is _MISSING:
@@ -890,16 +1017,27 @@ class _Ctx:
             return _MISSING
         return value
 
-    def integer(self, section: dict | None, path: str, key: str, default: int, minimum: int | None = None,
-                maximum: int | None = None, unit: str = "") -> Any:
+    def integer(
+        self,
+        section: dict | None,
+        path: str,
+        key: str,
+        default: int,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        unit: str = "",
+    ) -> Any:
         p = _join(path, key)
         value = self.get(section, path, key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                self.error(p, f"must be a whole number{unit} (got {_type_name(value)} {_show(value)})",
-                           f"e.g. {key}: {default}")
+                self.error(
+                    p,
+                    f"must be a whole number{unit} (got {_type_name(value)} {_show(value)})",
+                    f"e.g. {key}: {default}",
+                )
                 return _MISSING
         if minimum is not None and value < minimum:
             what = "negative" if value < 0 else "too small"
@@ -910,16 +1048,27 @@ class _Ctx:
             return _MISSING
         return value
 
-    def number(self, section: dict | None, path: str, key: str, default: float, *, gt: float | None = None,
-               lt: float | None = None) -> Any:
+    def number(
+        self,
+        section: dict | None,
+        path: str,
+        key: str,
+        default: float,
+        *,
+        gt: float | None = None,
+        lt: float | None = None,
+    ) -> Any:
         p = _join(path, key)
         value = self.get(section, path, key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.error(p, f"must be a number (got {_type_name(value)} {_show(value)})", f"e.g. {key}: {default}")
             return _MISSING
         value = float(value)
-        bounds = " and ".join(b for b in (f"greater than {gt:g}" if gt is not None else "",
-                                          f"less than {lt:g}" if lt is not None else "") if b)
+        bounds = " and ".join(
+            b
+            for b in (f"greater than {gt:g}" if gt is not None else "", f"less than {lt:g}" if lt is not None else "")
+            if b
+        )
         if (gt is not None and not value > gt) or (lt is not None and not value < lt) or value != value:
             self.error(p, f"{value:g} is out of range", f"must be {bounds}")
             return _MISSING
@@ -932,8 +1081,7 @@ class _Ctx:
             return _MISSING
         return value
 
-    def env_name(self, section: dict | None, path: str, key: str, default: str | None,
-                 optional: bool = False) -> Any:
+    def env_name(self, section: dict | None, path: str, key: str, default: str | None, optional: bool = False) -> Any:
         p = _join(path, key)
         if section is not None and key in section and section[key] is None:
             if optional:
@@ -945,12 +1093,20 @@ class _Ctx:
             return None
         if not isinstance(value, str) or not ENV_NAME_RE.match(value):
             looks_secret = isinstance(value, str) and (
-                "://" in value or len(value) >= 20 and re.search(r"[a-z]", value) and re.search(r"\d", value))
-            problem = ("looks like a secret value, not the name of an environment variable"
-                       if looks_secret else f"{_show(value)} is not an environment variable name")
-            self.error(p, problem, "give the NAME of the environment variable that holds the secret "
-                       f"(upper-case letters, digits and _), e.g. {key}: {default or 'MY_SECRET'}"
-                       + ("; never the secret itself" if looks_secret else ""))
+                "://" in value or len(value) >= 20 and re.search(r"[a-z]", value) and re.search(r"\d", value)
+            )
+            problem = (
+                "looks like a secret value, not the name of an environment variable"
+                if looks_secret
+                else f"{_show(value)} is not an environment variable name"
+            )
+            self.error(
+                p,
+                problem,
+                "give the NAME of the environment variable that holds the secret "
+                f"(upper-case letters, digits and _), e.g. {key}: {default or 'MY_SECRET'}"
+                + ("; never the secret itself" if looks_secret else ""),
+            )
             return _MISSING
         return value
 
@@ -979,10 +1135,27 @@ _DB_KEYS = ("name", "source", "description", "priority")
 _CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")
 _LOCAL_KEYS = ("path",)
-_S3_KEYS = ("bucket", "endpoint_url", "region", "prefix", "access_key_id_env", "secret_access_key_env",
-            "multipart_part_size_mb")
-_DUMP_KEYS = ("format", "concurrency", "deadline_seconds", "page_bytes", "retries", "retry_delay_seconds",
-              "request_attempts", "request_backoff_seconds", "consistency_retries", "late_backfill")
+_S3_KEYS = (
+    "bucket",
+    "endpoint_url",
+    "region",
+    "prefix",
+    "access_key_id_env",
+    "secret_access_key_env",
+    "multipart_part_size_mb",
+)
+_DUMP_KEYS = (
+    "format",
+    "concurrency",
+    "deadline_seconds",
+    "page_bytes",
+    "retries",
+    "retry_delay_seconds",
+    "request_attempts",
+    "request_backoff_seconds",
+    "consistency_retries",
+    "late_backfill",
+)
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _EMAIL_KEYS = ("host", "port", "from", "to", "username_env", "password_env", "ca_file", "timeout_seconds")
@@ -993,8 +1166,7 @@ _UTC_NAMES = ("UTC", "Etc/UTC", "utc", "Z")
 
 def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig | None:
     if data is None:
-        ctx.error("", "the file is empty",
-                  "add at least `databases:` and `bucket:` (see patina.example.yaml)")
+        ctx.error("", "the file is empty", "add at least `databases:` and `bucket:` (see patina.example.yaml)")
         return None
     top = ctx.mapping(data, "", _TOP_KEYS, required=("databases", "bucket"))
     if top is None:
@@ -1003,9 +1175,12 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     start_date = _start_date(ctx, top)
     timezone = ctx.get(top, "", "timezone", "UTC")
     if timezone not in _UTC_NAMES:
-        ctx.error("timezone", f"{_show(timezone)} is not supported",
-                  "only UTC is accepted for now (daily partitions are UTC days, like the spec's 03:00 UTC "
-                  "cron); write timezone: UTC or remove the line")
+        ctx.error(
+            "timezone",
+            f"{_show(timezone)} is not supported",
+            "only UTC is accepted for now (daily partitions are UTC days, like the spec's 03:00 UTC "
+            "cron); write timezone: UTC or remove the line",
+        )
     databases = _databases(ctx, top.get("databases"), base_dir)
     cloudflare = _cloudflare(ctx, top.get("cloudflare"))
     bucket = _bucket(ctx, top.get("bucket"), base_dir)
@@ -1015,9 +1190,18 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
 
     if ctx.problems:
         return None
-    return PatinaConfig(databases=databases, bucket=bucket, start_date=start_date, timezone="UTC",
-                        cloudflare=cloudflare, dump=dump, retention=retention, alerts=alerts,
-                        source_path=path, root=base_dir)
+    return PatinaConfig(
+        databases=databases,
+        bucket=bucket,
+        start_date=start_date,
+        timezone="UTC",
+        cloudflare=cloudflare,
+        dump=dump,
+        retention=retention,
+        alerts=alerts,
+        source_path=path,
+        root=base_dir,
+    )
 
 
 def _start_date(ctx: _Ctx, top: dict) -> Any:
@@ -1044,8 +1228,11 @@ def _databases(ctx: _Ctx, value: Any, base_dir: Path) -> tuple[DatabaseConfig, .
     if value is None:
         return ()  # "required" already reported
     if not isinstance(value, list):
-        ctx.error(path, f"must be a list of databases (got {_type_name(value)})",
-                  "write each database as an item starting with `- name: ...`")
+        ctx.error(
+            path,
+            f"must be a list of databases (got {_type_name(value)})",
+            "write each database as an item starting with `- name: ...`",
+        )
         return ()
     if not value:
         ctx.error(path, "is empty", "configure at least one database to back up")
@@ -1058,32 +1245,59 @@ def _databases(ctx: _Ctx, value: Any, base_dir: Path) -> tuple[DatabaseConfig, .
         section = ctx.mapping(item, p, _DB_KEYS, required=("name", "source"))
         if section is None:
             continue
-        name = ctx.string(section, p, "name", pattern=NAME_RE, pattern_fix=(
-            "use 1-63 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit "
-            "(e.g. scout-db)"))
+        name = ctx.string(
+            section,
+            p,
+            "name",
+            pattern=NAME_RE,
+            pattern_fix=(
+                "use 1-63 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit "
+                "(e.g. scout-db)"
+            ),
+        )
         description = ctx.string(section, p, "description", "")
         priority = ctx.string(section, p, "priority", "normal", choices=PRIORITIES)
         source = ctx.string(section, p, "source")
         if isinstance(name, str):
             if name in by_name:
-                ctx.error(_join(p, "name"), f"duplicate name {name!r} (also databases[{by_name[name]}])",
-                          "database names must be unique; rename or remove one")
+                ctx.error(
+                    _join(p, "name"),
+                    f"duplicate name {name!r} (also databases[{by_name[name]}])",
+                    "database names must be unique; rename or remove one",
+                )
             else:
                 by_name[name] = i
                 asset = sanitize_asset_name(name)
                 if asset in by_asset:
                     j, other = by_asset[asset]
-                    ctx.error(_join(p, "name"), f"{name!r} and databases[{j}] {other!r} both become the asset "
-                              f"name {asset!r} (non-alphanumerics turn into '_')",
-                              "rename one so their asset names differ")
+                    ctx.error(
+                        _join(p, "name"),
+                        f"{name!r} and databases[{j}] {other!r} both become the asset "
+                        f"name {asset!r} (non-alphanumerics turn into '_')",
+                        "rename one so their asset names differ",
+                    )
                 else:
                     by_asset[asset] = (i, name)
         parsed = _source(ctx, source, _join(p, "source"), base_dir) if isinstance(source, str) else None
-        if (isinstance(name, str) and isinstance(description, str) and isinstance(priority, str)
-                and parsed is not None and not ctx.problems):
+        if (
+            isinstance(name, str)
+            and isinstance(description, str)
+            and isinstance(priority, str)
+            and parsed is not None
+            and not ctx.problems
+        ):
             sqlite_path, account_id, database_id = parsed
-            out.append(DatabaseConfig(name=name, source=source, description=description, priority=priority,
-                                      sqlite_path=sqlite_path, account_id=account_id, database_id=database_id))
+            out.append(
+                DatabaseConfig(
+                    name=name,
+                    source=source,
+                    description=description,
+                    priority=priority,
+                    sqlite_path=sqlite_path,
+                    account_id=account_id,
+                    database_id=database_id,
+                )
+            )
     return tuple(out)
 
 
@@ -1100,12 +1314,18 @@ def _source(ctx: _Ctx, source: str, p: str, base_dir: Path) -> tuple[Path | None
             return None
         return None, account_id, database_id
     if scheme == "sqlite" or scheme == "file":
-        ctx.error(p, f"{_show(source)}: URL-style SQLite sources are not supported",
-                  "give a plain filesystem path (relative paths resolve against the config file's directory)")
+        ctx.error(
+            p,
+            f"{_show(source)}: URL-style SQLite sources are not supported",
+            "give a plain filesystem path (relative paths resolve against the config file's directory)",
+        )
         return None
     if "://" in source:
-        ctx.error(p, f"unknown source scheme in {_show(source)}",
-                  "use d1://<account_id>/<database_id> or a path to a SQLite file")
+        ctx.error(
+            p,
+            f"unknown source scheme in {_show(source)}",
+            "use d1://<account_id>/<database_id> or a path to a SQLite file",
+        )
         return None
     sqlite_path = Path(source).expanduser()
     if not sqlite_path.is_absolute():
@@ -1139,12 +1359,14 @@ def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
     has_local = "local" in section
     has_s3 = "s3" in section
     if has_local and has_s3:
-        ctx.error(path, "both local and s3 are set",
-                  "keep exactly one: local (a directory) or s3 (R2 / an S3 bucket)")
+        ctx.error(path, "both local and s3 are set", "keep exactly one: local (a directory) or s3 (R2 / an S3 bucket)")
         return None
     if not has_local and not has_s3:
-        ctx.error(path, "neither local nor s3 is set",
-                  "add `local: {path: .patina/bucket}` or `s3: {bucket: grove-patina, endpoint_url: ...}`")
+        ctx.error(
+            path,
+            "neither local nor s3 is set",
+            "add `local: {path: .patina/bucket}` or `s3: {bucket: grove-patina, endpoint_url: ...}`",
+        )
         return None
     if has_local:
         p = _join(path, "local")
@@ -1165,8 +1387,13 @@ def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
     if s3 is None:
         return None
     n = len(ctx.problems)
-    name = ctx.string(s3, p, "bucket", pattern=_S3_BUCKET_RE,
-                      pattern_fix="bucket names are 3-63 lower-case letters, digits, '.' or '-' (e.g. grove-patina)")
+    name = ctx.string(
+        s3,
+        p,
+        "bucket",
+        pattern=_S3_BUCKET_RE,
+        pattern_fix="bucket names are 3-63 lower-case letters, digits, '.' or '-' (e.g. grove-patina)",
+    )
     endpoint = ctx.string(s3, p, "endpoint_url", None)
     if isinstance(endpoint, str):
         err = _url_problem(endpoint)
@@ -1175,16 +1402,27 @@ def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
     region = ctx.string(s3, p, "region", "auto")
     prefix = ctx.string(s3, p, "prefix", "")
     if isinstance(prefix, str) and (prefix.startswith("/") or "//" in prefix or ".." in prefix.split("/")):
-        ctx.error(_join(p, "prefix"), f"{prefix!r} is not a clean key prefix",
-                  "use something like `patina` or `backups/patina` (no leading '/', '//' or '..')")
+        ctx.error(
+            _join(p, "prefix"),
+            f"{prefix!r} is not a clean key prefix",
+            "use something like `patina` or `backups/patina` (no leading '/', '//' or '..')",
+        )
     key_env = ctx.env_name(s3, p, "access_key_id_env", "R2_ACCESS_KEY_ID")
     secret_env = ctx.env_name(s3, p, "secret_access_key_env", "R2_SECRET_ACCESS_KEY")
     part_mb = ctx.integer(s3, p, "multipart_part_size_mb", 16, minimum=5, maximum=5120, unit=" MB (S3 part limits)")
     if len(ctx.problems) > n:
         return None
-    return BucketConfig(s3=S3BucketConfig(bucket=name, endpoint_url=endpoint.rstrip("/") if endpoint else None,
-                                          region=region, prefix=prefix.strip("/"), access_key_id_env=key_env,
-                                          secret_access_key_env=secret_env, multipart_part_size_mb=part_mb))
+    return BucketConfig(
+        s3=S3BucketConfig(
+            bucket=name,
+            endpoint_url=endpoint.rstrip("/") if endpoint else None,
+            region=region,
+            prefix=prefix.strip("/"),
+            access_key_id_env=key_env,
+            secret_access_key_env=secret_env,
+            multipart_part_size_mb=part_mb,
+        )
+    )
 
 
 def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
@@ -1202,10 +1440,18 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     late_backfill = ctx.string(section, path, "late_backfill", "store", choices=LATE_BACKFILL_CHOICES)
     if ctx.problems:
         return DumpConfig()
-    return DumpConfig(format=fmt, concurrency=concurrency, deadline_seconds=deadline, page_bytes=page_bytes,
-                      retries=retries, retry_delay_seconds=retry_delay, request_attempts=attempts,
-                      request_backoff_seconds=float(backoff), consistency_retries=consistency_retries,
-                      late_backfill=late_backfill)
+    return DumpConfig(
+        format=fmt,
+        concurrency=concurrency,
+        deadline_seconds=deadline,
+        page_bytes=page_bytes,
+        retries=retries,
+        retry_delay_seconds=retry_delay,
+        request_attempts=attempts,
+        request_backoff_seconds=float(backoff),
+        consistency_retries=consistency_retries,
+        late_backfill=late_backfill,
+    )
 
 
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:
@@ -1229,7 +1475,9 @@ def _email(ctx: _Ctx, value: Any, base_dir: Path) -> EmailConfig | None:
     n = len(ctx.problems)
     host = ctx.string(section, path, "host", None)
     port = ctx.integer(section, path, "port", 587, minimum=1, maximum=65535)
-    sender = ctx.string(section, path, "from", None, pattern=_EMAIL_RE, pattern_fix="an address like patina@example.com")
+    sender = ctx.string(
+        section, path, "from", None, pattern=_EMAIL_RE, pattern_fix="an address like patina@example.com"
+    )
     to = section.get("to")
     recipients: list[str] = []
     if isinstance(to, str):
@@ -1246,16 +1494,25 @@ def _email(ctx: _Ctx, value: Any, base_dir: Path) -> EmailConfig | None:
     username_env = ctx.env_name(section, path, "username_env", None, optional=True)
     password_env = ctx.env_name(section, path, "password_env", None, optional=True)
     if (username_env is None) != (password_env is None) and _MISSING not in (username_env, password_env):
-        ctx.error(_join(path, "password_env" if password_env is None else "username_env"),
-                  "a login needs both username_env and password_env",
-                  "name both variables, e.g. username_env: PATINA_SMTP_USER, password_env: PATINA_SMTP_PASSWORD")
+        ctx.error(
+            _join(path, "password_env" if password_env is None else "username_env"),
+            "a login needs both username_env and password_env",
+            "name both variables, e.g. username_env: PATINA_SMTP_USER, password_env: PATINA_SMTP_PASSWORD",
+        )
     ca_file = ctx.string(section, path, "ca_file", None)
     timeout = ctx.number(section, path, "timeout_seconds", 10.0, gt=0)
     if len(ctx.problems) > n:
         return None
-    return EmailConfig(host=host, sender=sender, to=tuple(recipients), port=port, username_env=username_env,
-                       password_env=password_env, ca_file=(base_dir / ca_file) if ca_file else None,
-                       timeout_seconds=float(timeout))
+    return EmailConfig(
+        host=host,
+        sender=sender,
+        to=tuple(recipients),
+        port=port,
+        username_env=username_env,
+        password_env=password_env,
+        ca_file=(base_dir / ca_file) if ca_file else None,
+        timeout_seconds=float(timeout),
+    )
 
 
 def _alerts(ctx: _Ctx, value: Any, base_dir: Path) -> AlertsConfig:
@@ -1271,18 +1528,22 @@ def _alerts(ctx: _Ctx, value: Any, base_dir: Path) -> AlertsConfig:
         size_decrease_ratio=ctx.number(section, path, "size_decrease_ratio", d.size_decrease_ratio, gt=0, lt=1),
         size_increase_ratio=ctx.number(section, path, "size_increase_ratio", d.size_increase_ratio, gt=1),
         stale_after_days=ctx.integer(section, path, "stale_after_days", d.stale_after_days, minimum=1, unit=" day(s)"),
-        stale_warn_after_days=ctx.integer(section, path, "stale_warn_after_days", d.stale_warn_after_days,
-                                          minimum=1, unit=" day(s)"),
-        consecutive_failure_limit=ctx.integer(section, path, "consecutive_failure_limit",
-                                              d.consecutive_failure_limit, minimum=1),
+        stale_warn_after_days=ctx.integer(
+            section, path, "stale_warn_after_days", d.stale_warn_after_days, minimum=1, unit=" day(s)"
+        ),
+        consecutive_failure_limit=ctx.integer(
+            section, path, "consecutive_failure_limit", d.consecutive_failure_limit, minimum=1
+        ),
         warn_on_check_warnings=ctx.boolean(section, path, "warn_on_check_warnings", d.warn_on_check_warnings),
         email=_email(ctx, section.get("email") if section else None, base_dir),
     )
     if len(ctx.problems) > n:
         return d
     if out["stale_warn_after_days"] >= out["stale_after_days"]:
-        ctx.error(_join(path, "stale_warn_after_days"),
-                  f"{out['stale_warn_after_days']} is not less than stale_after_days ({out['stale_after_days']})",
-                  "the warning must come before the error: make it smaller")
+        ctx.error(
+            _join(path, "stale_warn_after_days"),
+            f"{out['stale_warn_after_days']} is not less than stale_after_days ({out['stale_after_days']})",
+            "the warning must come before the error: make it smaller",
+        )
         return d
     return AlertsConfig(**out)

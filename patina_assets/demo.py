@@ -19,13 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from .archive import week_start_of
 from .config import PatinaConfig, default_config
 from .defs import build_definitions
 from .defs.archives import WEEKLY_JOB
 from .defs.resources import BucketResource
 from .defs.schedules import NIGHTLY_JOB
 from .demo_data import DEMO_DATABASE_NAMES, generate_demo_databases
-from .archive import week_start_of
 from .units import human_bytes
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -44,23 +44,35 @@ def run_demo(root: Path, nights: list[dt.date] | None = None, out=sys.stdout) ->
     instance = dg.DagsterInstance.from_config(str(root))
     defs = build_definitions(config)
     nightly = defs.resolve_job_def(NIGHTLY_JOB)
-    nights = nights or demo_nights(dt.datetime.now(dt.timezone.utc).date())
+    nights = nights or demo_nights(dt.datetime.now(dt.UTC).date())
     failed = 0
     for day in sources_day_by_day(root, nights):
-        result = nightly.execute_in_process(partition_key=day.isoformat(), instance=instance,
-                                            tags={"patina/trigger": "demo"}, run_config=QUIET, raise_on_error=False)
+        result = nightly.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            tags={"patina/trigger": "demo"},
+            run_config=QUIET,
+            raise_on_error=False,
+        )
         failed += not result.success
         print(f"{NIGHTLY_JOB} {day}: run {result.run_id[:8]} {'ok' if result.success else 'FAILED'}", file=out)
     week = week_start_of(nights[0])
     if week + dt.timedelta(days=6) in nights:  # a whole week backed up: archive it, as Sunday's schedule would
         result = defs.resolve_job_def(WEEKLY_JOB).execute_in_process(
-            partition_key=week.isoformat(), instance=instance, tags={"patina/trigger": "demo"},
-            run_config=QUIET, raise_on_error=False)
+            partition_key=week.isoformat(),
+            instance=instance,
+            tags={"patina/trigger": "demo"},
+            run_config=QUIET,
+            raise_on_error=False,
+        )
         failed += not result.success
         print(f"{WEEKLY_JOB} {week}: run {result.run_id[:8]} {'ok' if result.success else 'FAILED'}", file=out)
     print_backups(config, out)
-    print(f"\nBucket: {config.bucket.local.path}\nDagster instance: {root / '.patina' / 'dagster'} (open it with "
-          "`make ui`)", file=out)
+    print(
+        f"\nBucket: {config.bucket.local.path}\nDagster instance: {root / '.patina' / 'dagster'} (open it with "
+        "`make ui`)",
+        file=out,
+    )
     return 1 if failed else 0
 
 
@@ -95,7 +107,7 @@ def ensure_sources(root: Path, out=sys.stdout) -> None:
     sources = sources_of(root)
     if all((sources / f"{name}.sqlite").is_file() for name in DEMO_DATABASE_NAMES):
         return
-    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     generate_demo_databases(sources, day=yesterday)
     print(f"generated the demo's source databases in {sources}", file=out)
 
@@ -106,14 +118,20 @@ def print_backups(config: PatinaConfig, out=sys.stdout) -> None:
     manifests = sorted(store.list_daily(), key=lambda m: (m.day, m.database))
     print(f"\n{'day':<10}  {'database':<24} {'rows':>8} {'size':>10} {'stored':>10}  {'sha256':<12}  key", file=out)
     for m in manifests:
-        print(f"{m.day:<10}  {m.database:<24} {m.rows:>8,} {human_bytes(m.sql_bytes):>10} {human_bytes(m.bytes):>10}  "
-              f"{m.sha256[:12]}  {m.key}", file=out)
+        print(
+            f"{m.day:<10}  {m.database:<24} {m.rows:>8,} {human_bytes(m.sql_bytes):>10} {human_bytes(m.bytes):>10}  "
+            f"{m.sha256[:12]}  {m.key}",
+            file=out,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m patina_assets.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--sources-only", action="store_true",
-                        help="only generate the source databases if missing (what `make ui` needs)")
+    parser.add_argument(
+        "--sources-only",
+        action="store_true",
+        help="only generate the source databases if missing (what `make ui` needs)",
+    )
     args = parser.parse_args(argv)
     if args.sources_only:
         ensure_sources(Path.cwd())

@@ -83,34 +83,177 @@ DAY = 86_400
 # ---------------------------------------------------------------------------------------------
 
 FIRST_NAMES = (
-    "Autumn", "River", "Sage", "Wren", "Rowan", "Juniper", "Hazel", "Ash", "Linden", "Maple",
-    "José", "Zoë", "Renée", "Søren", "Björn", "Ana", "Chidi", "Aiko", "Mateo", "Priya",
-    "Nadia", "Émile", "Ines", "Kai", "Luca", "Mira", "Noor", "Oskar", "Quinn", "Ravi",
-    "Siobhán", "Tomás", "Yara", "Zainab", "李", "Đức", "Łucja", "Ngozi", "Aroha", "Ilse",
+    "Autumn",
+    "River",
+    "Sage",
+    "Wren",
+    "Rowan",
+    "Juniper",
+    "Hazel",
+    "Ash",
+    "Linden",
+    "Maple",
+    "José",
+    "Zoë",
+    "Renée",
+    "Søren",
+    "Björn",
+    "Ana",
+    "Chidi",
+    "Aiko",
+    "Mateo",
+    "Priya",
+    "Nadia",
+    "Émile",
+    "Ines",
+    "Kai",
+    "Luca",
+    "Mira",
+    "Noor",
+    "Oskar",
+    "Quinn",
+    "Ravi",
+    "Siobhán",
+    "Tomás",
+    "Yara",
+    "Zainab",
+    "李",
+    "Đức",
+    "Łucja",
+    "Ngozi",
+    "Aroha",
+    "Ilse",
 )
 LAST_NAMES = (
-    "O'Brien", "Nguyen", "García", "Müller", "Okafor", "Kowalski", "Tanaka", "Silva", "Haddad",
-    "Larsen", "Fairweather", "Thornbury", "Ashdown", "Birchwood", "D'Angelo", "Van der Berg",
-    "McAllister", "Ó Súilleabháin", "Schröder", "Petrov", "Khan", "Moreau", "Lindqvist",
-    "Abara", "Castillo", "Yilmaz", "Novak", "Quill", "Reyes", "Brook",
+    "O'Brien",
+    "Nguyen",
+    "García",
+    "Müller",
+    "Okafor",
+    "Kowalski",
+    "Tanaka",
+    "Silva",
+    "Haddad",
+    "Larsen",
+    "Fairweather",
+    "Thornbury",
+    "Ashdown",
+    "Birchwood",
+    "D'Angelo",
+    "Van der Berg",
+    "McAllister",
+    "Ó Súilleabháin",
+    "Schröder",
+    "Petrov",
+    "Khan",
+    "Moreau",
+    "Lindqvist",
+    "Abara",
+    "Castillo",
+    "Yilmaz",
+    "Novak",
+    "Quill",
+    "Reyes",
+    "Brook",
 )
-DOMAINS = ("gmail.com", "proton.me", "fastmail.com", "icloud.com", "outlook.com", "grove.place",
-           "hey.com", "posteo.de", "example.org")
+DOMAINS = (
+    "gmail.com",
+    "proton.me",
+    "fastmail.com",
+    "icloud.com",
+    "outlook.com",
+    "grove.place",
+    "hey.com",
+    "posteo.de",
+    "example.org",
+)
 WORDS = (
-    "grove", "moss", "lantern", "cedar", "quiet", "morning", "ember", "river", "fern", "lichen",
-    "copper", "patina", "thread", "garden", "season", "autumn", "harvest", "root", "canopy", "trail",
-    "ledger", "signal", "archive", "meadow", "orchard", "sprout", "tender", "bramble", "willow", "stone",
-    "letter", "window", "kettle", "notebook", "shelf", "compass", "sketch", "blossom", "ripple", "hollow",
-    "build", "deploy", "worker", "database", "backup", "cache", "render", "schema", "query", "index",
-    "small", "slow", "warm", "bright", "gentle", "steady", "patient", "curious", "honest", "wild",
+    "grove",
+    "moss",
+    "lantern",
+    "cedar",
+    "quiet",
+    "morning",
+    "ember",
+    "river",
+    "fern",
+    "lichen",
+    "copper",
+    "patina",
+    "thread",
+    "garden",
+    "season",
+    "autumn",
+    "harvest",
+    "root",
+    "canopy",
+    "trail",
+    "ledger",
+    "signal",
+    "archive",
+    "meadow",
+    "orchard",
+    "sprout",
+    "tender",
+    "bramble",
+    "willow",
+    "stone",
+    "letter",
+    "window",
+    "kettle",
+    "notebook",
+    "shelf",
+    "compass",
+    "sketch",
+    "blossom",
+    "ripple",
+    "hollow",
+    "build",
+    "deploy",
+    "worker",
+    "database",
+    "backup",
+    "cache",
+    "render",
+    "schema",
+    "query",
+    "index",
+    "small",
+    "slow",
+    "warm",
+    "bright",
+    "gentle",
+    "steady",
+    "patient",
+    "curious",
+    "honest",
+    "wild",
 )
 TAGS = (
-    ("meta", "#8b5cf6"), ("life", "#22c55e"), ("code", "#3b82f6"), ("grove", "#16a34a"),
-    ("cloudflare", "#f97316"), ("sqlite", "#0ea5e9"), ("writing", "#eab308"), ("gardening", "#65a30d"),
-    ("music", "#ec4899"), ("books", "#a16207"), ("mental-health", "#14b8a6"), ("tools", "#64748b"),
-    ("svelte", "#ff3e00"), ("rust", "#b7410e"), ("python", "#3776ab"), ("design", "#db2777"),
-    ("community", "#7c3aed"), ("privacy", "#475569"), ("weeknotes", "#0d9488"), ("recipes", "#ca8a04"),
-    ("photography", "#6366f1"), ("travel", "#0891b2"), ("games", "#dc2626"), ("accessibility", "#2563eb"),
+    ("meta", "#8b5cf6"),
+    ("life", "#22c55e"),
+    ("code", "#3b82f6"),
+    ("grove", "#16a34a"),
+    ("cloudflare", "#f97316"),
+    ("sqlite", "#0ea5e9"),
+    ("writing", "#eab308"),
+    ("gardening", "#65a30d"),
+    ("music", "#ec4899"),
+    ("books", "#a16207"),
+    ("mental-health", "#14b8a6"),
+    ("tools", "#64748b"),
+    ("svelte", "#ff3e00"),
+    ("rust", "#b7410e"),
+    ("python", "#3776ab"),
+    ("design", "#db2777"),
+    ("community", "#7c3aed"),
+    ("privacy", "#475569"),
+    ("weeknotes", "#0d9488"),
+    ("recipes", "#ca8a04"),
+    ("photography", "#6366f1"),
+    ("travel", "#0891b2"),
+    ("games", "#dc2626"),
+    ("accessibility", "#2563eb"),
 )
 EMOJI = ("🌲", "🍂", "✨", "🌿", "☕", "📚", "🪴", "🔥", "🌙", "💾", "🦊", "🍄", "🧵", "🌧️", "👩🏽‍💻")
 USER_AGENTS = (
@@ -121,8 +264,19 @@ USER_AGENTS = (
     "GroveApp/2.3.1 (Android 15; Pixel 8)",
     None,
 )
-AUDIT_EVENTS = ("login", "login", "login", "logout", "login_failed", "password_reset_requested",
-                "oauth_grant", "oauth_revoke", "email_verified", "session_revoked", "mfa_enabled")
+AUDIT_EVENTS = (
+    "login",
+    "login",
+    "login",
+    "logout",
+    "login_failed",
+    "password_reset_requested",
+    "oauth_grant",
+    "oauth_revoke",
+    "email_verified",
+    "session_revoked",
+    "mfa_enabled",
+)
 SCOPES = ("openid", "profile", "email", "posts:read", "posts:write", "scout:search", "domains:read")
 STORES = ("Bookshop", "REI", "Etsy", "Thriftbooks", "Patagonia Worn Wear", "Back Market", "Local Co-op")
 
@@ -162,7 +316,7 @@ def _sha256_hex(*parts: object) -> str:
 
 
 def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ip(rng: random.Random) -> str:
@@ -188,8 +342,7 @@ class _Clock:
     """Timestamps for one database: history before ``base`` and activity on later days."""
 
     def __init__(self, base_date: dt.date):
-        self.base = int(dt.datetime(base_date.year, base_date.month, base_date.day,
-                                    tzinfo=dt.timezone.utc).timestamp())
+        self.base = int(dt.datetime(base_date.year, base_date.month, base_date.day, tzinfo=dt.UTC).timestamp())
 
     def history(self, rng: random.Random, n: int, days: int = HISTORY_DAYS) -> list[int]:
         """``n`` sorted times spread over the last ``days`` days before the base time."""
@@ -275,7 +428,7 @@ OAUTH_CLIENTS = (
     ("autumnsgrove", "AutumnsGrove", 1, ["https://autumnsgrove.com/auth/callback"]),
     ("meadow-ios", "Meadow for iOS", 0, ["place.grove.meadow://oauth"]),
     ("cli-dev", "grove CLI (dev)", 0, ["http://127.0.0.1:8976/callback", "http://localhost:8976/callback"]),
-    ("acme-widgets", "ACME \"Widgets\" & Co's integration", 0, ["https://acme.example.org/o/grove?x=1&y=2"]),
+    ("acme-widgets", 'ACME "Widgets" & Co\'s integration', 0, ["https://acme.example.org/o/grove?x=1&y=2"]),
 )
 
 
@@ -292,8 +445,7 @@ class _Groveauth:
             email = email.upper() if rng.random() < 0.5 else email.capitalize()
         uid = _hex_id(rng, "usr_")
         avatar = f"https://cdn.grove.place/avatars/{uid}.webp" if rng.random() < 0.6 else None
-        return (uid, email, name if rng.random() > 0.05 else None, avatar, int(rng.random() < 0.85),
-                0, t, t, None)
+        return (uid, email, name if rng.random() > 0.05 else None, avatar, int(rng.random() < 0.85), 0, t, t, None)
 
     def _session(self, rng: random.Random, uid: str, t: int) -> tuple:
         sid = _hex_id(rng, "ses_", 96)
@@ -313,37 +465,59 @@ class _Groveauth:
         if event.startswith("oauth"):
             details = {"client_id": rng.choice(OAUTH_CLIENTS)[0], "scope": rng.choice(SCOPES)}
         elif event == "login_failed":
-            details = {"reason": rng.choice(("bad_password", "unknown_email", "rate_limited")),
-                       "attempt": rng.randint(1, 5)}
+            details = {
+                "reason": rng.choice(("bad_password", "unknown_email", "rate_limited")),
+                "attempt": rng.randint(1, 5),
+            }
         return (uid, event, _ip(rng), json.dumps(details, separators=(",", ":")), t)
 
     def build(self, rng: random.Random) -> None:
         c, clock = self.conn, self.clock
-        c.executemany("INSERT INTO _cf_KV VALUES (?, ?)", [
-            ("__cf_kv_version", b"\x01"), ("d1_migrations_applied", b"0007_oauth_refresh_tokens")])
+        c.executemany(
+            "INSERT INTO _cf_KV VALUES (?, ?)",
+            [("__cf_kv_version", b"\x01"), ("d1_migrations_applied", b"0007_oauth_refresh_tokens")],
+        )
         t0 = clock.base - HISTORY_DAYS * DAY
-        c.executemany("INSERT INTO oauth_clients VALUES (?, ?, ?, ?, ?, ?, ?)", [
-            (cid, name, _sha256_hex("client-secret", cid), json.dumps(uris), " ".join(SCOPES), first, t0 + i * 3 * DAY)
-            for i, (cid, name, first, uris) in enumerate(OAUTH_CLIENTS)])
+        c.executemany(
+            "INSERT INTO oauth_clients VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    cid,
+                    name,
+                    _sha256_hex("client-secret", cid),
+                    json.dumps(uris),
+                    " ".join(SCOPES),
+                    first,
+                    t0 + i * 3 * DAY,
+                )
+                for i, (cid, name, first, uris) in enumerate(OAUTH_CLIENTS)
+            ],
+        )
         users = [self._user_row(rng, t) for t in clock.history(rng, 600)]
         users[0] = ("usr_0000000000000001", "autumn@grove.place", "Autumn", None, 1, 1, t0, t0, None)
         c.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", users)
         uids = [u[0] for u in users]
-        c.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      [self._session(rng, rng.choice(uids), t) for t in clock.history(rng, 700, 60)])
-        c.executemany("INSERT INTO oauth_tokens (client_id, user_id, access_token_hash, refresh_token_hash, scope,"
-                      " issued_at, expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      [self._token(rng, rng.choice(uids), t) for t in clock.history(rng, 600)])
-        c.executemany("INSERT INTO audit_log (user_id, event, ip_address, details, created_at) VALUES (?, ?, ?, ?, ?)",
-                      [self._audit(rng, rng.choice(uids) if rng.random() < 0.95 else None, t)
-                       for t in clock.history(rng, 1800)])
+        c.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [self._session(rng, rng.choice(uids), t) for t in clock.history(rng, 700, 60)],
+        )
+        c.executemany(
+            "INSERT INTO oauth_tokens (client_id, user_id, access_token_hash, refresh_token_hash, scope,"
+            " issued_at, expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [self._token(rng, rng.choice(uids), t) for t in clock.history(rng, 600)],
+        )
+        c.executemany(
+            "INSERT INTO audit_log (user_id, event, ip_address, details, created_at) VALUES (?, ?, ?, ?, ?)",
+            [self._audit(rng, rng.choice(uids) if rng.random() < 0.95 else None, t) for t in clock.history(rng, 1800)],
+        )
         self._logins(rng, uids, clock.history(rng, 400, 30))
         self._roll_back_newest_audit()
 
     def _logins(self, rng: random.Random, uids: list[str], times: list[int]) -> None:
         self.conn.executemany(
             "UPDATE users SET last_login_at = ?1, updated_at = MAX(updated_at + 1, ?1) WHERE id = ?2",
-            [(t, rng.choice(uids)) for t in times])
+            [(t, rng.choice(uids)) for t in times],
+        )
 
     def evolve(self, rng: random.Random, day_index: int) -> None:
         c, clock = self.conn, self.clock
@@ -351,14 +525,20 @@ class _Groveauth:
         new = [self._user_row(rng, t) for t in clock.on(day_index, rng, rng.randint(2, 6))]
         c.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new)
         uids = [r[0] for r in c.execute("SELECT id FROM users ORDER BY id")]
-        c.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      [self._session(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(8, 16))])
+        c.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [self._session(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(8, 16))],
+        )
         c.execute("DELETE FROM sessions WHERE expires_at < ?", (start - 30 * DAY,))
-        c.executemany("INSERT INTO oauth_tokens (client_id, user_id, access_token_hash, refresh_token_hash, scope,"
-                      " issued_at, expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      [self._token(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(3, 8))])
-        c.executemany("INSERT INTO audit_log (user_id, event, ip_address, details, created_at) VALUES (?, ?, ?, ?, ?)",
-                      [self._audit(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(10, 25))])
+        c.executemany(
+            "INSERT INTO oauth_tokens (client_id, user_id, access_token_hash, refresh_token_hash, scope,"
+            " issued_at, expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [self._token(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(3, 8))],
+        )
+        c.executemany(
+            "INSERT INTO audit_log (user_id, event, ip_address, details, created_at) VALUES (?, ?, ?, ?, ?)",
+            [self._audit(rng, rng.choice(uids), t) for t in clock.on(day_index, rng, rng.randint(10, 25))],
+        )
         self._logins(rng, uids, clock.on(day_index, rng, rng.randint(8, 16)))
         if day_index % 9 == 4:  # someone deletes their account: sessions and tokens cascade, audit keeps NULL
             c.execute("DELETE FROM users WHERE id = ? AND is_admin = 0", (rng.choice(uids),))
@@ -428,12 +608,43 @@ CREATE VIEW credit_balances AS
    GROUP BY u.id;
 """
 
-SEARCH_THINGS = ("rain jacket", "cast iron skillet", "used ThinkPad X1", "fountain pen", "bike trailer",
-                 "standing desk", "kindle paperwhite", "hiking boots size 9", "linen duvet", "mechanical keyboard",
-                 "sourdough starter kit", "vintage camera 35mm", "heirloom tomato seeds", "wool socks",
-                 "ergonomic chair", "tent 2 person", "espresso grinder", "noise cancelling headphones")
-SEARCH_MODS = ("cheap", "under $100", "refurbished", "sustainable", "local pickup", "ethically made", "", "",
-               "best", "for kids", "waterproof", "\"exact phrase\"", "women's", "men's", "near Portland")
+SEARCH_THINGS = (
+    "rain jacket",
+    "cast iron skillet",
+    "used ThinkPad X1",
+    "fountain pen",
+    "bike trailer",
+    "standing desk",
+    "kindle paperwhite",
+    "hiking boots size 9",
+    "linen duvet",
+    "mechanical keyboard",
+    "sourdough starter kit",
+    "vintage camera 35mm",
+    "heirloom tomato seeds",
+    "wool socks",
+    "ergonomic chair",
+    "tent 2 person",
+    "espresso grinder",
+    "noise cancelling headphones",
+)
+SEARCH_MODS = (
+    "cheap",
+    "under $100",
+    "refurbished",
+    "sustainable",
+    "local pickup",
+    "ethically made",
+    "",
+    "",
+    "best",
+    "for kids",
+    "waterproof",
+    '"exact phrase"',
+    "women's",
+    "men's",
+    "near Portland",
+)
 
 
 class _Scout:
@@ -452,22 +663,43 @@ class _Scout:
     def _search(self, rng: random.Random, uid: str, t: int) -> tuple:
         query = f"{rng.choice(SEARCH_MODS)} {rng.choice(SEARCH_THINGS)}".strip()
         status = rng.choices(("complete", "failed", "running", "pending"), (90, 6, 2, 2))[0]
-        filters = json.dumps({"max_price": rng.choice((None, 50, 100, 250, 1000)),
-                              "condition": rng.choice(("any", "new", "used")),
-                              "ships_to": rng.choice(("US", "CA", "GB", "DE", "NZ"))}, sort_keys=True)
+        filters = json.dumps(
+            {
+                "max_price": rng.choice((None, 50, 100, 250, 1000)),
+                "condition": rng.choice(("any", "new", "used")),
+                "ships_to": rng.choice(("US", "CA", "GB", "DE", "NZ")),
+            },
+            sort_keys=True,
+        )
         results = None
         count = None
         if status == "complete":
-            items = [{"title": f"{_words(rng, 2, 5).title()} {rng.choice(SEARCH_THINGS)}",
-                      "store": rng.choice(STORES),
-                      "price": round(rng.uniform(4, 900), 2),
-                      "url": f"https://shop.example.com/p/{rng.getrandbits(40):x}",
-                      "score": round(rng.random(), 4)} for _ in range(rng.randint(0, 4))]
+            items = [
+                {
+                    "title": f"{_words(rng, 2, 5).title()} {rng.choice(SEARCH_THINGS)}",
+                    "store": rng.choice(STORES),
+                    "price": round(rng.uniform(4, 900), 2),
+                    "url": f"https://shop.example.com/p/{rng.getrandbits(40):x}",
+                    "score": round(rng.random(), 4),
+                }
+                for _ in range(rng.randint(0, 4))
+            ]
             results, count = json.dumps(items, ensure_ascii=False), len(items)
         duration = rng.randint(800, 45_000) if status in ("complete", "failed") else None
         credits = rng.choice((1, 1, 1, 2, 3))
-        return (_hex_id(rng, "srch_"), uid, query, filters, status, count, results, credits, duration, t,
-                t + duration // 1000 if duration else None)
+        return (
+            _hex_id(rng, "srch_"),
+            uid,
+            query,
+            filters,
+            status,
+            count,
+            results,
+            credits,
+            duration,
+            t,
+            t + duration // 1000 if duration else None,
+        )
 
     def build(self, rng: random.Random) -> None:
         c, clock = self.conn, self.clock
@@ -484,20 +716,41 @@ class _Scout:
         for uid, _, plan, _, t in users:
             ledger.append((uid, 10, "signup_bonus", None, None, t))
             if plan != "free":
-                ledger.append((uid, {"seedling": 100, "sapling": 300, "oak": 1000}[plan], "purchase", None,
-                               f"Stripe charge ch_{rng.getrandbits(48):012x}", t + rng.randint(60, 3 * DAY)))
+                ledger.append(
+                    (
+                        uid,
+                        {"seedling": 100, "sapling": 300, "oak": 1000}[plan],
+                        "purchase",
+                        None,
+                        f"Stripe charge ch_{rng.getrandbits(48):012x}",
+                        t + rng.randint(60, 3 * DAY),
+                    )
+                )
             if rng.random() < 0.25 and existing:
                 referrer = rng.choice(existing)
                 if referrer != uid:
                     rewarded = rng.random() < 0.7
-                    referrals.append((referrer, uid, "rewarded" if rewarded else "pending", 25 if rewarded else 0,
-                                      t, t + DAY if rewarded else None))
+                    referrals.append(
+                        (
+                            referrer,
+                            uid,
+                            "rewarded" if rewarded else "pending",
+                            25 if rewarded else 0,
+                            t,
+                            t + DAY if rewarded else None,
+                        )
+                    )
                     if rewarded:
                         ledger.append((referrer, 25, "referral_bonus", None, f"referred {uid}", t + DAY))
-        c.executemany("INSERT INTO credit_ledger (user_id, delta, reason, search_id, note, created_at)"
-                      " VALUES (?, ?, ?, ?, ?, ?)", ledger)
-        c.executemany("INSERT OR IGNORE INTO referrals (referrer_id, referred_id, status, reward_credits, created_at,"
-                      " rewarded_at) VALUES (?, ?, ?, ?, ?, ?)", referrals)
+        c.executemany(
+            "INSERT INTO credit_ledger (user_id, delta, reason, search_id, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ledger,
+        )
+        c.executemany(
+            "INSERT OR IGNORE INTO referrals (referrer_id, referred_id, status, reward_credits, created_at,"
+            " rewarded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            referrals,
+        )
 
     def _searches(self, rng: random.Random, uids: list[str], times: list[int]) -> None:
         rows = [self._search(rng, rng.choice(uids), t) for t in times]
@@ -509,11 +762,20 @@ class _Scout:
                 ledger.append((r[1], r[7], "refund", r[0], "automatic refund: upstream timeout", r[9] + 60))
         if rows and rng.random() < 0.3:
             r = rng.choice(rows)
-            ledger.append((r[1], rng.choice((5, 20, -5)), "admin_adjustment", None,
-                           "Goodwill credit -- see ticket #" + str(rng.randint(100, 999)) + "; user said \"thanks!\"",
-                           r[9] + 120))
-        self.conn.executemany("INSERT INTO credit_ledger (user_id, delta, reason, search_id, note, created_at)"
-                              " VALUES (?, ?, ?, ?, ?, ?)", ledger)
+            ledger.append(
+                (
+                    r[1],
+                    rng.choice((5, 20, -5)),
+                    "admin_adjustment",
+                    None,
+                    "Goodwill credit -- see ticket #" + str(rng.randint(100, 999)) + '; user said "thanks!"',
+                    r[9] + 120,
+                )
+            )
+        self.conn.executemany(
+            "INSERT INTO credit_ledger (user_id, delta, reason, search_id, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ledger,
+        )
 
     def evolve(self, rng: random.Random, day_index: int) -> None:
         c, clock = self.conn, self.clock
@@ -524,9 +786,12 @@ class _Scout:
         uids = [r[0] for r in c.execute("SELECT id FROM users ORDER BY id")]
         self._searches(rng, uids, clock.on(day_index, rng, rng.randint(3, 9)))
         # Searches left running yesterday finish today.
-        c.execute("UPDATE searches SET status = 'complete', result_count = 0, results_json = '[]',"
-                  " completed_at = created_at + 30, duration_ms = 30000"
-                  " WHERE status IN ('pending', 'running') AND created_at < ?", (clock.base + day_index * DAY,))
+        c.execute(
+            "UPDATE searches SET status = 'complete', result_count = 0, results_json = '[]',"
+            " completed_at = created_at + 30, duration_ms = 30000"
+            " WHERE status IN ('pending', 'running') AND created_at < ?",
+            (clock.base + day_index * DAY,),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,8 +864,18 @@ CREATE TABLE navigation (
 );
 """
 
-SETTING_KEYS = ("site.title", "site.description", "theme.accent", "theme.font", "comments.enabled",
-                "analytics.enabled", "seo.og_image", "feed.items", "nav.show_search", "locale")
+SETTING_KEYS = (
+    "site.title",
+    "site.description",
+    "theme.accent",
+    "theme.font",
+    "comments.enabled",
+    "analytics.enabled",
+    "seo.og_image",
+    "feed.items",
+    "nav.show_search",
+    "locale",
+)
 
 
 class _Engine:
@@ -618,12 +893,27 @@ class _Engine:
             if sub not in self.subdomains:
                 self.subdomains.add(sub)
                 break
-        theme = {"accent": f"#{rng.getrandbits(24):06x}", "font": rng.choice(("lexend", "atkinson", "serif")),
-                 "dark_mode": rng.choice((True, False, None)), "season": rng.choice(("autumn", "winter", "spring"))}
+        theme = {
+            "accent": f"#{rng.getrandbits(24):06x}",
+            "font": rng.choice(("lexend", "atkinson", "serif")),
+            "dark_mode": rng.choice((True, False, None)),
+            "season": rng.choice(("autumn", "winter", "spring")),
+        }
         plan = rng.choices(("seedling", "sapling", "oak", "evergreen"), (60, 25, 12, 3))[0]
         custom = f"{sub}.blog" if plan in ("oak", "evergreen") and rng.random() < 0.6 else None
-        return (_hex_id(rng, "tn_"), sub, f"{name.split()[0]}'s {rng.choice(WORDS).title()}", email, plan,
-                json.dumps(theme), custom, rng.randint(0, 2_000_000_000), _iso(t), _iso(t), None)
+        return (
+            _hex_id(rng, "tn_"),
+            sub,
+            f"{name.split()[0]}'s {rng.choice(WORDS).title()}",
+            email,
+            plan,
+            json.dumps(theme),
+            custom,
+            rng.randint(0, 2_000_000_000),
+            _iso(t),
+            _iso(t),
+            None,
+        )
 
     def _add_tenant(self, rng: random.Random, t: int) -> str:
         row = self._tenant(rng, t)
@@ -633,24 +923,41 @@ class _Engine:
         members = [(tid, _hex_id(rng, "usr_"), "owner", None, _iso(t))]
         for _ in range(rng.randint(0, 4)):
             inv = t + rng.randint(DAY, 30 * DAY)
-            members.append((tid, _hex_id(rng, "usr_"), rng.choice(("admin", "editor", "viewer")), _iso(inv),
-                            _iso(inv + rng.randint(60, 5 * DAY)) if rng.random() < 0.8 else None))
+            members.append(
+                (
+                    tid,
+                    _hex_id(rng, "usr_"),
+                    rng.choice(("admin", "editor", "viewer")),
+                    _iso(inv),
+                    _iso(inv + rng.randint(60, 5 * DAY)) if rng.random() < 0.8 else None,
+                )
+            )
         c.executemany("INSERT OR IGNORE INTO tenant_members VALUES (?, ?, ?, ?, ?)", members)
-        values = {"site.title": json.dumps(row[2], ensure_ascii=False),
-                  "site.description": json.dumps(_sentence(rng), ensure_ascii=False),
-                  "theme.accent": json.dumps(f"#{rng.getrandbits(24):06x}"),
-                  "theme.font": json.dumps(rng.choice(("lexend", "atkinson", "serif"))),
-                  "comments.enabled": json.dumps(rng.random() < 0.5),
-                  "analytics.enabled": json.dumps(rng.random() < 0.3),
-                  "seo.og_image": json.dumps({"r2_key": f"{tid}/og.png", "w": 1200, "h": 630}),
-                  "feed.items": json.dumps(rng.choice((10, 20, 50))),
-                  "nav.show_search": json.dumps(True),
-                  "locale": json.dumps(rng.choice(("en", "en-GB", "de", "pt-BR", "ja")))}
+        values = {
+            "site.title": json.dumps(row[2], ensure_ascii=False),
+            "site.description": json.dumps(_sentence(rng), ensure_ascii=False),
+            "theme.accent": json.dumps(f"#{rng.getrandbits(24):06x}"),
+            "theme.font": json.dumps(rng.choice(("lexend", "atkinson", "serif"))),
+            "comments.enabled": json.dumps(rng.random() < 0.5),
+            "analytics.enabled": json.dumps(rng.random() < 0.3),
+            "seo.og_image": json.dumps({"r2_key": f"{tid}/og.png", "w": 1200, "h": 630}),
+            "feed.items": json.dumps(rng.choice((10, 20, 50))),
+            "nav.show_search": json.dumps(True),
+            "locale": json.dumps(rng.choice(("en", "en-GB", "de", "pt-BR", "ja"))),
+        }
         keys = rng.sample(SETTING_KEYS, rng.randint(4, len(SETTING_KEYS)))
         c.executemany("INSERT INTO settings VALUES (?, ?, ?, ?)", [(tid, k, values[k], _iso(t)) for k in sorted(keys)])
-        nav = [("Home", "/"), ("Blog", "/blog"), ("About", "/about"), ("Now", "/now"), ("Contact", "mailto:hi@grove.place")]
-        c.executemany('INSERT INTO navigation (tenant_id, "order", label, href) VALUES (?, ?, ?, ?)',
-                      [(tid, i * 10, label, href) for i, (label, href) in enumerate(nav[: rng.randint(2, 5)])])
+        nav = [
+            ("Home", "/"),
+            ("Blog", "/blog"),
+            ("About", "/about"),
+            ("Now", "/now"),
+            ("Contact", "mailto:hi@grove.place"),
+        ]
+        c.executemany(
+            'INSERT INTO navigation (tenant_id, "order", label, href) VALUES (?, ?, ?, ?)',
+            [(tid, i * 10, label, href) for i, (label, href) in enumerate(nav[: rng.randint(2, 5)])],
+        )
         return tid
 
     def _content(self, rng: random.Random, tid: str, t: int) -> tuple:
@@ -660,20 +967,49 @@ class _Engine:
         if rng.random() < 0.2:
             body = f"# {title}\n\n{body}\n\n> {_sentence(rng)}\n"
         status = rng.choices(("draft", "published", "archived"), (25, 70, 5))[0]
-        front = {"tags": rng.sample(WORDS, rng.randint(0, 3)), "cover": None if rng.random() < 0.6 else
-                 f"{tid}/covers/{rng.getrandbits(32):08x}.jpg", "reading_time": rng.randint(1, 12)}
+        front = {
+            "tags": rng.sample(WORDS, rng.randint(0, 3)),
+            "cover": None if rng.random() < 0.6 else f"{tid}/covers/{rng.getrandbits(32):08x}.jpg",
+            "reading_time": rng.randint(1, 12),
+        }
         slug = "-".join(title.lower().split())[:60] + f"-{rng.getrandbits(16):04x}"
-        return (tid, kind, slug, title, body if kind != "gallery" else None, json.dumps(front), status,
-                len(body.split()), _iso(t + 600) if status != "draft" else None, _iso(t), _iso(t))
+        return (
+            tid,
+            kind,
+            slug,
+            title,
+            body if kind != "gallery" else None,
+            json.dumps(front),
+            status,
+            len(body.split()),
+            _iso(t + 600) if status != "draft" else None,
+            _iso(t),
+            _iso(t),
+        )
 
     def _media(self, rng: random.Random, tid: str, t: int) -> tuple:
         mid = _hex_id(rng, "m_")
-        ctype, ext = rng.choice((("image/webp", "webp"), ("image/jpeg", "jpg"), ("image/png", "png"),
-                                 ("image/gif", "gif"), ("application/pdf", "pdf")))
+        ctype, ext = rng.choice(
+            (
+                ("image/webp", "webp"),
+                ("image/jpeg", "jpg"),
+                ("image/png", "png"),
+                ("image/gif", "gif"),
+                ("application/pdf", "pdf"),
+            )
+        )
         is_img = ctype.startswith("image/")
-        return (mid, tid, f"{tid}/media/{mid}.{ext}", ctype, rng.randint(2_000, 8_000_000),
-                rng.randint(200, 4000) if is_img else None, rng.randint(200, 4000) if is_img else None,
-                _sentence(rng) if is_img and rng.random() < 0.6 else None, _iso(t))
+        return (
+            mid,
+            tid,
+            f"{tid}/media/{mid}.{ext}",
+            ctype,
+            rng.randint(2_000, 8_000_000),
+            rng.randint(200, 4000) if is_img else None,
+            rng.randint(200, 4000) if is_img else None,
+            _sentence(rng) if is_img and rng.random() < 0.6 else None,
+            _iso(t),
+        )
 
     def build(self, rng: random.Random) -> None:
         c, clock = self.conn, self.clock
@@ -685,14 +1021,18 @@ class _Engine:
             rows.append(self._content(rng, tid, t))
         for t in clock.history(rng, 300):
             media.append(self._media(rng, rng.choice(tids), t))
-        c.executemany("INSERT OR IGNORE INTO content (tenant_id, kind, slug, title, body_markdown, frontmatter, status,"
-                      " word_count, published_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      rows)
+        c.executemany(
+            "INSERT OR IGNORE INTO content (tenant_id, kind, slug, title, body_markdown, frontmatter, status,"
+            " word_count, published_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         c.executemany("INSERT INTO media VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", media)
         # A tenant that left: soft-deleted, content archived.
         gone = tids[7]
-        c.execute("UPDATE tenants SET deleted_at = ?, updated_at = ? WHERE id = ?",
-                  (_iso(clock.base - 5 * DAY), _iso(clock.base - 5 * DAY), gone))
+        c.execute(
+            "UPDATE tenants SET deleted_at = ?, updated_at = ? WHERE id = ?",
+            (_iso(clock.base - 5 * DAY), _iso(clock.base - 5 * DAY), gone),
+        )
 
     def evolve(self, rng: random.Random, day_index: int) -> None:
         c, clock = self.conn, self.clock
@@ -701,21 +1041,29 @@ class _Engine:
             self._add_tenant(rng, clock.on(day_index, rng, 1)[0])
         tids = [r[0] for r in c.execute("SELECT id FROM tenants WHERE deleted_at IS NULL ORDER BY id")]
         rows = [self._content(rng, rng.choice(tids), t) for t in clock.on(day_index, rng, rng.randint(1, 4))]
-        c.executemany("INSERT OR IGNORE INTO content (tenant_id, kind, slug, title, body_markdown, frontmatter, status,"
-                      " word_count, published_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      rows)
-        c.executemany("INSERT INTO media VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      [self._media(rng, rng.choice(tids), t) for t in clock.on(day_index, rng, rng.randint(0, 3))])
+        c.executemany(
+            "INSERT OR IGNORE INTO content (tenant_id, kind, slug, title, body_markdown, frontmatter, status,"
+            " word_count, published_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        c.executemany(
+            "INSERT INTO media VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self._media(rng, rng.choice(tids), t) for t in clock.on(day_index, rng, rng.randint(0, 3))],
+        )
         # Publish a few drafts, tweak a setting.
         now = _iso(clock.on(day_index, rng, 1)[0])
         drafts = [r[0] for r in c.execute("SELECT id FROM content WHERE status = 'draft' ORDER BY id")]
         for cid in rng.sample(drafts, min(len(drafts), rng.randint(1, 3))):
-            c.execute("UPDATE content SET status = 'published', published_at = ?, updated_at = ? WHERE id = ?",
-                      (now, now, cid))
+            c.execute(
+                "UPDATE content SET status = 'published', published_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, cid),
+            )
         tid = rng.choice(tids)
-        c.execute("INSERT INTO settings VALUES (?, 'theme.accent', ?, ?) ON CONFLICT (tenant_id, key) "
-                  "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                  (tid, json.dumps(f"#{rng.getrandbits(24):06x}"), now))
+        c.execute(
+            "INSERT INTO settings VALUES (?, 'theme.accent', ?, ?) ON CONFLICT (tenant_id, key) "
+            "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (tid, json.dumps(f"#{rng.getrandbits(24):06x}"), now),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,10 +1159,12 @@ def _markdown_post(rng: random.Random, title: str) -> str:
             parts.append(f"> {_sentence(rng)}\n> -- {rng.choice(FIRST_NAMES)}")
         elif roll < 0.38:
             lang = rng.choice(("ts", "python", "sql", "bash"))
-            code = {"ts": "const x: string = 'it\\'s';\nexport default { fetch() { return new Response(\"ok\"); } };",
-                    "python": "def greet(name: str) -> str:\n    return f\"hi {name!r}\"\n",
-                    "sql": "SELECT count(*) FROM posts WHERE title LIKE '%''%';",
-                    "bash": "wrangler d1 execute autumnsgrove-posts --command=\"SELECT 1;\""}[lang]
+            code = {
+                "ts": "const x: string = 'it\\'s';\nexport default { fetch() { return new Response(\"ok\"); } };",
+                "python": 'def greet(name: str) -> str:\n    return f"hi {name!r}"\n',
+                "sql": "SELECT count(*) FROM posts WHERE title LIKE '%''%';",
+                "bash": 'wrangler d1 execute autumnsgrove-posts --command="SELECT 1;"',
+            }[lang]
             parts.append(f"```{lang}\n{code}\n```")
         elif roll < 0.42:
             parts.append(f"![{_words(rng, 2, 4)}](https://cdn.autumnsgrove.com/img/{rng.getrandbits(32):08x}.webp)")
@@ -850,8 +1200,15 @@ class _Posts:
     def __init__(self, conn: sqlite3.Connection, clock: _Clock):
         self.conn, self.clock = conn, clock
 
-    def _insert(self, rng: random.Random, t: int, title: str | None = None, slug: str | None = None,
-                markdown: str | None = None, status: str | None = None) -> int:
+    def _insert(
+        self,
+        rng: random.Random,
+        t: int,
+        title: str | None = None,
+        slug: str | None = None,
+        markdown: str | None = None,
+        status: str | None = None,
+    ) -> int:
         title = title or _words(rng, 2, 8).title().replace("Grove", "Grove's", 1)
         slug = slug or ("-".join(title.lower().replace("'", "").split())[:70] + f"-{rng.getrandbits(32):08x}")
         markdown = markdown or _markdown_post(rng, title)
@@ -859,9 +1216,19 @@ class _Posts:
         cur = self.conn.execute(
             "INSERT INTO posts (slug, title, description, markdown_content, html_content, font, status, created_at,"
             " updated_at, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (slug, title, _sentence(rng) if rng.random() < 0.85 else None, markdown, _html(markdown),
-             rng.choice(("default", "default", "lexend", "atkinson", None)), status, _iso(t), _iso(t),
-             _iso(t + 3600) if status != "draft" else None))
+            (
+                slug,
+                title,
+                _sentence(rng) if rng.random() < 0.85 else None,
+                markdown,
+                _html(markdown),
+                rng.choice(("default", "default", "lexend", "atkinson", None)),
+                status,
+                _iso(t),
+                _iso(t),
+                _iso(t + 3600) if status != "draft" else None,
+            ),
+        )
         post_id = int(cur.lastrowid)
         tag_ids = rng.sample(range(1, len(TAGS) + 1), rng.randint(0, 4))
         self.conn.executemany("INSERT INTO post_tags VALUES (?, ?)", [(post_id, tid) for tid in sorted(tag_ids)])
@@ -876,10 +1243,17 @@ class _Posts:
                 self._insert(rng, t, "On Patina and Verdigris", KNOWN_POST_SLUG, _KNOWN_POST, "published")
             elif i == 90:
                 # One post larger than D1's 100 KB statement limit.
-                chapters = [f"## Week {n}\n\n" + "\n\n".join(_paragraph(rng, 4, 8) for _ in range(6))
-                            for n in range(1, 53)]
-                self._insert(rng, t, "A Year of Weeknotes, Collected", "a-year-of-weeknotes-collected",
-                             "# A Year of Weeknotes, Collected 📚\n\n" + "\n\n".join(chapters) + "\n", "published")
+                chapters = [
+                    f"## Week {n}\n\n" + "\n\n".join(_paragraph(rng, 4, 8) for _ in range(6)) for n in range(1, 53)
+                ]
+                self._insert(
+                    rng,
+                    t,
+                    "A Year of Weeknotes, Collected",
+                    "a-year-of-weeknotes-collected",
+                    "# A Year of Weeknotes, Collected 📚\n\n" + "\n\n".join(chapters) + "\n",
+                    "published",
+                )
             else:
                 self._insert(rng, t)
 
@@ -891,14 +1265,18 @@ class _Posts:
             pid = rng.choice(ids)
             t = clock.on(day_index, rng, 1)[0]
             note = f"\n\n*Edit ({_iso(t)[:10]}):* {_sentence(rng)}\n"
-            c.execute("UPDATE posts SET markdown_content = markdown_content || ?, updated_at = ? WHERE id = ?",
-                      (note, _iso(t), pid))
+            c.execute(
+                "UPDATE posts SET markdown_content = markdown_content || ?, updated_at = ? WHERE id = ?",
+                (note, _iso(t), pid),
+            )
         if day_index % 4 == 3:  # a draft goes out
             drafts = [r[0] for r in c.execute("SELECT id FROM posts WHERE status = 'draft' ORDER BY id")]
             if drafts:
                 t = _iso(clock.on(day_index, rng, 1)[0])
-                c.execute("UPDATE posts SET status = 'published', published_at = ?, updated_at = ? WHERE id = ?",
-                          (t, t, rng.choice(drafts)))
+                c.execute(
+                    "UPDATE posts SET status = 'published', published_at = ?, updated_at = ? WHERE id = ?",
+                    (t, t, rng.choice(drafts)),
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -954,9 +1332,34 @@ CREATE TABLE languages (
 );
 """
 
-REPOS = ("GroveEngine", "Patina", "GroveAuth", "GroveScout", "Forage", "AutumnsGrove", "Heartwood", "Lattice",
-         "Acorn", "Meadow", "dotfiles", "grove-cli", "TreeChat", "Ivy", "Amber", "Foliage", "Canopy", "Trove",
-         "Rings", "Nook", "Vista", "Clearing", "Wisp", "Porch", "Thorn", "Bloom")
+REPOS = (
+    "GroveEngine",
+    "Patina",
+    "GroveAuth",
+    "GroveScout",
+    "Forage",
+    "AutumnsGrove",
+    "Heartwood",
+    "Lattice",
+    "Acorn",
+    "Meadow",
+    "dotfiles",
+    "grove-cli",
+    "TreeChat",
+    "Ivy",
+    "Amber",
+    "Foliage",
+    "Canopy",
+    "Trove",
+    "Rings",
+    "Nook",
+    "Vista",
+    "Clearing",
+    "Wisp",
+    "Porch",
+    "Thorn",
+    "Bloom",
+)
 LANGS = ("TypeScript", "Svelte", "Python", "Rust", "SQL", "CSS", "Shell", "Go", "Markdown", "HTML")
 COMMIT_VERBS = ("fix", "feat", "chore", "docs", "refactor", "test", "perf", "style", "build", "ci")
 
@@ -974,20 +1377,37 @@ class _GitStats:
         msg = f"{verb}({rng.choice(WORDS)}): {_words(rng, 3, 9)}"
         if rng.random() < 0.25:
             msg += "\n\n" + _paragraph(rng, 1, 3) + "\n\nCo-authored-by: Claude <noreply@anthropic.com>"
-        author = rng.choice((("Autumn Brown", "autumn@grove.place"), ("autumn", "autumn@users.noreply.github.com"),
-                             ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
-                             ("Wren O'Neil", "wren@grove.place")))
+        author = rng.choice(
+            (
+                ("Autumn Brown", "autumn@grove.place"),
+                ("autumn", "autumn@users.noreply.github.com"),
+                ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
+                ("Wren O'Neil", "wren@grove.place"),
+            )
+        )
         fingerprint = rng.getrandbits(64) - 2**63
-        return (f"{rng.getrandbits(160):040x}", repo_id, author[0], author[1], msg, t_ms, adds, dels, files,
-                dels / (adds + dels) if adds + dels else None, round(rng.uniform(-1, 1), 6) if rng.random() < 0.9
-                else None, fingerprint, int(verb == "chore" and rng.random() < 0.3))
+        return (
+            f"{rng.getrandbits(160):040x}",
+            repo_id,
+            author[0],
+            author[1],
+            msg,
+            t_ms,
+            adds,
+            dels,
+            files,
+            dels / (adds + dels) if adds + dels else None,
+            round(rng.uniform(-1, 1), 6) if rng.random() < 0.9 else None,
+            fingerprint,
+            int(verb == "chore" and rng.random() < 0.3),
+        )
 
     def _insert_commits(self, rows: list[tuple]) -> None:
         c = self.conn
         c.executemany("INSERT OR IGNORE INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         agg: dict[tuple[int, str], list[int]] = {}
         for r in rows:
-            key = (r[1], dt.datetime.fromtimestamp(r[5] / 1000, dt.timezone.utc).strftime("%Y-%m-%d"))
+            key = (r[1], dt.datetime.fromtimestamp(r[5] / 1000, dt.UTC).strftime("%Y-%m-%d"))
             a = agg.setdefault(key, [0, 0, 0])
             a[0] += 1
             a[1] += r[6]
@@ -999,7 +1419,8 @@ class _GitStats:
             " additions = additions + excluded.additions, deletions = deletions + excluded.deletions,"
             " avg_commit_size = CAST(additions + excluded.additions + deletions + excluded.deletions AS REAL)"
             " / (commits + excluded.commits)",
-            [(k[0], k[1], v[0], v[1], v[2]) for k, v in sorted(agg.items())])
+            [(k[0], k[1], v[0], v[1], v[2]) for k, v in sorted(agg.items())],
+        )
 
     def build(self, rng: random.Random) -> None:
         c, clock = self.conn, self.clock
@@ -1007,11 +1428,24 @@ class _GitStats:
         repos = []
         for i, name in enumerate(REPOS, start=1):
             owner = "AutumnsGrove" if i % 5 else "autumnbrown"
-            repos.append((i, owner, name, _sentence(rng) if rng.random() < 0.8 else None, int(rng.random() < 0.2),
-                          "main" if rng.random() < 0.9 else "master", int(rng.paretovariate(1.1) * 3),
-                          start_ms + rng.randint(0, 365 * DAY) * 1000, clock.base * 1000 - rng.randint(0, 86_399_999)))
-        c.executemany("INSERT INTO repos (id, owner, name, description, is_private, default_branch, stars,"
-                      " created_at_ms, last_synced_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", repos)
+            repos.append(
+                (
+                    i,
+                    owner,
+                    name,
+                    _sentence(rng) if rng.random() < 0.8 else None,
+                    int(rng.random() < 0.2),
+                    "main" if rng.random() < 0.9 else "master",
+                    int(rng.paretovariate(1.1) * 3),
+                    start_ms + rng.randint(0, 365 * DAY) * 1000,
+                    clock.base * 1000 - rng.randint(0, 86_399_999),
+                )
+            )
+        c.executemany(
+            "INSERT INTO repos (id, owner, name, description, is_private, default_branch, stars,"
+            " created_at_ms, last_synced_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            repos,
+        )
         langs = []
         for rid in range(1, len(REPOS) + 1):
             chosen = rng.sample(LANGS, rng.randint(1, 5))
@@ -1021,8 +1455,10 @@ class _GitStats:
         c.executemany("INSERT INTO languages VALUES (?, ?, ?, ?)", langs)
         weights = [rng.paretovariate(1.0) for _ in REPOS]
         times = clock.history(rng, 2200, 365)
-        rows = [self._commit(rng, rng.choices(range(1, len(REPOS) + 1), weights)[0], t * 1000 + rng.randint(0, 999))
-                for t in times]
+        rows = [
+            self._commit(rng, rng.choices(range(1, len(REPOS) + 1), weights)[0], t * 1000 + rng.randint(0, 999))
+            for t in times
+        ]
         # The extremes of a signed 64-bit integer, which JSON/JavaScript cannot carry exactly.
         rows[10] = rows[10][:11] + (2**63 - 1,) + rows[10][12:]
         rows[11] = rows[11][:11] + (-(2**63),) + rows[11][12:]
@@ -1031,12 +1467,15 @@ class _GitStats:
 
     def evolve(self, rng: random.Random, day_index: int) -> None:
         weights = [1.0 + (5.0 if name in ("Patina", "GroveEngine") else 0.0) for name in REPOS]
-        rows = [self._commit(rng, rng.choices(range(1, len(REPOS) + 1), weights)[0], t * 1000 + rng.randint(0, 999))
-                for t in self.clock.on(day_index, rng, rng.randint(1, 10))]
+        rows = [
+            self._commit(rng, rng.choices(range(1, len(REPOS) + 1), weights)[0], t * 1000 + rng.randint(0, 999))
+            for t in self.clock.on(day_index, rng, rng.randint(1, 10))
+        ]
         self._insert_commits(rows)
         synced = (self.clock.base + (day_index + 1) * DAY) * 1000 - 1
-        self.conn.execute("UPDATE repos SET last_synced_at_ms = ?, stars = stars + (id % 3 = ?)",
-                          (synced, day_index % 3))
+        self.conn.execute(
+            "UPDATE repos SET last_synced_at_ms = ?, stars = stars + (id % 3 = ?)", (synced, day_index % 3)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1100,9 +1539,12 @@ class _Jobs:
     def _job(self, rng: random.Random, t: int, force_status: str | None = None) -> str:
         c = self.conn
         jid = _uuid(rng)
-        status = force_status or rng.choices(("complete", "failed", "cancelled", "running", "pending"),
-                                             (82, 7, 3, 4, 4))[0]
-        business = f"{rng.choice(WORDS).title()} {rng.choice(('Bakery', 'Studio', 'Books', 'Garden Co.', 'Café', 'Labs'))}"
+        status = (
+            force_status or rng.choices(("complete", "failed", "cancelled", "running", "pending"), (82, 7, 3, 4, 4))[0]
+        )
+        business = (
+            f"{rng.choice(WORDS).title()} {rng.choice(('Bakery', 'Studio', 'Books', 'Garden Co.', 'Café', 'Labs'))}"
+        )
         keywords = rng.sample(WORDS, rng.randint(2, 5))
         tlds = rng.sample(TLDS, rng.randint(1, 4))
         batches = rng.randint(1, 6) if status in ("complete", "failed", "running") else 0
@@ -1115,27 +1557,67 @@ class _Jobs:
             seen.add(d)
             avail = int(rng.random() < 0.35)
             raw_kind = rng.random()
-            raw = (1 if raw_kind < 0.2 else 1.0 if raw_kind < 0.4 else "1" if raw_kind < 0.6 else
-                   json.dumps({"rdap": "not found" if avail else "active"}) if raw_kind < 0.8 else
-                   bytes([avail, rng.getrandbits(8)]) if raw_kind < 0.9 else None)
-            checks.append((jid, d, avail, rng.randint(99, 9999) * 10 if avail else None,
-                           round(rng.random(), 5) if avail else None,
-                           rng.choice(("cloudflare", "porkbun", "namecheap", None)), raw, t + rng.randint(5, 600)))
+            raw = (
+                1
+                if raw_kind < 0.2
+                else 1.0
+                if raw_kind < 0.4
+                else "1"
+                if raw_kind < 0.6
+                else json.dumps({"rdap": "not found" if avail else "active"})
+                if raw_kind < 0.8
+                else bytes([avail, rng.getrandbits(8)])
+                if raw_kind < 0.9
+                else None
+            )
+            checks.append(
+                (
+                    jid,
+                    d,
+                    avail,
+                    rng.randint(99, 9999) * 10 if avail else None,
+                    round(rng.random(), 5) if avail else None,
+                    rng.choice(("cloudflare", "porkbun", "namecheap", None)),
+                    raw,
+                    t + rng.randint(5, 600),
+                )
+            )
         good = sum(1 for ch in checks if ch[2])
         done = _iso(t + rng.randint(60, 900)) if status in ("complete", "failed", "cancelled") else None
-        error = ("RDAP lookup failed: 429 Too Many Requests\n  at checkBatch (src/forage.ts:212)"
-                 if status == "failed" else None)
+        error = (
+            "RDAP lookup failed: 429 Too Many Requests\n  at checkBatch (src/forage.ts:212)"
+            if status == "failed"
+            else None
+        )
         client = PINNED_CLIENT if force_status else _hex_id(rng, "cl_")
-        c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (jid, client, business, json.dumps(keywords), json.dumps(tlds), rng.choice(VIBES), status,
-                   batches, len(checks), good, error, _iso(t), done or _iso(t), done))
+        c.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                jid,
+                client,
+                business,
+                json.dumps(keywords),
+                json.dumps(tlds),
+                rng.choice(VIBES),
+                status,
+                batches,
+                len(checks),
+                good,
+                error,
+                _iso(t),
+                done or _iso(t),
+                done,
+            ),
+        )
         results = []
         for b in range(1, batches + 1):
             doc = {"batch": b, "suggestions": [{"domain": ch[1], "why": _sentence(rng)} for ch in checks[b::batches]]}
             payload = zlib.compress(json.dumps(doc, ensure_ascii=False).encode(), 6)
             results.append((jid, b, payload, hashlib.sha256(payload).digest(), _iso(t + b * 30)))
-        c.executemany("INSERT INTO job_results (job_id, batch_num, payload, payload_sha256, created_at)"
-                      " VALUES (?, ?, ?, ?, ?)", results)
+        c.executemany(
+            "INSERT INTO job_results (job_id, batch_num, payload, payload_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+            results,
+        )
         c.executemany("INSERT INTO domain_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", checks)
         return jid
 
@@ -1145,13 +1627,21 @@ class _Jobs:
         ids = [self._job(rng, t, "complete" if i < 3 else None) for i, t in enumerate(times)]
         # Edge cases: an empty BLOB, a NULL payload, and one 64 KB payload (its hex literal alone
         # is over D1's 100 KB statement limit).
-        c.execute("UPDATE job_results SET payload = X'', payload_sha256 = ? WHERE job_id = ? AND batch_num = 1",
-                  (hashlib.sha256(b"").digest(), ids[0]))
-        c.execute("UPDATE job_results SET payload = NULL, payload_sha256 = NULL, content_type = 'application/octet-stream'"
-                  " WHERE job_id = ? AND batch_num = 1", (ids[1],))
+        c.execute(
+            "UPDATE job_results SET payload = X'', payload_sha256 = ? WHERE job_id = ? AND batch_num = 1",
+            (hashlib.sha256(b"").digest(), ids[0]),
+        )
+        c.execute(
+            "UPDATE job_results SET payload = NULL, payload_sha256 = NULL, content_type = 'application/octet-stream'"
+            " WHERE job_id = ? AND batch_num = 1",
+            (ids[1],),
+        )
         big = rng.randbytes(64 * 1024)
-        c.execute("UPDATE job_results SET payload = ?, payload_sha256 = ?, content_type = 'application/octet-stream'"
-                  " WHERE job_id = ? AND batch_num = 1", (big, hashlib.sha256(big).digest(), ids[2]))
+        c.execute(
+            "UPDATE job_results SET payload = ?, payload_sha256 = ?, content_type = 'application/octet-stream'"
+            " WHERE job_id = ? AND batch_num = 1",
+            (big, hashlib.sha256(big).digest(), ids[2]),
+        )
 
     def evolve(self, rng: random.Random, day_index: int) -> None:
         c, clock = self.conn, self.clock
@@ -1159,11 +1649,15 @@ class _Jobs:
         for t in clock.on(day_index, rng, rng.randint(1, 3)):
             self._job(rng, t)
         # Yesterday's stuck jobs time out; finished jobs are purged after a year.
-        c.execute("UPDATE jobs SET status = 'failed', error = 'timed out after 24h', updated_at = ?, completed_at = ?"
-                  " WHERE status IN ('pending', 'running') AND created_at < ?",
-                  (_iso(start), _iso(start), _iso(start - DAY)))
-        c.execute("DELETE FROM jobs WHERE created_at < ? AND status <> 'running' AND client_id <> ?",
-                  (_iso(start - 365 * DAY), PINNED_CLIENT))
+        c.execute(
+            "UPDATE jobs SET status = 'failed', error = 'timed out after 24h', updated_at = ?, completed_at = ?"
+            " WHERE status IN ('pending', 'running') AND created_at < ?",
+            (_iso(start), _iso(start), _iso(start - DAY)),
+        )
+        c.execute(
+            "DELETE FROM jobs WHERE created_at < ? AND status <> 'running' AND client_id <> ?",
+            (_iso(start - 365 * DAY), PINNED_CLIENT),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1189,8 +1683,14 @@ def _day_count(day: dt.date | None, base_date: dt.date) -> int:
     return max(0, (day - base_date).days + 1)
 
 
-def generate_demo_database(name: str, path: Path | str, day: dt.date | None = None, *, seed: int = DEFAULT_SEED,
-                           base_date: dt.date = DEMO_BASE_DATE) -> Path:
+def generate_demo_database(
+    name: str,
+    path: Path | str,
+    day: dt.date | None = None,
+    *,
+    seed: int = DEFAULT_SEED,
+    base_date: dt.date = DEMO_BASE_DATE,
+) -> Path:
     """Write one demo database to ``path`` (replacing it atomically) and return the path."""
     if name not in _BUILDERS:
         raise KeyError(f"no demo database named {name!r}; known: {', '.join(_BUILDERS)}")
@@ -1224,8 +1724,9 @@ def generate_demo_database(name: str, path: Path | str, day: dt.date | None = No
     return path
 
 
-def generate_demo_databases(directory: Path | str, day: dt.date | None = None, *, seed: int = DEFAULT_SEED,
-                            base_date: dt.date = DEMO_BASE_DATE) -> dict[str, Path]:
+def generate_demo_databases(
+    directory: Path | str, day: dt.date | None = None, *, seed: int = DEFAULT_SEED, base_date: dt.date = DEMO_BASE_DATE
+) -> dict[str, Path]:
     """Write the six Grove demo databases as ``<directory>/<name>.sqlite``.
 
     ``day`` None gives the base snapshot (history up to ``base_date``); a later ``day`` adds each
@@ -1235,15 +1736,18 @@ def generate_demo_databases(directory: Path | str, day: dt.date | None = None, *
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return {name: generate_demo_database(name, directory / f"{name}.sqlite", day, seed=seed, base_date=base_date)
-            for name in DEMO_DATABASE_NAMES}
+    return {
+        name: generate_demo_database(name, directory / f"{name}.sqlite", day, seed=seed, base_date=base_date)
+        for name in DEMO_DATABASE_NAMES
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write Patina's six Grove demo databases (SQLite).")
     parser.add_argument("directory", type=Path, nargs="?", default=Path(".patina/sources"))
-    parser.add_argument("--day", type=dt.date.fromisoformat, default=None,
-                        help="evolve the data through this day (YYYY-MM-DD)")
+    parser.add_argument(
+        "--day", type=dt.date.fromisoformat, default=None, help="evolve the data through this day (YYYY-MM-DD)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     for name, path in generate_demo_databases(args.directory, args.day, seed=args.seed).items():

@@ -16,9 +16,9 @@ from __future__ import annotations
 import shlex
 
 from .catalog import DAILY, Backup, iso
+from .config import DatabaseConfig, PatinaConfig
 from .storage import VERIFIED
 from .units import human_bytes
-from .config import DatabaseConfig, PatinaConfig
 
 EMPTY_DATABASE_WARNING = (
     "A Patina dump restores into an EMPTY database: it has no DROP TABLE, so it can never wipe a database by "
@@ -28,8 +28,9 @@ EMPTY_DATABASE_WARNING = (
 )
 
 
-def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[Backup],
-                  base_url: str | None = None) -> dict:
+def restore_guide(
+    config: PatinaConfig, database: DatabaseConfig, backups: list[Backup], base_url: str | None = None
+) -> dict:
     """The guide as the spec's JSON document (with extra fields)."""
     name = database.name
     # The newest verified backup by capture time (``backups`` come newest capture first), else the newest usable.
@@ -41,8 +42,11 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
     count_table, expected = _table_to_count(newest)
     count_sql = f"SELECT COUNT(*) FROM {_sql_name(count_table)}" if count_table else "SELECT name FROM sqlite_master"
     expect = f" (expect {expected:,})" if expected is not None else ""
-    download = (f"curl --fail --remove-on-error -H \"X-Patina-Key: $PATINA_KEY\" -o {q(sql_file)} {base_url.rstrip('/')}/download/{day}/{name}"
-                if base_url else f"patina download {day} {name} -o {q(sql_file)}")
+    download = (
+        f'curl --fail --remove-on-error -H "X-Patina-Key: $PATINA_KEY" -o {q(sql_file)} {base_url.rstrip("/")}/download/{day}/{name}'
+        if base_url
+        else f"patina download {day} {name} -o {q(sql_file)}"
+    )
     order = [db.name for db in config.by_priority()].index(name) + 1
     account = database.account_id or "ACCOUNT_ID"
     wrangler_steps = [
@@ -52,7 +56,7 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
         f"3. Check it restores (integrity, foreign keys, row counts): patina restore {day} {name} --to {q(name + '-' + day + '.sqlite')}",
         f"4. Create an empty D1 database: wrangler d1 create {new_db}",
         f"5. Execute: wrangler d1 execute {new_db} --remote --file={q(sql_file)} -y",
-        f"6. Verify: wrangler d1 execute {new_db} --remote --command=\"{count_sql}\"{expect}",
+        f'6. Verify: wrangler d1 execute {new_db} --remote --command="{count_sql}"{expect}',
         f"7. Switch: set database_id of the {name} binding in wrangler.toml to the new database's id, deploy, "
         f"and check the application; keep the old database until you are sure",
     ]
@@ -67,9 +71,12 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
     bookmark_step, time_travel_note = _bookmark_step(name, newest.manifest if newest else None)
     time_travel_steps = [
         f"1. Get available restore points: wrangler d1 time-travel info {name}",
-        bookmark_step or (f"2. Restore to a timestamp (e.g. when this backup was taken): "
-                          f"wrangler d1 time-travel restore {name} --timestamp=\"{timestamp}\""),
-        f"3. Verify: wrangler d1 execute {name} --remote --command=\"{count_sql}\"",
+        bookmark_step
+        or (
+            f"2. Restore to a timestamp (e.g. when this backup was taken): "
+            f'wrangler d1 time-travel restore {name} --timestamp="{timestamp}"'
+        ),
+        f'3. Verify: wrangler d1 execute {name} --remote --command="{count_sql}"',
     ]
     return {
         "database": name,
@@ -81,8 +88,15 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
         "restoreOrder": order,
         "config": str(config.source_path) if config.source_path else None,
         "availableBackups": [
-            {"date": b.day, "size": human_bytes(b.sql_bytes), "sizeBytes": b.sql_bytes, "location": b.location,
-             "tables": b.tables, "rows": b.rows, "createdAt": iso(b.created_at)}
+            {
+                "date": b.day,
+                "size": human_bytes(b.sql_bytes),
+                "sizeBytes": b.sql_bytes,
+                "location": b.location,
+                "tables": b.tables,
+                "rows": b.rows,
+                "createdAt": iso(b.created_at),
+            }
             for b in backups
         ],
         "restoreInstructions": {
@@ -94,9 +108,11 @@ def restore_guide(config: PatinaConfig, database: DatabaseConfig, backups: list[
             "method2_timetravel": {
                 "name": "D1 Time Travel (last 30 days on paid plans, 7 on free)",
                 "steps": time_travel_steps,
-                "note": ("Time Travel is faster and needs no download, but it restores the database in place "
-                         "(everything after the timestamp is undone); it prints a bookmark to undo it with."
-                         + time_travel_note),
+                "note": (
+                    "Time Travel is faster and needs no download, but it restores the database in place "
+                    "(everything after the timestamp is undone); it prints a bookmark to undo it with."
+                    + time_travel_note
+                ),
             },
             "method3_patina_import": {
                 "name": "patina restore into D1 (the import API, like wrangler's --file)",
@@ -120,9 +136,13 @@ def render_guide(guide: dict) -> str:
     lines.append(f"  source: {guide['source']}")
     backups = guide["availableBackups"]
     if backups:
-        lines.append(f"  backups ({len(backups)}): " + ", ".join(
-            f"{b['date']} ({b['size']}{', weekly' if b['location'] != DAILY else ''})" for b in backups[:14])
-            + (" ..." if len(backups) > 14 else ""))
+        lines.append(
+            f"  backups ({len(backups)}): "
+            + ", ".join(
+                f"{b['date']} ({b['size']}{', weekly' if b['location'] != DAILY else ''})" for b in backups[:14]
+            )
+            + (" ..." if len(backups) > 14 else "")
+        )
     else:
         lines.append("  backups: none in the bucket")
     for method in guide["restoreInstructions"].values():
@@ -143,13 +163,18 @@ def _bookmark_step(name: str, manifest) -> tuple[str | None, str]:
         return None, ""
     command = f"wrangler d1 time-travel restore {name} --bookmark={manifest.bookmark}"
     if not manifest.point_in_time:
-        return (f"2. Restore to the bookmark this backup started at: {command}",
-                " This backup is NOT one point in time (the database was written while it was read, "
-                f"bookmark {manifest.bookmark} to {manifest.end_bookmark}): the bookmark gives the database exactly "
-                "as it was when the dump started, a state that really existed, which the backup does not hold.")
+        return (
+            f"2. Restore to the bookmark this backup started at: {command}",
+            " This backup is NOT one point in time (the database was written while it was read, "
+            f"bookmark {manifest.bookmark} to {manifest.end_bookmark}): the bookmark gives the database exactly "
+            "as it was when the dump started, a state that really existed, which the backup does not hold.",
+        )
     exact = manifest.end_bookmark == manifest.bookmark
-    return (f"2. Restore to {'exactly the state this backup holds' if exact else 'the bookmark this backup started at'}: "
-            f"{command}", "")
+    return (
+        f"2. Restore to {'exactly the state this backup holds' if exact else 'the bookmark this backup started at'}: "
+        f"{command}",
+        "",
+    )
 
 
 def _table_to_count(backup: Backup | None) -> tuple[str | None, int | None]:

@@ -35,7 +35,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .engine.lifeline import PARENT_PID_ENV
@@ -127,11 +127,11 @@ def _scratch_owner_gone(path: Path, now: datetime, stale_after: timedelta) -> bo
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # BlockingIOError: its owner holds it
             return False
-    pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+    pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
     if pid.isdigit() and not process_alive(int(pid)):
         return True
     try:
-        changed = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        changed = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except OSError:
         return False
     return fcntl is not None and lock.exists() and now - changed > stale_after
@@ -233,7 +233,7 @@ def upload_started(write: IncompleteWrite) -> datetime:
     generation = getattr(parsed, "generation", None)
     if generation:
         try:
-            return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+            return datetime.strptime(generation.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
         except ValueError:
             pass
     return write.started_at
@@ -253,8 +253,11 @@ def _sweep_bucket(bucket: Bucket, now: datetime, stale_after: timedelta, report:
             kind = TEMPORARY
             writer_gone = write.writer_pid is not None and not process_alive(write.writer_pid)
             gone = writer_gone or age > stale_after
-            detail = f"{write.size:,} bytes, " + ("its writer is gone" if writer_gone else
-                                                  f"unchanged since {write.started_at.isoformat(timespec='seconds')}")
+            detail = f"{write.size:,} bytes, " + (
+                "its writer is gone"
+                if writer_gone
+                else f"unchanged since {write.started_at.isoformat(timespec='seconds')}"
+            )
         if not gone:
             continue  # a write in progress
         try:
@@ -264,12 +267,17 @@ def _sweep_bucket(bucket: Bucket, now: datetime, stale_after: timedelta, report:
             report.found.append(Leftover(kind, write.where, detail, False, str(exc).splitlines()[0]))
 
 
-def sweep(bucket: Bucket | None = None, *, now: datetime | None = None, temp_dir: Path | str | None = None,
-          stale_after: timedelta = STALE_AFTER) -> LeftoverReport:
+def sweep(
+    bucket: Bucket | None = None,
+    *,
+    now: datetime | None = None,
+    temp_dir: Path | str | None = None,
+    stale_after: timedelta = STALE_AFTER,
+) -> LeftoverReport:
     """Find and remove what interrupted runs left: in ``bucket`` (if given), in ``temp_dir`` (default the
     system temporary directory) and among processes. Never raises; logs what it removed."""
     report = LeftoverReport()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     steps = [
         lambda: _sweep_workers(report),
         lambda: _sweep_scratch(Path(temp_dir or tempfile.gettempdir()), now, stale_after, report),

@@ -40,11 +40,11 @@ from .config import RetentionConfig
 from .storage import (
     AUDIT_PREFIX,
     DAILY_PREFIX,
+    FAILED,
+    VERIFIED,
     WEEKLY_PREFIX,
     BackupStore,
     Manifest,
-    FAILED,
-    VERIFIED,
     StorageError,
     VerificationRecord,
     by_capture,
@@ -181,14 +181,22 @@ def plan_retention(
             continue
         checked = verification(manifest)
         if not checked.ok:
-            plan.kept.append(Kept(what, f"archive {manifest.key} failed verification: {'; '.join(checked.problems[:2])}"))
+            plan.kept.append(
+                Kept(what, f"archive {manifest.key} failed verification: {'; '.join(checked.problems[:2])}")
+            )
         elif not checked.holds(daily.day, daily.database, daily.sql_sha256):
-            plan.kept.append(Kept(what, f"archive {manifest.key} does not hold this dump (re-run after archiving, or skipped)"))
+            plan.kept.append(
+                Kept(what, f"archive {manifest.key} does not hold this dump (re-run after archiving, or skipped)")
+            )
         else:
             record_key = daily_verification_key(daily.day, daily.database)
-            keys = (daily_manifest_key(daily.day, daily.database), daily.key) + ((record_key,) if record_key in sizes else ())
+            keys = (daily_manifest_key(daily.day, daily.database), daily.key) + (
+                (record_key,) if record_key in sizes else ()
+            )
             plan.dailies.append(
-                DailyDeletion(daily.day, daily.database, daily.sql_sha256, keys, sum(sizes.get(k, 0) for k in keys), manifest.key)
+                DailyDeletion(
+                    daily.day, daily.database, daily.sql_sha256, keys, sum(sizes.get(k, 0) for k in keys), manifest.key
+                )
             )
 
     expired_weeks = sorted({p.week for key in sizes if (p := parse_weekly_key(key)) and p.week < plan.weekly_cutoff})
@@ -372,13 +380,24 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         present[slot] = manifest
         result.dailies_checked += 1
         if deep and not store.verify(manifest):
-            result.corrupt.append(Finding(manifest.key, f"the dump's bytes do not match the sha256 in its manifest ({manifest.sha256[:12]}...)"))
+            result.corrupt.append(
+                Finding(
+                    manifest.key,
+                    f"the dump's bytes do not match the sha256 in its manifest ({manifest.sha256[:12]}...)",
+                )
+            )
         elif slot not in recorded.dailies:
-            result.unknown.append(Finding(daily_manifest_key(*slot), f"a backup of {slot[1]} on {slot[0]} that the records do not know"))
+            result.unknown.append(
+                Finding(daily_manifest_key(*slot), f"a backup of {slot[1]} on {slot[0]} that the records do not know")
+            )
     for slot in sorted(recorded.dailies - set(present) - broken_slots - unreadable_slots):
-        result.missing.append(Finding(daily_manifest_key(*slot), f"recorded backup of {slot[1]} on {slot[0]} is not in the bucket"))
+        result.missing.append(
+            Finding(daily_manifest_key(*slot), f"recorded backup of {slot[1]} on {slot[0]} is not in the bucket")
+        )
     for info in daily.orphans:
-        result.orphans.append(Finding(info.key, f"a dump with no manifest ({info.size} bytes): an upload that never finished"))
+        result.orphans.append(
+            Finding(info.key, f"a dump with no manifest ({info.size} bytes): an upload that never finished")
+        )
 
     weekly = archives.inventory()
     for manifest_key, why in sorted(weekly.corrupt.items()):
@@ -396,11 +415,17 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         if checked is not None and not checked.ok:
             result.corrupt.append(Finding(manifest.key, "; ".join(checked.problems[:3])))
         elif manifest.week not in recorded.weeks:
-            result.unknown.append(Finding(manifest.key, f"an archive of week {manifest.week} that the records do not know"))
+            result.unknown.append(
+                Finding(manifest.key, f"an archive of week {manifest.week} that the records do not know")
+            )
     for week in sorted(recorded.weeks - present_weeks - broken_weeks - unreadable_weeks):
-        result.missing.append(Finding(weekly_manifest_key(validate_week(week)), f"recorded archive of week {week} is not in the bucket"))
+        result.missing.append(
+            Finding(weekly_manifest_key(validate_week(week)), f"recorded archive of week {week} is not in the bucket")
+        )
     for info in weekly.orphans:
-        result.orphans.append(Finding(info.key, f"an archive with no manifest ({info.size} bytes): a build that never finished"))
+        result.orphans.append(
+            Finding(info.key, f"an archive with no manifest ({info.size} bytes): a build that never finished")
+        )
 
     # Leftovers of interrupted runs: found, removed where safe, and reported.
     swept = leftovers.sweep(store.bucket)

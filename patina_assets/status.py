@@ -9,13 +9,12 @@ the instance is unavailable, so the tools keep working on the day it is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .catalog import DAILY, Backup, Catalog, iso
-from .storage import DAMAGED, FAILED, NOT_VERIFIED, VERIFIED
-from .units import human_bytes
 from .config import PatinaConfig
-from .storage import parse_utc_timestamp
+from .storage import DAMAGED, FAILED, NOT_VERIFIED, VERIFIED, parse_utc_timestamp
+from .units import human_bytes
 
 ACTIVE = "active"
 STATUSES = (VERIFIED, FAILED, NOT_VERIFIED, DAMAGED)
@@ -75,10 +74,10 @@ class Snapshot:
     now: datetime
 
     @classmethod
-    def take(cls, config: PatinaConfig, catalog: Catalog, orchestrator: Orchestrator,
-             now: datetime | None = None) -> Snapshot:
-        return cls(config, catalog.backups(), catalog.storage().to_dict(), orchestrator,
-                   now or datetime.now(timezone.utc))
+    def take(
+        cls, config: PatinaConfig, catalog: Catalog, orchestrator: Orchestrator, now: datetime | None = None
+    ) -> Snapshot:
+        return cls(config, catalog.backups(), catalog.storage().to_dict(), orchestrator, now or datetime.now(UTC))
 
     # -- the last job --------------------------------------------------------------------------
 
@@ -92,8 +91,7 @@ class Snapshot:
         return self._job_from_bucket()
 
     def _job_from_run(self, run: JobRun) -> dict:
-        size = sum(b.stored_bytes or 0 for b in self.backups
-                   if b.location == DAILY and b.dagster_run_id == run.run_id)
+        size = sum(b.stored_bytes or 0 for b in self.backups if b.location == DAILY and b.dagster_run_id == run.run_id)
         return {
             "jobId": run.run_id,
             "job": run.job,
@@ -166,31 +164,53 @@ class Snapshot:
         for db in self.config.by_priority():
             backup, good = newest.get(db.name), verified.get(db.name)
             age = (self.now - stored_at(backup)).total_seconds() / 3600 if backup else None
-            out.append({"database": db.name, "priority": db.priority,
-                        "lastBackup": backup.day if backup else None,
-                        "lastBackupAt": iso(stored_at(backup)) if backup else None,
-                        "lastBackupCapturedLate": backup.captured_late if backup else None,
-                        "lastBackupVerification": backup.status if backup else None,
-                        "lastVerifiedBackup": good.day if good else None,
-                        "lastVerifiedBackupAt": iso(stored_at(good)) if good else None,
-                        "ageHours": round(age, 1) if age is not None else None})
+            out.append(
+                {
+                    "database": db.name,
+                    "priority": db.priority,
+                    "lastBackup": backup.day if backup else None,
+                    "lastBackupAt": iso(stored_at(backup)) if backup else None,
+                    "lastBackupCapturedLate": backup.captured_late if backup else None,
+                    "lastBackupVerification": backup.status if backup else None,
+                    "lastVerifiedBackup": good.day if good else None,
+                    "lastVerifiedBackupAt": iso(stored_at(good)) if good else None,
+                    "ageHours": round(age, 1) if age is not None else None,
+                }
+            )
         return out
 
     def verification(self) -> dict:
         """How many backups are verified, failed, not yet verified, damaged; and which failed or are damaged."""
         counts = {status: sum(1 for b in self.backups if b.status == status) for status in STATUSES}
-        bad = [{"database": b.database, "date": b.day, "location": b.location, "verification": b.status,
-                "problem": b.problem} for b in self.backups if b.status in (FAILED, DAMAGED)]
-        return {"verified": counts[VERIFIED], "failed": counts[FAILED], "notVerified": counts[NOT_VERIFIED],
-                "damaged": counts[DAMAGED], "problems": bad}
+        bad = [
+            {
+                "database": b.database,
+                "date": b.day,
+                "location": b.location,
+                "verification": b.status,
+                "problem": b.problem,
+            }
+            for b in self.backups
+            if b.status in (FAILED, DAMAGED)
+        ]
+        return {
+            "verified": counts[VERIFIED],
+            "failed": counts[FAILED],
+            "notVerified": counts[NOT_VERIFIED],
+            "damaged": counts[DAMAGED],
+            "problems": bad,
+        }
 
     def failures_24h(self) -> int | None:
         """Databases that failed in runs started within 24 hours (None without Dagster's records)."""
         if not self.orchestrator.available:
             return None
         since = self.now - timedelta(hours=24)
-        return sum(len(run.databases_failed) for run in self.orchestrator.recent
-                   if run.started_at is not None and run.started_at >= since)
+        return sum(
+            len(run.databases_failed)
+            for run in self.orchestrator.recent
+            if run.started_at is not None and run.started_at >= since
+        )
 
     # -- documents -----------------------------------------------------------------------------
 
@@ -235,28 +255,59 @@ class Snapshot:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
-        metric("patina_backup_last_success_timestamp", "gauge",
-               "Unix time when the data of the newest backup the bucket holds was captured (any database).",
-               [("", int(last_success.timestamp()))] if last_success else [])
-        metric("patina_backup_database_last_success_timestamp", "gauge",
-               "Unix time when the data of each configured database's newest backup was captured.",
-               [(f'{{database="{_label(name)}"}}', int(stored_at(newest[name]).timestamp()))
-                for name in self.config.names if name in newest])
-        metric("patina_backup_last_duration_seconds", "gauge",
-               "How long the last finished backup job took.",
-               [("", job["durationSeconds"])] if job and job["durationSeconds"] is not None else [])
-        metric("patina_backup_total_size_bytes", "gauge",
-               "Bytes stored under daily/ and weekly/ in the bucket.", [("", self.storage["totalSizeBytes"])])
-        metric("patina_backup_databases_count", "gauge", "Databases configured for backup.",
-               [("", len(self.config.databases))])
-        metric("patina_backup_count", "gauge", "Database-days the bucket can restore.",
-               [("", self.storage["totalBackups"])])
+        metric(
+            "patina_backup_last_success_timestamp",
+            "gauge",
+            "Unix time when the data of the newest backup the bucket holds was captured (any database).",
+            [("", int(last_success.timestamp()))] if last_success else [],
+        )
+        metric(
+            "patina_backup_database_last_success_timestamp",
+            "gauge",
+            "Unix time when the data of each configured database's newest backup was captured.",
+            [
+                (f'{{database="{_label(name)}"}}', int(stored_at(newest[name]).timestamp()))
+                for name in self.config.names
+                if name in newest
+            ],
+        )
+        metric(
+            "patina_backup_last_duration_seconds",
+            "gauge",
+            "How long the last finished backup job took.",
+            [("", job["durationSeconds"])] if job and job["durationSeconds"] is not None else [],
+        )
+        metric(
+            "patina_backup_total_size_bytes",
+            "gauge",
+            "Bytes stored under daily/ and weekly/ in the bucket.",
+            [("", self.storage["totalSizeBytes"])],
+        )
+        metric(
+            "patina_backup_databases_count",
+            "gauge",
+            "Databases configured for backup.",
+            [("", len(self.config.databases))],
+        )
+        metric(
+            "patina_backup_count",
+            "gauge",
+            "Database-days the bucket can restore.",
+            [("", self.storage["totalBackups"])],
+        )
         failures = self.failures_24h()
-        metric("patina_backup_failures_24h", "gauge",
-               "Database backups that failed in runs started in the last 24 hours (from Dagster's records).",
-               [("", failures)] if failures is not None else [])
-        metric("patina_dagster_instance_available", "gauge",
-               "1 when the Dagster instance could be read, else 0.", [("", 1 if self.orchestrator.available else 0)])
+        metric(
+            "patina_backup_failures_24h",
+            "gauge",
+            "Database backups that failed in runs started in the last 24 hours (from Dagster's records).",
+            [("", failures)] if failures is not None else [],
+        )
+        metric(
+            "patina_dagster_instance_available",
+            "gauge",
+            "1 when the Dagster instance could be read, else 0.",
+            [("", 1 if self.orchestrator.available else 0)],
+        )
         return "\n".join(lines) + "\n"
 
 
@@ -288,8 +339,9 @@ def _run_summary(run: JobRun) -> dict:
         "jobId": run.run_id,
         "job": run.job,
         "date": run.day,
-        "status": (_job_status(run.status, run.databases_failed, run.failed_to_start) if run.finished
-                   else run.status.lower()),
+        "status": (
+            _job_status(run.status, run.databases_failed, run.failed_to_start) if run.finished else run.status.lower()
+        ),
         "error": run.failed_to_start,
         "databases": {"successful": len(run.databases_ok), "failed": len(run.databases_failed)},
         "failedDatabases": list(run.databases_failed),
@@ -322,51 +374,92 @@ def _label(text: str) -> str:
 
 def render_status(status: dict) -> str:
     """``patina status`` for people."""
-    lines = [f"Patina: {status['currentStatus']}"
-             + ("" if status["instance"]["available"] else f" (Dagster instance unavailable: {status['instance']['detail']})")]
+    lines = [
+        f"Patina: {status['currentStatus']}"
+        + (
+            ""
+            if status["instance"]["available"]
+            else f" (Dagster instance unavailable: {status['instance']['detail']})"
+        )
+    ]
     for run in status["running"]:
-        lines.append(f"  {run['status']}: {run['job']} {run['date'] or ''} run {run['jobId']}"
-                     + (f" ({run['reason']})" if run.get("reason") else ""))
+        lines.append(
+            f"  {run['status']}: {run['job']} {run['date'] or ''} run {run['jobId']}"
+            + (f" ({run['reason']})" if run.get("reason") else "")
+        )
     job = status["lastBackup"]
     if job:
         failed = f", failed: {', '.join(job['failedDatabases'])}" if job["failedDatabases"] else ""
-        lines.append(f"Last backup: {job['date']} {job['status']}: {job['successful']} ok, {job['failed']} failed"
-                     f"{failed}; {job['totalSize']} in {job['duration'] or '?'}"
-                     + (f" (run {job['jobId']})" if job["jobId"] else "")
-                     + (" [from the bucket]" if job["source"] == "bucket" else "")
-                     + (f"; it backed up nothing: {job['error']}" if job.get("error") else ""))
+        lines.append(
+            f"Last backup: {job['date']} {job['status']}: {job['successful']} ok, {job['failed']} failed"
+            f"{failed}; {job['totalSize']} in {job['duration'] or '?'}"
+            + (f" (run {job['jobId']})" if job["jobId"] else "")
+            + (" [from the bucket]" if job["source"] == "bucket" else "")
+            + (f"; it backed up nothing: {job['error']}" if job.get("error") else "")
+        )
     else:
         lines.append("Last backup: none in the bucket")
     lines.append(f"Next scheduled: {status['nextScheduled'] or 'unknown'}")
     st = status["storage"]
-    lines.append(f"Storage: {st['totalBackups']} backups ({st['dailyBackups']} daily, {st['weeklyBackups']} in weekly "
-                 f"archives), {st['totalSize']} in {st['objects']} objects; oldest {st['oldestBackup'] or '-'}, "
-                 f"newest {st['newestBackup'] or '-'}")
+    lines.append(
+        f"Storage: {st['totalBackups']} backups ({st['dailyBackups']} daily, {st['weeklyBackups']} in weekly "
+        f"archives), {st['totalSize']} in {st['objects']} objects; oldest {st['oldestBackup'] or '-'}, "
+        f"newest {st['newestBackup'] or '-'}"
+    )
     for problem in st["problems"]:
         lines.append(f"  problem: {problem}")
     checked = status["verification"]
-    lines.append(f"Verification: {checked['verified']} verified, {checked['failed']} failed, {checked['notVerified']} "
-                 f"not yet verified, {checked['damaged']} damaged")
+    lines.append(
+        f"Verification: {checked['verified']} verified, {checked['failed']} failed, {checked['notVerified']} "
+        f"not yet verified, {checked['damaged']} damaged"
+    )
     for bad in checked["problems"]:
-        lines.append(f"  {bad['verification'].upper()}: {bad['database']} {bad['date']} ({bad['location']})"
-                     + (f": {bad['problem']}" if bad["problem"] else ""))
+        lines.append(
+            f"  {bad['verification'].upper()}: {bad['database']} {bad['date']} ({bad['location']})"
+            + (f": {bad['problem']}" if bad["problem"] else "")
+        )
     lines.append("")
-    lines.append(table(["DATABASE", "PRIORITY", "LAST BACKUP", "AGE", "VERIFIED", "LAST VERIFIED"],
-                       [[d["database"], d["priority"],
-                         (d["lastBackup"] or "none") + (" (captured late)" if d["lastBackupCapturedLate"] else ""),
-                         f"{d['ageHours']:.1f} h" if d["ageHours"] is not None else "-",
-                         d["lastBackupVerification"] or "-", d["lastVerifiedBackup"] or "none"]
-                        for d in status["databases"]]))
+    lines.append(
+        table(
+            ["DATABASE", "PRIORITY", "LAST BACKUP", "AGE", "VERIFIED", "LAST VERIFIED"],
+            [
+                [
+                    d["database"],
+                    d["priority"],
+                    (d["lastBackup"] or "none") + (" (captured late)" if d["lastBackupCapturedLate"] else ""),
+                    f"{d['ageHours']:.1f} h" if d["ageHours"] is not None else "-",
+                    d["lastBackupVerification"] or "-",
+                    d["lastVerifiedBackup"] or "none",
+                ]
+                for d in status["databases"]
+            ],
+        )
+    )
     if status["recentJobs"]:
         lines.append("")
-        lines.append(table(["RUN", "JOB", "DAY", "STATUS", "OK", "FAILED", "REASON"],
-                           [[r["jobId"][:8], r["job"], r["date"] or "-", r["status"], str(r["databases"]["successful"]),
-                             str(r["databases"]["failed"]), r["reason"] or ""] for r in status["recentJobs"]]))
+        lines.append(
+            table(
+                ["RUN", "JOB", "DAY", "STATUS", "OK", "FAILED", "REASON"],
+                [
+                    [
+                        r["jobId"][:8],
+                        r["job"],
+                        r["date"] or "-",
+                        r["status"],
+                        str(r["databases"]["successful"]),
+                        str(r["databases"]["failed"]),
+                        r["reason"] or "",
+                    ]
+                    for r in status["recentJobs"]
+                ],
+            )
+        )
     return "\n".join(lines)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """A plain left-aligned text table."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-                     for row in [headers, *rows])
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]
+    )

@@ -42,7 +42,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -166,6 +166,8 @@ class IncompleteWrite:
     started_at: datetime
     writer_pid: int | None = None
     upload_id: str | None = None
+
+
 _MAX_KEY_BYTES = 1024  # S3's limit
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -355,11 +357,15 @@ class LocalBucket:
                             st = path.stat()
                         except FileNotFoundError:  # the write just finished
                             continue
-                        pid = name[len(_TMP_MARKER):].split(".", 1)[0]
-                        found.append(IncompleteWrite(
-                            where=path.relative_to(self.root).as_posix(), size=st.st_size,
-                            started_at=datetime.fromtimestamp(st.st_mtime, timezone.utc),
-                            writer_pid=int(pid) if pid.isdigit() else None))
+                        pid = name[len(_TMP_MARKER) :].split(".", 1)[0]
+                        found.append(
+                            IncompleteWrite(
+                                where=path.relative_to(self.root).as_posix(),
+                                size=st.st_size,
+                                started_at=datetime.fromtimestamp(st.st_mtime, UTC),
+                                writer_pid=int(pid) if pid.isdigit() else None,
+                            )
+                        )
         return sorted(found, key=lambda w: w.started_at)
 
     def discard_incomplete_write(self, write: IncompleteWrite) -> None:
@@ -412,7 +418,7 @@ class LocalBucket:
 
     @staticmethod
     def _info(key: str, st: os.stat_result) -> ObjectInfo:
-        modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+        modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
         etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"  # changes whenever the file is replaced
         return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=etag)
 
@@ -781,9 +787,14 @@ class S3Bucket:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for upload in page.get("Uploads", []):
-                    found.append(IncompleteWrite(
-                        where=upload["Key"][len(self.prefix):], size=None, started_at=upload["Initiated"],
-                        upload_id=upload["UploadId"]))
+                    found.append(
+                        IncompleteWrite(
+                            where=upload["Key"][len(self.prefix) :],
+                            size=None,
+                            started_at=upload["Initiated"],
+                            upload_id=upload["UploadId"],
+                        )
+                    )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list the incomplete uploads of", None, exc, listing=True) from exc
         return sorted(found, key=lambda w: w.started_at)
@@ -791,8 +802,14 @@ class S3Bucket:
     def discard_incomplete_write(self, write: IncompleteWrite) -> None:
         """Abort one multipart upload found by :meth:`incomplete_writes` (its parts are discarded)."""
         try:
-            self._call("abort the multipart upload of", write.where, "abort_multipart_upload",
-                       Bucket=self.bucket, Key=self._full_key(write.where), UploadId=write.upload_id)
+            self._call(
+                "abort the multipart upload of",
+                write.where,
+                "abort_multipart_upload",
+                Bucket=self.bucket,
+                Key=self._full_key(write.where),
+                UploadId=write.upload_id,
+            )
         except StorageObjectNotFound:
             pass  # completed or aborted meanwhile
 
@@ -830,9 +847,7 @@ class S3Bucket:
             summary = "; ".join(
                 f"{item.get('Key')}: {item.get('Code')} {_scrub(item.get('Message', ''), 80)}" for item in failures[:5]
             )
-            raise StorageError(
-                f"cannot delete {len(failures)} of {len(keys)} objects in {self.describe()}: {summary}"
-            )
+            raise StorageError(f"cannot delete {len(failures)} of {len(keys)} objects in {self.describe()}: {summary}")
 
     # -- naming --------------------------------------------------------------------------------
 
@@ -1025,7 +1040,9 @@ def publish(
         stored = bucket.stat(key)
         if stored is None or stored.size != publication.size:
             found = "nothing" if stored is None else f"{stored.size} bytes"
-            raise StorageIntegrityError(f"uploaded {publication.size} bytes to {bucket.uri(key)} but the bucket holds {found}")
+            raise StorageIntegrityError(
+                f"uploaded {publication.size} bytes to {bucket.uri(key)} but the bucket holds {found}"
+            )
     except BaseException:
         _discard(bucket, key)
         raise
@@ -1133,7 +1150,7 @@ def validate_format(fmt: str) -> str:
 
 def new_generation(now: datetime | None = None) -> str:
     """A fresh, time-ordered token such as ``20260106T030012123456Z-3f9a1c`` for one upload."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{moment:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
 
 
@@ -1282,7 +1299,7 @@ def patina_version() -> str:
 
 def utc_timestamp(moment: datetime | None = None) -> str:
     """ISO 8601 UTC with a ``Z``, to the second: ``2026-01-06T03:00:12Z``."""
-    moment = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -1303,7 +1320,7 @@ LATE_AFTER = timedelta(days=1)
 def day_end(day: date | str) -> datetime:
     """00:00 UTC of the day after ``day``: when that day ended."""
     start = date.fromisoformat(format_day(day))
-    return datetime(start.year, start.month, start.day, tzinfo=timezone.utc) + timedelta(days=1)
+    return datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def is_captured_late(day: date | str, captured: datetime) -> bool:
@@ -1386,9 +1403,7 @@ class Manifest:
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
         found = [
-            f"{name}: {problem}"
-            for name, check in _FIELD_CHECKS.items()
-            if (problem := check(getattr(self, name)))
+            f"{name}: {problem}" for name, check in _FIELD_CHECKS.items() if (problem := check(getattr(self, name)))
         ]
         if not found:
             found.extend(self._consistency_problems())
@@ -1622,13 +1637,19 @@ class VerificationRecord:
             if data.get("schema_version") != VERIFICATION_SCHEMA_VERSION:
                 raise ValueError(f"schema_version {data.get('schema_version')!r}")
             record = cls(
-                key=_required_text(data["key"]), sha256=str(data["sha256"]), passed=data["passed"] is True,
-                checked_at=_required_text(data["checked_at"]), problems=tuple(str(p) for p in data.get("problems", ())),
-                size_verdict=data.get("size_verdict"), dagster_run_id=data.get("dagster_run_id"),
+                key=_required_text(data["key"]),
+                sha256=str(data["sha256"]),
+                passed=data["passed"] is True,
+                checked_at=_required_text(data["checked_at"]),
+                problems=tuple(str(p) for p in data.get("problems", ())),
+                size_verdict=data.get("size_verdict"),
+                dagster_run_id=data.get("dagster_run_id"),
                 patina_version=str(data.get("patina_version", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptManifest(f"verification record {key} is invalid ({exc}); it is ignored until the next verification") from None
+            raise CorruptManifest(
+                f"verification record {key} is invalid ({exc}); it is ignored until the next verification"
+            ) from None
         return record
 
 
@@ -1728,20 +1749,29 @@ class BackupStore:
         key = daily_dump_key(day_text, name, manifest.format, generation)
         final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
         publication = Publication(
-            key, dump_path, size, DUMP_CONTENT_TYPES[manifest.format],
-            daily_manifest_key(day_text, name), final.to_json().encode("utf-8"),
+            key,
+            dump_path,
+            size,
+            DUMP_CONTENT_TYPES[manifest.format],
+            daily_manifest_key(day_text, name),
+            final.to_json().encode("utf-8"),
         )
 
         def superseded() -> list[str]:
             # The dump the old manifest named and older leftovers; newer unreferenced dumps may belong to a
             # run still uploading.
             return [
-                info.key for info in self._dumps_of(day_text, name)
+                info.key
+                for info in self._dumps_of(day_text, name)
                 if info.key != key and (info.key == previous or _older(info.key, generation))
             ]
 
-        publish(self.bucket, publication, named_key=lambda: self._current_dump_key(day_text, name, strict=True),
-                superseded=superseded)
+        publish(
+            self.bucket,
+            publication,
+            named_key=lambda: self._current_dump_key(day_text, name, strict=True),
+            superseded=superseded,
+        )
         return final
 
     def _current_dump_key(self, day: str, database: str, *, strict: bool = False) -> str | None:
@@ -1787,7 +1817,7 @@ class BackupStore:
         orphans = self.inventory().orphans
         if min_age is None:
             return orphans
-        cutoff = (now or datetime.now(timezone.utc)) - min_age
+        cutoff = (now or datetime.now(UTC)) - min_age
         return [info for info in orphans if info.last_modified <= cutoff]
 
     def inventory(self, database: str | None = None, day: date | str | None = None) -> DailyInventory:
@@ -1852,8 +1882,11 @@ class BackupStore:
         """Store ``record`` beside the backup ``manifest`` describes (replacing the previous record)."""
         if record.key != manifest.key:
             raise ValueError(f"the record is about {record.key}, not {manifest.key}")
-        self.bucket.put_bytes(daily_verification_key(manifest.day, manifest.database), record.to_json().encode("utf-8"),
-                              content_type=MANIFEST_CONTENT_TYPE)
+        self.bucket.put_bytes(
+            daily_verification_key(manifest.day, manifest.database),
+            record.to_json().encode("utf-8"),
+            content_type=MANIFEST_CONTENT_TYPE,
+        )
 
     def get_verification(self, day: date | str, database: str) -> VerificationRecord | None:
         return read_verification(self.bucket, daily_verification_key(day, database))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import leftovers
 from .engine import (
     RestoreError,
     SqliteSource,
@@ -37,7 +38,6 @@ from .engine import (
     restore_dump,
     table_digests_of,
 )
-from . import leftovers
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
@@ -148,7 +148,9 @@ class RestoreVerification:
         return f"{self.database} {self.day}: the backup is NOT usable: " + "; ".join(self.problems)
 
 
-def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path | str | None = None) -> RestoreVerification:
+def verify_restore(
+    store: BackupStore, manifest: Manifest, *, scratch_dir: Path | str | None = None
+) -> RestoreVerification:
     """Read the stored dump of `manifest` back, restore it into a scratch SQLite file and compare what
     it holds with what the manifest recorded from the source.
 
@@ -183,7 +185,9 @@ def verify_restore(store: BackupStore, manifest: Manifest, *, scratch_dir: Path 
         except RestoreError as e:
             # The message names the scratch copy; name the object in the bucket instead.
             outcome.problems.append(str(e).replace(str(dump), manifest.key))
-            outcome.tables = [TableVerification(name, rows, None, None) for name, rows in sorted(manifest.table_rows.items())]
+            outcome.tables = [
+                TableVerification(name, rows, None, None) for name, rows in sorted(manifest.table_rows.items())
+            ]
         else:
             outcome.restored, outcome.statements = True, report.statements
             _compare_restored(outcome, manifest, restored)
@@ -196,8 +200,13 @@ def verification_record(
 ) -> VerificationRecord:
     """What the bucket keeps of a restore verification (and of the size verdict at that time)."""
     return VerificationRecord(
-        key=outcome.key, sha256=outcome.stored_sha256, passed=outcome.passed, checked_at=utc_timestamp(now),
-        problems=tuple(outcome.problems), size_verdict=size.verdict if size is not None else None, dagster_run_id=run_id,
+        key=outcome.key,
+        sha256=outcome.stored_sha256,
+        passed=outcome.passed,
+        checked_at=utc_timestamp(now),
+        problems=tuple(outcome.problems),
+        size_verdict=size.verdict if size is not None else None,
+        dagster_run_id=run_id,
     )
 
 
@@ -211,7 +220,9 @@ def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored
     table_problems = []
     for name in sorted(set(recorded_rows) | set(digests)):
         want, got = recorded_rows.get(name), counts.get(name)
-        digest_matches = recorded_digests[name] == digests[name] if name in recorded_digests and name in digests else None
+        digest_matches = (
+            recorded_digests[name] == digests[name] if name in recorded_digests and name in digests else None
+        )
         outcome.tables.append(TableVerification(name, want, got, digest_matches))
         if want is None:
             table_problems.append(f"table {name!r} is in the restored database but not in the manifest")
@@ -220,7 +231,9 @@ def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored
         elif got != want:
             table_problems.append(f"table {name!r} has {got} rows after restore, but the manifest recorded {want}")
         elif digest_matches is not True:
-            table_problems.append(f"table {name!r} holds different values than the source had when it was dumped (digest mismatch)")
+            table_problems.append(
+                f"table {name!r} holds different values than the source had when it was dumped (digest mismatch)"
+            )
     outcome.problems += table_problems
     outcome.restored_content_digest = content_digest(digests)
     if outcome.restored_content_digest != manifest.content_digest and not table_problems:
@@ -301,10 +314,20 @@ def judge_size(
     which would call every young database's backup "too large")."""
     if not 0 < decrease_ratio < 1 < increase_ratio:
         raise ValueError(f"size ratios must satisfy 0 < decrease ({decrease_ratio}) < 1 < increase ({increase_ratio})")
-    earlier = sorted((m for m in history if by_capture(m) < by_capture(current)), key=by_capture)[-window:] if window else []
+    earlier = (
+        sorted((m for m in history if by_capture(m) < by_capture(current)), key=by_capture)[-window:] if window else []
+    )
     days = tuple((m.day, m.sql_bytes) for m in earlier)
-    common = dict(database=current.database, day=current.day, sql_bytes=current.sql_bytes, stored_bytes=current.bytes,
-                  history=days, decrease_ratio=decrease_ratio, increase_ratio=increase_ratio, min_history=min_history)
+    common = dict(
+        database=current.database,
+        day=current.day,
+        sql_bytes=current.sql_bytes,
+        stored_bytes=current.bytes,
+        history=days,
+        decrease_ratio=decrease_ratio,
+        increase_ratio=increase_ratio,
+        min_history=min_history,
+    )
     if len(earlier) < max(min_history, 1):
         return SizeVerdict(**common, average_sql_bytes=None, ratio=None, verdict=SIZE_NOT_ENOUGH_HISTORY)
     average = sum(size for _, size in days) / len(days)
@@ -355,7 +378,9 @@ def compare_schemas(before: Sequence[SchemaObject], after: Sequence[SchemaObject
     old = {(o.type, o.name): o for o in before}
     new = {(o.type, o.name): o for o in after}
     added = tuple(SchemaChange(o.type, o.name, o.tbl_name, None, o.sql) for k, o in sorted(new.items()) if k not in old)
-    removed = tuple(SchemaChange(o.type, o.name, o.tbl_name, o.sql, None) for k, o in sorted(old.items()) if k not in new)
+    removed = tuple(
+        SchemaChange(o.type, o.name, o.tbl_name, o.sql, None) for k, o in sorted(old.items()) if k not in new
+    )
     changed = tuple(
         SchemaChange(o.type, o.name, o.tbl_name, old[k].sql, o.sql)
         for k, o in sorted(new.items())
@@ -382,7 +407,9 @@ def schema_objects_of_dump(dump: Path, scratch: Path) -> tuple[list[SchemaObject
                 try:
                     db.execute(part.sql)
                 except sqlite3.Error as e:
-                    raise RestoreError(f"{dump.name}: the schema statement of {part.kind.lower()} {part.name!r} fails: {e}") from e
+                    raise RestoreError(
+                        f"{dump.name}: the schema statement of {part.kind.lower()} {part.name!r} fails: {e}"
+                    ) from e
     finally:
         db.close()
     with SqliteSource(target) as source:
@@ -416,11 +443,17 @@ class SchemaDrift:
             return f"{self.database} {self.day}: schema unchanged since {self.previous_day}"
         parts = [
             f"{kind} {', '.join(c.label for c in changes)}"
-            for kind, changes in (("added", self.diff.added), ("removed", self.diff.removed), ("changed", self.diff.changed))
+            for kind, changes in (
+                ("added", self.diff.added),
+                ("removed", self.diff.removed),
+                ("changed", self.diff.changed),
+            )
             if changes
         ]
         listed = "; ".join(parts) if parts else "objects not listed"
-        return f"{self.database} {self.day}: schema changed since {self.previous_day}: {listed}" + (f" ({self.note})" if self.note else "")
+        return f"{self.database} {self.day}: schema changed since {self.previous_day}: {listed}" + (
+            f" ({self.note})" if self.note else ""
+        )
 
 
 def detect_schema_drift(
@@ -447,5 +480,7 @@ def detect_schema_drift(
     (before, before_exact), (after, after_exact) = listed
     drift.diff, drift.objects_listed = compare_schemas(before, after), True
     if not (before_exact and after_exact):
-        drift.note = "the schema read back from the dumps does not match the recorded fingerprints; the list may be incomplete"
+        drift.note = (
+            "the schema read back from the dumps does not match the recorded fingerprints; the list may be incomplete"
+        )
     return drift

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from .alerts import MissedNight, StaleBackup
@@ -50,8 +50,10 @@ class RunBounds:
     max_runtime_seconds: int
 
     def describe(self) -> str:
-        return (f"no event for {self.stall_seconds // 60} min marks a run stuck; a nightly run may take "
-                f"{self.max_runtime_seconds // 60} min")
+        return (
+            f"no event for {self.stall_seconds // 60} min marks a run stuck; a nightly run may take "
+            f"{self.max_runtime_seconds // 60} min"
+        )
 
 
 def longest_retry_wait(dump: DumpConfig) -> int:
@@ -73,7 +75,7 @@ def run_bounds(config: PatinaConfig, pool_limit: int = 3) -> RunBounds:
     stall = attempt + longest_retry_wait(dump) + MARGIN_SECONDS
     at_once = max(1, min(dump.concurrency, pool_limit))
     waves = math.ceil(max(1, len(config.databases)) / at_once)
-    waits = sum(2 * dump.retry_delay_seconds * 2 ** k for k in range(dump.retries))
+    waits = sum(2 * dump.retry_delay_seconds * 2**k for k in range(dump.retries))
     runtime = waves * ((dump.retries + 1) * attempt + waits) + MARGIN_SECONDS
     return RunBounds(stall_seconds=int(stall), max_runtime_seconds=int(runtime))
 
@@ -101,7 +103,10 @@ def newest_good(backups: Iterable[Backup]) -> dict[str, Backup]:
         if not is_good(backup):
             continue
         held = newest.get(backup.database)
-        if held is None or (captured_at(backup), backup.location == DAILY) > (captured_at(held), held.location == DAILY):
+        if held is None or (captured_at(backup), backup.location == DAILY) > (
+            captured_at(held),
+            held.location == DAILY,
+        ):
             newest[backup.database] = backup
     return newest
 
@@ -113,7 +118,7 @@ def newest_good(backups: Iterable[Backup]) -> dict[str, Backup]:
 
 def last_nightly_tick(now: datetime) -> datetime:
     """The newest 03:00 UTC at or before ``now``."""
-    tick = datetime.combine(now.astimezone(timezone.utc).date(), time(NIGHTLY_HOUR), tzinfo=timezone.utc)
+    tick = datetime.combine(now.astimezone(UTC).date(), time(NIGHTLY_HOUR), tzinfo=UTC)
     return tick if tick <= now else tick - timedelta(days=1)
 
 
@@ -129,16 +134,24 @@ class WatchState:
     missed_tick: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"levels": self.levels, "first_seen": self.first_seen, "started_at": self.started_at,
-                "missed_day": self.missed_day, "missed_tick": self.missed_tick}
+        return {
+            "levels": self.levels,
+            "first_seen": self.first_seen,
+            "started_at": self.started_at,
+            "missed_day": self.missed_day,
+            "missed_tick": self.missed_tick,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> WatchState:
         data = data or {}
-        return cls(levels={str(k): str(v) for k, v in dict(data.get("levels") or {}).items()},
-                   first_seen={str(k): float(v) for k, v in dict(data.get("first_seen") or {}).items()},
-                   started_at=data.get("started_at"), missed_day=data.get("missed_day"),
-                   missed_tick=data.get("missed_tick"))
+        return cls(
+            levels={str(k): str(v) for k, v in dict(data.get("levels") or {}).items()},
+            first_seen={str(k): float(v) for k, v in dict(data.get("first_seen") or {}).items()},
+            started_at=data.get("started_at"),
+            missed_day=data.get("missed_day"),
+            missed_tick=data.get("missed_tick"),
+        )
 
 
 @dataclass(frozen=True)
@@ -172,7 +185,7 @@ class FreshnessWatch:
             label = f"database {position} of {len(self.config.databases)}"
             state.first_seen.setdefault(db.name, stamp)
             backup = newest.get(db.name)
-            since = captured_at(backup) if backup else datetime.fromtimestamp(state.first_seen[db.name], timezone.utc)
+            since = captured_at(backup) if backup else datetime.fromtimestamp(state.first_seen[db.name], UTC)
             level = self.level((now - since).total_seconds())
             before = state.levels.get(db.name, OK)
             state.levels[db.name] = level
@@ -180,9 +193,14 @@ class FreshnessWatch:
                 continue  # no news; an error that eases to a warning says nothing new either
             threshold = {ERROR: self.settings.stale_after_days, WARN: self.settings.stale_warn_after_days}
             alert = StaleBackup(
-                database=db.name, label=label, level=level if level != OK else "recovered",
-                threshold_days=threshold[level if level != OK else before], checked_at=now,
-                newest_day=backup.day if backup else None, newest_at=captured_at(backup) if backup else None)
+                database=db.name,
+                label=label,
+                level=level if level != OK else "recovered",
+                threshold_days=threshold[level if level != OK else before],
+                checked_at=now,
+                newest_day=backup.day if backup else None,
+                newest_at=captured_at(backup) if backup else None,
+            )
             alerts.append((f"stale:{db.name}:{alert.level}:{int(stamp)}", alert))
         alerts += self._missed(backups, now, state)
         return alerts
@@ -190,11 +208,16 @@ class FreshnessWatch:
     def _missed(self, backups: list[Backup], now: datetime, state: WatchState) -> list[tuple[str, Any]]:
         newest_capture = max((captured_at(b) for b in backups if is_good(b)), default=None)
         if state.missed_day is not None:
-            tick = datetime.fromtimestamp(state.missed_tick, timezone.utc)
+            tick = datetime.fromtimestamp(state.missed_tick, UTC)
             if newest_capture is not None and newest_capture >= tick:
                 day, state.missed_day, state.missed_tick = state.missed_day, None, None
-                resumed = MissedNight(expected_day=day, due_at=tick + timedelta(seconds=self.bounds.max_runtime_seconds),
-                                      checked_at=now, newest_at=newest_capture, recovered=True)
+                resumed = MissedNight(
+                    expected_day=day,
+                    due_at=tick + timedelta(seconds=self.bounds.max_runtime_seconds),
+                    checked_at=now,
+                    newest_at=newest_capture,
+                    recovered=True,
+                )
                 return [(f"resumed:{day}", resumed)]
             return []
         tick = last_nightly_tick(now - timedelta(seconds=self.bounds.max_runtime_seconds))
@@ -205,8 +228,12 @@ class FreshnessWatch:
             return []
         day = (tick.date() - timedelta(days=1)).isoformat()
         state.missed_day, state.missed_tick = day, tick.timestamp()
-        missed = MissedNight(expected_day=day, due_at=tick + timedelta(seconds=self.bounds.max_runtime_seconds),
-                             checked_at=now, newest_at=newest_capture)
+        missed = MissedNight(
+            expected_day=day,
+            due_at=tick + timedelta(seconds=self.bounds.max_runtime_seconds),
+            checked_at=now,
+            newest_at=newest_capture,
+        )
         return [(f"missed:{day}", missed)]
 
 
@@ -239,13 +266,17 @@ def health(config: PatinaConfig, backups: Iterable[Backup], now: datetime) -> He
         level = watch.level(days * 86400)
         if level != OK:
             limit = config.alerts.stale_after_days if level == ERROR else config.alerts.stale_warn_after_days
-            problems.append(f"{level}: {db.name}'s newest good backup ({backup.day}) was captured {days:.1f} days ago "
-                            f"(alerts.stale_{'' if level == ERROR else 'warn_'}after_days: {limit})")
+            problems.append(
+                f"{level}: {db.name}'s newest good backup ({backup.day}) was captured {days:.1f} days ago "
+                f"(alerts.stale_{'' if level == ERROR else 'warn_'}after_days: {limit})"
+            )
             code = max(code, 2 if level == ERROR else 1)
     tick = last_nightly_tick(now - timedelta(seconds=watch.bounds.max_runtime_seconds))
     newest_capture = max((captured_at(b) for b in backups if is_good(b)), default=None)
     if config.databases and newest_capture is not None and newest_capture < tick:
-        problems.append(f"error: nothing was backed up after the nightly tick of {tick.isoformat(timespec='minutes')} "
-                        "(schedule switched off, or the Dagster daemon is not running)")
+        problems.append(
+            f"error: nothing was backed up after the nightly tick of {tick.isoformat(timespec='minutes')} "
+            "(schedule switched off, or the Dagster daemon is not running)"
+        )
         code = 2
     return Health(code, tuple(problems))

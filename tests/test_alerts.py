@@ -27,15 +27,16 @@ from patina_assets.alerts import (
     PendingMessage,
     RunSummary,
     deliver,
-    pending,
     discord_message,
     format_duration,
+    pending,
     render,
     webhook_payload,
     webhook_urls,
 )
 from patina_assets.config import AlertsConfig
 from patina_assets.units import human_bytes
+
 
 @pytest.fixture
 def webhook():
@@ -49,54 +50,93 @@ NO_WAIT = DeliveryPolicy(timeout_seconds=2.0, attempts=3, backoff_seconds=0.0)
 # Messages
 # --------------------------------------------------------------------------------------------
 
-FINISHED = dt.datetime(2026, 3, 10, 3, 1, 30, tzinfo=dt.timezone.utc)
+FINISHED = dt.datetime(2026, 3, 10, 3, 1, 30, tzinfo=dt.UTC)
 
 
 def partial_run() -> RunSummary:
     return RunSummary(
-        job_id="550e8400-e29b-41d4-a716-446655440000", title="Backup", job_name="nightly_backup",
+        job_id="550e8400-e29b-41d4-a716-446655440000",
+        title="Backup",
+        job_name="nightly_backup",
         outcomes=(
             DatabaseOutcome("groveauth", "database 1 of 3", True, size_bytes=212_000),
             DatabaseOutcome("scout-db", "database 2 of 3", False, error="Timeout after 30s\nTraceback ..."),
             DatabaseOutcome("grove-engine-db", "database 3 of 3", True, size_bytes=1_888_000),
         ),
-        finished_at=FINISHED, duration_seconds=52.04, partition="2026-03-09")
+        finished_at=FINISHED,
+        duration_seconds=52.04,
+        partition="2026-03-09",
+    )
 
 
 def test_sizes_and_durations_read_like_the_spec():
     assert [human_bytes(n) for n in (0, 512, 45_000, 212_000, 2_100_000, 1_800_000, 3_400_000_000)] == [
-        "0 B", "512 B", "45 KB", "212 KB", "2.1 MB", "1.8 MB", "3.4 GB"]
-    assert [format_duration(s) for s in (None, 45.0, 52.04, 725, 3720)] == ["unknown", "45.0s", "52.0s", "12m 05s", "1h 02m"]
+        "0 B",
+        "512 B",
+        "45 KB",
+        "212 KB",
+        "2.1 MB",
+        "1.8 MB",
+        "3.4 GB",
+    ]
+    assert [format_duration(s) for s in (None, 45.0, 52.04, 725, 3720)] == [
+        "unknown",
+        "45.0s",
+        "52.0s",
+        "12m 05s",
+        "1h 02m",
+    ]
 
 
 def test_discord_embed_of_a_partly_failed_night_is_the_spec_format():
-    assert discord_message(partial_run()) == {"embeds": [{
-        "title": "⚠️ Patina Backup Partially Failed",
-        "color": 0xEF4444,
-        "fields": [
-            {"name": "Databases", "value": "2/3 successful", "inline": True},
-            {"name": "Total Size", "value": "2.1 MB", "inline": True},
-            {"name": "Duration", "value": "52.0s", "inline": True},
-            {"name": "Day", "value": "2026-03-09", "inline": True},
-            {"name": "Failed", "value": "**scout-db**: Timeout after 30s", "inline": False},
-        ],
-        "footer": {"text": "Job ID: 550e8400-e29b-41d4-a716-446655440000"},
-        "timestamp": "2026-03-10T03:01:30Z",
-    }]}
+    assert discord_message(partial_run()) == {
+        "embeds": [
+            {
+                "title": "⚠️ Patina Backup Partially Failed",
+                "color": 0xEF4444,
+                "fields": [
+                    {"name": "Databases", "value": "2/3 successful", "inline": True},
+                    {"name": "Total Size", "value": "2.1 MB", "inline": True},
+                    {"name": "Duration", "value": "52.0s", "inline": True},
+                    {"name": "Day", "value": "2026-03-09", "inline": True},
+                    {"name": "Failed", "value": "**scout-db**: Timeout after 30s", "inline": False},
+                ],
+                "footer": {"text": "Job ID: 550e8400-e29b-41d4-a716-446655440000"},
+                "timestamp": "2026-03-10T03:01:30Z",
+            }
+        ]
+    }
 
 
 def test_titles_and_colors_follow_the_outcome():
-    ok = RunSummary("j", "Backup", "nightly_backup", (DatabaseOutcome("a", "database 1 of 1", True, 10),), FINISHED, 1.0)
-    none = RunSummary("j", "Weekly Archive", "weekly_archive", (DatabaseOutcome("a", "database 1 of 1", False, error="x"),),
-                      FINISHED, 1.0, will_retry=True)
+    ok = RunSummary(
+        "j", "Backup", "nightly_backup", (DatabaseOutcome("a", "database 1 of 1", True, 10),), FINISHED, 1.0
+    )
+    none = RunSummary(
+        "j",
+        "Weekly Archive",
+        "weekly_archive",
+        (DatabaseOutcome("a", "database 1 of 1", False, error="x"),),
+        FINISHED,
+        1.0,
+        will_retry=True,
+    )
     assert ok.status == "success" and none.status == "failure" and partial_run().status == "partial_failure"
     ok_embed, none_embed = discord_message(ok)["embeds"][0], discord_message(none)["embeds"][0]
     assert (ok_embed["title"], ok_embed["color"]) == ("✅ Patina Backup Completed", GREEN)
     assert (none_embed["title"], none_embed["color"]) == ("❌ Patina Weekly Archive Failed", RED)
     assert {"name": "Retry", "value": "Dagster re-executes this run by itself", "inline": False} in none_embed["fields"]
     # The run failed although every database was backed up (a step outside them broke): never "Completed".
-    odd = RunSummary("j", "Backup", "nightly_backup", ok.outcomes, FINISHED, 1.0, run_failed=True,
-                     run_error="DagsterExecutionInterruptedError: interrupted")
+    odd = RunSummary(
+        "j",
+        "Backup",
+        "nightly_backup",
+        ok.outcomes,
+        FINISHED,
+        1.0,
+        run_failed=True,
+        run_error="DagsterExecutionInterruptedError: interrupted",
+    )
     odd_embed = discord_message(odd)["embeds"][0]
     assert odd.status == "failure" and odd_embed["title"] == "❌ Patina Backup Failed"
     assert fields(odd_embed)["Error"] == "DagsterExecutionInterruptedError: interrupted"
@@ -118,52 +158,99 @@ def test_json_webhook_payloads_are_the_specs():
         "day": "2026-03-09",
         "summary": {"successful": 2, "failed": 1, "totalSize": "2.1 MB", "duration": "52.0s"},
         "failures": [{"database": "scout-db", "error": "Timeout after 30s"}],
-        "canceled": False, "willRetry": False,
+        "canceled": False,
+        "willRetry": False,
     }
-    ok = RunSummary("j1", "Backup", "nightly_backup",
-                    (DatabaseOutcome("groveauth", "database 1 of 2", True, 212_000),
-                     DatabaseOutcome("scout-db", "database 2 of 2", True, 364_000)), FINISHED, 45.0, "2026-03-09")
+    ok = RunSummary(
+        "j1",
+        "Backup",
+        "nightly_backup",
+        (
+            DatabaseOutcome("groveauth", "database 1 of 2", True, 212_000),
+            DatabaseOutcome("scout-db", "database 2 of 2", True, 364_000),
+        ),
+        FINISHED,
+        45.0,
+        "2026-03-09",
+    )
     assert webhook_payload(ok) == {
-        "type": "backup_completed", "jobId": "j1", "job": "nightly_backup", "status": "success",
-        "timestamp": "2026-03-10T03:01:30Z", "day": "2026-03-09",
+        "type": "backup_completed",
+        "jobId": "j1",
+        "job": "nightly_backup",
+        "status": "success",
+        "timestamp": "2026-03-10T03:01:30Z",
+        "day": "2026-03-09",
         "summary": {"successful": 2, "failed": 0, "totalSize": "576 KB", "duration": "45.0s"},
-        "details": [{"database": "groveauth", "status": "success", "size": "212 KB"},
-                    {"database": "scout-db", "status": "success", "size": "364 KB"}],
+        "details": [
+            {"database": "groveauth", "status": "success", "size": "212 KB"},
+            {"database": "scout-db", "status": "success", "size": "364 KB"},
+        ],
     }
 
 
 def check_failure(severity="ERROR") -> CheckFailure:
-    return CheckFailure(job_id="r1", check_name="size_anomaly", severity=severity, database="scout-db",
-                        label="database 2 of 3", asset="dumps/scout_db", finished_at=FINISHED, partition="2026-03-09",
-                        description="scout-db shrank to 12 KB: possible data loss",
-                        metadata=(("bytes", "12000"), ("average_bytes", "364000")))
+    return CheckFailure(
+        job_id="r1",
+        check_name="size_anomaly",
+        severity=severity,
+        database="scout-db",
+        label="database 2 of 3",
+        asset="dumps/scout_db",
+        finished_at=FINISHED,
+        partition="2026-03-09",
+        description="scout-db shrank to 12 KB: possible data loss",
+        metadata=(("bytes", "12000"), ("average_bytes", "364000")),
+    )
 
 
 def test_check_messages():
     embed = discord_message(check_failure())["embeds"][0]
     assert embed == {
-        "title": "❌ Patina check failed: size_anomaly", "color": RED,
+        "title": "❌ Patina check failed: size_anomaly",
+        "color": RED,
         "description": "scout-db shrank to 12 KB: possible data loss",
-        "fields": [{"name": "Database", "value": "scout-db", "inline": True},
-                   {"name": "Check", "value": "size_anomaly", "inline": True},
-                   {"name": "Severity", "value": "ERROR", "inline": True},
-                   {"name": "Day", "value": "2026-03-09", "inline": True},
-                   {"name": "bytes", "value": "12000", "inline": True},
-                   {"name": "average_bytes", "value": "364000", "inline": True}],
-        "footer": {"text": "Job ID: r1"}, "timestamp": "2026-03-10T03:01:30Z"}
+        "fields": [
+            {"name": "Database", "value": "scout-db", "inline": True},
+            {"name": "Check", "value": "size_anomaly", "inline": True},
+            {"name": "Severity", "value": "ERROR", "inline": True},
+            {"name": "Day", "value": "2026-03-09", "inline": True},
+            {"name": "bytes", "value": "12000", "inline": True},
+            {"name": "average_bytes", "value": "364000", "inline": True},
+        ],
+        "footer": {"text": "Job ID: r1"},
+        "timestamp": "2026-03-10T03:01:30Z",
+    }
     warn = discord_message(check_failure("WARN"))["embeds"][0]
     assert (warn["title"], warn["color"]) == ("⚠️ Patina check warning: size_anomaly", AMBER)
     assert webhook_payload(check_failure("WARN")) == {
-        "type": "check_failed", "jobId": "r1", "status": "warning", "timestamp": "2026-03-10T03:01:30Z",
-        "check": {"name": "size_anomaly", "severity": "WARN", "database": "scout-db", "day": "2026-03-09",
-                  "asset": "dumps/scout_db", "description": "scout-db shrank to 12 KB: possible data loss",
-                  "metadata": {"bytes": "12000", "average_bytes": "364000"}}}
+        "type": "check_failed",
+        "jobId": "r1",
+        "status": "warning",
+        "timestamp": "2026-03-10T03:01:30Z",
+        "check": {
+            "name": "size_anomaly",
+            "severity": "WARN",
+            "database": "scout-db",
+            "day": "2026-03-09",
+            "asset": "dumps/scout_db",
+            "description": "scout-db shrank to 12 KB: possible data loss",
+            "metadata": {"bytes": "12000", "average_bytes": "364000"},
+        },
+    }
 
 
 def streak() -> FailureStreak:
-    return FailureStreak(job_id="r3", database="groveauth", label="database 1 of 3", failures=3, limit=3,
-                         finished_at=FINISHED, last_success_at=dt.datetime(2026, 3, 7, 3, 2, tzinfo=dt.timezone.utc),
-                         last_success_day="2026-03-06", error="no SQLite database at /srv/auth.sqlite")
+    return FailureStreak(
+        job_id="r3",
+        database="groveauth",
+        label="database 1 of 3",
+        failures=3,
+        limit=3,
+        finished_at=FINISHED,
+        last_success_at=dt.datetime(2026, 3, 7, 3, 2, tzinfo=dt.UTC),
+        last_success_day="2026-03-06",
+        error="no SQLite database at /srv/auth.sqlite",
+    )
 
 
 def test_the_escalation_is_louder():
@@ -173,18 +260,39 @@ def test_the_escalation_is_louder():
     embed = message["embeds"][0]
     assert embed["title"] == "🚨 Patina: groveauth failed 3 backups in a row" and embed["color"] == DARK_RED
     assert {f["name"]: f["value"] for f in embed["fields"]} == {
-        "Database": "groveauth", "Consecutive failures": "3", "Escalates at": "3",
+        "Database": "groveauth",
+        "Consecutive failures": "3",
+        "Escalates at": "3",
         "Last successful backup": "backup of 2026-03-06, made 2026-03-07T03:02:00Z",
-        "Latest error": "no SQLite database at /srv/auth.sqlite"}
+        "Latest error": "no SQLite database at /srv/auth.sqlite",
+    }
     assert webhook_payload(streak()) == {
-        "type": "backup_failure_streak", "jobId": "r3", "status": "escalated", "timestamp": "2026-03-10T03:01:30Z",
-        "database": "groveauth", "consecutiveFailures": 3, "threshold": 3,
+        "type": "backup_failure_streak",
+        "jobId": "r3",
+        "status": "escalated",
+        "timestamp": "2026-03-10T03:01:30Z",
+        "database": "groveauth",
+        "consecutiveFailures": 3,
+        "threshold": 3,
         "lastSuccess": {"timestamp": "2026-03-07T03:02:00Z", "day": "2026-03-06"},
-        "error": "no SQLite database at /srv/auth.sqlite"}
+        "error": "no SQLite database at /srv/auth.sqlite",
+    }
 
 
-SENSITIVE = ("groveauth", "scout-db", "grove-engine-db", "scout_db", "KB", "MB", "212", "12000", "364000",
-             "Timeout", "shrank", "/srv/")
+SENSITIVE = (
+    "groveauth",
+    "scout-db",
+    "grove-engine-db",
+    "scout_db",
+    "KB",
+    "MB",
+    "212",
+    "12000",
+    "364000",
+    "Timeout",
+    "shrank",
+    "/srv/",
+)
 
 
 def test_redaction_leaves_out_names_sizes_and_errors():
@@ -195,14 +303,20 @@ def test_redaction_leaves_out_names_sizes_and_errors():
             assert not leaked, f"{type(alert).__name__} to {destination} leaks {leaked}: {text}"
     redacted = discord_message(partial_run(), redact=True)["embeds"][0]
     assert {f["name"]: f["value"] for f in redacted["fields"]} == {
-        "Databases": "2/3 successful", "Duration": "52.0s", "Day": "2026-03-09", "Failed": "database 2 of 3"}
+        "Databases": "2/3 successful",
+        "Duration": "52.0s",
+        "Day": "2026-03-09",
+        "Failed": "database 2 of 3",
+    }
     assert webhook_payload(partial_run(), redact=True)["failures"] == [{"database": "database 2 of 3"}]
     assert discord_message(streak(), redact=True)["content"] == "@here Patina: a database failed 3 backups in a row"
 
 
 def test_webhook_urls_come_from_the_named_variables():
     settings = AlertsConfig(discord_webhook_env="MY_DISCORD", webhook_env="MY_HOOK")
-    assert webhook_urls(settings, {"MY_DISCORD": "https://d/x", "PATINA_WEBHOOK_URL": "https://ignored"}) == {DISCORD: "https://d/x"}
+    assert webhook_urls(settings, {"MY_DISCORD": "https://d/x", "PATINA_WEBHOOK_URL": "https://ignored"}) == {
+        DISCORD: "https://d/x"
+    }
     assert webhook_urls(settings, {"MY_DISCORD": "", "MY_HOOK": "https://h"}) == {WEBHOOK: "https://h"}
     assert webhook_urls(AlertsConfig(discord_webhook_env=None, webhook_env=None), {"PATINA_DISCORD_WEBHOOK": "x"}) == {}
 
@@ -215,13 +329,17 @@ def test_webhook_urls_come_from_the_named_variables():
 def test_deliver_posts_json_and_retries_a_500_with_backoff(webhook):
     webhook.answer(500, 502)
     waits = []
-    result = deliver(webhook.url, {"content": "hello"}, DeliveryPolicy(attempts=3, backoff_seconds=0.5), sleep=waits.append)
+    result = deliver(
+        webhook.url, {"content": "hello"}, DeliveryPolicy(attempts=3, backoff_seconds=0.5), sleep=waits.append
+    )
     assert result.delivered and result.attempts == 3 and result.status == 204
     assert waits == [0.5, 1.0]  # exponential
     assert [r.status for r in webhook.requests] == [500, 502, 204]
     assert webhook.accepted == [{"content": "hello"}]
     first = webhook.requests[0]
-    assert first.path == f"/api/webhooks/1234567890/{SECRET_TOKEN}" and first.headers["Content-Type"] == "application/json"
+    assert (
+        first.path == f"/api/webhooks/1234567890/{SECRET_TOKEN}" and first.headers["Content-Type"] == "application/json"
+    )
 
 
 def test_deliver_gives_up_without_raising(webhook):
@@ -277,7 +395,9 @@ def test_the_url_is_in_no_log_line_or_result(webhook, caplog):
 
 
 def message(i: int, destination: str = DISCORD, created_at: float = 1000.0) -> PendingMessage:
-    return PendingMessage(id=f"m{i}@{destination}", destination=destination, body={"content": f"m{i}"}, created_at=created_at)
+    return PendingMessage(
+        id=f"m{i}@{destination}", destination=destination, body={"content": f"m{i}"}, created_at=created_at
+    )
 
 
 def send_once(url, body):
@@ -333,8 +453,13 @@ def test_a_full_outbox_drops_the_least_severe_message_first():
     from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING
 
     outbox = Outbox(limit=3)
-    ranks = [("failure-old", ERROR), ("success-1", INFO), ("warning", WARNING), ("success-2", INFO),
-             ("escalation", CRITICAL)]
+    ranks = [
+        ("failure-old", ERROR),
+        ("success-1", INFO),
+        ("warning", WARNING),
+        ("success-2", INFO),
+        ("escalation", CRITICAL),
+    ]
     for i, (name, rank) in enumerate(ranks):
         outbox.add(PendingMessage(id=name, destination=DISCORD, body={}, created_at=1000.0 + i, severity=rank))
     report = outbox.flush({}, now=1010.0, send=send_once)
@@ -344,20 +469,38 @@ def test_a_full_outbox_drops_the_least_severe_message_first():
     outbox.add(PendingMessage(id="failure-new", destination=DISCORD, body={}, created_at=1020.0, severity=ERROR))
     assert [mid for mid, _ in outbox.flush({}, now=1021.0, send=send_once).dropped] == ["warning"]
     # The rank survives the cursor.
-    assert [m.severity for m in Outbox.from_json(json.loads(json.dumps(outbox.to_json()))).messages] == [ERROR, CRITICAL, ERROR]
+    assert [m.severity for m in Outbox.from_json(json.loads(json.dumps(outbox.to_json()))).messages] == [
+        ERROR,
+        CRITICAL,
+        ERROR,
+    ]
 
 
 def test_each_alert_has_a_severity_for_the_outbox():
     from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING, severity
 
-    success = RunSummary(job_id="r", title="Backup", job_name="nightly_backup", finished_at=FINISHED,
-                         outcomes=(DatabaseOutcome("groveauth", "database 1 of 1", True, size_bytes=1),))
+    success = RunSummary(
+        job_id="r",
+        title="Backup",
+        job_name="nightly_backup",
+        finished_at=FINISHED,
+        outcomes=(DatabaseOutcome("groveauth", "database 1 of 1", True, size_bytes=1),),
+    )
     assert severity(success) == INFO and severity(partial_run()) == ERROR
-    check = CheckFailure(job_id="r", check_name="schema_drift", severity="WARN", database="groveauth",
-                         label="database 1 of 1", asset="dumps/groveauth", finished_at=FINISHED)
+    check = CheckFailure(
+        job_id="r",
+        check_name="schema_drift",
+        severity="WARN",
+        database="groveauth",
+        label="database 1 of 1",
+        asset="dumps/groveauth",
+        finished_at=FINISHED,
+    )
     assert severity(check) == WARNING
-    assert severity(FailureStreak(job_id="r", database="groveauth", label="x", failures=3, limit=3,
-                                  finished_at=FINISHED)) == CRITICAL
+    assert (
+        severity(FailureStreak(job_id="r", database="groveauth", label="x", failures=3, limit=3, finished_at=FINISHED))
+        == CRITICAL
+    )
     assert [m.severity for m in pending("a", success, [DISCORD, WEBHOOK], redact=False, now=0.0)] == [INFO, INFO]
 
 
@@ -365,25 +508,43 @@ def test_stale_and_missed_messages_in_every_format_and_redacted():
     from patina_assets.alerts import EMAIL, MissedNight, StaleBackup, email_message, severity
 
     newest = FINISHED - dt.timedelta(days=8, hours=2)
-    stale = StaleBackup(database="scout-db", label="database 2 of 3", level="error", threshold_days=8,
-                        checked_at=FINISHED, newest_day="2026-03-01", newest_at=newest)
+    stale = StaleBackup(
+        database="scout-db",
+        label="database 2 of 3",
+        level="error",
+        threshold_days=8,
+        checked_at=FINISHED,
+        newest_day="2026-03-01",
+        newest_at=newest,
+    )
     (embed,) = discord_message(stale)["embeds"]
     assert embed["title"] == "🚨 Patina: no good backup of scout-db for 8 days" and embed["color"] == DARK_RED
-    assert embed["fields"][1] == {"name": "Newest good backup", "inline": False,
-                                  "value": "2026-03-01, data read 2026-03-02T01:01:30Z (8.1 days ago)"}
+    assert embed["fields"][1] == {
+        "name": "Newest good backup",
+        "inline": False,
+        "value": "2026-03-01, data read 2026-03-02T01:01:30Z (8.1 days ago)",
+    }
     assert embed["footer"] == {"text": "Patina freshness watch"}
-    assert webhook_payload(stale) == {"type": "backup_stale", "status": "error", "timestamp": "2026-03-10T03:01:30Z",
-                                      "database": "scout-db", "thresholdDays": 8,
-                                      "newestGoodBackup": {"day": "2026-03-01", "capturedAt": "2026-03-02T01:01:30Z"}}
-    redacted = json.dumps([discord_message(stale, redact=True), webhook_payload(stale, redact=True),
-                           render(stale, EMAIL, redact=True)], ensure_ascii=False)
+    assert webhook_payload(stale) == {
+        "type": "backup_stale",
+        "status": "error",
+        "timestamp": "2026-03-10T03:01:30Z",
+        "database": "scout-db",
+        "thresholdDays": 8,
+        "newestGoodBackup": {"day": "2026-03-01", "capturedAt": "2026-03-02T01:01:30Z"},
+    }
+    redacted = json.dumps(
+        [discord_message(stale, redact=True), webhook_payload(stale, redact=True), render(stale, EMAIL, redact=True)],
+        ensure_ascii=False,
+    )
     assert "scout" not in redacted and "database 2 of 3" in redacted
     mail = email_message(stale)
     assert mail["subject"] == "Patina: no good backup of scout-db for 8 days"
     assert "Newest good backup: 2026-03-01, data read 2026-03-02T01:01:30Z (8.1 days ago)" in mail["text"]
 
-    missed = MissedNight(expected_day="2026-03-08", due_at=FINISHED - dt.timedelta(hours=12), checked_at=FINISHED,
-                         newest_at=newest)
+    missed = MissedNight(
+        expected_day="2026-03-08", due_at=FINISHED - dt.timedelta(hours=12), checked_at=FINISHED, newest_at=newest
+    )
     assert discord_message(missed)["embeds"][0]["title"] == "❌ Patina: the nightly backup of 2026-03-08 never ran"
     assert webhook_payload(missed)["type"] == "nightly_missed" and severity(missed) == 2
     resumed = dataclasses_replace(missed, recovered=True)

@@ -12,6 +12,7 @@ import threading
 import dagster as dg
 import httpx
 import pytest
+from support.api_server import KEY, KEYS, OTHER_KEY, UNAUTHORIZED, Clock, key, serve  # noqa: F401 (fixture)
 from support.filled import (
     ARCHIVED_DAYS,
     DAILY_DAY,
@@ -21,7 +22,6 @@ from support.filled import (
     dagster_home,
     filled,
 )
-from support.api_server import KEY, KEYS, OTHER_KEY, UNAUTHORIZED, Clock, key, serve  # noqa: F401 (fixture)
 
 from patina_assets.api import AccessPolicy, Limits, parse_keys, parse_networks
 from patina_assets.api_access import CLOUDFLARE_RANGES
@@ -52,13 +52,27 @@ def test_index_health_status_list_and_openapi(serve):
     assert [b["date"] for b in listing["backups"]] == [DAILY_DAY, *reversed(ARCHIVED_DAYS)]
     assert (listing["total"], listing["filtered"]) == (9, 3)
     assert len(client.get("/list", params={"limit": 4}).json()["backups"]) == 4
-    for params, code in (({"date": "2026-02-30"}, "invalid_date"), ({"database": "../daily"}, "unknown_database"),
-                         ({"limit": "0"}, "invalid_limit"), ({"limit": "ten"}, "invalid_limit"), ({"db": "x"}, "bad_request")):
+    for params, code in (
+        ({"date": "2026-02-30"}, "invalid_date"),
+        ({"database": "../daily"}, "unknown_database"),
+        ({"limit": "0"}, "invalid_limit"),
+        ({"limit": "ten"}, "invalid_limit"),
+        ({"db": "x"}, "bad_request"),
+    ):
         response = client.get("/list", params=params)
         assert response.status_code == 400 and response.json()["error"] == code, params
     document = client.get("/openapi.json").json()
-    assert set(document["paths"]) == {"/", "/health", "/status", "/list", "/metrics", "/openapi.json",
-                                      "/download/{date}/{db}", "/restore-guide/{db}", "/trigger"}
+    assert set(document["paths"]) == {
+        "/",
+        "/health",
+        "/status",
+        "/list",
+        "/metrics",
+        "/openapi.json",
+        "/download/{date}/{db}",
+        "/restore-guide/{db}",
+        "/trigger",
+    }
     assert client.get("/nope").status_code == 404 and client.get("/nope").json()["error"] == "not_found"
     wrong_method = client.post("/status")
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"]
@@ -86,13 +100,19 @@ def test_metrics_are_the_specs(serve):
     assert values["patina_backup_last_success_timestamp"] == int(max(b.captured for b in newest.values()).timestamp())
     for name in NAMES:
         assert values[f'patina_backup_database_last_success_timestamp{{database="{name}"}}'] == int(
-            newest[name].captured.timestamp())
+            newest[name].captured.timestamp()
+        )
     assert values["patina_backup_total_size_bytes"] == catalog.storage().total_bytes
     assert values["patina_backup_databases_count"] == 3 and values["patina_backup_count"] == 9
     assert values["patina_backup_failures_24h"] == 0 and values["patina_dagster_instance_available"] == 1
     assert 0 <= values["patina_backup_last_duration_seconds"] < 60
-    for metric in ("last_success_timestamp", "last_duration_seconds", "total_size_bytes", "databases_count",
-                   "failures_24h"):
+    for metric in (
+        "last_success_timestamp",
+        "last_duration_seconds",
+        "total_size_bytes",
+        "databases_count",
+        "failures_24h",
+    ):
         assert f"# TYPE patina_backup_{metric} gauge" in response.text
 
 
@@ -102,20 +122,24 @@ def test_metrics_are_the_specs(serve):
 def test_download_streams_the_checked_sql_from_dailies_and_archives(serve):
     client = serve()
     catalog = Catalog.for_config(filled("local").config)
-    for day, where in ((DAILY_DAY, "daily"), (ARCHIVED_DAYS[0], "weekly")):
+    for day, _where in ((DAILY_DAY, "daily"), (ARCHIVED_DAYS[0], "weekly")):
         response = client.get(f"/download/{day}/scout-db", headers=key())
         backup = catalog.find(day, "scout-db")
         assert response.status_code == 200 and response.headers["content-type"] == "application/sql"
         assert response.headers["content-disposition"] == f'attachment; filename="scout-db-{day}.sql"'
         assert int(response.headers["content-length"]) == len(response.content) == backup.sql_bytes
-        assert hashlib.sha256(response.content).hexdigest() == response.headers["x-patina-sql-sha256"] == backup.sql_sha256
+        assert (
+            hashlib.sha256(response.content).hexdigest() == response.headers["x-patina-sql-sha256"] == backup.sql_sha256
+        )
     head = client.head(f"/download/{DAILY_DAY}/scout-db", headers=key())
     assert head.status_code == 200 and head.content == b""
     downloads = client.audit.wait_for("backup_download", 2, outcome="complete")
-    assert sorted((e["client"], e["auth"], e["ip"], e["database"], e["date"], e["source"], e["status"])
-                  for e in downloads) == [
+    assert sorted(
+        (e["client"], e["auth"], e["ip"], e["database"], e["date"], e["source"], e["status"]) for e in downloads
+    ) == [
         ("alice", "key", "127.0.0.1", "scout-db", ARCHIVED_DAYS[0], "weekly", 200),
-        ("alice", "key", "127.0.0.1", "scout-db", DAILY_DAY, "daily", 200)]
+        ("alice", "key", "127.0.0.1", "scout-db", DAILY_DAY, "daily", 200),
+    ]
     # Every byte was acknowledged by the client's socket (SIOCOUTQ empty), not only handed to it.
     assert all(e["timestamp"].endswith("Z") and e["bytes_acknowledged"] == e["bytes_sent"] > 0 for e in downloads)
     missing = client.get("/download/2026-03-05/scout-db", headers=key())
@@ -164,21 +188,36 @@ def test_an_allowed_address_needs_no_key_and_a_forwarded_address_is_trusted_only
     assert client.get("/restore-guide/scout-db").status_code == 200
     assert client.audit.of("restore_guide")[0]["client"] == "ip:127.0.0.1"
     # Behind a trusted proxy that sets CF-Connecting-IP, the header is the client; without the setting it is ignored.
-    proxied = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP",
-                                        trusted_proxies=parse_networks("127.0.0.0/8")))
+    proxied = serve(
+        policy=AccessPolicy(
+            networks=parse_networks("203.0.113.0/24"),
+            client_ip_header="CF-Connecting-IP",
+            trusted_proxies=parse_networks("127.0.0.0/8"),
+        )
+    )
     assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9"}).status_code == 200
     assert proxied.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "198.51.100.1"}).status_code == 401
-    assert [(e["ip"], e["peer"]) for e in proxied.audit.events] == [("203.0.113.9", "127.0.0.1"),
-                                                                   ("198.51.100.1", "127.0.0.1")]
+    assert [(e["ip"], e["peer"]) for e in proxied.audit.events] == [
+        ("203.0.113.9", "127.0.0.1"),
+        ("198.51.100.1", "127.0.0.1"),
+    ]
     direct = serve(policy=AccessPolicy(networks=parse_networks("203.0.113.0/24")))
-    assert direct.get("/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9",
-                                                          "X-Forwarded-For": "203.0.113.9"}).status_code == 401
+    assert (
+        direct.get(
+            "/restore-guide/scout-db", headers={"CF-Connecting-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9"}
+        ).status_code
+        == 401
+    )
 
 
 def test_keys_and_networks_from_the_environment_are_checked():
     assert set(parse_keys(f" alice:{KEY} , ci:{OTHER_KEY} ")) == set(KEYS)
-    for text, message in ((f"alice{KEY}", "write each entry as name:key"), ("alice:short", "shorter than 16"),
-                          (f"alice:{KEY},alice:{OTHER_KEY}", "used twice"), (f"a b:{KEY}", "name:key")):
+    for text, message in (
+        (f"alice{KEY}", "write each entry as name:key"),
+        ("alice:short", "shorter than 16"),
+        (f"alice:{KEY},alice:{OTHER_KEY}", "used twice"),
+        (f"a b:{KEY}", "name:key"),
+    ):
         with pytest.raises(ValueError, match=message) as problem:
             parse_keys(text)
         assert KEY not in str(problem.value) and "short" not in str(problem.value).replace("shorter", "")
@@ -203,7 +242,10 @@ def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
     with pytest.raises(ValueError, match="every address"):
         parse_networks("0.0.0.0/0")
     assert [str(n) for n in parse_networks("203.0.113.7, 10.0.0.0/8, 2001:db8::/32")] == [
-        "203.0.113.7/32", "10.0.0.0/8", "2001:db8::/32"]
+        "203.0.113.7/32",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+    ]
     parse_networks(CLOUDFLARE_RANGES, "PATINA_TRUSTED_PROXIES")  # the documented example parses exactly
     assert len(parse_networks("173.245.48.0/20\n103.21.244.0/22 2400:cb00::/32")) == 3  # as cloudflare.com/ips-v4 lists
     policy = AccessPolicy(keys=dict(KEYS))
@@ -213,13 +255,26 @@ def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
     assert allowed_hosts("https://patina.grove.place", "0.0.0.0") == (frozenset({"patina.grove.place"}), True)
     assert allowed_hosts(None, "127.0.0.1") == (frozenset({"127.0.0.1", "localhost", "::1"}), False)
     assert [host_of(h) for h in ("Patina.Grove.Place.:443", "[::1]:8080", "::1", "localhost")] == [
-        "patina.grove.place", "::1", "::1", "localhost"]
-    keys = parse_keys(f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
-                      "expires=2027-01-31T12:00:00Z")
+        "patina.grove.place",
+        "::1",
+        "::1",
+        "localhost",
+    ]
+    keys = parse_keys(
+        f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
+        "expires=2027-01-31T12:00:00Z"
+    )
     assert keys["alice"].actions == {"download", "restore-guide", "trigger"} and keys["alice"].databases is None
-    assert keys["ci"].databases == {"groveauth", "scout-db"} and keys["ci"].expires.isoformat() == "2027-01-31T12:00:00+00:00"
-    for options, message in (("actions=delete", "unknown action"), ("expires=tomorrow", "not a date"),
-                             ("owner=bob", "not an option"), ("actions=download actions=trigger", "not an option")):
+    assert (
+        keys["ci"].databases == {"groveauth", "scout-db"}
+        and keys["ci"].expires.isoformat() == "2027-01-31T12:00:00+00:00"
+    )
+    for options, message in (
+        ("actions=delete", "unknown action"),
+        ("expires=tomorrow", "not a date"),
+        ("owner=bob", "not an option"),
+        ("actions=download actions=trigger", "not an option"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_keys(f"ci:{OTHER_KEY} {options}")
 
@@ -341,8 +396,9 @@ def test_two_downloads_at_once_then_429_until_one_ends_and_busy_refusals_cost_no
     client = serve(catalog=lambda: GatedCatalog.for_config(bucket.config), limits=Limits(downloads_per_hour=2))
     with contextlib.ExitStack() as streams:
         first = streams.enter_context(client.stream("GET", f"/download/{DAILY_DAY}/groveauth", headers=key()))
-        second = streams.enter_context(httpx.stream("GET", f"{client.base_url}/download/{ARCHIVED_DAYS[0]}/scout-db",
-                                                    headers=key(OTHER_KEY)))
+        second = streams.enter_context(
+            httpx.stream("GET", f"{client.base_url}/download/{ARCHIVED_DAYS[0]}/scout-db", headers=key(OTHER_KEY))
+        )
         assert first.status_code == second.status_code == 200  # headers sent: both hold a slot, waiting at the gate
         for _ in range(5):
             busy = httpx.get(f"{client.base_url}/download/{DAILY_DAY}/autumnsgrove-posts", headers=key())
@@ -378,38 +434,55 @@ def test_a_damaged_backup_ends_in_a_broken_transfer_and_frees_its_slot(serve, tm
 def test_restore_guide_names_this_servers_download_url(serve):
     client = serve(public_url="https://patina.grove.place")
     guide = client.get("/restore-guide/groveauth", headers=key()).json()
-    assert ('curl --fail --remove-on-error -H "X-Patina-Key: $PATINA_KEY" -o groveauth-2026-03-09.sql '
-            f"https://patina.grove.place/download/{DAILY_DAY}/groveauth") in guide["restoreInstructions"]["method1_wrangler"]["steps"][0]
-    assert guide["notes"][0].startswith(f"Restore order across databases (the spec's priority order): {', '.join(PRIORITY_ORDER)}")
+    assert (
+        'curl --fail --remove-on-error -H "X-Patina-Key: $PATINA_KEY" -o groveauth-2026-03-09.sql '
+        f"https://patina.grove.place/download/{DAILY_DAY}/groveauth"
+    ) in guide["restoreInstructions"]["method1_wrangler"]["steps"][0]
+    assert guide["notes"][0].startswith(
+        f"Restore order across databases (the spec's priority order): {', '.join(PRIORITY_ORDER)}"
+    )
     assert client.get("/restore-guide/nope", headers=key()).json()["error"] == "unknown_database"
 
 
 def launching_instance(directory):
     """An instance that launches submitted runs at once (no daemon needed), at its own $DAGSTER_HOME."""
-    home = dagster_home(directory, run_coordinator={"module": "dagster._core.run_coordinator",
-                                                    "class": "DefaultRunCoordinator"})
+    home = dagster_home(
+        directory, run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    )
     return dg.DagsterInstance.from_config(str(home))
 
 
 def test_trigger_starts_a_backup_with_the_reason_and_who_asked(serve, tmp_path):
     bucket = copy_of(filled("local"), tmp_path / "copy")
     with launching_instance(tmp_path / "instance") as instance:
+
         def trigger(databases, reason, requested_by):
-            return trigger_backup(bucket.config, instance, databases, reason, wait=True, requested_by=requested_by).to_dict()
+            return trigger_backup(
+                bucket.config, instance, databases, reason, wait=True, requested_by=requested_by
+            ).to_dict()
 
         client = serve(bucket, trigger=trigger)
-        response = client.post("/trigger", headers=key(), json={"databases": ["scout-db"], "reason": "Pre-deployment backup"},
-                               timeout=600)  # a real run, launched by Dagster in its own processes
+        response = client.post(
+            "/trigger", headers=key(), json={"databases": ["scout-db"], "reason": "Pre-deployment backup"}, timeout=600
+        )  # a real run, launched by Dagster in its own processes
         assert response.status_code == 202
         document = response.json()
         assert document["databases"] == 1 and document["status"] == "completed"
         run = instance.get_run_by_id(document["jobId"])
         assert run.tags[REASON_TAG] == "Pre-deployment backup" and run.tags[REQUESTED_BY_TAG] == "api:alice"
         as_json = {**key(), "Content-Type": "application/json"}
-        for body, code in (("not json", "bad_request"), ("", "bad_request"), ([], "bad_request"),
-                           ({"databases": "scout-db"}, "bad_request"), ({"databases": ["nope"]}, "unknown_database"),
-                           ({"reason": 5}, "bad_request"), ({"reason": "x\ny"}, "bad_request"),
-                           ({"other": 1}, "bad_request"), ("[" * 3000, "bad_request"), ("{" * 3000, "bad_request")):
+        for body, code in (
+            ("not json", "bad_request"),
+            ("", "bad_request"),
+            ([], "bad_request"),
+            ({"databases": "scout-db"}, "bad_request"),
+            ({"databases": ["nope"]}, "unknown_database"),
+            ({"reason": 5}, "bad_request"),
+            ({"reason": "x\ny"}, "bad_request"),
+            ({"other": 1}, "bad_request"),
+            ("[" * 3000, "bad_request"),
+            ("{" * 3000, "bad_request"),
+        ):
             sent = client.post("/trigger", headers=as_json, content=body if isinstance(body, str) else json.dumps(body))
             assert sent.status_code == 400 and sent.json()["error"] == code, body
         assert client.post("/trigger", headers=as_json, content=b"x" * 20_000).status_code == 413
@@ -442,11 +515,17 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(serve, tmp_path):
 
     bucket = copy_of(filled("local"), tmp_path / "copy")
     with launching_instance(tmp_path / "instance") as instance:
-        def trigger(databases, reason, requested_by):
-            return trigger_backup(bucket.config, instance, databases, reason, wait=True, requested_by=requested_by).to_dict()
 
-        client = serve(bucket, trigger=trigger, limits=Limits(requests_per_hour=10**6, downloads_per_hour=10**6,
-                                                              public_per_minute=10**6))
+        def trigger(databases, reason, requested_by):
+            return trigger_backup(
+                bucket.config, instance, databases, reason, wait=True, requested_by=requested_by
+            ).to_dict()
+
+        client = serve(
+            bucket,
+            trigger=trigger,
+            limits=Limits(requests_per_hour=10**6, downloads_per_hour=10**6, public_per_minute=10**6),
+        )
         document = client.get("/openapi.json").json()
         # An example date that has backups, so that the explicit phase also downloads something real.
         document["paths"]["/download/{date}/{db}"]["get"]["parameters"][0]["example"] = DAILY_DAY
@@ -458,17 +537,33 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(serve, tmp_path):
             operation = result.ok()
             examples = 2 if operation.path == "/trigger" else 40  # each valid trigger runs a real backup
             for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-                @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+
+                @settings(
+                    max_examples=examples,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
+                # fuzz runs at once, inside this iteration: the loop variables it reads are this iteration's
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def fuzz(case):
                     # A valid trigger is a real run, launched by Dagster in its own processes: give it time.
-                    response = case.call(base_url=base_url, headers=key(),
-                                         **({"timeout": 600} if operation.path == "/trigger" else {}))
-                    calls.append((operation.path, response.status_code))
-                    assert response.status_code < 500, (case.path, case.path_parameters, case.query, case.body,
-                                                         response.text[:300])
-                    if mode == schemathesis.GenerationMode.POSITIVE:
+                    response = case.call(
+                        base_url=base_url,
+                        headers=key(),
+                        **({"timeout": 600} if operation.path == "/trigger" else {}),  # noqa: B023
+                    )
+                    calls.append((operation.path, response.status_code))  # noqa: B023
+                    assert response.status_code < 500, (
+                        case.path,
+                        case.path_parameters,
+                        case.query,
+                        case.body,
+                        response.text[:300],
+                    )
+                    if mode == schemathesis.GenerationMode.POSITIVE:  # noqa: B023
                         case.validate_response(response, checks=checks)
 
                 try:
@@ -476,5 +571,10 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(serve, tmp_path):
                 except Unsatisfiable:  # nothing can be invalid in an operation without inputs (GET /)
                     assert mode == schemathesis.GenerationMode.NEGATIVE and operation.path in NO_INPUTS
     assert len(calls) > 150 and all(status < 500 for _, status in calls)
-    assert {path for path, status in calls if status == 200} >= {"/", "/status", "/list", "/download/{date}/{db}",
-                                                                  "/restore-guide/{db}"}
+    assert {path for path, status in calls if status == 200} >= {
+        "/",
+        "/status",
+        "/list",
+        "/download/{date}/{db}",
+        "/restore-guide/{db}",
+    }

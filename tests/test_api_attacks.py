@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,8 +75,9 @@ def drain(sock) -> int:
 
 def test_a_client_that_stops_reading_is_cut_frees_its_slot_and_the_audit_counts_what_it_acknowledged(serve, big_bucket):
     clock = Clock()
-    client = serve(big_bucket, send_buffer=16384, clock=clock,
-                   limits=Limits(concurrent_downloads=1, watch_interval=0.02))
+    client = serve(
+        big_bucket, send_buffer=16384, clock=clock, limits=Limits(concurrent_downloads=1, watch_interval=0.02)
+    )
     size = Catalog.for_config(big_bucket.config).find(BIG_DAY, "groveauth").sql_bytes
     sock, head = slow_reader(client, f"/download/{BIG_DAY}/groveauth")
     assert head.startswith(b"HTTP/1.1 200") and size > 4_000_000
@@ -94,9 +95,12 @@ def test_a_client_that_stops_reading_is_cut_frees_its_slot_and_the_audit_counts_
 
 def test_a_client_slower_than_the_minimum_rate_is_cut(serve, big_bucket):
     clock = Clock()
-    client = serve(big_bucket, send_buffer=16384, clock=clock,
-                   limits=Limits(watch_interval=0.02, min_bytes_per_second=4096, rate_window_seconds=120,
-                                 stall_seconds=10**6))
+    client = serve(
+        big_bucket,
+        send_buffer=16384,
+        clock=clock,
+        limits=Limits(watch_interval=0.02, min_bytes_per_second=4096, rate_window_seconds=120, stall_seconds=10**6),
+    )
     sock, _ = slow_reader(client, f"/download/{BIG_DAY}/groveauth")
     read = 0
     for _ in range(1000):  # a trickle: 2 KB per 10 s of the server's clock (~200 B/s), always some progress
@@ -116,7 +120,9 @@ def test_a_client_slower_than_the_minimum_rate_is_cut(serve, big_bucket):
 
 
 def test_a_forged_client_address_header_from_a_peer_that_is_no_trusted_proxy_is_ignored(serve):
-    policy = AccessPolicy(keys=dict(KEYS), networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP")
+    policy = AccessPolicy(
+        keys=dict(KEYS), networks=parse_networks("203.0.113.0/24"), client_ip_header="CF-Connecting-IP"
+    )
     assert any("CF-Connecting-IP is IGNORED" in w for w in policy.warnings("127.0.0.1", None))
     client = serve(policy=policy, clock=Clock())
     assert client.get("/restore-guide/groveauth", headers={"CF-Connecting-IP": "203.0.113.7"}).status_code == 401
@@ -140,8 +146,9 @@ def test_x_forwarded_for_from_a_trusted_proxy_yields_the_nearest_untrusted_hop()
 def test_thirty_thousand_forged_addresses_cost_a_bounded_table(serve):
     """Behind a trusted proxy every request may name a new address: the table keeps 1,024 and forgets the
     least recently seen, so its memory stays under a bound whatever the number of addresses."""
-    policy = AccessPolicy(keys=dict(KEYS), client_ip_header="CF-Connecting-IP",
-                          trusted_proxies=parse_networks("127.0.0.0/8"))
+    policy = AccessPolicy(
+        keys=dict(KEYS), client_ip_header="CF-Connecting-IP", trusted_proxies=parse_networks("127.0.0.0/8")
+    )
     count = 0
 
     def audit(event):
@@ -153,9 +160,13 @@ def test_thirty_thousand_forged_addresses_cost_a_bounded_table(serve):
     sock = socket.create_connection((client.server.host, client.server.port))
     answers = bytearray()
     for start in range(0, total, batch):  # pipelined in small batches (uvicorn's h11 is slow on long pipelines)
-        sock.sendall(b"".join(
-            f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: 10.{i >> 16}.{i >> 8 & 255}."
-            f"{i & 255}\r\n\r\n".encode() for i in range(start, start + batch)))
+        sock.sendall(
+            b"".join(
+                f"HEAD /restore-guide/groveauth HTTP/1.1\r\nHost: 127.0.0.1\r\nCF-Connecting-IP: 10.{i >> 16}.{i >> 8 & 255}."
+                f"{i & 255}\r\n\r\n".encode()
+                for i in range(start, start + batch)
+            )
+        )
         while answers.count(b"HTTP/1.1 ") < start + batch:
             answers.extend(sock.recv(1 << 20))
     sock.close()
@@ -195,8 +206,11 @@ def test_forty_megabytes_of_headers_are_refused_early_and_health_answers_meanwhi
 
 def test_a_dns_rebinding_host_is_refused(serve):
     client = serve(public_url="https://patina.grove.place")
-    for path, headers in ((f"/download/{DAILY_DAY}/groveauth", key()), ("/restore-guide/groveauth", key()),
-                          ("/status", {})):
+    for path, headers in (
+        (f"/download/{DAILY_DAY}/groveauth", key()),
+        ("/restore-guide/groveauth", key()),
+        ("/status", {}),
+    ):
         refused = client.get(path, headers={**headers, "Host": "rebind.attacker.example:8080"})
         assert refused.status_code == 421 and refused.json()["error"] == "wrong_host"
     for host in ("patina.grove.place", "localhost:8080", f"127.0.0.1:{client.server.port}"):
@@ -212,15 +226,22 @@ def test_a_cross_origin_post_cannot_trigger_a_backup(serve):
         return {"jobId": "run", "status": "QUEUED", "databases": 3}
 
     client = serve(trigger=trigger)
-    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-                    {"Sec-Fetch-Site": "same-site", "Origin": "https://sub.grove.place"}):
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://sub.grove.place"},
+    ):
         refused = client.post("/trigger", headers={**key(), **headers}, json={})
         assert refused.status_code == 403 and refused.json()["error"] == "cross_origin", headers
     # The one kind of POST a page may send without asking first (a "simple" request) is not JSON:
     simple = client.post("/trigger", headers={**key(), "Content-Type": "text/plain"}, content=b"{}")
     assert simple.status_code == 415
-    same = client.post("/trigger", headers={**key(), "Origin": str(client.base_url), "Sec-Fetch-Site": "same-origin"},
-                       json={"reason": "from our own page"})
+    same = client.post(
+        "/trigger",
+        headers={**key(), "Origin": str(client.base_url), "Sec-Fetch-Site": "same-origin"},
+        json={"reason": "from our own page"},
+    )
     assert same.status_code == 202 and asked == ["api:alice"]
     assert len(client.audit.of("trigger", outcome="forbidden")) == 4
 
@@ -240,8 +261,9 @@ class Lines(logging.Handler):
 def test_the_audit_log_is_kept_rotated_and_in_the_bucket_one_line_per_request_never_a_key(serve, tmp_path):
     bucket = copy_of(filled("local"), tmp_path / "copy")
     store = Catalog.for_config(bucket.config).store.bucket
-    kept = AuditLog(tmp_path / "logs" / "audit.jsonl", max_bytes=2000, backups=50,
-                    bucket=BucketAudit(store, flush_seconds=3600))
+    kept = AuditLog(
+        tmp_path / "logs" / "audit.jsonl", max_bytes=2000, backups=50, bucket=BucketAudit(store, flush_seconds=3600)
+    )
     seen = Audit()
     client = serve(bucket, audit=lambda event: (kept(event), seen(event)))
     access = Lines()
@@ -252,7 +274,7 @@ def test_the_audit_log_is_kept_rotated_and_in_the_bucket_one_line_per_request_ne
         answers = [
             client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code,
             client.head(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code,
-            client.get(f"/download/2026-03-05/groveauth", headers=key()).status_code,
+            client.get("/download/2026-03-05/groveauth", headers=key()).status_code,
             client.get("/download/2026-02-30/groveauth", headers=key()).status_code,
             client.get("/restore-guide/groveauth", headers=key(KEY[::-1])).status_code,
             client.get(f"/restore-guide/groveauth?key={KEY}").status_code,
@@ -283,14 +305,17 @@ def test_the_audit_log_is_kept_rotated_and_in_the_bucket_one_line_per_request_ne
 
 
 def test_keys_are_scoped_to_databases_and_actions_and_expire(serve):
-    moment = [datetime(2026, 12, 1, tzinfo=timezone.utc)]
-    policy = AccessPolicy.from_env({"PATINA_API_KEYS": f"alice:{KEY} databases=groveauth actions=download, "
-                                                       f"ci:{OTHER_KEY} expires=2026-12-02"})
+    moment = [datetime(2026, 12, 1, tzinfo=UTC)]
+    policy = AccessPolicy.from_env(
+        {"PATINA_API_KEYS": f"alice:{KEY} databases=groveauth actions=download, ci:{OTHER_KEY} expires=2026-12-02"}
+    )
     client = serve(policy=policy, now=lambda: moment[0])
     assert client.get(f"/download/{DAILY_DAY}/groveauth", headers=key()).status_code == 200
-    for refused in (client.get(f"/download/{DAILY_DAY}/scout-db", headers=key()),
-                    client.get("/restore-guide/groveauth", headers=key()),
-                    client.post("/trigger", headers=key(), json={"databases": ["groveauth"]})):
+    for refused in (
+        client.get(f"/download/{DAILY_DAY}/scout-db", headers=key()),
+        client.get("/restore-guide/groveauth", headers=key()),
+        client.post("/trigger", headers=key(), json={"databases": ["groveauth"]}),
+    ):
         assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
     assert client.get("/restore-guide/scout-db", headers=key(OTHER_KEY)).status_code == 200  # no options: everything
     moment[0] += timedelta(days=1)
@@ -305,13 +330,24 @@ def test_keys_are_scoped_to_databases_and_actions_and_expire(serve):
 
 
 def test_public_status_and_list_disclose_nothing_an_attacker_can_use(serve):
-    started = datetime(2026, 3, 10, 3, tzinfo=timezone.utc)
-    run = JobRun("run-1", "on_demand_backup", "SUCCESS", DAILY_DAY, started, started + timedelta(minutes=1),
-                 databases_ok=("groveauth",), reason="before rotating vault/prod secrets", trigger="api:alice",
-                 nightly=False)
+    started = datetime(2026, 3, 10, 3, tzinfo=UTC)
+    run = JobRun(
+        "run-1",
+        "on_demand_backup",
+        "SUCCESS",
+        DAILY_DAY,
+        started,
+        started + timedelta(minutes=1),
+        databases_ok=("groveauth",),
+        reason="before rotating vault/prod secrets",
+        trigger="api:alice",
+        nightly=False,
+    )
     detail = "DagsterInvariantViolationError: no instance at DAGSTER_HOME=/srv/patina/dagster_home"
-    client = serve(orchestrator=lambda: Orchestrator(available=True, detail=detail, recent=[run]),
-                   limits=Limits(snapshot_seconds=0))
+    client = serve(
+        orchestrator=lambda: Orchestrator(available=True, detail=detail, recent=[run]),
+        limits=Limits(snapshot_seconds=0),
+    )
     public, keyed = client.get("/status").text, client.get("/status", headers=key()).text
     for secret in ("alice", "vault/prod", "DAGSTER_HOME", "/srv/patina", "DagsterInvariantViolationError"):
         assert secret not in public and secret in keyed
@@ -365,11 +401,18 @@ def test_patina_serve_says_at_start_what_it_ignores_and_keeps_its_audit_file(tmp
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PATINA_", "DAGSTER_HOME"))}
-    env.update(PATINA_API_KEYS=f"alice:{KEY}", PATINA_CLIENT_IP_HEADER="CF-Connecting-IP",
-               PATINA_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    env.update(
+        PATINA_API_KEYS=f"alice:{KEY}",
+        PATINA_CLIENT_IP_HEADER="CF-Connecting-IP",
+        PATINA_AUDIT_LOG=str(tmp_path / "audit.jsonl"),
+    )
     patina = Path(sys.executable).parent / "patina"
-    server = subprocess.Popen([str(patina), "--config", str(bucket.config_path), "serve", "--port", str(port)],
-                              env=env, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [str(patina), "--config", str(bucket.config_path), "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         output = []
         for line in server.stderr:  # until uvicorn listens (or the command ends)
@@ -379,8 +422,9 @@ def test_patina_serve_says_at_start_what_it_ignores_and_keeps_its_audit_file(tmp
         started = "".join(output)
         assert "PATINA_CLIENT_IP_HEADER=CF-Connecting-IP is IGNORED" in started, started
         assert "1 key(s) (alice)" in started and str(tmp_path / "audit.jsonl") in started
-        download = urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/download/{DAILY_DAY}/groveauth", headers=key()), timeout=30)
+        download = urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{port}/download/{DAILY_DAY}/groveauth", headers=key()), timeout=30
+        )
         assert download.status == 200 and download.read()
     finally:
         server.terminate()
@@ -406,11 +450,14 @@ def test_the_runbooks_curl_leaves_no_file_when_a_download_breaks(serve, big_buck
     url = f"{client.base_url}/download/{BIG_DAY}/groveauth"
     assert "--fail --remove-on-error" in RUNBOOK.read_text()
     target = tmp_path / "groveauth.sql"
-    runbook = subprocess.run([curl, "--fail", "--remove-on-error", "-sS", "-H", f"X-Patina-Key: {KEY}", "-o",
-                              str(target), url], capture_output=True)
+    runbook = subprocess.run(
+        [curl, "--fail", "--remove-on-error", "-sS", "-H", f"X-Patina-Key: {KEY}", "-o", str(target), url],
+        capture_output=True,
+    )
     assert runbook.returncode != 0 and not target.exists()
     # Why the runbook insists: -f alone keeps what arrived, a file sqlite3 would half-import.
-    plain = subprocess.run([curl, "-f", "-sS", "-H", f"X-Patina-Key: {KEY}", "-o", str(target), url],
-                           capture_output=True)
+    plain = subprocess.run(
+        [curl, "-f", "-sS", "-H", f"X-Patina-Key: {KEY}", "-o", str(target), url], capture_output=True
+    )
     assert plain.returncode != 0 and 0 < target.stat().st_size < catalog.find(BIG_DAY, "groveauth").sql_bytes
     assert [e["outcome"] for e in client.audit.events] == ["integrity_failure"] * 2

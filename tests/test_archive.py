@@ -100,7 +100,9 @@ def test_a_week_is_one_archive_with_every_daily_its_manifest_and_an_index(tmp_pa
     # Successive days of a database sit side by side, SQL then manifest, and the index comes last.
     path = tmp_path / "week.tar.zst"
     path.write_bytes(stored)
-    names = tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(stored, max_output_size=1 << 26))).getnames()
+    names = tarfile.open(
+        fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(stored, max_output_size=1 << 26))
+    ).getnames()
     expected = [p for m in sorted(index.members, key=lambda m: (m.database, m.day)) for p in (m.path, m.manifest_path)]
     assert names == expected + [INDEX_NAME]
     assert read_archive_index(path) == index
@@ -215,9 +217,13 @@ def test_rebuilding_keeps_what_cannot_be_rebuilt(config, store, archives):
     replaced = archives.build(WEEK, NAMES)
     assert replaced.action == "replaced" and replaced.verification.ok and replaced.manifest.key != first.key
     assert len(replaced.manifest.index.members) == 8
-    assert replaced.manifest.index.member(DAYS[0], "groveauth").sql_sha256 == store.get_manifest(DAYS[0], "groveauth").sql_sha256
+    assert (
+        replaced.manifest.index.member(DAYS[0], "groveauth").sql_sha256
+        == store.get_manifest(DAYS[0], "groveauth").sql_sha256
+    )
     assert [i.key for i in store.bucket.list("weekly/")] == sorted(
-        [replaced.manifest.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)])
+        [replaced.manifest.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)]
+    )
     # Once a daily it holds is gone, the archive is the only copy: never replaced, and what it lacks is said.
     store.delete_daily(DAYS[1], "scout-db")
     back_up_day(config, store, DAYS[4], ["groveauth"])
@@ -276,7 +282,11 @@ def test_verification_names_what_is_wrong(config, store, archives, damage, expec
     elif damage == "delete":
         store.bucket.delete(manifest.key)
     elif damage == "index":
-        manifest = rewrite_archive(archives, manifest, lambda name, d: re.sub(rb'"rows": (\d+)', b'"rows": 99999', d, count=1) if name == INDEX_NAME else d)
+        manifest = rewrite_archive(
+            archives,
+            manifest,
+            lambda name, d: re.sub(rb'"rows": (\d+)', b'"rows": 99999', d, count=1) if name == INDEX_NAME else d,
+        )
     elif damage == "drop_member":
         manifest = rewrite_archive(archives, manifest, lambda name, d: d)
         forged_index = manifest.index
@@ -286,10 +296,19 @@ def test_verification_names_what_is_wrong(config, store, archives, damage, expec
         extra_member = {**member.__dict__, "day": DAYS[2]}
         extra["members"] = extra["members"] + [extra_member]
         from patina_assets.archive import ArchiveIndex
-        manifest = ArchiveManifest(ArchiveIndex.from_dict(extra, key="test"), manifest.key, manifest.bytes, manifest.sha256, manifest.created_at)
+
+        manifest = ArchiveManifest(
+            ArchiveIndex.from_dict(extra, key="test"),
+            manifest.key,
+            manifest.bytes,
+            manifest.sha256,
+            manifest.created_at,
+        )
     elif damage == "daily_manifest":
         path = manifest.index.members[0].manifest_path
-        manifest = rewrite_archive(archives, manifest, lambda name, d: d.replace(b'"rows"', b'"rows" ') if name == path else d)
+        manifest = rewrite_archive(
+            archives, manifest, lambda name, d: d.replace(b'"rows"', b'"rows" ') if name == path else d
+        )
     result = archives.verify(manifest)
     assert not result.ok and result.verified == {}
     assert any(expected in p for p in result.problems), result.problems
@@ -302,7 +321,10 @@ def test_manifests_that_cannot_be_trusted_are_refused_with_their_key(archives, c
     good = json.loads(manifest.to_json())
     for broken, message in [
         (b"{not json", "not valid JSON"),
-        (json.dumps({**good, "key": "weekly/2026-01-11.20260111T040012123456Z-3f9a1c.tar.zst"}).encode(), "not a tar.zst archive of that week"),
+        (
+            json.dumps({**good, "key": "weekly/2026-01-11.20260111T040012123456Z-3f9a1c.tar.zst"}).encode(),
+            "not a tar.zst archive of that week",
+        ),
         (json.dumps({**good, "index": {**good["index"], "schema_version": 9}}).encode(), "schema_version"),
         (json.dumps({**good, "index": {**good["index"], "days": ["2026-01-12"]}}).encode(), "outside the week"),
     ]:
@@ -325,8 +347,15 @@ def s3_config(tmp_path, monkeypatch):
     sources.mkdir()
     databases = [{"name": "groveauth", "source": str(make_source(sources / "auth.sqlite"))}]
     with moto_server() as endpoint, FaultProxy(endpoint) as proxy:
-        bucket = {"s3": {"bucket": create_bucket(endpoint), "endpoint_url": proxy.endpoint_url, "region": "us-east-1",
-                         "access_key_id_env": "PATINA_TEST_KEY", "secret_access_key_env": "PATINA_TEST_SECRET"}}
+        bucket = {
+            "s3": {
+                "bucket": create_bucket(endpoint),
+                "endpoint_url": proxy.endpoint_url,
+                "region": "us-east-1",
+                "access_key_id_env": "PATINA_TEST_KEY",
+                "secret_access_key_env": "PATINA_TEST_SECRET",
+            }
+        }
         yield write_config(tmp_path, databases, bucket), proxy
 
 
@@ -343,7 +372,8 @@ def test_a_failed_manifest_write_leaves_the_previous_archive_whole_and_no_orphan
     proxy.clear()
     assert archives.get_manifest(WEEK) == first and archives.verify(first).ok
     assert [i.key for i in store.bucket.list("weekly/")] == sorted(
-        [first.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)])
+        [first.key, weekly_manifest_key(WEEK), weekly_verification_key(WEEK)]
+    )
     # The next attempt succeeds and replaces it.
     assert archives.build(WEEK, ["groveauth"]).action == "replaced"
 

@@ -2,7 +2,7 @@
 stored (and shown) as captured late, or refused with `dump.late_backfill: refuse`."""
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.configs import small_database, write_config
@@ -14,7 +14,7 @@ from patina_assets.storage import Manifest, daily_manifest_key, is_captured_late
 from patina_assets.verify import latest_backup, previous_backups
 
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 YESTERDAY = (TODAY - timedelta(days=1)).isoformat()
 LONG_AGO = (TODAY - timedelta(days=6)).isoformat()
 
@@ -36,10 +36,10 @@ def night(config, store, day):
 
 def test_late_is_more_than_a_day_after_the_day_ended():
     day = "2026-11-25"  # ended 2026-11-26 00:00 UTC
-    assert not is_captured_late(day, datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc))  # the nightly
-    assert not is_captured_late(day, datetime(2026, 11, 27, 0, 0, tzinfo=timezone.utc))  # retried all day
-    assert is_captured_late(day, datetime(2026, 11, 27, 0, 0, 1, tzinfo=timezone.utc))
-    assert is_captured_late(day, datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc))  # the issue's backfill
+    assert not is_captured_late(day, datetime(2026, 11, 26, 3, 0, tzinfo=UTC))  # the nightly
+    assert not is_captured_late(day, datetime(2026, 11, 27, 0, 0, tzinfo=UTC))  # retried all day
+    assert is_captured_late(day, datetime(2026, 11, 27, 0, 0, 1, tzinfo=UTC))
+    assert is_captured_late(day, datetime(2026, 12, 1, 10, 0, tzinfo=UTC))  # the issue's backfill
 
 
 def test_a_backfill_after_a_nightly_is_the_newest_backup_everywhere(setup):

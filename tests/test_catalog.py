@@ -2,7 +2,7 @@
 checked from the bucket alone, on buckets filled by the real nightly and weekly jobs (local and moto S3)."""
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from support.compare import assert_same_database
@@ -159,7 +159,11 @@ def test_storage_counts_everything_and_reports_what_is_wrong(tmp_path):
     assert any("without a manifest under daily/" in p for p in problems)
     # Nothing is hidden: the backup whose manifest cannot be read is listed, as damaged.
     listed = {b.database: b for b in catalog.backups(day=DAILY_DAY)}
-    assert set(listed) == NAMES and listed["scout-db"].status == "damaged" and "not valid JSON" in listed["scout-db"].problem
+    assert (
+        set(listed) == NAMES
+        and listed["scout-db"].status == "damaged"
+        and "not valid JSON" in listed["scout-db"].problem
+    )
     assert all(b.status != "damaged" for name, b in listed.items() if name != "scout-db")
 
 
@@ -169,7 +173,7 @@ def test_expiry_is_the_first_weekly_run_whose_retention_cutoff_passes_the_backup
     for day in ("2026-03-01", "2026-03-04", "2026-03-07"):
         expiry = expiry_of_daily(day, retention)
         run = expiry.date()
-        assert expiry.tzinfo == timezone.utc and run.weekday() == 6  # a Sunday: the weekly run
+        assert expiry.tzinfo == UTC and run.weekday() == 6  # a Sunday: the weekly run
         saturday = date.fromordinal(run.toordinal() - 1)
         assert date.fromisoformat(day) < daily_cutoff(saturday, retention)
         assert date.fromisoformat(day) >= daily_cutoff(date.fromordinal(saturday.toordinal() - 7), retention)
@@ -181,10 +185,10 @@ def test_expiry_is_the_first_weekly_run_whose_retention_cutoff_passes_the_backup
 
 def test_expiry_with_the_spec_retention():
     spec = RetentionConfig()  # 7 days of dailies, 12 weeks of archives
-    assert expiry_of_daily("2026-03-01", spec) == datetime(2026, 3, 15, tzinfo=timezone.utc)
-    assert expiry_of_daily("2026-03-07", spec) == datetime(2026, 3, 15, tzinfo=timezone.utc)
-    assert expiry_of_daily("2026-03-08", spec) == datetime(2026, 3, 22, tzinfo=timezone.utc)
-    assert expiry_of_week("2026-03-01", spec) == datetime(2026, 5, 31, tzinfo=timezone.utc)
+    assert expiry_of_daily("2026-03-01", spec) == datetime(2026, 3, 15, tzinfo=UTC)
+    assert expiry_of_daily("2026-03-07", spec) == datetime(2026, 3, 15, tzinfo=UTC)
+    assert expiry_of_daily("2026-03-08", spec) == datetime(2026, 3, 22, tzinfo=UTC)
+    assert expiry_of_week("2026-03-01", spec) == datetime(2026, 5, 31, tzinfo=UTC)
 
 
 def test_a_damaged_daily_is_listed_as_damaged_and_restored_from_its_weekly_copy(tmp_path, capsys):
@@ -216,13 +220,30 @@ def test_a_damaged_daily_is_listed_as_damaged_and_restored_from_its_weekly_copy(
         catalog.find(DAILY_DAY, "groveauth", source=DAILY)
 
     target = tmp_path / "restored.sqlite"
-    assert main(["--config", str(bucket.config_path), "restore", DAILY_DAY, "groveauth", "--to", str(target), "--json"]) == 0
+    assert (
+        main(["--config", str(bucket.config_path), "restore", DAILY_DAY, "groveauth", "--to", str(target), "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["from"].startswith("weekly/") and report["verification"] == "verified"
     with sqlite3.connect(target) as db:
         assert db.execute("SELECT count(*) FROM users").fetchone()[0] == daily.manifest.table_rows["users"]
-    assert main(["--config", str(bucket.config_path), "download", "latest", "scout-db", "--from", "weekly",
-                 "-o", str(tmp_path / "scout.sql")]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(bucket.config_path),
+                "download",
+                "latest",
+                "scout-db",
+                "--from",
+                "weekly",
+                "-o",
+                str(tmp_path / "scout.sql"),
+            ]
+        )
+        == 0
+    )
     assert "weekly" in capsys.readouterr().out
     assert main(["--config", str(bucket.config_path), "list", "--date", DAILY_DAY]) == 0
     out = capsys.readouterr().out
@@ -235,9 +256,16 @@ def test_a_daily_that_failed_verification_is_taken_only_when_asked(tmp_path):
     bucket = copy_of(filled("local"), tmp_path / "copy")
     catalog = Catalog.for_config(bucket.config)
     daily = catalog.find(DAILY_DAY, "groveauth")
-    catalog.store.record_verification(daily.manifest, VerificationRecord(
-        key=daily.key, sha256=daily.manifest.sha256, passed=False, checked_at="2026-03-10T03:10:00Z",
-        problems=("table 'users' has 9 rows after restore, but the manifest recorded 10",)))
+    catalog.store.record_verification(
+        daily.manifest,
+        VerificationRecord(
+            key=daily.key,
+            sha256=daily.manifest.sha256,
+            passed=False,
+            checked_at="2026-03-10T03:10:00Z",
+            problems=("table 'users' has 9 rows after restore, but the manifest recorded 10",),
+        ),
+    )
     listed = catalog.backups(database="groveauth", day=DAILY_DAY)[0]
     assert listed.status == "failed" and "9 rows" in listed.problem
     with pytest.raises(BackupNotFound, match="--any"):

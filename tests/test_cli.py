@@ -28,8 +28,11 @@ from patina_assets.defs.on_demand import ON_DEMAND_JOB, REASON_TAG, today
 from patina_assets.defs.schedules import NIGHTLY_JOB
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
-IDS = {"groveauth": "45eae4c7-8ae7-4078-9218-8e1677a4360f", "autumnsgrove-posts": "510badf3-457a-4892-bf2a-45d4bfd7a7bb",
-       "scout-db": "6a289378-c662-4c6a-9f1b-fa5296e03fa2"}
+IDS = {
+    "groveauth": "45eae4c7-8ae7-4078-9218-8e1677a4360f",
+    "autumnsgrove-posts": "510badf3-457a-4892-bf2a-45d4bfd7a7bb",
+    "scout-db": "6a289378-c662-4c6a-9f1b-fa5296e03fa2",
+}
 TOKEN = "d1-token-for-tests-123"
 NAMES = {name for name, _, _ in DATABASES}
 
@@ -64,13 +67,24 @@ def test_list_shows_dailies_and_archived_days(capsys, bucket):
     assert document["total"] == document["filtered"] == len(document["backups"]) == 9
     assert [(b["date"], b["location"]) for b in document["backups"][:3]] == [(DAILY_DAY, "daily")] * 3
     assert {(b["date"], b["database"]) for b in document["backups"] if b["location"] == "weekly"} == {
-        (day, name) for day in ARCHIVED_DAYS for name in NAMES}
+        (day, name) for day in ARCHIVED_DAYS for name in NAMES
+    }
     first = document["backups"][0]
     assert set(first) >= {"database", "date", "size", "sizeBytes", "tables", "rows", "createdAt", "expiresAt", "key"}
     code, out, _ = patina(capsys, bucket, "list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["DATE", "DATABASE", "WHERE", "SIZE", "TABLES", "ROWS", "CAPTURED", "VERIFIED", "EXPIRES"]
+    assert lines[0].split() == [
+        "DATE",
+        "DATABASE",
+        "WHERE",
+        "SIZE",
+        "TABLES",
+        "ROWS",
+        "CAPTURED",
+        "VERIFIED",
+        "EXPIRES",
+    ]
     assert sum(1 for line in lines if line.startswith(("2026-03-09", "2026-03-02", "2026-03-01"))) == 9
     assert lines[-1] == "9 of 9 matching backup(s) shown; 9 in the bucket"
 
@@ -79,9 +93,14 @@ def test_list_filters_and_limits(capsys):
     bucket = filled("local")
     document = patina_json(capsys, bucket, "list", "--db", "groveauth", "--limit", "2")
     assert document["filtered"] == 3 and document["total"] == 9
-    assert [(b["database"], b["date"]) for b in document["backups"]] == [("groveauth", DAILY_DAY), ("groveauth", ARCHIVED_DAYS[1])]
+    assert [(b["database"], b["date"]) for b in document["backups"]] == [
+        ("groveauth", DAILY_DAY),
+        ("groveauth", ARCHIVED_DAYS[1]),
+    ]
     document = patina_json(capsys, bucket, "list", "--date", ARCHIVED_DAYS[0])
-    assert {b["database"] for b in document["backups"]} == NAMES and {b["location"] for b in document["backups"]} == {"weekly"}
+    assert {b["database"] for b in document["backups"]} == NAMES and {b["location"] for b in document["backups"]} == {
+        "weekly"
+    }
     code, _, err = patina(capsys, bucket, "list", "--date", "2026-02-30")
     assert code == 2 and "'2026-02-30' is not a date" in err and "YYYY-MM-DD" in err
 
@@ -114,7 +133,12 @@ def test_status_with_the_dagster_instance(capsys, monkeypatch):
     assert status["currentStatus"] == "idle" and status["instance"]["available"] is True
     job = status["lastBackup"]
     assert (job["job"], job["date"], job["status"], job["successful"], job["source"]) == (
-        NIGHTLY_JOB, DAILY_DAY, "completed", 3, "dagster")
+        NIGHTLY_JOB,
+        DAILY_DAY,
+        "completed",
+        3,
+        "dagster",
+    )
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(job["jobId"])
         assert run.tags["dagster/partition"] == DAILY_DAY
@@ -188,7 +212,9 @@ def test_restore_a_backup_from_the_bucket_into_sqlite(capsys, bucket, tmp_path):
     one = tmp_path / "users.sqlite"
     code, out, _ = patina(capsys, bucket, "restore", DAILY_DAY, "groveauth", "--to", str(one), "--table", "users")
     assert code == 0 and "restored 1 table(s), 10 rows" in out
-    assert [r[0] for r in sqlite3.connect(one).execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["users"]
+    assert [r[0] for r in sqlite3.connect(one).execute("SELECT name FROM sqlite_master WHERE type='table'")] == [
+        "users"
+    ]
 
 
 def test_restore_arguments_are_unambiguous(capsys, tmp_path):
@@ -198,8 +224,10 @@ def test_restore_arguments_are_unambiguous(capsys, tmp_path):
         (["restore", "a", "b", "c", "--to", str(tmp_path / "x.sqlite")], "restore takes a DUMP file, or DAY DB"),
         (["restore", "yesterday", "groveauth", "--to", str(tmp_path / "x.sqlite")], "'yesterday' is not a date"),
         (["restore", "--all", DAILY_DAY, "groveauth", "--to", str(tmp_path)], "takes no other positional"),
-        (["restore", DAILY_DAY, "groveauth", "--to", f"d1://{ACCOUNT}/{IDS['groveauth']}", "--table", "users"],
-         "--table works with SQLite targets only"),
+        (
+            ["restore", DAILY_DAY, "groveauth", "--to", f"d1://{ACCOUNT}/{IDS['groveauth']}", "--table", "users"],
+            "--table works with SQLite targets only",
+        ),
     ]
     for args, message in cases:
         code, _, err = patina(capsys, bucket, *args)
@@ -222,7 +250,9 @@ def test_restore_all_into_a_directory_in_priority_order(capsys, tmp_path):
     code, _, err = patina(capsys, bucket, "restore", "--all", ARCHIVED_DAYS[1], "--to", str(tmp_path / "restored"))
     assert code == 2 and "already exist" in err and "nothing was restored" in err
     code, _, err = patina(capsys, bucket, "restore", "--all", "2026-03-05", "--to", str(tmp_path / "other"))
-    assert code == 1 and "nothing was restored: no backup of groveauth, autumnsgrove-posts, scout-db on 2026-03-05" in err
+    assert (
+        code == 1 and "nothing was restored: no backup of groveauth, autumnsgrove-posts, scout-db on 2026-03-05" in err
+    )
     assert not (tmp_path / "other").exists()
 
 
@@ -259,7 +289,11 @@ def test_restore_into_d1_asks_first_then_imports_and_checks(capsys, tmp_path, d1
     assert code == 2 and "without confirmation" in err and "--yes" in err
     assert server.requests == []
     document = patina_json(capsys, bucket, "restore", ARCHIVED_DAYS[0], "groveauth", "--to", to, "--yes")
-    assert document["target"] == to and document["numQueries"] > 0 and document["restored"] == f"groveauth on {ARCHIVED_DAYS[0]}"
+    assert (
+        document["target"] == to
+        and document["numQueries"] > 0
+        and document["restored"] == f"groveauth on {ARCHIVED_DAYS[0]}"
+    )
     assert_same_database(bucket.sources["groveauth"], target, check_pragmas=False)
     actions = [r.body["action"] for r in server.requests if isinstance(r.body, dict) and "action" in r.body]
     assert actions == ["init", "ingest", "poll"]
@@ -276,7 +310,9 @@ def test_restore_all_into_d1_goes_critical_first_and_stops_at_the_first_failure(
     mapping.write_text(yaml.safe_dump({name: f"d1://{ACCOUNT}/{IDS[name]}" for name in NAMES}))
     document = patina_json(capsys, bucket, "restore", "--all", DAILY_DAY, "--to", str(mapping), "--yes")
     assert [d["database"] for d in document["restored"]] == list(PRIORITY_ORDER) and document["failed"] is None
-    inits = [r.path.split("/")[-2] for r in server.requests if isinstance(r.body, dict) and r.body.get("action") == "init"]
+    inits = [
+        r.path.split("/")[-2] for r in server.requests if isinstance(r.body, dict) and r.body.get("action") == "init"
+    ]
     assert inits == [IDS[name] for name in PRIORITY_ORDER]
     for name in NAMES:
         assert_same_database(bucket.sources[name], targets[name], check_pragmas=False)
@@ -293,8 +329,11 @@ def test_restore_all_into_d1_goes_critical_first_and_stops_at_the_first_failure(
     code, out, _ = patina(capsys, bucket, "restore", "--all", DAILY_DAY, "--to", str(mapping), "--yes")
     assert code == 1
     rows = [line.split()[:3] for line in out.splitlines()[2:5]]
-    assert rows == [["groveauth", "critical", "restored"], ["autumnsgrove-posts", "high", "FAILED"],
-                    ["scout-db", "normal", "not"]]
+    assert rows == [
+        ["groveauth", "critical", "restored"],
+        ["autumnsgrove-posts", "high", "FAILED"],
+        ["scout-db", "normal", "not"],
+    ]
     assert "stopped at autumnsgrove-posts" in out and "could not start the import (init): HTTP 400" in out
     assert_same_database(bucket.sources["groveauth"], targets["groveauth"], check_pragmas=False)
     for name in ("autumnsgrove-posts", "scout-db"):
@@ -321,8 +360,10 @@ def test_trigger_needs_an_instance(capsys):
 def test_trigger_and_wait_backs_up_now_with_the_reason_as_a_run_tag(capsys, tmp_path, monkeypatch):
     """--wait returns when the run has ended (here on an instance that launches at once, with no daemon)."""
     bucket = copy_of(filled("local"), tmp_path / "copy")
-    home = dagster_home(tmp_path / "instance",
-                        run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"})
+    home = dagster_home(
+        tmp_path / "instance",
+        run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     code, _, err = patina(capsys, bucket, "trigger", "--db", "nope")
     assert code == 2 and "unknown database(s) 'nope'" in err
@@ -344,18 +385,45 @@ def test_trigger_submits_a_run_to_the_instance(tmp_path):
     """The real path: `patina trigger` in its own process submits through Dagster (here an instance whose
     coordinator launches at once, as the daemon would from the queue)."""
     bucket = copy_of(filled("local"), tmp_path / "copy")
-    home = dagster_home(tmp_path / "instance",
-                        run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"})
+    home = dagster_home(
+        tmp_path / "instance",
+        run_coordinator={"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
+    )
     env = {**__import__("os").environ, "DAGSTER_HOME": str(home), "PATINA_CONFIG": str(bucket.config_path)}
-    done = subprocess.run([sys.executable, "-m", "patina_assets.cli", "trigger", "--db", "scout-db", "--reason",
-                           "schema change", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patina_assets.cli",
+            "trigger",
+            "--db",
+            "scout-db",
+            "--reason",
+            "schema change",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_run_by_id(document["jobId"])
         assert run.tags[REASON_TAG] == "schema change" and run.op_selection == ["backup_scout_db"]
         assert run.status == dg.DagsterRunStatus.SUCCESS
-    days = {b["date"] for b in json.loads(subprocess.run(
-        [sys.executable, "-m", "patina_assets.cli", "list", "--db", "scout-db", "--json"],
-        capture_output=True, text=True, env=env, cwd=tmp_path).stdout)["backups"]}
+    days = {
+        b["date"]
+        for b in json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "patina_assets.cli", "list", "--db", "scout-db", "--json"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+            ).stdout
+        )["backups"]
+    }
     assert today() in days and WEEK in days

@@ -47,8 +47,10 @@ def test_every_command_names_its_config_and_bucket_from_any_directory(tmp_path, 
     for args in (["status"], ["list"], ["restore-guide", "groveauth"]):
         done = patina(*args, cwd=tmp_path, PATINA_CONFIG=config)
         assert done.returncode == 0, done.stderr
-        assert done.stderr.splitlines()[0] == (f"patina: config {bucket.config_path} ($PATINA_CONFIG); bucket local "
-                                               f"directory {bucket.config.bucket.local.path}")
+        assert done.stderr.splitlines()[0] == (
+            f"patina: config {bucket.config_path} ($PATINA_CONFIG); bucket local "
+            f"directory {bucket.config.bucket.local.path}"
+        )
     listing = patina("list", "--json", cwd=tmp_path, PATINA_CONFIG=config)
     assert json.loads(listing.stdout)["total"] > 0  # stdout stays pure JSON; the line goes to stderr
     done = patina("download", DAILY_DAY, "groveauth", "-o", "g.sql", cwd=tmp_path, PATINA_CONFIG=config)
@@ -57,16 +59,22 @@ def test_every_command_names_its_config_and_bucket_from_any_directory(tmp_path, 
     (tmp_path / "patina.yaml").write_text(bucket.config_path.read_text())
     assert f"config {tmp_path / 'patina.yaml'};" in patina("list", cwd=tmp_path).stderr
     assert f"config {config} ($PATINA_CONFIG);" in patina("list", cwd=tmp_path, PATINA_CONFIG=config).stderr
-    assert f"config {tmp_path / 'patina.yaml'};" in patina("--config", "patina.yaml", "list", cwd=tmp_path,
-                                                           PATINA_CONFIG=config).stderr
+    assert (
+        f"config {tmp_path / 'patina.yaml'};"
+        in patina("--config", "patina.yaml", "list", cwd=tmp_path, PATINA_CONFIG=config).stderr
+    )
 
 
 def test_a_read_command_never_creates_a_bucket(tmp_path, bucket):
     document = yaml.safe_load(bucket.config_path.read_text())
     document["bucket"] = {"local": {"path": "nowhere/bucket"}}
     (tmp_path / "patina.yaml").write_text(yaml.safe_dump(document))
-    for args in (["status"], ["list"], ["download", DAILY_DAY, "groveauth"], ["restore", DAILY_DAY, "groveauth",
-                                                                             "--to", "x.sqlite"]):
+    for args in (
+        ["status"],
+        ["list"],
+        ["download", DAILY_DAY, "groveauth"],
+        ["restore", DAILY_DAY, "groveauth", "--to", "x.sqlite"],
+    ):
         done = patina(*args, cwd=tmp_path)
         assert done.returncode == 1, (args, done.stderr)
         assert "does not exist" in done.stderr and "Nothing was created" in done.stderr
@@ -87,8 +95,12 @@ def test_a_day_without_its_database_is_a_usage_error_not_a_damaged_dump(tmp_path
 
 def test_unknown_databases_list_the_configured_ones_and_asset_names_map(tmp_path, bucket):
     env = {"PATINA_CONFIG": str(bucket.config_path)}
-    for args in (["download", DAILY_DAY, "nope"], ["restore", DAILY_DAY, "nope", "--to", "n.sqlite"],
-                 ["list", "--db", "nope"], ["restore-guide", "nope"]):
+    for args in (
+        ["download", DAILY_DAY, "nope"],
+        ["restore", DAILY_DAY, "nope", "--to", "n.sqlite"],
+        ["list", "--db", "nope"],
+        ["restore-guide", "nope"],
+    ):
         done = patina(*args, cwd=tmp_path, **env)
         assert done.returncode == 2, (args, done.stderr)
         assert "known databases: scout-db, autumnsgrove-posts, groveauth" in done.stderr, done.stderr
@@ -106,16 +118,32 @@ def test_filters_that_match_nothing_fail_with_what_exists(tmp_path, bucket):
 
 
 def test_a_missing_table_names_the_backup_not_a_temporary_file(tmp_path, bucket):
-    done = patina("restore", DAILY_DAY, "groveauth", "--to", "t.sqlite", "--table", "nosuch", cwd=tmp_path,
-                  PATINA_CONFIG=str(bucket.config_path))
+    done = patina(
+        "restore",
+        DAILY_DAY,
+        "groveauth",
+        "--to",
+        "t.sqlite",
+        "--table",
+        "nosuch",
+        cwd=tmp_path,
+        PATINA_CONFIG=str(bucket.config_path),
+    )
     assert done.returncode == 1
     assert f"the backup of groveauth on {DAILY_DAY} has no table 'nosuch'" in done.stderr
     assert "patina-restore-" not in done.stderr and not (tmp_path / "t.sqlite").exists()
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path, bucket):
-    done = subprocess.run(f"{' '.join(PATINA)} list | head -1", shell=True, cwd=tmp_path, capture_output=True,
-                          text=True, env=clean_env(PATINA_CONFIG=str(bucket.config_path)), timeout=300)
+    done = subprocess.run(
+        f"{' '.join(PATINA)} list | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(PATINA_CONFIG=str(bucket.config_path)),
+        timeout=300,
+    )
     assert done.stdout.startswith("DATE") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
 
 

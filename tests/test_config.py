@@ -85,10 +85,19 @@ def test_example_file_loads():
     assert (config.retention.daily_days, config.retention.weekly_weeks) == (7, 12)
     a = config.alerts
     assert (a.size_decrease_ratio, a.size_increase_ratio, a.stale_after_days, a.consecutive_failure_limit) == (
-        0.5, 2.0, 8, 3)
+        0.5,
+        2.0,
+        8,
+        3,
+    )
     assert [db.asset_name for db in config.by_priority()] == [
-        "groveauth", "grove_engine_db", "scout_db", "autumnsgrove_posts", "autumnsgrove_git_stats",
-        "grove_domain_jobs"]
+        "groveauth",
+        "grove_engine_db",
+        "scout_db",
+        "autumnsgrove_posts",
+        "autumnsgrove_git_stats",
+        "grove_domain_jobs",
+    ]
 
 
 def test_minimal_file_gets_defaults(tmp_path):
@@ -148,8 +157,10 @@ def test_patina_config_env_var_is_honoured(tmp_path, monkeypatch):
     assert config.source_path == other.resolve()
     assert config.bucket.local.path == (tmp_path / "elsewhere" / "bucket").resolve()
     # An explicit path beats the environment variable.
-    assert load_config(tmp_path / "patina.yaml", env={"PATINA_CONFIG": str(other)}).source_path == (
-        tmp_path / "patina.yaml").resolve()
+    assert (
+        load_config(tmp_path / "patina.yaml", env={"PATINA_CONFIG": str(other)}).source_path
+        == (tmp_path / "patina.yaml").resolve()
+    )
 
 
 def test_patina_config_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
@@ -176,7 +187,9 @@ def test_relative_sqlite_paths_resolve_against_the_config_directory(tmp_path, mo
 
 
 def test_api_url_environment_override(tmp_path):
-    config = load_config(write(tmp_path, MINIMAL), env={"PATINA_CLOUDFLARE_API_URL": "http://127.0.0.1:8787/client/v4/"})
+    config = load_config(
+        write(tmp_path, MINIMAL), env={"PATINA_CLOUDFLARE_API_URL": "http://127.0.0.1:8787/client/v4/"}
+    )
     assert config.cloudflare.api_url == "http://127.0.0.1:8787/client/v4"
     with pytest.raises(ConfigError, match="PATINA_CLOUDFLARE_API_URL"):
         load_config(write(tmp_path, MINIMAL), env={"PATINA_CLOUDFLARE_API_URL": "not a url"})
@@ -194,13 +207,16 @@ def test_d1_source_is_parsed(tmp_path):
     assert parse_d1_source(f"d1://{ACCOUNT.upper()}/{DB_ID.upper()}") == (ACCOUNT, DB_ID)
 
 
-@pytest.mark.parametrize("source", [
-    f"d1://{ACCOUNT}",
-    f"d1://{ACCOUNT}/not-a-uuid",
-    f"d1://abc/{DB_ID}",
-    f"d1://{ACCOUNT}/{DB_ID}/extra",
-    f"d1://token@{ACCOUNT}/{DB_ID}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"d1://{ACCOUNT}",
+        f"d1://{ACCOUNT}/not-a-uuid",
+        f"d1://abc/{DB_ID}",
+        f"d1://{ACCOUNT}/{DB_ID}/extra",
+        f"d1://token@{ACCOUNT}/{DB_ID}",
+    ],
+)
 def test_bad_d1_url(tmp_path, source):
     err = load_error(tmp_path, with_change(lambda d: d["databases"][0].update(source=source)))
     assert "databases[0].source" in str(err)
@@ -246,9 +262,12 @@ def test_no_databases(tmp_path):
 
 
 def test_asset_names_and_priority_order():
-    dbs = [DatabaseConfig("b-normal", "b.sqlite"), DatabaseConfig("a.high", "a.sqlite", priority="high"),
-           DatabaseConfig("c_crit", "c.sqlite", priority="critical"),
-           DatabaseConfig("d-crit", f"d1://{ACCOUNT}/{DB_ID}", priority="critical")]
+    dbs = [
+        DatabaseConfig("b-normal", "b.sqlite"),
+        DatabaseConfig("a.high", "a.sqlite", priority="high"),
+        DatabaseConfig("c_crit", "c.sqlite", priority="critical"),
+        DatabaseConfig("d-crit", f"d1://{ACCOUNT}/{DB_ID}", priority="critical"),
+    ]
     assert [d.asset_name for d in dbs] == ["b_normal", "a_high", "c_crit", "d_crit"]
     assert [d.name for d in order_by_priority(dbs)] == ["c_crit", "d-crit", "a.high", "b-normal"]
     assert list(PRIORITY_ORDER) == ["critical", "high", "normal"]
@@ -284,12 +303,28 @@ def test_neither_local_nor_s3(tmp_path):
 
 
 def test_s3_bucket_loads(tmp_path):
-    config = load_config(write(tmp_path, {**MINIMAL, "bucket": {"s3": {
-        "bucket": "grove-patina", "endpoint_url": f"https://{ACCOUNT}.r2.cloudflarestorage.com/", "prefix": "p/"}}}),
-        env={})
+    config = load_config(
+        write(
+            tmp_path,
+            {
+                **MINIMAL,
+                "bucket": {
+                    "s3": {
+                        "bucket": "grove-patina",
+                        "endpoint_url": f"https://{ACCOUNT}.r2.cloudflarestorage.com/",
+                        "prefix": "p/",
+                    }
+                },
+            },
+        ),
+        env={},
+    )
     s3 = config.bucket.s3
     assert s3.endpoint_url == f"https://{ACCOUNT}.r2.cloudflarestorage.com"
-    assert s3.prefix == "p" and s3.key("daily", "2026-01-05", "groveauth.sql.zst") == "p/daily/2026-01-05/groveauth.sql.zst"
+    assert (
+        s3.prefix == "p"
+        and s3.key("daily", "2026-01-05", "groveauth.sql.zst") == "p/daily/2026-01-05/groveauth.sql.zst"
+    )
     assert s3.multipart_part_size_bytes == 16 * 1024 * 1024
     with pytest.raises(ConfigError, match="R2_SECRET_ACCESS_KEY"):
         s3.credentials(env={"R2_ACCESS_KEY_ID": "id"})
@@ -311,11 +346,14 @@ def test_unknown_key(tmp_path):
     assert "databases[0].prioriti" in str(err)
 
 
-@pytest.mark.parametrize("section, key, suggestion", [
-    ("cloudflare", "api_token", "api_token_env"),
-    ("alerts", "discord_webhook", "discord_webhook_env"),
-    ("alerts", "webhook", "webhook_env"),
-])
+@pytest.mark.parametrize(
+    "section, key, suggestion",
+    [
+        ("cloudflare", "api_token", "api_token_env"),
+        ("alerts", "discord_webhook", "discord_webhook_env"),
+        ("alerts", "webhook", "webhook_env"),
+    ],
+)
 def test_secret_value_in_file(tmp_path, section, key, suggestion):
     secret = "hJk3lm9QwErTy7uIoP2aSdF5gHjK8lZxCvBnM0qW"
     err = load_error(tmp_path, {**MINIMAL, section: {key: secret}})
@@ -376,17 +414,20 @@ def test_negative_retention(tmp_path, key):
     assert f"retention.{key}" in str(err) and "negative" in str(err) and "at least 1" in str(err)
 
 
-@pytest.mark.parametrize("section, key, value, fragment", [
-    ("dump", "format", "sql.bz2", "must be one of sql, sql.gz, sql.zst"),
-    ("dump", "concurrency", 0, "at least 1"),
-    ("dump", "concurrency", "three", "whole number"),
-    ("dump", "concurrency", True, "whole number"),
-    ("retention", "weekly_format", "zip", "tar.zst, tar.gz"),
-    ("alerts", "size_decrease_ratio", 1.5, "less than 1"),
-    ("alerts", "size_increase_ratio", 0.9, "greater than 1"),
-    ("alerts", "notify_on_success", "sometimes", "true or false"),
-    ("alerts", "stale_warn_after_days", 10, "stale_after_days"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, fragment",
+    [
+        ("dump", "format", "sql.bz2", "must be one of sql, sql.gz, sql.zst"),
+        ("dump", "concurrency", 0, "at least 1"),
+        ("dump", "concurrency", "three", "whole number"),
+        ("dump", "concurrency", True, "whole number"),
+        ("retention", "weekly_format", "zip", "tar.zst, tar.gz"),
+        ("alerts", "size_decrease_ratio", 1.5, "less than 1"),
+        ("alerts", "size_increase_ratio", 0.9, "greater than 1"),
+        ("alerts", "notify_on_success", "sometimes", "true or false"),
+        ("alerts", "stale_warn_after_days", 10, "stale_after_days"),
+    ],
+)
 def test_bad_scalars(tmp_path, section, key, value, fragment):
     err = load_error(tmp_path, {**MINIMAL, section: {key: value}})
     assert f"{section}.{key}" in str(err) and fragment in str(err)
@@ -433,8 +474,11 @@ def test_all_problems_reported_at_once(tmp_path):
 
 def test_redacted_and_describe_never_show_secret_values(tmp_path):
     config = load_config(EXAMPLE, env={})
-    env = {"CLOUDFLARE_API_TOKEN": "cf-secret-value-123", "R2_SECRET_ACCESS_KEY": "r2-secret-value-456",
-           "PATINA_DISCORD_WEBHOOK": "https://discord.com/api/webhooks/secret-789"}
+    env = {
+        "CLOUDFLARE_API_TOKEN": "cf-secret-value-123",
+        "R2_SECRET_ACCESS_KEY": "r2-secret-value-456",
+        "PATINA_DISCORD_WEBHOOK": "https://discord.com/api/webhooks/secret-789",
+    }
     text = config.describe(env) + json.dumps(config.redacted())
     for secret in env.values():
         assert secret not in text

@@ -1,4 +1,5 @@
 """Tests of the fake D1 REST API in tests/support/d1_server.py."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,12 +38,15 @@ def read(path: Path, sql: str) -> list[tuple]:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return make_db(tmp_path / "blog.sqlite", """
+    return make_db(
+        tmp_path / "blog.sqlite",
+        """
         CREATE TABLE author(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
         CREATE TABLE post(id INTEGER PRIMARY KEY, author_id INTEGER NOT NULL REFERENCES author(id),
                           body TEXT, score REAL, data BLOB);
         INSERT INTO author VALUES (1, 'ada');
-    """)
+    """,
+    )
 
 
 @pytest.fixture
@@ -54,13 +58,13 @@ def server(db_path: Path, tmp_path: Path):
 
 @pytest.fixture
 def client(server: D1Server):
-    with httpx.Client(base_url=server.base_url,
-                      headers={"Authorization": "Bearer good-token"}) as c:
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as c:
         yield c
 
 
-def query(client: httpx.Client, sql: str, params: list | None = None, kind: str = "query",
-          db: str = DB_ID) -> httpx.Response:
+def query(
+    client: httpx.Client, sql: str, params: list | None = None, kind: str = "query", db: str = DB_ID
+) -> httpx.Response:
     body = {"sql": sql} if params is None else {"sql": sql, "params": params}
     return client.post(f"/accounts/acct/d1/database/{db}/{kind}", json=body)
 
@@ -83,16 +87,36 @@ def d1_error(response: httpx.Response) -> str:
 # ----------------------------------------------------------------------------- numbers
 
 
-@pytest.mark.parametrize("value, expected", [
-    (0, "0"), (-0.0, "0"), (1, "1"), (1.0, "1"), (-1.5, "-1.5"), (0.1, "0.1"),
-    (0.1 + 0.2, "0.30000000000000004"), (123.456, "123.456"), (5e-324, "5e-324"),
-    (1e-6, "0.000001"), (2.5e-5, "0.000025"), (1e-7, "1e-7"), (1.5e-7, "1.5e-7"),
-    (1e20, "100000000000000000000"), (1.2345678901234568e20, "123456789012345680000"),
-    (1e21, "1e+21"), (1.5e300, "1.5e+300"), (1.7976931348623157e308, "1.7976931348623157e+308"),
-    (2**53, "9007199254740992"), (2**53 + 1, "9007199254740992"),
-    (2**63 - 1, "9223372036854776000"), (-(2**63), "-9223372036854776000"),
-    (float("inf"), "null"), (float("-inf"), "null"), (float("nan"), "null"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0, "0"),
+        (-0.0, "0"),
+        (1, "1"),
+        (1.0, "1"),
+        (-1.5, "-1.5"),
+        (0.1, "0.1"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (123.456, "123.456"),
+        (5e-324, "5e-324"),
+        (1e-6, "0.000001"),
+        (2.5e-5, "0.000025"),
+        (1e-7, "1e-7"),
+        (1.5e-7, "1.5e-7"),
+        (1e20, "100000000000000000000"),
+        (1.2345678901234568e20, "123456789012345680000"),
+        (1e21, "1e+21"),
+        (1.5e300, "1.5e+300"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (2**53, "9007199254740992"),
+        (2**53 + 1, "9007199254740992"),
+        (2**63 - 1, "9223372036854776000"),
+        (-(2**63), "-9223372036854776000"),
+        (float("inf"), "null"),
+        (float("-inf"), "null"),
+        (float("nan"), "null"),
+    ],
+)
 def test_js_number_json_prints_numbers_as_javascript_does(value, expected):
     assert js_number_json(value) == expected
 
@@ -104,11 +128,19 @@ def test_js_number_json_matches_node_on_random_doubles_and_int64s():
     doubles = [d for d in doubles if d == d and abs(d) != float("inf")]
     doubles += [rng.uniform(-1e25, 1e25) for _ in range(500)] + [rng.uniform(-1e-5, 1e-5) for _ in range(500)]
     ints = [rng.randint(-(2**63), 2**63 - 1) for _ in range(1000)]
-    script = ("const [d, i] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
-              "console.log(JSON.stringify([d.map(x => JSON.stringify(x)),"
-              " i.map(x => JSON.stringify(Number(BigInt(x))))]))")
-    out = subprocess.run(["node", "-e", script], input=json.dumps([doubles, [str(i) for i in ints]]),
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    script = (
+        "const [d, i] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "console.log(JSON.stringify([d.map(x => JSON.stringify(x)),"
+        " i.map(x => JSON.stringify(Number(BigInt(x))))]))"
+    )
+    out = subprocess.run(
+        ["node", "-e", script],
+        input=json.dumps([doubles, [str(i) for i in ints]]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     node_doubles, node_ints = json.loads(out)
     assert [js_number_json(d) for d in doubles] == node_doubles
     assert [js_number_json(i) for i in ints] == node_ints
@@ -118,11 +150,14 @@ def test_js_number_json_matches_node_on_random_doubles_and_int64s():
 
 
 def test_values_come_back_as_d1_serializes_them(client, db_path):
-    response = query(client, """
+    response = query(
+        client,
+        """
         INSERT INTO post VALUES (1, 1, 'a' || char(0) || 'b', 1e999, x'00ff10');
         INSERT INTO post VALUES (9223372036854775807, 1, NULL, 0.1, NULL);
         INSERT INTO post VALUES (9007199254740993, 1, 'ünï', 1e21, zeroblob(0));
-        SELECT id, body, score, data FROM post ORDER BY rowid""")
+        SELECT id, body, score, data FROM post ORDER BY rowid""",
+    )
     assert response.status_code == 200, response.text
     text = response.text
     assert "9223372036854776000" in text and "9007199254740992" in text and "1e+21" in text
@@ -136,8 +171,7 @@ def test_values_come_back_as_d1_serializes_them(client, db_path):
 
 
 def test_each_statement_gets_its_own_result_and_meta(client):
-    response = query(client, "INSERT INTO author(name) VALUES ('bo'), ('cy'); "
-                             "SELECT name FROM author ORDER BY id")
+    response = query(client, "INSERT INTO author(name) VALUES ('bo'), ('cy'); SELECT name FROM author ORDER BY id")
     body = response.json()
     assert response.status_code == 200 and body["success"] is True
     assert body["errors"] == [] and body["messages"] == []
@@ -163,14 +197,15 @@ def test_raw_returns_columns_and_rows(client):
 
 
 def test_params_bind_to_the_last_statement_only(client):
-    assert rows(client, "SELECT ? AS t, ? AS n, ? AS b, ? AS z",
-                ["x", 2.0, True, None]) == [{"t": "x", "n": 2, "b": 1, "z": None}]
+    assert rows(client, "SELECT ? AS t, ? AS n, ? AS b, ? AS z", ["x", 2.0, True, None]) == [
+        {"t": "x", "n": 2, "b": 1, "z": None}
+    ]
     assert rows(client, "SELECT typeof(?) AS t", [2.0]) == [{"t": "integer"}]
     assert rows(client, "SELECT 1; SELECT ? AS v", [7]) == [{"v": 7}]
     assert d1_error(query(client, "SELECT ?; SELECT 1", [7])).startswith(
-        "When executing multiple SQL statements in a single call, only the last statement")
-    assert d1_error(query(client, "SELECT ?", [1, 2])) == \
-        "Wrong number of parameter bindings for SQL query."
+        "When executing multiple SQL statements in a single call, only the last statement"
+    )
+    assert d1_error(query(client, "SELECT ?", [1, 2])) == "Wrong number of parameter bindings for SQL query."
 
 
 def test_a_failing_batch_changes_nothing(client, db_path):
@@ -184,15 +219,17 @@ def test_foreign_keys_are_enforced(client, db_path):
     assert message == "FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"
     # Turning them off inside the request's transaction does nothing, as on D1.
     d1_error(query(client, "PRAGMA foreign_keys = OFF; INSERT INTO post(id, author_id) VALUES (1, 42)"))
-    assert rows(client, "PRAGMA defer_foreign_keys = ON; "
-                        "INSERT INTO post(id, author_id) VALUES (1, 2); "
-                        "INSERT INTO author VALUES (2, 'bo'); SELECT count(*) AS n FROM post") == [{"n": 1}]
+    assert rows(
+        client,
+        "PRAGMA defer_foreign_keys = ON; "
+        "INSERT INTO post(id, author_id) VALUES (1, 2); "
+        "INSERT INTO author VALUES (2, 'bo'); SELECT count(*) AS n FROM post",
+    ) == [{"n": 1}]
 
 
 def test_sql_runs_on_a_current_sqlite(client):
     # unhex() is SQLite 3.41+, the JSON -> operator 3.38+: not in Python's sqlite3 here (3.40).
-    assert rows(client, "SELECT unhex('00ff') AS b, '{\"a\": 5}' ->> '$.a' AS a") == [
-        {"b": [0, 255], "a": 5}]
+    assert rows(client, "SELECT unhex('00ff') AS b, '{\"a\": 5}' ->> '$.a' AS a") == [{"b": [0, 255], "a": 5}]
 
 
 # ----------------------------------------------------------------------------- D1's limits
@@ -210,35 +247,43 @@ def test_parameters_columns_and_values_are_limited(client, db_path):
     ok = query(client, "SELECT " + ",".join(["?"] * 100), list(range(100)), kind="raw")
     assert ok.json()["result"][0]["results"]["rows"] == [list(range(100))]
     assert d1_error(query(client, "SELECT " + ",".join(["?"] * 101), list(range(101)))).startswith(
-        "too many SQL variables")
-    assert d1_error(query(client, "SELECT " + ",".join(["1"] * 101))) == \
-        "too many columns in result set: SQLITE_ERROR"
+        "too many SQL variables"
+    )
+    assert d1_error(query(client, "SELECT " + ",".join(["1"] * 101))) == "too many columns in result set: SQLITE_ERROR"
     assert len(rows(client, "SELECT zeroblob(2000000) AS b")[0]["b"]) == 2_000_000
-    assert d1_error(query(client, "SELECT zeroblob(2000001)")) == \
-        "string or blob too big: SQLITE_TOOBIG"
-    assert d1_error(query(client, "SELECT zeroblob(1500000), zeroblob(1500000)")) == \
-        "string or blob too big: SQLITE_TOOBIG"
+    assert d1_error(query(client, "SELECT zeroblob(2000001)")) == "string or blob too big: SQLITE_TOOBIG"
+    assert (
+        d1_error(query(client, "SELECT zeroblob(1500000), zeroblob(1500000)"))
+        == "string or blob too big: SQLITE_TOOBIG"
+    )
 
 
-@pytest.mark.parametrize("sql", [
-    "BEGIN", "BEGIN TRANSACTION; INSERT INTO author(name) VALUES ('x'); COMMIT",
-    "SAVEPOINT a", "COMMIT", "ROLLBACK",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "BEGIN",
+        "BEGIN TRANSACTION; INSERT INTO author(name) VALUES ('x'); COMMIT",
+        "SAVEPOINT a",
+        "COMMIT",
+        "ROLLBACK",
+    ],
+)
 def test_transaction_control_is_refused(client, db_path, sql):
     assert d1_error(query(client, sql)).startswith(
         "To execute a transaction, please use the state.storage.transaction() or "
-        "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT")
+        "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT"
+    )
     assert read(db_path, "SELECT count(*) FROM author") == [(1,)]
 
 
 def test_writable_schema_and_cf_tables_are_refused(client, db_path):
     make_db(db_path, "CREATE TABLE _cf_KV(key TEXT PRIMARY KEY, value BLOB)")
     assert d1_error(query(client, "PRAGMA writable_schema = ON")) == "not authorized: SQLITE_AUTH"
-    assert d1_error(query(client, "SELECT * FROM _cf_KV")) == \
-        "access to _cf_KV.key is prohibited: SQLITE_AUTH"
+    assert d1_error(query(client, "SELECT * FROM _cf_KV")) == "access to _cf_KV.key is prohibited: SQLITE_AUTH"
     assert d1_error(query(client, "DROP TABLE _cf_KV")) == "not authorized: SQLITE_AUTH"
-    assert rows(client, "SELECT name FROM sqlite_schema WHERE name LIKE '\\_cf\\_%' ESCAPE '\\'") \
-        == [{"name": "_cf_KV"}]
+    assert rows(client, "SELECT name FROM sqlite_schema WHERE name LIKE '\\_cf\\_%' ESCAPE '\\'") == [
+        {"name": "_cf_KV"}
+    ]
 
 
 # ----------------------------------------------------------------------------- databases, auth
@@ -254,14 +299,18 @@ def test_list_and_get_databases(client, server):
     assert info["file_size"] > 0 and info["created_at"].endswith("Z")
 
 
-@pytest.mark.parametrize("headers, status, code", [
-    ({}, 400, 10000),
-    ({"Authorization": "Bearer bad-token"}, 401, 10000),
-    ({"Authorization": "good-token"}, 400, 6003),
-])
+@pytest.mark.parametrize(
+    "headers, status, code",
+    [
+        ({}, 400, 10000),
+        ({"Authorization": "Bearer bad-token"}, 401, 10000),
+        ({"Authorization": "good-token"}, 400, 6003),
+    ],
+)
 def test_authentication_errors(server, headers, status, code):
-    response = httpx.post(f"{server.base_url}/accounts/acct/d1/database/{DB_ID}/query",
-                          json={"sql": "SELECT 1"}, headers=headers)
+    response = httpx.post(
+        f"{server.base_url}/accounts/acct/d1/database/{DB_ID}/query", json={"sql": "SELECT 1"}, headers=headers
+    )
     assert response.status_code == status
     assert response.json()["errors"][0]["code"] == code
 
@@ -298,8 +347,7 @@ def test_faults_can_target_a_path_and_queue_in_order(client, server):
 
 
 def test_custom_fault_body(client, server):
-    body = {"success": False, "errors": [{"code": 7429, "message": "Too many"}], "messages": [],
-            "result": None}
+    body = {"success": False, "errors": [{"code": 7429, "message": "Too many"}], "messages": [], "result": None}
     server.inject(Fault.status(429, retry_after=0.5, body=body))
     response = query(client, "SELECT 1")
     assert response.json() == body and response.headers["Retry-After"] == "0.5"
@@ -316,8 +364,7 @@ def test_disconnect_drops_the_connection_without_an_answer(client, server):
 def test_delay_makes_the_client_time_out_then_answers_normally(client, server):
     server.inject(Fault.delay(30))
     with pytest.raises(httpx.ReadTimeout):
-        client.post(f"/accounts/acct/d1/database/{DB_ID}/query", json={"sql": "SELECT 1"},
-                    timeout=0.2)
+        client.post(f"/accounts/acct/d1/database/{DB_ID}/query", json={"sql": "SELECT 1"}, timeout=0.2)
     server.inject(Fault.delay(0.01))
     assert rows(client, "SELECT 2 AS v") == [{"v": 2}]
 
@@ -331,9 +378,10 @@ def test_fail_always_until_cleared(client, server):
 
 def test_rate_limit_answers_429_with_retry_after(db_path):
     now = [1000.0]
-    with D1Server({DB_ID: db_path}, rate_limit=(3, 300), clock=lambda: now[0]) as server, \
-            httpx.Client(base_url=server.base_url,
-                         headers={"Authorization": "Bearer good-token"}) as client:
+    with (
+        D1Server({DB_ID: db_path}, rate_limit=(3, 300), clock=lambda: now[0]) as server,
+        httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as client,
+    ):
         assert [query(client, "SELECT 1").status_code for _ in range(3)] == [200, 200, 200]
         now[0] += 100
         limited = query(client, "SELECT 1")
@@ -378,22 +426,22 @@ def run_import(client: httpx.Client, sql: bytes) -> dict:
         assert init["filename"].endswith(".sql")
         upload = httpx.put(init["upload_url"], content=sql)  # presigned: no Authorization
         assert upload.status_code == 200 and upload.headers["ETag"] == f'"{etag}"'
-        state = client.post(url, json={"action": "ingest", "etag": etag,
-                                       "filename": init["filename"]}).json()["result"]
+        state = client.post(url, json={"action": "ingest", "etag": etag, "filename": init["filename"]}).json()["result"]
     else:
         state = init
     assert state["success"] is True and state["type"] == "import"
     while state["status"] == "active":
-        state = client.post(url, json={"action": "poll",
-                                       "current_bookmark": state["at_bookmark"]}).json()["result"]
+        state = client.post(url, json={"action": "poll", "current_bookmark": state["at_bookmark"]}).json()["result"]
     return state
 
 
 def test_import_runs_a_sql_file(client, db_path):
-    sql = (b"CREATE TABLE tag(id INTEGER PRIMARY KEY, name TEXT);\n"
-           b"INSERT INTO tag VALUES (1, 'x'), (2, 'y');\n"
-           b"CREATE TRIGGER t AFTER INSERT ON tag BEGIN SELECT 1; END;\n"
-           b"INSERT INTO post(id, author_id, body) VALUES (1, 1, 'hello;world');\n")
+    sql = (
+        b"CREATE TABLE tag(id INTEGER PRIMARY KEY, name TEXT);\n"
+        b"INSERT INTO tag VALUES (1, 'x'), (2, 'y');\n"
+        b"CREATE TRIGGER t AFTER INSERT ON tag BEGIN SELECT 1; END;\n"
+        b"INSERT INTO post(id, author_id, body) VALUES (1, 1, 'hello;world');\n"
+    )
     state = run_import(client, sql)
     assert state["status"] == "complete", state
     assert state["result"]["num_queries"] == 4
@@ -405,29 +453,33 @@ def test_import_runs_a_sql_file(client, db_path):
     assert again["status"] == "error" and "table tag already exists" in again["error"]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (b"BEGIN TRANSACTION;", "To execute a transaction"),
-    (b"PRAGMA writable_schema = 1;", "not authorized: SQLITE_AUTH"),
-    (b"CREATE TABLE _cf_METADATA(key);", "not authorized: SQLITE_AUTH"),
-    (b"INSERT INTO author(name) VALUES ('" + b"x" * 100_000 + b"');", "statement too long"),
-    (b"INSERT INTO post(id, author_id) VALUES (5, 99);", "FOREIGN KEY constraint failed"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"BEGIN TRANSACTION;", "To execute a transaction"),
+        (b"PRAGMA writable_schema = 1;", "not authorized: SQLITE_AUTH"),
+        (b"CREATE TABLE _cf_METADATA(key);", "not authorized: SQLITE_AUTH"),
+        (b"INSERT INTO author(name) VALUES ('" + b"x" * 100_000 + b"');", "statement too long"),
+        (b"INSERT INTO post(id, author_id) VALUES (5, 99);", "FOREIGN KEY constraint failed"),
+    ],
+)
 def test_a_failed_import_rolls_everything_back(client, db_path, bad, message):
-    state = run_import(client, b"INSERT INTO author(name) VALUES ('bo');\n" + bad
-                       + b"\nINSERT INTO author(name) VALUES ('cy');\n")
+    state = run_import(
+        client, b"INSERT INTO author(name) VALUES ('bo');\n" + bad + b"\nINSERT INTO author(name) VALUES ('cy');\n"
+    )
     assert state["status"] == "error"
     assert message in state["error"] and state["errors"] == [state["error"]]
     assert read(db_path, "SELECT name FROM author") == [("ada",)]
 
 
 def test_import_polls_answer_active_first_when_asked(db_path):
-    with D1Server({DB_ID: db_path}, import_active_polls=2) as server, \
-            httpx.Client(base_url=server.base_url,
-                         headers={"Authorization": "Bearer good-token"}) as client:
+    with (
+        D1Server({DB_ID: db_path}, import_active_polls=2) as server,
+        httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as client,
+    ):
         state = run_import(client, b"INSERT INTO author(name) VALUES ('bo');")
         assert state["status"] == "complete"
-        polls = [r for r in server.requests if isinstance(r.body, dict)
-                 and r.body.get("action") == "poll"]
+        polls = [r for r in server.requests if isinstance(r.body, dict) and r.body.get("action") == "poll"]
         assert len(polls) == 3
 
 
@@ -436,16 +488,16 @@ def test_import_refuses_an_upload_that_does_not_match_its_etag(client):
     etag = hashlib.md5(b"SELECT 1;").hexdigest()
     init = client.post(url, json={"action": "init", "etag": etag}).json()["result"]
     httpx.put(init["upload_url"], content=b"SELECT 2;")
-    result = client.post(url, json={"action": "ingest", "etag": etag,
-                                    "filename": init["filename"]}).json()["result"]
+    result = client.post(url, json={"action": "ingest", "etag": etag, "filename": init["filename"]}).json()["result"]
     assert result["success"] is False and "etag" in result["error"]
 
 
 def test_responses_are_plain_json(client):
     # What the client parses is ordinary JSON (no NaN/Infinity tokens).
     response = query(client, "SELECT 1e999 AS inf, -1e999 AS ninf")
-    assert json.loads(response.text, parse_constant=lambda c: pytest.fail(c))["result"][0][
-        "results"] == [{"inf": None, "ninf": None}]
+    assert json.loads(response.text, parse_constant=lambda c: pytest.fail(c))["result"][0]["results"] == [
+        {"inf": None, "ninf": None}
+    ]
 
 
 def test_a_chunked_upload_is_refused_for_want_of_a_length(client):
@@ -455,15 +507,26 @@ def test_a_chunked_upload_is_refused_for_want_of_a_length(client):
     assert response.status_code == 411
 
 
-@pytest.mark.parametrize("limit, make, message", [
-    # n terms of `+` make a tree n-1 deep under the SELECT's own level: 100 terms are 100 deep
-    (100, lambda n: "SELECT " + "+".join(["1"] * n), "Expression tree is too large (maximum depth 100): SQLITE_ERROR"),
-    (5, lambda n: " UNION ALL ".join(["SELECT 1"] * n), "too many terms in compound SELECT: SQLITE_ERROR"),
-    (50, lambda n: "SELECT 'a' LIKE '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
-    (50, lambda n: "SELECT 'a' GLOB '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
-    (32, lambda n: "SELECT json_array(" + ",".join(["1"] * n) + ")",
-     "too many arguments on function json_array"),  # local D1 adds " at offset 7"
-], ids=["expression depth", "compound select", "like pattern", "glob pattern", "function arguments"])
+@pytest.mark.parametrize(
+    "limit, make, message",
+    [
+        # n terms of `+` make a tree n-1 deep under the SELECT's own level: 100 terms are 100 deep
+        (
+            100,
+            lambda n: "SELECT " + "+".join(["1"] * n),
+            "Expression tree is too large (maximum depth 100): SQLITE_ERROR",
+        ),
+        (5, lambda n: " UNION ALL ".join(["SELECT 1"] * n), "too many terms in compound SELECT: SQLITE_ERROR"),
+        (50, lambda n: "SELECT 'a' LIKE '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
+        (50, lambda n: "SELECT 'a' GLOB '" + "a" * n + "'", "LIKE or GLOB pattern too complex: SQLITE_ERROR"),
+        (
+            32,
+            lambda n: "SELECT json_array(" + ",".join(["1"] * n) + ")",
+            "too many arguments on function json_array",
+        ),  # local D1 adds " at offset 7"
+    ],
+    ids=["expression depth", "compound select", "like pattern", "glob pattern", "function arguments"],
+)
 def test_sqlite_limits_are_d1s(client, limit, make, message):
     """One step past each limit is refused as D1 refuses it (messages measured on local D1); the limit passes."""
     passing = query(client, make(limit))
@@ -473,12 +536,15 @@ def test_sqlite_limits_are_d1s(client, limit, make, message):
 
 def test_a_query_past_its_time_and_a_result_past_its_size_are_refused(db_path):
     slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
-    with D1Server({DB_ID: db_path}, query_seconds=0.2, max_result_bytes=10_000) as server, \
-            httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as c:
+    with (
+        D1Server({DB_ID: db_path}, query_seconds=0.2, max_result_bytes=10_000) as server,
+        httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer good-token"}) as c,
+    ):
         assert d1_error(query(c, slow)) == "D1 DB exceeded its query time limit of 0.2 s: SQLITE_INTERRUPT"
         assert query(c, "SELECT zeroblob(9000)").status_code == 200
         assert d1_error(query(c, "SELECT zeroblob(6000) UNION ALL SELECT zeroblob(6001)")).startswith(
-            "result too large")
+            "result too large"
+        )
 
 
 # --------------------------------------------------------------------------- Time Travel and batches
@@ -504,8 +570,12 @@ def test_the_bookmark_moves_on_every_write_and_only_then(client: httpx.Client):
 
 
 def test_a_batch_is_one_transaction_with_one_result_per_statement(client: httpx.Client, db_path: Path):
-    body = {"batch": [{"sql": "SELECT count(*) AS n FROM author"},
-                      {"sql": "SELECT name FROM author WHERE id = ?", "params": [1]}]}
+    body = {
+        "batch": [
+            {"sql": "SELECT count(*) AS n FROM author"},
+            {"sql": "SELECT name FROM author WHERE id = ?", "params": [1]},
+        ]
+    }
     response = client.post(f"/accounts/acct/d1/database/{DB_ID}/raw", json=body)
     assert [r["results"]["rows"] for r in response.json()["result"]] == [[[1]], [["ada"]]]
     failing = {"batch": [{"sql": "INSERT INTO author VALUES (5, 'eve')"}, {"sql": "SELECT * FROM nowhere"}]}

@@ -34,9 +34,11 @@ def test_demo_backs_up_six_databases_for_each_day(tmp_path, monkeypatch):
 
 
 def test_the_demo_backs_up_the_last_complete_week_through_yesterday():
-    for today, first in ((dt.date(2026, 12, 1), dt.date(2026, 11, 22)),   # a Tuesday: 9 nights
-                         (dt.date(2026, 11, 29), dt.date(2026, 11, 22)),  # a Sunday: just that week
-                         (dt.date(2026, 11, 28), dt.date(2026, 11, 15))):  # a Saturday: 13 nights
+    for today, first in (
+        (dt.date(2026, 12, 1), dt.date(2026, 11, 22)),  # a Tuesday: 9 nights
+        (dt.date(2026, 11, 29), dt.date(2026, 11, 22)),  # a Sunday: just that week
+        (dt.date(2026, 11, 28), dt.date(2026, 11, 15)),
+    ):  # a Saturday: 13 nights
         nights = demo_nights(today)
         assert nights[0] == first and first.weekday() == 6 and nights[-1] == today - dt.timedelta(days=1)
         assert nights == [first + dt.timedelta(days=n) for n in range(len(nights))]

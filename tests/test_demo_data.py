@@ -46,8 +46,12 @@ def objects(conn: sqlite3.Connection, kind: str) -> set[str]:
 def contents(path: Path) -> dict[str, list[tuple]]:
     """Every table's rows (including sqlite_sequence and FTS shadow tables), in a stable order."""
     with connect(path) as conn:
-        tables = sorted(r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL TABLE%'"))
+        tables = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql NOT LIKE 'CREATE VIRTUAL TABLE%'"
+            )
+        )
         out = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
         out["sqlite_schema"] = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema"), key=repr)
     return out
@@ -118,16 +122,24 @@ def test_expected_tables_and_features(demo):
         assert conn.execute("SELECT max(length(CAST(markdown_content AS BLOB))) FROM posts").fetchone()[0] > 100_000
 
     with connect(demo["autumnsgrove-git-stats"]) as conn:
-        lo, hi, ms = conn.execute("SELECT min(fingerprint), max(fingerprint), max(committed_at_ms) FROM commits").fetchone()
+        lo, hi, ms = conn.execute(
+            "SELECT min(fingerprint), max(fingerprint), max(committed_at_ms) FROM commits"
+        ).fetchone()
         assert (lo, hi) == (-(2**63), 2**63 - 1) and ms > 1_700_000_000_000
-        assert conn.execute("SELECT typeof(churn_ratio) FROM commits WHERE churn_ratio IS NOT NULL").fetchone() == ("real",)
+        assert conn.execute("SELECT typeof(churn_ratio) FROM commits WHERE churn_ratio IS NOT NULL").fetchone() == (
+            "real",
+        )
         assert conn.execute("SELECT full_name FROM repos WHERE id = 1").fetchone()[0] == "AutumnsGrove/GroveEngine"
         hidden = {r[1]: r[6] for r in conn.execute("SELECT * FROM pragma_table_xinfo('daily_stats')")}
         assert hidden["net_lines"] == 3  # STORED generated column
 
     with connect(demo["grove-domain-jobs"]) as conn:
-        assert conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'domain_checks'").fetchone()[0].rstrip().endswith(
-            "STRICT")
+        assert (
+            conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'domain_checks'")
+            .fetchone()[0]
+            .rstrip()
+            .endswith("STRICT")
+        )
         types = {r[0] for r in conn.execute("SELECT DISTINCT typeof(raw) FROM domain_checks")}
         assert types == {"integer", "real", "text", "blob", "null"}
         sizes = [r[0] for r in conn.execute("SELECT length(payload) FROM job_results")]
@@ -163,13 +175,15 @@ def test_fts5_search_finds_known_post(demo):
     with connect(demo["autumnsgrove-posts"], readonly=False) as conn:
         hits = conn.execute(
             "SELECT p.slug FROM posts_fts JOIN posts p ON p.id = posts_fts.rowid WHERE posts_fts MATCH ?",
-            (KNOWN_POST_WORD,)).fetchall()
+            (KNOWN_POST_WORD,),
+        ).fetchall()
         assert hits == [(KNOWN_POST_SLUG,)]
         # The external-content index agrees with the table (the triggers kept it in sync).
         conn.execute("INSERT INTO posts_fts(posts_fts, rank) VALUES ('integrity-check', 1)")
         # Porter stemming: "weathers" finds the post that says "weathers".
         assert (KNOWN_POST_SLUG,) in conn.execute(
-            "SELECT p.slug FROM posts_fts JOIN posts p ON p.id = posts_fts.rowid WHERE posts_fts MATCH 'weathering'")
+            "SELECT p.slug FROM posts_fts JOIN posts p ON p.id = posts_fts.rowid WHERE posts_fts MATCH 'weathering'"
+        )
 
 
 def test_replaces_existing_files_and_is_quick(tmp_path):

@@ -13,18 +13,19 @@ import dagster as dg
 import pytest
 from support.checkout import ROOT, checkout_copy, commands, patina_arguments, section, user_environment
 
-from patina_assets.defs.checks import DUMP_CHECK_NAMES
 from patina_assets.cli import build_parser
 from patina_assets.config import default_config
 from patina_assets.defs import build_definitions
+from patina_assets.defs.checks import DUMP_CHECK_NAMES
 
 README = (ROOT / "README.md").read_text()
 RUNBOOK = (ROOT / "docs" / "disaster-recovery.md").read_text()
 
 
 def shell(script: str, cwd, env) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=1800)
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_the_readme_quick_start_runs_as_written(quick_start):
 def test_the_runbook_runs_as_written_against_the_demo(quick_start):
     root, _, done = quick_start
     assert done.returncode == 0
-    day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     lines = commands(RUNBOOK)
     runnable = [re.sub(r"^DAY=\d{4}-\d\d-\d\d\b", f"DAY={day}", c.line) for c in lines if c.runnable]
     env = {**user_environment(root), "PATH": f"{root / '.venv' / 'bin'}:{os.environ['PATH']}"}
@@ -61,9 +62,9 @@ def test_the_runbook_runs_as_written_against_the_demo(quick_start):
     # Every command names the config and the bucket it used.
     assert f"patina: config the demo's default for the checkout {root}" in ran.stderr
     # What cannot run here must at least still parse, so it cannot drift either.
-    for command in [c for c in lines if not c.runnable] + commands(section(README, "Operators' tools: status, "
-                                                                          "list, download, restore, and the "
-                                                                          "disaster-recovery runbook")):
+    for command in [c for c in lines if not c.runnable] + commands(
+        section(README, "Operators' tools: status, list, download, restore, and the disaster-recovery runbook")
+    ):
         arguments = patina_arguments(command.line)
         if arguments is not None and "[" not in command.line:
             build_parser().parse_args(arguments)
@@ -97,16 +98,29 @@ def test_the_readme_names_and_numbers_match_what_the_commands_print(quick_start)
     root, _, done = quick_start
     defs = build_definitions(default_config(root))
     repository = defs.get_repository_def()
-    for name in ([s.name for s in repository.schedule_defs] + [s.name for s in repository.sensor_defs]
-                 + [j.name for j in repository.get_all_jobs() if not j.name.startswith("__")]):
+    for name in (
+        [s.name for s in repository.schedule_defs]
+        + [s.name for s in repository.sensor_defs]
+        + [j.name for j in repository.get_all_jobs() if not j.name.startswith("__")]
+    ):
         assert f"`{name}`" in README, name
     sources = sum(p.stat().st_size for p in (root / ".patina" / "sources").glob("*.sqlite"))
     stated = int(re.search(r"about (\d+) MB, a little different each day", README).group(1))
     assert abs(sources / 1e6 - stated) / stated < 0.25, (sources, stated)
     # The demo's SIZE column is the SQL's size, as `patina list` shows it.
-    listing = json.loads(subprocess.run([sys.executable, "-m", "patina_assets.cli", "list", "--json", "--limit", "1"],
-                                        cwd=root, env=user_environment(root), capture_output=True, text=True).stdout)
+    listing = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "patina_assets.cli", "list", "--json", "--limit", "1"],
+            cwd=root,
+            env=user_environment(root),
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     newest = listing["backups"][0]
-    line = next(line for line in done.stdout.splitlines()
-                if line.startswith(newest["date"]) and f" {newest['database']} " in line)
+    line = next(
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith(newest["date"]) and f" {newest['database']} " in line
+    )
     assert f" {newest['size']} " in line

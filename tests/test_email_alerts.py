@@ -9,18 +9,25 @@ import logging
 import pytest
 from support.configs import small_database, write_config
 from support.smtp_server import PASSWORD, USER, SmtpServer, free_port, self_signed_certificate
+from test_alerts import partial_run
 
 from patina_assets.alerts import EMAIL, Channels, Outbox, email_message, pending, send_email
 from patina_assets.config import ConfigError
-from test_alerts import partial_run
 
 ENV = {"PATINA_SMTP_USER": USER, "PATINA_SMTP_PASSWORD": PASSWORD}
 
 
 def email_alerts(tmp_path, port: int, **extra):
-    settings = {"host": "127.0.0.1", "port": port, "from": "patina@example.com", "to": ["ops@example.com", "cto@example.com"],
-                "username_env": "PATINA_SMTP_USER", "password_env": "PATINA_SMTP_PASSWORD",
-                "ca_file": str(tmp_path / "smtp-cert.pem"), **extra}
+    settings = {
+        "host": "127.0.0.1",
+        "port": port,
+        "from": "patina@example.com",
+        "to": ["ops@example.com", "cto@example.com"],
+        "username_env": "PATINA_SMTP_USER",
+        "password_env": "PATINA_SMTP_PASSWORD",
+        "ca_file": str(tmp_path / "smtp-cert.pem"),
+        **extra,
+    }
     db = tmp_path / "a.sqlite"
     if not db.exists():
         small_database(db, 5)
@@ -76,22 +83,46 @@ def test_the_outbox_holds_an_email_until_the_server_is_up_then_sends_it_once(tmp
     with SmtpServer(tmp_path, port=port) as smtp:  # the server comes back
         up = outbox.flush(channels.targets(), now=1030.0, send=channels.send, missing=channels.missing)
         assert up.delivered == ["run-1@email"] and len(smtp.messages) == 1
-        assert outbox.flush(channels.targets(), now=1060.0, send=channels.send).delivered == [] and len(smtp.messages) == 1
+        assert (
+            outbox.flush(channels.targets(), now=1060.0, send=channels.send).delivered == [] and len(smtp.messages) == 1
+        )
 
 
 def test_email_settings_are_validated_and_never_hold_the_password(tmp_path):
     db = str(small_database(tmp_path / "a.sqlite", 5))
     with pytest.raises(ConfigError) as caught:
-        write_config(tmp_path, [{"name": "groveauth", "source": db}],
-                     alerts={"email": {"host": "smtp.example.com", "from": "not an address", "to": [],
-                                       "username_env": "PATINA_SMTP_USER", "password": "hunter2"}})
+        write_config(
+            tmp_path,
+            [{"name": "groveauth", "source": db}],
+            alerts={
+                "email": {
+                    "host": "smtp.example.com",
+                    "from": "not an address",
+                    "to": [],
+                    "username_env": "PATINA_SMTP_USER",
+                    "password": "hunter2",
+                }
+            },
+        )
     text = str(caught.value)
     assert "alerts.email.password: looks like a secret value" in text and "password_env" in text
     assert "alerts.email.from" in text and "alerts.email.to" in text
     with pytest.raises(ConfigError, match="a login needs both username_env and password_env"):
-        write_config(tmp_path, [{"name": "groveauth", "source": db}],
-                     alerts={"email": {"host": "smtp.example.com", "from": "p@example.com", "to": "o@example.com",
-                                       "username_env": "PATINA_SMTP_USER"}})
-    settings = write_config(tmp_path, [{"name": "groveauth", "source": db}],
-                            alerts={"email": {"host": "smtp.example.com", "from": "p@example.com", "to": "o@example.com"}}).alerts.email
+        write_config(
+            tmp_path,
+            [{"name": "groveauth", "source": db}],
+            alerts={
+                "email": {
+                    "host": "smtp.example.com",
+                    "from": "p@example.com",
+                    "to": "o@example.com",
+                    "username_env": "PATINA_SMTP_USER",
+                }
+            },
+        )
+    settings = write_config(
+        tmp_path,
+        [{"name": "groveauth", "source": db}],
+        alerts={"email": {"host": "smtp.example.com", "from": "p@example.com", "to": "o@example.com"}},
+    ).alerts.email
     assert (settings.port, settings.to, settings.credentials({})) == (587, ("o@example.com",), None)

@@ -17,14 +17,41 @@ START, END = "00000005-00000000-00000000-aa", "00000009-00000000-00000000-bb"
 def backup(**changes) -> Backup:
     """A daily backup of groveauth whose manifest has `changes`."""
     manifest = Manifest(
-        database="groveauth", day="2026-03-09", format="sql.zst", sql_bytes=100, sql_sha256=hashlib.sha256(b"").hexdigest(),
-        tables=1, rows=3, table_rows={"users": 3}, table_digests={"users": "a" * 64}, content_digest="c" * 64,
-        schema_fingerprint="d" * 64, source="d1://acct/db", point_in_time=True, requests=9,
-        started_at="2026-03-10T03:00:00Z", finished_at="2026-03-10T03:00:05Z", job_id="job",
-        consistency="one batch", bookmark=START, end_bookmark=START)
+        database="groveauth",
+        day="2026-03-09",
+        format="sql.zst",
+        sql_bytes=100,
+        sql_sha256=hashlib.sha256(b"").hexdigest(),
+        tables=1,
+        rows=3,
+        table_rows={"users": 3},
+        table_digests={"users": "a" * 64},
+        content_digest="c" * 64,
+        schema_fingerprint="d" * 64,
+        source="d1://acct/db",
+        point_in_time=True,
+        requests=9,
+        started_at="2026-03-10T03:00:00Z",
+        finished_at="2026-03-10T03:00:05Z",
+        job_id="job",
+        consistency="one batch",
+        bookmark=START,
+        end_bookmark=START,
+    )
     manifest = dataclasses.replace(manifest, **changes)
-    return Backup(database="groveauth", day="2026-03-09", location=DAILY, key="daily/x", sql_bytes=100, sql_sha256="",
-                  tables=1, rows=3, created_at=None, expires_at=None, manifest=manifest)
+    return Backup(
+        database="groveauth",
+        day="2026-03-09",
+        location=DAILY,
+        key="daily/x",
+        sql_bytes=100,
+        sql_sha256="",
+        tables=1,
+        rows=3,
+        created_at=None,
+        expires_at=None,
+        manifest=manifest,
+    )
 
 
 def time_travel(tmp_path, b: Backup) -> dict:
@@ -36,8 +63,10 @@ def time_travel(tmp_path, b: Backup) -> dict:
 
 def test_a_point_in_time_backup_offers_its_own_bookmark(tmp_path):
     method = time_travel(tmp_path, backup())
-    assert method["steps"][1] == (f"2. Restore to exactly the state this backup holds: "
-                                  f"wrangler d1 time-travel restore groveauth --bookmark={START}")
+    assert method["steps"][1] == (
+        f"2. Restore to exactly the state this backup holds: "
+        f"wrangler d1 time-travel restore groveauth --bookmark={START}"
+    )
 
 
 def test_a_backup_that_is_not_one_point_in_time_offers_the_exact_alternative(tmp_path):

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,8 +39,13 @@ def wait_for(condition, what: str, timeout: float = WAIT):
 
 
 def python(script: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def children(pid: int, mark: bytes) -> list[int]:
@@ -105,7 +110,8 @@ def test_a_run_killed_mid_dump_leaves_no_worker_and_the_next_run_cleans_up_marks
     scratch.mkdir()
     (home / "dagster.yaml").write_text(
         f"storage: {{sqlite: {{base_dir: {home / 'storage'}}}}}\n"
-        "concurrency: {pools: {default_limit: 3}}\ntelemetry: {enabled: false}\n")
+        "concurrency: {pools: {default_limit: 3}}\ntelemetry: {enabled: false}\n"
+    )
     config = write_config(tmp_path, [{"name": "groveauth", "source": str(sparse_database(tmp_path / "auth.sqlite"))}])
 
     with dg.DagsterInstance.from_config(str(home)) as instance, WebhookServer(default=200) as hook:
@@ -114,8 +120,9 @@ def test_a_run_killed_mid_dump_leaves_no_worker_and_the_next_run_cleans_up_marks
         alert_sensor = build_alert_sensors(config, policy=DeliveryPolicy(timeout_seconds=2.0, attempts=1))[0]
         cursor = alert_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name="a")).cursor
 
-        run = python(RUN_SCRIPT, str(config.source_path), "2026-03-01",
-                     env={"DAGSTER_HOME": str(home), "TMPDIR": str(scratch)})
+        run = python(
+            RUN_SCRIPT, str(config.source_path), "2026-03-01", env={"DAGSTER_HOME": str(home), "TMPDIR": str(scratch)}
+        )
         (worker,) = wait_for(lambda: children(run.pid, b"dump_worker"), "the dump worker to start")
         os.kill(worker, signal.SIGSTOP)  # hold it wherever it is, then kill its parent
         kill(run)
@@ -137,7 +144,9 @@ def test_a_run_killed_mid_dump_leaves_no_worker_and_the_next_run_cleans_up_marks
         bounds = run_bounds(config)
         alerting = Alerting(config)
         assert mark_stuck_runs(instance, alerting, bounds, now=time.time()) == []  # quiet, but not for long
-        assert mark_stuck_runs(instance, alerting, bounds, now=time.time() + bounds.stall_seconds + 1) == [record.dagster_run.run_id]
+        assert mark_stuck_runs(instance, alerting, bounds, now=time.time() + bounds.stall_seconds + 1) == [
+            record.dagster_run.run_id
+        ]
         assert instance.get_run_by_id(record.dagster_run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert claimed == [record.dagster_run.run_id]
         assert instance.event_log_storage.get_concurrency_info(EXPORT_POOL).claimed_slots == []
@@ -146,7 +155,9 @@ def test_a_run_killed_mid_dump_leaves_no_worker_and_the_next_run_cleans_up_marks
         (message,) = hook.accepted
         assert message["jobId"] == record.dagster_run.run_id and message["type"] == "backup_failed"
         (failure,) = message["failures"]
-        assert failure["database"] == "groveauth" and failure["error"].startswith("Patina marked this run failed: it logged nothing for")
+        assert failure["database"] == "groveauth" and failure["error"].startswith(
+            "Patina marked this run failed: it logged nothing for"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,8 +178,9 @@ def test_a_write_killed_mid_upload_to_a_local_bucket_is_found_removed_and_report
     with open(fifo, "wb") as feed:  # the upload reads the dump from this pipe: it is mid-write until we stop
         feed.write(b"INSERT INTO t VALUES (1);\n" * 100_000)  # over one copy buffer (1 MiB)
         feed.flush()
-        (temporary,) = wait_for(lambda: [p for p in root.rglob(".patina-tmp.*") if p.stat().st_size > 0],
-                                "the upload's temporary to fill")
+        (temporary,) = wait_for(
+            lambda: [p for p in root.rglob(".patina-tmp.*") if p.stat().st_size > 0], "the upload's temporary to fill"
+        )
         kill(writer)
     bucket = LocalBucket(root)
     (write,) = bucket.incomplete_writes()
@@ -177,7 +189,9 @@ def test_a_write_killed_mid_upload_to_a_local_bucket_is_found_removed_and_report
 
     report = reconcile(ArchiveStore(BackupStore(bucket)), RecordedBackups())
     (finding,) = report.leftovers
-    assert finding.key == write.where and "its writer is gone" in finding.detail and finding.detail.endswith(": removed")
+    assert (
+        finding.key == write.where and "its writer is gone" in finding.detail and finding.detail.endswith(": removed")
+    )
     assert report.leftovers_kept == 0 and not temporary.exists() and bucket.incomplete_writes() == []
 
 
@@ -206,7 +220,7 @@ def test_an_upload_killed_mid_multipart_is_aborted_once_it_is_an_hour_old(tmp_pa
         assert [w.upload_id for w in bucket.incomplete_writes()] == [upload["UploadId"]]
         # moto reports every upload as initiated in 2010: the age comes from the key's generation instead.
         assert leftovers.sweep(bucket, temp_dir=tmp_path).found == []  # young: it may be a run uploading now
-        later = datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+        later = datetime.now(UTC) + timedelta(hours=1, minutes=1)
         report = leftovers.sweep(bucket, now=later, temp_dir=tmp_path)
         assert [(f.kind, f.where, f.removed) for f in report.found] == [(leftovers.UPLOAD, upload["Key"], True)]
         assert pending_uploads(endpoint, name) == []

@@ -119,9 +119,16 @@ def test_the_newest_good_backup_of_a_database_is_never_deleted(config, store, ar
 def record(store, day, database, *, passed=True, size_verdict="ok"):
     """What restore_verification keeps beside a backup (see defs/checks.py)."""
     manifest = store.get_manifest(day, database)
-    store.record_verification(manifest, VerificationRecord(
-        key=manifest.key, sha256=manifest.sha256, passed=passed, checked_at="2026-02-01T03:10:00Z",
-        size_verdict=size_verdict))
+    store.record_verification(
+        manifest,
+        VerificationRecord(
+            key=manifest.key,
+            sha256=manifest.sha256,
+            passed=passed,
+            checked_at="2026-02-01T03:10:00Z",
+            size_verdict=size_verdict,
+        ),
+    )
 
 
 def test_the_newest_good_backup_is_the_newest_verified_one_not_flagged_as_data_loss(config, store, archives):
@@ -150,7 +157,11 @@ def test_archives_older_than_the_weekly_retention_go_unless_one_holds_a_newest_b
     two_weeks = RetentionConfig(daily_days=7, weekly_weeks=2)
     plan = plan_retention(archives, last_day(W3), two_weeks)
     assert [a.week for a in plan.archives] == [W1]
-    assert set(plan.archives[0].keys) == {weekly_manifest_key(W1), archives.get_manifest(W1).key, weekly_verification_key(W1)}
+    assert set(plan.archives[0].keys) == {
+        weekly_manifest_key(W1),
+        archives.get_manifest(W1).key,
+        weekly_verification_key(W1),
+    }
     # A database whose only backups are in that old archive keeps it: its newest backup is in there.
     for day in week_days(W1):
         store.delete_daily(day, "scout-db")
@@ -210,8 +221,15 @@ def test_reconciliation_finds_each_kind_of_drift(config, store, archives):
     bucket.put_bytes(half, b"half a dump")
 
     report = reconcile(archives, recorded)
-    keys = {kind: {f.key for f in findings} for kind, findings in
-            (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown), ("orphans", report.orphans))}
+    keys = {
+        kind: {f.key for f in findings}
+        for kind, findings in (
+            ("missing", report.missing),
+            ("corrupt", report.corrupt),
+            ("unknown", report.unknown),
+            ("orphans", report.orphans),
+        )
+    }
     assert keys["missing"] == {daily_manifest_key(days[0], "groveauth"), daily_manifest_key(days[1], "groveauth")}
     assert keys["corrupt"] == {corrupt.key}
     assert keys["unknown"] == {"daily/2026-01-05/notes.txt", "stray.bin", daily_manifest_key("2026-01-12", "scout-db")}

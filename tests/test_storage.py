@@ -15,7 +15,7 @@ import re
 import socket
 import traceback
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -506,7 +506,7 @@ def test_daily_keys():
     assert daily_dump_key(DAY, "groveauth", "sql.zst") == "daily/2026-01-05/groveauth.sql.zst"
     assert daily_dump_key("2026-01-05", "scout-db", "sql") == "daily/2026-01-05/scout-db.sql"
     assert daily_manifest_key(DAY, "grove-engine") == "daily/2026-01-05/grove-engine.manifest.json"
-    generation = new_generation(datetime(2026, 1, 6, 3, 0, 12, 123456, tzinfo=timezone.utc))
+    generation = new_generation(datetime(2026, 1, 6, 3, 0, 12, 123456, tzinfo=UTC))
     assert re.fullmatch(r"20260106T030012123456Z-[0-9a-f]{6}", generation)
     assert daily_dump_key(DAY, "a", "sql.gz", generation) == f"daily/2026-01-05/a.{generation}.sql.gz"
 
@@ -570,8 +570,12 @@ def test_manifest_json_roundtrip():
 
 
 def test_manifests_record_time_travel_bookmarks_and_older_ones_still_load():
-    manifest = complete_manifest(point_in_time=False, consistency="bookmark moved",
-                                 bookmark="00000001-00000000-00000000-aa", end_bookmark="00000002-00000000-00000000-bb")
+    manifest = complete_manifest(
+        point_in_time=False,
+        consistency="bookmark moved",
+        bookmark="00000001-00000000-00000000-aa",
+        end_bookmark="00000002-00000000-00000000-bb",
+    )
     assert Manifest.from_json(manifest.to_json()) == manifest
     older = json.loads(complete_manifest().to_json())
     for name in ("consistency", "bookmark", "end_bookmark"):
@@ -763,7 +767,7 @@ def test_dump_without_manifest_is_an_orphan_not_a_backup(store, bucket, tmp_path
 
 
 def test_newer_unreferenced_dump_is_left_for_its_own_run(store, bucket, tmp_path):
-    in_flight = daily_dump_key(DAY, DB, "sql.zst", new_generation(datetime.now(timezone.utc) + timedelta(minutes=1)))
+    in_flight = daily_dump_key(DAY, DB, "sql.zst", new_generation(datetime.now(UTC) + timedelta(minutes=1)))
     bucket.put_bytes(in_flight, b"another run's upload")
 
     store.publish_daily(DAY, DB, write_dump(tmp_path, "good"), manifest_for())

@@ -8,8 +8,8 @@ import shutil
 import sqlite3
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from support import awkward, compare
@@ -89,7 +89,9 @@ def test_hazards_are_present(built):
         con.text_factory = bytes
         assert con.execute("SELECT t FROM texts WHERE label='embedded NUL'").fetchone() == (b"a\x00b",)
         assert con.execute("SELECT t, typeof(t) FROM texts WHERE label='NULL'").fetchone() == (None, b"null")
-        sizes = [n for (n,) in con.execute("SELECT length(CAST(t AS BLOB)) FROM texts WHERE label GLOB '*[0-9] [KM]B *'")]
+        sizes = [
+            n for (n,) in con.execute("SELECT length(CAST(t AS BLOB)) FROM texts WHERE label GLOB '*[0-9] [KM]B *'")
+        ]
         assert max(sizes) > 1_400_000 and min(sizes) > 100_000
     with _ro(built["invalid_utf8"]) as con:
         con.text_factory = bytes
@@ -112,13 +114,22 @@ def test_hazards_are_present(built):
     with _ro(built["wide_table"]) as con:
         assert len(con.execute("PRAGMA table_info(wide)").fetchall()) == 100
     with _ro(built["big_rows"]) as con:
-        sizes = [n for (n,) in con.execute(
-            "SELECT coalesce(length(CAST(t AS BLOB)), 0) + coalesce(length(b), 0) FROM big")]
+        sizes = [
+            n for (n,) in con.execute("SELECT coalesce(length(CAST(t AS BLOB)), 0) + coalesce(length(b), 0) FROM big")
+        ]
         assert sum(1 for n in sizes if 1_700_000 < n < 2_000_000) >= 4
     with _ro(built["names"]) as con:
         names = {n for (n,) in con.execute("SELECT name FROM sqlite_schema")}
-        assert {"select", "order", "Order Details", "table with spaces", 'quoted"name', "ünïcödé",
-                "日本語", "index"} <= names
+        assert {
+            "select",
+            "order",
+            "Order Details",
+            "table with spaces",
+            'quoted"name',
+            "ünïcödé",
+            "日本語",
+            "index",
+        } <= names
     with _ro(built["fts5"]) as con:
         assert con.execute("SELECT count(*) FROM posts_fts WHERE posts_fts MATCH 'fox'").fetchone() == (2,)
     with _ro(built["pragmas"]) as con:
@@ -156,8 +167,11 @@ def test_vacuum_and_schema_order_do_not_matter(built, tmp_path):
 def test_compare_never_writes(built, tmp_path):
     expected = built["fts5"]
     actual = _copy(expected, tmp_path)
-    _modify(actual, "INSERT INTO posts_fts(posts_fts, rowid, title, body) "
-                    "VALUES('delete', 103, 'Hello world', 'The quick brown fox jumps over the lazy dog');")
+    _modify(
+        actual,
+        "INSERT INTO posts_fts(posts_fts, rowid, title, body) "
+        "VALUES('delete', 103, 'Hello world', 'The quick brown fox jumps over the lazy dog');",
+    )
     before = (_digest(expected), _digest(actual))
     assert compare.compare_databases(expected, actual)  # runs integrity-check on a copy
     assert (_digest(expected), _digest(actual)) == before
@@ -184,68 +198,127 @@ def _next_bit(con: sqlite3.Connection) -> None:
 
 INJECTIONS = {
     "integer 2^63-1 -> 2^63-2": (
-        "integers", "UPDATE int_values SET v = 9223372036854775806 WHERE v = 9223372036854775807;",
-        ['data: table "int_values"', "expected INTEGER 9223372036854775807, actual INTEGER 9223372036854775806"]),
+        "integers",
+        "UPDATE int_values SET v = 9223372036854775806 WHERE v = 9223372036854775807;",
+        ['data: table "int_values"', "expected INTEGER 9223372036854775807, actual INTEGER 9223372036854775806"],
+    ),
     "REAL off by one bit": ("reals", _next_bit, ['data: table "random_reals": rowid=1 column "x"']),
-    "-0.0 vs 0.0": ("reals", "UPDATE special_reals SET u = 0.0 WHERE label = '-0.0';",
-                    ["expected REAL -0.0 (bits 8000000000000000), actual REAL 0.0"]),
-    "INTEGER vs REAL": ("mixed_types", "UPDATE mixed SET u = 12.0 WHERE label = 'untyped integer 12';",
-                        ["expected INTEGER 12, actual REAL 12.0"]),
-    "TEXT differs after NUL": ("texts", "UPDATE texts SET t = 'a' || char(0) || 'c' WHERE label = 'embedded NUL';",
-                               ['column "t"', "first differing byte at offset 2"]),
-    "'' vs NULL": ("texts", "UPDATE texts SET t = NULL WHERE label = 'empty string';",
-                   ["expected TEXT '' (0 bytes), actual NULL"]),
-    "BLOB vs TEXT": ("blobs", "UPDATE blobs SET b = CAST(b AS TEXT) WHERE label = 'ascii as blob';",
-                     ["expected BLOB x'68656c6c6f' (5 bytes), actual TEXT 'hello'"]),
-    "invalid UTF-8 byte": ("invalid_utf8", "UPDATE bad_text SET t = CAST(X'fffd' AS TEXT) WHERE id = 1;",
-                           ['table "bad_text": rowid=1 column "t"']),
+    "-0.0 vs 0.0": (
+        "reals",
+        "UPDATE special_reals SET u = 0.0 WHERE label = '-0.0';",
+        ["expected REAL -0.0 (bits 8000000000000000), actual REAL 0.0"],
+    ),
+    "INTEGER vs REAL": (
+        "mixed_types",
+        "UPDATE mixed SET u = 12.0 WHERE label = 'untyped integer 12';",
+        ["expected INTEGER 12, actual REAL 12.0"],
+    ),
+    "TEXT differs after NUL": (
+        "texts",
+        "UPDATE texts SET t = 'a' || char(0) || 'c' WHERE label = 'embedded NUL';",
+        ['column "t"', "first differing byte at offset 2"],
+    ),
+    "'' vs NULL": (
+        "texts",
+        "UPDATE texts SET t = NULL WHERE label = 'empty string';",
+        ["expected TEXT '' (0 bytes), actual NULL"],
+    ),
+    "BLOB vs TEXT": (
+        "blobs",
+        "UPDATE blobs SET b = CAST(b AS TEXT) WHERE label = 'ascii as blob';",
+        ["expected BLOB x'68656c6c6f' (5 bytes), actual TEXT 'hello'"],
+    ),
+    "invalid UTF-8 byte": (
+        "invalid_utf8",
+        "UPDATE bad_text SET t = CAST(X'fffd' AS TEXT) WHERE id = 1;",
+        ['table "bad_text": rowid=1 column "t"'],
+    ),
     "missing row": ("mixed_types", "DELETE FROM mixed WHERE id = 3;", ["rowid=3 missing from actual"]),
-    "extra row": ("without_rowid", "INSERT INTO wr_text VALUES('new', 1);",
-                  ["unexpected \"code\"=TEXT 'new'"]),
-    "changed rowid": ("rowids", "UPDATE sparse SET rowid = 43 WHERE rowid = 42;",
-                      ["rowid=42 missing from actual", "unexpected rowid=43 in actual"]),
-    "rowid behind a shadowing column": ("rowids", "UPDATE shadowed SET _rowid_ = 31 WHERE _rowid_ = 30;",
-                                        ['table "shadowed": _rowid_=30 missing']),
-    "all rowid names shadowed": ("rowids", "UPDATE shadowed_all SET v = 0 WHERE rowid = 'r2';",
-                                 ['table "shadowed_all": row #2 (in scan order) column "v"']),
-    "NOCASE key changes case": ("without_rowid", "UPDATE wr_nocase SET name = 'apple' WHERE name = 'Apple';",
-                                ["\"name\"=TEXT 'Apple' (5 bytes) missing", "unexpected \"name\"=TEXT 'apple'"]),
-    "generated column follows": ("generated_columns", "UPDATE gen_strict SET a = 0 WHERE id = 1;",
-                                 ['table "gen_strict": rowid=1 column "b"', 'rowid=1 column "c"']),
+    "extra row": ("without_rowid", "INSERT INTO wr_text VALUES('new', 1);", ["unexpected \"code\"=TEXT 'new'"]),
+    "changed rowid": (
+        "rowids",
+        "UPDATE sparse SET rowid = 43 WHERE rowid = 42;",
+        ["rowid=42 missing from actual", "unexpected rowid=43 in actual"],
+    ),
+    "rowid behind a shadowing column": (
+        "rowids",
+        "UPDATE shadowed SET _rowid_ = 31 WHERE _rowid_ = 30;",
+        ['table "shadowed": _rowid_=30 missing'],
+    ),
+    "all rowid names shadowed": (
+        "rowids",
+        "UPDATE shadowed_all SET v = 0 WHERE rowid = 'r2';",
+        ['table "shadowed_all": row #2 (in scan order) column "v"'],
+    ),
+    "NOCASE key changes case": (
+        "without_rowid",
+        "UPDATE wr_nocase SET name = 'apple' WHERE name = 'Apple';",
+        ["\"name\"=TEXT 'Apple' (5 bytes) missing", "unexpected \"name\"=TEXT 'apple'"],
+    ),
+    "generated column follows": (
+        "generated_columns",
+        "UPDATE gen_strict SET a = 0 WHERE id = 1;",
+        ['table "gen_strict": rowid=1 column "b"', 'rowid=1 column "c"'],
+    ),
     "missing index": ("indexes", "DROP INDEX users_lower_name;", ['schema: index "users_lower_name" missing']),
     "changed trigger body": (
         "triggers",
         "DROP TRIGGER orders_audit; CREATE TRIGGER orders_audit AFTER INSERT ON orders BEGIN "
         "INSERT INTO audit_log(order_id, action, at) VALUES(new.id, 'insert', new.created); END;",
-        ['schema: trigger "orders_audit": sql differs']),
+        ['schema: trigger "orders_audit": sql differs'],
+    ),
     "missing view": ("views", "DROP VIEW view_top;", ['schema: view "view_top" missing from actual']),
     "missing table": ("names", 'DROP TABLE "table with spaces";', ['schema: table "table with spaces" missing']),
-    "added column": ("constraints", "ALTER TABLE accounts ADD COLUMN extra;",
-                     ['schema: table "accounts": sql differs', 'data: table "accounts": columns differ']),
-    "changed sqlite_sequence": ("autoincrement", "UPDATE sqlite_sequence SET seq = 11 WHERE name = 'ai_gap';",
-                                ['data: table "sqlite_sequence": "name"=TEXT \'ai_gap\' (6 bytes) column "seq": '
-                                 "expected INTEGER 10, actual INTEGER 11"]),
+    "added column": (
+        "constraints",
+        "ALTER TABLE accounts ADD COLUMN extra;",
+        ['schema: table "accounts": sql differs', 'data: table "accounts": columns differ'],
+    ),
+    "changed sqlite_sequence": (
+        "autoincrement",
+        "UPDATE sqlite_sequence SET seq = 11 WHERE name = 'ai_gap';",
+        [
+            'data: table "sqlite_sequence": "name"=TEXT \'ai_gap\' (6 bytes) column "seq": '
+            "expected INTEGER 10, actual INTEGER 11"
+        ],
+    ),
     "duplicate sqlite_sequence row": (
-        "autoincrement", "INSERT INTO sqlite_sequence(name, seq) VALUES('ai_gap', 10);",
-        ["unexpected \"name\"=TEXT 'ai_gap' (6 bytes) (a duplicate key) in actual"]),
-    "wide row value": ("wide_table", "UPDATE wide SET c100 = 'x' WHERE rowid = 1000;",
-                       ['table "wide": rowid=1000 column "c100"']),
-    "FTS5 visible row": ("fts5", "UPDATE docs_fts SET title = 'Changed' WHERE rowid = 10;",
-                         ['vtab: virtual table "docs_fts": rowid=10 column "title"', 'fts: "docs_fts": index entry']),
+        "autoincrement",
+        "INSERT INTO sqlite_sequence(name, seq) VALUES('ai_gap', 10);",
+        ["unexpected \"name\"=TEXT 'ai_gap' (6 bytes) (a duplicate key) in actual"],
+    ),
+    "wide row value": (
+        "wide_table",
+        "UPDATE wide SET c100 = 'x' WHERE rowid = 1000;",
+        ['table "wide": rowid=1000 column "c100"'],
+    ),
+    "FTS5 visible row": (
+        "fts5",
+        "UPDATE docs_fts SET title = 'Changed' WHERE rowid = 10;",
+        ['vtab: virtual table "docs_fts": rowid=10 column "title"', 'fts: "docs_fts": index entry'],
+    ),
     "FTS5 index out of step with its content": (
         "fts5",
         "INSERT INTO posts_fts(posts_fts, rowid, title, body) "
         "VALUES('delete', 103, 'Hello world', 'The quick brown fox jumps over the lazy dog');",
-        ['fts: "posts_fts": index entry', 'fts: "posts_fts": MATCH', 'fts: "posts_fts": integrity-check fails']),
-    "FTS5 config": ("fts5", "INSERT INTO docs_fts(docs_fts, rank) VALUES('rank', 'bm25(1.0, 1.0)');",
-                    ["fts: \"docs_fts\": config TEXT 'rank'"]),
+        ['fts: "posts_fts": index entry', 'fts: "posts_fts": MATCH', 'fts: "posts_fts": integrity-check fails'],
+    ),
+    "FTS5 config": (
+        "fts5",
+        "INSERT INTO docs_fts(docs_fts, rank) VALUES('rank', 'bm25(1.0, 1.0)');",
+        ["fts: \"docs_fts\": config TEXT 'rank'"],
+    ),
     "contentless FTS5 entry": (
         "fts5_contentless",
         "INSERT INTO notes_idx(notes_idx, rowid, title, body) "
         "VALUES('delete', 7, 'Hello world', 'The quick brown fox jumps over the lazy dog');",
-        ['fts: "notes_idx": index entry']),
-    "FTS4 row": ("fts4", "DELETE FROM notes_fts4 WHERE docid = 5;",
-                 ['vtab: virtual table "notes_fts4": rowid=5 missing', 'fts: "notes_fts4"']),
+        ['fts: "notes_idx": index entry'],
+    ),
+    "FTS4 row": (
+        "fts4",
+        "DELETE FROM notes_fts4 WHERE docid = 5;",
+        ['vtab: virtual table "notes_fts4": rowid=5 missing', 'fts: "notes_fts4"'],
+    ),
     "user_version": ("pragmas", "PRAGMA user_version = 7;", ["pragma: user_version: expected 42, actual 7"]),
 }
 

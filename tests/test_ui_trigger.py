@@ -23,8 +23,14 @@ def ui(tmp_path_factory):
     root = checkout_copy(tmp_path_factory.mktemp("fresh-checkout"))
     port = free_port()
     log = open(root / "make-ui.log", "w")
-    process = subprocess.Popen(["make", "ui", f"PORT={port}"], cwd=root, env=user_environment(root), stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "ui", f"PORT={port}"],
+        cwd=root,
+        env=user_environment(root),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + READY_SECONDS
         while True:
@@ -45,8 +51,14 @@ def ui(tmp_path_factory):
 
 def patina(root, *args, timeout=600):
     env = {**user_environment(root), "DAGSTER_HOME": str(root)}
-    return subprocess.run([str(root / ".venv" / "bin" / "patina"), *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(root / ".venv" / "bin" / "patina"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_the_code_location_has_one_name():
@@ -58,8 +70,16 @@ def test_the_code_location_has_one_name():
 
 def test_make_ui_works_first_and_trigger_wait_backs_up_beside_it(ui):
     assert sorted(p.name for p in (ui / ".patina" / "sources").glob("*.sqlite")) == sorted(
-        f"{name}.sqlite" for name in ("groveauth", "grove-engine-db", "scout-db", "autumnsgrove-posts",
-                                      "autumnsgrove-git-stats", "grove-domain-jobs"))
+        f"{name}.sqlite"
+        for name in (
+            "groveauth",
+            "grove-engine-db",
+            "scout-db",
+            "autumnsgrove-posts",
+            "autumnsgrove-git-stats",
+            "grove-domain-jobs",
+        )
+    )
     done = patina(ui, "trigger", "--db", "scout_db", "--reason", "pre-deploy", "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on-demand backup of scout-db" in done.stdout and "completed" in done.stdout
@@ -70,8 +90,20 @@ def test_make_ui_works_first_and_trigger_wait_backs_up_beside_it(ui):
 
 def test_a_run_the_daemon_cannot_start_fails_trigger_and_status_says_so(ui):
     other = ui / "other-workspace.yaml"  # the old mismatch: a location the UI's daemon does not have
-    other.write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": "patina_assets.definitions", "location_name": "patina_assets.definitions"}}]}))
+    other.write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {
+                        "python_module": {
+                            "module_name": "patina_assets.definitions",
+                            "location_name": "patina_assets.definitions",
+                        }
+                    }
+                ]
+            }
+        )
+    )
     done = patina(ui, "trigger", "--db", "groveauth", "--workspace", str(other), "--wait")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed to start" in done.stderr and "patina_assets.definitions" in done.stderr, done.stderr

@@ -95,7 +95,9 @@ def test_a_dump_damaged_in_the_bucket_fails(setup, tmp_path, fmt):
         assert "does not match the sha256 in its footer" in restore_problem
     else:
         assert "damaged" in restore_problem or "truncated" in restore_problem
-    assert manifest.key in restore_problem and str(tmp_path) not in restore_problem  # names the object, not a scratch file
+    assert (
+        manifest.key in restore_problem and str(tmp_path) not in restore_problem
+    )  # names the object, not a scratch file
     assert "NOT usable" in outcome.summary()
     assert all(t.restored_rows is None for t in outcome.tables) and len(outcome.tables) == 2
 
@@ -138,7 +140,9 @@ def test_a_dump_missing_rows_the_manifest_recorded_fails(setup, tmp_path):
     with SqliteSource(source) as db:
         dump_database(db, other, database="groveauth")
     recorded = dataclasses.replace(manifest, key="", bytes=0, sha256="", created_at="")
-    outcome = verify_restore(store, store.publish_daily("2026-03-01", "groveauth", other, recorded), scratch_dir=tmp_path)
+    outcome = verify_restore(
+        store, store.publish_daily("2026-03-01", "groveauth", other, recorded), scratch_dir=tmp_path
+    )
     assert outcome.problems == ["table 'posts' has 100 rows after restore, but the manifest recorded 120"]
 
 
@@ -211,8 +215,12 @@ def test_size_against_the_average_of_the_last_seven_backups_before_the_day(sized
 
 def test_size_thresholds_are_configurable_and_checked(sized):
     history = [sized(f"2026-03-0{d}", 1000) for d in range(1, 5)]
-    assert judge_size(sized("2026-03-05", 800), history, decrease_ratio=0.9, increase_ratio=1.1).verdict == SIZE_TOO_SMALL
-    assert judge_size(sized("2026-03-05", 1200), history, decrease_ratio=0.9, increase_ratio=1.1).verdict == SIZE_TOO_LARGE
+    assert (
+        judge_size(sized("2026-03-05", 800), history, decrease_ratio=0.9, increase_ratio=1.1).verdict == SIZE_TOO_SMALL
+    )
+    assert (
+        judge_size(sized("2026-03-05", 1200), history, decrease_ratio=0.9, increase_ratio=1.1).verdict == SIZE_TOO_LARGE
+    )
     with pytest.raises(ValueError, match="size ratios"):
         judge_size(sized("2026-03-05", 1200), history, decrease_ratio=1.5, increase_ratio=2.0)
 
@@ -221,7 +229,11 @@ def test_previous_backups_are_the_ones_captured_before_in_capture_order(setup):
     """A backfill of an old day run after later nights holds newer data: "previous" is by capture time."""
     config, source, store = setup()
     manifests = {day: night(config, day, store) for day in ("2026-03-03", "2026-03-01", "2026-03-02", "2026-03-05")}
-    assert [m.day for m in previous_backups(store, manifests["2026-03-05"])] == ["2026-03-03", "2026-03-01", "2026-03-02"]
+    assert [m.day for m in previous_backups(store, manifests["2026-03-05"])] == [
+        "2026-03-03",
+        "2026-03-01",
+        "2026-03-02",
+    ]
     assert [m.day for m in previous_backups(store, manifests["2026-03-05"], limit=2)] == ["2026-03-01", "2026-03-02"]
     assert [m.day for m in previous_backups(store, manifests["2026-03-01"])] == ["2026-03-03"]
     assert previous_backups(store, manifests["2026-03-03"]) == []
@@ -293,7 +305,11 @@ def test_compare_schemas_keys_objects_by_type_and_name(setup, tmp_path):
     dump.write_bytes(store.bucket.get_bytes(manifest.key))
     objects, fingerprint = schema_objects_of_dump(dump, tmp_path)
     assert fingerprint == manifest.schema_fingerprint
-    assert sorted((o.type, o.name) for o in objects) == [("index", "posts_user"), ("table", "posts"), ("table", "users")]
+    assert sorted((o.type, o.name) for o in objects) == [
+        ("index", "posts_user"),
+        ("table", "posts"),
+        ("table", "users"),
+    ]
     assert compare_schemas(objects, objects).empty
     renamed = [dataclasses.replace(o, name="people") if o.name == "users" else o for o in objects]
     diff = compare_schemas(objects, renamed)

@@ -190,9 +190,7 @@ def test_results_of_a_command_come_back_as_json(new_d1):
     assert res.rows() == [{"one": 1, "s": "x"}]
     with pytest.raises(WranglerError) as info:
         db.execute_command("SELECT sqlite_version()")
-    assert info.value.message == (
-        "not authorized to use function: sqlite_version at offset 7: SQLITE_ERROR"
-    )
+    assert info.value.message == ("not authorized to use function: sqlite_version at offset 7: SQLITE_ERROR")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,9 +218,7 @@ def test_a_without_deferral_child_first_is_refused(refused):
 
 def test_a_foreign_keys_off_is_ignored(refused):
     # Accepted as a statement but without effect: D1 always enforces foreign keys.
-    assert refused("PRAGMA foreign_keys=OFF;\n" + FK_CYCLE) == (
-        "FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"
-    )
+    assert refused("PRAGMA foreign_keys=OFF;\n" + FK_CYCLE) == ("FOREIGN KEY constraint failed: SQLITE_CONSTRAINT")
 
 
 def test_a_deferred_violation_left_at_the_end_is_refused(refused):
@@ -250,19 +246,18 @@ def test_b_one_begin_commit_pair_is_stripped(restore):
     "sql, expected",
     [
         pytest.param(
-            "BEGIN TRANSACTION;\nCREATE TABLE t(a);\nCOMMIT;\n"
-            "BEGIN TRANSACTION;\nINSERT INTO t VALUES(1);\nCOMMIT;\n",
-            SEVERAL_TXNS, id="two-begin-commit-pairs",
+            "BEGIN TRANSACTION;\nCREATE TABLE t(a);\nCOMMIT;\nBEGIN TRANSACTION;\nINSERT INTO t VALUES(1);\nCOMMIT;\n",
+            SEVERAL_TXNS,
+            id="two-begin-commit-pairs",
         ),
         pytest.param("BEGIN;\nCREATE TABLE t(a);\nCOMMIT;\n", TXN_REFUSAL, id="bare-BEGIN"),
         pytest.param(
             "CREATE TABLE t(a);\nSAVEPOINT sp;\nINSERT INTO t VALUES(1);\nRELEASE sp;\n",
-            TXN_REFUSAL, id="savepoint",
+            TXN_REFUSAL,
+            id="savepoint",
         ),
         pytest.param("CREATE TABLE t(a);\nCOMMIT;\n", TXN_REFUSAL, id="lone-COMMIT"),
-        pytest.param(
-            "PRAGMA writable_schema=ON;\nCREATE TABLE t(a);\n", NOT_AUTHORIZED, id="writable_schema"
-        ),
+        pytest.param("PRAGMA writable_schema=ON;\nCREATE TABLE t(a);\n", NOT_AUTHORIZED, id="writable_schema"),
     ],
 )
 def test_b_c_transaction_control_is_refused(refused, sql, expected):
@@ -276,13 +271,10 @@ def test_b_begin_transaction_inside_a_string_is_mangled(restore, refused):
     assert con.execute("SELECT a FROM t").fetchall() == [(" x  y",)]
     # ... and two occurrences make wrangler refuse the file.
     assert refused(
-        "CREATE TABLE t(a);\nINSERT INTO t VALUES('BEGIN TRANSACTION');\n"
-        "INSERT INTO t VALUES('BEGIN TRANSACTION');\n"
+        "CREATE TABLE t(a);\nINSERT INTO t VALUES('BEGIN TRANSACTION');\nINSERT INTO t VALUES('BEGIN TRANSACTION');\n"
     ).startswith(SEVERAL_TXNS)
     # Written in two pieces the value survives: 'COMMIT;' alone is harmless.
-    con = restore(
-        "CREATE TABLE t(a);\nINSERT INTO t VALUES('BEGIN TRANS' || 'ACTION; x COMMIT; y');\n"
-    )
+    con = restore("CREATE TABLE t(a);\nINSERT INTO t VALUES('BEGIN TRANS' || 'ACTION; x COMMIT; y');\n")
     assert con.execute("SELECT a FROM t").fetchall() == [("BEGIN TRANSACTION; x COMMIT; y",)]
 
 
@@ -300,9 +292,7 @@ def test_d_sqlite_sequence_is_writable(restore):
         "INSERT INTO u(v) VALUES('x');\n"
         "UPDATE sqlite_sequence SET seq = 500 WHERE name = 'u';\n"
     )
-    assert con.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name").fetchall() == [
-        ("t", 1000), ("u", 500)
-    ]
+    assert con.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name").fetchall() == [("t", 1000), ("u", 500)]
     con.execute("INSERT INTO t(v) VALUES('next')")
     assert con.execute("SELECT max(id) FROM t").fetchone() == (1001,)
 
@@ -322,12 +312,11 @@ def test_e_fts5_tables_restore_and_match(restore):
         "CREATE VIRTUAL TABLE pf USING fts5(title, content='posts', content_rowid='id');\n"
         "INSERT INTO pf(pf) VALUES('rebuild');\n"
     )
-    assert con.execute("SELECT rowid, a, b FROM ft WHERE ft MATCH 'world'").fetchall() == [
-        (3, "hello world", "one")
+    assert con.execute("SELECT rowid, a, b FROM ft WHERE ft MATCH 'world'").fetchall() == [(3, "hello world", "one")]
+    assert con.execute("SELECT rowid, title FROM pf WHERE pf MATCH 'world' ORDER BY rowid").fetchall() == [
+        (1, "hello world"),
+        (7, "world peace"),
     ]
-    assert con.execute(
-        "SELECT rowid, title FROM pf WHERE pf MATCH 'world' ORDER BY rowid"
-    ).fetchall() == [(1, "hello world"), (7, "world peace")]
     con.execute("INSERT INTO pf(pf) VALUES('integrity-check')")
     # The shadow tables are made by CREATE VIRTUAL TABLE: a dump must not write them.
     assert {"ft_data", "ft_idx", "ft_content", "ft_docsize", "ft_config", "pf_data"} <= {
@@ -338,9 +327,7 @@ def test_e_fts5_tables_restore_and_match(restore):
 def test_e_fts5_match_inside_d1(new_d1):
     db = new_d1()
     db.execute_sql("CREATE VIRTUAL TABLE ft USING fts5(a);\nINSERT INTO ft VALUES('hello world');\n")
-    assert db.execute_command("SELECT a FROM ft WHERE ft MATCH 'hello'").rows() == [
-        {"a": "hello world"}
-    ]
+    assert db.execute_command("SELECT a FROM ft WHERE ft MATCH 'hello'").rows() == [{"a": "hello world"}]
 
 
 @pytest.mark.parametrize(
@@ -348,7 +335,8 @@ def test_e_fts5_match_inside_d1(new_d1):
     [
         pytest.param(
             "CREATE VIRTUAL TABLE ft USING fts5(a);\nINSERT INTO ft_data(id, block) VALUES(99, X'00');\n",
-            "table ft_data may not be modified: SQLITE_ERROR", id="fts5-shadow-write",
+            "table ft_data may not be modified: SQLITE_ERROR",
+            id="fts5-shadow-write",
         ),
         pytest.param("CREATE VIRTUAL TABLE ft USING fts4(a);\n", NOT_AUTHORIZED, id="fts4"),
         pytest.param("CREATE VIRTUAL TABLE r USING rtree(id, x0, x1);\n", NOT_AUTHORIZED, id="rtree"),
@@ -392,9 +380,13 @@ def test_f_values_survive_exactly(restore):
     assert got["imax"] == ("integer", 9223372036854775807)
     assert got["big"] == ("integer", 9007199254740993)
     expected_reals = {
-        "pinf": "7ff0000000000000", "ninf": "fff0000000000000", "denorm": "0000000000000001",
-        "r17": bits(389.1076970815528), "r17b": bits(0.30000000000000004),
-        "negzero": "8000000000000000", "one": "3ff0000000000000",
+        "pinf": "7ff0000000000000",
+        "ninf": "fff0000000000000",
+        "denorm": "0000000000000001",
+        "r17": bits(389.1076970815528),
+        "r17b": bits(0.30000000000000004),
+        "negzero": "8000000000000000",
+        "one": "3ff0000000000000",
     }
     for k, b in expected_reals.items():
         assert got[k][0] == "real", k
@@ -436,13 +428,18 @@ def test_f_decimal_doubles_of_extreme_magnitude_are_misread(restore):
         (x,) = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))
         if math.isfinite(x):
             anybits.append(x)
-    stmts = ["CREATE TABLE everyday(i INTEGER PRIMARY KEY, x REAL);",
-             "CREATE TABLE decimal(i INTEGER PRIMARY KEY, x REAL);",
-             "CREATE TABLE exact(i INTEGER PRIMARY KEY, x REAL);"]
-    for table, values, literal in (("everyday", everyday, repr), ("decimal", anybits, repr),
-                                   ("exact", anybits, _exact_real)):
+    stmts = [
+        "CREATE TABLE everyday(i INTEGER PRIMARY KEY, x REAL);",
+        "CREATE TABLE decimal(i INTEGER PRIMARY KEY, x REAL);",
+        "CREATE TABLE exact(i INTEGER PRIMARY KEY, x REAL);",
+    ]
+    for table, values, literal in (
+        ("everyday", everyday, repr),
+        ("decimal", anybits, repr),
+        ("exact", anybits, _exact_real),
+    ):
         for k in range(0, 1000, 250):
-            rows = ",".join(f"({i}, {literal(v)})" for i, v in enumerate(values[k:k + 250], start=k))
+            rows = ",".join(f"({i}, {literal(v)})" for i, v in enumerate(values[k : k + 250], start=k))
             stmts.append(f"INSERT INTO {table} VALUES {rows};")
     con = restore("\n".join(stmts) + "\n")
 
@@ -536,10 +533,10 @@ def test_g_a_1_5_mb_value_built_in_pieces(new_d1, tmp_path):
         "INSERT INTO t VALUES(1, '', NULL), (2, NULL, X'');",
     ]
     for i in range(0, len(text), 30_000):
-        piece = text[i:i + 30_000].replace("'", "''")
+        piece = text[i : i + 30_000].replace("'", "''")
         stmts.append(f"UPDATE t SET v = v || '{piece}' WHERE id = 1;")
     for i in range(0, len(data), 45_000):
-        stmts.append(f"UPDATE t SET b = CAST(b || X'{data[i:i + 45_000].hex()}' AS BLOB) WHERE id = 2;")
+        stmts.append(f"UPDATE t SET b = CAST(b || X'{data[i : i + 45_000].hex()}' AS BLOB) WHERE id = 2;")
     files, current, size = [], [], 0
     for s in stmts:
         n = len(s.encode()) + 1
@@ -574,8 +571,7 @@ def test_g_value_limits(new_d1):
     row as SQLite encodes it (two 1.1 MB values in one row are refused)."""
     db = new_d1()
     db.execute_sql(
-        "CREATE TABLE t(b);\nINSERT INTO t VALUES(zeroblob(1999998));\n"
-        "UPDATE t SET b = CAST(b || X'010203' AS BLOB);\n"
+        "CREATE TABLE t(b);\nINSERT INTO t VALUES(zeroblob(1999998));\nUPDATE t SET b = CAST(b || X'010203' AS BLOB);\n"
     )
     assert db.execute_command("SELECT length(b) AS n FROM t").rows() == [{"n": 2_000_001}]
     assert db.execute_command("SELECT length(zeroblob(2200000)) AS n").rows() == [{"n": 2_200_000}]
@@ -630,7 +626,8 @@ def test_h_schema_objects_restore(restore):
         pytest.param("CREATE TABLE t(a);\nCREATE INDEX _cf_i ON t(a);\n", NOT_AUTHORIZED, id="index-_cf_i"),
         pytest.param(
             "CREATE TABLE t(a);\nINSERT INTO _cf_METADATA VALUES(99, 1);\n",
-            "no such table: _cf_METADATA: SQLITE_ERROR", id="write-_cf_METADATA",
+            "no such table: _cf_METADATA: SQLITE_ERROR",
+            id="write-_cf_METADATA",
         ),
     ],
 )
@@ -648,9 +645,7 @@ VALS = ", ".join(str(i) for i in range(100))
 
 def test_i_insert_naming_rowid_and_100_columns_is_accepted(new_d1):
     db = new_d1()
-    db.execute_sql(
-        f"CREATE TABLE wide({COLS});\nINSERT INTO wide(rowid, {COLS}) VALUES(42, {VALS});\n"
-    )
+    db.execute_sql(f"CREATE TABLE wide({COLS});\nINSERT INTO wide(rowid, {COLS}) VALUES(42, {VALS});\n")
     assert db.execute_command("SELECT rowid AS r, c99 FROM wide").rows() == [{"r": 42, "c99": 99}]
     # ... but a result set of 101 columns is refused, so is INSERT ... SELECT of 101 columns.
     for sql in ("SELECT rowid, * FROM wide", f"INSERT INTO wide(rowid, {COLS}) SELECT 43, {VALS}"):
@@ -683,7 +678,10 @@ def test_j_comments_blank_lines_and_no_trailing_newline(restore):
         "INSERT INTO t VALUES('it''s; fine')"  # no ';', no newline at the end
     )
     assert con.execute("SELECT a FROM t").fetchall() == [
-        ("--not a comment;",), ("/* not a comment; */",), ("x",), ("it's; fine",)
+        ("--not a comment;",),
+        ("/* not a comment; */",),
+        ("x",),
+        ("it's; fine",),
     ]
     con2 = restore("CREATE TABLE t(a);\nINSERT INTO t VALUES(1);\n-- last line is a comment")
     assert con2.execute("SELECT a FROM t").fetchall() == [(1,)]

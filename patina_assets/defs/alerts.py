@@ -38,7 +38,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -137,7 +137,7 @@ class RunFacts:
     @property
     def finished_at(self) -> datetime:
         moment = self.record.end_time or self.record.update_timestamp.timestamp()
-        return datetime.fromtimestamp(moment, tz=timezone.utc)
+        return datetime.fromtimestamp(moment, tz=UTC)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -153,9 +153,15 @@ class RunFacts:
         """Why ``key``'s dump is not usable although it was stored: a blocking ERROR check (restore
         verification) failed -- which fails the run, as Dagster treats it as the step failing."""
         for evaluation in self.checks:
-            if (evaluation.asset_key == key and not evaluation.passed and evaluation.blocking
-                    and evaluation.severity == dg.AssetCheckSeverity.ERROR):
-                return f"check {evaluation.check_name} failed" + (f": {evaluation.description}" if evaluation.description else "")
+            if (
+                evaluation.asset_key == key
+                and not evaluation.passed
+                and evaluation.blocking
+                and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            ):
+                return f"check {evaluation.check_name} failed" + (
+                    f": {evaluation.description}" if evaluation.description else ""
+                )
         return None
 
     def error_for(self, key: dg.AssetKey) -> str:
@@ -204,12 +210,18 @@ def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
 _RETRIES_EXHAUSTED = "retries exhausted"
 # Dagster's wrappers around the error that happened: a retry policy's RetryRequested ("Exceeded
 # max_retries of 3") and the step execution error around user code. The cause chain holds the real one.
-_WRAPPERS = ("RetryRequested", "DagsterMaxRetriesExceededError", "DagsterExecutionStepExecutionError",
-             "DagsterUserCodeExecutionError")
+_WRAPPERS = (
+    "RetryRequested",
+    "DagsterMaxRetriesExceededError",
+    "DagsterExecutionStepExecutionError",
+    "DagsterUserCodeExecutionError",
+)
 
 
 def _is_retry_wrapper(error) -> bool:
-    return error is not None and (error.cls_name in _WRAPPERS or (error.message or "").startswith("Exceeded max_retries"))
+    return error is not None and (
+        error.cls_name in _WRAPPERS or (error.message or "").startswith("Exceeded max_retries")
+    )
 
 
 def _underlying(error):
@@ -258,8 +270,11 @@ class Alerting:
 
     def is_patina_run(self, facts: RunFacts) -> bool:
         """A run that sets out to materialize (or materializes) a Patina asset, whatever launched it."""
-        return (facts.run.job_name in ALERTED_JOBS or not self._patina_keys.isdisjoint(facts.planned)
-                or not self._patina_keys.isdisjoint(facts.materialized))
+        return (
+            facts.run.job_name in ALERTED_JOBS
+            or not self._patina_keys.isdisjoint(facts.planned)
+            or not self._patina_keys.isdisjoint(facts.materialized)
+        )
 
     def with_on_demand_steps(self, facts: RunFacts) -> RunFacts:
         """On-demand ops plan no asset: each started (or failed) ``backup_<db>`` step stands for its database."""
@@ -296,7 +311,9 @@ class Alerting:
             unusable = facts.blocking_check_failure(key) if metadata is not None else None
             if metadata is not None and unusable is None:
                 size = metadata.get("bytes")
-                outcomes.append(DatabaseOutcome(name, label, True, size_bytes=int(size.value) if size is not None else None))
+                outcomes.append(
+                    DatabaseOutcome(name, label, True, size_bytes=int(size.value) if size is not None else None)
+                )
             else:
                 outcomes.append(DatabaseOutcome(name, label, False, error=unusable or facts.error_for(key)))
         failed = run.status in ENDED_BADLY
@@ -340,11 +357,19 @@ class Alerting:
         name, label = self.database(key)
         last_at = last_day = None
         if last_success is not None:
-            last_at = datetime.fromtimestamp(last_success.timestamp, tz=timezone.utc)
+            last_at = datetime.fromtimestamp(last_success.timestamp, tz=UTC)
             last_day = last_success.partition_key
-        return FailureStreak(job_id=facts.run.run_id, database=name, label=label, failures=failures,
-                             limit=self.settings.consecutive_failure_limit, finished_at=facts.finished_at,
-                             last_success_at=last_at, last_success_day=last_day, error=facts.error_for(key))
+        return FailureStreak(
+            job_id=facts.run.run_id,
+            database=name,
+            label=label,
+            failures=failures,
+            limit=self.settings.consecutive_failure_limit,
+            finished_at=facts.finished_at,
+            last_success_at=last_at,
+            last_success_day=last_day,
+            error=facts.error_for(key),
+        )
 
     def check_alerts(self, instance: dg.DagsterInstance, facts: RunFacts) -> list[tuple[str, Alert]]:
         """One alert per failed ERROR check in the run; per failed WARN check if warnings are wanted."""
@@ -358,10 +383,17 @@ class Alerting:
             name, label = self.database(evaluation.asset_key)
             partition = evaluation.partition or facts.run.tags.get(PARTITION_NAME_TAG)
             alert = CheckFailure(
-                job_id=facts.run.run_id, check_name=evaluation.check_name, severity=severity, database=name,
-                label=label, asset=evaluation.asset_key.to_user_string(), finished_at=facts.finished_at,
-                partition=partition, description=evaluation.description,
-                metadata=tuple(_metadata_text(evaluation.metadata)))
+                job_id=facts.run.run_id,
+                check_name=evaluation.check_name,
+                severity=severity,
+                database=name,
+                label=label,
+                asset=evaluation.asset_key.to_user_string(),
+                finished_at=facts.finished_at,
+                partition=partition,
+                description=evaluation.description,
+                metadata=tuple(_metadata_text(evaluation.metadata)),
+            )
             alerts.append((f"check:{evaluation.asset_key.to_user_string()}:{evaluation.check_name}:{partition}", alert))
         return sorted(alerts, key=lambda pair: not pair[1].is_error)  # errors first
 
@@ -392,18 +424,28 @@ def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) 
     is an attempt to back the database up.
     """
     # The storage's query, which the (deprecated) instance.fetch_planned_materializations wraps; newest first.
-    planned = list(instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
-        limit=STREAK_LOOKBACK, ascending=False))
+    planned = list(
+        instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
+            limit=STREAK_LOOKBACK,
+            ascending=False,
+        )
+    )
     start = next((i for i, r in enumerate(planned) if r.run_id == run_id), None)
     if start is None:  # far older than the look-back window: not a streak we can speak for
         return 0, None
     planned = planned[start:]
-    records = {r.dagster_run.run_id: r.dagster_run
-               for r in instance.get_run_records(dg.RunsFilter(run_ids=list({p.run_id for p in planned})))}
-    materialized = {r.run_id for r in instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, after_storage_id=planned[-1].storage_id - 1),
-        limit=10 * STREAK_LOOKBACK).records}
+    records = {
+        r.dagster_run.run_id: r.dagster_run
+        for r in instance.get_run_records(dg.RunsFilter(run_ids=list({p.run_id for p in planned})))
+    }
+    materialized = {
+        r.run_id
+        for r in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=planned[-1].storage_id - 1),
+            limit=10 * STREAK_LOOKBACK,
+        ).records
+    }
 
     families: dict[str, str] = {}  # root run id -> "success" | "failure" | "other", newest first
     for p in planned:
@@ -452,7 +494,9 @@ class AlertCursor:
             return None
         try:
             data = json.loads(text)
-            return cls(after={str(k): int(v) for k, v in data["after"].items()}, outbox=Outbox.from_json(data["outbox"]))
+            return cls(
+                after={str(k): int(v) for k, v in data["after"].items()}, outbox=Outbox.from_json(data["outbox"])
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # unreadable: start again from now, like a new sensor
 
@@ -469,7 +513,9 @@ def _new_run_events(instance: dg.DagsterInstance, after: Mapping[str, int], limi
     for event_type in FINISHED:
         found += instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after[event_type.value]),
-            limit=limit, ascending=True).records
+            limit=limit,
+            ascending=True,
+        ).records
     return sorted(found, key=lambda r: r.storage_id)[:limit]
 
 
@@ -500,8 +546,9 @@ def queue(outbox: Outbox, alerts: Iterable[tuple[str, Alert]], channels: Channel
     return count
 
 
-def send_pending(context: dg.SensorEvaluationContext, outbox: Outbox, channels: Channels, *, now: float,
-                 new_alerts: int, what: str) -> str:
+def send_pending(
+    context: dg.SensorEvaluationContext, outbox: Outbox, channels: Channels, *, now: float, new_alerts: int, what: str
+) -> str:
     """Deliver what ``outbox`` holds (oldest first, within the tick's budget), log what happened, and
     return the one-line summary for the tick. No URL or password is in anything it logs or returns."""
     settings = channels.settings
@@ -510,9 +557,16 @@ def send_pending(context: dg.SensorEvaluationContext, outbox: Outbox, channels: 
         context.log.warning(
             f"{new_alerts} alert(s) not sent: no channel is configured. Set "
             + " or ".join(f"${v}" for v in (settings.discord_webhook_env, settings.webhook_env) if v)
-            + " (names from alerts.discord_webhook_env / alerts.webhook_env in patina.yaml), or configure alerts.email.")
-    report = outbox.flush(targets, now=now, deadline=time.monotonic() + DELIVERY_SECONDS_PER_TICK,
-                          max_sends=SENDS_PER_TICK, send=channels.send, missing=channels.missing)
+            + " (names from alerts.discord_webhook_env / alerts.webhook_env in patina.yaml), or configure alerts.email."
+        )
+    report = outbox.flush(
+        targets,
+        now=now,
+        deadline=time.monotonic() + DELIVERY_SECONDS_PER_TICK,
+        max_sends=SENDS_PER_TICK,
+        send=channels.send,
+        missing=channels.missing,
+    )
     summary = f"{what}, {new_alerts} new alert(s); messages: {report.describe(channels.names(report.failing))}"
     if report.failing:
         context.log.warning(summary)
@@ -523,29 +577,40 @@ def send_pending(context: dg.SensorEvaluationContext, outbox: Outbox, channels: 
     return summary
 
 
-def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_for: AlertsFor,
-                       policy: DeliveryPolicy = DeliveryPolicy(),
-                       env: Mapping[str, str] | None = None) -> dg.SensorDefinition:
+def build_alert_sensor(
+    name: str,
+    description: str,
+    alerting: Alerting,
+    alerts_for: AlertsFor,
+    policy: DeliveryPolicy = DeliveryPolicy(),
+    env: Mapping[str, str] | None = None,
+) -> dg.SensorDefinition:
     """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
     them to the configured channels through the outbox in its cursor."""
     channels = Channels(alerting.settings, policy, env)
 
-    @dg.sensor(name=name, description=description, default_status=dg.DefaultSensorStatus.RUNNING,
-               minimum_interval_seconds=30)
+    @dg.sensor(
+        name=name, description=description, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30
+    )
     def alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         instance = context.instance
         state = AlertCursor.from_json(context.cursor)
         if state is None:
             state = AlertCursor({t.value: _latest_storage_id(instance, t) for t in FINISHED}, Outbox())
-            return dg.SensorResult(skip_reason="Started: alerting on runs that finish from now on",
-                                   cursor=state.to_json())
+            return dg.SensorResult(
+                skip_reason="Started: alerting on runs that finish from now on", cursor=state.to_json()
+            )
         for event_type in FINISHED:  # a cursor from before a new event type was followed
             state.after.setdefault(event_type.value, _latest_storage_id(instance, event_type))
 
         # Read first, deliver after: an error while reading leaves the cursor as it was and sends nothing.
         events = _new_run_events(instance, state.after, RUNS_PER_TICK)
         run_ids = list({e.run_id for e in events})
-        records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))} if run_ids else {}
+        records = (
+            {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
+            if run_ids
+            else {}
+        )
         now = time.time()
         new_alerts = 0
         for event in events:
@@ -553,17 +618,24 @@ def build_alert_sensor(name: str, description: str, alerting: Alerting, alerts_f
             record = records.get(event.run_id)
             if record is None or not _in_this_location(context, record.dagster_run):
                 continue
-            new_alerts += queue(state.outbox, alerts_for(instance, read_run(instance, record)), channels,
-                                prefix=f"{name}:{event.run_id}", now=now)
-        summary = send_pending(context, state.outbox, channels, now=now, new_alerts=new_alerts,
-                               what=f"{len(events)} finished run(s) read")
+            new_alerts += queue(
+                state.outbox,
+                alerts_for(instance, read_run(instance, record)),
+                channels,
+                prefix=f"{name}:{event.run_id}",
+                now=now,
+            )
+        summary = send_pending(
+            context, state.outbox, channels, now=now, new_alerts=new_alerts, what=f"{len(events)} finished run(s) read"
+        )
         return dg.SensorResult(skip_reason=summary, cursor=state.to_json())
 
     return alert_sensor
 
 
-def build_alert_sensors(config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(),
-                        env: Mapping[str, str] | None = None) -> list[dg.SensorDefinition]:
+def build_alert_sensors(
+    config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(), env: Mapping[str, str] | None = None
+) -> list[dg.SensorDefinition]:
     """The alert sensors for a configuration. ``env`` (default: the process environment, read at each
     tick) is where the webhook URLs come from."""
     alerting = Alerting(config)
@@ -576,10 +648,18 @@ def build_alert_sensors(config: PatinaConfig, *, policy: DeliveryPolicy = Delive
             "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
             f"database has failed {limit} "
             "backup attempts in a row. Undelivered messages wait in the cursor and are sent when the webhook is back.",
-            alerting, alerting.run_alerts, policy, env),
+            alerting,
+            alerting.run_alerts,
+            policy,
+            env,
+        ),
         build_alert_sensor(
             CHECK_ALERTS_SENSOR,
             "Posts to the Discord / JSON webhooks and email for each failed ERROR asset check of a finished run "
             "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself.",
-            alerting, alerting.check_alerts, policy, env),
+            alerting,
+            alerting.check_alerts,
+            policy,
+            env,
+        ),
     ]

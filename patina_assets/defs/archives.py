@@ -19,7 +19,6 @@ event logs in 1.13), and a runless materialization would look like a fresh backu
 and alert sensors; an observation shows in the partition's history and is what reconciliation reads.
 """
 
-
 import datetime as dt
 import warnings
 from collections.abc import Iterable, Mapping
@@ -102,12 +101,21 @@ def build_archive_asset(patina: PatinaConfig, partitions: dg.WeeklyPartitionsDef
         partitions_def=partitions,
         deps=[dg.AssetDep(key, partition_mapping=week_of_days) for key in dump_keys.values()],
         check_specs=[
-            dg.AssetCheckSpec(ARCHIVE_VERIFIED_CHECK, asset=ARCHIVE_KEY,
-                              description="The stored archive, read back from the bucket: its sha256, and every member's SQL against the sha256 its daily manifest records."),
-            dg.AssetCheckSpec(WEEK_COMPLETE_CHECK, asset=ARCHIVE_KEY,
-                              description="Every configured database has a backup for every day of the week (WARN: a missing day does not fail the week)."),
-            dg.AssetCheckSpec(RETENTION_CHECK, asset=ARCHIVE_KEY,
-                              description="Retention deleted what it planned, and no archive that should vouch for a daily failed verification."),
+            dg.AssetCheckSpec(
+                ARCHIVE_VERIFIED_CHECK,
+                asset=ARCHIVE_KEY,
+                description="The stored archive, read back from the bucket: its sha256, and every member's SQL against the sha256 its daily manifest records.",
+            ),
+            dg.AssetCheckSpec(
+                WEEK_COMPLETE_CHECK,
+                asset=ARCHIVE_KEY,
+                description="Every configured database has a backup for every day of the week (WARN: a missing day does not fail the week).",
+            ),
+            dg.AssetCheckSpec(
+                RETENTION_CHECK,
+                asset=ARCHIVE_KEY,
+                description="Retention deleted what it planned, and no archive that should vouch for a daily failed verification.",
+            ),
         ],
         kinds={"tar", "zstd" if retention.weekly_format == "tar.zst" else "gzip"},
         # A bucket that hiccups passes with time (StorageUnavailable); other errors are Failures that no
@@ -120,9 +128,15 @@ def build_archive_asset(patina: PatinaConfig, partitions: dg.WeeklyPartitionsDef
             f"it holds. Retention keeps {retention.daily_days} days of dailies and {retention.weekly_weeks} weeks "
             "of archives, never the newest good backup of a database, and never a daily that no verified archive holds."
         ),
-        metadata={"daily_days": retention.daily_days, "weekly_weeks": retention.weekly_weeks, "format": retention.weekly_format},
+        metadata={
+            "daily_days": retention.daily_days,
+            "weekly_weeks": retention.weekly_weeks,
+            "format": retention.weekly_format,
+        },
     )
-    def weekly_archive(context: dg.AssetExecutionContext, config: WeeklyArchiveConfig, bucket: BucketResource) -> dg.MaterializeResult:
+    def weekly_archive(
+        context: dg.AssetExecutionContext, config: WeeklyArchiveConfig, bucket: BucketResource
+    ) -> dg.MaterializeResult:
         week = context.partition_key
         last_day = (context.partition_time_window.end - dt.timedelta(days=1)).date()
         _wait_for_nightly_runs(context, week, dump_keys.values(), config)
@@ -167,8 +181,7 @@ def nightly_runs_in_progress(
     return [
         run
         for run in runs
-        if run.run_id != exclude_run_id
-        and (run.job_name == NIGHTLY_JOB or bool(keys & set(run.asset_selection or ())))
+        if run.run_id != exclude_run_id and (run.job_name == NIGHTLY_JOB or bool(keys & set(run.asset_selection or ())))
     ]
 
 
@@ -211,7 +224,9 @@ def _log_outcome(context: dg.AssetExecutionContext, outcome: BuildOutcome) -> No
     for key, why in sorted(manifest.index.skipped.items()):
         context.log.warning(f"week {manifest.week}: not archived: {key}: {why}")
     for day, database in outcome.not_archived:
-        context.log.warning(f"week {manifest.week}: the daily of {database} on {day} is not in the kept archive; it stays")
+        context.log.warning(
+            f"week {manifest.week}: the daily of {database} on {day} is not in the kept archive; it stays"
+        )
     if not verification.ok:
         context.log.error(f"archive {manifest.key} failed verification: {'; '.join(verification.problems)}")
 
@@ -240,13 +255,26 @@ def _archive_metadata(outcome: BuildOutcome, archives: ArchiveStore) -> dict[str
         "seconds": round(outcome.seconds, 3),
         "members": dg.MetadataValue.table(
             records=[
-                dg.TableRecord({"database": m.database, "day": m.day, "sql_bytes": m.sql_bytes, "rows": m.rows, "sha256": m.sql_sha256[:16]})
+                dg.TableRecord(
+                    {
+                        "database": m.database,
+                        "day": m.day,
+                        "sql_bytes": m.sql_bytes,
+                        "rows": m.rows,
+                        "sha256": m.sql_sha256[:16],
+                    }
+                )
                 for m in index.members[:_SHOWN]
             ],
-            schema=dg.TableSchema(columns=[
-                dg.TableColumn("database", "string"), dg.TableColumn("day", "string"), dg.TableColumn("sql_bytes", "int"),
-                dg.TableColumn("rows", "int"), dg.TableColumn("sha256", "string"),
-            ]),
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("database", "string"),
+                    dg.TableColumn("day", "string"),
+                    dg.TableColumn("sql_bytes", "int"),
+                    dg.TableColumn("rows", "int"),
+                    dg.TableColumn("sha256", "string"),
+                ]
+            ),
         ),
     }
 
@@ -257,7 +285,10 @@ def _plan_lines(plan: RetentionPlan) -> list[str]:
         f"are kept by age; {len(plan.dailies)} daily backup(s) and {len(plan.archives)} archive(s) to delete, "
         f"{human_bytes(plan.bytes)}"
     ]
-    lines += [f"retention: delete {d.database} on {d.day} ({', '.join(d.keys)}), held by {d.archive_key}" for d in plan.dailies]
+    lines += [
+        f"retention: delete {d.database} on {d.day} ({', '.join(d.keys)}), held by {d.archive_key}"
+        for d in plan.dailies
+    ]
     lines += [f"retention: delete archive of week {a.week} ({', '.join(a.keys)})" for a in plan.archives]
     lines += [f"retention: keep {k.what}: {k.reason}" for k in plan.kept]
     return lines
@@ -265,8 +296,12 @@ def _plan_lines(plan: RetentionPlan) -> list[str]:
 
 def _retention_metadata(plan: RetentionPlan, result: RetentionResult | None) -> dict[str, object]:
     planned = [
-        {"kind": "daily", "what": f"{d.database} {d.day}", "bytes": d.bytes, "keys": ", ".join(d.keys)} for d in plan.dailies
-    ] + [{"kind": "archive", "what": f"week {a.week}", "bytes": a.bytes, "keys": ", ".join(a.keys)} for a in plan.archives]
+        {"kind": "daily", "what": f"{d.database} {d.day}", "bytes": d.bytes, "keys": ", ".join(d.keys)}
+        for d in plan.dailies
+    ] + [
+        {"kind": "archive", "what": f"week {a.week}", "bytes": a.bytes, "keys": ", ".join(a.keys)}
+        for a in plan.archives
+    ]
     metadata: dict[str, object] = {
         "retention/dry_run": result is None,
         "retention/as_of": plan.as_of,
@@ -274,28 +309,38 @@ def _retention_metadata(plan: RetentionPlan, result: RetentionResult | None) -> 
         "retention/weekly_cutoff": plan.weekly_cutoff,
         "retention/planned": dg.MetadataValue.table(
             records=[dg.TableRecord(row) for row in planned[:_SHOWN]],
-            schema=dg.TableSchema(columns=[
-                dg.TableColumn("kind", "string"), dg.TableColumn("what", "string"),
-                dg.TableColumn("bytes", "int"), dg.TableColumn("keys", "string"),
-            ]),
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("kind", "string"),
+                    dg.TableColumn("what", "string"),
+                    dg.TableColumn("bytes", "int"),
+                    dg.TableColumn("keys", "string"),
+                ]
+            ),
         ),
         "retention/planned_bytes": plan.bytes,
         "retention/kept": dg.MetadataValue.json([{"what": k.what, "reason": k.reason} for k in plan.kept[:_SHOWN]]),
     }
     if result is not None:
-        metadata.update({
-            "retention/deleted_dailies": len(result.dailies),
-            "retention/deleted_archives": len(result.archives),
-            "retention/bytes_freed": result.bytes_freed,
-            "retention/freed": dg.MetadataValue.text(human_bytes(result.bytes_freed)),
-            "retention/deleted_keys": dg.MetadataValue.json(result.deleted_keys[: _SHOWN * 2]),
-            "retention/failures": dg.MetadataValue.json(result.failures),
-            "retention/skipped": dg.MetadataValue.json([{"what": k.what, "reason": k.reason} for k in result.skipped]),
-        })
+        metadata.update(
+            {
+                "retention/deleted_dailies": len(result.dailies),
+                "retention/deleted_archives": len(result.archives),
+                "retention/bytes_freed": result.bytes_freed,
+                "retention/freed": dg.MetadataValue.text(human_bytes(result.bytes_freed)),
+                "retention/deleted_keys": dg.MetadataValue.json(result.deleted_keys[: _SHOWN * 2]),
+                "retention/failures": dg.MetadataValue.json(result.failures),
+                "retention/skipped": dg.MetadataValue.json(
+                    [{"what": k.what, "reason": k.reason} for k in result.skipped]
+                ),
+            }
+        )
     return metadata
 
 
-def _check_results(outcome: BuildOutcome, plan: RetentionPlan, result: RetentionResult | None) -> list[dg.AssetCheckResult]:
+def _check_results(
+    outcome: BuildOutcome, plan: RetentionPlan, result: RetentionResult | None
+) -> list[dg.AssetCheckResult]:
     verification, index = outcome.verification, outcome.manifest.index
     missing = {db: list(days) for db, days in index.missing.items() if days}
     failed_archives = {week: v.problems[:3] for week, v in plan.verifications.items() if not v.ok}
@@ -305,29 +350,42 @@ def _check_results(outcome: BuildOutcome, plan: RetentionPlan, result: Retention
             check_name=ARCHIVE_VERIFIED_CHECK,
             passed=verification.ok,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=(f"{outcome.manifest.week}: the stored archive reads back whole, and its {verification.members} "
-                         "members match their daily manifests' sha256" if verification.ok else
-                         f"{outcome.manifest.week}: the stored archive FAILED verification: "
-                         + "; ".join(verification.problems[:3])),
-            metadata={"key": verification.key, "members_checked": verification.members, "bytes_read": verification.bytes_read,
-                      "problems": dg.MetadataValue.json(verification.problems[:20])},
+            description=(
+                f"{outcome.manifest.week}: the stored archive reads back whole, and its {verification.members} "
+                "members match their daily manifests' sha256"
+                if verification.ok
+                else f"{outcome.manifest.week}: the stored archive FAILED verification: "
+                + "; ".join(verification.problems[:3])
+            ),
+            metadata={
+                "key": verification.key,
+                "members_checked": verification.members,
+                "bytes_read": verification.bytes_read,
+                "problems": dg.MetadataValue.json(verification.problems[:20]),
+            },
         ),
         dg.AssetCheckResult(
             check_name=WEEK_COMPLETE_CHECK,
             passed=not missing and not index.skipped and not outcome.not_archived,
             severity=dg.AssetCheckSeverity.WARN,
             description=_week_complete_description(outcome, missing),
-            metadata={"missing_days": dg.MetadataValue.json(missing), "missing_count": sum(len(d) for d in missing.values()),
-                      "skipped": dg.MetadataValue.json(dict(index.skipped)),
-                      "not_archived": dg.MetadataValue.json([f"{db} {day}" for day, db in outcome.not_archived])},
+            metadata={
+                "missing_days": dg.MetadataValue.json(missing),
+                "missing_count": sum(len(d) for d in missing.values()),
+                "skipped": dg.MetadataValue.json(dict(index.skipped)),
+                "not_archived": dg.MetadataValue.json([f"{db} {day}" for day, db in outcome.not_archived]),
+            },
         ),
         dg.AssetCheckResult(
             check_name=RETENTION_CHECK,
             passed=not failures and not failed_archives,
             severity=dg.AssetCheckSeverity.ERROR,
             description=_retention_description(plan, result, failures, failed_archives),
-            metadata={"failures": dg.MetadataValue.json(failures), "archives_failing_verification": dg.MetadataValue.json(failed_archives),
-                      "dry_run": result is None},
+            metadata={
+                "failures": dg.MetadataValue.json(failures),
+                "archives_failing_verification": dg.MetadataValue.json(failed_archives),
+                "dry_run": result is None,
+            },
         ),
     ]
 
@@ -342,15 +400,20 @@ def _week_complete_description(outcome: BuildOutcome, missing: dict[str, list[st
     return f"{outcome.manifest.week}: the week is incomplete: " + "; ".join(parts)
 
 
-def _retention_description(plan: RetentionPlan, result: RetentionResult | None, failures: dict[str, str],
-                           failed_archives: dict[str, list[str]]) -> str:
+def _retention_description(
+    plan: RetentionPlan, result: RetentionResult | None, failures: dict[str, str], failed_archives: dict[str, list[str]]
+) -> str:
     if failures or failed_archives:
-        return (f"retention could not delete {len(failures)} object(s); {len(failed_archives)} archive(s) failed "
-                "verification, so the dailies they hold were kept")
+        return (
+            f"retention could not delete {len(failures)} object(s); {len(failed_archives)} archive(s) failed "
+            "verification, so the dailies they hold were kept"
+        )
     if result is None:
         return f"dry run: retention would delete {len(plan.dailies)} dailies and {len(plan.archives)} archives"
-    return (f"retention deleted {len(result.dailies)} dailies and {len(result.archives)} archives "
-            f"({human_bytes(result.bytes_freed)}); dailies from {plan.daily_cutoff} on are kept")
+    return (
+        f"retention deleted {len(result.dailies)} dailies and {len(result.archives)} archives "
+        f"({human_bytes(result.bytes_freed)}); dailies from {plan.daily_cutoff} on are kept"
+    )
 
 
 def _mark_deleted(
@@ -364,22 +427,34 @@ def _mark_deleted(
         key = dump_keys.get(deletion.database)
         if key is None:  # a database no longer configured has no asset to mark
             continue
-        context.log_event(dg.AssetObservation(
-            asset_key=key,
-            partition=deletion.day,
-            description=f"Deleted by retention; the backup is kept in {deletion.archive_key}.",
-            metadata={RETENTION_MARK: DELETED, "archive": deletion.archive_key, "deleted_keys": dg.MetadataValue.json(list(deletion.keys)),
-                      "bytes_freed": deletion.bytes},
-        ))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=deletion.day,
+                description=f"Deleted by retention; the backup is kept in {deletion.archive_key}.",
+                metadata={
+                    RETENTION_MARK: DELETED,
+                    "archive": deletion.archive_key,
+                    "deleted_keys": dg.MetadataValue.json(list(deletion.keys)),
+                    "bytes_freed": deletion.bytes,
+                },
+            )
+        )
     known_weeks = set(partitions.get_partition_keys())
     for deletion in result.archives:
         if deletion.week in known_weeks:
-            context.log_event(dg.AssetObservation(
-                asset_key=ARCHIVE_KEY,
-                partition=deletion.week,
-                description="Archive deleted by retention (older than the weekly retention).",
-                metadata={RETENTION_MARK: DELETED, "deleted_keys": dg.MetadataValue.json(list(deletion.keys)), "bytes_freed": deletion.bytes},
-            ))
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=ARCHIVE_KEY,
+                    partition=deletion.week,
+                    description="Archive deleted by retention (older than the weekly retention).",
+                    metadata={
+                        RETENTION_MARK: DELETED,
+                        "deleted_keys": dg.MetadataValue.json(list(deletion.keys)),
+                        "bytes_freed": deletion.bytes,
+                    },
+                )
+            )
 
 
 # -- reconciliation ----------------------------------------------------------------------------
@@ -431,10 +506,17 @@ def build_reconciliation_check(config: PatinaConfig) -> dg.AssetChecksDefinition
             report = reconcile(ArchiveStore(bucket.store()), recorded)
         except StorageError as exc:
             raise dg.Failure(description=f"reconciliation could not read the bucket: {exc}") from exc
-        for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown),
-                               ("orphan", report.orphans), ("leftover", report.leftovers)):
+        for kind, findings in (
+            ("missing", report.missing),
+            ("corrupt", report.corrupt),
+            ("unknown", report.unknown),
+            ("orphan", report.orphans),
+            ("leftover", report.leftovers),
+        ):
             for finding in findings[:_SHOWN]:
-                (context.log.error if kind in ("missing", "corrupt") else context.log.warning)(f"{kind}: {finding.key}: {finding.detail}")
+                (context.log.error if kind in ("missing", "corrupt") else context.log.warning)(
+                    f"{kind}: {finding.key}: {finding.detail}"
+                )
         return dg.AssetCheckResult(
             passed=report.clean,
             severity=dg.AssetCheckSeverity.ERROR if report.errors else dg.AssetCheckSeverity.WARN,
@@ -458,16 +540,23 @@ def _summary(report: Reconciliation) -> str:
 def _reconciliation_metadata(report: Reconciliation, recorded: RecordedBackups) -> dict[str, object]:
     metadata: dict[str, object] = {f"{kind}_count": n for kind, n in report.counts().items()}
     metadata["leftovers_count"] = len(report.leftovers)
-    for kind, findings in (("missing", report.missing), ("corrupt", report.corrupt), ("unknown", report.unknown),
-                           ("orphans", report.orphans), ("leftovers", report.leftovers)):
+    for kind, findings in (
+        ("missing", report.missing),
+        ("corrupt", report.corrupt),
+        ("unknown", report.unknown),
+        ("orphans", report.orphans),
+        ("leftovers", report.leftovers),
+    ):
         metadata[kind] = dg.MetadataValue.json([{"key": f.key, "detail": f.detail} for f in findings[:_SHOWN]])
-    metadata.update({
-        "recorded_dailies": len(recorded.dailies),
-        "recorded_archives": len(recorded.weeks),
-        "dailies_checked": report.dailies_checked,
-        "archives_checked": report.archives_checked,
-        "objects": report.objects,
-    })
+    metadata.update(
+        {
+            "recorded_dailies": len(recorded.dailies),
+            "recorded_archives": len(recorded.weeks),
+            "dailies_checked": report.dailies_checked,
+            "archives_checked": report.archives_checked,
+            "objects": report.objects,
+        }
+    )
     return metadata
 
 

@@ -35,6 +35,7 @@ import dagster as dg
 
 from ..config import DatabaseConfig, PatinaConfig
 from ..storage import LATE_AFTER, BackupStore, CorruptManifest, Manifest, StorageError, daily_verification_key
+from ..units import human_bytes
 from ..verify import (
     HISTORY_WINDOW,
     MIN_HISTORY,
@@ -50,7 +51,6 @@ from ..verify import (
     verification_record,
     verify_restore,
 )
-from ..units import human_bytes
 from .dumps import dump_asset_key, late_summary, retry_policy
 from .resources import BucketResource
 
@@ -69,8 +69,13 @@ def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
     return [
         factory(database, config)
         for database in config.databases
-        for factory in (restore_verification_check, size_anomaly_check, schema_drift_check, point_in_time_check,
-                        captured_on_time_check)
+        for factory in (
+            restore_verification_check,
+            size_anomaly_check,
+            schema_drift_check,
+            point_in_time_check,
+            captured_on_time_check,
+        )
     ]
 
 
@@ -103,12 +108,19 @@ def _backup_checked(
     return day, manifest, ""
 
 
-def _no_backup(database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def _no_backup(
+    database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity
+) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=False,
         severity=severity,
         description=why,
-        metadata={"database": database.name, "day": day or "none", "verdict": "no_backup", "problems": dg.MetadataValue.text(why)},
+        metadata={
+            "database": database.name,
+            "day": day or "none",
+            "verdict": "no_backup",
+            "problems": dg.MetadataValue.text(why),
+        },
     )
 
 
@@ -151,15 +163,22 @@ def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -
 
 
 def record_verdict(
-    context: dg.AssetCheckExecutionContext, store: BackupStore, manifest: Manifest, outcome: RestoreVerification,
+    context: dg.AssetCheckExecutionContext,
+    store: BackupStore,
+    manifest: Manifest,
+    outcome: RestoreVerification,
     config: PatinaConfig,
 ) -> str:
     """Keep the verdict in the bucket beside the backup (``<db>.verification.json``), with the sha256 read
     back and size_anomaly's verdict at this moment (retention never counts a possible data loss as good).
     Returns the record's key, or why it could not be written (the backup then reads as not yet verified)."""
     history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
-    size = judge_size(manifest, history, decrease_ratio=config.alerts.size_decrease_ratio,
-                      increase_ratio=config.alerts.size_increase_ratio)
+    size = judge_size(
+        manifest,
+        history,
+        decrease_ratio=config.alerts.size_decrease_ratio,
+        increase_ratio=config.alerts.size_increase_ratio,
+    )
     try:
         store.record_verification(manifest, verification_record(outcome, size, run_id=context.run.run_id))
     except StorageError as e:
@@ -267,7 +286,9 @@ def size_metadata(verdict: SizeVerdict) -> dict:
         "database": verdict.database,
         "day": verdict.day,
         "verdict": verdict.verdict,
-        "meaning": explained.get(verdict.verdict, "no verdict: not enough history" if verdict.average_sql_bytes is None else "within bounds"),
+        "meaning": explained.get(
+            verdict.verdict, "no verdict: not enough history" if verdict.average_sql_bytes is None else "within bounds"
+        ),
         "sql_bytes": verdict.sql_bytes,
         "sql_size": dg.MetadataValue.text(human_bytes(verdict.sql_bytes)),
         "stored_bytes": verdict.stored_bytes,
@@ -345,9 +366,13 @@ def captured_on_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg
             passed=not manifest.captured_late,
             severity=WARN,
             description=late_summary(manifest),
-            metadata={"database": manifest.database, "day": manifest.day, "captured_at": manifest.captured_at,
-                      "captured_late": bool(manifest.captured_late),
-                      "verdict": "captured_late" if manifest.captured_late else "on_time"},
+            metadata={
+                "database": manifest.database,
+                "day": manifest.day,
+                "captured_at": manifest.captured_at,
+                "captured_late": bool(manifest.captured_late),
+                "verdict": "captured_late" if manifest.captured_late else "on_time",
+            },
         )
 
     return captured_on_time
@@ -378,7 +403,11 @@ def drift_report(drift: SchemaDrift) -> str:
         return "```sql\n" + text.strip() + "\n```"
 
     lines = [drift.summary()]
-    for title, changes in (("Added", drift.diff.added), ("Removed", drift.diff.removed), ("Changed", drift.diff.changed)):
+    for title, changes in (
+        ("Added", drift.diff.added),
+        ("Removed", drift.diff.removed),
+        ("Changed", drift.diff.changed),
+    ):
         if changes:
             lines.append(f"### {title}")
         for change in changes:

@@ -40,7 +40,9 @@ def dump_asset_key(database: DatabaseConfig) -> dg.AssetKey:
     return dg.AssetKey(["dumps", database.asset_name])
 
 
-def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+def build_dump_asset(
+    database: DatabaseConfig, config: PatinaConfig, partitions: dg.DailyPartitionsDefinition
+) -> dg.AssetsDefinition:
     description = (
         f"Nightly SQL dump of {database.name}"
         + (f" ({database.description})" if database.description else "")
@@ -64,7 +66,9 @@ def build_dump_asset(database: DatabaseConfig, config: PatinaConfig, partitions:
         ),
         metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
     )
-    def dump(context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> dg.MaterializeResult:
+    def dump(
+        context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource
+    ) -> dg.MaterializeResult:
         store = bucket.store()
         manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
         return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
@@ -83,7 +87,9 @@ def back_up_in_dagster(
     """`back_up`, with errors that retrying cannot fix (a bad token, a missing database, a bucket that
     refuses access) turned into `Failure(allow_retries=False)`, and the dump's warnings logged."""
     try:
-        manifest, result = back_up(database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id)
+        manifest, result = back_up(
+            database, day, store, cloudflare.credentials(), config.dump, run_id=context.run.run_id
+        )
     except (AuthenticationFailed, DatabaseNotFound, DumpError, TimeTravelUnavailable, LateBackfillRefused) as e:
         raise dg.Failure(description=str(e), allow_retries=False) from e
     except StorageError as e:
@@ -94,7 +100,9 @@ def back_up_in_dagster(
         context.log.warning(f"{database.name}: {warning}")
     if manifest.captured_late:
         context.log.warning(late_summary(manifest))
-    context.log.info(f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}")
+    context.log.info(
+        f"{database.name}: {manifest.rows} rows in {manifest.tables} tables, {manifest.bytes} bytes -> {manifest.key}"
+    )
     return manifest, result
 
 
@@ -143,4 +151,3 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
 def build_dump_assets(config: PatinaConfig) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(config)
     return [build_dump_asset(db, config, partitions) for db in config.databases]
-

@@ -37,13 +37,24 @@ class TriggerError(PatinaError):
 
 def workspace_text(working_directory: Path) -> str:
     """The workspace `patina trigger` launches through when none is given: the location ``patina``."""
-    return json.dumps({"load_from": [{"python_module": {
-        "module_name": DEFINITIONS_MODULE, "location_name": CODE_LOCATION,
-        "working_directory": str(working_directory)}}]})  # JSON is YAML
+    return json.dumps(
+        {
+            "load_from": [
+                {
+                    "python_module": {
+                        "module_name": DEFINITIONS_MODULE,
+                        "location_name": CODE_LOCATION,
+                        "working_directory": str(working_directory),
+                    }
+                }
+            ]
+        }
+    )  # JSON is YAML
 
 
-def launch(job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *, workspace: Path | None,
-           env: dict[str, str]) -> None:
+def launch(
+    job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *, workspace: Path | None, env: dict[str, str]
+) -> None:
     """Submit a run through `dagster job launch`, Dagster's public way to queue a run of a code location's job.
 
     It loads the code location as the daemon and the UI do, so the queued run names a location they know."""
@@ -51,8 +62,21 @@ def launch(job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *
         if workspace is None:
             workspace = Path(tmp) / "workspace.yaml"
             workspace.write_text(workspace_text(Path.cwd()))
-        command = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(workspace), "-j", job,
-                   "--run-id", run_id, "--tags", json.dumps(tags)]
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "launch",
+            "-w",
+            str(workspace),
+            "-j",
+            job,
+            "--run-id",
+            run_id,
+            "--tags",
+            json.dumps(tags),
+        ]
         if ops:
             command += ["--op-selection", ",".join(ops)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -62,20 +86,30 @@ def launch(job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *
         raise TriggerError(f"Dagster did not accept the run: {detail}")
 
 
-def wait_until_started(instance: dg.DagsterInstance, run_id: str, timeout: float = START_TIMEOUT_SECONDS) -> dg.DagsterRun:
+def wait_until_started(
+    instance: dg.DagsterInstance, run_id: str, timeout: float = START_TIMEOUT_SECONDS
+) -> dg.DagsterRun:
     """The run once it has left the queue (started, or already ended); TriggerError if it cannot start."""
     deadline = time.monotonic() + timeout
     while True:
         run = instance.get_run_by_id(run_id)
         if run is None:
-            raise TriggerError(f"the run {run_id} was submitted but the instance at $DAGSTER_HOME does not show it: "
-                               "is DAGSTER_HOME the instance the daemon uses?")
+            raise TriggerError(
+                f"the run {run_id} was submitted but the instance at $DAGSTER_HOME does not show it: "
+                "is DAGSTER_HOME the instance the daemon uses?"
+            )
         if run.status not in _WAITING:
-            if run.status in _ENDED and run.status != dg.DagsterRunStatus.SUCCESS and not steps_started(instance, run_id):
+            if (
+                run.status in _ENDED
+                and run.status != dg.DagsterRunStatus.SUCCESS
+                and not steps_started(instance, run_id)
+            ):
                 raise TriggerError(f"run {run_id} failed to start: {failure_reason(instance, run_id)}")
             return run
         if time.monotonic() > deadline:
-            raise TriggerError(f"run {run_id} is still {run.status.value} after {timeout:.0f} s: {_why_waiting(instance)}")
+            raise TriggerError(
+                f"run {run_id} is still {run.status.value} after {timeout:.0f} s: {_why_waiting(instance)}"
+            )
         time.sleep(POLL_SECONDS)
 
 
@@ -129,8 +163,10 @@ def _why_waiting(instance: dg.DagsterInstance) -> str:
     if isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
         status = instance.get_daemon_statuses(["QUEUED_RUN_COORDINATOR"]).get("QUEUED_RUN_COORDINATOR")
         if status is None or not status.healthy:
-            return ("no Dagster daemon is dequeuing runs on this instance: start one (`make ui` runs `dagster dev`, "
-                    "which runs it; in production `dagster-daemon run`); the run starts once it does")
+            return (
+                "no Dagster daemon is dequeuing runs on this instance: start one (`make ui` runs `dagster dev`, "
+                "which runs it; in production `dagster-daemon run`); the run starts once it does"
+            )
         return "the daemon is running but has not started it: the run queue may be full (see Runs in the UI)"
     return "the run launcher has not started it (see the run in the UI)"
 
@@ -142,6 +178,10 @@ def child_environment(config_path: Path | None, instance: dg.DagsterInstance) ->
     `open_instance` read): its `root_directory` is only the artifact directory, which dagster.yaml may give
     relative to the working directory (this checkout's does), and Dagster refuses a relative DAGSTER_HOME."""
     from ..config import CONFIG_ENV_VAR
+
     home = os.environ.get("DAGSTER_HOME") or instance.root_directory
-    return {**os.environ, "DAGSTER_HOME": os.path.abspath(home),
-            **({CONFIG_ENV_VAR: str(config_path)} if config_path else {})}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": os.path.abspath(home),
+        **({CONFIG_ENV_VAR: str(config_path)} if config_path else {}),
+    }

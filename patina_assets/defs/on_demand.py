@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -32,7 +32,6 @@ from .dumps import (
     retry_policy,
 )
 from .launching import (
-    TriggerError,
     child_environment,
     failure_reason,
     launch,
@@ -73,13 +72,18 @@ def build_backup_op(database: DatabaseConfig, config: PatinaConfig) -> dg.OpDefi
         store = bucket.store()
         manifest, result = back_up_in_dagster(context, database, day, store, cloudflare, config)
         reason = context.run.tags.get(REASON_TAG)
-        context.log_event(dg.AssetMaterialization(
-            asset_key=dump_asset_key(database),
-            partition=day,
-            description=f"On-demand backup{': ' + reason if reason else ''}",
-            metadata={**dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
-                      "on_demand": True, "reason": reason or ""},
-        ))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=dump_asset_key(database),
+                partition=day,
+                description=f"On-demand backup{': ' + reason if reason else ''}",
+                metadata={
+                    **dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
+                    "on_demand": True,
+                    "reason": reason or "",
+                },
+            )
+        )
 
     return backup_now
 
@@ -98,7 +102,7 @@ def build_on_demand_job(config: PatinaConfig) -> dg.JobDefinition:
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).date().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,8 +129,11 @@ class Triggered:
             "databases": len(self.databases),
             "databaseNames": list(self.databases),
             "reason": self.reason,
-            "message": ("Backup job started. Check /status for progress." if not done
-                        else f"Backup job finished: {self.status}."),
+            "message": (
+                "Backup job started. Check /status for progress."
+                if not done
+                else f"Backup job finished: {self.status}."
+            ),
             **({"error": self.error} if self.error else {}),
         }
 
@@ -168,14 +175,21 @@ def trigger_backup(
     everything = len(chosen) == len(config.databases)
     names = tuple(db.name for db in chosen)
     run_id = str(uuid.uuid4())
-    launch(ON_DEMAND_JOB, run_id, tags, None if everything else ops, workspace=workspace,
-           env=child_environment(config.source_path, instance))
+    launch(
+        ON_DEMAND_JOB,
+        run_id,
+        tags,
+        None if everything else ops,
+        workspace=workspace,
+        env=child_environment(config.source_path, instance),
+    )
     run = wait_until_started(instance, run_id)
     if wait:
         run = wait_until_ended(instance, run_id)
     failed = run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-    return Triggered(run_id, day, names, run.status.value, reason,
-                     error=failure_reason(instance, run_id) if failed else None)
+    return Triggered(
+        run_id, day, names, run.status.value, reason, error=failure_reason(instance, run_id) if failed else None
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,9 +219,11 @@ def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
     """(name, cron, timezone) of each of the code location's schedules."""
     from . import build_definitions
 
-    return [(schedule.name, schedule.cron_schedule, schedule.execution_timezone or "UTC")
-            for schedule in build_definitions(config).get_repository_def().schedule_defs
-            if isinstance(schedule.cron_schedule, str)]
+    return [
+        (schedule.name, schedule.cron_schedule, schedule.execution_timezone or "UTC")
+        for schedule in build_definitions(config).get_repository_def().schedule_defs
+        if isinstance(schedule.cron_schedule, str)
+    ]
 
 
 def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -> dict[str, datetime]:
@@ -216,8 +232,8 @@ def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -
         get_next_cron_tick,  # the one helper Dagster has for this
     )
 
-    now = now or datetime.now(timezone.utc)
-    return {name: get_next_cron_tick(cron, now, tz).astimezone(timezone.utc) for name, cron, tz in crons}
+    now = now or datetime.now(UTC)
+    return {name: get_next_cron_tick(cron, now, tz).astimezone(UTC) for name, cron, tz in crons}
 
 
 class DagsterView:
@@ -236,14 +252,22 @@ class DagsterView:
         if self.instance is None:
             return unavailable(self.detail, ticks)
         try:
-            records = [record for job in BACKUP_JOBS
-                       for record in self.instance.get_run_records(dg.RunsFilter(job_name=job), limit=self.limit)]
+            records = [
+                record
+                for job in BACKUP_JOBS
+                for record in self.instance.get_run_records(dg.RunsFilter(job_name=job), limit=self.limit)
+            ]
             records.sort(key=lambda r: r.create_timestamp, reverse=True)
             runs = [_job_run(self.config, self.instance, record) for record in records[: self.limit]]
         except Exception as exc:  # storage unreachable: report it, keep serving what the bucket says
             return unavailable(f"{self.detail}: cannot read its runs ({type(exc).__name__}: {_first_line(exc)})", ticks)
-        return Orchestrator(available=True, detail=self.detail, active=[r for r in runs if not r.finished],
-                            recent=[r for r in runs if r.finished], next_scheduled=ticks)
+        return Orchestrator(
+            available=True,
+            detail=self.detail,
+            active=[r for r in runs if not r.finished],
+            recent=[r for r in runs if r.finished],
+            next_scheduled=ticks,
+        )
 
 
 def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobRun:
@@ -263,8 +287,7 @@ def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobR
         (ok if stats.status is not None and stats.status.value == "SUCCESS" else failed).append(name)
     # A run that ended before any step began (its code location was not found, its process never came up) backed
     # up nothing and failed nothing: it failed to start, and says why.
-    failed_to_start = (failure_reason(instance, run.run_id)
-                       if run.status.value == "FAILURE" and not step_stats else None)
+    failed_to_start = failure_reason(instance, run.run_id) if run.status.value == "FAILURE" and not step_stats else None
     if finished and not failed_to_start:
         failed += [name for name in expected if name not in ok and name not in failed]
     started = _utc(record.start_time)
@@ -296,7 +319,7 @@ def _expected_databases(config: PatinaConfig, run, by_step: dict[str, str]) -> l
 
 
 def _utc(timestamp: float | None) -> datetime | None:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc) if timestamp else None
+    return datetime.fromtimestamp(timestamp, tz=UTC) if timestamp else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,7 +48,9 @@ class CloudflareResource(dg.ConfigurableResource):
     requests_per_5_minutes: int = 600
 
     def credentials(self) -> Cloudflare:
-        return Cloudflare(api_url=self.api_url, token=self.api_token, requests_per_5_minutes=self.requests_per_5_minutes)
+        return Cloudflare(
+            api_url=self.api_url, token=self.api_token, requests_per_5_minutes=self.requests_per_5_minutes
+        )
 
 
 def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:

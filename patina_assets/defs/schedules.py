@@ -11,8 +11,9 @@ NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
 
 
-def nightly_job(dump_assets: list[dg.AssetsDefinition], concurrency: int,
-                max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS) -> dg.UnresolvedAssetJobDefinition:
+def nightly_job(
+    dump_assets: list[dg.AssetsDefinition], concurrency: int, max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS
+) -> dg.UnresolvedAssetJobDefinition:
     """Every database's dump for one day. `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps
     exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills."""
     return dg.define_asset_job(

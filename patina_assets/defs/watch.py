@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -45,12 +45,16 @@ STUCK_INTERVAL_SECONDS = 60
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def build_freshness_sensor(config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(),
-                           env: Mapping[str, str] | None = None,
-                           clock: Callable[[], datetime] = _utc_now) -> dg.SensorDefinition:
+def build_freshness_sensor(
+    config: PatinaConfig,
+    *,
+    policy: DeliveryPolicy = DeliveryPolicy(),
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> dg.SensorDefinition:
     """The stale / missed watch; ``clock`` is injected by tests (a week passes in a second)."""
     watch = FreshnessWatch(config, run_bounds(config))
     channels = Channels(config.alerts, policy, env)
@@ -63,7 +67,8 @@ def build_freshness_sensor(config: PatinaConfig, *, policy: DeliveryPolicy = Del
             f"Alerts once when a database has had no good backup for {config.alerts.stale_warn_after_days} days "
             f"(warning) or {config.alerts.stale_after_days} days (error), once when it recovers, and once when a "
             "nightly tick produced nothing by the time its run should have ended (schedule off, daemon down). "
-            "Reads the bucket every 10 minutes."),
+            "Reads the bucket every 10 minutes."
+        ),
     )
     def patina_freshness(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         data = json.loads(context.cursor) if context.cursor else {}
@@ -72,8 +77,14 @@ def build_freshness_sensor(config: PatinaConfig, *, policy: DeliveryPolicy = Del
         now = clock()
         try:
             backups = Catalog.for_config(config, env).backups()
-        except (StorageError, PatinaError, ConfigError) as exc:  # the bucket is down, a credential is not set: say so, keep the outbox
-            context.log.error(f"freshness watch could not read the bucket: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
+        except (
+            StorageError,
+            PatinaError,
+            ConfigError,
+        ) as exc:  # the bucket is down, a credential is not set: say so, keep the outbox
+            context.log.error(
+                f"freshness watch could not read the bucket: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+            )
             backups = None
         alerts = watch.evaluate(backups, now, state) if backups is not None else []
         new = queue(outbox, alerts, channels, prefix=FRESHNESS_SENSOR, now=now.timestamp())
@@ -103,13 +114,21 @@ def runs_waiting_for_a_slot(instance: dg.DagsterInstance) -> set[str]:
 
 
 def stuck_reason(bounds: RunBounds, quiet_seconds: float) -> str:
-    return (f"Patina marked this run failed: it logged nothing for {format_duration(quiet_seconds)}, past the "
-            f"{format_duration(bounds.stall_seconds)} a run may stay quiet (twice dump.deadline_seconds plus the "
-            "longest retry wait): its process died or hangs. Its pool slots were freed.")
+    return (
+        f"Patina marked this run failed: it logged nothing for {format_duration(quiet_seconds)}, past the "
+        f"{format_duration(bounds.stall_seconds)} a run may stay quiet (twice dump.deadline_seconds plus the "
+        "longest retry wait): its process died or hangs. Its pool slots were freed."
+    )
 
 
-def mark_stuck_runs(instance: dg.DagsterInstance, alerting: Alerting, bounds: RunBounds, *, now: float,
-                    accept: Callable[[dg.DagsterRun], bool] = lambda run: True) -> list[str]:
+def mark_stuck_runs(
+    instance: dg.DagsterInstance,
+    alerting: Alerting,
+    bounds: RunBounds,
+    *,
+    now: float,
+    accept: Callable[[dg.DagsterRun], bool] = lambda run: True,
+) -> list[str]:
     """Mark failed every started Patina run quiet for longer than ``bounds.stall_seconds``; free its slots."""
     waiting = runs_waiting_for_a_slot(instance)
     marked = []
@@ -142,21 +161,23 @@ def build_stuck_runs_sensor(config: PatinaConfig, *, clock: Callable[[], float] 
         description=(
             f"Marks failed a started run that materializes Patina assets and has logged nothing for "
             f"{format_duration(bounds.stall_seconds)} (from dump.deadline_seconds and the retry settings), and "
-            "frees its d1_export pool slots at once; patina_run_alerts then reports it."),
+            "frees its d1_export pool slots at once; patina_run_alerts then reports it."
+        ),
     )
     def patina_stuck_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        marked = mark_stuck_runs(context.instance, alerting, bounds, now=clock(),
-                                 accept=lambda run: _in_this_location(context, run))
+        marked = mark_stuck_runs(
+            context.instance, alerting, bounds, now=clock(), accept=lambda run: _in_this_location(context, run)
+        )
         for run_id in marked:
             context.log.error(f"run {run_id} was stuck: marked failed, pool slots freed")
-        return dg.SkipReason(f"{len(marked)} stuck run(s) marked failed" if marked else
-                             f"no stuck runs ({bounds.describe()})")
+        return dg.SkipReason(
+            f"{len(marked)} stuck run(s) marked failed" if marked else f"no stuck runs ({bounds.describe()})"
+        )
 
     return patina_stuck_runs
 
 
-def build_watch_sensors(config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(),
-                        env: Mapping[str, str] | None = None) -> list[dg.SensorDefinition]:
+def build_watch_sensors(
+    config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(), env: Mapping[str, str] | None = None
+) -> list[dg.SensorDefinition]:
     return [build_freshness_sensor(config, policy=policy, env=env), build_stuck_runs_sensor(config)]
-
-

@@ -80,7 +80,9 @@ class ApiBudget:
                 if paused_until <= now and len(times) < self.limit:
                     log.write([*times, now], paused_until)
                     return now
-                free_at = max(paused_until, times[len(times) - self.limit] + self.window if len(times) >= self.limit else now)
+                free_at = max(
+                    paused_until, times[len(times) - self.limit] + self.window if len(times) >= self.limit else now
+                )
             wait = max(free_at - now, 0.001)
             if deadline is not None and now + wait > deadline:
                 raise BudgetExhausted(wait)
@@ -103,7 +105,7 @@ class ApiBudget:
         with self._locked() as log:
             return len(log.read(self._clock() - self.window)[0])
 
-    def _locked(self) -> "_Log":
+    def _locked(self) -> _Log:
         return _Log(self.path)
 
 
@@ -121,7 +123,7 @@ class _Log:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __enter__(self) -> "_Log":
+    def __enter__(self) -> _Log:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a+", encoding="ascii")
         fcntl.flock(self._file, fcntl.LOCK_EX)

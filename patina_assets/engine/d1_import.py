@@ -45,8 +45,10 @@ from .sqltext import quote_identifier
 
 CHUNK = 1024 * 1024
 #: Tables D1 itself owns (`_cf_KV`, `_cf_METADATA`) and SQLite's own; neither is part of a backup.
-_USER_TABLES = ("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY name")
+_USER_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY name"
+)
 
 
 class D1ImportError(RestoreError):
@@ -110,8 +112,10 @@ class D1Importer:
         budget: ApiBudget | None = None,
     ) -> None:
         if not token:
-            raise D1ImportError("no Cloudflare API token: set the variable named by cloudflare.api_token_env "
-                                "(CLOUDFLARE_API_TOKEN by default) to a token with D1 Edit permission")
+            raise D1ImportError(
+                "no Cloudflare API token: set the variable named by cloudflare.api_token_env "
+                "(CLOUDFLARE_API_TOKEN by default) to a token with D1 Edit permission"
+            )
         self.account_id, self.database_id = account_id, database_id
         self.token, self.api_url = token, api_url.rstrip("/")
         self.poll_interval, self.max_poll_interval = poll_interval, max(poll_interval, max_poll_interval)
@@ -122,8 +126,12 @@ class D1Importer:
         # The token's requests count in the same budget as its dumps' (see engine/api_budget.py).
         self.budget = budget or ApiBudget(self.api_url, token, limit=requests_per_5_minutes, sleep=sleep)
         self._path = f"/accounts/{account_id}/d1/database/{database_id}/import"
-        self._client = httpx.Client(base_url=self.api_url, transport=transport, timeout=request_timeout,
-                                    headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"})
+        self._client = httpx.Client(
+            base_url=self.api_url,
+            transport=transport,
+            timeout=request_timeout,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
+        )
         # Uploads go to a presigned URL elsewhere: no Authorization header may travel there.
         self._uploads = httpx.Client(transport=transport, timeout=request_timeout, headers={"User-Agent": "patina"})
 
@@ -144,9 +152,17 @@ class D1Importer:
     # -- the target database ---------------------------------------------------------------------
 
     def _source(self) -> D1Source:
-        return D1Source(self.account_id, self.database_id, token=self.token, api_url=self.api_url,
-                        max_attempts=self.max_attempts, backoff_seconds=self.backoff_seconds,
-                        transport=self._transport, sleep=self._sleep, budget=self.budget)
+        return D1Source(
+            self.account_id,
+            self.database_id,
+            token=self.token,
+            api_url=self.api_url,
+            max_attempts=self.max_attempts,
+            backoff_seconds=self.backoff_seconds,
+            transport=self._transport,
+            sleep=self._sleep,
+            budget=self.budget,
+        )
 
     def _query(self, sql: str, what: str) -> list[tuple]:
         """A query on the target through the REST API (the engine's D1 source), with import-minded errors."""
@@ -154,11 +170,15 @@ class D1Importer:
             with self._source() as source:
                 return source.query(sql)
         except AuthenticationFailed as exc:
-            raise D1ImportError(f"{self.target}: the API refused the token when trying to {what}: it needs D1 Edit "
-                                "permission on this account") from exc
+            raise D1ImportError(
+                f"{self.target}: the API refused the token when trying to {what}: it needs D1 Edit "
+                "permission on this account"
+            ) from exc
         except DatabaseNotFound as exc:
-            raise D1ImportError(f"{self.target}: no such database: check the account id and database id "
-                                "(`wrangler d1 list`), or create the database first (`wrangler d1 create`)") from exc
+            raise D1ImportError(
+                f"{self.target}: no such database: check the account id and database id "
+                "(`wrangler d1 list`), or create the database first (`wrangler d1 create`)"
+            ) from exc
         except SourceUnavailable as exc:
             raise D1ImportUnavailable(f"could not {what}: {exc}") from exc
         except SourceError as exc:
@@ -173,7 +193,7 @@ class D1Importer:
         no more than 5 terms in a compound SELECT (UNION ALL) and 100 result columns."""
         counts: dict[str, int] = {}
         for start in range(0, len(tables), 50):
-            batch = tables[start:start + 50]
+            batch = tables[start : start + 50]
             sql = "SELECT " + ",".join(f"(SELECT count(*) FROM {quote_identifier(t)})" for t in batch)
             [row] = self._query(sql, "count the restored rows")
             counts.update(zip(batch, map(int, row)))
@@ -201,9 +221,15 @@ class D1Importer:
         outcome, polls = self._poll(ingest, at_bookmark, started)
         result = outcome.get("result") if isinstance(outcome.get("result"), dict) else {}
         return D1ImportResult(
-            account_id=self.account_id, database_id=self.database_id, sql_bytes=size, md5=md5,
-            num_queries=result.get("num_queries"), at_bookmark=at_bookmark,
-            final_bookmark=result.get("final_bookmark"), seconds=self._clock() - started, polls=polls,
+            account_id=self.account_id,
+            database_id=self.database_id,
+            sql_bytes=size,
+            md5=md5,
+            num_queries=result.get("num_queries"),
+            at_bookmark=at_bookmark,
+            final_bookmark=result.get("final_bookmark"),
+            seconds=self._clock() - started,
+            polls=polls,
             meta=result.get("meta") if isinstance(result.get("meta"), dict) else {},
         )
 
@@ -227,7 +253,7 @@ class D1Importer:
             if self._clock() - started >= self.timeout_seconds:
                 raise D1ImportError(
                     f"{self.target}: the import was still running after {self.timeout_seconds:.0f}s; it may yet "
-                    f"finish: check with `wrangler d1 execute ... --remote --command \"SELECT count(*) FROM ...\"`"
+                    f'finish: check with `wrangler d1 execute ... --remote --command "SELECT count(*) FROM ..."`'
                 )
             self._sleep(interval)
             interval = min(interval * 2, self.max_poll_interval)
@@ -240,8 +266,11 @@ class D1Importer:
         for attempt in range(self.max_attempts):
             try:
                 with open(path, "rb") as body:
-                    response = self._uploads.put(url, content=_chunks(body),
-                                                 headers={"Content-Length": str(size), "Content-Type": "application/sql"})
+                    response = self._uploads.put(
+                        url,
+                        content=_chunks(body),
+                        headers={"Content-Length": str(size), "Content-Type": "application/sql"},
+                    )
             except httpx.TransportError as exc:
                 last = type(exc).__name__
                 self._pause(attempt, None)
@@ -251,8 +280,10 @@ class D1Importer:
                 self._pause(attempt, response.headers.get("Retry-After"))
                 continue
             if response.status_code >= 400:
-                raise D1ImportError(f"{self.target}: the upload was refused (HTTP {response.status_code}); "
-                                    "the presigned URL may have expired: run the restore again")
+                raise D1ImportError(
+                    f"{self.target}: the upload was refused (HTTP {response.status_code}); "
+                    "the presigned URL may have expired: run the restore again"
+                )
             etag = (response.headers.get("ETag") or "").strip().strip('"').lower()
             if etag != md5:
                 raise D1ImportError(
@@ -260,8 +291,10 @@ class D1Importer:
                     f"{etag[:32] or 'none'}, the file's MD5 is {md5}); nothing was imported: run the restore again"
                 )
             return
-        raise D1ImportUnavailable(f"{self.target}: the upload failed {self.max_attempts} times (last: {last}); "
-                                  "nothing was imported: try again later")
+        raise D1ImportUnavailable(
+            f"{self.target}: the upload failed {self.max_attempts} times (last: {last}); "
+            "nothing was imported: try again later"
+        )
 
     def _call(self, body: dict, what: str) -> dict:
         """POST to the import endpoint and return its ``result``, retrying what can pass."""
@@ -280,13 +313,18 @@ class D1Importer:
                 self._pause(attempt, response.headers.get("Retry-After"))
                 continue
             envelope = _json_or_empty(response)
-            if status in (401, 403) or any(isinstance(e, dict) and e.get("code") == 10000
-                                           for e in envelope.get("errors") or []):
-                raise D1ImportError(f"{self.target}: the API refused the token (HTTP {status}) when trying to {what}: "
-                                    "it needs D1 Edit permission on this account")
+            if status in (401, 403) or any(
+                isinstance(e, dict) and e.get("code") == 10000 for e in envelope.get("errors") or []
+            ):
+                raise D1ImportError(
+                    f"{self.target}: the API refused the token (HTTP {status}) when trying to {what}: "
+                    "it needs D1 Edit permission on this account"
+                )
             if status == 404:
-                raise D1ImportError(f"{self.target}: no such database (HTTP 404): check the account id and database "
-                                    "id (`wrangler d1 list`), or create the database first (`wrangler d1 create`)")
+                raise D1ImportError(
+                    f"{self.target}: no such database (HTTP 404): check the account id and database "
+                    "id (`wrangler d1 list`), or create the database first (`wrangler d1 create`)"
+                )
             if status != 200 or not envelope.get("success", False):
                 raise D1ImportError(f"{self.target}: could not {what}: HTTP {status} {_clip(_error_text(envelope))}")
             result = envelope.get("result")
@@ -295,8 +333,9 @@ class D1Importer:
             if result.get("success") is False:
                 raise D1ImportError(f"{self.target}: could not {what}: {_clip(str(result.get('error') or 'refused'))}")
             return result
-        raise D1ImportUnavailable(f"{self.target}: could not {what} after {self.max_attempts} attempts "
-                                  f"(last answer: {last}); try again later")
+        raise D1ImportUnavailable(
+            f"{self.target}: could not {what} after {self.max_attempts} attempts (last answer: {last}); try again later"
+        )
 
     def _pause(self, attempt: int, retry_after: str | None) -> None:
         if attempt + 1 >= self.max_attempts:
@@ -371,11 +410,16 @@ def import_dump(
         if expected_rows:
             tables = sorted(expected_rows)
             counts = importer.count_rows(tables)
-            wrong = [f"{t}: {counts.get(t)} rows, expected {expected_rows[t]}" for t in tables
-                     if counts.get(t) != expected_rows[t]]
+            wrong = [
+                f"{t}: {counts.get(t)} rows, expected {expected_rows[t]}"
+                for t in tables
+                if counts.get(t) != expected_rows[t]
+            ]
             if wrong:
-                raise D1ImportError(f"{importer.target}: the import finished but the row counts differ from the "
-                                    f"dump: {'; '.join(wrong[:10])}")
+                raise D1ImportError(
+                    f"{importer.target}: the import finished but the row counts differ from the "
+                    f"dump: {'; '.join(wrong[:10])}"
+                )
         return result
 
 

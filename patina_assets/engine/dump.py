@@ -42,7 +42,7 @@ import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import accumulate, repeat
 from operator import add, itemgetter
 from pathlib import Path
@@ -166,11 +166,15 @@ def dump_database(
 
 def content_digest(table_digests: dict[str, str]) -> str:
     """One sha256 over every table's data digest: equal exactly when every table holds the same rows."""
-    lines = "".join(f"{json.dumps(name, ensure_ascii=False)}\t{digest}\n" for name, digest in sorted(table_digests.items()))
+    lines = "".join(
+        f"{json.dumps(name, ensure_ascii=False)}\t{digest}\n" for name, digest in sorted(table_digests.items())
+    )
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def table_digests_of(source: Source, statement_bytes: int = STATEMENT_BYTES, rows_per_insert: int = ROWS_PER_INSERT) -> dict[str, str]:
+def table_digests_of(
+    source: Source, statement_bytes: int = STATEMENT_BYTES, rows_per_insert: int = ROWS_PER_INSERT
+) -> dict[str, str]:
     """Per-table data digests of a database as a dump of it would record them (to check a restore)."""
     writer = _DumpWriter(source, None, "", "", None, statement_bytes, rows_per_insert)
     plan = read_schema(source)
@@ -206,7 +210,7 @@ class _DumpWriter:
     def run(self, attempt: int = 1, last: bool = True) -> DumpResult | None:
         """Read the source once and write the dump; None when this attempt is to be read again (the
         database was written during it and it was not the `last`)."""
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         clock = time.monotonic()
         self.source.begin()
         plan = self.source.snapshot(read_schema(self.source))
@@ -229,7 +233,7 @@ class _DumpWriter:
             finally:
                 self.out = final
                 spool.close()
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         result = DumpResult(
             database=self.database,
             source=self.source.description,
@@ -307,8 +311,8 @@ class _DumpWriter:
         consistency = {
             "one transaction": "yes (read in one transaction)",
             "one batch": "yes (read in one batch, which D1 runs as one transaction)",
-            "bookmark unchanged": f"yes, proven (read in several requests; D1's Time Travel bookmark was the same "
-                                  "at the start and at the end, so nothing was written in between)",
+            "bookmark unchanged": "yes, proven (read in several requests; D1's Time Travel bookmark was the same "
+            "at the start and at the end, so nothing was written in between)",
         }.get(source.consistency, f"NO (the database was written while it was read, in each of {attempt} attempt(s))")
         time_travel = []
         if source.bookmark:
@@ -335,7 +339,10 @@ class _DumpWriter:
             f"Patina {__version__}, dump format 1. Restore into an EMPTY database:",
             "  patina restore DUMP --to new.sqlite | sqlite3 new.sqlite < DUMP | wrangler d1 execute DB --file DUMP",
         ]
-        lines += [f"SQLite {name}: {value} (D1 cannot hold it; `patina restore` sets it)" for name, value in plan.pragmas.items()]
+        lines += [
+            f"SQLite {name}: {value} (D1 cannot hold it; `patina restore` sets it)"
+            for name, value in plan.pragmas.items()
+        ]
         lines += [f"Warning: {w}" for w in plan.warnings + self.warnings]
         self.write(RULE + "".join(f"-- {line}\n" for line in lines) + RULE + "\n")
 
@@ -355,7 +362,9 @@ class _DumpWriter:
 
     # -- rows -------------------------------------------------------------------------------------
 
-    def write_rows(self, table: TablePlan, lo: int | None = None, split: bool = True, hashed: bool = True) -> tuple[int, str]:
+    def write_rows(
+        self, table: TablePlan, lo: int | None = None, split: bool = True, hashed: bool = True
+    ) -> tuple[int, str]:
         """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements
         ("" when not `hashed`: the worker's half, which the main process hashes as it appends it).
 
@@ -519,7 +528,10 @@ class _DumpWriter:
                 continue
             deferred.append(i)
             total -= sizes[i]
-        raw = sum(len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8 for v in row)
+        raw = sum(
+            len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8
+            for v in row
+        )
         if raw > D1_MAX_ROW_BYTES and table.name not in self.oversized_tables:
             self.oversized_tables.add(table.name)
             self.warnings.append(
@@ -539,7 +551,7 @@ class _DumpWriter:
             value = row[i]
             head_piece = chunk_value(value, share)[0] if share >= 64 else value[:0]
             first[i] = formatter.literal(type(value)(head_piece))
-            rest[i] = type(value)(value[len(head_piece):])
+            rest[i] = type(value)(value[len(head_piece) :])
         slots = ",".join(f"v{i}" for i in kept)
         emit(f"CREATE TABLE {scratch}({slots});\n{head}{','.join(first[i] for i in kept)});\n")
         for i in sorted(deferred):
@@ -591,7 +603,7 @@ class _WorkerFailed(Exception):
 class _SecondHalf:
     """The rows of a table from a split point on, written by `python -m patina_assets.engine.dump_worker`."""
 
-    def __init__(self, source, table: TablePlan, lo: int, writer: "_DumpWriter") -> None:
+    def __init__(self, source, table: TablePlan, lo: int, writer: _DumpWriter) -> None:
         directory = writer.out.path.parent if writer.out is not None else Path(tempfile.gettempdir())
         fd, name = tempfile.mkstemp(dir=directory, prefix=".patina-half-", suffix=".sql")
         os.close(fd)
@@ -609,11 +621,16 @@ class _SecondHalf:
         # The package's own directory goes on the worker's path, so it imports even when not installed.
         package_root = str(Path(__file__).resolve().parents[2])
         env = child_environment(
-            {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))})
+            {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        )
         try:
             self.process: subprocess.Popen | None = subprocess.Popen(
                 [sys.executable, "-m", "patina_assets.engine.dump_worker"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             # One line, and stdin stays open: its end tells the worker this process is gone (see lifeline).
             self.process.stdin.write(json.dumps(request) + "\n")
@@ -668,7 +685,8 @@ def wrangler_warnings(plan: SchemaPlan) -> list[str]:
         f"{kind} {name!r}: `wrangler d1 execute --local` would split or alter its SQL (wrangler's statement "
         "splitter drops comments and does not know [bracket] names); restore it with `patina restore`, or into "
         "D1 with `wrangler d1 execute --remote` (D1's import API)"
-        for kind, name, sql in objects if not guard(_terminated(sql))[1]
+        for kind, name, sql in objects
+        if not guard(_terminated(sql))[1]
     ]
 
 

@@ -107,7 +107,9 @@ class DumpOutput:
         if self.format == "sql.gz":
             self._sink = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
         elif self.format == "sql.zst":
-            self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(self._file, closefd=False)
+            self._sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(
+                self._file, closefd=False
+            )
         else:
             self._sink = self._file
         self.sql_sha256 = self._file.sha256 if self._sink is self._file or not hashed else hashlib.sha256()

@@ -22,8 +22,8 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
 from binascii import hexlify
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -143,7 +143,10 @@ class RealChecker:
                 if self._worker is None:
                     self._worker = subprocess.Popen(
                         [sys.executable, str(Path(__file__).with_name("real_check_worker.py"))],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_environment(),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        env=child_environment(),
                     )
                 self._worker.stdin.write(real_check_worker.request(literals, values))
                 self._worker.stdin.flush()

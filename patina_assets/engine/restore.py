@@ -25,7 +25,9 @@ from .errors import CorruptDump, RestoreError
 from .formats import open_dump_text
 from .sqltext import quote_identifier
 
-MARKER = re.compile(r"^-- (Create table|Table|End of table|Sequence|Index|Rebuild|View|Trigger): (\"(?:[^\"\\]|\\.)*\")(?: on (\"(?:[^\"\\]|\\.)*\"))?(?: \((\d+) rows\))?\s*$")
+MARKER = re.compile(
+    r"^-- (Create table|Table|End of table|Sequence|Index|Rebuild|View|Trigger): (\"(?:[^\"\\]|\\.)*\")(?: on (\"(?:[^\"\\]|\\.)*\"))?(?: \((\d+) rows\))?\s*$"
+)
 PRAGMA_LINE = re.compile(r"^-- SQLite (user_version|application_id): (-?\d+)\b")
 FOOTER_SHA = re.compile(r"^-- SHA-256 of the SQL above this footer: ([0-9a-f]{64})\s*$")
 
@@ -174,7 +176,9 @@ def restore_dump(
                 for pragma, value in reader.pragmas.items():
                     db.execute(f"PRAGMA {pragma} = {int(value)}")
             if not seen_table:
-                raise RestoreError(f"{dump_path} has no table {table!r}; its tables: {', '.join(sorted(reader.expected_rows))}")
+                raise RestoreError(
+                    f"{dump_path} has no table {table!r}; its tables: {', '.join(sorted(reader.expected_rows))}"
+                )
             db.execute("COMMIT")
             expected = reader.expected_rows if table is None else {table: reader.expected_rows.get(table, 0)}
             counts = verify_database(db, expected)
@@ -200,7 +204,9 @@ def verify_database(db: sqlite3.Connection, expected_rows: dict[str, int]) -> di
     problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
     if problems != ["ok"]:
         raise RestoreError("integrity_check failed: " + "; ".join(problems[:10]))
-    for (name, sql) in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'"):
+    for name, sql in db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+    ):
         if re.search(r"USING\s+fts5\s*\(", sql, re.IGNORECASE) and not re.search(r"content\s*=\s*(''|\"\")", sql):
             try:
                 db.execute(f"INSERT INTO {quote_identifier(name)}({quote_identifier(name)}) VALUES('integrity-check')")

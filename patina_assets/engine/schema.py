@@ -110,9 +110,11 @@ class SchemaPlan:
     pragmas: dict[str, int] = field(default_factory=dict)
 
 
-def read_schema(source: "Source") -> SchemaPlan:
+def read_schema(source: Source) -> SchemaPlan:
     """Plan the dump of everything `source` holds, except what SQLite or D1 own."""
-    objects = [SchemaObject(*row) for row in source.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")]
+    objects = [
+        SchemaObject(*row) for row in source.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid")
+    ]
     table_list = source.query("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main'")
     kinds = {name: kind for name, kind, _wr in table_list}
     without_rowid = {name for name, _kind, wr in table_list if wr}
@@ -148,7 +150,8 @@ def read_schema(source: "Source") -> SchemaPlan:
     warnings += [
         f"{o.type} {o.name!r} has the text BEGIN TRANSACTION in its SQL: `wrangler d1 execute --local` would "
         "cut it out of the file; restore with `patina restore` or D1's import API (`--remote`)"
-        for o in everything if "BEGIN TRANSACTION" in o.sql
+        for o in everything
+        if "BEGIN TRANSACTION" in o.sql
     ]
     return SchemaPlan(
         tables=tables,
@@ -176,22 +179,26 @@ def _vtab_module(sql: str) -> str | None:
     return module_arguments(sql)[0] if sql.upper().startswith("CREATE VIRTUAL TABLE") else None
 
 
-def _unknown_module_note(source: "Source", plan: TablePlan) -> str:
+def _unknown_module_note(source: Source, plan: TablePlan) -> str:
     """The warning for a virtual table whose module Patina cannot fill: whether it holds rows, if it can tell."""
     module = _vtab_module(plan.sql)
     start = f"virtual table {plan.name!r} uses the module {module!r}, which Patina does not know how to fill:"
     try:
         rows = source.query(f"SELECT count(*) FROM {plan.quoted}")[0][0]
     except SourceError as exc:
-        return (f"{start} it is recreated empty, and it could not be read here ({exc}); if it holds data, "
-                "that data is NOT in this dump, and restoring needs the module loaded")
+        return (
+            f"{start} it is recreated empty, and it could not be read here ({exc}); if it holds data, "
+            "that data is NOT in this dump, and restoring needs the module loaded"
+        )
     if not rows:
         return f"{start} it held no rows and is recreated empty (restoring needs the module loaded)"
-    return (f"{start} its {rows} rows are NOT in this dump; it is recreated empty and must be refilled by "
-            "the application (restoring needs the module loaded)")
+    return (
+        f"{start} its {rows} rows are NOT in this dump; it is recreated empty and must be refilled by "
+        "the application (restoring needs the module loaded)"
+    )
 
 
-def _pragmas(source: "Source") -> dict[str, int]:
+def _pragmas(source: Source) -> dict[str, int]:
     try:
         rows = source.query("SELECT user_version, application_id FROM pragma_user_version, pragma_application_id")
     except SourceError:  # D1: "not authorized"
@@ -199,7 +206,7 @@ def _pragmas(source: "Source") -> dict[str, int]:
     return {name: int(value) for name, value in zip(("user_version", "application_id"), rows[0]) if value}
 
 
-def _fts5_config(source: "Source", table: str) -> list[tuple[str, object]]:
+def _fts5_config(source: Source, table: str) -> list[tuple[str, object]]:
     """The settings an FTS5 index keeps in its _config shadow table, except its format version."""
     shadow = quote_identifier(table + "_config")
     return [(k, v) for k, v in source.query(f"SELECT k, v FROM {shadow} WHERE k <> 'version' ORDER BY k")]
@@ -211,7 +218,7 @@ def schema_fingerprint(objects: list[SchemaObject]) -> str:
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
 
 
-def _read_columns(source: "Source", names: list[str]) -> dict[str, list[Column]]:
+def _read_columns(source: Source, names: list[str]) -> dict[str, list[Column]]:
     if not names:
         return {}
     found: dict[str, list[Column]] = {name: [] for name in names}
@@ -250,7 +257,9 @@ def _plan_table(obj: SchemaObject, columns: list[Column], without_rowid: bool) -
     taken = {c.name.lower() for c in columns}
     free = next((n for n in ROWID_NAMES if n not in taken), None)
     if free is None:
-        note = f"table {obj.name!r}: columns named rowid, _rowid_ and oid hide its rowids; they are renumbered on restore"
+        note = (
+            f"table {obj.name!r}: columns named rowid, _rowid_ and oid hide its rowids; they are renumbered on restore"
+        )
         return TablePlan(obj.name, obj.sql, False, False, names, [], note=note)
     return TablePlan(obj.name, obj.sql, False, False, [free] + names, [0], rowid_by_update=len(names) >= D1_MAX_COLUMNS)
 
@@ -292,7 +301,9 @@ def _plan_virtual_table(obj: SchemaObject, columns: list[Column]) -> TablePlan:
 def _in_dependency_order(views: list[SchemaObject]) -> list[SchemaObject]:
     """Views ordered so each comes after the views it reads (stable otherwise; a cycle keeps file order)."""
     by_name = {v.name.lower(): v for v in views}
-    depends = {v.name: {by_name[n].name for n in identifiers(v.sql) if n in by_name and by_name[n] is not v} for v in views}
+    depends = {
+        v.name: {by_name[n].name for n in identifiers(v.sql) if n in by_name and by_name[n] is not v} for v in views
+    }
     ordered: list[SchemaObject] = []
     placed: set[str] = set()
     remaining = list(views)
@@ -310,7 +321,7 @@ def _in_dependency_order(views: list[SchemaObject]) -> list[SchemaObject]:
 SEQUENCE_SQL = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence ORDER BY rowid"
 
 
-def sequence_rows(source: "Source", tables: list[TablePlan]) -> list[tuple[str, int]]:
+def sequence_rows(source: Source, tables: list[TablePlan]) -> list[tuple[str, int]]:
     """sqlite_sequence's counters for the dumped tables, so AUTOINCREMENT keeps counting where it was."""
     names = {t.name for t in tables}
     # CAST to TEXT: over the REST API an integer beyond 2**53 would come back rounded.

@@ -102,8 +102,9 @@ class Source(ABC):
         self.close()
 
 
-def open_source(spec: str, *, env=os.environ, token_env: str = "CLOUDFLARE_API_TOKEN", api_url: str | None = None,
-                **d1_options) -> Source:
+def open_source(
+    spec: str, *, env=os.environ, token_env: str = "CLOUDFLARE_API_TOKEN", api_url: str | None = None, **d1_options
+) -> Source:
     """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file.
 
     `d1_options` are D1Source's settings (page_bytes, deadline_seconds, max_attempts, ...); None means
@@ -330,7 +331,9 @@ class D1Source(Source):
             body = self._request("POST", "raw", {"batch": [{"sql": sql} for sql in statements]})
         except SourceSQLError:  # refused whole (too big, too slow): page it, and let the bookmarks decide
             return plan
-        self._batch = {sql: [tuple(row) for row in answer["results"]["rows"]] for sql, answer in zip(statements, body["result"])}
+        self._batch = {
+            sql: [tuple(row) for row in answer["results"]["rows"]] for sql, answer in zip(statements, body["result"])
+        }
         # The plan as of the batch: when the schema changed after the first read, a query it needs now is
         # not in the batch, so it is read outside it, and `finish` falls back on the bookmarks.
         return read_schema(self)
@@ -367,7 +370,9 @@ class D1Source(Source):
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise DeadlineExceeded(f"{self.description}: the dump passed its deadline; raise deadline_seconds for this database")
+            raise DeadlineExceeded(
+                f"{self.description}: the dump passed its deadline; raise deadline_seconds for this database"
+            )
         return left
 
     def _request(self, method: str, endpoint: str, payload: dict | None = None, *, refusal=SourceSQLError) -> dict:
@@ -396,7 +401,9 @@ class D1Source(Source):
                 try:
                     body = response.json()
                 except ValueError as e:
-                    raise SourceUnavailable(f"{self.description}: the API answered 200 with a body that is not JSON") from e
+                    raise SourceUnavailable(
+                        f"{self.description}: the API answered 200 with a body that is not JSON"
+                    ) from e
                 if body.get("success", False):
                     return body
                 raise refusal(f"{self.description}: {_error_text(body)}")
@@ -438,7 +445,9 @@ class D1Source(Source):
                     "(`wrangler d1 list` shows them)"
                 )
             raise refusal(f"{self.description}: HTTP {status}: {_error_text(body)}")
-        raise SourceUnavailable(f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}")
+        raise SourceUnavailable(
+            f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}"
+        )
 
     def _acquire(self) -> None:
         """Room for one request in the token's budget, waited for no later than the dump's deadline."""
@@ -560,15 +569,28 @@ class D1Source(Source):
         tuples = ",".join("(" + ",".join(parts) + ")" for parts in rendered)
         return f"({','.join(keys)}) IN (VALUES {tuples})", params
 
-    def _fetch_by_key(self, table: TablePlan, cells: str, keys: list[str], formatter: RowFormatter,
-                      batch: list, later: list[tuple[int, tuple, int]]) -> None:
+    def _fetch_by_key(
+        self,
+        table: TablePlan,
+        cells: str,
+        keys: list[str],
+        formatter: RowFormatter,
+        batch: list,
+        later: list[tuple[int, tuple, int]],
+    ) -> None:
         """Fill the places of `later` in `batch`: a few queries by key, each within the page budget."""
         start = 0
         while start < len(later):
             end, carried = start, 0
             bound = 0
-            while end < len(later) and (end == start or (carried + later[end][2] <= self.page_bytes and end - start < 500
-                                                         and bound + _long_texts(later[end][1]) <= MAX_BOUND_PARAMETERS)):
+            while end < len(later) and (
+                end == start
+                or (
+                    carried + later[end][2] <= self.page_bytes
+                    and end - start < 500
+                    and bound + _long_texts(later[end][1]) <= MAX_BOUND_PARAMETERS
+                )
+            ):
                 carried += later[end][2]
                 bound += _long_texts(later[end][1])
                 end += 1
@@ -581,7 +603,9 @@ class D1Source(Source):
                 found[tuple(row[i] for i in table.key)] = row
             for place, key, _ in group:
                 if key not in found:
-                    raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
+                    raise SourceUnavailable(
+                        f"{self.description}: a row of {table.name!r} changed while it was read; try again"
+                    )
                 batch[place] = found[key]
             start = end
 
@@ -609,8 +633,10 @@ class D1Source(Source):
         order = ",".join(keys)
         threshold = BIG_ROW_BYTES if limit >= ALL_ROWS else min(BIG_ROW_BYTES, max(64, 8 * self.page_bytes // limit))
         where = f" WHERE ({order}) > ({after})" if after else ""
-        sql = (f"SELECT CASE WHEN {size} > {threshold} THEN {marker} ELSE {cells} END "
-               f"FROM {table.quoted}{where} ORDER BY {order} LIMIT {limit}")
+        sql = (
+            f"SELECT CASE WHEN {size} > {threshold} THEN {marker} ELSE {cells} END "
+            f"FROM {table.quoted}{where} ORDER BY {order} LIMIT {limit}"
+        )
         return self._within_statement_limit(sql, table)
 
     def _scan_without_key(self, table: TablePlan) -> Iterator[list[tuple]]:
@@ -632,9 +658,11 @@ class D1Source(Source):
         """Whether D1 has the SQLite math functions the exact REAL carrier needs (see `_EXACT_REAL`)."""
         if self._math is None:
             try:
-                self._math = bool(self._live_query(
-                    "SELECT atan2(-0.0,-1) < 0 AND log2(8.0) = 3 AND floor(-2.5) = -3 AND pow(2,-1074) > 0"
-                )[0][0])
+                self._math = bool(
+                    self._live_query(
+                        "SELECT atan2(-0.0,-1) < 0 AND log2(8.0) = 3 AND floor(-2.5) = -3 AND pow(2,-1074) > 0"
+                    )[0][0]
+                )
             except SourceSQLError:
                 self._math = False
         return self._math
@@ -643,11 +671,13 @@ class D1Source(Source):
         """One large row (`where_key`, binding `params`, selects it): numbers in one query, each TEXT or BLOB
         as hex pieces."""
         exact = self._has_math_functions()
-        described = _json_row([
-            f"CASE typeof({c}) WHEN 'text' THEN 'T'||length(CAST({c} AS BLOB)) "
-            f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, exact)} END"
-            for c in columns
-        ])
+        described = _json_row(
+            [
+                f"CASE typeof({c}) WHEN 'text' THEN 'T'||length(CAST({c} AS BLOB)) "
+                f"WHEN 'blob' THEN 'B'||length({c}) ELSE {_tagged(c, exact)} END"
+                for c in columns
+            ]
+        )
         rows = self.query(f"SELECT {described} FROM {table.quoted} WHERE {where_key}", params)
         if not rows:
             raise SourceUnavailable(f"{self.description}: a row of {table.name!r} changed while it was read; try again")
@@ -658,10 +688,12 @@ class D1Source(Source):
                 continue
             length = int(value[1:])
             data = b"".join(
-                bytes.fromhex(self.query(
-                    f"SELECT hex(substr(CAST({column} AS BLOB),{start},{PIECE_BYTES})) FROM {table.quoted} WHERE {where_key}",
-                    params,
-                )[0][0])
+                bytes.fromhex(
+                    self.query(
+                        f"SELECT hex(substr(CAST({column} AS BLOB),{start},{PIECE_BYTES})) FROM {table.quoted} WHERE {where_key}",
+                        params,
+                    )[0][0]
+                )
                 for start in range(1, length + 1, PIECE_BYTES)
             )
             if value[0] == "B":

@@ -40,13 +40,18 @@ class Patina:
         sources.mkdir()
         self.tmp_path = tmp_path
         self.auth = sources / "auth.sqlite"
-        databases = [{"name": "groveauth", "source": str(self.auth), "priority": "critical"},
-                     {"name": "scout-db", "source": str(small_database(sources / "scout.sqlite", 30))}]
+        databases = [
+            {"name": "groveauth", "source": str(self.auth), "priority": "critical"},
+            {"name": "scout-db", "source": str(small_database(sources / "scout.sqlite", 30))},
+        ]
         self.config = write_config(tmp_path, databases, alerts=alerts)
         assets = dumps.build_dump_assets(self.config)
-        core = dg.Definitions(assets=assets, jobs=[schedules.nightly_job(assets, 2)],
-                              sensors=build_alert_sensors(self.config, policy=FAST),
-                              resources=resources.resources(self.config))
+        core = dg.Definitions(
+            assets=assets,
+            jobs=[schedules.nightly_job(assets, 2)],
+            sensors=build_alert_sensors(self.config, policy=FAST),
+            resources=resources.resources(self.config),
+        )
         self.defs = dg.Definitions.merge(core, extra) if extra else core
         self.instance = instance
         self.cursors: dict[str, str | None] = {}
@@ -54,7 +59,8 @@ class Patina:
 
     def tick(self, sensor: str = RUN_ALERTS_SENSOR):
         result = self.defs.resolve_sensor_def(sensor).evaluate_tick(
-            dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor), sensor_name=sensor))
+            dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor), sensor_name=sensor)
+        )
         self.cursors[sensor] = result.cursor
         self.skips.append(result.skip_message or "")
         return result
@@ -70,7 +76,8 @@ class Patina:
         elif not auth_ok and self.auth.exists():
             self.auth.unlink()
         return self.defs.resolve_job_def(job).execute_in_process(
-            partition_key=day, instance=self.instance, raise_on_error=False, **kwargs)
+            partition_key=day, instance=self.instance, raise_on_error=False, **kwargs
+        )
 
     def record(self, result) -> dg.RunRecord:
         return self.instance.get_run_record_by_id(result.run_id)
@@ -115,27 +122,36 @@ def test_a_failed_night_sends_the_spec_embed_and_payload_once(tmp_path, instance
     patina.tick()
 
     record = patina.record(result)
-    finished = dt.datetime.fromtimestamp(record.end_time, tz=dt.timezone.utc)
+    finished = dt.datetime.fromtimestamp(record.end_time, tz=dt.UTC)
     duration = format_duration(record.end_time - record.start_time)
     size = human_bytes(patina.stored_bytes(DAYS[0])["scout-db"])
     (message,) = discord.accepted
     (embed,) = message["embeds"]
     assert embed["title"] == "⚠️ Patina Backup Partially Failed" and embed["color"] == 0xEF4444
-    assert embed["fields"][:3] == [{"name": "Databases", "value": "1/2 successful", "inline": True},
-                                   {"name": "Total Size", "value": size, "inline": True},
-                                   {"name": "Duration", "value": duration, "inline": True}]
+    assert embed["fields"][:3] == [
+        {"name": "Databases", "value": "1/2 successful", "inline": True},
+        {"name": "Total Size", "value": size, "inline": True},
+        {"name": "Duration", "value": duration, "inline": True},
+    ]
     assert fields(embed)["Day"] == DAYS[0]
     assert fields(embed)["Failed"] == f"**groveauth**: no SQLite database at {patina.auth}: check the path"
     assert embed["footer"] == {"text": f"Job ID: {result.run_id}"}
     assert embed["timestamp"] == format_timestamp(finished)
 
-    assert generic.accepted == [{
-        "type": "backup_failed", "jobId": result.run_id, "job": "nightly_backup", "status": "partial_failure",
-        "timestamp": format_timestamp(finished), "day": DAYS[0],
-        "summary": {"successful": 1, "failed": 1, "totalSize": size, "duration": duration},
-        "failures": [{"database": "groveauth", "error": f"no SQLite database at {patina.auth}: check the path"}],
-        "canceled": False, "willRetry": False,
-    }]
+    assert generic.accepted == [
+        {
+            "type": "backup_failed",
+            "jobId": result.run_id,
+            "job": "nightly_backup",
+            "status": "partial_failure",
+            "timestamp": format_timestamp(finished),
+            "day": DAYS[0],
+            "summary": {"successful": 1, "failed": 1, "totalSize": size, "duration": duration},
+            "failures": [{"database": "groveauth", "error": f"no SQLite database at {patina.auth}: check the path"}],
+            "canceled": False,
+            "willRetry": False,
+        }
+    ]
     # The next ticks find nothing new: no repeat.
     patina.tick()
     patina.tick()
@@ -159,7 +175,11 @@ def test_a_backlog_is_read_in_order_over_several_ticks(tmp_path, instance, hooks
     monkeypatch.setattr(alert_sensors, "RUNS_PER_TICK", 2)
     patina = Patina(tmp_path, instance, notify_on_success=True)
     patina.start()
-    runs = [patina.night(DAYS[0], auth_ok=True), patina.night(DAYS[1], auth_ok=False), patina.night(DAYS[2], auth_ok=True)]
+    runs = [
+        patina.night(DAYS[0], auth_ok=True),
+        patina.night(DAYS[1], auth_ok=False),
+        patina.night(DAYS[2], auth_ok=True),
+    ]
     assert "2 finished run(s) read" in patina.tick().skip_message
     assert "1 finished run(s) read" in patina.tick().skip_message
     assert "0 finished run(s) read" in patina.tick().skip_message
@@ -178,15 +198,20 @@ def test_three_failures_in_a_row_escalate(tmp_path, instance, hooks):
     patina.start()
     first = patina.night(DAYS[0], auth_ok=True)
     assert first.success
-    last_success = next(e for e in patina.instance.all_logs(first.run_id)
-                        if e.dagster_event and e.dagster_event.is_step_materialization
-                        and e.dagster_event.asset_key == dg.AssetKey(["dumps", "groveauth"]))
+    last_success = next(
+        e
+        for e in patina.instance.all_logs(first.run_id)
+        if e.dagster_event
+        and e.dagster_event.is_step_materialization
+        and e.dagster_event.asset_key == dg.AssetKey(["dumps", "groveauth"])
+    )
 
     second = patina.night(DAYS[1], auth_ok=False)
     third = patina.night(DAYS[2], auth_ok=False)
     # Dagster re-executing the third night (a run retry shares its root run id) is the same attempt.
-    retry = patina.night(DAYS[2], auth_ok=False, tags={"dagster/root_run_id": third.run_id,
-                                                       "dagster/parent_run_id": third.run_id})
+    retry = patina.night(
+        DAYS[2], auth_ok=False, tags={"dagster/root_run_id": third.run_id, "dagster/parent_run_id": third.run_id}
+    )
     patina.tick()
     assert not any([second.success, third.success, retry.success])
     assert streaks(discord) == [] and len(discord.accepted) == 3  # three failure embeds, no escalation yet
@@ -197,19 +222,29 @@ def test_three_failures_in_a_row_escalate(tmp_path, instance, hooks):
     assert escalation["content"] == "@here Patina: groveauth failed 3 backups in a row"
     embed = escalation["embeds"][0]
     assert embed["title"] == "🚨 Patina: groveauth failed 3 backups in a row" and embed["color"] == 0x991B1B
-    last_at = format_timestamp(dt.datetime.fromtimestamp(last_success.timestamp, tz=dt.timezone.utc))
+    last_at = format_timestamp(dt.datetime.fromtimestamp(last_success.timestamp, tz=dt.UTC))
     assert fields(embed) == {
-        "Database": "groveauth", "Consecutive failures": "3", "Escalates at": "3",
+        "Database": "groveauth",
+        "Consecutive failures": "3",
+        "Escalates at": "3",
         "Last successful backup": f"backup of {DAYS[0]}, made {last_at}",
-        "Latest error": f"no SQLite database at {patina.auth}: check the path"}
+        "Latest error": f"no SQLite database at {patina.auth}: check the path",
+    }
     assert embed["footer"] == {"text": f"Job ID: {fourth.run_id}"}
     generic_streak = [m for m in generic.accepted if m["type"] == "backup_failure_streak"]
-    assert generic_streak == [{
-        "type": "backup_failure_streak", "jobId": fourth.run_id, "status": "escalated",
-        "timestamp": format_timestamp(dt.datetime.fromtimestamp(patina.record(fourth).end_time, tz=dt.timezone.utc)),
-        "database": "groveauth", "consecutiveFailures": 3, "threshold": 3,
-        "lastSuccess": {"timestamp": last_at, "day": DAYS[0]},
-        "error": f"no SQLite database at {patina.auth}: check the path"}]
+    assert generic_streak == [
+        {
+            "type": "backup_failure_streak",
+            "jobId": fourth.run_id,
+            "status": "escalated",
+            "timestamp": format_timestamp(dt.datetime.fromtimestamp(patina.record(fourth).end_time, tz=dt.UTC)),
+            "database": "groveauth",
+            "consecutiveFailures": 3,
+            "threshold": 3,
+            "lastSuccess": {"timestamp": last_at, "day": DAYS[0]},
+            "error": f"no SQLite database at {patina.auth}: check the path",
+        }
+    ]
 
     patina.tick()  # no repeat of anything
     assert len(discord.requests) == 5
@@ -229,13 +264,21 @@ def failing_checks() -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(asset=scout, name="restore_stub")
     def restore_stub() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                   description="restored 0 of 90 rows", metadata={"rows_expected": 90, "rows_restored": 0})
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="restored 0 of 90 rows",
+            metadata={"rows_expected": 90, "rows_restored": 0},
+        )
 
     @dg.asset_check(asset=scout, name="drift_stub")
     def drift_stub() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description="schema changed: table audit_log added", metadata={"added": "audit_log"})
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="schema changed: table audit_log added",
+            metadata={"added": "audit_log"},
+        )
 
     @dg.asset_check(asset=scout, name="fine_stub")
     def fine_stub() -> dg.AssetCheckResult:
@@ -255,21 +298,41 @@ def test_failed_checks_alert_once_each_warnings_by_setting(tmp_path, instance, h
     patina.tick(CHECK_ALERTS_SENSOR)
     patina.tick(CHECK_ALERTS_SENSOR)
 
-    finished = format_timestamp(dt.datetime.fromtimestamp(patina.record(result).end_time, tz=dt.timezone.utc))
+    finished = format_timestamp(dt.datetime.fromtimestamp(patina.record(result).end_time, tz=dt.UTC))
     titles = [m["embeds"][0]["title"] for m in discord.accepted]
-    assert titles == ["❌ Patina check failed: restore_stub"] + (["⚠️ Patina check warning: drift_stub"] if warnings else [])
+    assert titles == ["❌ Patina check failed: restore_stub"] + (
+        ["⚠️ Patina check warning: drift_stub"] if warnings else []
+    )
     error = discord.accepted[0]["embeds"][0]
     assert error["color"] == 0xEF4444 and error["description"] == "restored 0 of 90 rows"
-    assert fields(error) == {"Database": "scout-db", "Check": "restore_stub", "Severity": "ERROR", "Day": DAYS[0],
-                             "rows_expected": "90", "rows_restored": "0"}
+    assert fields(error) == {
+        "Database": "scout-db",
+        "Check": "restore_stub",
+        "Severity": "ERROR",
+        "Day": DAYS[0],
+        "rows_expected": "90",
+        "rows_restored": "0",
+    }
     assert error["footer"] == {"text": f"Job ID: {result.run_id}"} and error["timestamp"] == finished
     assert generic.accepted[0] == {
-        "type": "check_failed", "jobId": result.run_id, "status": "error", "timestamp": finished,
-        "check": {"name": "restore_stub", "severity": "ERROR", "database": "scout-db", "day": DAYS[0],
-                  "asset": "dumps/scout_db", "description": "restored 0 of 90 rows",
-                  "metadata": {"rows_expected": "90", "rows_restored": "0"}}}
+        "type": "check_failed",
+        "jobId": result.run_id,
+        "status": "error",
+        "timestamp": finished,
+        "check": {
+            "name": "restore_stub",
+            "severity": "ERROR",
+            "database": "scout-db",
+            "day": DAYS[0],
+            "asset": "dumps/scout_db",
+            "description": "restored 0 of 90 rows",
+            "metadata": {"rows_expected": "90", "rows_restored": "0"},
+        },
+    }
     if warnings:
-        assert generic.accepted[1]["status"] == "warning" and generic.accepted[1]["check"]["metadata"] == {"added": "audit_log"}
+        assert generic.accepted[1]["status"] == "warning" and generic.accepted[1]["check"]["metadata"] == {
+            "added": "audit_log"
+        }
     assert len(generic.requests) == len(discord.requests) == (2 if warnings else 1)
 
 
@@ -278,14 +341,17 @@ def test_a_cancelled_night_is_reported_as_cancelled(tmp_path, instance, hooks):
     discord, generic = hooks
     patina = Patina(tmp_path, instance)
     patina.start()
-    run = instance.create_run_for_job(patina.defs.resolve_job_def(schedules.NIGHTLY_JOB), tags={"dagster/partition": DAYS[0]})
+    run = instance.create_run_for_job(
+        patina.defs.resolve_job_def(schedules.NIGHTLY_JOB), tags={"dagster/partition": DAYS[0]}
+    )
     instance.report_run_canceled(run, message="exceeded dagster/max_runtime")
     patina.tick()
     (embed,) = discord.accepted[0]["embeds"]
     assert embed["title"] == "🛑 Patina Backup Canceled" and embed["color"] == 0xEF4444
     assert fields(embed)["Databases"] == "0/2 successful"
-    assert fields(embed)["Failed"] == ("**groveauth**: canceled: exceeded dagster/max_runtime\n"
-                                       "**scout-db**: canceled: exceeded dagster/max_runtime")
+    assert fields(embed)["Failed"] == (
+        "**groveauth**: canceled: exceeded dagster/max_runtime\n**scout-db**: canceled: exceeded dagster/max_runtime"
+    )
     (payload,) = generic.accepted
     assert (payload["type"], payload["status"], payload["canceled"]) == ("backup_failed", "failure", True)
     patina.tick()
@@ -310,7 +376,9 @@ def test_a_blocking_check_that_fails_makes_the_database_count_as_failed(tmp_path
     assert fields(embed)["Total Size"] == human_bytes(patina.stored_bytes(DAYS[0])["groveauth"])
     assert fields(embed)["Failed"] == "**scout-db**: check restore_stub failed: restored 0 of 90 rows"
     (payload,) = generic.accepted
-    assert payload["failures"] == [{"database": "scout-db", "error": "check restore_stub failed: restored 0 of 90 rows"}]
+    assert payload["failures"] == [
+        {"database": "scout-db", "error": "check restore_stub failed: restored 0 of 90 rows"}
+    ]
 
 
 def test_a_webhook_answering_500_then_200_gets_the_message_once(tmp_path, instance, hooks):
@@ -368,9 +436,13 @@ def test_success_messages_are_off_by_default_and_complete_when_on(tmp_path, inst
     assert fields(embed)["Databases"] == "2/2 successful"
     assert fields(embed)["Total Size"] == human_bytes(sizes["groveauth"] + sizes["scout-db"])
     (payload,) = generic.accepted
-    assert payload["type"] == "backup_completed" and payload["status"] == "success" and payload["jobId"] == result.run_id
-    assert payload["details"] == [{"database": "groveauth", "status": "success", "size": human_bytes(sizes["groveauth"])},
-                                  {"database": "scout-db", "status": "success", "size": human_bytes(sizes["scout-db"])}]
+    assert (
+        payload["type"] == "backup_completed" and payload["status"] == "success" and payload["jobId"] == result.run_id
+    )
+    assert payload["details"] == [
+        {"database": "groveauth", "status": "success", "size": human_bytes(sizes["groveauth"])},
+        {"database": "scout-db", "status": "success", "size": human_bytes(sizes["scout-db"])},
+    ]
 
 
 def test_weekly_archive_failures_alert_and_other_jobs_do_not(tmp_path, instance, hooks):
@@ -384,9 +456,13 @@ def test_weekly_archive_failures_alert_and_other_jobs_do_not(tmp_path, instance,
     def unrelated() -> None:
         raise dg.Failure("not a backup")
 
-    extra = dg.Definitions(assets=[weekly_archive],
-                           jobs=[dg.define_asset_job(WEEKLY_JOB, [weekly_archive]), dg.JobDefinition(
-                               graph_def=dg.GraphDefinition("ad_hoc", node_defs=[unrelated]))])
+    extra = dg.Definitions(
+        assets=[weekly_archive],
+        jobs=[
+            dg.define_asset_job(WEEKLY_JOB, [weekly_archive]),
+            dg.JobDefinition(graph_def=dg.GraphDefinition("ad_hoc", node_defs=[unrelated])),
+        ],
+    )
     patina = Patina(tmp_path, instance, extra)
     patina.start()
     weekly = patina.defs.resolve_job_def(WEEKLY_JOB).execute_in_process(instance=instance, raise_on_error=False)
@@ -403,8 +479,9 @@ def test_weekly_archive_failures_alert_and_other_jobs_do_not(tmp_path, instance,
 
 def test_redacted_messages_leave_out_names_sizes_and_errors(tmp_path, instance, hooks):
     discord, generic = hooks
-    patina = Patina(tmp_path, instance, dg.Definitions(asset_checks=failing_checks()),
-                    redact_names=True, notify_on_success=True)
+    patina = Patina(
+        tmp_path, instance, dg.Definitions(asset_checks=failing_checks()), redact_names=True, notify_on_success=True
+    )
     patina.start()
     patina.night(DAYS[0], auth_ok=True)
     for day in DAYS[1:4]:
@@ -417,7 +494,7 @@ def test_redacted_messages_leave_out_names_sizes_and_errors(tmp_path, instance, 
     assert len(discord.accepted) == len(generic.accepted) == 5 + 8
     sizes = [str(n) for day in DAYS[:4] for n in patina.stored_bytes(day).values()]
     sizes += [human_bytes(n) for day in DAYS[:4] for n in patina.stored_bytes(day).values()]
-    secrets = ["groveauth", "scout", "no SQLite", str(tmp_path), "rows_expected", "audit_log", " KB", " B\"", *sizes]
+    secrets = ["groveauth", "scout", "no SQLite", str(tmp_path), "rows_expected", "audit_log", " KB", ' B"', *sizes]
     for body in bodies:
         text = json.dumps(body, ensure_ascii=False)
         assert not [s for s in secrets if s in text], text
@@ -444,7 +521,9 @@ def test_the_webhook_url_is_in_no_log_cursor_or_tick_message(tmp_path, instance,
         assert [r.status for r in discord.requests] == [500, 500, 404, 204, 204, 204]
         assert len(discord.accepted) == 3  # the run failure and the two failed checks, after the outage
 
-    console = capfd.readouterr().err  # the sensors' own log lines go to the console (and, in the daemon, the tick's log)
+    console = (
+        capfd.readouterr().err
+    )  # the sensors' own log lines go to the console (and, in the daemon, the tick's log)
     assert "2 waiting for a later tick (discord ($PATINA_DISCORD_WEBHOOK): HTTP 500; " in console
     assert "webhook ($PATINA_WEBHOOK_URL): could not connect (ConnectError))" in console
     assert "discord ($PATINA_DISCORD_WEBHOOK): HTTP 404: the webhook URL is wrong or revoked" in console
@@ -466,12 +545,20 @@ def test_every_run_that_materializes_a_patina_asset_is_alerted_with_the_underlyi
     cause = f"SourceError: cannot read {patina.auth} as a SQLite database: file is not a database"
     groveauth = next(a for a in patina.defs.assets if a.key == dg.AssetKey(["dumps", "groveauth"]))
     resources_ = resources.resources(patina.config)
-    adhoc = dg.materialize([groveauth], partition_key=DAYS[0], instance=instance, resources=resources_,
-                           raise_on_error=False)
-    backfill = dg.materialize([groveauth], partition_key=DAYS[1], instance=instance, resources=resources_,
-                              raise_on_error=False, tags={"dagster/backfill": "bf-1"})
+    adhoc = dg.materialize(
+        [groveauth], partition_key=DAYS[0], instance=instance, resources=resources_, raise_on_error=False
+    )
+    backfill = dg.materialize(
+        [groveauth],
+        partition_key=DAYS[1],
+        instance=instance,
+        resources=resources_,
+        raise_on_error=False,
+        tags={"dagster/backfill": "bf-1"},
+    )
     on_demand = build_on_demand_job(patina.config).execute_in_process(
-        instance=instance, raise_on_error=False, resources=resources_, op_selection=["backup_groveauth"])
+        instance=instance, raise_on_error=False, resources=resources_, op_selection=["backup_groveauth"]
+    )
     assert not any(r.success for r in (adhoc, backfill, on_demand))
     failure = next(e for e in adhoc.all_events if e.is_step_failure)
     assert "Exceeded max_retries" in failure.step_failure_data.error.message  # what Dagster itself says
@@ -480,7 +567,11 @@ def test_every_run_that_materializes_a_patina_asset_is_alerted_with_the_underlyi
     assert [p["jobId"] for p in generic.accepted] == [adhoc.run_id, backfill.run_id, on_demand.run_id]
     assert [p["failures"] for p in generic.accepted] == [[{"database": "groveauth", "error": cause}]] * 3
     titles = [m["embeds"][0]["title"] for m in discord.accepted]
-    assert titles == ["❌ Patina Materialization Failed", "❌ Patina Backfill Failed", "❌ Patina On-demand Backup Failed"]
+    assert titles == [
+        "❌ Patina Materialization Failed",
+        "❌ Patina Backfill Failed",
+        "❌ Patina On-demand Backup Failed",
+    ]
     assert fields(discord.accepted[0]["embeds"][0])["Failed"] == f"**groveauth**: {cause}"
 
 
@@ -502,9 +593,14 @@ def test_a_webhook_down_for_three_nights_gets_every_message_once_when_it_is_back
     patina.tick()
     patina.tick()
     assert [(p["type"], p["jobId"]) for p in generic.accepted] == [
-        ("backup_failed", runs[0].run_id), ("backup_failed", runs[1].run_id), ("backup_failed", runs[2].run_id),
-        ("backup_failure_streak", runs[2].run_id)]
-    assert [m["embeds"][0]["footer"]["text"] for m in discord.accepted] == [f"Job ID: {r.run_id}" for r in runs + runs[2:]]
+        ("backup_failed", runs[0].run_id),
+        ("backup_failed", runs[1].run_id),
+        ("backup_failed", runs[2].run_id),
+        ("backup_failure_streak", runs[2].run_id),
+    ]
+    assert [m["embeds"][0]["footer"]["text"] for m in discord.accepted] == [
+        f"Job ID: {r.run_id}" for r in runs + runs[2:]
+    ]
     assert json.loads(patina.cursors[RUN_ALERTS_SENSOR])["outbox"] == []
     patina.tick()
     assert len(discord.accepted) == len(generic.accepted) == 4

@@ -6,9 +6,9 @@ import datetime as dt
 import shutil
 
 import dagster as dg
+from support.archives import day_of_restored, flip_sql, make_source, rewrite_archive, touch
 from support.configs import write_config
 from support.s3_server import create_bucket, moto_server
-from support.archives import day_of_restored, flip_sql, make_source, rewrite_archive, touch
 
 from patina_assets.archive import ArchiveStore, week_days
 from patina_assets.backup import open_store
@@ -55,7 +55,9 @@ class Pipeline:
 
     def __init__(self, config, instance, *, dump_checks: bool = False):
         self.config, self.instance = config, instance
-        dumps_only = dg.define_asset_job("nightly_dumps_only", selection=dg.AssetSelection.assets(*DUMP_KEYS.values()).without_checks())
+        dumps_only = dg.define_asset_job(
+            "nightly_dumps_only", selection=dg.AssetSelection.assets(*DUMP_KEYS.values()).without_checks()
+        )
         self.defs = dg.Definitions.merge(build_definitions(config), dg.Definitions(jobs=[dumps_only]))
         self.nightly = self.defs.resolve_job_def(NIGHTLY_JOB if dump_checks else "nightly_dumps_only")
         self.weekly = self.defs.resolve_job_def(WEEKLY_JOB)
@@ -65,7 +67,9 @@ class Pipeline:
         for database in self.config.databases:
             if database.sqlite_path.exists():
                 touch(database.sqlite_path, day)
-        result = self.nightly.execute_in_process(partition_key=day, instance=self.instance, run_config=QUIET, raise_on_error=False)
+        result = self.nightly.execute_in_process(
+            partition_key=day, instance=self.instance, run_config=QUIET, raise_on_error=False
+        )
         assert result.success == expect_success
         return result
 
@@ -74,7 +78,9 @@ class Pipeline:
             for day in week_days(key):
                 self.night(day)
         config = {**QUIET, "ops": {"archives__weekly": {"config": {"dry_run": dry_run, **run_config}}}}
-        return self.weekly.execute_in_process(partition_key=key, instance=self.instance, run_config=config, raise_on_error=False)
+        return self.weekly.execute_in_process(
+            partition_key=key, instance=self.instance, run_config=config, raise_on_error=False
+        )
 
 
 def materialization(result):
@@ -88,7 +94,11 @@ def checks(result):
 
 def deletion_marks(instance, key):
     records = instance.fetch_observations(key, limit=1000).records
-    return [r for r in records if r.asset_observation.metadata.get(RETENTION_MARK, dg.MetadataValue.text("")).value == DELETED]
+    return [
+        r
+        for r in records
+        if r.asset_observation.metadata.get(RETENTION_MARK, dg.MetadataValue.text("")).value == DELETED
+    ]
 
 
 # -- definitions -----------------------------------------------------------------------------------
@@ -103,7 +113,11 @@ def test_the_archive_asset_depends_on_every_dump_for_the_seven_days_of_its_week(
     assert {dep.asset_key for dep in spec.deps} == set(DUMP_KEYS.values())
     weekly = spec.partitions_def
     assert weekly.get_first_partition_key() == "2025-12-28"  # the Sunday of the start date's week
-    assert weekly.get_partition_keys(current_time=dt.datetime(2026, 1, 18, 4, tzinfo=dt.timezone.utc)) == ["2025-12-28", "2026-01-04", "2026-01-11"]
+    assert weekly.get_partition_keys(current_time=dt.datetime(2026, 1, 18, 4, tzinfo=dt.UTC)) == [
+        "2025-12-28",
+        "2026-01-04",
+        "2026-01-11",
+    ]
     dump = next(s for s in defs.resolve_all_asset_specs() if s.key == DUMP_KEYS["groveauth"])
     mapping = spec.deps[0].partition_mapping
     upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
@@ -120,7 +134,7 @@ def test_the_archive_asset_depends_on_every_dump_for_the_seven_days_of_its_week(
     schedule = defs.get_schedule_def(WEEKLY_SCHEDULE)
     assert schedule.cron_schedule == "0 4 * * 0" and schedule.execution_timezone in (None, "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.job_name == WEEKLY_JOB
-    tick = dt.datetime(2026, 3, 15, 4, 0, tzinfo=dt.timezone.utc)  # a Sunday
+    tick = dt.datetime(2026, 3, 15, 4, 0, tzinfo=dt.UTC)  # a Sunday
     with dg.instance_for_test() as instance:
         result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
     assert [r.partition_key for r in result.run_requests] == ["2026-03-08"]  # the week that just ended
@@ -136,8 +150,15 @@ def test_fourteen_weeks_of_nightly_and_weekly_runs_against_s3(tmp_path, monkeypa
     monkeypatch.setenv("PATINA_TEST_SECRET", "testing")
     with moto_server() as endpoint:
         instance = dg.DagsterInstance.ephemeral()
-        bucket = {"s3": {"bucket": create_bucket(endpoint), "endpoint_url": endpoint, "region": "us-east-1",
-                         "access_key_id_env": "PATINA_TEST_KEY", "secret_access_key_env": "PATINA_TEST_SECRET"}}
+        bucket = {
+            "s3": {
+                "bucket": create_bucket(endpoint),
+                "endpoint_url": endpoint,
+                "region": "us-east-1",
+                "access_key_id_env": "PATINA_TEST_KEY",
+                "secret_access_key_env": "PATINA_TEST_SECRET",
+            }
+        }
         config = write_config(tmp_path, databases(tmp_path), bucket, start_date=START.isoformat())
         pipeline = Pipeline(config, instance)
         archives = pipeline.archives
@@ -146,7 +167,9 @@ def test_fourteen_weeks_of_nightly_and_weekly_runs_against_s3(tmp_path, monkeypa
             result = pipeline.week(week(n))
             assert result.success
             evaluations = checks(result)
-            assert all(e.passed for e in evaluations.values()), {k: e.metadata for k, e in evaluations.items() if not e.passed}
+            assert all(e.passed for e in evaluations.values()), {
+                k: e.metadata for k, e in evaluations.items() if not e.passed
+            }
             metadata = materialization(result)
             assert (metadata["action"], metadata["verified"], metadata["backups"]) == ("created", True, 14)
             assert metadata["retention/deleted_dailies"] == (14 if n >= 1 else 0)
@@ -157,7 +180,9 @@ def test_fourteen_weeks_of_nightly_and_weekly_runs_against_s3(tmp_path, monkeypa
 
         store = archives.store
         last_week = week_days(week(13))
-        assert sorted((m.day, m.database) for m in store.list_daily()) == sorted((d, db) for d in last_week for db in NAMES)
+        assert sorted((m.day, m.database) for m in store.list_daily()) == sorted(
+            (d, db) for d in last_week for db in NAMES
+        )
         kept_weeks = [week(n) for n in range(2, 14)]
         assert [m.week for m in archives.list()] == kept_weeks
         assert {info.key.split("/")[0] for info in store.bucket.list("")} == {"daily", "weekly"}
@@ -179,7 +204,9 @@ def test_fourteen_weeks_of_nightly_and_weekly_runs_against_s3(tmp_path, monkeypa
             for mark in marks:
                 day = mark.partition_key
                 archive_key = mark.asset_observation.metadata["archive"].value
-                kept = archives.get_manifest(dt.date.fromisoformat(day) - dt.timedelta(days=(dt.date.fromisoformat(day).weekday() + 1) % 7))
+                kept = archives.get_manifest(
+                    dt.date.fromisoformat(day) - dt.timedelta(days=(dt.date.fromisoformat(day).weekday() + 1) % 7)
+                )
                 if kept is not None:
                     assert kept.key == archive_key and kept.index.member(day, database) is not None
             # Dagster's records now offer only what exists: the last week's dailies.
@@ -255,7 +282,9 @@ def test_a_dry_run_shows_what_retention_would_delete_and_deletes_nothing(tmp_pat
         metadata = materialization(result)
         assert metadata["retention/dry_run"] is True and "retention/deleted_dailies" not in metadata
         planned = metadata["retention/planned"].records
-        assert len(planned) == 14 and {r.data["what"] for r in planned} == {f"{db} {d}" for d in week_days(week(0)) for db in NAMES}
+        assert len(planned) == 14 and {r.data["what"] for r in planned} == {
+            f"{db} {d}" for d in week_days(week(0)) for db in NAMES
+        }
         assert metadata["retention/planned_bytes"] == sum(r.data["bytes"] for r in planned) > 0
         assert {info.key for info in bucket.list("daily/")} == dailies_before
         assert all(deletion_marks(instance, key) == [] for key in DUMP_KEYS.values())
@@ -311,12 +340,19 @@ def test_reconciliation_finds_each_kind_of_drift_in_the_bucket(tmp_path):
         store.delete_daily(days[3], "scout-db")
         bucket.delete(half)
         for day in (days[0], days[3]):
-            instance.report_runless_asset_event(dg.AssetObservation(
-                asset_key=DUMP_KEYS["groveauth" if day == days[0] else "scout-db"], partition=day, metadata={RETENTION_MARK: DELETED}))
+            instance.report_runless_asset_event(
+                dg.AssetObservation(
+                    asset_key=DUMP_KEYS["groveauth" if day == days[0] else "scout-db"],
+                    partition=day,
+                    metadata={RETENTION_MARK: DELETED},
+                )
+            )
         warned = reconcile_only(pipeline)
         assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
-        assert recorded_backups(instance, DUMP_KEYS).dailies == frozenset(
-            (d, db) for d in days for db in NAMES) - {(days[0], "groveauth"), (days[3], "scout-db")}
+        assert recorded_backups(instance, DUMP_KEYS).dailies == frozenset((d, db) for d in days for db in NAMES) - {
+            (days[0], "groveauth"),
+            (days[3], "scout-db"),
+        }
 
 
 def test_the_archive_waits_for_a_nightly_run_of_its_week_still_going(tmp_path):

@@ -19,8 +19,8 @@ from support.configs import small_database, write_config
 from support.s3_server import FaultProxy, create_bucket, moto_server
 
 from patina_assets.backup import open_store
-from patina_assets.defs import build_definitions
 from patina_assets.catalog import Catalog
+from patina_assets.defs import build_definitions
 from patina_assets.defs.checks import (
     CAPTURED_ON_TIME,
     DUMP_CHECK_NAMES,
@@ -66,10 +66,22 @@ def week(tmp_path_factory):
     nights = {day: run_night(defs, day, instance) for day in QUIET_NIGHTS}
 
     execute(sources["shrinking"], "DELETE FROM posts", "DELETE FROM users")
-    execute(sources["growing"], many=("INSERT INTO users VALUES (?,?,?,NULL)", [(i, f"user{i}@example.com", i) for i in range(101, 301)]))
-    execute(sources["growing"], many=("INSERT INTO posts(user_id, body) VALUES (?,?)", [(1 + i % 300, f"post {i}\nline two") for i in range(400)]))
-    execute(sources["evolving"], "CREATE TABLE comments(id INTEGER PRIMARY KEY, post_id INTEGER REFERENCES posts(id), body TEXT)",
-            "INSERT INTO comments(post_id, body) VALUES (1, 'first')")
+    execute(
+        sources["growing"],
+        many=("INSERT INTO users VALUES (?,?,?,NULL)", [(i, f"user{i}@example.com", i) for i in range(101, 301)]),
+    )
+    execute(
+        sources["growing"],
+        many=(
+            "INSERT INTO posts(user_id, body) VALUES (?,?)",
+            [(1 + i % 300, f"post {i}\nline two") for i in range(400)],
+        ),
+    )
+    execute(
+        sources["evolving"],
+        "CREATE TABLE comments(id INTEGER PRIMARY KEY, post_id INTEGER REFERENCES posts(id), body TEXT)",
+        "INSERT INTO comments(post_id, body) VALUES (1, 'first')",
+    )
     nights[TEST_NIGHT] = run_night(defs, TEST_NIGHT, instance)
     return config, defs, nights
 
@@ -107,11 +119,17 @@ def test_a_good_dump_passes_every_check(week):
     assert meta["stored_sha256_matches"] and meta["schema_fingerprint_matches"]
     assert meta["restored_content_digest"] == meta["recorded_content_digest"] == manifest.content_digest
     assert {r.data["table"]: (r.data["restored_rows"], r.data["digest"]) for r in meta["table_checks"].records} == {
-        "users": (100, "equal"), "posts": (200, "equal")}
+        "users": (100, "equal"),
+        "posts": (200, "equal"),
+    }
 
     assert size.passed and size.metadata["verdict"].value == "ok" and size.metadata["ratio_percent"].value == 100.0
     assert [r.data["day"] for r in size.metadata["history"].value.records] == QUIET_NIGHTS
-    assert drift.passed and drift.metadata["verdict"].value == "unchanged" and drift.metadata["previous_day"].value == QUIET_NIGHTS[-1]
+    assert (
+        drift.passed
+        and drift.metadata["verdict"].value == "unchanged"
+        and drift.metadata["previous_day"].value == QUIET_NIGHTS[-1]
+    )
 
 
 def test_a_database_emptied_overnight_fails_the_size_check(week):
@@ -174,7 +192,9 @@ def test_a_new_table_warns_with_its_name_in_the_drift_report(week):
 
 def checks_only(defs, database):
     """The definitions plus a job that runs only one database's checks (no dump)."""
-    job = dg.define_asset_job(f"verify_{database.asset_name}", selection=dg.AssetSelection.checks_for_assets(dump_asset_key(database)))
+    job = dg.define_asset_job(
+        f"verify_{database.asset_name}", selection=dg.AssetSelection.checks_for_assets(dump_asset_key(database))
+    )
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])), job.name
 
 
@@ -194,7 +214,9 @@ def corrupt_and_verify(config, store):
 
     before = run_checks(defs, job, instance)  # no partition: the newest backup
     # These nights are long past, so captured_on_time warns (they are backfills); the rest passes.
-    assert before.success and all(e.passed for e in before.get_asset_check_evaluations() if e.check_name != CAPTURED_ON_TIME)
+    assert before.success and all(
+        e.passed for e in before.get_asset_check_evaluations() if e.check_name != CAPTURED_ON_TIME
+    )
     assert {e.metadata["day"].value for e in before.get_asset_check_evaluations()} == {"2026-03-02"}
 
     manifest = store.get_manifest("2026-03-01", database.name)
@@ -217,7 +239,9 @@ def corrupt_and_verify(config, store):
     assert Catalog(store).find("2026-03-01", database.name, any_status=True).status == "failed"
     # Blocking: the run fails at the check's step, and no dump was redone.
     assert not result.success and result.get_asset_materialization_events() == []
-    assert [e.step_key for e in result.get_step_failure_events()] == [f"dumps__{database.asset_name}_{RESTORE_VERIFICATION}"]
+    assert [e.step_key for e in result.get_step_failure_events()] == [
+        f"dumps__{database.asset_name}_{RESTORE_VERIFICATION}"
+    ]
     return result
 
 
@@ -233,8 +257,16 @@ def test_a_dump_corrupted_in_s3_fails_restore_verification(tmp_path, monkeypatch
     source = small_database(tmp_path / "auth.sqlite", 50)
     with moto_server() as endpoint, FaultProxy(endpoint) as proxy:
         bucket = create_bucket(endpoint)
-        s3 = {"s3": {"bucket": bucket, "endpoint_url": proxy.endpoint_url, "region": "us-east-1", "prefix": "patina/",
-                     "access_key_id_env": "PATINA_TEST_KEY", "secret_access_key_env": "PATINA_TEST_SECRET"}}
+        s3 = {
+            "s3": {
+                "bucket": bucket,
+                "endpoint_url": proxy.endpoint_url,
+                "region": "us-east-1",
+                "prefix": "patina/",
+                "access_key_id_env": "PATINA_TEST_KEY",
+                "secret_access_key_env": "PATINA_TEST_SECRET",
+            }
+        }
         config = write_config(tmp_path, [{"name": "groveauth", "source": str(source)}], s3)
         result = corrupt_and_verify(config, open_store(config))
         assert proxy.seen("GetObject")  # the check read the dump back over S3
@@ -263,11 +295,19 @@ def dump_spec(config):
 
 def test_freshness_policy_windows_come_from_the_alert_settings(tmp_path):
     source = small_database(tmp_path / "auth.sqlite", 5)
-    config = write_config(tmp_path, [{"name": "groveauth", "source": str(source)}], alerts={"stale_after_days": 5, "stale_warn_after_days": 3})
+    config = write_config(
+        tmp_path,
+        [{"name": "groveauth", "source": str(source)}],
+        alerts={"stale_after_days": 5, "stale_warn_after_days": 3},
+    )
     spec = dump_spec(config)
-    assert spec.freshness_policy == dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(days=5), warn_window=dt.timedelta(days=3))
+    assert spec.freshness_policy == dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(days=5), warn_window=dt.timedelta(days=3)
+    )
     default = write_config(tmp_path, [{"name": "groveauth", "source": str(source)}])
-    assert dump_spec(default).freshness_policy == dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(days=8), warn_window=dt.timedelta(days=2))
+    assert dump_spec(default).freshness_policy == dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(days=8), warn_window=dt.timedelta(days=2)
+    )
 
 
 def test_the_freshness_daemon_warns_then_fails_a_database_left_without_backups(tmp_path):
@@ -282,20 +322,22 @@ def test_the_freshness_daemon_warns_then_fails_a_database_left_without_backups(t
         f"defs = build_definitions(load_config({str(tmp_path / 'patina.yaml')!r}, env={{}}))\n"
     )
     target = InProcessWorkspaceLoadTarget(
-        InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=str(location), attribute="defs", working_directory=str(tmp_path)))
+        InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(python_file=str(location), attribute="defs", working_directory=str(tmp_path))
+        )
     )
     key = dump_asset_key(config.databases[0])
     with dg.instance_for_test() as instance, create_test_daemon_workspace_context(target, instance) as workspace:
         daemon = FreshnessDaemon()
 
         def freshness(at=None):
-            with freeze_time(at or dt.datetime.now(dt.timezone.utc)):
+            with freeze_time(at or dt.datetime.now(dt.UTC)):
                 asyncio.run(daemon._evaluate_assets(workspace))
             return instance.get_freshness_state_records([key])[key].freshness_state.value
 
         assert freshness() == "UNKNOWN"  # never backed up
         assert run_night(build_definitions(config), "2026-03-01", instance).success
-        backed_up = dt.datetime.now(dt.timezone.utc)
+        backed_up = dt.datetime.now(dt.UTC)
         assert freshness(backed_up + dt.timedelta(hours=23)) == "PASS"
         assert freshness(backed_up + dt.timedelta(days=2, minutes=1)) == "WARN"
         assert freshness(backed_up + dt.timedelta(days=7, hours=23)) == "WARN"

@@ -26,7 +26,9 @@ DB_ID = "6a289378-c662-4c6a-9f1b-fa5296e03fa2"
 
 def run_night(defs, day=DAY, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
+        partition_key=day, instance=instance, raise_on_error=False
+    )
     return result, instance
 
 
@@ -39,8 +41,12 @@ def two_sqlite_databases(tmp_path):
     sources = tmp_path / "sources"
     sources.mkdir()
     return [
-        {"name": "groveauth", "source": str(small_database(sources / "auth.sqlite", 40)), "priority": "critical",
-         "description": "Authentication"},
+        {
+            "name": "groveauth",
+            "source": str(small_database(sources / "auth.sqlite", 40)),
+            "priority": "critical",
+            "description": "Authentication",
+        },
         {"name": "scout-db", "source": str(small_database(sources / "scout.sqlite", 30))},
     ]
 
@@ -56,7 +62,7 @@ def test_definitions_load_one_asset_per_database_and_the_schedule_asks_for_yeste
 
     schedule = defs.get_schedule_def(NIGHTLY_SCHEDULE)
     assert schedule.cron_schedule == "0 3 * * *" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    tick = dt.datetime(2026, 3, 10, 3, 0, tzinfo=dt.timezone.utc)
+    tick = dt.datetime(2026, 3, 10, 3, 0, tzinfo=dt.UTC)
     with dg.instance_for_test() as instance:
         result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
     assert [r.partition_key for r in result.run_requests] == ["2026-03-09"]
@@ -108,7 +114,8 @@ def test_materialize_again_replaces_the_day_cleanly(tmp_path, two_sqlite_databas
     second = {m.database: m.key for m in store.list_daily()}
     assert first.keys() == second.keys() and all(first[k] != second[k] for k in first)
     assert sorted(o.key for o in store.bucket.list("daily/")) == sorted(
-        list(second.values()) + [f"daily/{DAY}/{name}.{kind}.json" for name in second for kind in ("manifest", "verification")]
+        list(second.values())
+        + [f"daily/{DAY}/{name}.{kind}.json" for name in second for kind in ("manifest", "verification")]
     )
     assert all(store.get_verification(DAY, name).key == key for name, key in second.items())  # about the new dumps
 
@@ -121,9 +128,16 @@ def s3(tmp_path):
 
 
 def s3_bucket_config(proxy, bucket):
-    return {"s3": {"bucket": bucket, "endpoint_url": proxy.endpoint_url, "region": "us-east-1",
-                   "access_key_id_env": "PATINA_TEST_KEY", "secret_access_key_env": "PATINA_TEST_SECRET",
-                   "multipart_part_size_mb": 5}}
+    return {
+        "s3": {
+            "bucket": bucket,
+            "endpoint_url": proxy.endpoint_url,
+            "region": "us-east-1",
+            "access_key_id_env": "PATINA_TEST_KEY",
+            "secret_access_key_env": "PATINA_TEST_SECRET",
+            "multipart_part_size_mb": 5,
+        }
+    }
 
 
 @pytest.fixture
@@ -162,13 +176,16 @@ def test_s3_failing_mid_upload_keeps_the_previous_backup(tmp_path, s3, s3_creden
     (after,) = store.list_daily()
     assert after == before and store.verify(after)
     assert [o.key for o in store.bucket.list("daily/")] == sorted(
-        [before.key, f"daily/{DAY}/groveauth.manifest.json", f"daily/{DAY}/groveauth.verification.json"])
+        [before.key, f"daily/{DAY}/groveauth.manifest.json", f"daily/{DAY}/groveauth.verification.json"]
+    )
     assert pending_uploads(endpoint, bucket) == []
 
 
 def d1_config(tmp_path, server, **dump):
     databases = [{"name": "scout-db", "source": f"d1://{ACCOUNT}/{DB_ID}", "priority": "critical"}]
-    return write_config(tmp_path, databases, cloudflare={"api_url": server.base_url, "api_token_env": "PATINA_TEST_TOKEN"}, dump=dump)
+    return write_config(
+        tmp_path, databases, cloudflare={"api_url": server.base_url, "api_token_env": "PATINA_TEST_TOKEN"}, dump=dump
+    )
 
 
 def step_attempts(result):
@@ -219,12 +236,19 @@ def test_d1_materialization_is_exact(tmp_path, monkeypatch):
 
 def test_a_malformed_config_stops_the_code_location_from_loading(tmp_path):
     bad = tmp_path / "broken.yaml"
-    bad.write_text("databases:\n  - name: groveauth\n    source: d1://nope\n    priority: urgent\nbucket: {local: {path: b}}\n")
+    bad.write_text(
+        "databases:\n  - name: groveauth\n    source: d1://nope\n    priority: urgent\nbucket: {local: {path: b}}\n"
+    )
     with pytest.raises(ConfigError) as err:
         write_config(tmp_path, [{"name": "x", "source": "x.sqlite", "priority": "urgent"}])
     assert "databases[0].priority" in str(err.value) and "critical, high, normal" in str(err.value)
-    run = subprocess.run([sys.executable, "-c", "import patina_assets.definitions"], capture_output=True, text=True,
-                         env={"PATINA_CONFIG": str(bad), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", "import patina_assets.definitions"],
+        capture_output=True,
+        text=True,
+        env={"PATINA_CONFIG": str(bad), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
     assert run.returncode != 0
     assert "databases[0].priority" in run.stderr and "databases[0].source" in run.stderr
 
@@ -235,15 +259,20 @@ def test_a_d1_database_written_during_every_read_is_stored_with_a_warning(tmp_pa
     with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
         server.before_request = lambda path, body: (
             server.execute(DB_ID, "INSERT INTO users(email) VALUES ('u' || random())")
-            if "json_array" in (body or {}).get("sql", "") else None)
+            if "json_array" in (body or {}).get("sql", "")
+            else None
+        )
         config = d1_config(tmp_path, server, page_bytes=10_000, consistency_retries=1)
         result, _ = run_night(build_definitions(config))
     assert result.success  # the backup is stored: marked, not dropped
     (manifest,) = store_of(config).list_daily()
     assert manifest.point_in_time is False and manifest.consistency == "bookmark moved"
     assert manifest.bookmark < manifest.end_bookmark
-    (materialization,) = [e.event_specific_data.materialization for e in result.all_events
-                          if e.event_type_value == "ASSET_MATERIALIZATION"]
+    (materialization,) = [
+        e.event_specific_data.materialization
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    ]
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["point_in_time"] is False and metadata["attempts"] == 2
     assert metadata["time_travel_bookmark"] == manifest.bookmark and "not one point in time" in metadata["warnings"]
@@ -257,13 +286,13 @@ def test_last_night_is_on_time_and_a_refused_late_backfill_fails_without_retries
 
     config = write_config(tmp_path, two_sqlite_databases[:1], dump={"late_backfill": "refuse"})
     defs = build_definitions(config)
-    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     result, instance = run_night(defs, yesterday)
     assert result.success
     on_time = {e.check_name: e for e in result.get_asset_check_evaluations()}[CAPTURED_ON_TIME]
     assert on_time.passed and not on_time.metadata["captured_late"].value
 
-    long_ago = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=10)).isoformat()
+    long_ago = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=10)).isoformat()
     result, _ = run_night(defs, long_ago, instance)
     assert not result.success and step_attempts(result) == 1  # retrying cannot make it on time
     failure = result.get_step_failure_events()[0].event_specific_data.error

@@ -40,8 +40,10 @@ def test_materialization_recorded_in_postgres(tmp_path, postgres_url, monkeypatc
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = build_definitions(config).resolve_job_def(NIGHTLY_JOB).execute_in_process(
-            partition_key="2026-03-09", instance=instance
+        result = (
+            build_definitions(config)
+            .resolve_job_def(NIGHTLY_JOB)
+            .execute_in_process(partition_key="2026-03-09", instance=instance)
         )
         assert result.success
         event = instance.get_latest_materialization_event(dg.AssetKey(["dumps", "groveauth"]))

@@ -15,14 +15,13 @@ from support.webhook_server import WebhookServer
 from patina_assets.alerts import DeliveryPolicy
 from patina_assets.backup import manifest_for, open_store
 from patina_assets.defs import dumps, resources, schedules
-from patina_assets.defs.alerts import RUN_ALERTS_SENSOR, build_alert_sensors
 from patina_assets.defs.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.engine import SqliteSource, dump_database
 from patina_assets.storage import utc_timestamp
 from patina_assets.watch import run_bounds
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=1, backoff_seconds=0.0)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture
@@ -41,17 +40,26 @@ def store_backup_captured_at(config, database, moment: dt.datetime, tmp_path) ->
     with SqliteSource(db.sqlite_path) as source:
         result = dump_database(source, path, database=database)
     day = (moment - dt.timedelta(days=1)).date().isoformat()
-    manifest = dataclasses.replace(manifest_for(result, day, None), started_at=utc_timestamp(moment),
-                                   captured_at=utc_timestamp(moment), captured_late=False,
-                                   finished_at=utc_timestamp(moment + dt.timedelta(seconds=1)))
+    manifest = dataclasses.replace(
+        manifest_for(result, day, None),
+        started_at=utc_timestamp(moment),
+        captured_at=utc_timestamp(moment),
+        captured_late=False,
+        finished_at=utc_timestamp(moment + dt.timedelta(seconds=1)),
+    )
     open_store(config).publish_daily(day, database, path, manifest, now=moment + dt.timedelta(seconds=2))
 
 
 def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_recovery(tmp_path, generic):
     sources = tmp_path / "sources"
     sources.mkdir()
-    config = write_config(tmp_path, [{"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
-                                     {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))}])
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
+            {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
+        ],
+    )
     real_now = dt.datetime.now(UTC)
     start = real_now - dt.timedelta(days=10)
     for name in config.names:  # the last nightly run before the schedule was switched off
@@ -61,10 +69,12 @@ def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_re
     sensor = build_freshness_sensor(config, policy=FAST, clock=lambda: clock["now"])
     cursor = None
     with dg.instance_for_test() as instance:
+
         def tick():
             nonlocal cursor
-            result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor,
-                                                                  sensor_name=FRESHNESS_SENSOR))
+            result = sensor.evaluate_tick(
+                dg.build_sensor_context(instance=instance, cursor=cursor, sensor_name=FRESHNESS_SENSOR)
+            )
             cursor = result.cursor
             return result
 
@@ -72,7 +82,7 @@ def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_re
         for hour in range(0, 9 * 24 + 12, 3):  # nine and a half days, a tick every 3 hours: nobody backs up
             clock["now"] = start + dt.timedelta(hours=hour)
             tick()
-            seen += [(hour, p["type"], p.get("status"), p.get("database")) for p in generic.accepted[len(seen):]]
+            seen += [(hour, p["type"], p.get("status"), p.get("database")) for p in generic.accepted[len(seen) :]]
 
         bounds = run_bounds(config)
         first_tick = dt.datetime.combine(start.date(), dt.time(3), tzinfo=UTC)
@@ -81,28 +91,41 @@ def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_re
         missed_at = (first_tick - start).total_seconds() / 3600 + bounds.max_runtime_seconds / 3600
         assert [s[1:] for s in seen] == [
             ("nightly_missed", "error", None),
-            ("backup_stale", "warning", "groveauth"), ("backup_stale", "warning", "scout-db"),
-            ("backup_stale", "error", "groveauth"), ("backup_stale", "error", "scout-db"),
+            ("backup_stale", "warning", "groveauth"),
+            ("backup_stale", "warning", "scout-db"),
+            ("backup_stale", "error", "groveauth"),
+            ("backup_stale", "error", "scout-db"),
         ]
         hours = [s[0] for s in seen]
         assert missed_at <= hours[0] < missed_at + 3  # noticed at the first tick after the run should have ended
         assert 2 * 24 - 1 <= hours[1] == hours[2] < 2 * 24 + 3 and 8 * 24 - 1 <= hours[3] == hours[4] < 8 * 24 + 3
         missed = generic.accepted[0]
-        assert missed["day"] == (first_tick - dt.timedelta(days=1)).date().isoformat() and missed["newestBackupAt"] is not None
+        assert (
+            missed["day"] == (first_tick - dt.timedelta(days=1)).date().isoformat()
+            and missed["newestBackupAt"] is not None
+        )
         error = generic.accepted[3]
-        assert error["thresholdDays"] == 8 and error["newestGoodBackup"]["day"] == (start - dt.timedelta(days=1, hours=1)).date().isoformat()
+        assert (
+            error["thresholdDays"] == 8
+            and error["newestGoodBackup"]["day"] == (start - dt.timedelta(days=1, hours=1)).date().isoformat()
+        )
 
         # The schedule is switched on again: a real nightly run stores both databases, then one more tick.
         assets = dumps.build_dump_assets(config)
-        job = dg.Definitions(assets=assets, jobs=[schedules.nightly_job(assets, 2)],
-                             resources=resources.resources(config)).resolve_job_def(schedules.NIGHTLY_JOB)
-        assert job.execute_in_process(partition_key=(real_now - dt.timedelta(days=1)).date().isoformat(),
-                                      instance=instance).success
+        job = dg.Definitions(
+            assets=assets, jobs=[schedules.nightly_job(assets, 2)], resources=resources.resources(config)
+        ).resolve_job_def(schedules.NIGHTLY_JOB)
+        assert job.execute_in_process(
+            partition_key=(real_now - dt.timedelta(days=1)).date().isoformat(), instance=instance
+        ).success
         clock["now"] = dt.datetime.now(UTC) + dt.timedelta(minutes=10)
         tick()
         tick()
         assert [(p["type"], p.get("database")) for p in generic.accepted[5:]] == [
-            ("backup_stale_recovered", "groveauth"), ("backup_stale_recovered", "scout-db"), ("nightly_resumed", None)]
+            ("backup_stale_recovered", "groveauth"),
+            ("backup_stale_recovered", "scout-db"),
+            ("nightly_resumed", None),
+        ]
         assert len(generic.requests) == 8  # each message once
 
 
@@ -113,8 +136,13 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     sources = tmp_path / "sources"
     sources.mkdir()
-    config = write_config(tmp_path, [{"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
-                                     {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))}])
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
+            {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
+        ],
+    )
     now = dt.datetime.now(UTC)
 
     def check() -> tuple[int, str]:
@@ -124,11 +152,18 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
     code, out = check()  # no bucket yet: nothing was ever stored
     assert code == 2 and out.startswith("error: ") and "Nothing was created" in out
     open_store(config)  # the bucket, empty
-    assert check() == (2, "error: groveauth has no good backup in the bucket\nerror: scout-db has no good backup in the bucket\n")
+    assert check() == (
+        2,
+        "error: groveauth has no good backup in the bucket\nerror: scout-db has no good backup in the bucket\n",
+    )
     store_backup_captured_at(config, "groveauth", now - dt.timedelta(minutes=5), tmp_path)
     store_backup_captured_at(config, "scout-db", now - dt.timedelta(days=3), tmp_path)
     code, out = check()
-    assert code == 1 and out.startswith("warn: scout-db's newest good backup") and "(alerts.stale_warn_after_days: 2)" in out
+    assert (
+        code == 1
+        and out.startswith("warn: scout-db's newest good backup")
+        and "(alerts.stale_warn_after_days: 2)" in out
+    )
     store_backup_captured_at(config, "scout-db", now - dt.timedelta(minutes=4), tmp_path)
     assert check() == (0, "ok: every database is fresh\n")
     # Ten days later nothing has run: stale, and the nights were missed (daemon dead or schedule off).
@@ -136,4 +171,8 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
     for name in config.names:
         store_backup_captured_at(config, name, now - dt.timedelta(days=10), tmp_path)
     code, out = check()
-    assert code == 2 and out.count("(alerts.stale_after_days: 8)") == 2 and "nothing was backed up after the nightly tick" in out
+    assert (
+        code == 2
+        and out.count("(alerts.stale_after_days: 8)") == 2
+        and "nothing was backed up after the nightly tick" in out
+    )

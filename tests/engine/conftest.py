@@ -8,8 +8,10 @@ from support import awkward
 from support.rest_worker import WorkerD1Server
 
 # ../shared/corpus beside the checkout (/work/main), also from a worktree nested deeper (/work/wt/NAME).
-CORPUS = next((d / "shared" / "corpus" for d in Path(__file__).resolve().parents if (d / "shared" / "corpus").is_dir()),
-              Path(__file__).resolve().parents[3] / "shared" / "corpus")
+CORPUS = next(
+    (d / "shared" / "corpus" for d in Path(__file__).resolve().parents if (d / "shared" / "corpus").is_dir()),
+    Path(__file__).resolve().parents[3] / "shared" / "corpus",
+)
 CORPUS_DATABASES = sorted(CORPUS.glob("*.sqlite"))
 
 

@@ -42,9 +42,12 @@ def test_dump_over_rest_with_env(tmp_path):
 def test_dump_over_rest_uses_patina_yaml(tmp_path):
     """`patina dump d1://...` reads with patina.yaml's request settings when one is found."""
     source = small_database(tmp_path / "src.sqlite")
-    write_config(tmp_path, [{"name": "grove", "source": str(source)}],
-                 dump={"page_bytes": 10_000, "request_attempts": 1, "consistency_retries": 0},
-                 cloudflare={"api_token_env": "GROVE_D1_TOKEN", "requests_per_5_minutes": 1200})
+    write_config(
+        tmp_path,
+        [{"name": "grove", "source": str(source)}],
+        dump={"page_bytes": 10_000, "request_attempts": 1, "consistency_retries": 0},
+        cloudflare={"api_token_env": "GROVE_D1_TOKEN", "requests_per_5_minutes": 1200},
+    )
     with D1Server({"db-id": source}) as server:
         env = {"GROVE_D1_TOKEN": "good-token", "CLOUDFLARE_API_TOKEN": "", "PATINA_CLOUDFLARE_API_URL": server.base_url}
         run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env, cwd=tmp_path)
@@ -89,8 +92,12 @@ def test_bad_token_message_names_the_fix_not_the_token(tmp_path):
 def test_progress_on_a_terminal(tmp_path):
     source = small_database(tmp_path / "src.sqlite", rows=3000)
     primary, secondary = pty.openpty()
-    run = subprocess.run([*PATINA, "dump", str(source), "-o", str(tmp_path / "p.sql")], stdout=subprocess.PIPE,
-                         stderr=secondary, text=True)
+    run = subprocess.run(
+        [*PATINA, "dump", str(source), "-o", str(tmp_path / "p.sql")],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+    )
     os.close(secondary)
     progress = os.read(primary, 65536).decode()
     os.close(primary)
@@ -102,8 +109,12 @@ def test_restore_progress_on_a_terminal(tmp_path):
     source = small_database(tmp_path / "src.sqlite", rows=3000)
     assert patina("dump", str(source), "-o", str(tmp_path / "p.sql")).returncode == 0
     primary, secondary = pty.openpty()
-    run = subprocess.run([*PATINA, "restore", str(tmp_path / "p.sql"), "--to", str(tmp_path / "r.sqlite")],
-                         stdout=subprocess.PIPE, stderr=secondary, text=True)
+    run = subprocess.run(
+        [*PATINA, "restore", str(tmp_path / "p.sql"), "--to", str(tmp_path / "r.sqlite")],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+    )
     os.close(secondary)
     progress = os.read(primary, 65536).decode()
     os.close(primary)

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from conftest import CORPUS
 from conftest import CORPUS_DATABASES as DATABASES
-from support.rest_worker import STAND_IN_REQUESTS_PER_5_MINUTES
 from support.compare import assert_same_database
+from support.rest_worker import STAND_IN_REQUESTS_PER_5_MINUTES
 
 from patina_assets.engine import D1Source, SqliteSource, dump_database, restore_dump
 
@@ -39,8 +39,13 @@ def test_corpus_round_trip(source, fmt, tmp_path):
 @pytest.mark.parametrize("source", DATABASES, ids=[p.stem for p in DATABASES])
 def test_corpus_round_trip_over_workerd_rest(source, workerd_d1, tmp_path):
     dump = tmp_path / f"{source.stem}.sql.zst"
-    with D1Source("acct", f"corpus-{source.stem}", token=workerd_d1.token, api_url=workerd_d1.base_url,
-                  requests_per_5_minutes=STAND_IN_REQUESTS_PER_5_MINUTES) as db:
+    with D1Source(
+        "acct",
+        f"corpus-{source.stem}",
+        token=workerd_d1.token,
+        api_url=workerd_d1.base_url,
+        requests_per_5_minutes=STAND_IN_REQUESTS_PER_5_MINUTES,
+    ) as db:
         result = dump_database(db, dump)
     # Each corpus database fits in one batch (D1 runs it as one transaction), and nothing writes meanwhile.
     assert result.point_in_time and result.consistency == "one batch"

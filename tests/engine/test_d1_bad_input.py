@@ -26,12 +26,24 @@ def delete_on_the_third_query(server):
 
 
 CASES = {
-    "no Time Travel": (dict(time_travel=False), "good-token", TimeTravelUnavailable,
-                       ["Time Travel is not available", "wrangler d1 info DB", "move the data to a new D1 database"]),
-    "no D1 read": (dict(read_less_tokens=("read-less-token",)), "read-less-token", AuthenticationFailed,
-                   ["refused the token (HTTP 403)", "has D1 read permission"]),
-    "deleted mid-dump": ({}, "good-token", DatabaseNotFound,
-                         ["disappeared during the dump (HTTP 404)", "nothing was stored", "wrangler d1 list"]),
+    "no Time Travel": (
+        dict(time_travel=False),
+        "good-token",
+        TimeTravelUnavailable,
+        ["Time Travel is not available", "wrangler d1 info DB", "move the data to a new D1 database"],
+    ),
+    "no D1 read": (
+        dict(read_less_tokens=("read-less-token",)),
+        "read-less-token",
+        AuthenticationFailed,
+        ["refused the token (HTTP 403)", "has D1 read permission"],
+    ),
+    "deleted mid-dump": (
+        {},
+        "good-token",
+        DatabaseNotFound,
+        ["disappeared during the dump (HTTP 404)", "nothing was stored", "wrangler d1 list"],
+    ),
 }
 
 

@@ -22,9 +22,18 @@ def dump_all_at_once(server, tmp_path, clock, budget_limit, max_attempts=8):
     def dump(db_id):
         budget = ApiBudget(server.base_url, "good-token", limit=budget_limit, clock=clock.time, sleep=clock.sleep)
         try:
-            with D1Source("acct", db_id, token="good-token", api_url=server.base_url, page_bytes=10_000,
-                          one_batch_bytes=0, budget=budget, sleep=clock.sleep, backoff_seconds=1,
-                          max_attempts=max_attempts) as source:
+            with D1Source(
+                "acct",
+                db_id,
+                token="good-token",
+                api_url=server.base_url,
+                page_bytes=10_000,
+                one_batch_bytes=0,
+                budget=budget,
+                sleep=clock.sleep,
+                backoff_seconds=1,
+                max_attempts=max_attempts,
+            ) as source:
                 results[db_id] = dump_database(source, tmp_path / f"{db_id}.sql")
         except Exception as e:  # the test reports it below
             errors.append(e)

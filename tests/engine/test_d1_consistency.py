@@ -6,7 +6,6 @@ loopback server's hook between two requests, never on a timer."""
 import sqlite3
 
 import pytest
-
 from support.compare import assert_same_database
 from support.configs import small_database
 from support.d1_server import D1Error, D1Server
@@ -37,7 +36,9 @@ def test_a_small_database_is_read_in_one_batch(tmp_path):
             result = dump_database(d1, tmp_path / "grove.sql")
         bodies = [r.body for r in server.requests if r.method == "POST"]
     (batch,) = [b for b in bodies if "batch" in b]
-    assert {"users", "posts"} <= {s["sql"].split("FROM ")[-1].split()[0].strip('"') for s in batch["batch"] if "json_array" in s["sql"]}
+    assert {"users", "posts"} <= {
+        s["sql"].split("FROM ")[-1].split()[0].strip('"') for s in batch["batch"] if "json_array" in s["sql"]
+    }
     # Nothing but schema reads and the probe for math functions before it, nothing after it.
     assert not any("json_array" in b.get("sql", "") for b in bodies)
     assert result.point_in_time and result.consistency == "one batch" and result.attempts == 1
@@ -84,14 +85,20 @@ def test_a_database_written_during_every_attempt_is_stored_marked_not_point_in_t
     db = small_database(tmp_path / "grove.sqlite", 400)
     with D1Server({DB_ID: db}) as server:
         server.before_request = lambda path, body: (
-            server.execute(DB_ID, WRITE) if "json_array" in (body or {}).get("sql", "") else None)
+            server.execute(DB_ID, WRITE) if "json_array" in (body or {}).get("sql", "") else None
+        )
         with source(server, **paged()) as d1:
             result = dump_database(d1, tmp_path / "grove.sql", consistency_retries=retries)
     assert result.attempts == retries + 1 and not result.point_in_time and result.consistency == "bookmark moved"
     assert result.bookmark < result.end_bookmark
     text = header(tmp_path / "grove.sql")
-    assert f"-- Point in time: NO (the database was written while it was read, in each of {retries + 1} attempt(s))" in text
-    assert f"-- Time Travel bookmark: {result.bookmark}\n-- Time Travel bookmark at the end: {result.end_bookmark}" in text
+    assert (
+        f"-- Point in time: NO (the database was written while it was read, in each of {retries + 1} attempt(s))"
+        in text
+    )
+    assert (
+        f"-- Time Travel bookmark: {result.bookmark}\n-- Time Travel bookmark at the end: {result.end_bookmark}" in text
+    )
     assert f"wrangler d1 time-travel restore DB --bookmark={result.bookmark}" in text
     assert any("not one point in time" in w for w in result.warnings)
     assert list(tmp_path.glob(".*")) == []  # no spool or partial file left
@@ -106,8 +113,10 @@ def test_a_schema_change_before_the_batch_is_not_mistaken_for_one_point_in_time(
             if "batch" in (body or {}):
                 batches.append(body)
                 if len(batches) == 1:
-                    server.execute(DB_ID, "CREATE TABLE tags(id INTEGER PRIMARY KEY, name TEXT); "
-                                          "INSERT INTO tags(name) VALUES ('new')")
+                    server.execute(
+                        DB_ID,
+                        "CREATE TABLE tags(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO tags(name) VALUES ('new')",
+                    )
 
         server.before_request = add_a_table_before_the_first_batch
         with source(server) as d1:
@@ -133,6 +142,7 @@ def test_a_big_row_in_a_small_database_falls_back_on_the_bookmark(tmp_path):
 def test_a_batch_d1_refuses_falls_back_on_pages_and_the_bookmark(tmp_path):
     db = small_database(tmp_path / "grove.sqlite")
     with D1Server({DB_ID: db}) as server:
+
         def refuse_batches(path, body):
             if "batch" in (body or {}):
                 raise D1Error("D1_ERROR: result too large: SQLITE_TOOBIG")

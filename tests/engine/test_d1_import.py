@@ -46,8 +46,10 @@ def empty_database(path):
 
 
 def import_paths(server):
-    return [(r.method, r.path.rsplit("/", 1)[-1], r.body.get("action") if isinstance(r.body, dict) else None)
-            for r in server.requests]
+    return [
+        (r.method, r.path.rsplit("/", 1)[-1], r.body.get("action") if isinstance(r.body, dict) else None)
+        for r in server.requests
+    ]
 
 
 def test_a_dump_imports_into_an_empty_database_and_the_rows_are_counted(dump, tmp_path):
@@ -55,8 +57,15 @@ def test_a_dump_imports_into_an_empty_database_and_the_rows_are_counted(dump, tm
     target = empty_database(tmp_path / "target.sqlite")
     waits = []
     with D1Server({DB_ID: target}, token=TOKEN, import_active_polls=2) as server:
-        result = import_dump(path, "acct", DB_ID, token=TOKEN, api_url=server.base_url,
-                             expected_rows=expected_rows(path), sleep=waits.append)
+        result = import_dump(
+            path,
+            "acct",
+            DB_ID,
+            token=TOKEN,
+            api_url=server.base_url,
+            expected_rows=expected_rows(path),
+            sleep=waits.append,
+        )
         requests = server.requests
     assert waits == [0.25, 0.5, 1.0]  # soon at first, then less and less often
     assert import_paths(server) == [
@@ -64,7 +73,9 @@ def test_a_dump_imports_into_an_empty_database_and_the_rows_are_counted(dump, tm
         ("POST", "import", "init"),
         ("PUT", f"{DB_ID}-{result.md5}.sql", None),
         ("POST", "import", "ingest"),
-        ("POST", "import", "poll"), ("POST", "import", "poll"), ("POST", "import", "poll"),
+        ("POST", "import", "poll"),
+        ("POST", "import", "poll"),
+        ("POST", "import", "poll"),
         ("POST", "raw", None),  # the row counts
     ]
     sql = plain_sql(path)
@@ -89,8 +100,9 @@ def test_a_file_d1_already_holds_is_ingested_without_uploading_again(dump, tmp_p
         db.executescript("PRAGMA foreign_keys=OFF; DROP TABLE posts; DROP TABLE users; DELETE FROM sqlite_sequence;")
         db.close()
         before = len(server.requests)
-        second = import_dump(path, "acct", DB_ID, token=TOKEN, api_url=server.base_url,
-                             expected_rows=expected_rows(path), **NO_WAIT)
+        second = import_dump(
+            path, "acct", DB_ID, token=TOKEN, api_url=server.base_url, expected_rows=expected_rows(path), **NO_WAIT
+        )
         later = import_paths(server)[before:]
     assert second.md5 == first.md5
     assert ("PUT", f"{DB_ID}-{first.md5}.sql", None) not in later and ("POST", "import", "ingest") not in later
@@ -137,8 +149,9 @@ def test_an_upload_that_arrives_damaged_is_caught_by_its_md5_and_nothing_is_inge
     target = empty_database(tmp_path / "target.sqlite")
     sql = plain_sql(path)
     with D1Server({DB_ID: target}, token=TOKEN) as server:
-        with D1Importer("acct", DB_ID, token=TOKEN, api_url=server.base_url, transport=CorruptingTransport(),
-                        **NO_WAIT) as importer:
+        with D1Importer(
+            "acct", DB_ID, token=TOKEN, api_url=server.base_url, transport=CorruptingTransport(), **NO_WAIT
+        ) as importer:
             with pytest.raises(D1ImportError, match="did not arrive intact"):
                 importer.import_file(sql.path)
         assert [a for _, _, a in import_paths(server) if a] == ["init"]
@@ -150,10 +163,20 @@ def test_transient_errors_are_retried_and_persistent_ones_give_up_clearly(dump, 
     target = empty_database(tmp_path / "target.sqlite")
     waits = []
     with D1Server({DB_ID: target}, token=TOKEN) as server:
-        server.inject(Fault.status(503, path="/import"), Fault.status(429, retry_after=7, path="/import"),
-                      Fault.disconnect(path="/import"))
-        result = import_dump(path, "acct", DB_ID, token=TOKEN, api_url=server.base_url, sleep=waits.append,
-                             expected_rows=expected_rows(path))
+        server.inject(
+            Fault.status(503, path="/import"),
+            Fault.status(429, retry_after=7, path="/import"),
+            Fault.disconnect(path="/import"),
+        )
+        result = import_dump(
+            path,
+            "acct",
+            DB_ID,
+            token=TOKEN,
+            api_url=server.base_url,
+            sleep=waits.append,
+            expected_rows=expected_rows(path),
+        )
         assert result.num_queries > 0 and 7 in waits
         server.fail_always(503, path="/import")
         other = empty_database(tmp_path / "other.sqlite")
@@ -171,8 +194,9 @@ def test_a_refused_token_or_a_missing_database_is_named_without_the_token(dump, 
         with pytest.raises(D1ImportError) as bad_token:
             import_dump(path, "acct", DB_ID, token="wrong-token-value-42", api_url=server.base_url, **NO_WAIT)
         with pytest.raises(D1ImportError) as missing:
-            import_dump(path, "acct", "00000000-0000-0000-0000-000000000000", token=TOKEN, api_url=server.base_url,
-                        **NO_WAIT)
+            import_dump(
+                path, "acct", "00000000-0000-0000-0000-000000000000", token=TOKEN, api_url=server.base_url, **NO_WAIT
+            )
     assert "refused the token" in str(bad_token.value) and "D1 Edit" in str(bad_token.value)
     assert "wrong-token-value-42" not in str(bad_token.value)
     assert "no such database" in str(missing.value) and "wrangler d1 create" in str(missing.value)
@@ -190,8 +214,17 @@ def test_an_import_that_never_finishes_times_out_with_advice(dump, tmp_path):
 
     sql = plain_sql(path)
     with D1Server({DB_ID: target}, token=TOKEN, import_active_polls=1000) as server:
-        with D1Importer("acct", DB_ID, token=TOKEN, api_url=server.base_url, poll_interval=10, max_poll_interval=10, timeout_seconds=60,
-                        sleep=sleep, clock=lambda: now[0]) as importer:
+        with D1Importer(
+            "acct",
+            DB_ID,
+            token=TOKEN,
+            api_url=server.base_url,
+            poll_interval=10,
+            max_poll_interval=10,
+            timeout_seconds=60,
+            sleep=sleep,
+            clock=lambda: now[0],
+        ) as importer:
             with pytest.raises(D1ImportError, match="still running after 60s"):
                 importer.import_file(sql.path)
         polls = [a for _, _, a in import_paths(server) if a == "poll"]
@@ -215,8 +248,10 @@ def test_row_counts_of_many_tables_stay_inside_d1s_compound_select_limit(tmp_pat
         db.executemany(f'INSERT INTO "t {i}" VALUES (?)', [(n,) for n in range(i % 4)])
     db.commit()
     db.close()
-    with D1Server({DB_ID: target}, token=TOKEN) as server, \
-            D1Importer("acct", DB_ID, token=TOKEN, api_url=server.base_url, **NO_WAIT) as importer:
+    with (
+        D1Server({DB_ID: target}, token=TOKEN) as server,
+        D1Importer("acct", DB_ID, token=TOKEN, api_url=server.base_url, **NO_WAIT) as importer,
+    ):
         counts = importer.count_rows([f"t {i}" for i in range(60)])
         requests = len(server.requests)
     assert counts == {f"t {i}": i % 4 for i in range(60)} and requests == 2

@@ -164,6 +164,7 @@ def test_rate_limit_that_does_not_pass_is_reported_as_such(awkward_values_db, tm
 def test_a_failure_mid_dump_leaves_no_file(awkward_values_db, tmp_path):
     with D1Server({DB_ID: awkward_values_db}) as server:
         with d1_source(server, page_bytes=20_000, max_attempts=2) as source:
+
             def fail_later(table, rows, sql_bytes):
                 if rows > 1000:
                     server.fail_always(500)

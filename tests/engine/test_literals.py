@@ -33,8 +33,22 @@ def random_doubles(n: int, seed: int = 1) -> list[float]:
     return out
 
 
-TRICKY = [0.1, 1 / 3, 5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1.7976931348623157e308,
-          389.1076970815528, -40.19063450642766, 1e300 * 6.696281568103213, 3.0, 1e20, 2.0**53, 2.0**63, -(2.0**80)]
+TRICKY = [
+    0.1,
+    1 / 3,
+    5e-324,
+    2.2250738585072014e-308,
+    2.225073858507201e-308,
+    1.7976931348623157e308,
+    389.1076970815528,
+    -40.19063450642766,
+    1e300 * 6.696281568103213,
+    3.0,
+    1e20,
+    2.0**53,
+    2.0**63,
+    -(2.0**80),
+]
 
 
 @pytest.mark.parametrize("value", TRICKY + random_doubles(200))
@@ -79,7 +93,19 @@ def test_infinities_and_integers():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "plain", "it's", "a\nb", "a\r\nb", "\r", "nul\x00inside", "\x00", "emoji 🎉 and ü", "-- Table: x", "'; DROP TABLE t; --"],
+    [
+        "",
+        "plain",
+        "it's",
+        "a\nb",
+        "a\r\nb",
+        "\r",
+        "nul\x00inside",
+        "\x00",
+        "emoji 🎉 and ü",
+        "-- Table: x",
+        "'; DROP TABLE t; --",
+    ],
 )
 def test_text_literals_are_one_line_and_exact(text):
     literal = text_literal(text)
@@ -88,8 +114,23 @@ def test_text_literals_are_one_line_and_exact(text):
     assert got == text.encode()
 
 
-AWKWARD_TEXTS = ["", "plain", "it's", "a\tb", "unit\x1fsep", "line\u2028sep", "nbsp\u00a0", "bell\x07", "é'", "🎉",
-                 "BEGIN TRANSACTION", "a\nb", "nul\x00", "\\n", "''"]
+AWKWARD_TEXTS = [
+    "",
+    "plain",
+    "it's",
+    "a\tb",
+    "unit\x1fsep",
+    "line\u2028sep",
+    "nbsp\u00a0",
+    "bell\x07",
+    "é'",
+    "🎉",
+    "BEGIN TRANSACTION",
+    "a\nb",
+    "nul\x00",
+    "\\n",
+    "''",
+]
 
 
 @pytest.mark.parametrize("batch", [AWKWARD_TEXTS[:10], AWKWARD_TEXTS[:3] + AWKWARD_TEXTS[6:9], AWKWARD_TEXTS])

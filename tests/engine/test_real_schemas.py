@@ -50,10 +50,17 @@ TIED = """
 
 
 def test_a_big_row_is_built_aside_and_moved_whole(tmp_path):
-    source = make_db(tmp_path / "src.sqlite", TIED, [
-        ("INSERT INTO posts VALUES(1, ?, 200000)", ("é" * 200_000,)),
-        ("INSERT INTO files VALUES(?, ?, 150000)", ("k" * 100_000, b"\x00\xff" * 75_000)),  # the key alone is too big too
-    ])
+    source = make_db(
+        tmp_path / "src.sqlite",
+        TIED,
+        [
+            ("INSERT INTO posts VALUES(1, ?, 200000)", ("é" * 200_000,)),
+            (
+                "INSERT INTO files VALUES(?, ?, 150000)",
+                ("k" * 100_000, b"\x00\xff" * 75_000),
+            ),  # the key alone is too big too
+        ],
+    )
     _, text = dump_and_restore(source, tmp_path)
     scratch = json.dumps(SCRATCH_NAME)
     assert f'INSERT INTO "posts"("id","body","body_len") SELECT v0,v1,v2 FROM {scratch};' in text
@@ -66,26 +73,35 @@ def test_a_big_row_is_built_aside_and_moved_whole(tmp_path):
 def test_the_scratch_name_is_one_the_schema_does_not_use(tmp_path):
     taken = [SCRATCH_NAME, SCRATCH_NAME.upper() + "_", SCRATCH_NAME + "__idx"]
     assert scratch_name(taken) == SCRATCH_NAME + "__"
-    source = make_db(tmp_path / "src.sqlite", f"""
+    source = make_db(
+        tmp_path / "src.sqlite",
+        f"""
         CREATE TABLE "{SCRATCH_NAME}"(a, b, c);
         CREATE INDEX "{SCRATCH_NAME.upper()}_" ON "{SCRATCH_NAME}"(a);
         CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT);
-    """, [(f'INSERT INTO "{SCRATCH_NAME}" VALUES(1, 2, 3)', ()), ("INSERT INTO t VALUES(1, ?)", ("x" * 150_000,))])
+    """,
+        [(f'INSERT INTO "{SCRATCH_NAME}" VALUES(1, 2, 3)', ()), ("INSERT INTO t VALUES(1, ?)", ("x" * 150_000,))],
+    )
     _, text = dump_and_restore(source, tmp_path)
     assert f'SELECT v0,v1 FROM "{SCRATCH_NAME}__";' in text
 
 
 def test_fts5vocab_tables_are_recreated_and_never_inserted_into(tmp_path):
-    source = make_db(tmp_path / "src.sqlite", """
+    source = make_db(
+        tmp_path / "src.sqlite",
+        """
         CREATE VIRTUAL TABLE kb USING fts5(body);
         CREATE VIRTUAL TABLE kb_terms USING fts5vocab(kb, row);
         INSERT INTO kb VALUES ('copper patina'), ('patina oxide');
-    """)
+    """,
+    )
     result, text = dump_and_restore(source, tmp_path)
-    assert "INSERT INTO \"kb_terms\"" not in text and "kb_terms" not in result.table_rows
+    assert 'INSERT INTO "kb_terms"' not in text and "kb_terms" not in result.table_rows
     assert '-- End of table: "kb_terms"\n' in text  # no row count: it reads kb, which the restore checks
     assert result.warnings == []
-    terms = sqlite3.connect(tmp_path / "patina.sqlite").execute("SELECT term, doc FROM kb_terms ORDER BY term").fetchall()
+    terms = (
+        sqlite3.connect(tmp_path / "patina.sqlite").execute("SELECT term, doc FROM kb_terms ORDER BY term").fetchall()
+    )
     assert terms == [("copper", 1), ("oxide", 1), ("patina", 2)]
 
 
@@ -99,8 +115,10 @@ def unknown_module_db(path: Path) -> Path:
     make_db(path, "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'x');")
     db = sqlite3.connect(path)
     db.execute("PRAGMA writable_schema=ON")
-    db.execute("INSERT INTO sqlite_master(type, name, tbl_name, rootpage, sql) VALUES('table', 'vec_items', 'vec_items', 0, "
-               "'CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[4])')")
+    db.execute(
+        "INSERT INTO sqlite_master(type, name, tbl_name, rootpage, sql) VALUES('table', 'vec_items', 'vec_items', 0, "
+        "'CREATE VIRTUAL TABLE vec_items USING vec0(embedding float[4])')"
+    )
     db.commit()
     db.close()
     return path
@@ -120,15 +138,18 @@ def test_an_unknown_module_is_a_warning_in_the_header_and_the_manifest(tmp_path)
     assert result.table_rows == {"items": 1}
 
 
-@pytest.mark.parametrize("sql", [
-    'CREATE TABLE t([c"d] TEXT, "semi;colon" TEXT)',   # a quote wrangler opens inside [...], closed too late
-    'CREATE TABLE t([a"b] TEXT)',                       # one left open: it would run on into the rows
-    "CREATE TABLE t(a INT -- a comment wrangler drops\n, b)",
-    "CREATE TRIGGER tr AFTER INSERT ON t begin select 1; end",  # lower-case end never closes wrangler's block
-    "CREATE VIEW v AS SELECT CASE WHEN 1 THEN 2 END AS x",
-    "CREATE TABLE [x;y]([p'q] TEXT, 'it''s' TEXT, [r`s] TEXT, \"u;v\" TEXT)",
-    "CREATE TABLE t(a$$b TEXT, c)",  # `$$` opens a PostgreSQL dollar quote for wrangler
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'CREATE TABLE t([c"d] TEXT, "semi;colon" TEXT)',  # a quote wrangler opens inside [...], closed too late
+        'CREATE TABLE t([a"b] TEXT)',  # one left open: it would run on into the rows
+        "CREATE TABLE t(a INT -- a comment wrangler drops\n, b)",
+        "CREATE TRIGGER tr AFTER INSERT ON t begin select 1; end",  # lower-case end never closes wrangler's block
+        "CREATE VIEW v AS SELECT CASE WHEN 1 THEN 2 END AS x",
+        "CREATE TABLE [x;y]([p'q] TEXT, 'it''s' TEXT, [r`s] TEXT, \"u;v\" TEXT)",
+        "CREATE TABLE t(a$$b TEXT, c)",  # `$$` opens a PostgreSQL dollar quote for wrangler
+    ],
+)
 def test_guarded_schema_statements_reach_d1_whole(sql):
     text, exact = guard(sql + ";\n")
     assert exact
@@ -142,11 +163,14 @@ def test_guarded_schema_statements_reach_d1_whole(sql):
 def test_what_cannot_be_kept_in_step_is_a_warning_with_the_way_out(tmp_path):
     # A quote opened ahead for wrangler neutralises a statement up to its first stray quote of that kind:
     # with two strays of each kind, each followed by a quoted `;`, no arrangement keeps wrangler in step.
-    source = make_db(tmp_path / "src.sqlite", """
+    source = make_db(
+        tmp_path / "src.sqlite",
+        """
         CREATE TABLE t([a"b] TEXT, "x;y" TEXT, [c"d] TEXT, "p;q" TEXT,
                        [e'f] TEXT DEFAULT 'r;s', [g'h] TEXT DEFAULT 'u;v',
                        [i`j] TEXT, `w;x` TEXT, [k`l] TEXT, `y;z` TEXT);
-        INSERT INTO t("x;y") VALUES (1);""")
+        INSERT INTO t("x;y") VALUES (1);""",
+    )
     result, text = dump_and_restore(source, tmp_path)
     [warning] = result.warnings
     assert "table 't'" in warning and "patina restore" in warning and "--remote" in warning
@@ -160,19 +184,53 @@ def test_the_replayed_splitter_is_wranglers(tmp_path):
 
     from support.wrangler import ensure_wrangler
 
-    cli = ensure_wrangler().resolve().parents[1] / "wrangler-dist" / "cli.js"  # .bin/wrangler -> wrangler/bin/wrangler.js
+    cli = (
+        ensure_wrangler().resolve().parents[1] / "wrangler-dist" / "cli.js"
+    )  # .bin/wrangler -> wrangler/bin/wrangler.js
     code = cli.read_text()
-    splitter = code[code.index("function splitSqlIntoStatements(sql)"):code.index("var init_splitter")]
+    splitter = code[code.index("function splitSqlIntoStatements(sql)") : code.index("var init_splitter")]
     rng = random.Random(10)
-    atoms = ["'", '"', "`", "$", "$$", "$a$", "-", "--", "/", "/*", "*/", ";", "\n", " ", "BEGIN", "begin", "CASE",
-             "END", "end", "[", "]", "x", "é", "1", "_", "\t", " END;", "(", ")", "😀"]
+    atoms = [
+        "'",
+        '"',
+        "`",
+        "$",
+        "$$",
+        "$a$",
+        "-",
+        "--",
+        "/",
+        "/*",
+        "*/",
+        ";",
+        "\n",
+        " ",
+        "BEGIN",
+        "begin",
+        "CASE",
+        "END",
+        "end",
+        "[",
+        "]",
+        "x",
+        "é",
+        "1",
+        "_",
+        "\t",
+        " END;",
+        "(",
+        ")",
+        "😀",
+    ]
     texts = ["".join(rng.choice(atoms) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     (tmp_path / "split.js").write_text(
         splitter + "\nconst texts = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));\n"
         "process.stdout.write(JSON.stringify(texts.map(splitSqlIntoStatements)));\n"
     )
-    node = subprocess.run(["node", str(tmp_path / "split.js"), str(tmp_path / "texts.json")], capture_output=True, text=True)
+    node = subprocess.run(
+        ["node", str(tmp_path / "split.js"), str(tmp_path / "texts.json")], capture_output=True, text=True
+    )
     assert node.returncode == 0, node.stderr[:500]
     expected = json.loads(node.stdout)
     assert [wrangler_split(t).statements for t in texts] == expected
@@ -192,6 +250,13 @@ def test_real_cases_import_into_d1_through_its_import_api(case, real_cases, tmp_
     target = tmp_path / "d1.sqlite"
     sqlite3.connect(target).close()
     with D1Server({"db": target}, token="good-token") as server:
-        import_dump(dump, "acct", "db", token="good-token", api_url=server.base_url, expected_rows=result.table_rows,
-                    sleep=lambda seconds: None)
+        import_dump(
+            dump,
+            "acct",
+            "db",
+            token="good-token",
+            api_url=server.base_url,
+            expected_rows=result.table_rows,
+            sleep=lambda seconds: None,
+        )
     assert compare_databases(real_cases[case], target, check_pragmas=False) == []

@@ -19,7 +19,9 @@ def sparse_table(path, wal=False):
         db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, r REAL, s TEXT, b BLOB)")
     rng = random.Random(3)
-    rows = [(i * 1000 + rng.randrange(1000), rng.random() * 1000, f"row {i}\x00\n'", rng.randbytes(20)) for i in range(3000)]
+    rows = [
+        (i * 1000 + rng.randrange(1000), rng.random() * 1000, f"row {i}\x00\n'", rng.randbytes(20)) for i in range(3000)
+    ]
     rows[1700] = (rows[1700][0], 1.5, "x" * 250_000, b"")  # a row over one statement, past the split
     db.executemany("INSERT INTO t VALUES (?,?,?,?)", rows)
     db.commit()
@@ -28,8 +30,11 @@ def sparse_table(path, wal=False):
 
 
 def body(path):
-    return [line for line in open(path, encoding="utf-8")
-            if not re.match(r"^-- (Generated|Job ID|Duration|SHA-256 of the SQL|Size|Patina backup|Backup complete)", line)]
+    return [
+        line
+        for line in open(path, encoding="utf-8")
+        if not re.match(r"^-- (Generated|Job ID|Duration|SHA-256 of the SQL|Size|Patina backup|Backup complete)", line)
+    ]
 
 
 def test_two_processes_write_exactly_what_one_writes(tmp_path, monkeypatch):

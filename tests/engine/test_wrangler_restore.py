@@ -74,7 +74,9 @@ def test_lower_case_trigger_end_and_case_in_views_do_not_break_wrangler(tmp_path
         create view v as select id, case when n > 1 then 'many' else 'few' end as size from t;
         """
     )
-    db.executemany("INSERT INTO t(v, n) VALUES (?, ?)", [("x" * 30_000 + "BEGIN TRANSACTION; y COMMIT;", i) for i in range(12)])
+    db.executemany(
+        "INSERT INTO t(v, n) VALUES (?, ?)", [("x" * 30_000 + "BEGIN TRANSACTION; y COMMIT;", i) for i in range(12)]
+    )
     db.commit()
     db.close()
     assert restore_and_compare(source, tmp_path) == []

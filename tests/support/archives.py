@@ -23,8 +23,6 @@ from .configs import small_database, write_config
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)  # SQLite sources never call it
 
 
-
-
 def make_source(path: Path, rows: int = 20) -> Path:
     """A small database plus a `days` table that records each day it was backed up on."""
     small_database(path, rows)
@@ -85,7 +83,6 @@ def archives(store):
 NAMES = ["groveauth", "scout-db"]
 
 
-
 def rewrite_archive(archives, manifest, change, *, update_manifest=True):
     """Re-pack the stored archive with `change(name, data) -> data` applied to each member, upload it over
     the same key, and (optionally) make the manifest vouch for the new object, so only the member check can
@@ -102,7 +99,9 @@ def rewrite_archive(archives, manifest, change, *, update_manifest=True):
     packed = zstandard.ZstdCompressor().compress(out.getvalue())
     bucket.put_bytes(manifest.key, packed)
     if update_manifest:
-        forged = ArchiveManifest(manifest.index, manifest.key, len(packed), hashlib.sha256(packed).hexdigest(), manifest.created_at)
+        forged = ArchiveManifest(
+            manifest.index, manifest.key, len(packed), hashlib.sha256(packed).hexdigest(), manifest.created_at
+        )
         bucket.put_bytes(weekly_manifest_key(manifest.week), forged.to_json().encode())
         return forged
     return manifest
@@ -113,4 +112,5 @@ def flip_sql(target_path):
         if name != target_path:
             return data
         return data.replace(b"written on", b"WRITTEN ON", 1)  # same size, different bytes
+
     return change

@@ -20,8 +20,8 @@ import math
 import random
 import sqlite3
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import real_schemas
 from .builds import _connect, _exec_many, _finish, _mixed_text, _rng
@@ -39,114 +39,155 @@ __all__ = [
 
 CASES: dict[str, str] = {
     "integers": "64-bit integers at the edges (-2^63 .. 2^63-1, around 2^53) as values, rowids, "
-                "INTEGER PRIMARY KEYs and WITHOUT ROWID keys; JavaScript rounds beyond 2^53",
+    "INTEGER PRIMARY KEYs and WITHOUT ROWID keys; JavaScript rounds beyond 2^53",
     "reals": "REALs that must survive bit for bit: -0.0 (kept only in untyped columns), "
-             "denormals, DBL_MIN/MAX, +-inf (9e999), integral reals (3.0, 1e20, 2^53), 2000 "
-             "seeded random doubles, 13 that SQLite 3.40 misparses from their shortest repr, "
-             "and 500 random bit patterns (extreme exponents that no decimal literal restores "
-             "exactly in SQLite 3.40 or D1's 3.47)",
+    "denormals, DBL_MIN/MAX, +-inf (9e999), integral reals (3.0, 1e20, 2^53), 2000 "
+    "seeded random doubles, 13 that SQLite 3.40 misparses from their shortest repr, "
+    "and 500 random bit patterns (extreme exponents that no decimal literal restores "
+    "exactly in SQLite 3.40 or D1's 3.47)",
     "texts": "TEXT hazards: '' vs NULL, embedded NULs (quote() truncates them), CR/LF/lone CR, "
-             "quotes, backslashes, -- and /* in strings, semicolons, fake '-- Table:' lines, "
-             "astral/combining/RTL characters, 300 KB and 1.5 MB texts (beyond 100 KB statements)",
+    "quotes, backslashes, -- and /* in strings, semicolons, fake '-- Table:' lines, "
+    "astral/combining/RTL characters, 300 KB and 1.5 MB texts (beyond 100 KB statements)",
     "invalid_utf8": "TEXT values that are not valid UTF-8 (CAST(X'fffe' AS TEXT), lone "
-                    "continuation bytes, surrogates, overlong forms, truncated sequences)",
-    "blobs": "BLOBs: X'' vs NULL vs '', all 256 byte values, a 300 KB and a 1.9 MB blob, a "
-             "blob that is valid UTF-8",
+    "continuation bytes, surrogates, overlong forms, truncated sequences)",
+    "blobs": "BLOBs: X'' vs NULL vs '', all 256 byte values, a 300 KB and a 1.9 MB blob, a blob that is valid UTF-8",
     "mixed_types": "values whose storage class differs from the declared type: TEXT in INTEGER "
-                   "columns, BLOB in TEXT columns, TEXT '0012' that must stay TEXT, REAL in "
-                   "INTEGER, odd declared types (FLOATING POINT has INTEGER affinity)",
+    "columns, BLOB in TEXT columns, TEXT '0012' that must stay TEXT, REAL in "
+    "INTEGER, odd declared types (FLOATING POINT has INTEGER affinity)",
     "without_rowid": "WITHOUT ROWID tables: TEXT key, composite key with DESC, NOCASE key "
-                     "(BINARY order differs), mixed-type untyped key, secondary index",
+    "(BINARY order differs), mixed-type untyped key, secondary index",
     "strict": "STRICT tables (ANY keeps '0012' as TEXT; REAL turns 3 into 3.0), STRICT "
-              "WITHOUT ROWID, and a non-STRICT ANY column (NUMERIC affinity) for contrast",
+    "WITHOUT ROWID, and a non-STRICT ANY column (NUMERIC affinity) for contrast",
     "generated_columns": "VIRTUAL and STORED generated columns between ordinary ones (INSERT "
-                         "must name columns), chained, indexed, added by ALTER TABLE, in "
-                         "WITHOUT ROWID and STRICT tables",
+    "must name columns), chained, indexed, added by ALTER TABLE, in "
+    "WITHOUT ROWID and STRICT tables",
     "autoincrement": "AUTOINCREMENT tables whose sqlite_sequence counter is above the max rowid "
-                     "(rows deleted), an emptied one, one never used, one raised by UPDATE",
+    "(rows deleted), an emptied one, one never used, one raised by UPDATE",
     "rowids": "rowid tables without INTEGER PRIMARY KEY with sparse, negative, huge and "
-              "out-of-insertion-order rowids; columns named rowid/_rowid_/oid shadowing it; "
-              "INTEGER PRIMARY KEY DESC and INT PRIMARY KEY, which are not rowid aliases",
-    "names": "quoted, reserved-word and unicode names: tables select, order, \"Order Details\", "
-             "table with spaces, quoted\"name, ünïcödé, 日本語, a newline; a column from; an "
-             "index named index; a trigger named trigger",
+    "out-of-insertion-order rowids; columns named rowid/_rowid_/oid shadowing it; "
+    "INTEGER PRIMARY KEY DESC and INT PRIMARY KEY, which are not rowid aliases",
+    "names": 'quoted, reserved-word and unicode names: tables select, order, "Order Details", '
+    'table with spaces, quoted"name, ünïcödé, 日本語, a newline; a column from; an '
+    "index named index; a trigger named trigger",
     "views": "views whose sqlite_schema order is not a valid creation order: view_a (rowid "
-             "before) selects from view_b, and a table rebuilt by the 12-step ALTER after the "
-             "views that read it",
+    "before) selects from view_b, and a table rebuilt by the 12-step ALTER after the "
+    "views that read it",
     "triggers": "AFTER INSERT audit trigger (doubles rows if live during restore), BEFORE INSERT "
-                "RAISE(IGNORE) (drops rows), BEFORE UPDATE RAISE(ABORT), INSTEAD OF on a view, "
-                "bodies with ';' and END in strings, a trigger listed before its target table",
+    "RAISE(IGNORE) (drops rows), BEFORE UPDATE RAISE(ABORT), INSTEAD OF on a view, "
+    "bodies with ';' and END in strings, a trigger listed before its target table",
     "indexes": "partial, expression (incl. json_extract), UNIQUE, COLLATE NOCASE and DESC "
-               "indexes, an index named index, autoindexes, and sqlite_stat1 from ANALYZE",
+    "indexes, an index named index, autoindexes, and sqlite_stat1 from ANALYZE",
     "foreign_keys": "foreign keys in a cycle (a -> b -> a), self-references pointing forward, "
-                    "ON DELETE/UPDATE CASCADE, a child created before its parent, a FK to a "
-                    "UNIQUE column, a composite FK, DEFERRABLE INITIALLY DEFERRED",
+    "ON DELETE/UPDATE CASCADE, a child created before its parent, a FK to a "
+    "UNIQUE column, a composite FK, DEFERRABLE INITIALLY DEFERRED",
     "wide_table": "a table with 100 columns (D1's maximum) and no INTEGER PRIMARY KEY: rowid "
-                  "plus all columns is 101 (too many columns for one D1 INSERT or SELECT)",
+    "plus all columns is 101 (too many columns for one D1 INSERT or SELECT)",
     "constraints": "CHECK constraints, DEFAULT expressions, COLLATE NOCASE/RTRIM columns, "
-                   "conflict clauses (ON CONFLICT REPLACE/IGNORE), ALTER TABLE ADD COLUMN "
-                   "with a DEFAULT over existing rows",
+    "conflict clauses (ON CONFLICT REPLACE/IGNORE), ALTER TABLE ADD COLUMN "
+    "with a DEFAULT over existing rows",
     "fts5": "FTS5: a standalone table with deleted/updated rows, an external-content table over "
-            "posts (content_rowid='id') kept in sync by triggers, porter/prefix/detail=column "
-            "options, trigram tokenizer, UNINDEXED column, rank/automerge set in _config",
+    "posts (content_rowid='id') kept in sync by triggers, porter/prefix/detail=column "
+    "options, trigram tokenizer, UNINDEXED column, rank/automerge set in _config",
     "fts4": "FTS4 tables (plain and with tokenize=porter, prefix, order=desc); D1 refuses FTS3/4",
     "fts5_contentless": "a contentless FTS5 table (content=''): its rows read as NULL and the "
-                        "index cannot be rebuilt from data",
+    "index cannot be rebuilt from data",
     "empty": "a valid database with no tables at all",
     "empty_tables": "tables, indexes, views, triggers and an FTS5 table, all without rows "
-                    "(an empty sqlite_sequence too)",
+    "(an empty sqlite_sequence too)",
     "many_tables": "200 small tables, each with a few rows and some with an index",
     "big_rows": "rows near D1's 2 MB row limit: 1.9 MB multibyte text, 1.9 MB blob, "
-                "0.9 MB + 0.9 MB in one row, 1.9 MB of quotes and NULs",
+    "0.9 MB + 0.9 MB in one row, 1.9 MB of quotes and NULs",
     "pragmas": "PRAGMA user_version and application_id set (D1 refuses both pragmas)",
     "d1_internal": "D1's own _cf_KV table next to user tables: a dump must skip it",
     "late_dependencies": "a 300 KB value under CHECK(length(...) > 1000) and UNIQUE (so it cannot be built up "
-                         "from ''), and an external-content FTS5 index whose content is a VIEW",
+    "from ''), and an external-content FTS5 index whose content is a VIEW",
     "utf16": "a UTF-16le database: text of every kind must come back the same in a UTF-8 restore",
 }
 
 D1_INCOMPATIBLE: dict[str, str] = {
     "invalid_utf8": "D1 stores the bytes (CAST(X'fffe' AS TEXT) works) but every result goes "
-                    "through JavaScript strings: the REST API and Workers return U+FFFD instead; "
-                    "only hex()/CAST(x AS BLOB) computed in SQL sees them, and a restore must "
-                    "write CAST(X'..' AS TEXT)",
+    "through JavaScript strings: the REST API and Workers return U+FFFD instead; "
+    "only hex()/CAST(x AS BLOB) computed in SQL sees them, and a restore must "
+    "write CAST(X'..' AS TEXT)",
     "fts4": "D1's authorizer refuses CREATE VIRTUAL TABLE ... USING fts3/fts4 ('not authorized', "
-            "local D1 of wrangler 4.20.0); only fts5 is allowed",
+    "local D1 of wrangler 4.20.0); only fts5 is allowed",
     "fts5_contentless": "a contentless index cannot be rebuilt from its rows (they read as NULL) "
-                        "and D1 refuses writes to shadow tables ('table x_data may not be "
-                        "modified') and PRAGMA writable_schema, so it cannot be restored",
+    "and D1 refuses writes to shadow tables ('table x_data may not be "
+    "modified') and PRAGMA writable_schema, so it cannot be restored",
     "pragmas": "PRAGMA user_version and PRAGMA application_id are 'not authorized' on D1 "
-               "(reading or setting), so a restore into D1 cannot carry them",
+    "(reading or setting), so a restore into D1 cannot carry them",
     "d1_internal": "CREATE TABLE _cf_* is 'not authorized' on D1: those tables belong to D1; a "
-                   "dump must leave them out (compare ignores them on both sides)",
+    "dump must leave them out (compare ignores them on both sides)",
 }
 
 INTEGERS = [
-    -(2**63), -(2**63) + 1, -(2**53) - 1, -(2**53), -(2**31), -1, 0, 1,
-    2**31 - 1, 2**32, 2**53 - 1, 2**53, 2**53 + 1, 10**18, 2**63 - 2, 2**63 - 1,
+    -(2**63),
+    -(2**63) + 1,
+    -(2**53) - 1,
+    -(2**53),
+    -(2**31),
+    -1,
+    0,
+    1,
+    2**31 - 1,
+    2**32,
+    2**53 - 1,
+    2**53,
+    2**53 + 1,
+    10**18,
+    2**63 - 2,
+    2**63 - 1,
 ]
 
 SPECIAL_REALS = [
-    ("0.1", 0.1), ("1/3", 1 / 3), ("-0.0", -0.0), ("0.0", 0.0),
-    ("5e-324 (smallest denormal)", 5e-324), ("-5e-324", -5e-324), ("1e-310 (denormal)", 1e-310),
+    ("0.1", 0.1),
+    ("1/3", 1 / 3),
+    ("-0.0", -0.0),
+    ("0.0", 0.0),
+    ("5e-324 (smallest denormal)", 5e-324),
+    ("-5e-324", -5e-324),
+    ("1e-310 (denormal)", 1e-310),
     ("2.2250738585072009e-308 (largest denormal)", 2.2250738585072009e-308),
     ("2.2250738585072014e-308 (DBL_MIN)", 2.2250738585072014e-308),
     ("1.7976931348623157e308 (DBL_MAX)", 1.7976931348623157e308),
     ("-1.7976931348623157e308", -1.7976931348623157e308),
-    ("+inf", math.inf), ("-inf", -math.inf),
-    ("3.0", 3.0), ("-1.5", -1.5), ("100.0", 100.0), ("1e20", 1e20), ("1e22", 1e22), ("1e23", 1e23),
-    ("2^53 as real", 2.0**53), ("2^53+2 as real", 2.0**53 + 2), ("2^63 as real", 2.0**63),
-    ("-2^63 as real", -(2.0**63)), ("0.30000000000000004", 0.30000000000000004),
-    ("pi", math.pi), ("e", math.e), ("nextafter(1, 2)", 1.0000000000000002), ("1e-7", 1e-7),
-    ("123456789.12345678", 123456789.12345678), ("4.35", 4.35), ("0.99", 0.99),
+    ("+inf", math.inf),
+    ("-inf", -math.inf),
+    ("3.0", 3.0),
+    ("-1.5", -1.5),
+    ("100.0", 100.0),
+    ("1e20", 1e20),
+    ("1e22", 1e22),
+    ("1e23", 1e23),
+    ("2^53 as real", 2.0**53),
+    ("2^53+2 as real", 2.0**53 + 2),
+    ("2^63 as real", 2.0**63),
+    ("-2^63 as real", -(2.0**63)),
+    ("0.30000000000000004", 0.30000000000000004),
+    ("pi", math.pi),
+    ("e", math.e),
+    ("nextafter(1, 2)", 1.0000000000000002),
+    ("1e-7", 1e-7),
+    ("123456789.12345678", 123456789.12345678),
+    ("4.35", 4.35),
+    ("0.99", 0.99),
 ]
 
 # Doubles in [0, 1000) that SQLite 3.40 parses one ulp off from their shortest repr()
 # (found by parsing 200,000 seeded random doubles; 17 significant digits parse exactly).
 MISREAD_BY_3_40 = [
-    461.7089242737907, 857.159947994785, 299.2255409411014, 758.303417320346,
-    334.6039250221543, 492.5777229154954, 184.0844276707153, 264.8316630894507,
-    473.4977857385758, 499.4482863725963, 32.79029640368692, 315.9049648747351,
+    461.7089242737907,
+    857.159947994785,
+    299.2255409411014,
+    758.303417320346,
+    334.6039250221543,
+    492.5777229154954,
+    184.0844276707153,
+    264.8316630894507,
+    473.4977857385758,
+    499.4482863725963,
+    32.79029640368692,
+    315.9049648747351,
     6.543072222775836,
 ]
 
@@ -157,36 +198,45 @@ MISREAD_BY_3_40 = [
 
 def build_integers(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE int_values(label TEXT NOT NULL, v INTEGER, n NUMERIC, u);
         CREATE TABLE int_pk(id INTEGER PRIMARY KEY, label TEXT);
         CREATE TABLE int_rowid(label TEXT, v INTEGER);
         CREATE TABLE int_wr(k INTEGER PRIMARY KEY, label TEXT) WITHOUT ROWID;
-    """)
+    """,
+    )
     order = list(INTEGERS)
     _rng("integers").shuffle(order)  # insertion order is not key order
     for i, v in enumerate(order):
         label = f"int {v}"
-        con.execute("INSERT INTO int_values(rowid, label, v, n, u) VALUES(?, ?, ?, ?, ?)",
-                    (i * 7 + 3, label, v, v, v))
+        con.execute("INSERT INTO int_values(rowid, label, v, n, u) VALUES(?, ?, ?, ?, ?)", (i * 7 + 3, label, v, v, v))
         con.execute("INSERT INTO int_pk(id, label) VALUES(?, ?)", (v, label))
         con.execute("INSERT INTO int_rowid(rowid, label, v) VALUES(?, ?, ?)", (v, label, v))
         con.execute("INSERT INTO int_wr(k, label) VALUES(?, ?)", (v, label))
     # 2^63 does not fit: as a literal it becomes the REAL 9.2233720368547758e18.
-    con.execute("INSERT INTO int_values(rowid, label, v, n, u) VALUES(1000, '2^63 literal', "
-                "9223372036854775808, 9223372036854775808, 9223372036854775808)")
-    con.execute("INSERT INTO int_values(rowid, label, v, n, u) VALUES(1001, '-2^63 literal', "
-                "-9223372036854775808, -9223372036854775808, -9223372036854775808)")
+    con.execute(
+        "INSERT INTO int_values(rowid, label, v, n, u) VALUES(1000, '2^63 literal', "
+        "9223372036854775808, 9223372036854775808, 9223372036854775808)"
+    )
+    con.execute(
+        "INSERT INTO int_values(rowid, label, v, n, u) VALUES(1001, '-2^63 literal', "
+        "-9223372036854775808, -9223372036854775808, -9223372036854775808)"
+    )
     return _finish(con, path)
 
 
 def build_reals(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE special_reals(id INTEGER PRIMARY KEY, label TEXT NOT NULL, r REAL, u, t TEXT);
         CREATE TABLE random_reals(id INTEGER PRIMARY KEY, x REAL, y);
         CREATE TABLE random_bits(id INTEGER PRIMARY KEY, x REAL);
-    """)
+    """,
+    )
     rows = [(label, v) for label, v in SPECIAL_REALS]
     rows += [(f"misread by 3.40: {v!r}", v) for v in MISREAD_BY_3_40]
     for i, (label, v) in enumerate(rows, 1):
@@ -256,10 +306,13 @@ TEXT_VALUES: list[tuple[str, str | None]] = [
 
 def build_texts(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE texts(id INTEGER PRIMARY KEY, label TEXT NOT NULL, t TEXT, u);
         CREATE INDEX texts_t ON texts(t);
-    """)
+    """,
+    )
     for i, (label, v) in enumerate(TEXT_VALUES, 1):
         con.execute("INSERT INTO texts VALUES(?, ?, ?, ?)", (i, label, v, v))
     n = len(TEXT_VALUES)
@@ -270,8 +323,7 @@ def build_texts(path: Path) -> Path:
     long_1m5 = _mixed_text(rng, 1_500_000)
     con.execute("INSERT INTO texts VALUES(?, '300 KB text', ?, NULL)", (n + 2, long_300k))
     con.execute("INSERT INTO texts VALUES(?, '1.5 MB text', ?, NULL)", (n + 3, long_1m5))
-    con.execute("INSERT INTO texts VALUES(?, '300 KB ascii with NULs', ?, NULL)",
-                (n + 4, ("abc\x00'" * 60_000)))
+    con.execute("INSERT INTO texts VALUES(?, '300 KB ascii with NULs', ?, NULL)", (n + 4, ("abc\x00'" * 60_000)))
     return _finish(con, path)
 
 
@@ -326,13 +378,16 @@ def build_blobs(path: Path) -> Path:
 
 def build_mixed_types(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE mixed(
             id INTEGER PRIMARY KEY, label TEXT NOT NULL,
             i INTEGER, t TEXT, r REAL, n NUMERIC, b BLOB, u,
             fp FLOATING POINT, vc VARCHAR(5), s STRING, dt DATETIME, bo BOOLEAN
         );
-    """)
+    """,
+    )
     rows = [
         ("text in INTEGER", "abc", None, None, None, None, None),
         ("numeric-prefix text in INTEGER", "12abc", None, None, None, None, None),
@@ -361,8 +416,9 @@ def build_mixed_types(path: Path) -> Path:
         ("untyped text 'NULL'", None, None, None, None, None, "NULL"),
     ]
     for idx, (label, i, t, r, n, b, u) in enumerate(rows, 1):
-        con.execute("INSERT INTO mixed(id, label, i, t, r, n, b, u) VALUES(?,?,?,?,?,?,?,?)",
-                    (idx, label, i, t, r, n, b, u))
+        con.execute(
+            "INSERT INTO mixed(id, label, i, t, r, n, b, u) VALUES(?,?,?,?,?,?,?,?)", (idx, label, i, t, r, n, b, u)
+        )
     extra = [
         # FLOATING POINT contains INT: INTEGER affinity; STRING: NUMERIC affinity.
         ("FLOATING POINT 3.0 becomes 3", 3.0, None, None, None, None),
@@ -374,14 +430,17 @@ def build_mixed_types(path: Path) -> Path:
         ("BOOLEAN true", None, None, None, None, True),
     ]
     for idx, (label, fp, vc, s, dt, bo) in enumerate(extra, len(rows) + 1):
-        con.execute("INSERT INTO mixed(id, label, fp, vc, s, dt, bo) VALUES(?,?,?,?,?,?,?)",
-                    (idx, label, fp, vc, s, dt, bo))
+        con.execute(
+            "INSERT INTO mixed(id, label, fp, vc, s, dt, bo) VALUES(?,?,?,?,?,?,?)", (idx, label, fp, vc, s, dt, bo)
+        )
     return _finish(con, path)
 
 
 def build_without_rowid(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE wr_text(code TEXT PRIMARY KEY, v) WITHOUT ROWID;
         CREATE TABLE wr_composite(a INTEGER, b TEXT, v, PRIMARY KEY(a, b DESC)) WITHOUT ROWID;
         CREATE TABLE wr_nocase(name TEXT COLLATE NOCASE PRIMARY KEY, v INTEGER) WITHOUT ROWID;
@@ -389,7 +448,8 @@ def build_without_rowid(path: Path) -> Path:
         CREATE TABLE wr_mixed(k PRIMARY KEY, v) WITHOUT ROWID;
         CREATE TABLE wr_indexed(a TEXT, b INTEGER, c REAL, PRIMARY KEY(b, a)) WITHOUT ROWID;
         CREATE INDEX wr_indexed_c ON wr_indexed(c);
-    """)
+    """,
+    )
     for code, v in [("b", 1), ("a", 2), ("B", 3), ("", 4), ("ä", 5), ("a\x00b", 6), ("😀", 7), ("A", 8)]:
         con.execute("INSERT INTO wr_text VALUES(?, ?)", (code, v))
     for a in (3, -1, 2**62):
@@ -399,8 +459,16 @@ def build_without_rowid(path: Path) -> Path:
         con.execute("INSERT INTO wr_nocase VALUES(?, ?)", (name, v))
     for k in (5, -(2**63), 2**63 - 1, 0, 17):
         con.execute("INSERT INTO wr_desc VALUES(?, ?)", (k, str(k)))
-    for k, v in [(1, "int"), (2.5, "real"), ("1", "text one"), (b"\x01", "blob"), ("text", "t"),
-                 (-(2**63), "min"), (b"", "empty blob"), ("", "empty text")]:
+    for k, v in [
+        (1, "int"),
+        (2.5, "real"),
+        ("1", "text one"),
+        (b"\x01", "blob"),
+        ("text", "t"),
+        (-(2**63), "min"),
+        (b"", "empty blob"),
+        ("", "empty text"),
+    ]:
         con.execute("INSERT INTO wr_mixed VALUES(?, ?)", (k, v))
     for i in range(50):
         con.execute("INSERT INTO wr_indexed VALUES(?, ?, ?)", (f"k{i % 7}", i // 7, i / 7))
@@ -409,16 +477,21 @@ def build_without_rowid(path: Path) -> Path:
 
 def build_strict(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE strict_t(id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, a ANY,
                               n INT NOT NULL DEFAULT 0) STRICT;
         CREATE TABLE strict_wr(k TEXT PRIMARY KEY, a ANY NOT NULL, r REAL) STRICT, WITHOUT ROWID;
         CREATE TABLE loose_any(id INTEGER PRIMARY KEY, a ANY);
-    """)
+    """,
+    )
     anys = ["0012", 12, 1.5, b"\x00\x01", None, "", -0.0, 3.0, "abc", 2**63 - 1]
     for idx, a in enumerate(anys, 1):
-        con.execute("INSERT INTO strict_t VALUES(?, ?, ?, ?, ?, ?, ?)",
-                    (idx, idx * 10, idx + 0.25, f"t{idx}", bytes([idx]), a, idx))
+        con.execute(
+            "INSERT INTO strict_t VALUES(?, ?, ?, ?, ?, ?, ?)",
+            (idx, idx * 10, idx + 0.25, f"t{idx}", bytes([idx]), a, idx),
+        )
         con.execute("INSERT INTO loose_any VALUES(?, ?)", (idx, a))
     con.execute("INSERT INTO strict_t(id, r, n) VALUES(100, 3, 1)")  # 3 is stored as REAL 3.0
     for k, a, r in [("b", "0012", 1), ("a", 12, 2.5), ("c", b"x", None), ("", 0.0, -1)]:
@@ -428,7 +501,9 @@ def build_strict(path: Path) -> Path:
 
 def build_generated_columns(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE items(
             id INTEGER PRIMARY KEY,
             price REAL NOT NULL,
@@ -445,12 +520,15 @@ def build_generated_columns(path: Path) -> Path:
         CREATE TABLE gen_strict(id INTEGER PRIMARY KEY, a INTEGER, b INTEGER AS (a + 1) VIRTUAL,
                                 c TEXT AS (printf('%05d', a)) STORED) STRICT;
         CREATE TABLE gen_rowid(v TEXT, v_hex TEXT AS (hex(v)) STORED);
-    """)
+    """,
+    )
     rng = _rng("generated")
     for i in range(1, 31):
         name = None if i % 7 == 0 else f"item {i} 'é'"
-        con.execute("INSERT INTO items(id, price, qty, name) VALUES(?, ?, ?, ?)",
-                    (i, round(rng.random() * 100, 2), rng.randint(0, 9), name))
+        con.execute(
+            "INSERT INTO items(id, price, qty, name) VALUES(?, ?, ?, ?)",
+            (i, round(rng.random() * 100, 2), rng.randint(0, 9), name),
+        )
     con.execute("ALTER TABLE items ADD COLUMN slug TEXT AS (lower(replace(name, ' ', '-'))) VIRTUAL")
     for k, v in [("b", 1), ("a", 2), ("ß", 3)]:
         con.execute("INSERT INTO gen_wr(k, v) VALUES(?, ?)", (k, v))
@@ -463,13 +541,16 @@ def build_generated_columns(path: Path) -> Path:
 
 def build_autoincrement(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE ai_gap(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
         CREATE TABLE ai_emptied(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
         CREATE TABLE ai_never(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
         CREATE TABLE ai_raised(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
         CREATE TABLE ai_big(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
-    """)
+    """,
+    )
     # ai_raised gets its first row first, so its sqlite_sequence row comes first.
     con.execute("INSERT INTO ai_raised(v) VALUES('one')")
     for i in range(10):
@@ -487,14 +568,17 @@ def build_autoincrement(path: Path) -> Path:
 
 def build_rowids(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE sparse(v TEXT);
         CREATE TABLE shadowed(rowid TEXT, v INTEGER);
         CREATE TABLE shadowed_all(rowid TEXT, _rowid_ INTEGER, oid BLOB, v);
         CREATE TABLE ipk_desc(id INTEGER PRIMARY KEY DESC, v TEXT);
         CREATE TABLE int_pk(id INT PRIMARY KEY, v TEXT);
         CREATE TABLE ipk_table_constraint(id INTEGER, v TEXT, PRIMARY KEY(id DESC));
-    """)
+    """,
+    )
     for rid in (1000, 5, -3, 2**62, 17, 2**63 - 1, -(2**63), 6, 7):
         con.execute("INSERT INTO sparse(rowid, v) VALUES(?, ?)", (rid, f"rowid {rid}"))
     con.execute("DELETE FROM sparse WHERE rowid IN (6, 17)")
@@ -502,8 +586,9 @@ def build_rowids(path: Path) -> Path:
     for rid, shadow in [(9, "1"), (2, "the column, not the rowid"), (30, None), (-4, "-4")]:
         con.execute("INSERT INTO shadowed(_rowid_, rowid, v) VALUES(?, ?, ?)", (rid, shadow, rid))
     for i in range(1, 6):  # the real rowid cannot be named here; keep it 1..n
-        con.execute("INSERT INTO shadowed_all(rowid, _rowid_, oid, v) VALUES(?, ?, ?, ?)",
-                    (f"r{i}", -i, bytes([i]), i * 1.5))
+        con.execute(
+            "INSERT INTO shadowed_all(rowid, _rowid_, oid, v) VALUES(?, ?, ?, ?)", (f"r{i}", -i, bytes([i]), i * 1.5)
+        )
     for rid, pk in [(10, 1), (3, 2), (7, 3), (1, 100)]:
         # id is NOT the rowid here (INTEGER PRIMARY KEY DESC quirk, INT is not INTEGER).
         con.execute("INSERT INTO ipk_desc(rowid, id, v) VALUES(?, ?, ?)", (rid, pk, f"pk {pk}"))
@@ -515,7 +600,9 @@ def build_rowids(path: Path) -> Path:
 
 def build_names(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, '''
+    _exec_many(
+        con,
+        """
         CREATE TABLE "select"("from" TEXT, "order" INTEGER, "group" REAL, "where" BLOB);
         CREATE TABLE [order](id INTEGER PRIMARY KEY, "select" TEXT);
         CREATE TABLE "Order Details"("OrderID" INTEGER REFERENCES [order](id), "Unit Price" REAL,
@@ -537,8 +624,11 @@ break"("tab	col" TEXT);
         CREATE TRIGGER "trigger" AFTER INSERT ON [order] BEGIN
             UPDATE [order] SET "select" = coalesce(new."select", 'default') WHERE id = new.id;
         END;
-    ''')
-    _exec_many(con, '''
+    """,
+    )
+    _exec_many(
+        con,
+        """
         INSERT INTO "select" VALUES('from value', 1, 1.5, X'00'), ('another', 2, NULL, NULL), (NULL, -1, 0.0, X'');
         INSERT INTO [order](id, "select") VALUES(1, 'one'), (2, 'two'), (3, NULL);
         INSERT INTO "Order Details" VALUES(1, 9.99, 2), (1, 0.5, 1), (2, 100.0, 3);
@@ -553,13 +643,16 @@ break" VALUES('tab	value');
         INSERT INTO "123starts_with_digit" VALUES(1, 'empty column name');
         INSERT INTO MiXeD_CaSe VALUES(1, NULL), (2, 1);
         INSERT INTO "[brackets]" VALUES(']]');
-    ''')
+    """,
+    )
     return _finish(con, path)
 
 
 def build_views(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL);
         CREATE INDEX items_name ON items(name);
         CREATE VIEW view_b AS SELECT id, name, price FROM items WHERE price > 0;
@@ -568,23 +661,30 @@ def build_views(path: Path) -> Path:
             WITH counted AS (SELECT name, count(*) AS n FROM items GROUP BY name)
             SELECT name, n FROM counted;
         INSERT INTO items VALUES(1, 'apple', 1.5), (2, 'pear', 0), (3, 'plum', 2.25), (4, 'apple', 3);
-    """)
+    """,
+    )
     # Recreate view_b: it now comes after view_a, which reads it.
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         DROP VIEW view_b;
         CREATE VIEW view_b AS SELECT id, name, price FROM items WHERE price > 0 ORDER BY id;
-    """)
+    """,
+    )
     # The 12-step table rebuild (https://sqlite.org/lang_altertable.html#otheralter):
     # items now comes after every view that reads it.
     con.execute("PRAGMA legacy_alter_table=ON")
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE items_new(id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, note TEXT);
         INSERT INTO items_new(id, name, price) SELECT id, name, price FROM items;
         DROP TABLE items;
         ALTER TABLE items_new RENAME TO items;
         CREATE INDEX items_name ON items(name);
         UPDATE items SET note = 'rebuilt' WHERE id = 3;
-    """)
+    """,
+    )
     con.execute("PRAGMA legacy_alter_table=OFF")
     con.execute("CREATE VIEW view_top AS SELECT * FROM view_a WHERE double_price > 3")
     return _finish(con, path)
@@ -592,16 +692,21 @@ def build_views(path: Path) -> Path:
 
 def build_triggers(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT NOT NULL, qty INTEGER NOT NULL,
                             created TEXT NOT NULL, updated TEXT);
         CREATE TABLE audit_log(id INTEGER PRIMARY KEY, order_id INTEGER, action TEXT, at TEXT);
         CREATE VIEW order_summary AS SELECT item, sum(qty) AS total FROM orders GROUP BY item;
-    """)
+    """,
+    )
     # A row that the BEFORE INSERT trigger below would silently drop if it were live.
     con.execute("INSERT INTO orders VALUES(1, 'free sample', 0, '2024-01-01', NULL)")
     con.execute("INSERT INTO audit_log VALUES(1, 1, 'manual; END; note', '2024-01-01')")
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TRIGGER orders_audit AFTER INSERT ON orders BEGIN
             INSERT INTO audit_log(order_id, action, at) VALUES(new.id, 'insert; END;', new.created);
         END;
@@ -617,27 +722,32 @@ def build_triggers(path: Path) -> Path:
         CREATE TRIGGER order_summary_insert INSTEAD OF INSERT ON order_summary BEGIN
             INSERT INTO orders(item, qty, created) VALUES(new.item, new.total, '2024-02-02');
         END;
-    """)
+    """,
+    )
     for i, (item, qty) in enumerate([("apple", 3), ("pear", 1), ("plum", 7)], 2):
-        con.execute("INSERT INTO orders(id, item, qty, created) VALUES(?, ?, ?, ?)",
-                    (i, item, qty, f"2024-01-0{i}"))
+        con.execute("INSERT INTO orders(id, item, qty, created) VALUES(?, ?, ?, ?)", (i, item, qty, f"2024-01-0{i}"))
     con.execute("INSERT INTO orders(id, item, qty, created) VALUES(9, 'dropped', 0, '2024-01-09')")
     con.execute("UPDATE orders SET qty = qty + 1 WHERE id = 3")
     con.execute("INSERT INTO order_summary(item, total) VALUES('via view', 5)")
     # Recreate audit_log so that it comes after the triggers that write into it.
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TEMP TABLE audit_copy AS SELECT * FROM audit_log;
         DROP TABLE audit_log;
         CREATE TABLE audit_log(id INTEGER PRIMARY KEY, order_id INTEGER, action TEXT, at TEXT);
         INSERT INTO audit_log SELECT * FROM audit_copy;
         DROP TABLE temp.audit_copy;
-    """)
+    """,
+    )
     return _finish(con, path)
 
 
 def build_indexes(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT COLLATE NOCASE,
                            deleted_at TEXT, meta TEXT, score REAL, handle TEXT UNIQUE,
                            code TEXT, UNIQUE(code, id));
@@ -648,7 +758,8 @@ def build_indexes(path: Path) -> Path:
         CREATE INDEX users_name_nocase_desc ON users(name COLLATE NOCASE DESC, score DESC);
         CREATE INDEX "index" ON users(score, id);
         CREATE TABLE tags(name TEXT PRIMARY KEY, n INTEGER);
-    """)
+    """,
+    )
     rng = _rng("indexes")
     for i in range(1, 101):
         deleted = "2024-01-01" if i % 10 == 0 else None
@@ -656,8 +767,16 @@ def build_indexes(path: Path) -> Path:
         email = f"User{i % 90}@Example.com" if deleted else f"user{i}@example.com"
         con.execute(
             "INSERT INTO users VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-            (i, email, rng.choice(["Ann", "ann", "Bob", "bob", "Çelik"]), deleted,
-             f'{{"tier": {i % 3}}}', round(rng.random() * 10, 3), f"h{i}", f"c{i % 5}"),
+            (
+                i,
+                email,
+                rng.choice(["Ann", "ann", "Bob", "bob", "Çelik"]),
+                deleted,
+                f'{{"tier": {i % 3}}}',
+                round(rng.random() * 10, 3),
+                f"h{i}",
+                f"c{i % 5}",
+            ),
         )
     for name in ("b", "a", "C"):
         con.execute("INSERT INTO tags VALUES(?, ?)", (name, len(name)))
@@ -667,7 +786,9 @@ def build_indexes(path: Path) -> Path:
 
 def build_foreign_keys(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE aaa_child(id INTEGER PRIMARY KEY,
                                parent_id INTEGER NOT NULL REFERENCES zzz_parent(id)
                                    ON DELETE CASCADE ON UPDATE CASCADE,
@@ -684,8 +805,11 @@ def build_foreign_keys(path: Path) -> Path:
                            FOREIGN KEY(room, pos) REFERENCES shelves(room, pos));
         CREATE TABLE deferred_child(id INTEGER PRIMARY KEY,
                                     p INTEGER REFERENCES zzz_parent(id) DEFERRABLE INITIALLY DEFERRED);
-    """)
-    _exec_many(con, """
+    """,
+    )
+    _exec_many(
+        con,
+        """
         INSERT INTO aaa_child VALUES(1, 20, 'child before parent'), (2, 10, NULL);
         INSERT INTO zzz_parent VALUES(20, 'second'), (10, 'first');
         INSERT INTO a VALUES(1, 1), (2, 2), (3, NULL);
@@ -696,7 +820,8 @@ def build_foreign_keys(path: Path) -> Path:
         INSERT INTO shelves VALUES(1, 1), (1, 2), (2, 1);
         INSERT INTO books VALUES(1, 2, 1, 'on shelf 2/1'), (2, 1, 2, 'on shelf 1/2');
         INSERT INTO deferred_child VALUES(1, 10);
-    """)
+    """,
+    )
     return _finish(con, path)
 
 
@@ -709,8 +834,15 @@ def build_wide_table(path: Path) -> Path:
         values = []
         for i in range(1, 101):
             kind = i % 5
-            values.append([rng.randint(-(2**63), 2**63 - 1), f"text {i} '{rid}'", rng.random(),
-                           rng.randbytes(3), None if i % 11 == 0 else i][kind])
+            values.append(
+                [
+                    rng.randint(-(2**63), 2**63 - 1),
+                    f"text {i} '{rid}'",
+                    rng.random(),
+                    rng.randbytes(3),
+                    None if i % 11 == 0 else i,
+                ][kind]
+            )
         placeholders = ", ".join("?" * 100)
         # Insert without the rowid (100 columns), then move the row to its rowid.
         cur = con.execute(f"INSERT INTO wide VALUES({placeholders})", values)
@@ -720,7 +852,9 @@ def build_wide_table(path: Path) -> Path:
 
 def build_constraints(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE accounts(
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL COLLATE NOCASE CHECK (length(name) > 0),
@@ -737,27 +871,32 @@ def build_constraints(path: Path) -> Path:
             CONSTRAINT positive_ratio CHECK (ratio IS NULL OR ratio > 0),
             CHECK (name <> code)
         );
-    """)
+    """,
+    )
     rows = [
         (1, "Alice", "A1  ", 10, "basic", "2024-01-01 00:00:00", b"\x01" * 8, 0.5, -1, b"\x00", "e", "l"),
         (2, "bob", "b2", -100, "it's", "2024-01-02 00:00:00", b"\x02" * 8, 1 / 3, 0, None, None, "n/a"),
         (3, "Çelik", None, 0, "pro", None, None, None, None, b"", "", "x"),
     ]
     for r in rows:
-        con.execute("INSERT INTO accounts(id, name, code, balance, kind, created, token, ratio, neg, "
-                    "hexdef, expr, label) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)", r)
+        con.execute(
+            "INSERT INTO accounts(id, name, code, balance, kind, created, token, ratio, neg, "
+            "hexdef, expr, label) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            r,
+        )
     # A column added later: old rows do not store it, they read its DEFAULT.
-    con.execute("ALTER TABLE accounts ADD COLUMN added TEXT NOT NULL DEFAULT 'added later' "
-                "CHECK (added <> '')")
-    con.execute("INSERT INTO accounts(id, name, balance, created, token, added) "
-                "VALUES(4, 'dave', 1, '2024-01-04 00:00:00', X'04', 'explicit')")
+    con.execute("ALTER TABLE accounts ADD COLUMN added TEXT NOT NULL DEFAULT 'added later' CHECK (added <> '')")
+    con.execute(
+        "INSERT INTO accounts(id, name, balance, created, token, added) "
+        "VALUES(4, 'dave', 1, '2024-01-04 00:00:00', X'04', 'explicit')"
+    )
     return _finish(con, path)
 
 
 FTS_DOCS = [
     ("Hello world", "The quick brown fox jumps over the lazy dog"),
     ("Unicode", "naïve café résumé Ünïcödé 日本語のテキスト 😀 emoji"),
-    ("Quotes", "it's \"quoted\" text; with -- dashes and /* stars */"),
+    ("Quotes", 'it\'s "quoted" text; with -- dashes and /* stars */'),
     ("Running", "runners ran running runs; generously generating generations"),
     ("Numbers", "3.14159 2024-01-02 1e10 0x1F v1.2.3"),
     ("Empty body", ""),
@@ -767,7 +906,9 @@ FTS_DOCS = [
 
 
 def _fill_fts(con: sqlite3.Connection) -> None:
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE VIRTUAL TABLE docs_fts USING fts5(title, body);
         CREATE TABLE posts(id INTEGER PRIMARY KEY, title TEXT, body TEXT, author TEXT);
         CREATE VIRTUAL TABLE posts_fts USING fts5(title, body, content='posts', content_rowid='id');
@@ -784,11 +925,14 @@ def _fill_fts(con: sqlite3.Connection) -> None:
         CREATE VIRTUAL TABLE tuned_fts USING fts5(title, body, tokenize='porter unicode61',
                                                   prefix='2 3', detail=column);
         CREATE VIRTUAL TABLE tri_fts USING fts5(t, tag UNINDEXED, tokenize='trigram');
-    """)
+    """,
+    )
     for i, (title, body) in enumerate(FTS_DOCS, 1):
         con.execute("INSERT INTO docs_fts(rowid, title, body) VALUES(?, ?, ?)", (i * 10, title, body))
-        con.execute("INSERT INTO posts(id, title, body, author) VALUES(?, ?, ?, ?)",
-                    (i * 3 + 100, title, body, f"author {i % 3}"))
+        con.execute(
+            "INSERT INTO posts(id, title, body, author) VALUES(?, ?, ?, ?)",
+            (i * 3 + 100, title, body, f"author {i % 3}"),
+        )
         con.execute("INSERT INTO tuned_fts(title, body) VALUES(?, ?)", (title, body))
         con.execute("INSERT INTO tri_fts(t, tag) VALUES(?, ?)", (body, f"tag{i}"))
     con.execute("DELETE FROM docs_fts WHERE rowid = 20")
@@ -808,10 +952,13 @@ def build_fts5(path: Path) -> Path:
 
 def build_fts4(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE VIRTUAL TABLE notes_fts4 USING fts4(title, body);
         CREATE VIRTUAL TABLE notes_fts4_opts USING fts4(body, tokenize=porter, prefix="2,3", order=desc);
-    """)
+    """,
+    )
     for i, (title, body) in enumerate(FTS_DOCS, 1):
         con.execute("INSERT INTO notes_fts4(docid, title, body) VALUES(?, ?, ?)", (i * 5, title, body))
         con.execute("INSERT INTO notes_fts4_opts(body) VALUES(?)", (body,))
@@ -821,10 +968,13 @@ def build_fts4(path: Path) -> Path:
 
 def build_fts5_contentless(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
         CREATE VIRTUAL TABLE notes_idx USING fts5(title, body, content='');
-    """)
+    """,
+    )
     for i, (title, body) in enumerate(FTS_DOCS, 1):
         con.execute("INSERT INTO notes VALUES(?, ?)", (i, body))
         con.execute("INSERT INTO notes_idx(rowid, title, body) VALUES(?, ?, ?)", (i * 7, title, body))
@@ -845,7 +995,9 @@ def build_empty(path: Path) -> Path:
 
 def build_empty_tables(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE plain(id INTEGER PRIMARY KEY, v TEXT);
         CREATE TABLE norowid(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
         CREATE TABLE strict_empty(id INTEGER PRIMARY KEY, a ANY) STRICT;
@@ -855,7 +1007,8 @@ def build_empty_tables(path: Path) -> Path:
         CREATE VIEW plain_view AS SELECT * FROM plain;
         CREATE TRIGGER plain_ai AFTER INSERT ON plain BEGIN INSERT INTO no_pk VALUES(new.id, 1, 2); END;
         CREATE VIRTUAL TABLE empty_fts USING fts5(body);
-    """)
+    """,
+    )
     return _finish(con, path)
 
 
@@ -876,10 +1029,11 @@ def build_big_rows(path: Path) -> Path:
     rng = _rng("big_rows")
     con.execute("INSERT INTO big VALUES(1, '1.9 MB multibyte text', ?, NULL)", (_mixed_text(rng, 1_900_000),))
     con.execute("INSERT INTO big VALUES(2, '1.9 MB blob', NULL, ?)", (rng.randbytes(1_900_000),))
-    con.execute("INSERT INTO big VALUES(3, '0.9 MB text + 0.9 MB blob', ?, ?)",
-                (_mixed_text(rng, 900_000), rng.randbytes(900_000)))
-    con.execute("INSERT INTO big VALUES(4, '1.9 MB of quotes and NULs', ?, NULL)",
-                ("'\x00\"\n" * 475_000,))
+    con.execute(
+        "INSERT INTO big VALUES(3, '0.9 MB text + 0.9 MB blob', ?, ?)",
+        (_mixed_text(rng, 900_000), rng.randbytes(900_000)),
+    )
+    con.execute("INSERT INTO big VALUES(4, '1.9 MB of quotes and NULs', ?, NULL)", ("'\x00\"\n" * 475_000,))
     con.execute("INSERT INTO big VALUES(5, 'small row after the big ones', 'small', X'00')")
     return _finish(con, path)
 
@@ -895,22 +1049,28 @@ def build_pragmas(path: Path) -> Path:
 
 def build_d1_internal(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE _cf_KV(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
         CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT);
         INSERT INTO _cf_KV VALUES('internal', X'01');
         INSERT INTO users VALUES(1, 'only this is user data');
-    """)
+    """,
+    )
     return _finish(con, path)
 
 
 def build_late_dependencies(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE docs(id INTEGER PRIMARY KEY, title TEXT, body TEXT NOT NULL UNIQUE CHECK (length(body) > 1000));
         CREATE VIEW doc_text AS SELECT id, title, body FROM docs;
         CREATE VIRTUAL TABLE doc_search USING fts5(title, body, content='doc_text', content_rowid='id');
-    """)
+    """,
+    )
     rng = random.Random(11)
     words = ["copper", "patina", "grove", "oxide", "verdigris", "armor", "time"]
     for i in range(1, 4):
@@ -967,10 +1127,13 @@ def _random_double(rng: random.Random) -> float:
 
 def build_rest_reals(path: Path) -> Path:
     con = _connect(path)
-    _exec_many(con, """
+    _exec_many(
+        con,
+        """
         CREATE TABLE doubles(id INTEGER PRIMARY KEY, x REAL, u);
         CREATE TABLE real_keys(k REAL PRIMARY KEY, label TEXT) WITHOUT ROWID;
-    """)
+    """,
+    )
     rng = _rng("rest_reals")
     values = [_random_double(rng) for _ in range(2466)]  # every exponent, most beyond +-300
     values += [math.ldexp(rng.getrandbits(52) | 1, -1074) for _ in range(200)]  # subnormals
@@ -995,36 +1158,54 @@ def _q(name: str) -> str:
 
 def build_d1_limits(path: Path) -> Path:
     con = _connect(path)
-    wide = ", ".join(f'{_q(f"{LONG_NAME} {i:03d}")} {["INTEGER", "TEXT", "REAL", "BLOB", ""][i % 5]}' for i in range(99))
+    wide = ", ".join(
+        f"{_q(f'{LONG_NAME} {i:03d}')} {['INTEGER', 'TEXT', 'REAL', 'BLOB', ''][i % 5]}" for i in range(99)
+    )
     a, b, c = (_q(f"{LONG_NAME} {x}") for x in "abc")
-    _exec_many(con, f"""
+    _exec_many(
+        con,
+        f"""
         CREATE TABLE {_q(LONG_NAME)}(id INTEGER PRIMARY KEY, {wide});
         CREATE TABLE "composite [key].table"({a} TEXT, {b} REAL, {c} BLOB, payload TEXT,
                                             PRIMARY KEY({a}, {b}, {c})) WITHOUT ROWID;
         CREATE TABLE uneven(id INTEGER PRIMARY KEY, body TEXT);
-    """)
+    """,
+    )
     rng = _rng("d1_limits")
     for rid in range(1, 41):
         values = []
         for i in range(99):
             kind = i % 5
-            values.append([rng.randint(-(2**63), 2**63 - 1), f"text {i} '{rid}'", _random_double(rng),
-                           rng.randbytes(3), None if i % 11 == 0 else 1e300 * rng.random()][kind])
+            values.append(
+                [
+                    rng.randint(-(2**63), 2**63 - 1),
+                    f"text {i} '{rid}'",
+                    _random_double(rng),
+                    rng.randbytes(3),
+                    None if i % 11 == 0 else 1e300 * rng.random(),
+                ][kind]
+            )
         con.execute(f"INSERT INTO {_q(LONG_NAME)} VALUES (?{', ?' * 99})", [rid] + values)
-    con.executemany('INSERT INTO "composite [key].table" VALUES (?, ?, ?, ?)',
-                    [(f"k{i % 3}", _random_double(rng), rng.randbytes(2), "p" * i) for i in range(300)])
+    con.executemany(
+        'INSERT INTO "composite [key].table" VALUES (?, ?, ?, ?)',
+        [(f"k{i % 3}", _random_double(rng), rng.randbytes(2), "p" * i) for i in range(300)],
+    )
     # Mostly small rows with some 100x bigger: those are fetched by key after their page.
-    con.executemany("INSERT INTO uneven VALUES (?, ?)",
-                    [(i, ("big " * 2500) + str(i) if i % 37 == 0 else f"small {i}") for i in range(1, 3001)])
+    con.executemany(
+        "INSERT INTO uneven VALUES (?, ?)",
+        [(i, ("big " * 2500) + str(i) if i % 37 == 0 else f"small {i}") for i in range(1, 3001)],
+    )
     return _finish(con, path)
 
 
-CASES.update({
-    "rest_reals": "3,000 doubles that D1's SQLite (3.47) prints a few ulps off: random bit patterns (exponents "
-                  "beyond +-300), subnormals, the largest double below each power of two (where log2 rounds "
-                  "up), powers of two, -0.0; and a WITHOUT ROWID table keyed by REALs (+-inf included)",
-    "d1_limits": "a table named with quotes, brackets, dots and spaces (over 50 bytes) of 100 columns with such "
-                 "names; a WITHOUT ROWID table with a 3-column key of long names (TEXT, REAL, BLOB); a table of "
-                 "small rows with a few 100x bigger ones",
-})
+CASES.update(
+    {
+        "rest_reals": "3,000 doubles that D1's SQLite (3.47) prints a few ulps off: random bit patterns (exponents "
+        "beyond +-300), subnormals, the largest double below each power of two (where log2 rounds "
+        "up), powers of two, -0.0; and a WITHOUT ROWID table keyed by REALs (+-inf included)",
+        "d1_limits": "a table named with quotes, brackets, dots and spaces (over 50 bytes) of 100 columns with such "
+        "names; a WITHOUT ROWID table with a 3-column key of long names (TEXT, REAL, BLOB); a table of "
+        "small rows with a few 100x bigger ones",
+    }
+)
 BUILDERS.update({"rest_reals": build_rest_reals, "d1_limits": build_d1_limits})

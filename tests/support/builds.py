@@ -11,6 +11,7 @@ import random
 import sqlite3
 from pathlib import Path
 
+
 def _connect(path: Path) -> sqlite3.Connection:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,16 @@ SKIP_MARKERS = ("# production only", "# doc-test: skip")
 def checkout_copy(directory: Path) -> Path:
     """The repository's files (tracked, and new ones not ignored) copied to ``directory``, with this checkout's
     .venv linked in: `make` finds it installed, and nothing of this checkout's .patina comes along."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -74,7 +82,7 @@ def section(markdown: str, heading: str) -> str:
     match = re.search(rf"^(#+) {re.escape(heading)}[ \t]*$", markdown, re.M)
     assert match, f"no heading {heading!r}"
     level = len(match.group(1))
-    rest = markdown[match.end():]
+    rest = markdown[match.end() :]
     end = re.search(rf"^#{{1,{level}}} ", rest, re.M)
     return rest[: end.start()] if end else rest
 

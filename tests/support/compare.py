@@ -44,8 +44,8 @@ import shutil
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 __all__ = [
     "CATEGORIES",
@@ -178,7 +178,7 @@ def _vtab_module(sql: str | None) -> tuple[str, list[str]] | None:
     if words != ["CREATE", "VIRTUAL", "TABLE"]:
         return None
     i = 3
-    if [t.upper() for t in toks[i:i + 3]] == ["IF", "NOT", "EXISTS"]:
+    if [t.upper() for t in toks[i : i + 3]] == ["IF", "NOT", "EXISTS"]:
         i += 3
     i += 1  # table name
     if i < len(toks) and toks[i] == ".":
@@ -189,7 +189,7 @@ def _vtab_module(sql: str | None) -> tuple[str, list[str]] | None:
     start = sql.find("(", _token_end(sql, i + 1))
     if start < 0:
         return module, []
-    return module, _split_args(sql[start + 1:sql.rfind(")")])
+    return module, _split_args(sql[start + 1 : sql.rfind(")")])
 
 
 _TOKEN_RE = re.compile(
@@ -269,7 +269,7 @@ class _Catalog:
         self.db = db
         rows = db.meta("SELECT type, name, tbl_name, sql FROM main.sqlite_schema")
         self.vtabs: dict[str, tuple[str, str, list[str]]] = {}  # lower -> (name, module, args)
-        for typ, name, tbl, sql in rows:
+        for typ, name, _tbl, sql in rows:
             parsed = _vtab_module(sql) if typ == "table" else None
             if parsed:
                 self.vtabs[name.lower()] = (name, parsed[0], parsed[1])
@@ -287,11 +287,11 @@ class _Catalog:
                     self.shadow.add(name.lower())
                 self.table_kind[name.lower()] = (name, typ, wr)
         else:
-            for typ, name, tbl, sql in rows:
+            for typ, name, _tbl, sql in rows:
                 if typ == "table" and name.lower() not in self.vtabs:
                     wr = 1 if sql and re.search(r"(?i)\)\s*(?:STRICT\s*,\s*)?WITHOUT\s+ROWID", sql) else 0
                     self.table_kind[name.lower()] = (name, "table", wr)
-        for low, (name, module, _args) in self.vtabs.items():
+        for low, (_name, module, _args) in self.vtabs.items():
             for suffix in _SHADOW_SUFFIXES.get(module, ()):
                 self.shadow.add(f"{low}_{suffix}")
         for low in list(self.table_kind):
@@ -312,8 +312,7 @@ class _Catalog:
     def ordinary_tables(self, ignore: set[str]) -> list[tuple[str, int]]:
         out = []
         for low, (name, typ, wr) in self.table_kind.items():
-            if typ != "table" or low in ("sqlite_schema", "sqlite_master", "sqlite_temp_schema",
-                                         "sqlite_temp_master"):
+            if typ != "table" or low in ("sqlite_schema", "sqlite_master", "sqlite_temp_schema", "sqlite_temp_master"):
                 continue
             if _excluded_name(name, ignore):
                 continue
@@ -335,7 +334,7 @@ def _first_diff(a: str | bytes, b: str | bytes) -> int:
 
 def _around(s: str, pos: int, width: int = 40) -> str:
     lo = max(0, pos - width)
-    return ("..." if lo else "") + s[lo:pos + width] + ("..." if pos + width < len(s) else "")
+    return ("..." if lo else "") + s[lo : pos + width] + ("..." if pos + width < len(s) else "")
 
 
 def _compare_schema(ce: _Catalog, ca: _Catalog, diffs: list[str], trailing_space: bool = True) -> None:
@@ -417,9 +416,17 @@ def _sortkey(v):
 class _RowSource:
     """How to read one table: key expressions, value columns, ordering."""
 
-    def __init__(self, label: str, key_names: list[str], key_exprs: list[str], cols: list[str],
-                 tail: str, keyfunc: Callable[[tuple], object] | None, positional: bool = False,
-                 multiset: bool = False):
+    def __init__(
+        self,
+        label: str,
+        key_names: list[str],
+        key_exprs: list[str],
+        cols: list[str],
+        tail: str,
+        keyfunc: Callable[[tuple], object] | None,
+        positional: bool = False,
+        multiset: bool = False,
+    ):
         self.label = label
         self.key_names = key_names
         self.key_exprs = key_exprs
@@ -442,8 +449,7 @@ def _fmt_key(src: _RowSource, row: tuple) -> str:
     if src.multiset:
         return "row (" + ", ".join(f"{q(c)}={_fmt(v)}" for c, v in zip(src.cols, row)) + ")"
     nk = len(src.key_exprs)
-    return ", ".join(f"{k}={_fmt(v) if not isinstance(v, int) else v}"
-                     for k, v in zip(src.key_names, row[:nk]))
+    return ", ".join(f"{k}={_fmt(v) if not isinstance(v, int) else v}" for k, v in zip(src.key_names, row[:nk]))
 
 
 def _fmt_row(src: _RowSource, row: tuple) -> str:
@@ -452,8 +458,9 @@ def _fmt_row(src: _RowSource, row: tuple) -> str:
     return _clip(vals, 300)
 
 
-def _compare_rows(src: _RowSource, it_e: Iterator[tuple], it_a: Iterator[tuple],
-                  category: str, diffs: list[str], limit: int) -> None:
+def _compare_rows(
+    src: _RowSource, it_e: Iterator[tuple], it_a: Iterator[tuple], category: str, diffs: list[str], limit: int
+) -> None:
     nk = 0 if src.multiset else (1 if src.positional else len(src.key_exprs))
     keyf = src.keyfunc or (lambda r: r[0])
     count = 0
@@ -517,15 +524,15 @@ def _columns(db: _Db, table: str) -> list[tuple[str, int]]:
     return [(name, pk) for name, pk, hidden in rows if not (hidden == 1)]
 
 
-def _table_source(db: _Db, table: str, wr: int, cols_pk: list[tuple[str, int]],
-                  check_rowids: bool) -> _RowSource:
+def _table_source(db: _Db, table: str, wr: int, cols_pk: list[tuple[str, int]], check_rowids: bool) -> _RowSource:
     cols = [c for c, _ in cols_pk]
     lower = {c.lower() for c in cols}
     label = f"table {q(table)}"
     frm = f"FROM main.{q(table)}"
     if table.lower() == "sqlite_sequence":
-        return _RowSource(label, [q("name")], [q("name")], cols, frm + ' ORDER BY "name" COLLATE BINARY',
-                          lambda r: _sortkey(r[0]))
+        return _RowSource(
+            label, [q("name")], [q("name")], cols, frm + ' ORDER BY "name" COLLATE BINARY', lambda r: _sortkey(r[0])
+        )
     if wr:
         pks = [c for c, pk in sorted((x for x in cols_pk if x[1] > 0), key=lambda x: x[1])]
         order = ", ".join(f"{q(c)} COLLATE BINARY" for c in pks)
@@ -539,8 +546,9 @@ def _table_source(db: _Db, table: str, wr: int, cols_pk: list[tuple[str, int]],
     ipk = _integer_primary_key(db, table, cols_pk)
     if not check_rowids and ipk is None:
         order = ", ".join(f"{q(c)} COLLATE BINARY" for c in cols) or "1"
-        return _RowSource(label, [], [], cols, f"{frm} ORDER BY {order}",
-                          lambda r: tuple(_sortkey(v) for v in r), multiset=True)
+        return _RowSource(
+            label, [], [], cols, f"{frm} ORDER BY {order}", lambda r: tuple(_sortkey(v) for v in r), multiset=True
+        )
     if alias is None:
         # rowid, _rowid_ and oid are all column names: the rowid cannot be read. Compare in
         # scan order (which is rowid order).
@@ -561,8 +569,9 @@ def _integer_primary_key(db: _Db, table: str, cols_pk: list[tuple[str, int]]) ->
     return pks[0]
 
 
-def _compare_tables(de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str],
-                    diffs: list[str], limit: int, check_rowids: bool) -> None:
+def _compare_tables(
+    de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str], diffs: list[str], limit: int, check_rowids: bool
+) -> None:
     actual_tables = {n.lower(): (n, wr) for n, wr in ca.ordinary_tables(ignore)}
     for name, wr in ce.ordinary_tables(ignore):
         if name.lower() not in actual_tables:
@@ -591,8 +600,9 @@ def _compare_tables(de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[st
 # Virtual tables and FTS
 
 
-def _compare_vtabs(de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str],
-                   diffs: list[str], limit: int, check_fts: bool) -> None:
+def _compare_vtabs(
+    de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str], diffs: list[str], limit: int, check_fts: bool
+) -> None:
     fts_tables = []
     for low, (name, module, args) in sorted(ce.vtabs.items()):
         if _excluded_name(name, ignore) or low not in ca.vtabs:
@@ -602,8 +612,9 @@ def _compare_vtabs(de: _Db, da: _Db, ce: _Catalog, ca: _Catalog, ignore: set[str
         if not contentless:
             try:
                 cols = [c for c, _ in _columns(de, name)]
-                src = _RowSource(f"virtual table {q(name)}", ["rowid"], ["rowid"], cols,
-                                 f"FROM main.{q(name)} ORDER BY rowid", None)
+                src = _RowSource(
+                    f"virtual table {q(name)}", ["rowid"], ["rowid"], cols, f"FROM main.{q(name)} ORDER BY rowid", None
+                )
                 _compare_rows(src, src.rows(de), src.rows(da), "vtab", diffs, limit)
             except Exception as exc:  # noqa: BLE001
                 hint = " (engine='apsw' has more modules)" if de.engine == "sqlite3" else ""
@@ -694,9 +705,7 @@ def _compare_fts_index(de: _Db, da: _Db, name: str, module: str, diffs: list[str
         ca = {r[0]: r[1] for r in da.select(["k", "v"], f"FROM main.{cfg}")}
         for k in sorted(set(ce) | set(ca), key=_sortkey):
             if k not in ca or k not in ce or not _same(ce[k], ca[k]):
-                diffs.append(
-                    f"fts: {label}: config {_fmt(k)}: expected {_fmt(ce.get(k))}, actual {_fmt(ca.get(k))}"
-                )
+                diffs.append(f"fts: {label}: config {_fmt(k)}: expected {_fmt(ce.get(k))}, actual {_fmt(ca.get(k))}")
 
 
 def _zip_longest(a: Iterator, b: Iterator) -> Iterator[tuple]:

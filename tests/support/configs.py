@@ -39,9 +39,15 @@ def small_database(path: Path, rows: int = 50, *, blob_bytes: int = 0) -> Path:
     rng = __import__("random").Random(rows)
     db.executemany(
         "INSERT INTO users VALUES (?,?,?,?)",
-        [(i, f"user{i}@example.com", 2**62 + i, rng.randbytes(blob_bytes) if blob_bytes else None) for i in range(1, rows + 1)],
+        [
+            (i, f"user{i}@example.com", 2**62 + i, rng.randbytes(blob_bytes) if blob_bytes else None)
+            for i in range(1, rows + 1)
+        ],
     )
-    db.executemany("INSERT INTO posts(user_id, body) VALUES (?,?)", [(1 + i % rows, f"post {i}\nline two") for i in range(rows * 2)])
+    db.executemany(
+        "INSERT INTO posts(user_id, body) VALUES (?,?)",
+        [(1 + i % rows, f"post {i}\nline two") for i in range(rows * 2)],
+    )
     db.commit()
     db.close()
     return path

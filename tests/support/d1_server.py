@@ -88,6 +88,7 @@ Simplified or guessed (not checked against real D1):
   rate-limit checks), so a test can write to a database, or delete it, between two requests of a dump;
   a hook that raises ``D1Error`` has the request refused with it (HTTP 400, code 7500).
 """
+
 from __future__ import annotations
 
 import collections
@@ -101,9 +102,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import apsw
@@ -128,8 +130,7 @@ TRANSACTION_MESSAGE = (
     "write coalescing."
 )
 MULTI_PARAMS_MESSAGE = (
-    "When executing multiple SQL statements in a single call, only the last statement can have "
-    "parameters."
+    "When executing multiple SQL statements in a single call, only the last statement can have parameters."
 )
 _BAD_GATEWAY_HTML = (
     "<html>\r\n<head><title>{0} {1}</title></head>\r\n<body>\r\n<center><h1>{0} {1}</h1></center>"
@@ -174,8 +175,7 @@ def js_number_json(x: int | float) -> str:
         text = "0." + "0" * -n + digits
     else:
         e = n - 1
-        text = (digits[0] + ("." + digits[1:] if k > 1 else "")
-                + "e" + ("+" if e >= 0 else "-") + str(abs(e)))
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
     return sign + text
 
 
@@ -192,8 +192,7 @@ def to_json(value: Any) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "[" + ",".join(map(str, bytes(value))) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(str(k), ensure_ascii=False) + ":" + to_json(v)
-                              for k, v in value.items()) + "}"
+        return "{" + ",".join(json.dumps(str(k), ensure_ascii=False) + ":" + to_json(v) for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(to_json, value)) + "]"
     raise TypeError(f"cannot serialize {type(value).__name__}")
@@ -203,8 +202,10 @@ def _js_object(columns: list[str], row: tuple) -> dict[str, Any]:
     """A row as the JS object D1 builds: a repeated name keeps the last value, and names that
     are array indices ("0", "1", ...) come first in numeric order, as in every JS object."""
     obj = dict(zip(columns, row))
+
     def is_index(k: str) -> bool:
         return k.isdigit() and str(int(k)) == k and int(k) < 2**32 - 1
+
     indices = sorted((k for k in obj if is_index(k)), key=int)
     return {k: obj[k] for k in indices + [k for k in obj if not is_index(k)]}
 
@@ -237,8 +238,7 @@ def _sqlite_message(error: apsw.Error) -> str:
     offset = getattr(error, "error_offset", -1)
     if offset is not None and offset >= 0:
         message += f" at offset {offset}"
-    code = apsw.mapping_result_codes.get((getattr(error, "result", None) or 1) & 0xFF,
-                                         "SQLITE_ERROR")
+    code = apsw.mapping_result_codes.get((getattr(error, "result", None) or 1) & 0xFF, "SQLITE_ERROR")
     return f"{message}: {code}"
 
 
@@ -274,9 +274,15 @@ def _open(path: Path) -> apsw.Connection:
     return conn
 
 
-def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool, *,
-               query_seconds: float = MAX_QUERY_SECONDS, result_bytes: int = MAX_RESULT_BYTES,
-               refused_functions: frozenset[str] = frozenset()) -> tuple[list[_Statement], int]:
+def _run_batch(
+    path: Path,
+    queries: list[tuple[str, list[Any]]],
+    keep_rows: bool,
+    *,
+    query_seconds: float = MAX_QUERY_SECONDS,
+    result_bytes: int = MAX_RESULT_BYTES,
+    refused_functions: frozenset[str] = frozenset(),
+) -> tuple[list[_Statement], int]:
     """Run ``queries`` (each SQL text with its params) in one transaction as D1 does; return their
     statements and the size after.
 
@@ -287,8 +293,7 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
     timed_out: list[bool] = []
 
     def over_time() -> bool:
-        if statements and statements[-1].meta is None and \
-                time.perf_counter() - statements[-1].started > query_seconds:
+        if statements and statements[-1].meta is None and time.perf_counter() - statements[-1].started > query_seconds:
             timed_out.append(True)
             return True
         return False
@@ -308,7 +313,8 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
             return apsw.SQLITE_DENY  # "not authorized to use function: X", as D1 words it
         names = (p2,) if op == apsw.SQLITE_ALTER_TABLE else (p1, p2)
         if op not in (apsw.SQLITE_FUNCTION, apsw.SQLITE_PRAGMA) and any(
-                (name or "").lower().startswith("_cf_") for name in names):
+            (name or "").lower().startswith("_cf_") for name in names
+        ):
             return apsw.SQLITE_DENY
         return apsw.SQLITE_OK
 
@@ -337,8 +343,16 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
             raise D1Error(MULTI_PARAMS_MESSAGE)
         if len(text.strip().encode()) > MAX_STATEMENT_BYTES:
             raise D1Error("statement too long: SQLITE_TOOBIG")
-        statements.append(_Statement(text, [d[0] for d in cursor.description], cursor.is_readonly,
-                                     bool(bindings), time.perf_counter(), conn.total_changes()))
+        statements.append(
+            _Statement(
+                text,
+                [d[0] for d in cursor.description],
+                cursor.is_readonly,
+                bool(bindings),
+                time.perf_counter(),
+                conn.total_changes(),
+            )
+        )
         return True
 
     def on_profile(event: dict[str, Any]) -> None:
@@ -359,8 +373,11 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
                     s = statements[-1]
                     s.row_count += 1
                     if keep_rows:
-                        size = sum(len(v.encode()) if isinstance(v, str) else len(v)
-                                   for v in row if isinstance(v, (str, bytes)))
+                        size = sum(
+                            len(v.encode()) if isinstance(v, str) else len(v)
+                            for v in row
+                            if isinstance(v, (str, bytes))
+                        )
                         if size > MAX_VALUE_BYTES:
                             raise D1Error("string or blob too big: SQLITE_TOOBIG")
                         carried += size + 8 * len(row)
@@ -376,8 +393,9 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
             conn.execute("COMMIT")
         except apsw.InterruptError as error:
             if timed_out:
-                raise D1Error(f"D1 DB exceeded its query time limit of {query_seconds:g} s: "
-                              "SQLITE_INTERRUPT") from error
+                raise D1Error(
+                    f"D1 DB exceeded its query time limit of {query_seconds:g} s: SQLITE_INTERRUPT"
+                ) from error
             raise D1Error(_sqlite_message(error)) from error
         except apsw.Error as error:
             raise D1Error(refused[0] if refused else _sqlite_message(error)) from error
@@ -393,8 +411,13 @@ def _run_batch(path: Path, queries: list[tuple[str, list[Any]]], keep_rows: bool
 
 def _full_meta(statement: _Statement, size_after: int) -> dict[str, Any]:
     meta = dict(statement.meta or {})
-    meta.update(size_after=size_after, served_by="fake-d1", served_by_region="WEUR",
-                served_by_primary=True, timings={"sql_duration_ms": meta["duration"]})
+    meta.update(
+        size_after=size_after,
+        served_by="fake-d1",
+        served_by_region="WEUR",
+        served_by_primary=True,
+        timings={"sql_duration_ms": meta["duration"]},
+    )
     return meta
 
 
@@ -414,20 +437,19 @@ class Fault:
     path: str | None = None
 
     @classmethod
-    def status(cls, code: int, *, retry_after: float | None = None, body: Any = None,
-               path: str | None = None) -> "Fault":
+    def status(cls, code: int, *, retry_after: float | None = None, body: Any = None, path: str | None = None) -> Fault:
         """Answer ``code`` (with ``Retry-After`` if given). ``body``: a dict (sent as JSON),
         str or bytes; by default a Cloudflare-shaped error (429: code 971; 500: code 7500;
         502/503/504: Cloudflare's HTML error page)."""
         return cls("status", status_code=code, retry_after=retry_after, body=body, path=path)
 
     @classmethod
-    def delay(cls, seconds: float, *, path: str | None = None) -> "Fault":
+    def delay(cls, seconds: float, *, path: str | None = None) -> Fault:
         """Wait ``seconds`` (cut short by stop()), then answer normally."""
         return cls("delay", seconds=seconds, path=path)
 
     @classmethod
-    def disconnect(cls, *, path: str | None = None) -> "Fault":
+    def disconnect(cls, *, path: str | None = None) -> Fault:
         """Read the request, then close the connection without answering."""
         return cls("disconnect", path=path)
 
@@ -436,8 +458,7 @@ class Fault:
 
 
 def _error_envelope(code: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {"success": False, "errors": [{"code": code, "message": message, **extra}],
-            "messages": [], "result": None}
+    return {"success": False, "errors": [{"code": code, "message": message, **extra}], "messages": [], "result": None}
 
 
 def _fault_body(fault: Fault) -> tuple[bytes, str]:
@@ -505,12 +526,21 @@ class D1Server:
 
     API_PREFIX = "/client/v4"
 
-    def __init__(self, databases: dict[str, Path], account_id: str = "acct",
-                 token: str = "good-token", *, rate_limit: tuple[int, float] | None = None,
-                 import_active_polls: int = 0, clock: Callable[[], float] = time.monotonic,
-                 query_seconds: float = MAX_QUERY_SECONDS, max_result_bytes: int = MAX_RESULT_BYTES,
-                 refused_functions: set[str] = frozenset(),
-                 time_travel: bool = True, read_less_tokens: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        databases: dict[str, Path],
+        account_id: str = "acct",
+        token: str = "good-token",
+        *,
+        rate_limit: tuple[int, float] | None = None,
+        import_active_polls: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        query_seconds: float = MAX_QUERY_SECONDS,
+        max_result_bytes: int = MAX_RESULT_BYTES,
+        refused_functions: set[str] = frozenset(),
+        time_travel: bool = True,
+        read_less_tokens: tuple[str, ...] = (),
+    ):
         self.databases = {db_id: Path(path) for db_id, path in databases.items()}
         self.account_id, self.token = account_id, token
         self.rate_limit, self.clock = rate_limit, clock
@@ -536,12 +566,11 @@ class D1Server:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-    def start(self) -> "D1Server":
+    def start(self) -> D1Server:
         handler = type("_D1Handler", (_Handler,), {"d1": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -553,7 +582,7 @@ class D1Server:
             self._thread.join()
             self._httpd = None
 
-    def __enter__(self) -> "D1Server":
+    def __enter__(self) -> D1Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -629,14 +658,21 @@ class D1Server:
             self._log.append(entry)
 
     # ---- request handling
-    def _handle(self, h: "_Handler") -> None:
+    def _handle(self, h: _Handler) -> None:
         url = urlsplit(h.path)
         if "chunked" in h.headers.get("Transfer-Encoding", "").lower():
             h.close_connection = True  # the body is left unread: S3-style 411, then hang up
-            raw_log = dict(method=h.command, path=url.path, query=parse_qs(url.query),
-                           headers=dict(h.headers.items()), body=None)
-            self._send(h, raw_log, 411, to_json(_error_envelope(411, "Length Required")).encode(),
-                       "application/json", {"Connection": "close"})
+            raw_log = dict(
+                method=h.command, path=url.path, query=parse_qs(url.query), headers=dict(h.headers.items()), body=None
+            )
+            self._send(
+                h,
+                raw_log,
+                411,
+                to_json(_error_envelope(411, "Length Required")).encode(),
+                "application/json",
+                {"Connection": "close"},
+            )
             return
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -644,8 +680,9 @@ class D1Server:
             body: Any = json.loads(raw) if raw and h.command != "PUT" else (raw or None)
         except ValueError:
             body = raw
-        log = dict(method=h.command, path=url.path, query=parse_qs(url.query),
-                   headers=dict(h.headers.items()), body=body)
+        log = dict(
+            method=h.command, path=url.path, query=parse_qs(url.query), headers=dict(h.headers.items()), body=body
+        )
 
         fault = self._take_fault(url.path)
         if fault is not None and fault.kind == "delay":
@@ -662,13 +699,11 @@ class D1Server:
         if fault is not None and fault.kind == "status":
             payload, content_type = _fault_body(fault)
             wait = fault.retry_after
-            headers = {} if wait is None else {
-                "Retry-After": str(wait) if isinstance(wait, int) else f"{wait:g}"}
+            headers = {} if wait is None else {"Retry-After": str(wait) if isinstance(wait, int) else f"{wait:g}"}
             self._send(h, log, fault.status_code, payload, content_type, headers)
             return
         try:
-            reply = self._answer(h.command, url.path, parse_qs(url.query), body, raw,
-                                 h.headers.get("Authorization"))
+            reply = self._answer(h.command, url.path, parse_qs(url.query), body, raw, h.headers.get("Authorization"))
         except _Reply as raised:
             reply = raised
         except Exception as error:  # a bug in the fake: make it visible to the test
@@ -676,13 +711,16 @@ class D1Server:
         payload = reply.body if isinstance(reply.body, bytes) else to_json(reply.body).encode()
         self._send(h, log, reply.status, payload, "application/json", reply.headers)
 
-    def _answer(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-                raw: bytes, authorization: str | None) -> _Reply:
+    def _answer(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, raw: bytes, authorization: str | None
+    ) -> _Reply:
         wait = self._rate_limited()
         if wait is not None:
-            return _Reply(429, _error_envelope(
-                971, "Please wait and consider throttling your request speed"),
-                {"Retry-After": str(wait)})
+            return _Reply(
+                429,
+                _error_envelope(971, "Please wait and consider throttling your request speed"),
+                {"Retry-After": str(wait)},
+            )
         if method == "PUT" and path.startswith("/r2-upload/"):
             return self._upload(path.removeprefix("/r2-upload/"), raw)
         self._check_auth(authorization)
@@ -693,8 +731,15 @@ class D1Server:
                 return _Reply(400, _error_envelope(7500, str(error)))
         return self._route(method, path, query, body, raw)
 
-    def _send(self, h: "_Handler", log: dict[str, Any], status: int, payload: bytes,
-              content_type: str, headers: dict[str, str]) -> None:
+    def _send(
+        self,
+        h: _Handler,
+        log: dict[str, Any],
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str],
+    ) -> None:
         self._log_request(LoggedRequest(**log, status=status))
         try:
             h.send_response(status)
@@ -711,25 +756,35 @@ class D1Server:
         if not header:
             raise _Reply(400, _error_envelope(10000, "Authentication error"))
         if not header.startswith("Bearer "):
-            raise _Reply(400, _error_envelope(6003, "Invalid request headers", error_chain=[
-                {"code": 6111, "message": "Invalid format for Authorization header"}]))
+            raise _Reply(
+                400,
+                _error_envelope(
+                    6003,
+                    "Invalid request headers",
+                    error_chain=[{"code": 6111, "message": "Invalid format for Authorization header"}],
+                ),
+            )
         token = header.removeprefix("Bearer ").strip()
         if token in self.read_less_tokens:
             raise _Reply(403, _error_envelope(10000, "Authentication error"))
         if token != self.token:
             raise _Reply(401, _error_envelope(10000, "Authentication error"))
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               raw: bytes) -> _Reply:
-        m = re.fullmatch(re.escape(self.API_PREFIX) + r"/accounts/([^/]+)/d1/database"
-                         r"(?:/([^/]+)(?:/(query|raw|import|time_travel/bookmark))?)?/?", path)
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any, raw: bytes) -> _Reply:
+        m = re.fullmatch(
+            re.escape(self.API_PREFIX) + r"/accounts/([^/]+)/d1/database"
+            r"(?:/([^/]+)(?:/(query|raw|import|time_travel/bookmark))?)?/?",
+            path,
+        )
         if m is None:
-            return _Reply(404, _error_envelope(
-                7003, f"Could not route to {path}, perhaps your object identifier is invalid?"))
+            return _Reply(
+                404, _error_envelope(7003, f"Could not route to {path}, perhaps your object identifier is invalid?")
+            )
         account, database_id, action = m.groups()
         if account != self.account_id:
-            return _Reply(403, _error_envelope(
-                7403, "The given account is not valid or is not authorized to access this service"))
+            return _Reply(
+                403, _error_envelope(7403, "The given account is not valid or is not authorized to access this service")
+            )
         if database_id is not None and database_id not in self.databases:
             return _Reply(404, _error_envelope(7404, f"The database {database_id} could not be found"))
         wanted = "GET" if action in (None, "time_travel/bookmark") else "POST"
@@ -750,49 +805,76 @@ class D1Server:
         page = int(query.get("page", ["1"])[0])
         per_page = int(query.get("per_page", ["1000"])[0])
         ids = list(self.databases)
-        chosen = ids[(page - 1) * per_page: page * per_page]
+        chosen = ids[(page - 1) * per_page : page * per_page]
         result = [self._info(db_id) for db_id in chosen]
         for entry in result:
             entry.pop("read_replication")
-        return _Reply(200, {"success": True, "errors": [], "messages": [], "result": result,
-                            "result_info": {"page": page, "per_page": per_page,
-                                            "count": len(result), "total_count": len(ids)}})
+        return _Reply(
+            200,
+            {
+                "success": True,
+                "errors": [],
+                "messages": [],
+                "result": result,
+                "result_info": {"page": page, "per_page": per_page, "count": len(result), "total_count": len(ids)},
+            },
+        )
 
     def _info(self, database_id: str) -> dict[str, Any]:
         path = self.databases[database_id]
         with self._db_locks[database_id]:
             conn = apsw.Connection(str(path))
             try:
-                num_tables = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-                                          " AND name NOT LIKE 'sqlite_%'").get
+                num_tables = conn.execute(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                ).get
             finally:
                 conn.close()
-        return {"uuid": database_id, "name": path.stem, "created_at": self.created_at,
-                "version": "production", "num_tables": num_tables,
-                "file_size": path.stat().st_size, "read_replication": {"mode": "disabled"}}
+        return {
+            "uuid": database_id,
+            "name": path.stem,
+            "created_at": self.created_at,
+            "version": "production",
+            "num_tables": num_tables,
+            "file_size": path.stat().st_size,
+            "read_replication": {"mode": "disabled"},
+        }
 
     def _query(self, database_id: str, body: dict[str, Any], raw: bool) -> _Reply:
         queries = body.get("batch") if "batch" in body else [body]
-        if not isinstance(queries, list) or not queries or not all(
-                isinstance(q, dict) and isinstance(q.get("sql"), str)
-                and isinstance(q.get("params", []), list) for q in queries):
-            return _Reply(400, _error_envelope(7400, "The request body needs a string 'sql' and "
-                                                     "a list 'params', or a list 'batch' of them"))
+        if (
+            not isinstance(queries, list)
+            or not queries
+            or not all(
+                isinstance(q, dict) and isinstance(q.get("sql"), str) and isinstance(q.get("params", []), list)
+                for q in queries
+            )
+        ):
+            return _Reply(
+                400,
+                _error_envelope(
+                    7400, "The request body needs a string 'sql' and a list 'params', or a list 'batch' of them"
+                ),
+            )
         try:
             with self._db_locks[database_id]:
-                statements, size_after = _run_batch(self.databases[database_id],
-                                                    [(q["sql"], q.get("params", [])) for q in queries], True,
-                                                    query_seconds=self.query_seconds,
-                                                    result_bytes=self.max_result_bytes,
-                                                    refused_functions=self.refused_functions)
+                statements, size_after = _run_batch(
+                    self.databases[database_id],
+                    [(q["sql"], q.get("params", [])) for q in queries],
+                    True,
+                    query_seconds=self.query_seconds,
+                    result_bytes=self.max_result_bytes,
+                    refused_functions=self.refused_functions,
+                )
                 if any(not s.readonly for s in statements):
                     self._bookmark(database_id, advance=True)
         except D1Error as error:
             return _Reply(400, _error_envelope(7500, str(error)))
         results = []
         for s in statements:
-            rows: Any = ({"columns": s.columns, "rows": s.rows} if raw
-                         else [_js_object(s.columns, row) for row in s.rows])
+            rows: Any = (
+                {"columns": s.columns, "rows": s.rows} if raw else [_js_object(s.columns, row) for row in s.rows]
+            )
             results.append({"results": rows, "success": True, "meta": _full_meta(s, size_after)})
         return _ok(results)
 
@@ -840,8 +922,14 @@ class D1Server:
         if action == "init":
             filename = f"{database_id}-{etag}.sql"
             if filename not in self._uploads:
-                return _ok({"success": True, "filename": filename, "at_bookmark": self._bookmark(database_id),
-                            "upload_url": f"{self.origin}/r2-upload/{filename}?X-Amz-Signature=fake"})
+                return _ok(
+                    {
+                        "success": True,
+                        "filename": filename,
+                        "at_bookmark": self._bookmark(database_id),
+                        "upload_url": f"{self.origin}/r2-upload/{filename}?X-Amz-Signature=fake",
+                    }
+                )
             return self._ingest(database_id, filename, etag)
         if action == "ingest":
             return self._ingest(database_id, body.get("filename"), etag)
@@ -863,24 +951,32 @@ class D1Server:
             at_bookmark = self._bookmark(database_id)
             started = time.perf_counter()
             try:
-                statements, size_after = _run_batch(self.databases[database_id],
-                                                    [(data.decode(), [])], keep_rows=False,
-                                                    query_seconds=math.inf)
+                statements, size_after = _run_batch(
+                    self.databases[database_id], [(data.decode(), [])], keep_rows=False, query_seconds=math.inf
+                )
             except (D1Error, UnicodeDecodeError) as error:
                 outcome = {**_polling(at_bookmark, "error"), "error": str(error), "errors": [str(error)]}
             else:
-                meta = {"served_by": "fake-d1", "duration": (time.perf_counter() - started) * 1000,
-                        "changes": sum(s.meta["changes"] for s in statements),
-                        "last_row_id": statements[-1].meta["last_row_id"],
-                        "changed_db": any(s.meta["changed_db"] for s in statements),
-                        "size_after": size_after,
-                        "rows_read": sum(s.meta["rows_read"] for s in statements),
-                        "rows_written": sum(s.meta["rows_written"] for s in statements)}
-                outcome = {**_polling(at_bookmark, "complete"), "result": {
-                    "success": True, "num_queries": len(statements),
-                    "final_bookmark": self._bookmark(database_id, advance=True), "meta": meta}}
-            self._imports[at_bookmark] = _Import(database_id, at_bookmark,
-                                                 self.import_active_polls, outcome)
+                meta = {
+                    "served_by": "fake-d1",
+                    "duration": (time.perf_counter() - started) * 1000,
+                    "changes": sum(s.meta["changes"] for s in statements),
+                    "last_row_id": statements[-1].meta["last_row_id"],
+                    "changed_db": any(s.meta["changed_db"] for s in statements),
+                    "size_after": size_after,
+                    "rows_read": sum(s.meta["rows_read"] for s in statements),
+                    "rows_written": sum(s.meta["rows_written"] for s in statements),
+                }
+                outcome = {
+                    **_polling(at_bookmark, "complete"),
+                    "result": {
+                        "success": True,
+                        "num_queries": len(statements),
+                        "final_bookmark": self._bookmark(database_id, advance=True),
+                        "meta": meta,
+                    },
+                }
+            self._imports[at_bookmark] = _Import(database_id, at_bookmark, self.import_active_polls, outcome)
         return _ok(_polling(at_bookmark, "active"))
 
 
@@ -890,8 +986,14 @@ def _bookmark_text(n: int) -> str:
 
 
 def _polling(at_bookmark: str, status: str) -> dict[str, Any]:
-    return {"success": True, "type": "import", "at_bookmark": at_bookmark, "status": status,
-            "messages": [], "errors": []}
+    return {
+        "success": True,
+        "type": "import",
+        "at_bookmark": at_bookmark,
+        "status": status,
+        "messages": [],
+        "errors": [],
+    }
 
 
 def _ok(result: Any) -> _Reply:

@@ -73,8 +73,15 @@ def _moto_endpoint() -> str:
 
 def s3_bucket_section(endpoint: str, bucket: str) -> dict:
     os.environ[S3_KEY_ENV] = os.environ[S3_SECRET_ENV] = "testing"
-    return {"s3": {"bucket": bucket, "endpoint_url": endpoint, "region": "us-east-1",
-                   "access_key_id_env": S3_KEY_ENV, "secret_access_key_env": S3_SECRET_ENV}}
+    return {
+        "s3": {
+            "bucket": bucket,
+            "endpoint_url": endpoint,
+            "region": "us-east-1",
+            "access_key_id_env": S3_KEY_ENV,
+            "secret_access_key_env": S3_SECRET_ENV,
+        }
+    }
 
 
 def dagster_home(directory: Path, **extra) -> Path:
@@ -100,8 +107,10 @@ def filled(kind: str = "local") -> Filled:
         bucket = s3_bucket_section(endpoint, create_bucket(endpoint))
     config = write_config(
         directory,
-        [{"name": name, "source": str(sources[name]), "priority": priority, "description": f"the {name} database"}
-         for name, priority, _ in DATABASES],
+        [
+            {"name": name, "source": str(sources[name]), "priority": priority, "description": f"the {name} database"}
+            for name, priority, _ in DATABASES
+        ],
         bucket,
         retention={"daily_days": 1},
     )

@@ -66,8 +66,9 @@ class WorkerD1Server:
 
     API_PREFIX = "/client/v4"
 
-    def __init__(self, databases: dict[str, Path], workdir: Path, *, account_id: str = "acct",
-                 token: str = "good-token") -> None:
+    def __init__(
+        self, databases: dict[str, Path], workdir: Path, *, account_id: str = "acct", token: str = "good-token"
+    ) -> None:
         self.databases = {db_id: Path(p) for db_id, p in databases.items()}
         self.workdir = Path(workdir).resolve()
         self.account_id, self.token = account_id, token
@@ -82,15 +83,23 @@ class WorkerD1Server:
         shutil.copyfile(WORKER_JS, self.workdir / "worker.js")
         bindings = {db_id: f"DB{i}" for i, db_id in enumerate(self.databases)}
         toml = [
-            'name = "patina-rest-stand-in"', 'main = "worker.js"', 'compatibility_date = "2025-06-01"', "",
+            'name = "patina-rest-stand-in"',
+            'main = "worker.js"',
+            'compatibility_date = "2025-06-01"',
+            "",
             "[vars]",
             f"ACCOUNT_ID = {json.dumps(self.account_id)}",
             f"API_TOKEN = {json.dumps(self.token)}",
             f"DATABASES = {json.dumps(json.dumps(bindings))}",
         ]
         for db_id, binding in bindings.items():
-            toml += ["", "[[d1_databases]]", f'binding = "{binding}"', f'database_name = "{binding.lower()}"',
-                     f"database_id = {json.dumps(db_id)}"]
+            toml += [
+                "",
+                "[[d1_databases]]",
+                f'binding = "{binding}"',
+                f'database_name = "{binding.lower()}"',
+                f"database_id = {json.dumps(db_id)}",
+            ]
         (self.workdir / "wrangler.toml").write_text("\n".join(toml) + "\n")
         local = LocalD1(self.workdir, wrangler=ensure_wrangler())  # its offline environment and paths
         state = local.state_dir
@@ -102,14 +111,31 @@ class WorkerD1Server:
             shutil.copyfile(source, target)
         return local
 
-    def start(self) -> "WorkerD1Server":
+    def start(self) -> WorkerD1Server:
         local = self._write_project()
         self.port = _free_port()
-        args = [str(local.wrangler), "dev", "--local", "--ip", "127.0.0.1", "--port", str(self.port),
-                "--inspector-port", str(_free_port()), "--show-interactive-dev-session=false"]
+        args = [
+            str(local.wrangler),
+            "dev",
+            "--local",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--inspector-port",
+            str(_free_port()),
+            "--show-interactive-dev-session=false",
+        ]
         self._log = open(self.workdir / "wrangler-dev.log", "wb")
-        self._process = subprocess.Popen(args, cwd=self.workdir, env=local.env(), stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            args,
+            cwd=self.workdir,
+            env=local.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             self._wait_until_ready()
         except BaseException:
@@ -152,7 +178,7 @@ class WorkerD1Server:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "WorkerD1Server":
+    def __enter__(self) -> WorkerD1Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:

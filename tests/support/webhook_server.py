@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
 SECRET_TOKEN = "s3cr3t-webhook-token-9f8e7d"
 
 

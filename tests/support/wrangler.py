@@ -100,7 +100,7 @@ class WranglerError(RuntimeError):
     """`wrangler d1 execute` failed. `message` is D1's (or wrangler's) error text, e.g.
     'no such table: nope: SQLITE_ERROR'."""
 
-    def __init__(self, message: str, result: "ExecResult"):
+    def __init__(self, message: str, result: ExecResult):
         super().__init__(message)
         self.message = message
         self.result = result
@@ -151,15 +151,11 @@ def _tool_version(tool: str) -> str:
     if exe is None:
         raise WranglerSetupError(f"`{tool}` was not found on PATH. {INSTALL_HINT}")
     try:
-        out = subprocess.run(
-            [exe, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-        )
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WranglerSetupError(f"`{tool} --version` failed: {exc}. {INSTALL_HINT}") from exc
     if out.returncode != 0:
-        raise WranglerSetupError(
-            f"`{tool} --version` exited {out.returncode}: {out.stderr.strip()}. {INSTALL_HINT}"
-        )
+        raise WranglerSetupError(f"`{tool} --version` exited {out.returncode}: {out.stderr.strip()}. {INSTALL_HINT}")
     return out.stdout.strip()
 
 
@@ -219,13 +215,24 @@ def ensure_wrangler(package_dir: Path = WRANGLER_PACKAGE_DIR) -> Path:
         if installed():
             return binary
         env = dict(os.environ)
-        env.update({"npm_config_update_notifier": "false", "npm_config_fund": "false",
-                    "npm_config_audit": "false", "CI": "true"})
+        env.update(
+            {
+                "npm_config_update_notifier": "false",
+                "npm_config_fund": "false",
+                "npm_config_audit": "false",
+                "CI": "true",
+            }
+        )
         cmd = [shutil.which("npm") or "npm", "ci", "--no-audit", "--no-fund"]
         try:
             proc = subprocess.run(
-                cmd, cwd=package_dir, capture_output=True, text=True, timeout=900,
-                stdin=subprocess.DEVNULL, env=env,
+                cmd,
+                cwd=package_dir,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WranglerSetupError(f"`npm ci` in {package_dir} failed: {exc}. {INSTALL_HINT}") from exc
@@ -236,9 +243,7 @@ def ensure_wrangler(package_dir: Path = WRANGLER_PACKAGE_DIR) -> Path:
             )
         version = _installed_version(package_dir)
         if version != WRANGLER_VERSION or not binary.exists():
-            raise WranglerSetupError(
-                f"npm ci installed wrangler {version!r}, expected {WRANGLER_VERSION} at {binary}."
-            )
+            raise WranglerSetupError(f"npm ci installed wrangler {version!r}, expected {WRANGLER_VERSION} at {binary}.")
         stamp.write_text(digest + "\n")
     return binary
 
@@ -293,9 +298,7 @@ class LocalD1:
         # that names our own version keeps it from asking and from printing "update available".
         d = self.tmp / "update-check"
         d.mkdir(parents=True, exist_ok=True)
-        (d / "wrangler-latest.json").write_text(
-            json.dumps({"latest": WRANGLER_VERSION, "lastUpdate": 32503680000000})
-        )
+        (d / "wrangler-latest.json").write_text(json.dumps({"latest": WRANGLER_VERSION, "lastUpdate": 32503680000000}))
 
     def env(self) -> dict[str, str]:
         env = {
@@ -332,8 +335,13 @@ class LocalD1:
         # bin/wrangler is a node launcher that starts a second node (cli.js), which starts workerd:
         # run them in their own process group so that a timeout ends all three.
         proc = subprocess.Popen(
-            args, cwd=self.workdir, env=self.env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            args,
+            cwd=self.workdir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)
@@ -387,9 +395,7 @@ class LocalD1:
         """The .sqlite file workerd writes (its -wal beside it holds the latest commits)."""
         files = sorted(self.state_dir.glob("*.sqlite"))
         if len(files) != 1:
-            raise FileNotFoundError(
-                f"expected one .sqlite under {self.state_dir}, found {[f.name for f in files]}"
-            )
+            raise FileNotFoundError(f"expected one .sqlite under {self.state_dir}, found {[f.name for f in files]}")
         return files[0]
 
     def snapshot(self, dest: Path) -> Path:
@@ -464,9 +470,7 @@ def _parse_output(result: ExecResult) -> None:
         )
 
 
-def restore_into_local_d1(
-    sql_file: Path | list[Path], workdir: Path, *, timeout: float = DEFAULT_TIMEOUT
-) -> Path:
+def restore_into_local_d1(sql_file: Path | list[Path], workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Execute `sql_file` (or several files, in order) into a fresh local D1 in `workdir` (which
     must not hold one already) and return a standalone SQLite copy of the result,
     ``workdir/restored.sqlite``.
