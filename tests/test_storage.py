@@ -128,7 +128,7 @@ class Breaker:
                 raise OSError(errno.EIO, "Input/output error (injected)")
             return real_replace(src, dst, *args, **kwargs)
 
-        self.monkeypatch.setattr(storage.os, "replace", failing_replace)
+        self.monkeypatch.setattr(storage.local.os, "replace", failing_replace)
 
 
 @pytest.fixture
@@ -271,7 +271,7 @@ def test_local_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path, mon
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage.os, "replace", full_disk)
+    monkeypatch.setattr(storage.local.os, "replace", full_disk)
     with pytest.raises(StorageError, match="Free disk space"):
         bucket.put_bytes("d/k", b"new")
     monkeypatch.undo()
@@ -310,7 +310,7 @@ def test_local_permission_denied(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied", str(root))
 
-        monkeypatch.setattr("patina_assets.storage.tempfile.mkstemp", refuse)
+        monkeypatch.setattr("patina_assets.storage.local.tempfile.mkstemp", refuse)
     try:
         with pytest.raises(StorageAccessDenied, match="may read and write"):
             LocalBucket(root).put_bytes("k", b"x")

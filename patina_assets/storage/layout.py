@@ -1,0 +1,205 @@
+"""Where everything lives in the bucket: every key, every generation, and the parsers that read them back."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from .buckets import InvalidKey
+
+logger = logging.getLogger(__name__)
+
+
+DAILY_PREFIX = "daily/"
+WEEKLY_PREFIX = "weekly/"  # weekly archives: see the weekly layout helpers below and patina_assets.archive
+AUDIT_PREFIX = "audit/"  # `patina serve`'s audit log (PATINA_AUDIT_BUCKET=1): one object per batch of lines
+
+DUMP_FORMATS: Mapping[str, str] = {"sql": ".sql", "sql.gz": ".sql.gz", "sql.zst": ".sql.zst"}
+DUMP_CONTENT_TYPES: Mapping[str, str] = {
+    "sql": "application/sql",
+    "sql.gz": "application/gzip",
+    "sql.zst": "application/zstd",
+}
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_CONTENT_TYPE = "application/json"
+
+DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A generation makes each upload's dump key unique: UTC time to the microsecond, then randomness.
+# It contains 'T' and 'Z', which a database name (lowercase) cannot, so parsing a key is unambiguous.
+_GENERATION = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
+_GENERATION_RE = re.compile(rf"^{_GENERATION}$")
+_DAILY_KEY = re.compile(
+    rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
+)
+VERIFICATION_SUFFIX = ".verification.json"
+
+
+def validate_database_name(database: str) -> str:
+    """D1 database names as they appear in keys: lowercase, digits, ``.``, ``_``, ``-``; no ``/``."""
+    if not isinstance(database, str) or not DATABASE_NAME.match(database):
+        raise InvalidKey(
+            f"invalid database name {database!r}: it must match {DATABASE_NAME.pattern} "
+            "(lowercase letters, digits, '.', '_' and '-', at most 63 characters)"
+        )
+    return database
+
+
+def format_day(day: date | str) -> str:
+    """``YYYY-MM-DD`` for a real calendar date (a ``date`` or such a string); anything else raises."""
+    if isinstance(day, datetime):
+        raise InvalidKey(f"day must be a date, not a datetime ({day!r}): which day is ambiguous across time zones")
+    if isinstance(day, date):
+        return day.isoformat()
+    if isinstance(day, str) and _DAY.match(day):
+        try:
+            return date.fromisoformat(day).isoformat()
+        except ValueError:
+            pass
+    raise InvalidKey(f"invalid day {day!r}: expected a real date as YYYY-MM-DD")
+
+
+def validate_format(fmt: str) -> str:
+    if fmt not in DUMP_FORMATS:
+        raise InvalidKey(f"invalid dump format {fmt!r}: expected one of {', '.join(DUMP_FORMATS)}")
+    return fmt
+
+
+def new_generation(now: datetime | None = None) -> str:
+    """A fresh, time-ordered token such as ``20260106T030012123456Z-3f9a1c`` for one upload."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
+
+
+def daily_prefix(day: date | str | None = None) -> str:
+    """``daily/`` or ``daily/YYYY-MM-DD/``."""
+    return DAILY_PREFIX if day is None else f"{DAILY_PREFIX}{format_day(day)}/"
+
+
+def daily_dump_key(day: date | str, database: str, fmt: str, generation: str | None = None) -> str:
+    """``daily/YYYY-MM-DD/<database>.sql.zst``, or with a generation ``daily/DAY/<database>.<gen>.sql.zst``.
+
+    BackupStore always uses a generation (see ``BackupStore.publish_daily`` for why); the plain form is
+    the spec's original layout and is still recognised when listing.
+    """
+    name = validate_database_name(database)
+    suffix = DUMP_FORMATS[validate_format(fmt)]
+    if generation is not None:
+        if not _GENERATION_RE.match(generation):
+            raise InvalidKey(f"invalid generation {generation!r}: expected something like {new_generation()}")
+        name = f"{name}.{generation}"
+    return f"{daily_prefix(day)}{name}{suffix}"
+
+
+def daily_verification_key(day: date | str, database: str) -> str:
+    """``daily/YYYY-MM-DD/<database>.verification.json``: the last restore verification of that slot's backup."""
+    return f"{daily_prefix(day)}{validate_database_name(database)}{VERIFICATION_SUFFIX}"
+
+
+def daily_manifest_key(day: date | str, database: str) -> str:
+    """``daily/YYYY-MM-DD/<database>.manifest.json``: one per database and day, naming the current dump."""
+    return f"{daily_prefix(day)}{validate_database_name(database)}{MANIFEST_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class DailyKey:
+    """A parsed ``daily/`` key: a manifest (``kind='manifest'``), a dump (``kind='dump'``) or the
+    verification record beside them (``kind='verification'``)."""
+
+    key: str
+    day: str
+    database: str
+    kind: str
+    format: str | None = None
+    generation: str | None = None
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        """(day, database): what one manifest covers."""
+        return (self.day, self.database)
+
+
+def parse_daily_key(key: str) -> DailyKey | None:
+    """Recognise a daily manifest or dump key; None for anything else (weekly archives, strays)."""
+    match = _DAILY_KEY.match(key)
+    if not match or not DATABASE_NAME.match(match["name"]):
+        return None
+    try:
+        day = format_day(match["day"])
+    except InvalidKey:
+        return None
+    if match["manifest"]:
+        return DailyKey(key=key, day=day, database=match["name"], kind="manifest")
+    if match["verification"]:
+        return DailyKey(key=key, day=day, database=match["name"], kind="verification")
+    return DailyKey(
+        key=key,
+        day=day,
+        database=match["name"],
+        kind="dump",
+        format=match["format"],
+        generation=match["generation"],
+    )
+
+
+# Weekly layout (the archives themselves are built and read by ``patina_assets.archive``):
+#   weekly/<week-start YYYY-MM-DD>.manifest.json             <- the archive counts once this exists
+#   weekly/<week-start>.<generation>.tar.zst (or .tar.gz)    <- the archive it names
+ARCHIVE_FORMATS: Mapping[str, str] = {"tar.zst": ".tar.zst", "tar.gz": ".tar.gz"}
+_WEEKLY_KEY = re.compile(
+    rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
+    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
+    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
+)
+
+
+@dataclass(frozen=True)
+class WeeklyKey:
+    """A parsed ``weekly/`` key: an archive manifest (``kind='manifest'``) or an archive (``kind='archive'``)."""
+
+    key: str
+    week: str
+    kind: str
+    format: str | None = None
+    generation: str | None = None
+
+
+def weekly_manifest_key(week: date | str) -> str:
+    """``weekly/<week-start>.manifest.json``: one per week, naming the current archive."""
+    return f"{WEEKLY_PREFIX}{format_day(week)}{MANIFEST_SUFFIX}"
+
+
+def weekly_verification_key(week: date | str) -> str:
+    """``weekly/<week-start>.verification.json``: the last read-back verification of that week's archive."""
+    return f"{WEEKLY_PREFIX}{format_day(week)}{VERIFICATION_SUFFIX}"
+
+
+def weekly_archive_key(week: date | str, fmt: str, generation: str) -> str:
+    """``weekly/<week-start>.<generation>.tar.zst``: a fresh key per build, as for daily dumps."""
+    if fmt not in ARCHIVE_FORMATS:
+        raise InvalidKey(f"invalid archive format {fmt!r}: expected one of {', '.join(ARCHIVE_FORMATS)}")
+    if not _GENERATION_RE.match(generation):
+        raise InvalidKey(f"invalid generation {generation!r}: expected something like {new_generation()}")
+    return f"{WEEKLY_PREFIX}{format_day(week)}.{generation}{ARCHIVE_FORMATS[fmt]}"
+
+
+def parse_weekly_key(key: str) -> WeeklyKey | None:
+    """Recognise a weekly manifest or archive key; None for anything else."""
+    match = _WEEKLY_KEY.match(key)
+    if not match:
+        return None
+    try:
+        week = format_day(match["week"])
+    except InvalidKey:
+        return None
+    if match["manifest"]:
+        return WeeklyKey(key=key, week=week, kind="manifest")
+    if match["verification"]:
+        return WeeklyKey(key=key, week=week, kind="verification")
+    return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])

@@ -1,0 +1,281 @@
+"""``LocalBucket``: objects as files under a directory, all-or-nothing.
+
+Each write goes to a temporary file in the target directory, is fsynced, then renamed over the target, so an
+object only ever appears whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat as stat_module
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from .buckets import (
+    _COPY_BUFFER,
+    _TMP_MARKER,
+    IncompleteWrite,
+    InvalidKey,
+    ObjectInfo,
+    StorageAccessDenied,
+    StorageBucketNotFound,
+    StorageError,
+    StorageObjectNotFound,
+    _open_source,
+    validate_key,
+    validate_prefix,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class LocalBucket:
+    """Objects as files under ``root`` (a local or mounted backup directory).
+
+    Writes are atomic: data goes to ``<dir>/.patina-tmp.<random>`` in the target's own directory (so the
+    rename cannot cross file systems), is fsynced, then ``os.replace``d over the target, and the directory
+    is fsynced so the rename survives a power cut.  A crash leaves either the old file or the new one,
+    plus at worst a temporary that listings ignore.  Files are created mode 0600: backups hold user data.
+    """
+
+    def __init__(self, root: Path | str, *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().absolute()
+        if create:
+            with self._errors("create", None):
+                self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StorageBucketNotFound(
+                f"backup directory {self.root} does not exist: create it or fix the configured path"
+            )
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path | str, content_type: str | None = None) -> ObjectInfo:
+        """Copy the file at ``path`` to ``key`` atomically.  ``content_type`` has no meaning on disk."""
+        with _open_source(path) as source:
+            return self._write_atomically(key, lambda out: shutil.copyfileobj(source, out, _COPY_BUFFER))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        """Write ``data`` to ``key`` atomically."""
+        payload = bytes(data)
+        return self._write_atomically(key, lambda out: out.write(payload))
+
+    def _write_atomically(self, key: str, write: Callable[[IO[bytes]], object]) -> ObjectInfo:
+        target = self._path(key)
+        with self._errors("write", key):
+            tmp = self._create_temporary(target.parent)
+            try:
+                with open(tmp, "wb") as out:
+                    write(out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                _remove_quietly(tmp)
+                raise
+            _fsync_directory(target.parent)
+            return self._info(key, target.stat())
+
+    def _create_temporary(self, directory: Path) -> Path:
+        # A concurrent delete may prune the (empty) directory between mkdir and mkstemp: retry once.
+        for attempt in (1, 2):
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                # The writer's pid in the name: cleanup knows a temporary whose writer is gone (leftovers.py).
+                fd, name = tempfile.mkstemp(prefix=f"{_TMP_MARKER}{os.getpid()}.", dir=directory)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            os.close(fd)
+            return Path(name)
+        raise AssertionError("unreachable")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        """Open ``key`` for streaming reads."""
+        path = self._path(key)
+        with self._errors("read", key):
+            return open(path, "rb")
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as reader:
+            return reader.read()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object's size, mtime and a change tag, or None if there is no such object."""
+        path = self._path(key)
+        with self._errors("stat", key):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return None
+        return self._info(key, st) if stat_module.S_ISREG(st.st_mode) else None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix`` (a plain string prefix, as on S3), sorted by key."""
+        validate_prefix(prefix)
+        return self._iter_objects(prefix)
+
+    def _iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        directory = prefix.rpartition("/")[0]
+        start = self.root.joinpath(*directory.split("/")) if directory else self.root
+        if not start.is_dir():
+            return
+        for key in sorted(self._walk_keys(start)):
+            if not key.startswith(prefix):
+                continue
+            info = self.stat(key)
+            if info is not None:  # deleted since the walk
+                yield info
+
+    def _walk_keys(self, start: Path) -> Iterator[str]:
+        def fail(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):
+                raise exc
+
+        with self._errors("list", None):
+            for dirpath, _dirnames, filenames in os.walk(start, onerror=fail):
+                relative = Path(dirpath).relative_to(self.root).as_posix()
+                for name in filenames:
+                    key = name if relative == "." else f"{relative}/{name}"
+                    if not name.startswith(_TMP_MARKER) and _is_valid_key(key):
+                        yield key
+
+    # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
+
+    def incomplete_writes(self) -> list[IncompleteWrite]:
+        """Temporaries (``.patina-tmp.*``) that writes left behind or are writing now, oldest first."""
+        found = []
+        with self._errors("list", None):
+            for dirpath, _dirnames, filenames in os.walk(self.root):
+                for name in filenames:
+                    if name.startswith(_TMP_MARKER):
+                        path = Path(dirpath) / name
+                        try:
+                            st = path.stat()
+                        except FileNotFoundError:  # the write just finished
+                            continue
+                        pid = name[len(_TMP_MARKER) :].split(".", 1)[0]
+                        found.append(
+                            IncompleteWrite(
+                                where=path.relative_to(self.root).as_posix(),
+                                size=st.st_size,
+                                started_at=datetime.fromtimestamp(st.st_mtime, UTC),
+                                writer_pid=int(pid) if pid.isdigit() else None,
+                            )
+                        )
+        return sorted(found, key=lambda w: w.started_at)
+
+    def discard_incomplete_write(self, write: IncompleteWrite) -> None:
+        """Remove one temporary found by :meth:`incomplete_writes`."""
+        path = self.root.joinpath(*write.where.split("/"))
+        if not path.name.startswith(_TMP_MARKER):
+            raise InvalidKey(f"{write.where!r} is not a temporary of an interrupted write")
+        with self._errors("delete", None):
+            path.unlink(missing_ok=True)
+
+    # -- deletes -------------------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing object is not an error (as on S3).  Empty directories are pruned."""
+        path = self._path(key)
+        with self._errors("delete", key):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self._prune_empty_directories(path.parent)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+    def _prune_empty_directories(self, directory: Path) -> None:
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()  # fails (harmlessly) unless empty
+            except OSError:
+                return
+            directory = directory.parent
+
+    # -- naming --------------------------------------------------------------------------------
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+    def __repr__(self) -> str:
+        return f"LocalBucket({str(self.root)!r})"
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    @staticmethod
+    def _info(key: str, st: os.stat_result) -> ObjectInfo:
+        modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
+        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"  # changes whenever the file is replaced
+        return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=etag)
+
+    @contextmanager
+    def _errors(self, action: str, key: str | None) -> Iterator[None]:
+        """Turn OSErrors into StorageErrors that say which file and what to do about it."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise self._translate(action, key, exc) from exc
+
+    def _translate(self, action: str, key: str | None, exc: OSError) -> StorageError:
+        where = str(self.root / key) if key else str(self.root)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError):
+            return StorageObjectNotFound(f"cannot {action} {where}: no such object in {self.describe()}")
+        if isinstance(exc, PermissionError):
+            return StorageAccessDenied(
+                f"cannot {action} {where}: {reason}. Check that the user running Patina "
+                f"(uid {os.getuid()}) may read and write {self.root}"
+            )
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(f"cannot {action} {where}: {reason}. Free disk space or move the backup directory")
+        if exc.errno == errno.EROFS:
+            return StorageAccessDenied(f"cannot {action} {where}: {reason}. The backup directory is read-only")
+        return StorageError(f"cannot {action} {where}: {reason}")
+
+
+def _is_valid_key(key: str) -> bool:
+    """Stray files whose names could not be keys (say, with a backslash) are not objects."""
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename: on POSIX the new directory entry is durable only once the directory is fsynced."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
