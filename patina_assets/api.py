@@ -50,6 +50,7 @@ from .catalog import BackupNotFound, Catalog, iso, list_document
 from .config import PatinaConfig
 from .engine.errors import PatinaError
 from .guide import restore_guide
+from .orchestrator import DagsterView, check_request, open_instance, trigger_backup
 from .status import Orchestrator, Snapshot, unavailable
 from .storage import InvalidKey, StorageError, format_day
 
@@ -472,7 +473,6 @@ def _cross_origin(request: Request, public_url: str | None) -> str | None:
 
 
 async def _trigger(request: Request) -> Response:
-    from .defs.on_demand import check_request
 
     state, record = _state(request), _record(request)
     cross = _cross_origin(request, state.public_url)
@@ -553,8 +553,6 @@ async def _trigger(request: Request) -> Response:
 def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: Mapping[str, str] = os.environ) -> None:
     """Run the API until interrupted, with Dagster's instance when ``$DAGSTER_HOME`` is set."""
     import uvicorn
-
-    from .defs.on_demand import DagsterView, open_instance, trigger_backup
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

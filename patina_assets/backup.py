@@ -1,6 +1,6 @@
 """One nightly backup of one database, as plain Python: dump it, store it with its manifest.
 
-The Dagster asset (`defs/dumps.py`) is a thin shell over `back_up`, so the same steps can be read,
+The Dagster asset (`defs/dumps/assets.py`) is a thin shell over `back_up`, so the same steps can be read,
 tested and run without Dagster.
 """
 
@@ -13,17 +13,16 @@ from datetime import UTC, datetime
 
 from . import leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
-from .engine import D1Source, DumpResult, Source, SqliteSource, dump_database
+from .engine import DumpResult, Source, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
+from .engine.sources import open_source
 from .storage import (
     LATE_AFTER,
     BackupStore,
-    LocalBucket,
     Manifest,
-    S3Bucket,
     day_end,
     is_captured_late,
-    make_s3_client,
+    open_bucket,
     utc_timestamp,
 )
 
@@ -49,10 +48,10 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
                 f"{database.name}: no Cloudflare API token: set the environment variable named by "
                 "cloudflare.api_token_env (CLOUDFLARE_API_TOKEN by default)"
             )
-        return D1Source(
-            database.account_id,
-            database.database_id,
+        return open_source(
+            database.source,
             token=cloudflare.token,
+            env={},
             api_url=cloudflare.api_url,
             requests_per_5_minutes=cloudflare.requests_per_5_minutes,
             **settings.d1_source_options(),
@@ -66,7 +65,7 @@ def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: Du
             f"{database.name}: {path} is 0 bytes, which is no SQLite database (an interrupted copy, or the wrong "
             "file?): nothing was backed up; point the source at the real database file"
         )
-    return SqliteSource(path)
+    return open_source(str(path))
 
 
 def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
@@ -144,7 +143,16 @@ def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ, *, cre
     ``create=False`` (the read commands): a local bucket directory that does not exist is an error."""
     s3 = config.bucket.s3
     if s3 is None:
-        return BackupStore(LocalBucket(config.bucket.local.path, create=create))
+        return BackupStore(open_bucket(local_path=config.bucket.local.path, create=create))
     key_id, secret = s3.credentials(env)
-    client = make_s3_client(s3.endpoint_url, s3.region, key_id, secret)
-    return BackupStore(S3Bucket(client, s3.bucket, prefix=s3.prefix, part_size=s3.multipart_part_size_bytes))
+    return BackupStore(
+        open_bucket(
+            s3_bucket=s3.bucket,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=key_id,
+            secret_access_key=secret,
+            prefix=s3.prefix,
+            part_size=s3.multipart_part_size_bytes,
+        )
+    )

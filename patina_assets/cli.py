@@ -24,6 +24,8 @@ from .cli_support import (
     refuse_overwrite,
 )
 from .engine import PatinaError, dump_database, open_source, restore_dump
+from .orchestrator import DagsterView, open_instance, trigger_backup
+from .watch import health
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -543,7 +545,6 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .defs.on_demand import DagsterView, open_instance
     from .status import Snapshot, render_status
 
     config = _config(args)
@@ -559,8 +560,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     snapshot = Snapshot.take(config, catalog, orchestrator)
     status = snapshot.to_dict()
     if getattr(args, "check", False):  # for cron / uptime checks: the exit code says it, no daemon needed
-        from .watch import health
-
         verdict = health(config, snapshot.backups, snapshot.now)
         status["check"] = {"exit_code": verdict.exit_code, "problems": list(verdict.problems)}
         print(
@@ -584,7 +583,6 @@ def _cmd_restore_guide(args: argparse.Namespace) -> int:
 
 
 def _cmd_trigger(args: argparse.Namespace) -> int:
-    from .defs.on_demand import open_instance, trigger_backup
 
     config = _config(args)
     with open_instance() as (instance, detail):

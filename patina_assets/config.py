@@ -41,6 +41,16 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .engine.formats import FORMATS
+from .engine.sources import (
+    DEFAULT_API_URL,
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PAGE_BYTES,
+    parse_d1_source,
+)
+from .storage.layout import ARCHIVE_FORMATS, DATABASE_NAME
+
 __all__ = [
     "AlertsConfig",
     "BucketConfig",
@@ -83,7 +93,6 @@ __all__ = [
 CONFIG_ENV_VAR = "PATINA_CONFIG"
 API_URL_ENV_VAR = "PATINA_CLOUDFLARE_API_URL"
 DEFAULT_CONFIG_FILENAME = "patina.yaml"
-DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_START_DATE = _dt.date(2026, 1, 1)
 
 #: Priorities, most important first. Backups run (and restores should happen) in this order.
@@ -91,14 +100,12 @@ PRIORITIES: tuple[str, ...] = ("critical", "high", "normal")
 #: priority -> rank (0 is most important).
 PRIORITY_ORDER: Mapping[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 
-DUMP_FORMATS: tuple[str, ...] = ("sql", "sql.gz", "sql.zst")
-WEEKLY_FORMATS: tuple[str, ...] = ("tar.zst", "tar.gz")
+DUMP_FORMATS: tuple[str, ...] = FORMATS
+WEEKLY_FORMATS: tuple[str, ...] = tuple(ARCHIVE_FORMATS)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME_RE = DATABASE_NAME
 ASSET_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-ACCOUNT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Keys that, without an `_env` suffix, would hold a secret value.
 _SECRET_KEY_RE = re.compile(
     r"(token|secret|password|passwd|passphrase|api_?key|access_?key|private_?key|credential|"
@@ -253,37 +260,6 @@ class ConfigNotFound(ConfigError):
 def sanitize_asset_name(name: str) -> str:
     """Turn a database name into a Dagster asset key part: ``scout-db`` -> ``scout_db``."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
-def parse_d1_source(source: str) -> tuple[str, str]:
-    """Parse ``d1://<account_id>/<database_id>`` into ``(account_id, database_id)``.
-
-    Raises ``ValueError`` with a message saying what is wrong.
-    """
-    expected = (
-        "expected d1://<account_id>/<database_id>: the 32-hex-digit Cloudflare account ID "
-        "(dashboard URL or `wrangler whoami`) and the database UUID (`wrangler d1 list`)"
-    )
-    if not source.startswith("d1://"):
-        raise ValueError(f"{source!r} does not start with d1://; {expected}")
-    rest = source[len("d1://") :]
-    if any(c in rest for c in "@?#"):
-        raise ValueError(
-            f"{source!r} has a user, query or fragment part; credentials never go in the "
-            f"source (use cloudflare.api_token_env); {expected}"
-        )
-    parts = rest.strip("/").split("/") if rest.strip("/") else []
-    if len(parts) != 2:
-        raise ValueError(f"{source!r} has {len(parts)} path part(s), not 2; {expected}")
-    account_id, database_id = (p.lower() for p in parts)
-    if not ACCOUNT_ID_RE.match(account_id):
-        raise ValueError(f"account ID {parts[0]!r} in {source!r} is not 32 hexadecimal digits; {expected}")
-    if not UUID_RE.match(database_id):
-        raise ValueError(
-            f"database ID {parts[1]!r} in {source!r} is not a UUID "
-            f"(like 45eae4c7-8ae7-4078-9218-8e1677a4360f); {expected}"
-        )
-    return account_id, database_id
 
 
 def require_env(var: str | None, field_path: str, env: Mapping[str, str] | None = None) -> str:
@@ -455,11 +431,11 @@ class DumpConfig:
     format: str = "sql.zst"
     concurrency: int = 3
     deadline_seconds: int = 1800
-    page_bytes: int = 2_000_000
+    page_bytes: int = DEFAULT_PAGE_BYTES
     retries: int = 3  # whole-dump retries after a failure that may pass
     retry_delay_seconds: int = 30  # before the first; doubles each time
-    request_attempts: int = 8  # per REST request (5xx, network), with exponential backoff
-    request_backoff_seconds: float = 1.0
+    request_attempts: int = DEFAULT_MAX_ATTEMPTS  # per REST request (5xx, network), with exponential backoff
+    request_backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
     consistency_retries: int = 2  # D1 reads read again when the database was written during one
     late_backfill: str = "store"  # a backfill of a night long past: store it (marked captured late) or refuse
 
@@ -1428,16 +1404,19 @@ def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
 def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
     path = "dump"
     section = ctx.mapping(value, path, _DUMP_KEYS)
-    fmt = ctx.string(section, path, "format", "sql.zst", choices=DUMP_FORMATS)
-    concurrency = ctx.integer(section, path, "concurrency", 3, minimum=1, maximum=32)
-    deadline = ctx.integer(section, path, "deadline_seconds", 1800, minimum=1, unit=" seconds")
-    page_bytes = ctx.integer(section, path, "page_bytes", 2_000_000, minimum=10_000, unit=" bytes")
-    retries = ctx.integer(section, path, "retries", 3, minimum=0, maximum=10)
-    retry_delay = ctx.integer(section, path, "retry_delay_seconds", 30, minimum=0, unit=" seconds")
-    attempts = ctx.integer(section, path, "request_attempts", 8, minimum=1, maximum=20)
-    backoff = ctx.number(section, path, "request_backoff_seconds", 1.0, gt=-0.000001)
-    consistency_retries = ctx.integer(section, path, "consistency_retries", 2, minimum=0, maximum=10)
-    late_backfill = ctx.string(section, path, "late_backfill", "store", choices=LATE_BACKFILL_CHOICES)
+    d = DumpConfig()  # the defaults
+    fmt = ctx.string(section, path, "format", d.format, choices=DUMP_FORMATS)
+    concurrency = ctx.integer(section, path, "concurrency", d.concurrency, minimum=1, maximum=32)
+    deadline = ctx.integer(section, path, "deadline_seconds", d.deadline_seconds, minimum=1, unit=" seconds")
+    page_bytes = ctx.integer(section, path, "page_bytes", d.page_bytes, minimum=10_000, unit=" bytes")
+    retries = ctx.integer(section, path, "retries", d.retries, minimum=0, maximum=10)
+    retry_delay = ctx.integer(section, path, "retry_delay_seconds", d.retry_delay_seconds, minimum=0, unit=" seconds")
+    attempts = ctx.integer(section, path, "request_attempts", d.request_attempts, minimum=1, maximum=20)
+    backoff = ctx.number(section, path, "request_backoff_seconds", d.request_backoff_seconds, gt=-0.000001)
+    consistency_retries = ctx.integer(
+        section, path, "consistency_retries", d.consistency_retries, minimum=0, maximum=10
+    )
+    late_backfill = ctx.string(section, path, "late_backfill", d.late_backfill, choices=LATE_BACKFILL_CHOICES)
     if ctx.problems:
         return DumpConfig()
     return DumpConfig(
@@ -1457,9 +1436,10 @@ def _dump(ctx: _Ctx, value: Any) -> DumpConfig:
 def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:
     path = "retention"
     section = ctx.mapping(value, path, _RETENTION_KEYS)
-    daily = ctx.integer(section, path, "daily_days", 7, minimum=1, unit=" day(s)")
-    weekly = ctx.integer(section, path, "weekly_weeks", 12, minimum=1, unit=" week(s)")
-    fmt = ctx.string(section, path, "weekly_format", "tar.zst", choices=WEEKLY_FORMATS)
+    r = RetentionConfig()  # the defaults
+    daily = ctx.integer(section, path, "daily_days", r.daily_days, minimum=1, unit=" day(s)")
+    weekly = ctx.integer(section, path, "weekly_weeks", r.weekly_weeks, minimum=1, unit=" week(s)")
+    fmt = ctx.string(section, path, "weekly_format", r.weekly_format, choices=WEEKLY_FORMATS)
     if ctx.problems:
         return RetentionConfig()
     return RetentionConfig(daily_days=daily, weekly_weeks=weekly, weekly_format=fmt)

@@ -22,9 +22,9 @@ import dagster as dg
 from .archive import week_start_of
 from .config import PatinaConfig, default_config
 from .defs import build_definitions
-from .defs.archives import WEEKLY_JOB
+from .defs.archives.assets import WEEKLY_JOB
+from .defs.dumps.jobs import NIGHTLY_JOB
 from .defs.resources import BucketResource
-from .defs.schedules import NIGHTLY_JOB
 from .demo_data import DEMO_DATABASE_NAMES, generate_demo_databases
 from .units import human_bytes
 

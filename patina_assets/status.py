@@ -1,7 +1,7 @@
 """The spec's ``/status`` and the ``/metrics`` it implies, built from the bucket and, when reachable, Dagster.
 
 Plain Python: the bucket part comes from ``Catalog``; what only Dagster knows (is a run going on, how did the
-last job end, which databases failed) arrives as an ``Orchestrator`` that ``patina_assets.defs.on_demand``
+last job end, which databases failed) arrives as an ``Orchestrator`` that ``patina_assets.orchestrator``
 reads from the instance. Without one, the status still reports everything the bucket says and states that
 the instance is unavailable, so the tools keep working on the day it is lost.
 """

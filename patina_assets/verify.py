@@ -16,7 +16,7 @@ Three questions, asked of one night's backup (its manifest in a `BackupStore`):
 
 History comes from the bucket (`BackupStore.list_daily`): a backup exists exactly when its manifest does,
 so this is the record that matters, and it works without Dagster (the command line, recovery, tests).
-`defs/checks.py` turns the answers into Dagster asset checks.
+`defs/dumps/checks.py` turns the answers into Dagster asset checks.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Three questions, each answered from facts the caller gathers (the bucket's catal
   most ``dump.deadline_seconds``; its restore verification reads it back, bounded by as long again; a
   step retry waits at most ``retry_delay_seconds * 2**(retries-1)``, doubled by jitter. See :func:`run_bounds`.
 
-The verdicts carry no Dagster: ``patina_assets/defs/watch.py`` runs them in sensors and delivers the alerts.
+The verdicts carry no Dagster: ``patina_assets/defs/alerts/watch.py`` runs them in sensors and delivers the alerts.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from .alerts import MissedNight, StaleBackup
 from .catalog import DAILY, Backup
 from .config import AlertsConfig, DumpConfig, PatinaConfig
+from .notifications import MissedNight, StaleBackup
 
 #: The nightly schedule's hour (UTC): `0 3 * * *`.
 NIGHTLY_HOUR = 3

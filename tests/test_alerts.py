@@ -12,29 +12,38 @@ from dataclasses import replace as dataclasses_replace
 import pytest
 from support.webhook_server import SECRET_TOKEN, WebhookServer, closed_port_url
 
-from patina_assets.alerts import (
+from patina_assets.config import AlertsConfig
+from patina_assets.notifications import (
     AMBER,
+    CRITICAL,
     DARK_RED,
     DISCORD,
+    EMAIL,
+    ERROR,
     GREEN,
+    INFO,
     RED,
+    WARNING,
     WEBHOOK,
     CheckFailure,
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
+    MissedNight,
     Outbox,
     PendingMessage,
     RunSummary,
+    StaleBackup,
     deliver,
     discord_message,
+    email_message,
     format_duration,
     pending,
     render,
+    severity,
     webhook_payload,
     webhook_urls,
 )
-from patina_assets.config import AlertsConfig
 from patina_assets.units import human_bytes
 
 
@@ -450,7 +459,6 @@ def test_outbox_stops_at_its_send_budget(webhook):
 
 
 def test_a_full_outbox_drops_the_least_severe_message_first():
-    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING
 
     outbox = Outbox(limit=3)
     ranks = [
@@ -477,7 +485,6 @@ def test_a_full_outbox_drops_the_least_severe_message_first():
 
 
 def test_each_alert_has_a_severity_for_the_outbox():
-    from patina_assets.alerts import CRITICAL, ERROR, INFO, WARNING, severity
 
     success = RunSummary(
         job_id="r",
@@ -505,7 +512,6 @@ def test_each_alert_has_a_severity_for_the_outbox():
 
 
 def test_stale_and_missed_messages_in_every_format_and_redacted():
-    from patina_assets.alerts import EMAIL, MissedNight, StaleBackup, email_message, severity
 
     newest = FINISHED - dt.timedelta(days=8, hours=2)
     stale = StaleBackup(

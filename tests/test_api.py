@@ -27,12 +27,8 @@ from patina_assets.api import AccessPolicy, Limits, parse_keys, parse_networks
 from patina_assets.api_access import CLOUDFLARE_RANGES
 from patina_assets.api_http import allowed_hosts, host_of
 from patina_assets.catalog import Catalog
-from patina_assets.defs.on_demand import (
-    REASON_TAG,
-    REQUESTED_BY_TAG,
-    DagsterView,
-    trigger_backup,
-)
+from patina_assets.defs.on_demand.jobs import REASON_TAG, REQUESTED_BY_TAG
+from patina_assets.orchestrator import DagsterView, trigger_backup
 
 NAMES = {name for name, _, _ in DATABASES}
 

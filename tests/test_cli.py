@@ -24,8 +24,8 @@ from support.filled import (
 )
 
 from patina_assets.cli import main
-from patina_assets.defs.on_demand import ON_DEMAND_JOB, REASON_TAG, today
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
+from patina_assets.defs.on_demand.jobs import ON_DEMAND_JOB, REASON_TAG, today
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 IDS = {

@@ -16,7 +16,7 @@ from support.checkout import ROOT, checkout_copy, commands, patina_arguments, se
 from patina_assets.cli import build_parser
 from patina_assets.config import default_config
 from patina_assets.defs import build_definitions
-from patina_assets.defs.checks import DUMP_CHECK_NAMES
+from patina_assets.defs.dumps.checks import DUMP_CHECK_NAMES
 
 README = (ROOT / "README.md").read_text()
 RUNBOOK = (ROOT / "docs" / "disaster-recovery.md").read_text()

@@ -11,8 +11,8 @@ from support.configs import small_database, write_config
 from support.smtp_server import PASSWORD, USER, SmtpServer, free_port, self_signed_certificate
 from test_alerts import partial_run
 
-from patina_assets.alerts import EMAIL, Channels, Outbox, email_message, pending, send_email
 from patina_assets.config import ConfigError
+from patina_assets.notifications import EMAIL, Channels, Outbox, email_message, pending, send_email
 
 ENV = {"PATINA_SMTP_USER": USER, "PATINA_SMTP_PASSWORD": PASSWORD}
 

@@ -20,7 +20,11 @@ from support.s3_server import FaultProxy, create_bucket, moto_server, pending_up
 
 from patina_assets import leftovers
 from patina_assets.archive import ArchiveStore
-from patina_assets.retention import RecordedBackups, reconcile
+from patina_assets.defs.alerts.sensors import Alerting, build_alert_sensors
+from patina_assets.defs.alerts.watch import mark_stuck_runs
+from patina_assets.defs.policies import EXPORT_POOL
+from patina_assets.notifications import DeliveryPolicy
+from patina_assets.reconciliation import RecordedBackups, reconcile
 from patina_assets.storage import BackupStore, LocalBucket, S3Bucket, make_s3_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,10 +103,6 @@ def test_a_run_killed_mid_dump_leaves_no_worker_and_the_next_run_cleans_up_marks
     from support.configs import write_config
     from support.webhook_server import WebhookServer
 
-    from patina_assets.alerts import DeliveryPolicy
-    from patina_assets.defs.alerts import Alerting, build_alert_sensors
-    from patina_assets.defs.dumps import EXPORT_POOL
-    from patina_assets.defs.watch import mark_stuck_runs
     from patina_assets.watch import run_bounds
 
     home, scratch = tmp_path / "home", tmp_path / "scratch"

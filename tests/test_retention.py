@@ -10,14 +10,8 @@ from support.archives import NAMES, archives, back_up_day, config, store  # noqa
 
 from patina_assets.archive import week_days
 from patina_assets.config import RetentionConfig
-from patina_assets.retention import (
-    RecordedBackups,
-    apply_retention,
-    daily_cutoff,
-    plan_retention,
-    reconcile,
-    weekly_cutoff,
-)
+from patina_assets.reconciliation import RecordedBackups, reconcile
+from patina_assets.retention import apply_retention, daily_cutoff, plan_retention, weekly_cutoff
 from patina_assets.storage import (
     VerificationRecord,
     daily_manifest_key,
@@ -117,7 +111,7 @@ def test_the_newest_good_backup_of_a_database_is_never_deleted(config, store, ar
 
 
 def record(store, day, database, *, passed=True, size_verdict="ok"):
-    """What restore_verification keeps beside a backup (see defs/checks.py)."""
+    """What restore_verification keeps beside a backup (see defs/dumps/checks.py)."""
     manifest = store.get_manifest(day, database)
     store.record_verification(
         manifest,

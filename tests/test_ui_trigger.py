@@ -13,7 +13,7 @@ import pytest
 import yaml
 from support.checkout import ROOT, checkout_copy, free_port, stop_group, user_environment
 
-from patina_assets.defs.launching import CODE_LOCATION
+from patina_assets.launching import CODE_LOCATION
 
 READY_SECONDS = 300
 

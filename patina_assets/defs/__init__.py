@@ -1,24 +1,19 @@
-"""The Dagster layer: thin definitions over the plain-Python engine and storage, one module per area."""
-
-from __future__ import annotations
+"""The Dagster layer: thin definitions over the plain-Python engine and storage, one package per area
+(dumps, archives, on_demand, alerts), each holding its assets, checks, jobs, schedules and sensors; what they
+share is in `policies` and `resources`."""
 
 import dagster as dg
 
 from ..config import PatinaConfig
-from ..watch import run_bounds
-from . import alerts, archives, checks, dumps, on_demand, resources, schedules, watch
+from . import alerts, archives, dumps, on_demand, resources
 
 
 def build_definitions(config: PatinaConfig) -> dg.Definitions:
     """Everything Dagster loads for a Patina configuration."""
-    dump_assets = dumps.build_dump_assets(config)
-    job = schedules.nightly_job(dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds)
-    defs = dg.Definitions(
-        assets=dump_assets,
-        asset_checks=checks.build_dump_checks(config),
-        jobs=[job, on_demand.build_on_demand_job(config)],
-        schedules=[schedules.nightly_schedule(job)],
-        sensors=alerts.build_alert_sensors(config) + watch.build_watch_sensors(config),
-        resources=resources.resources(config),
+    return dg.Definitions.merge(
+        dumps.build_definitions(config),
+        archives.build_definitions(config),
+        on_demand.build_definitions(config),
+        alerts.build_definitions(config),
+        dg.Definitions(resources=resources.resources(config)),
     )
-    return dg.Definitions.merge(defs, archives.build_archive_definitions(config))

@@ -11,7 +11,7 @@ from dagster_aws.s3 import S3Resource
 
 from ..backup import Cloudflare
 from ..config import PatinaConfig
-from ..storage import BackupStore, Bucket, LocalBucket, S3Bucket, make_s3_client
+from ..storage import BackupStore, Bucket, open_bucket
 
 
 class BucketResource(dg.ConfigurableResource):
@@ -25,16 +25,18 @@ class BucketResource(dg.ConfigurableResource):
 
     def bucket(self) -> Bucket:
         if self.s3 is None:
-            return LocalBucket(self.local_path)
-        # The client is built from the S3Resource's settings, but with botocore's checksum defaults
-        # relaxed: R2 has trouble with the CRC32 checksums recent boto3 sends (see d1-facts).
-        client = make_s3_client(
+            return open_bucket(local_path=self.local_path)
+        # The client is built from the S3Resource's settings (by storage's own factory, which relaxes
+        # botocore's checksum defaults: R2 has trouble with the CRC32 checksums recent boto3 sends).
+        return open_bucket(
+            s3_bucket=self.s3_bucket,
             endpoint_url=self.s3.endpoint_url,
             region=self.s3.region_name,
             access_key_id=self.s3.aws_access_key_id,
             secret_access_key=self.s3.aws_secret_access_key,
+            prefix=self.s3_prefix,
+            part_size=self.multipart_part_size,
         )
-        return S3Bucket(client, self.s3_bucket, prefix=self.s3_prefix, part_size=self.multipart_part_size)
 
     def store(self) -> BackupStore:
         return BackupStore(self.bucket())

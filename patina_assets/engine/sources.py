@@ -47,7 +47,12 @@ SCAN_BATCH_ROWS = 1000
 SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
 ALL_ROWS = 1 << 62  # LIMIT of a table read whole, inside one batch
 RATE_LIMIT_PATIENCE_SECONDS = 900.0  # 429s are waited out this long (three of Cloudflare's 5-minute lockouts)
-D1_URI = re.compile(r"^d1://(?P<account>[0-9A-Za-z_-]+)/(?P<database>[0-9A-Za-z_-]+)/?$")
+ACCOUNT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# D1Source's defaults, which patina.yaml's `dump:` section starts from (config.DumpConfig)
+DEFAULT_PAGE_BYTES = 2_000_000
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BACKOFF_SECONDS = 1.0
 
 
 class Source(ABC):
@@ -103,29 +108,68 @@ class Source(ABC):
 
 
 def open_source(
-    spec: str, *, env=os.environ, token_env: str = "CLOUDFLARE_API_TOKEN", api_url: str | None = None, **d1_options
+    spec: str,
+    *,
+    token: str | None = None,
+    env=os.environ,
+    token_env: str = "CLOUDFLARE_API_TOKEN",
+    api_url: str | None = None,
+    **d1_options,
 ) -> Source:
-    """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file.
+    """A Source for `spec`: `d1://ACCOUNT_ID/DATABASE_ID` or the path of a SQLite file. The one factory of
+    sources: the command line, the nightly dumps and restore verification all open theirs here.
 
-    `d1_options` are D1Source's settings (page_bytes, deadline_seconds, max_attempts, ...); None means
-    the default."""
+    The token is `token`, else the environment variable `token_env`. `d1_options` are D1Source's settings
+    (page_bytes, deadline_seconds, max_attempts, requests_per_5_minutes, ...); None means the default."""
     if spec.startswith("d1://"):
-        m = D1_URI.match(spec)
-        if not m:
-            raise SourceError(f"bad D1 source {spec!r}: write it as d1://ACCOUNT_ID/DATABASE_ID")
-        token = env.get(token_env, "")
+        try:
+            account_id, database_id = parse_d1_source(spec)
+        except ValueError as exc:
+            raise SourceError(f"bad D1 source (write it as d1://ACCOUNT_ID/DATABASE_ID): {exc}") from None
+        token = token or env.get(token_env, "")
         if not token:
             raise AuthenticationFailed(
                 f"{token_env} is not set: create an API token with D1 read permission and export it"
             )
         return D1Source(
-            m["account"],
-            m["database"],
+            account_id,
+            database_id,
             token=token,
             api_url=api_url or env.get("PATINA_CLOUDFLARE_API_URL") or DEFAULT_API_URL,
             **{name: value for name, value in d1_options.items() if value is not None},
         )
     return SqliteSource(Path(spec))
+
+
+def parse_d1_source(source: str) -> tuple[str, str]:
+    """Parse ``d1://<account_id>/<database_id>`` into ``(account_id, database_id)``.
+
+    Raises ``ValueError`` with a message saying what is wrong.
+    """
+    expected = (
+        "expected d1://<account_id>/<database_id>: the 32-hex-digit Cloudflare account ID "
+        "(dashboard URL or `wrangler whoami`) and the database UUID (`wrangler d1 list`)"
+    )
+    if not source.startswith("d1://"):
+        raise ValueError(f"{source!r} does not start with d1://; {expected}")
+    rest = source[len("d1://") :]
+    if any(c in rest for c in "@?#"):
+        raise ValueError(
+            f"{source!r} has a user, query or fragment part; credentials never go in the "
+            f"source (use cloudflare.api_token_env); {expected}"
+        )
+    parts = rest.strip("/").split("/") if rest.strip("/") else []
+    if len(parts) != 2:
+        raise ValueError(f"{source!r} has {len(parts)} path part(s), not 2; {expected}")
+    account_id, database_id = (p.lower() for p in parts)
+    if not ACCOUNT_ID_RE.match(account_id):
+        raise ValueError(f"account ID {parts[0]!r} in {source!r} is not 32 hexadecimal digits; {expected}")
+    if not UUID_RE.match(database_id):
+        raise ValueError(
+            f"database ID {parts[1]!r} in {source!r} is not a UUID "
+            f"(like 45eae4c7-8ae7-4078-9218-8e1677a4360f); {expected}"
+        )
+    return account_id, database_id
 
 
 def _lenient_text(data: bytes):
@@ -264,10 +308,10 @@ class D1Source(Source):
         *,
         token: str,
         api_url: str = DEFAULT_API_URL,
-        page_bytes: int = 2_000_000,
+        page_bytes: int = DEFAULT_PAGE_BYTES,
         deadline_seconds: float | None = None,
-        max_attempts: int = 8,
-        backoff_seconds: float = 1.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
         request_timeout: float = 60.0,
         one_batch_bytes: int | None = None,
         requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,

@@ -31,6 +31,7 @@ from .buckets import (
     StorageIntegrityError,
     StorageObjectNotFound,
     StorageUnavailable,
+    open_bucket,
     validate_key,
     validate_prefix,
 )
@@ -148,6 +149,7 @@ __all__ = [
     "is_captured_late",
     "make_s3_client",
     "new_generation",
+    "open_bucket",
     "parse_daily_key",
     "parse_utc_timestamp",
     "parse_weekly_key",

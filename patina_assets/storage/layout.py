@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from ..engine.formats import FORMATS
 from .buckets import InvalidKey
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,8 @@ DAILY_PREFIX = "daily/"
 WEEKLY_PREFIX = "weekly/"  # weekly archives: see the weekly layout helpers below and patina_assets.archive
 AUDIT_PREFIX = "audit/"  # `patina serve`'s audit log (PATINA_AUDIT_BUCKET=1): one object per batch of lines
 
-DUMP_FORMATS: Mapping[str, str] = {"sql": ".sql", "sql.gz": ".sql.gz", "sql.zst": ".sql.zst"}
+# The dump formats are the engine's (it writes them); here, the suffix of each in a key.
+DUMP_FORMATS: Mapping[str, str] = {fmt: "." + fmt for fmt in FORMATS}
 DUMP_CONTENT_TYPES: Mapping[str, str] = {
     "sql": "application/sql",
     "sql.gz": "application/gzip",

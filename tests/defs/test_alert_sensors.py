@@ -15,16 +15,15 @@ import pytest
 from support.configs import small_database, write_config
 from support.webhook_server import SECRET_TOKEN, WebhookServer, closed_port_url
 
-from patina_assets.alerts import DeliveryPolicy, format_duration, format_timestamp
 from patina_assets.backup import open_store
-from patina_assets.defs import alerts as alert_sensors
-from patina_assets.defs import build_definitions, dumps, resources, schedules
-from patina_assets.defs.alerts import (
-    CHECK_ALERTS_SENSOR,
-    RUN_ALERTS_SENSOR,
-    build_alert_sensors,
-)
-from patina_assets.defs.archives import WEEKLY_JOB
+from patina_assets.defs import build_definitions, resources
+from patina_assets.defs.alerts import sensors as alert_sensors
+from patina_assets.defs.alerts.sensors import CHECK_ALERTS_SENSOR, RUN_ALERTS_SENSOR, build_alert_sensors
+from patina_assets.defs.archives.assets import WEEKLY_JOB
+from patina_assets.defs.dumps.assets import build_dump_assets
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, nightly_job
+from patina_assets.defs.on_demand.jobs import build_on_demand_job
+from patina_assets.notifications import DeliveryPolicy, format_duration, format_timestamp
 from patina_assets.units import human_bytes
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=2, backoff_seconds=0.0)
@@ -45,10 +44,10 @@ class Patina:
             {"name": "scout-db", "source": str(small_database(sources / "scout.sqlite", 30))},
         ]
         self.config = write_config(tmp_path, databases, alerts=alerts)
-        assets = dumps.build_dump_assets(self.config)
+        assets = build_dump_assets(self.config)
         core = dg.Definitions(
             assets=assets,
-            jobs=[schedules.nightly_job(assets, 2)],
+            jobs=[nightly_job(assets, 2)],
             sensors=build_alert_sensors(self.config, policy=FAST),
             resources=resources.resources(self.config),
         )
@@ -70,7 +69,7 @@ class Patina:
         self.tick(RUN_ALERTS_SENSOR)
         self.tick(CHECK_ALERTS_SENSOR)
 
-    def night(self, day: str, auth_ok: bool, job: str = schedules.NIGHTLY_JOB, **kwargs) -> dg.ExecuteInProcessResult:
+    def night(self, day: str, auth_ok: bool, job: str = NIGHTLY_JOB, **kwargs) -> dg.ExecuteInProcessResult:
         if auth_ok and not self.auth.exists():
             small_database(self.auth, 40)
         elif not auth_ok and self.auth.exists():
@@ -341,9 +340,7 @@ def test_a_cancelled_night_is_reported_as_cancelled(tmp_path, instance, hooks):
     discord, generic = hooks
     patina = Patina(tmp_path, instance)
     patina.start()
-    run = instance.create_run_for_job(
-        patina.defs.resolve_job_def(schedules.NIGHTLY_JOB), tags={"dagster/partition": DAYS[0]}
-    )
+    run = instance.create_run_for_job(patina.defs.resolve_job_def(NIGHTLY_JOB), tags={"dagster/partition": DAYS[0]})
     instance.report_run_canceled(run, message="exceeded dagster/max_runtime")
     patina.tick()
     (embed,) = discord.accepted[0]["embeds"]
@@ -507,6 +504,7 @@ def test_redacted_messages_leave_out_names_sizes_and_errors(tmp_path, instance, 
 
 def test_the_webhook_url_is_in_no_log_cursor_or_tick_message(tmp_path, instance, monkeypatch, caplog, capfd):
     caplog.set_level(logging.DEBUG)  # Python logging, httpx included
+    caplog.set_level(logging.INFO, logger="httpx")  # whatever level an earlier in-process `patina` command gave it
     with WebhookServer() as discord:
         monkeypatch.setenv("PATINA_DISCORD_WEBHOOK", discord.url)
         refused = closed_port_url()
@@ -536,7 +534,6 @@ def test_the_webhook_url_is_in_no_log_cursor_or_tick_message(tmp_path, instance,
 def test_every_run_that_materializes_a_patina_asset_is_alerted_with_the_underlying_cause(tmp_path, instance, hooks):
     """Backfills, UI / script materializations (in-process, no code location) and on-demand runs, not only the
     nightly job; a retried step's message is its error, not Dagster's "Exceeded max_retries of 2"."""
-    from patina_assets.defs.on_demand import build_on_demand_job
 
     discord, generic = hooks
     patina = Patina(tmp_path, instance)

@@ -13,7 +13,7 @@ from support.s3_server import create_bucket, moto_server
 from patina_assets.archive import ArchiveStore, week_days
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
-from patina_assets.defs.archives import (
+from patina_assets.defs.archives.assets import (
     ARCHIVE_KEY,
     ARCHIVE_VERIFIED_CHECK,
     DELETED,
@@ -23,10 +23,9 @@ from patina_assets.defs.archives import (
     WEEK_COMPLETE_CHECK,
     WEEKLY_JOB,
     WEEKLY_SCHEDULE,
-    recorded_backups,
-    recorded_partitions,
 )
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.archives.reconciliation import recorded_backups, recorded_partitions
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.storage import daily_manifest_key, new_generation
 
 START = dt.date(2026, 1, 4)  # a Sunday

@@ -21,15 +21,15 @@ from support.s3_server import FaultProxy, create_bucket, moto_server
 from patina_assets.backup import open_store
 from patina_assets.catalog import Catalog
 from patina_assets.defs import build_definitions
-from patina_assets.defs.checks import (
+from patina_assets.defs.dumps.assets import dump_asset_key
+from patina_assets.defs.dumps.checks import (
     CAPTURED_ON_TIME,
     DUMP_CHECK_NAMES,
     RESTORE_VERIFICATION,
     SCHEMA_DRIFT,
     SIZE_ANOMALY,
 )
-from patina_assets.defs.dumps import dump_asset_key
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 
 QUIET_NIGHTS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
 TEST_NIGHT = "2026-03-05"

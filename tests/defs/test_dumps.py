@@ -16,7 +16,8 @@ from support.s3_server import FaultProxy, create_bucket, moto_server, pending_up
 from patina_assets.backup import open_store
 from patina_assets.config import ConfigError
 from patina_assets.defs import build_definitions
-from patina_assets.defs.schedules import NIGHTLY_JOB, NIGHTLY_SCHEDULE
+from patina_assets.defs.dumps.checks import CAPTURED_ON_TIME
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, NIGHTLY_SCHEDULE
 from patina_assets.engine import restore_dump
 
 DAY = "2026-03-09"
@@ -282,7 +283,6 @@ def test_a_d1_database_written_during_every_read_is_stored_with_a_warning(tmp_pa
 
 
 def test_last_night_is_on_time_and_a_refused_late_backfill_fails_without_retries(tmp_path, two_sqlite_databases):
-    from patina_assets.defs.checks import CAPTURED_ON_TIME
 
     config = write_config(tmp_path, two_sqlite_databases[:1], dump={"late_backfill": "refuse"})
     defs = build_definitions(config)

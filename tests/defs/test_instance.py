@@ -10,7 +10,7 @@ import pytest
 from support.configs import small_database, write_config
 
 from patina_assets.defs import build_definitions
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"

@@ -12,11 +12,13 @@ import pytest
 from support.configs import small_database, write_config
 from support.webhook_server import WebhookServer
 
-from patina_assets.alerts import DeliveryPolicy
 from patina_assets.backup import manifest_for, open_store
-from patina_assets.defs import dumps, resources, schedules
-from patina_assets.defs.watch import FRESHNESS_SENSOR, build_freshness_sensor
+from patina_assets.defs import resources
+from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
+from patina_assets.defs.dumps.assets import build_dump_assets
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, nightly_job
 from patina_assets.engine import SqliteSource, dump_database
+from patina_assets.notifications import DeliveryPolicy
 from patina_assets.storage import utc_timestamp
 from patina_assets.watch import run_bounds
 
@@ -111,10 +113,10 @@ def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_re
         )
 
         # The schedule is switched on again: a real nightly run stores both databases, then one more tick.
-        assets = dumps.build_dump_assets(config)
+        assets = build_dump_assets(config)
         job = dg.Definitions(
-            assets=assets, jobs=[schedules.nightly_job(assets, 2)], resources=resources.resources(config)
-        ).resolve_job_def(schedules.NIGHTLY_JOB)
+            assets=assets, jobs=[nightly_job(assets, 2)], resources=resources.resources(config)
+        ).resolve_job_def(NIGHTLY_JOB)
         assert job.execute_in_process(
             partition_key=(real_now - dt.timedelta(days=1)).date().isoformat(), instance=instance
         ).success

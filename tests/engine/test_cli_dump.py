@@ -10,6 +10,8 @@ from support.compare import assert_same_database
 from support.configs import small_database, write_config
 from support.d1_server import D1Server, Fault
 
+ACCOUNT = "0123456789abcdef0123456789abcdef"  # D1 IDs as Cloudflare gives them: 32 hex digits and a UUID
+DB_ID = "6a289378-c662-4c6a-9f1b-fa5296e03fa2"
 PATINA = [sys.executable, "-m", "patina_assets.cli"]
 
 
@@ -32,9 +34,9 @@ def test_dump_then_restore(tmp_path):
 
 def test_dump_over_rest_with_env(tmp_path):
     source = small_database(tmp_path / "src.sqlite")
-    with D1Server({"db-id": source}) as server:
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
         env = {"CLOUDFLARE_API_TOKEN": "good-token", "PATINA_CLOUDFLARE_API_URL": server.base_url}
-        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env)
+        run = patina("dump", f"d1://{ACCOUNT}/{DB_ID}", "-o", str(tmp_path / "d1.sql"), env=env)
     assert run.returncode == 0, run.stderr
     assert "one point in time (one batch)" in run.stdout
 
@@ -48,9 +50,9 @@ def test_dump_over_rest_uses_patina_yaml(tmp_path):
         dump={"page_bytes": 10_000, "request_attempts": 1, "consistency_retries": 0},
         cloudflare={"api_token_env": "GROVE_D1_TOKEN", "requests_per_5_minutes": 1200},
     )
-    with D1Server({"db-id": source}) as server:
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
         env = {"GROVE_D1_TOKEN": "good-token", "CLOUDFLARE_API_TOKEN": "", "PATINA_CLOUDFLARE_API_URL": server.base_url}
-        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env, cwd=tmp_path)
+        run = patina("dump", f"d1://{ACCOUNT}/{DB_ID}", "-o", str(tmp_path / "d1.sql"), env=env, cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         # The file (over 10,000 bytes) is paged at patina.yaml's page_bytes instead of read in one batch.
         assert "(bookmark unchanged)" in run.stdout
@@ -58,7 +60,7 @@ def test_dump_over_rest_uses_patina_yaml(tmp_path):
         # The first page of each table asks for page_bytes // 200 rows; the default (2 MB) would ask for 1,000.
         assert pages and all(r.body["sql"].endswith(" LIMIT 50") for r in pages if " WHERE (" not in r.body["sql"])
         server.inject(Fault.status(500))  # request_attempts: 1, so one 500 ends it
-        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "again.sql"), env=env, cwd=tmp_path)
+        run = patina("dump", f"d1://{ACCOUNT}/{DB_ID}", "-o", str(tmp_path / "again.sql"), env=env, cwd=tmp_path)
     assert run.returncode == 1 and "gave up after 1 attempts" in run.stderr
     assert not (tmp_path / "again.sql").exists()
 
@@ -75,16 +77,16 @@ def test_clear_errors_and_nothing_left_behind(tmp_path):
         run = patina(*args)
         assert run.returncode != 0 and message in run.stderr, (args, run.stderr)
         assert "Traceback" not in run.stderr
-    run = patina("dump", "d1://acct/db", "-o", str(tmp_path / "x.sql"), env={"CLOUDFLARE_API_TOKEN": ""})
+    run = patina("dump", f"d1://{ACCOUNT}/{DB_ID}", "-o", str(tmp_path / "x.sql"), env={"CLOUDFLARE_API_TOKEN": ""})
     assert run.returncode == 1 and "CLOUDFLARE_API_TOKEN is not set" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.sqlite"]
 
 
 def test_bad_token_message_names_the_fix_not_the_token(tmp_path):
     source = small_database(tmp_path / "src.sqlite")
-    with D1Server({"db-id": source}) as server:
+    with D1Server({DB_ID: source}, account_id=ACCOUNT) as server:
         env = {"CLOUDFLARE_API_TOKEN": "sekret-value-123", "PATINA_CLOUDFLARE_API_URL": server.base_url}
-        run = patina("dump", "d1://acct/db-id", "-o", str(tmp_path / "d1.sql"), env=env)
+        run = patina("dump", f"d1://{ACCOUNT}/{DB_ID}", "-o", str(tmp_path / "d1.sql"), env=env)
     assert run.returncode == 1 and "refused the token" in run.stderr and "sekret" not in run.stderr + run.stdout
     assert not (tmp_path / "d1.sql").exists()
 

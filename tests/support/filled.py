@@ -26,8 +26,8 @@ import yaml
 
 from patina_assets.config import PatinaConfig, load_config
 from patina_assets.defs import build_definitions
-from patina_assets.defs.archives import WEEKLY_JOB
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.archives.assets import WEEKLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 
 from .configs import small_database, write_config
 from .s3_server import create_bucket, direct_client, moto_server

@@ -31,7 +31,7 @@ its way.
 the Dagster sensors keep it in their cursor, so a webhook that is down gets its messages later, each once.
 When it is full, the least severe message goes first (a success note before a warning before a failure).
 
-No Dagster here: ``patina_assets/defs/alerts.py`` turns Dagster's run records into these dataclasses.
+No Dagster here: ``patina_assets/defs/alerts/sensors.py`` turns Dagster's run records into these dataclasses.
 """
 
 from __future__ import annotations

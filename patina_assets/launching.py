@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..engine import PatinaError
+from .engine import PatinaError
 
 CODE_LOCATION = "patina"
 DEFINITIONS_MODULE = "patina_assets.definitions"
@@ -177,7 +177,7 @@ def child_environment(config_path: Path | None, instance: dg.DagsterInstance) ->
     The instance's home is $DAGSTER_HOME when set (the directory with its dagster.yaml, which
     `open_instance` read): its `root_directory` is only the artifact directory, which dagster.yaml may give
     relative to the working directory (this checkout's does), and Dagster refuses a relative DAGSTER_HOME."""
-    from ..config import CONFIG_ENV_VAR
+    from .config import CONFIG_ENV_VAR
 
     home = os.environ.get("DAGSTER_HOME") or instance.root_directory
     return {

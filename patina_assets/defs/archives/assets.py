@@ -26,22 +26,20 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 from pydantic import Field
 
-from ..archive import ArchiveStore, BuildOutcome, EmptyWeek, week_days, week_start_of
-from ..config import PatinaConfig
-from ..retention import (
-    Reconciliation,
-    RecordedBackups,
+from ...archive import ArchiveStore, BuildOutcome, EmptyWeek, week_days, week_start_of
+from ...config import PatinaConfig
+from ...retention import (
     RetentionPlan,
     RetentionResult,
     apply_retention,
     plan_retention,
-    reconcile,
 )
-from ..storage import StorageError
-from ..units import human_bytes
-from .dumps import dump_asset_key
-from .resources import BucketResource
-from .schedules import NIGHTLY_JOB
+from ...storage import StorageError
+from ...units import human_bytes
+from ..dumps.assets import dump_asset_key
+from ..dumps.jobs import NIGHTLY_JOB
+from ..policies import PARTITION_TAG
+from ..resources import BucketResource
 
 ARCHIVE_KEY = dg.AssetKey(["archives", "weekly"])
 ARCHIVES_GROUP = "archives"
@@ -177,7 +175,7 @@ def nightly_runs_in_progress(
 ) -> list[dg.DagsterRun]:
     """Runs still writing dumps of this week's days: the nightly job's, or any run selecting a dump asset."""
     keys = set(dump_keys)
-    runs = instance.get_runs(dg.RunsFilter(statuses=_WAITING_STATUSES, tags={"dagster/partition": week_days(week)}))
+    runs = instance.get_runs(dg.RunsFilter(statuses=_WAITING_STATUSES, tags={PARTITION_TAG: week_days(week)}))
     return [
         run
         for run in runs
@@ -193,7 +191,7 @@ def _wait_for_nightly_runs(
     running = nightly_runs_in_progress(context.instance, week, dump_keys, context.run.run_id)
     if not running:
         return
-    days = sorted({run.tags.get("dagster/partition", "?") for run in running})
+    days = sorted({run.tags.get(PARTITION_TAG, "?") for run in running})
     message = (
         f"{len(running)} run(s) still backing up {', '.join(days)} (e.g. run {running[0].run_id[:8]}): "
         f"archiving week {week} waits for them"
@@ -455,142 +453,3 @@ def _mark_deleted(
                     },
                 )
             )
-
-
-# -- reconciliation ----------------------------------------------------------------------------
-
-
-def recorded_partitions(instance: dg.DagsterInstance, key: dg.AssetKey) -> set[str]:
-    """Partitions of `key` that Dagster says exist: materialized, and not deleted by retention since."""
-    materialized = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION)
-    deleted: dict[str, int] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_observations(key, limit=1000, cursor=cursor)
-        for record in page.records:
-            observation = record.asset_observation
-            mark = observation.metadata.get(RETENTION_MARK) if observation else None
-            if record.partition_key and mark is not None and mark.value == DELETED:
-                deleted[record.partition_key] = max(record.storage_id, deleted.get(record.partition_key, -1))
-        if not page.has_more:
-            break
-        cursor = page.cursor
-    return {partition for partition, storage_id in materialized.items() if storage_id > deleted.get(partition, -1)}
-
-
-def recorded_backups(instance: dg.DagsterInstance, dump_keys: Mapping[str, dg.AssetKey]) -> RecordedBackups:
-    """Dagster's records as reconciliation's `RecordedBackups`."""
-    dailies = frozenset(
-        (day, database) for database, key in dump_keys.items() for day in recorded_partitions(instance, key)
-    )
-    return RecordedBackups(dailies=dailies, weeks=frozenset(recorded_partitions(instance, ARCHIVE_KEY)))
-
-
-def build_reconciliation_check(config: PatinaConfig) -> dg.AssetChecksDefinition:
-    dump_keys = {db.name: dump_asset_key(db) for db in config.databases}
-
-    @dg.asset_check(
-        asset=ARCHIVE_KEY,
-        name=RECONCILIATION_CHECK,
-        blocking=False,
-        description=(
-            "The bucket against Dagster's records (materialized dump and archive partitions, minus those retention "
-            "deleted): recorded but missing, in the bucket but unknown, bytes that do not match their manifest "
-            "(sha256, read back), and dumps or archives without a manifest (half-finished uploads). Missing or "
-            "corrupt fails with ERROR; unknown objects and orphans WARN. Runs after each weekly archive, or on demand."
-        ),
-    )
-    def bucket_reconciliation(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        recorded = recorded_backups(context.instance, dump_keys)
-        try:
-            report = reconcile(ArchiveStore(bucket.store()), recorded)
-        except StorageError as exc:
-            raise dg.Failure(description=f"reconciliation could not read the bucket: {exc}") from exc
-        for kind, findings in (
-            ("missing", report.missing),
-            ("corrupt", report.corrupt),
-            ("unknown", report.unknown),
-            ("orphan", report.orphans),
-            ("leftover", report.leftovers),
-        ):
-            for finding in findings[:_SHOWN]:
-                (context.log.error if kind in ("missing", "corrupt") else context.log.warning)(
-                    f"{kind}: {finding.key}: {finding.detail}"
-                )
-        return dg.AssetCheckResult(
-            passed=report.clean,
-            severity=dg.AssetCheckSeverity.ERROR if report.errors else dg.AssetCheckSeverity.WARN,
-            description=_summary(report),
-            metadata=_reconciliation_metadata(report, recorded),
-        )
-
-    return bucket_reconciliation
-
-
-def _summary(report: Reconciliation) -> str:
-    removed = len(report.leftovers) - report.leftovers_kept
-    swept = f"; {removed} leftover(s) of interrupted runs removed" if removed else ""
-    if report.leftovers_kept:
-        swept += f"; {report.leftovers_kept} leftover(s) could not be removed"
-    if report.clean:
-        return f"The bucket matches the records ({report.dailies_checked} dailies, {report.archives_checked} archives checked){swept}."
-    return (", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n) + swept).lstrip("; ")
-
-
-def _reconciliation_metadata(report: Reconciliation, recorded: RecordedBackups) -> dict[str, object]:
-    metadata: dict[str, object] = {f"{kind}_count": n for kind, n in report.counts().items()}
-    metadata["leftovers_count"] = len(report.leftovers)
-    for kind, findings in (
-        ("missing", report.missing),
-        ("corrupt", report.corrupt),
-        ("unknown", report.unknown),
-        ("orphans", report.orphans),
-        ("leftovers", report.leftovers),
-    ):
-        metadata[kind] = dg.MetadataValue.json([{"key": f.key, "detail": f.detail} for f in findings[:_SHOWN]])
-    metadata.update(
-        {
-            "recorded_dailies": len(recorded.dailies),
-            "recorded_archives": len(recorded.weeks),
-            "dailies_checked": report.dailies_checked,
-            "archives_checked": report.archives_checked,
-            "objects": report.objects,
-        }
-    )
-    return metadata
-
-
-# -- job and schedule --------------------------------------------------------------------------
-
-
-def weekly_job() -> "dg.UnresolvedAssetJobDefinition":
-    """The week's archive, retention and the checks (reconciliation included), for one week."""
-    return dg.define_asset_job(
-        WEEKLY_JOB,
-        selection=dg.AssetSelection.assets(ARCHIVE_KEY),
-        description="Archive one week's daily backups, verify the archive, apply retention, reconcile the bucket.",
-        tags={"dagster/max_runtime": str(WEEKLY_MAX_RUNTIME_SECONDS)},
-    )
-
-
-def weekly_schedule(job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
-    """Sundays at 04:00 UTC (the spec's `0 4 * * 0`, an hour after the nightly run), the week that just ended."""
-    return dg.build_schedule_from_partitioned_job(
-        job,
-        name=WEEKLY_SCHEDULE,
-        hour_of_day=4,
-        minute_of_hour=0,
-        day_of_week=0,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    )
-
-
-def build_archive_definitions(config: PatinaConfig) -> dg.Definitions:
-    """Everything this module adds to the code location."""
-    job = weekly_job()
-    return dg.Definitions(
-        assets=[build_archive_asset(config, weekly_partitions(config))],
-        asset_checks=[build_reconciliation_check(config)],
-        jobs=[job],
-        schedules=[weekly_schedule(job)],
-    )

@@ -29,14 +29,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from ..alerts import Channels, DeliveryPolicy, Outbox, format_duration
-from ..catalog import Catalog
-from ..config import ConfigError, PatinaConfig
-from ..engine.errors import PatinaError
-from ..storage import StorageError
-from ..watch import FreshnessWatch, RunBounds, WatchState, run_bounds
-from .alerts import Alerting, _in_this_location, queue, read_run, send_pending
-from .dumps import EXPORT_POOL
+from ...catalog import Catalog
+from ...config import ConfigError, PatinaConfig
+from ...engine.errors import PatinaError
+from ...notifications import Channels, DeliveryPolicy, Outbox, format_duration
+from ...storage import StorageError
+from ...watch import FreshnessWatch, RunBounds, WatchState, run_bounds
+from ..policies import EXPORT_POOL
+from .sensors import Alerting, _in_this_location, queue, read_run, send_pending
 
 FRESHNESS_SENSOR = "patina_freshness"
 STUCK_RUNS_SENSOR = "patina_stuck_runs"

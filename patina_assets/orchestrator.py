@@ -1,15 +1,7 @@
-"""On-demand backups (`patina trigger`, `POST /trigger`) and what the operators' tools read from Dagster.
+"""The operators' tools' view of Dagster: launching an on-demand backup (`patina trigger`, `POST /trigger`),
+and what `/status` and `patina status` read from the instance (runs, schedules, next ticks).
 
-Why a job of its own rather than the nightly job's assets: the dump assets are daily-partitioned and a day's
-partition exists only once the day has ended (the nightly at 03:00 backs up the day that just ended), so a
-backup taken *now* has no partition to run. ``on_demand_backup`` is an unpartitioned job with one op per
-database; each op publishes today's (UTC) backup exactly as the nightly would (``back_up``: the same
-layout, manifest and checks) and records it as a materialization of that database's dump asset for today's
-partition, so the asset's history in the UI shows it beside the nightly ones. The reason is the run tag
-``patina/reason``, visible on the run in the UI; ``patina/day`` fixes the day when the run was requested.
-
-An on-demand backup is today's backup: tonight's nightly run replaces it with the end-of-day state (one backup
-per database per day). To keep it beyond tonight, download it (`patina download DAY DB`).
+Dagster-aware, but not part of the code location: the CLI and `patina serve` call it.
 """
 
 import os
@@ -17,93 +9,28 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from ..config import DatabaseConfig, PatinaConfig, UnknownDatabaseError
-from ..status import JobRun, Orchestrator, unavailable
-from .dumps import (
-    EXPORT_POOL,
-    back_up_in_dagster,
-    dump_asset_key,
-    dump_metadata,
-    retry_policy,
+from .config import DatabaseConfig, PatinaConfig, UnknownDatabaseError
+from .defs.dumps.assets import dump_asset_key
+from .defs.dumps.jobs import NIGHTLY_JOB
+from .defs.on_demand.jobs import (
+    BACKUP_JOBS,
+    DAY_TAG,
+    MAX_REASON_LENGTH,
+    ON_DEMAND_JOB,
+    REASON_TAG,
+    REQUESTED_BY_TAG,
+    backup_op_name,
+    today,
 )
-from .launching import (
-    child_environment,
-    failure_reason,
-    launch,
-    wait_until_ended,
-    wait_until_started,
-)
-from .resources import BucketResource, CloudflareResource
-from .schedules import NIGHTLY_JOB
-
-ON_DEMAND_JOB = "on_demand_backup"
-REASON_TAG = "patina/reason"
-DAY_TAG = "patina/day"
-REQUESTED_BY_TAG = "patina/requested_by"
-BACKUP_JOBS = (NIGHTLY_JOB, ON_DEMAND_JOB)
-MAX_REASON_LENGTH = 500
-
-
-# --------------------------------------------------------------------------------------------------
-# The job
-# --------------------------------------------------------------------------------------------------
-
-
-def backup_op_name(database: DatabaseConfig) -> str:
-    return f"backup_{database.asset_name}"
-
-
-def build_backup_op(database: DatabaseConfig, config: PatinaConfig) -> dg.OpDefinition:
-    @dg.op(
-        name=backup_op_name(database),
-        description=f"Back up {database.name} now, as today's backup (the run tag {REASON_TAG} says why).",
-        out=dg.Out(dg.Nothing),
-        pool=EXPORT_POOL,
-        retry_policy=retry_policy(config.dump),
-        tags={"priority": database.priority},
-    )
-    def backup_now(context: dg.OpExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource) -> None:
-        day = context.run.tags.get(DAY_TAG) or today()
-        store = bucket.store()
-        manifest, result = back_up_in_dagster(context, database, day, store, cloudflare, config)
-        reason = context.run.tags.get(REASON_TAG)
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=dump_asset_key(database),
-                partition=day,
-                description=f"On-demand backup{': ' + reason if reason else ''}",
-                metadata={
-                    **dump_metadata(manifest, result, store.bucket.uri(manifest.key)),
-                    "on_demand": True,
-                    "reason": reason or "",
-                },
-            )
-        )
-
-    return backup_now
-
-
-def build_on_demand_job(config: PatinaConfig) -> dg.JobDefinition:
-    """Every database's op; ``op_selection`` picks some. Exports share the nightly's pool and concurrency."""
-    ops = [build_backup_op(db, config) for db in config.by_priority()]
-    return dg.GraphDefinition(
-        name=ON_DEMAND_JOB,
-        node_defs=ops,
-        description="Back up some or all databases now, as today's backup (patina trigger, POST /trigger).",
-    ).to_job(
-        executor_def=dg.multiprocess_executor.configured({"max_concurrent": config.dump.concurrency}),
-        tags={"dagster/max_runtime": str(6 * 3600)},
-    )
-
-
-def today() -> str:
-    return datetime.now(UTC).date().isoformat()
-
+from .defs.policies import PARTITION_TAG
+from .launching import child_environment, failure_reason, launch, wait_until_ended, wait_until_started
+from .status import JobRun, Orchestrator, unavailable
 
 # --------------------------------------------------------------------------------------------------
 # Triggering
@@ -217,7 +144,7 @@ def open_instance(env=os.environ) -> Iterator[tuple[dg.DagsterInstance | None, s
 
 def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
     """(name, cron, timezone) of each of the code location's schedules."""
-    from . import build_definitions
+    from .defs import build_definitions
 
     return [
         (schedule.name, schedule.cron_schedule, schedule.execution_timezone or "UTC")
@@ -227,13 +154,55 @@ def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
 
 
 def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -> dict[str, datetime]:
-    """When each schedule fires next."""
-    from dagster._utils.schedules import (
-        get_next_cron_tick,  # the one helper Dagster has for this
-    )
-
+    """When each schedule fires next (Dagster has no public helper for this; see `next_cron_tick`)."""
     now = now or datetime.now(UTC)
-    return {name: get_next_cron_tick(cron, now, tz).astimezone(UTC) for name, cron, tz in crons}
+    return {name: next_cron_tick(cron, now, tz) for name, cron, tz in crons}
+
+
+def next_cron_tick(cron: str, after: datetime, timezone: str = "UTC") -> datetime:
+    """The first minute at or after `after` that a five-field cron matches in `timezone`, in UTC (as Dagster's
+    scheduler counts: a moment exactly on a tick is that tick).
+
+    Enough cron for the schedules Patina builds (numbers, `*`, lists, ranges and steps; day of week 0-7 with
+    Sunday 0 or 7; day of month and day of week both restricted means either, as cron does). Steps through
+    wall-clock time (aware datetimes add in wall time), skipping whole months, days and hours that cannot match."""
+    minute, hour, dom, month, dow = cron.split()
+    minutes, hours = _cron_field(minute, 0, 59), _cron_field(hour, 0, 23)
+    days, months = _cron_field(dom, 1, 31), _cron_field(month, 1, 12)
+    days_of_week = {d % 7 for d in _cron_field(dow, 0, 7)}
+    either = dom != "*" and dow != "*"
+    moment = after.astimezone(ZoneInfo(timezone))
+    if moment.second or moment.microsecond:
+        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for _ in range(100_000):
+        dom_ok, dow_ok = moment.day in days, (moment.isoweekday() % 7) in days_of_week
+        if moment.month not in months:
+            moment = (moment.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
+        elif not ((dom_ok or dow_ok) if either else (dom_ok and dow_ok)):
+            moment = moment.replace(hour=0, minute=0) + timedelta(days=1)
+        elif moment.hour not in hours:
+            moment = moment.replace(minute=0) + timedelta(hours=1)
+        elif moment.minute not in minutes:
+            moment += timedelta(minutes=1)
+        else:
+            return moment.astimezone(UTC)
+    raise ValueError(f"the cron {cron!r} never fires")
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            start, end = low, high
+        elif "-" in span:
+            start, end = (int(x) for x in span.split("-"))
+        else:
+            start = end = int(span)
+            if step:
+                end = high
+        values.update(range(start, end + 1, int(step or 1)))
+    return values
 
 
 class DagsterView:
@@ -296,7 +265,7 @@ def _job_run(config: PatinaConfig, instance: dg.DagsterInstance, record) -> JobR
         run_id=run.run_id,
         job=run.job_name,
         status=run.status.value,
-        day=run.tags.get("dagster/partition") or run.tags.get(DAY_TAG),
+        day=run.tags.get(PARTITION_TAG) or run.tags.get(DAY_TAG),
         started_at=started or record.create_timestamp,
         ended_at=ended,
         databases_ok=tuple(sorted(set(ok))),

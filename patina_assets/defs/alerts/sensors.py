@@ -28,7 +28,7 @@ Like Dagster's run status sensors, a new sensor starts at the newest record: it 
 
 Webhook URLs are read from the environment variables named by ``alerts.discord_webhook_env`` and
 ``alerts.webhook_env`` at each tick, the email login from ``alerts.email.*_env`` when a message is sent;
-they appear in no log line, cursor, skip message or error. ``defs/watch.py`` adds the freshness watch
+they appear in no log line, cursor, skip message or error. ``defs/alerts/watch.py`` adds the freshness watch
 (stale backups, missed nights) and the stuck-run watch, delivering through the same outbox machinery.
 """
 
@@ -41,14 +41,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
-from dagster._core.storage.tags import (
-    PARTITION_NAME_TAG,
-    ROOT_RUN_ID_TAG,
-    WILL_RETRY_TAG,
-)
 
-from ..alerts import (
+from ...config import PatinaConfig
+from ...notifications import (
     Alert,
     Channels,
     CheckFailure,
@@ -59,11 +54,11 @@ from ..alerts import (
     RunSummary,
     pending,
 )
-from ..config import PatinaConfig
-from .archives import ARCHIVE_KEY, WEEKLY_JOB
-from .dumps import dump_asset_key
-from .on_demand import ON_DEMAND_JOB, backup_op_name
-from .schedules import NIGHTLY_JOB
+from ..archives.assets import ARCHIVE_KEY, WEEKLY_JOB
+from ..dumps.assets import dump_asset_key
+from ..dumps.jobs import NIGHTLY_JOB
+from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
+from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 
 RUN_ALERTS_SENSOR = "patina_run_alerts"
 CHECK_ALERTS_SENSOR = "patina_check_alerts"
@@ -84,9 +79,8 @@ ALERTED_JOBS: Mapping[str, AlertedJob] = {
     WEEKLY_JOB: AlertedJob("Weekly Archive", "Archives"),
     ON_DEMAND_JOB: AlertedJob("On-demand Backup", "Databases"),
 }
-BACKFILL_TAG = "dagster/backfill"
 
-FINISHED = (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_CANCELED)
+FINISHED = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_CANCELED)
 #: Run outcomes that get the run message: a nightly run stopped at its max runtime is cancelled, not failed.
 ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 #: Runs read per tick; the rest wait for the next tick (the cursor only moves past what was read).
@@ -98,14 +92,14 @@ DELIVERY_SECONDS_PER_TICK = 30.0
 STREAK_LOOKBACK = 100
 
 _RUN_EVENTS = {
-    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-    DagsterEventType.STEP_START,
-    DagsterEventType.STEP_UP_FOR_RETRY,
-    DagsterEventType.ASSET_MATERIALIZATION,
-    DagsterEventType.STEP_FAILURE,
-    DagsterEventType.RUN_FAILURE,
-    DagsterEventType.RUN_CANCELED,
-    DagsterEventType.ASSET_CHECK_EVALUATION,
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    dg.DagsterEventType.STEP_START,
+    dg.DagsterEventType.STEP_UP_FOR_RETRY,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
 }
 
 
@@ -179,30 +173,30 @@ def read_run(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunFacts:
         if event is None:
             continue
         kind = event.event_type
-        if kind == DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
             facts.planned.setdefault(event.asset_key, event.step_key)
-        elif kind == DagsterEventType.STEP_START and event.step_key:
+        elif kind == dg.DagsterEventType.STEP_START and event.step_key:
             facts.started.add(event.step_key)
-        elif kind == DagsterEventType.STEP_UP_FOR_RETRY and event.step_key:
+        elif kind == dg.DagsterEventType.STEP_UP_FOR_RETRY and event.step_key:
             data = event.event_specific_data
             if data is not None and data.error is not None:
                 retried[event.step_key] = _error_text(data.error)
-        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
             facts.materialized[event.asset_key] = event.step_materialization_data.materialization.metadata
-        elif kind == DagsterEventType.STEP_FAILURE and event.step_key:
+        elif kind == dg.DagsterEventType.STEP_FAILURE and event.step_key:
             data = event.step_failure_data
             described = data.user_failure_data.description if data.user_failure_data else None
             cause = _error_text(data.error)
             if not described and _is_retry_wrapper(data.error) and cause == _RETRIES_EXHAUSTED:
                 cause = retried.get(event.step_key, cause)  # no cause attached: the last retried attempt's
             facts.step_errors[event.step_key] = described or cause
-        elif kind == DagsterEventType.RUN_FAILURE:
+        elif kind == dg.DagsterEventType.RUN_FAILURE:
             data = event.job_failure_data
             facts.run_error = _error_text(data.error) if data and data.error else (event.message or entry.user_message)
-        elif kind == DagsterEventType.RUN_CANCELED:
+        elif kind == dg.DagsterEventType.RUN_CANCELED:
             reason = event.message or entry.user_message
             facts.run_error = f"canceled: {reason}" if reason else "canceled"
-        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             facts.checks.append(event.event_specific_data)
     return facts
 
@@ -326,7 +320,7 @@ class Alerting:
             outcomes=tuple(outcomes),
             finished_at=facts.finished_at,
             duration_seconds=facts.duration_seconds,
-            partition=run.tags.get(PARTITION_NAME_TAG),
+            partition=run.tags.get(PARTITION_TAG),
             will_retry=failed and run.tags.get(WILL_RETRY_TAG) == "true",
             run_failed=failed,
             run_error=(facts.run_error or "the run failed") if failed else None,
@@ -381,7 +375,7 @@ class Alerting:
             if evaluation.passed or (severity != "ERROR" and not self.settings.warn_on_check_warnings):
                 continue
             name, label = self.database(evaluation.asset_key)
-            partition = evaluation.partition or facts.run.tags.get(PARTITION_NAME_TAG)
+            partition = evaluation.partition or facts.run.tags.get(PARTITION_TAG)
             alert = CheckFailure(
                 job_id=facts.run.run_id,
                 check_name=evaluation.check_name,
@@ -426,7 +420,7 @@ def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) 
     # The storage's query, which the (deprecated) instance.fetch_planned_materializations wraps; newest first.
     planned = list(
         instance.event_log_storage.get_event_records(
-            dg.EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
+            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
             limit=STREAK_LOOKBACK,
             ascending=False,
         )
@@ -501,7 +495,7 @@ class AlertCursor:
             return None  # unreadable: start again from now, like a new sensor
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, event_type: DagsterEventType) -> int:
+def _latest_storage_id(instance: dg.DagsterInstance, event_type: dg.DagsterEventType) -> int:
     records = instance.fetch_run_status_changes(event_type, limit=1).records
     return records[0].storage_id if records else -1
 

@@ -33,10 +33,10 @@ checked is in each result's metadata, and in the run's `dagster/partition` tag.
 # No `from __future__ import annotations` here: Dagster reads the `context` annotation of a check function.
 import dagster as dg
 
-from ..config import DatabaseConfig, PatinaConfig
-from ..storage import LATE_AFTER, BackupStore, CorruptManifest, Manifest, StorageError, daily_verification_key
-from ..units import human_bytes
-from ..verify import (
+from ...config import DatabaseConfig, PatinaConfig
+from ...storage import LATE_AFTER, BackupStore, CorruptManifest, Manifest, StorageError, daily_verification_key
+from ...units import human_bytes
+from ...verify import (
     HISTORY_WINDOW,
     MIN_HISTORY,
     SIZE_TOO_LARGE,
@@ -51,8 +51,9 @@ from ..verify import (
     verification_record,
     verify_restore,
 )
-from .dumps import dump_asset_key, late_summary, retry_policy
-from .resources import BucketResource
+from ..policies import retry_policy
+from ..resources import BucketResource
+from .assets import dump_asset_key, late_summary
 
 RESTORE_VERIFICATION = "restore_verification"
 SIZE_ANOMALY = "size_anomaly"

@@ -9,31 +9,15 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..backup import LateBackfillRefused, back_up
-from ..config import DatabaseConfig, DumpConfig, PatinaConfig
-from ..engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult, TimeTravelUnavailable
-from ..storage import BackupStore, Manifest, StorageError
-from ..units import human_bytes
-from .resources import BucketResource, CloudflareResource
+from ...backup import LateBackfillRefused, back_up
+from ...config import DatabaseConfig, PatinaConfig
+from ...engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult, TimeTravelUnavailable
+from ...storage import BackupStore, Manifest, StorageError
+from ...units import human_bytes
+from ..policies import EXPORT_POOL, daily_partitions, retry_policy
+from ..resources import BucketResource, CloudflareResource
 
-EXPORT_POOL = "d1_export"
 DUMPS_GROUP = "dumps"
-
-
-def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
-    """Transient trouble (rate limits, 5xx, a bucket that hiccups) passes with time. The engine already
-    retried each request; these are whole-dump retries, spaced out. Errors that retrying cannot fix
-    (a bad token, a missing database) raise `Failure(allow_retries=False)` instead."""
-    return dg.RetryPolicy(
-        max_retries=settings.retries,
-        delay=settings.retry_delay_seconds,
-        backoff=dg.Backoff.EXPONENTIAL,
-        jitter=dg.Jitter.PLUS_MINUS if settings.retry_delay_seconds else None,
-    )
-
-
-def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=config.start_date.isoformat(), timezone="UTC")
 
 
 def dump_asset_key(database: DatabaseConfig) -> dg.AssetKey:

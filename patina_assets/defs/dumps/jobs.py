@@ -21,7 +21,7 @@ def nightly_job(
         selection=dg.AssetSelection.assets(*dump_assets),
         executor_def=dg.multiprocess_executor.configured({"max_concurrent": concurrency}),
         description="Dump every configured database for one day and store the dumps with their manifests.",
-        tags={"dagster/max_runtime": str(max_runtime_seconds)},
+        tags={dg.MAX_RUNTIME_SECONDS_TAG: str(max_runtime_seconds)},
     )
 
 

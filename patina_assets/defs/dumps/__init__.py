@@ -1,0 +1,22 @@
+"""Nightly dumps: one daily-partitioned asset per database (assets), the checks on each dump (checks), and the
+nightly job with its 03:00 UTC schedule (jobs)."""
+
+import dagster as dg
+
+from ...config import PatinaConfig
+from ...watch import run_bounds
+from .assets import build_dump_assets
+from .checks import build_dump_checks
+from .jobs import nightly_job, nightly_schedule
+
+
+def build_definitions(config: PatinaConfig) -> dg.Definitions:
+    """The dump assets, their checks, the nightly job and its schedule."""
+    dump_assets = build_dump_assets(config)
+    job = nightly_job(dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds)
+    return dg.Definitions(
+        assets=dump_assets,
+        asset_checks=build_dump_checks(config),
+        jobs=[job],
+        schedules=[nightly_schedule(job)],
+    )
