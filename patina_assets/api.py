@@ -50,7 +50,6 @@ from .catalog import BackupNotFound, Catalog, iso, list_document
 from .config import PatinaConfig
 from .engine.errors import PatinaError
 from .guide import restore_guide
-from .orchestrator import DagsterView, check_request, open_instance, trigger_backup
 from .status import Orchestrator, Snapshot, unavailable
 from .storage import InvalidKey, StorageError, format_day
 
@@ -520,6 +519,8 @@ async def _trigger(request: Request) -> Response:
                 f"configured: {', '.join(state.config.names)}",
             )
     try:
+        from .orchestrator import check_request
+
         check_request(state.config, databases or None, reason)  # before the reason goes into the audit line
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
@@ -565,6 +566,8 @@ def serve(config: PatinaConfig, host: str = "127.0.0.1", port: int = 8080, env: 
         logger.warning(warning)
     shared = Catalog.for_config(config, env)
     audit = AuditLog.from_env(env, lambda: shared.store.bucket)
+    from .orchestrator import DagsterView, open_instance, trigger_backup
+
     with open_instance(env) as (instance, detail):
         view = DagsterView(config, instance, detail)
 

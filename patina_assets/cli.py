@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,8 +23,17 @@ from .cli_support import (
     refuse_overwrite,
 )
 from .engine import PatinaError, dump_database, open_source, restore_dump
-from .orchestrator import DagsterView, open_instance, trigger_backup
-from .watch import health
+from .recovery import (
+    D1_SOURCES,
+    LATEST,
+    all_targets,
+    check_d1_targets_empty,
+    import_into_d1,
+    is_d1_target,
+    parse_d1_target,
+    plan_restore_all,
+    restore_all,
+)
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -35,9 +43,7 @@ if TYPE_CHECKING:
 # then carries only the engine (its benchmark's memory goal is 64 MB).
 
 #: ``restore --all DAY --to d1-sources``: each database into its own configured d1:// source.
-D1_SOURCES = "d1-sources"
 #: In place of a DAY: the newest verified backup by capture time (``--any``: the newest that is not damaged).
-LATEST = "latest"
 
 
 class Progress:
@@ -252,17 +258,13 @@ def _iso(moment) -> str | None:
     return iso(moment)
 
 
-def is_d1_target(target: str) -> bool:
-    return target.startswith("d1:")
-
-
 def _to_d1(
     config: PatinaConfig, dump: Path, target: str, args: argparse.Namespace, *, label: str, confirmed: bool = False
 ) -> int:
-    account, database_id = _parse_d1_target(target)
+    account, database_id = parse_d1_target(target)
     if not confirmed:
         _confirm([(label, target)], args)
-    result = _import_into_d1(config, dump, account, database_id)
+    result = import_into_d1(config, dump, account, database_id)
     if args.json:
         print(json.dumps({"restored": label, **result.to_dict()}, indent=2))
     else:
@@ -271,33 +273,6 @@ def _to_d1(
             f"match the dump; undo with `wrangler d1 time-travel restore DB --bookmark={result.at_bookmark}`"
         )
     return 0
-
-
-def _import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id: str):
-    from .engine.d1_import import import_dump
-    from .engine.restore import DumpReader
-
-    reader = DumpReader(dump)
-    for _ in reader.parts():  # the footer's sha256 and each table's row count, before anything is sent
-        pass
-    return import_dump(
-        dump,
-        account,
-        database_id,
-        token=config.cloudflare.api_token(os.environ),
-        api_url=config.cloudflare.api_url,
-        expected_rows=reader.expected_rows,
-        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
-    )
-
-
-def _parse_d1_target(target: str) -> tuple[str, str]:
-    from .config import parse_d1_source
-
-    try:
-        return parse_d1_source(target)
-    except ValueError as exc:
-        raise ValueError(f"--to {target}: {exc}") from None
 
 
 def _confirm(targets: list[tuple[str, str]], args: argparse.Namespace) -> None:
@@ -322,72 +297,21 @@ def _confirm(targets: list[tuple[str, str]], args: argparse.Namespace) -> None:
 
 
 def _restore_all(args: argparse.Namespace) -> int:
-    """``patina restore --all DAY --to ...``: every database, critical first, stopping at the first failure."""
-    from .catalog import BackupNotFound
+    """``patina restore --all DAY --to ...``: every database, critical first, stopping at the first failure
+    (the work is `recovery.restore_all`; here, the confirmation and the report)."""
     from .status import table
-    from .storage import StorageError
 
     day = args.all if args.all == LATEST else _day(args.all, "restore --all DAY")
     config = _config(args)
     catalog = _catalog(config)
-    targets = _all_targets(config, args.to)
-    databases = config.by_priority()
-    plan = []
-    missing = []
-    for db in databases:
-        try:
-            backup = (
-                catalog.latest(db.name, source=args.source, any_status=args.any)
-                if day == LATEST
-                else catalog.find(day, db.name, source=args.source, any_status=args.any)
-            )
-            plan.append((db, backup, targets[db.name]))
-        except BackupNotFound:
-            missing.append(db.name)
-    if missing:
-        raise PatinaError(
-            f"nothing was restored: no backup of {', '.join(missing)} on {day} "
-            f"(`patina list --date {day}` shows what that day has; choose another day, or restore "
-            "databases one by one with `patina restore DAY DB --to ...`)"
-        )
-    exists = [str(t) for _, _, t in plan if not is_d1_target(str(t)) and Path(t).exists()]
-    if exists:
-        raise ValueError(f"nothing was restored: {', '.join(exists)} already exist(s); restore never overwrites")
+    targets = all_targets(config, args.to)
+    plan = plan_restore_all(config, catalog, day, targets, source=args.source, any_status=args.any)
     d1 = [(db.name, str(t)) for db, _, t in plan if is_d1_target(str(t))]
     if d1:
         _confirm(d1, args)
-        _check_d1_targets_empty(config, d1)
-    done: list[dict] = []
-    failure: dict | None = None
-    for db, backup, target in plan:
-        started = time.monotonic()
-        try:
-            with tempfile.TemporaryDirectory(prefix="patina-restore-") as tmp:
-                dump = catalog.download(backup, Path(tmp) / backup.filename)
-                if is_d1_target(str(target)):
-                    account, database_id = _parse_d1_target(str(target))
-                    detail = f"{_import_into_d1(config, dump, account, database_id).num_queries} statements"
-                else:
-                    report = restore_dump(
-                        dump, Path(target), allow_foreign_key_violations=args.allow_foreign_key_violations
-                    )
-                    detail = f"{sum(report.table_rows.values()):,} rows"
-        except (PatinaError, StorageError, ValueError) as exc:
-            failure = {"database": db.name, "priority": db.priority, "target": str(target), "error": str(exc)}
-            break
-        done.append(
-            {
-                "database": db.name,
-                "priority": db.priority,
-                "target": str(target),
-                "from": backup.where,
-                "date": backup.day,
-                "verification": backup.status,
-                "detail": detail,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
-    not_attempted = [db.name for db, _, _ in plan[len(done) + (1 if failure else 0) :]]
+        check_d1_targets_empty(config, d1)
+    result = restore_all(config, catalog, day, plan, allow_foreign_key_violations=args.allow_foreign_key_violations)
+    done, failure, not_attempted = result.done, result.failure, result.not_attempted
     if args.json:
         print(json.dumps({"date": day, "restored": done, "failed": failure, "notAttempted": not_attempted}, indent=2))
     else:
@@ -403,78 +327,6 @@ def _restore_all(args: argparse.Namespace) -> int:
             print(f"\nstopped at {failure['database']}: {failure['error']}")
             print(f"fix it, then restore the rest one by one (patina restore {day} DB --to ...), in the order above")
     return 1 if failure else 0
-
-
-def _check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]]) -> None:
-    """Every D1 target must exist and be empty before the first one is written (a dump has no DROP TABLE)."""
-    from .engine.d1_import import D1Importer
-
-    token = config.cloudflare.api_token(os.environ)
-    busy = []
-    for name, target in targets:
-        account, database_id = _parse_d1_target(target)
-        with D1Importer(
-            account,
-            database_id,
-            token=token,
-            api_url=config.cloudflare.api_url,
-            requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
-        ) as importer:
-            tables = importer.tables_in()
-        if tables:
-            busy.append(f"{name} -> {target} ({len(tables)} tables)")
-    if busy:
-        raise PatinaError(
-            f"nothing was restored: these targets are not empty: {'; '.join(busy)}. A dump restores "
-            "into an EMPTY database (it has no DROP TABLE): create new ones with `wrangler d1 create`"
-        )
-
-
-def _all_targets(config: PatinaConfig, to: str) -> dict[str, str | Path]:
-    """Where each database goes: ``DIR`` (DIR/<db>.sqlite), ``d1-sources`` (each database's own configured
-    d1:// source) or a mapping file (YAML or JSON: database -> d1://ACCOUNT/ID or a .sqlite path)."""
-    import yaml
-
-    names = config.names
-    if to == D1_SOURCES:
-        not_d1 = [db.name for db in config.databases if not db.is_d1]
-        if not_d1:
-            raise ValueError(
-                f"--to {D1_SOURCES}: {', '.join(not_d1)} have no d1:// source in the config; give a "
-                "mapping file instead (database: d1://ACCOUNT_ID/DATABASE_ID)"
-            )
-        return {db.name: f"d1://{db.account_id}/{db.database_id}" for db in config.databases}
-    path = Path(to)
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        try:
-            mapping = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"--to {to}: cannot read the mapping file ({exc})") from None
-        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-            raise ValueError(
-                f"--to {to}: expected a mapping of database name to d1://ACCOUNT_ID/DATABASE_ID or a .sqlite path"
-            )
-        unknown = sorted(set(map(str, mapping)) - set(names))
-        lacking = [name for name in names if name not in mapping]
-        if unknown or lacking:
-            raise ValueError(
-                f"--to {to}: "
-                + "; ".join(
-                    ([f"unknown database(s) {', '.join(unknown)}"] if unknown else [])
-                    + ([f"no target for {', '.join(lacking)}"] if lacking else [])
-                )
-                + f" (configured: {', '.join(names)})"
-            )
-        for target in mapping.values():
-            if is_d1_target(target):
-                _parse_d1_target(target)
-        return {name: (target if is_d1_target(target) else path.parent / target) for name, target in mapping.items()}
-    if path.exists() and not path.is_dir():
-        raise ValueError(
-            f"--to {to}: not a directory; give a directory for DIR/<db>.sqlite, {D1_SOURCES}, or a "
-            ".yaml/.json mapping file"
-        )
-    return {name: path / f"{name}.sqlite" for name in names}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,6 +407,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"error: {exc}")
             return 2
         raise
+    from .orchestrator import DagsterView, open_instance
+    from .watch import health
+
     with open_instance() as (instance, detail):
         orchestrator = DagsterView(config, instance, detail).read()
     snapshot = Snapshot.take(config, catalog, orchestrator)
@@ -585,6 +440,8 @@ def _cmd_restore_guide(args: argparse.Namespace) -> int:
 def _cmd_trigger(args: argparse.Namespace) -> int:
 
     config = _config(args)
+    from .orchestrator import open_instance, trigger_backup
+
     with open_instance() as (instance, detail):
         if instance is None:
             raise PatinaError(
