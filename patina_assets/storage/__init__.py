@@ -7,7 +7,8 @@ Plain Python (no Dagster here, so the restore tooling and the tests can use it a
 * ``layout``: every key and generation in the bucket, and the one table of dump formats.
 * ``manifests``: what a daily backup's manifest holds, and the restore-verification record.
 * ``publish``: the one publish step (an object, then the manifest that names it, confirmed by reading back).
-* ``store``: ``BackupStore``, the daily backups on a bucket (save, list, find, reconcile).
+* ``store``: ``BackupStore``, the daily backups on a bucket (save, list, find, orphans), and ``open_bucket``,
+  the one factory of buckets.
 
 Everything is importable from ``patina_assets.storage`` itself.
 """
@@ -31,7 +32,6 @@ from .buckets import (
     StorageIntegrityError,
     StorageObjectNotFound,
     StorageUnavailable,
-    open_bucket,
     validate_key,
     validate_prefix,
 )
@@ -94,6 +94,7 @@ from .s3 import (
 from .store import (
     BackupStore,
     DailyInventory,
+    open_bucket,
 )
 
 __all__ = [

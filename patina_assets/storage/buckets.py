@@ -190,26 +190,3 @@ def _source_size(path: Path | str) -> int:
         return os.stat(path).st_size
     except OSError as exc:
         raise StorageError(f"cannot read the file to upload {str(path)!r}: {exc.strerror or exc}") from exc
-
-
-def open_bucket(
-    *,
-    local_path: str | Path | None = None,
-    create: bool = True,
-    s3_bucket: str | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    access_key_id: str | None = None,
-    secret_access_key: str | None = None,
-    prefix: str = "",
-    part_size: int = DEFAULT_PART_SIZE,
-) -> Bucket:
-    """The one factory of buckets (the command line, `patina serve` and the Dagster resources use it): a
-    directory (``local_path``; ``create=False`` refuses one that does not exist) or an S3 API bucket."""
-    from .local import LocalBucket
-    from .s3 import S3Bucket, make_s3_client
-
-    if s3_bucket is None:
-        return LocalBucket(local_path, create=create)
-    client = make_s3_client(endpoint_url, region, access_key_id, secret_access_key)
-    return S3Bucket(client, s3_bucket, prefix=prefix, part_size=part_size)

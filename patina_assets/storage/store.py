@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from .buckets import (
     _COPY_BUFFER,
+    DEFAULT_PART_SIZE,
     Bucket,
     CorruptManifest,
     InvalidKey,
@@ -41,10 +42,32 @@ from .layout import (
     validate_database_name,
     validate_format,
 )
+from .local import LocalBucket
 from .manifests import NOT_VERIFIED, Manifest, VerificationRecord, read_verification, utc_timestamp
 from .publish import Publication, publish
+from .s3 import S3Bucket, make_s3_client
 
 logger = logging.getLogger(__name__)
+
+
+def open_bucket(
+    *,
+    local_path: str | Path | None = None,
+    create: bool = True,
+    s3_bucket: str | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    prefix: str = "",
+    part_size: int = DEFAULT_PART_SIZE,
+) -> Bucket:
+    """The one factory of buckets (the command line, `patina serve` and the Dagster resources use it): a
+    directory (``local_path``; ``create=False`` refuses one that does not exist) or an S3 API bucket."""
+    if s3_bucket is None:
+        return LocalBucket(local_path, create=create)
+    client = make_s3_client(endpoint_url, region, access_key_id, secret_access_key)
+    return S3Bucket(client, s3_bucket, prefix=prefix, part_size=part_size)
 
 
 @dataclass
