@@ -151,10 +151,9 @@ def main() -> None:
         child(*args.child)
         return
 
-    from patina_assets.archive import week_days
     from patina_assets.backup import Cloudflare, back_up
     from patina_assets.config import DatabaseConfig, DumpConfig
-    from patina_assets.storage import BackupStore, LocalBucket
+    from patina_assets.storage import BackupStore, LocalBucket, week_days
 
     rng = random.Random(4)
     with tempfile.TemporaryDirectory(prefix="patina-bench-") as tmp:

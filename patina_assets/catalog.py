@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from .archive import ArchiveStore, iter_tar, week_start_of
+from .archive import ArchiveStore, iter_tar
 from .config import PatinaConfig, RetentionConfig
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
@@ -59,6 +59,7 @@ from .storage import (
     parse_daily_key,
     parse_utc_timestamp,
     validate_database_name,
+    week_start_of,
 )
 from .units import human_bytes
 

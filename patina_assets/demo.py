@@ -19,13 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from .archive import week_start_of
 from .config import PatinaConfig, default_config
 from .defs import build_definitions
 from .defs.archives.assets import WEEKLY_JOB
 from .defs.dumps.jobs import NIGHTLY_JOB
 from .defs.resources import BucketResource
 from .demo_data import DEMO_DATABASE_NAMES, generate_demo_databases
+from .storage import week_start_of
 from .units import human_bytes
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -12,15 +12,13 @@ import logging
 from dataclasses import dataclass, field
 
 from . import leftovers
-from .archive import (
-    ArchiveStore,
-    validate_week,
-)
+from .archive import ArchiveStore
 from .storage import (
     AUDIT_PREFIX,
     daily_manifest_key,
     parse_daily_key,
     parse_weekly_key,
+    validate_week,
     weekly_manifest_key,
 )
 

@@ -23,18 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from .archive import (
-    ArchiveManifest,
-    ArchiveStore,
-    ArchiveVerification,
-    week_start_of,
-)
+from .archive import ArchiveStore, ArchiveVerification
 from .config import RetentionConfig
 from .storage import (
     DAILY_PREFIX,
     FAILED,
     VERIFIED,
     WEEKLY_PREFIX,
+    ArchiveManifest,
     BackupStore,
     Manifest,
     StorageError,
@@ -44,6 +40,7 @@ from .storage import (
     daily_verification_key,
     format_day,
     parse_weekly_key,
+    week_start_of,
 )
 
 logger = logging.getLogger(__name__)

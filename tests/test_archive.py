@@ -30,23 +30,18 @@ from support.archives import (  # noqa: F401 - fixtures, shared with the retenti
 from support.configs import small_database, write_config
 from support.s3_server import FaultProxy, create_bucket, moto_server
 
-from patina_assets.archive import (
-    INDEX_NAME,
-    ArchiveManifest,
-    ArchiveStore,
-    EmptyWeek,
-    read_archive_index,
-    validate_week,
-    week_days,
-    week_start_of,
-)
+from patina_assets.archive import INDEX_NAME, ArchiveStore, EmptyWeek, read_archive_index
 from patina_assets.backup import open_store
 from patina_assets.storage import (
+    ArchiveManifest,
     CorruptManifest,
     InvalidKey,
     StorageError,
     StorageIntegrityError,
     parse_weekly_key,
+    validate_week,
+    week_days,
+    week_start_of,
     weekly_manifest_key,
     weekly_verification_key,
 )
@@ -295,7 +290,7 @@ def test_verification_names_what_is_wrong(config, store, archives, damage, expec
         member = forged_index.members[0]
         extra_member = {**member.__dict__, "day": DAYS[2]}
         extra["members"] = extra["members"] + [extra_member]
-        from patina_assets.archive import ArchiveIndex
+        from patina_assets.storage import ArchiveIndex
 
         manifest = ArchiveManifest(
             ArchiveIndex.from_dict(extra, key="test"),

@@ -197,8 +197,8 @@ def test_a_damaged_daily_is_listed_as_damaged_and_restored_from_its_weekly_copy(
     import json
     import sqlite3
 
-    from patina_assets.archive import week_start_of
     from patina_assets.cli import main
+    from patina_assets.storage import week_start_of
 
     bucket = copy_of(filled("local"), tmp_path / "copy")
     catalog = Catalog.for_config(bucket.config)

@@ -8,7 +8,6 @@ from datetime import date, timedelta
 import pytest
 from support.archives import NAMES, archives, back_up_day, config, store  # noqa: F401 - fixtures
 
-from patina_assets.archive import week_days
 from patina_assets.config import RetentionConfig
 from patina_assets.reconciliation import RecordedBackups, reconcile
 from patina_assets.retention import apply_retention, daily_cutoff, plan_retention, weekly_cutoff
@@ -16,6 +15,7 @@ from patina_assets.storage import (
     VerificationRecord,
     daily_manifest_key,
     new_generation,
+    week_days,
     weekly_manifest_key,
     weekly_verification_key,
 )

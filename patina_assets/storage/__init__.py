@@ -36,6 +36,7 @@ from .buckets import (
     validate_prefix,
 )
 from .layout import (
+    ARCHIVE_CONTENT_TYPES,
     ARCHIVE_FORMATS,
     AUDIT_PREFIX,
     DAILY_PREFIX,
@@ -46,6 +47,7 @@ from .layout import (
     MANIFEST_SUFFIX,
     VERIFICATION_SUFFIX,
     WEEKLY_PREFIX,
+    ZSTD_WINDOW_LOG,
     DailyKey,
     WeeklyKey,
     daily_dump_key,
@@ -58,6 +60,9 @@ from .layout import (
     parse_weekly_key,
     validate_database_name,
     validate_format,
+    validate_week,
+    week_days,
+    week_start_of,
     weekly_archive_key,
     weekly_manifest_key,
     weekly_verification_key,
@@ -66,6 +71,7 @@ from .local import (
     LocalBucket,
 )
 from .manifests import (
+    ARCHIVE_SCHEMA_VERSION,
     DAMAGED,
     FAILED,
     LATE_AFTER,
@@ -73,6 +79,9 @@ from .manifests import (
     NOT_VERIFIED,
     VERIFICATION_SCHEMA_VERSION,
     VERIFIED,
+    ArchiveIndex,
+    ArchiveManifest,
+    ArchiveMember,
     Manifest,
     VerificationRecord,
     by_capture,
@@ -98,6 +107,15 @@ from .store import (
 )
 
 __all__ = [
+    "ARCHIVE_CONTENT_TYPES",
+    "ZSTD_WINDOW_LOG",
+    "validate_week",
+    "week_days",
+    "week_start_of",
+    "ARCHIVE_SCHEMA_VERSION",
+    "ArchiveIndex",
+    "ArchiveManifest",
+    "ArchiveMember",
     "ARCHIVE_FORMATS",
     "AUDIT_PREFIX",
     "BackupStore",

@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from ..engine.formats import FORMATS
 from .buckets import InvalidKey
@@ -154,6 +154,10 @@ def parse_daily_key(key: str) -> DailyKey | None:
 #   weekly/<week-start YYYY-MM-DD>.manifest.json             <- the archive counts once this exists
 #   weekly/<week-start>.<generation>.tar.zst (or .tar.gz)    <- the archive it names
 ARCHIVE_FORMATS: Mapping[str, str] = {"tar.zst": ".tar.zst", "tar.gz": ".tar.gz"}
+ARCHIVE_CONTENT_TYPES: Mapping[str, str] = {"tar.zst": "application/zstd", "tar.gz": "application/gzip"}
+#: 2**27 = 128 MiB: the window within which zstd finds yesterday's copy of a table.  Readers must allow it
+#: (``zstd -d --long=27``, ``ZstdDecompressor(max_window_size=2**27)``); 27 is also zstd's default limit.
+ZSTD_WINDOW_LOG = 27
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
@@ -205,3 +209,25 @@ def parse_weekly_key(key: str) -> WeeklyKey | None:
     if match["verification"]:
         return WeeklyKey(key=key, week=week, kind="verification")
     return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])
+
+
+def week_start_of(day: date | str) -> date:
+    """The Sunday that starts the (Sunday-to-Saturday) week holding ``day``."""
+    moment = date.fromisoformat(format_day(day))
+    return moment - timedelta(days=(moment.weekday() + 1) % 7)
+
+
+def validate_week(week: date | str) -> str:
+    """``YYYY-MM-DD`` of a week's Sunday; anything else raises ``InvalidKey``."""
+    text = format_day(week)
+    if week_start_of(text).isoformat() != text:
+        raise InvalidKey(
+            f"invalid week {text!r}: weeks are named by the Sunday they start on (that week: {week_start_of(text)})"
+        )
+    return text
+
+
+def week_days(week: date | str) -> list[str]:
+    """The seven days of a week, Sunday first."""
+    start = date.fromisoformat(validate_week(week))
+    return [(start + timedelta(days=i)).isoformat() for i in range(7)]

@@ -13,7 +13,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .buckets import Bucket, CorruptManifest, InvalidKey, StorageObjectNotFound
-from .layout import DATABASE_NAME, DUMP_FORMATS, format_day, parse_daily_key
+from .layout import (
+    ARCHIVE_FORMATS,
+    DATABASE_NAME,
+    DUMP_FORMATS,
+    ZSTD_WINDOW_LOG,
+    format_day,
+    parse_daily_key,
+    parse_weekly_key,
+    validate_database_name,
+    validate_week,
+    week_start_of,
+    weekly_manifest_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -398,3 +410,216 @@ def read_verification(bucket: Bucket, key: str) -> VerificationRecord | None:
     except CorruptManifest as exc:
         logger.warning("%s", exc)
         return None
+
+
+# -- weekly archives: the index inside each archive, and the manifest beside it ---------------------
+
+ARCHIVE_SCHEMA_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One daily backup inside an archive: its SQL and its daily manifest, with their digests."""
+
+    database: str
+    day: str
+    sql_bytes: int
+    sql_sha256: str
+    manifest_bytes: int
+    manifest_sha256: str
+    daily_key: str  # the stored dump it was taken from
+    tables: int
+    rows: int
+    captured_at: str | None = None  # when its data was read (archives built before it was recorded: None)
+
+    @property
+    def slot(self) -> tuple[str, str]:
+        """(day, database), as in ``DailyKey.slot``."""
+        return (self.day, self.database)
+
+    @property
+    def path(self) -> str:
+        return f"daily/{self.day}/{self.database}.sql"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"daily/{self.day}/{self.database}.manifest.json"
+
+
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """What an archive holds: stored inside it as ``index.json`` and in its manifest as ``index``.
+
+    ``days`` are the days the archive covers (the week's, from the first configured day on);
+    ``missing`` maps each database to the days it has no backup in the archive; ``skipped`` maps a daily
+    manifest key to why its backup was left out (its dump did not match its manifest).
+    """
+
+    week: str
+    format: str
+    days: tuple[str, ...]
+    databases: tuple[str, ...]
+    members: tuple[ArchiveMember, ...]
+    missing: Mapping[str, tuple[str, ...]]
+    skipped: Mapping[str, str]
+    created_at: str
+    dagster_run_id: str | None = None
+    patina_version: str = field(default_factory=patina_version)
+    schema_version: int = ARCHIVE_SCHEMA_VERSION
+
+    @property
+    def sql_bytes(self) -> int:
+        return sum(m.sql_bytes for m in self.members)
+
+    @property
+    def is_complete(self) -> bool:
+        return not any(self.missing.values())
+
+    def member(self, day: date | str, database: str) -> ArchiveMember | None:
+        slot = (format_day(day), database)
+        return next((m for m in self.members if m.slot == slot), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "week": self.week,
+            "format": self.format,
+            "days": list(self.days),
+            "databases": list(self.databases),
+            "members": [dataclasses.asdict(m) for m in self.members],
+            "missing": {db: list(days) for db, days in sorted(self.missing.items())},
+            "skipped": dict(sorted(self.skipped.items())),
+            "created_at": self.created_at,
+            "dagster_run_id": self.dagster_run_id,
+            "patina_version": self.patina_version,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, key: str) -> ArchiveIndex:
+        """Parse and validate; anything wrong raises ``CorruptManifest`` naming ``key``."""
+        try:
+            if not isinstance(data, dict):
+                raise ValueError("the index is not a JSON object")
+            if data.get("schema_version") != ARCHIVE_SCHEMA_VERSION:
+                raise ValueError(
+                    f"schema_version is {data.get('schema_version')!r}; this Patina reads version "
+                    f"{ARCHIVE_SCHEMA_VERSION} (a newer Patina may have written it: upgrade)"
+                )
+            week = validate_week(data["week"])
+            if data["format"] not in ARCHIVE_FORMATS:
+                raise ValueError(f"format {data['format']!r} is not one of {', '.join(ARCHIVE_FORMATS)}")
+            members = tuple(_member_from_dict(item) for item in data["members"])
+            days = tuple(format_day(d) for d in data["days"])
+            if any(week_start_of(d).isoformat() != week for d in days) or any(m.day not in days for m in members):
+                raise ValueError("a day or member lies outside the week")
+            if len({m.slot for m in members}) != len(members):
+                raise ValueError("a (day, database) appears twice")
+            return cls(
+                week=week,
+                format=data["format"],
+                days=days,
+                databases=tuple(validate_database_name(d) for d in data["databases"]),
+                members=members,
+                missing={
+                    validate_database_name(db): tuple(format_day(d) for d in missing_days)
+                    for db, missing_days in data["missing"].items()
+                },
+                skipped={str(k): str(v) for k, v in data["skipped"].items()},
+                created_at=_text(data["created_at"]),
+                dagster_run_id=data.get("dagster_run_id"),
+                patina_version=_text(data["patina_version"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            missing = f"lacks the field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CorruptManifest(f"archive index in {key} is invalid: {missing}") from None
+
+
+def _member_from_dict(item: Any) -> ArchiveMember:
+    names = [f.name for f in dataclasses.fields(ArchiveMember)]
+    member = ArchiveMember(**{name: item[name] if name != "captured_at" else item.get(name) for name in names})
+    validate_database_name(member.database)
+    format_day(member.day)
+    for name in ("sql_bytes", "manifest_bytes", "tables", "rows"):
+        value = getattr(member, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"member {member.path}: {name} must be an integer >= 0")
+    for name in ("sql_sha256", "manifest_sha256"):
+        if not isinstance(getattr(member, name), str) or not _SHA256.match(getattr(member, name)):
+            raise ValueError(f"member {member.path}: {name} must be 64 lowercase hex digits")
+    _text(member.daily_key)
+    return member
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ArchiveManifest:
+    """``weekly/<week>.manifest.json``: the stored archive (key, bytes, sha256) and its index."""
+
+    index: ArchiveIndex
+    key: str
+    bytes: int
+    sha256: str
+    created_at: str
+    zstd_window_log: int | None = ZSTD_WINDOW_LOG
+
+    @property
+    def week(self) -> str:
+        return self.index.week
+
+    @property
+    def format(self) -> str:
+        return self.index.format
+
+    def to_json(self) -> str:
+        data = {
+            "schema_version": ARCHIVE_SCHEMA_VERSION,
+            "week": self.week,
+            "key": self.key,
+            "format": self.format,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "zstd_window_log": self.zstd_window_log,
+            "index": self.index.to_dict(),
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, key: str) -> ArchiveManifest:
+        """Parse and validate; anything unreadable raises ``CorruptManifest`` naming ``key``."""
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptManifest(f"archive manifest {key} is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CorruptManifest(f"archive manifest {key} is not a JSON object")
+        index = ArchiveIndex.from_dict(data.get("index"), key=key)
+        parsed = parse_weekly_key(data.get("key") or "")
+        problems = []
+        if data.get("week") != index.week or key != weekly_manifest_key(index.week):
+            problems.append(f"it describes week {data.get('week')!r} (index: {index.week})")
+        if parsed is None or parsed.kind != "archive" or parsed.week != index.week or parsed.format != index.format:
+            problems.append(f"it names {data.get('key')!r}, which is not a {index.format} archive of that week")
+        if not isinstance(data.get("bytes"), int) or data["bytes"] <= 0:
+            problems.append("bytes must be a positive integer")
+        if not isinstance(data.get("sha256"), str) or not _SHA256.match(data["sha256"]):
+            problems.append("sha256 must be 64 lowercase hex digits")
+        if problems:
+            raise CorruptManifest(f"archive manifest {key} is invalid: " + "; ".join(problems))
+        return cls(
+            index=index,
+            key=data["key"],
+            bytes=data["bytes"],
+            sha256=data["sha256"],
+            created_at=str(data.get("created_at") or ""),
+            zstd_window_log=data.get("zstd_window_log"),
+        )

@@ -10,7 +10,7 @@ from support.archives import day_of_restored, flip_sql, make_source, rewrite_arc
 from support.configs import write_config
 from support.s3_server import create_bucket, moto_server
 
-from patina_assets.archive import ArchiveStore, week_days
+from patina_assets.archive import ArchiveStore
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
 from patina_assets.defs.archives.assets import (
@@ -26,7 +26,7 @@ from patina_assets.defs.archives.assets import (
 )
 from patina_assets.defs.archives.reconciliation import recorded_backups, recorded_partitions
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
-from patina_assets.storage import daily_manifest_key, new_generation
+from patina_assets.storage import daily_manifest_key, new_generation, week_days
 
 START = dt.date(2026, 1, 4)  # a Sunday
 NAMES = ["groveauth", "scout-db"]

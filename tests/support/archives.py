@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from patina_assets.archive import ArchiveManifest, ArchiveStore
+from patina_assets.archive import ArchiveStore
 from patina_assets.backup import Cloudflare, back_up, open_store
 from patina_assets.engine import restore_dump
-from patina_assets.storage import weekly_manifest_key
+from patina_assets.storage import ArchiveManifest, weekly_manifest_key
 
 from .configs import small_database, write_config
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 from pydantic import Field
 
-from ...archive import ArchiveStore, BuildOutcome, EmptyWeek, week_days, week_start_of
+from ...archive import ArchiveStore, BuildOutcome, EmptyWeek
 from ...config import PatinaConfig
 from ...retention import (
     RetentionPlan,
@@ -34,7 +34,7 @@ from ...retention import (
     apply_retention,
     plan_retention,
 )
-from ...storage import StorageError
+from ...storage import StorageError, week_days, week_start_of
 from ...units import human_bytes
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
