@@ -1,0 +1,190 @@
+"""Past one machine: one night of the six demo databases with its steps on two Celery workers (dagster-celery on
+the Redis broker at 127.0.0.1:6379), the Dagster instance in PostgreSQL, as deploy/celery/ and the README's
+"Past one machine" describe. The workers and the run are separate processes that share only the broker, the
+instance and the bucket, as they would on separate machines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import redis
+from support.compare import assert_same_database
+from support.configs import write_config
+
+from patina_assets.catalog import Catalog
+from patina_assets.defs.executors import (
+    BROKER_ENV_VAR,
+    EXECUTOR_ENV_VAR,
+    QUEUE_ENV_VAR,
+    RESULT_BACKEND_ENV_VAR,
+    ExecutorChoiceError,
+    executor_choice,
+    nightly_executor,
+)
+from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.demo_data import DEMO_DATABASE_NAMES, generate_demo_databases
+from patina_assets.engine import restore_dump
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+BROKER = "redis://127.0.0.1:6379/0"
+WORKER_READY_SECONDS = 120
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the local PostgreSQL server (trust auth), dropped afterwards."""
+    name = f"patina_celery_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(f"{POSTGRES}/postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def queue():
+    """A queue of this test's own on the shared broker, so no other worker takes its steps; removed afterwards."""
+    name = f"patina-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(BROKER)
+    client.delete(name, f"_kombu.binding.{name}")
+    client.close()
+
+
+@contextmanager
+def celery_worker(name: str, queue: str, env: dict[str, str], logs: Path) -> Iterator[str]:
+    """`celery -A dagster_celery.app worker` as deploy/celery documents it, in its own process group; yields its
+    node name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards."""
+    node = f"{name}@{socket.gethostname()}"
+    log = logs / f"{name}.log"
+    command = [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-Q", queue, "-n", node]
+    command += ["-c", "2", "--prefetch-multiplier", "1", "--without-mingle", "--without-gossip", "-l", "INFO"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    ready = threading.Event()
+
+    def drain() -> None:  # keeps the pipe from filling, writes the log, and hears the ready line
+        with log.open("w") as out:
+            for line in process.stdout:
+                out.write(line)
+                out.flush()
+                if f"{node} ready." in line:
+                    ready.set()
+        ready.set()  # the worker exited: stop waiting
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(WORKER_READY_SECONDS) and process.poll() is None, (
+            f"worker {node} did not start:\n{log.read_text()[-4000:]}"
+        )
+        yield node
+    finally:
+        process.terminate()  # warm shutdown: the worker stops its pool's processes itself
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(10)
+
+
+def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_path, postgres_url, queue):
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # what the 03:00 schedule would run
+    sources = generate_demo_databases(tmp_path / "sources", day)
+    config = write_config(tmp_path, [{"name": name, "source": str(path)} for name, path in sources.items()])
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "celery" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PATINA_CONFIG": str(tmp_path / "patina.yaml"),  # where write_config put it
+        "PATINA_POSTGRES_URL": postgres_url,
+        EXECUTOR_ENV_VAR: "celery",
+        BROKER_ENV_VAR: BROKER,
+        RESULT_BACKEND_ENV_VAR: BROKER,
+        QUEUE_ENV_VAR: queue,
+    }
+    os.environ["PATINA_POSTGRES_URL"] = postgres_url  # for this process's view of the instance
+    try:
+        # The schema is made once, before any worker or run connects.
+        dg.DagsterInstance.from_config(str(home)).dispose()
+        with ExitStack() as workers:
+            nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path)) for n in ("patina-a", "patina-b")}
+            night = subprocess.run(
+                [str(BIN / "dagster"), "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
+                + ["--tags", json.dumps({"dagster/partition": day.isoformat()})],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        assert night.returncode == 0, night.stdout[-4000:] + night.stderr[-4000:]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            (run,) = instance.get_runs()
+            assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == day.isoformat()
+            records = instance.get_records_for_run(run.run_id).records
+            events = [r.event_log_entry for r in records if r.event_log_entry.dagster_event is not None]
+            worker_of = {
+                e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+                for e in events
+                if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+                and "Celery worker" in e.dagster_event.engine_event_data.metadata
+            }
+            succeeded = {e.step_key for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS}
+            # Every step (six dumps and their checks) ran on a worker, and both workers took some.
+            assert len(succeeded) >= len(DEMO_DATABASE_NAMES) and succeeded == set(worker_of)
+            assert set(worker_of.values()) == nodes, worker_of
+            materialized = {
+                name: instance.get_latest_materialization_event(dg.AssetKey(["dumps", db.asset_name]))
+                for name, db in ((db.name, db) for db in config.databases)
+            }
+    finally:
+        del os.environ["PATINA_POSTGRES_URL"]
+    # Each of the night's dumps, fetched as an operator would, restores to exactly its source.
+    catalog = Catalog.for_config(config)
+    for name, event in materialized.items():
+        assert event.asset_materialization.partition == day.isoformat()
+        backup = catalog.find(day.isoformat(), name)
+        assert backup.key == event.asset_materialization.metadata["key"].value
+        dump = catalog.download(backup, tmp_path / "dumps" / backup.filename)
+        restore_dump(dump, tmp_path / "restored" / f"{name}.sqlite")
+        assert_same_database(sources[name], tmp_path / "restored" / f"{name}.sqlite", check_pragmas=False)
+
+
+def test_the_executor_is_multiprocess_unless_patina_executor_says_celery():
+    multiprocess = dg.multiprocess_executor.configured({"max_concurrent": 3})
+    assert nightly_executor(multiprocess, env={}) is multiprocess
+    assert nightly_executor(multiprocess, env={EXECUTOR_ENV_VAR: "multiprocess"}) is multiprocess
+    celery = nightly_executor(
+        multiprocess, env={EXECUTOR_ENV_VAR: "celery", BROKER_ENV_VAR: BROKER, RESULT_BACKEND_ENV_VAR: BROKER}
+    )
+    assert celery.name == "patina_celery"
+    with pytest.raises(ExecutorChoiceError, match="PATINA_EXECUTOR='kubernetes' names no executor.*multiprocess"):
+        executor_choice({EXECUTOR_ENV_VAR: "kubernetes"})
+    with pytest.raises(ExecutorChoiceError, match="needs CELERY_BROKER_URL and CELERY_RESULT_BACKEND"):
+        nightly_executor(multiprocess, env={EXECUTOR_ENV_VAR: "celery"})
