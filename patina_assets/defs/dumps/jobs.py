@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .executors import nightly_executor
+
 NIGHTLY_JOB = "nightly_backup"
 NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 # A whole night's run is stopped by run monitoring after this long (the default; build_definitions derives it
@@ -15,11 +17,12 @@ def nightly_job(
     dump_assets: list[dg.AssetsDefinition], concurrency: int, max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS
 ) -> dg.UnresolvedAssetJobDefinition:
     """Every database's dump for one day. `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps
-    exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills."""
+    exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills.
+    PATINA_EXECUTOR=celery runs the steps on Celery workers instead (executors.py)."""
     return dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.assets(*dump_assets),
-        executor_def=dg.multiprocess_executor.configured({"max_concurrent": concurrency}),
+        executor_def=nightly_executor(dg.multiprocess_executor.configured({"max_concurrent": concurrency})),
         description="Dump every configured database for one day and store the dumps with their manifests.",
         tags={dg.MAX_RUNTIME_SECONDS_TAG: str(max_runtime_seconds)},
     )
