@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import dagster as dg
 import psycopg2
 import pytest
 import redis
+from dagster_celery.core_execution_loop import DELEGATE_MARKER
 from support.compare import assert_same_database
 from support.configs import write_config
 
@@ -71,14 +73,23 @@ def queue():
     client.close()
 
 
+def worker_command(instance: str, queue: str) -> list[str]:
+    """deploy/celery/patina-worker@.service's ExecStart as systemd would run it for `patina-worker@<instance>`,
+    with this checkout's celery and the test's queue."""
+    unit = (ROOT / "deploy" / "celery" / "patina-worker@.service").read_text()
+    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    command = shlex.split(line.removeprefix("ExecStart=").replace("${PATINA_CELERY_QUEUE}", queue))
+    return [str(BIN / "celery")] + [arg.replace("%i", instance).replace("%%", "%") for arg in command[1:]]
+
+
 @contextmanager
-def celery_worker(name: str, queue: str, env: dict[str, str], logs: Path) -> Iterator[str]:
-    """`celery -A dagster_celery.app worker` as deploy/celery documents it, in its own process group; yields its
-    node name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards."""
-    node = f"{name}@{socket.gethostname()}"
-    log = logs / f"{name}.log"
-    command = [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-Q", queue, "-n", node]
-    command += ["-c", "2", "--prefetch-multiplier", "1", "--without-mingle", "--without-gossip", "-l", "INFO"]
+def celery_worker(instance: str, queue: str, env: dict[str, str], logs: Path) -> Iterator[str]:
+    """A worker as deploy/celery/patina-worker@.service starts it, in its own process group; yields its node
+    name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards."""
+    node = f"patina-{instance}@{socket.gethostname()}"
+    log = logs / f"worker-{instance}.log"
+    command = worker_command(instance, queue)
+    assert command[command.index("-n") + 1] == f"patina-{instance}@%h"
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -132,7 +143,7 @@ def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_pa
         # The schema is made once, before any worker or run connects.
         dg.DagsterInstance.from_config(str(home)).dispose()
         with ExitStack() as workers:
-            nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path)) for n in ("patina-a", "patina-b")}
+            nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path)) for n in ("a", "b")}
             night = subprocess.run(
                 [str(BIN / "dagster"), "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
                 + ["--tags", json.dumps({"dagster/partition": day.isoformat()})],
@@ -159,6 +170,22 @@ def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_pa
             # Every step (six dumps and their checks) ran on a worker, and both workers took some.
             assert len(succeeded) >= len(DEMO_DATABASE_NAMES) and succeeded == set(worker_of)
             assert set(worker_of.values()) == nodes, worker_of
+            # All six dumps are ready at once and the workers have four slots; the d1_export pool (dagster.yaml:
+            # 3) still caps them: a dump is handed to Celery only once it holds a slot of the pool.
+            dumps = {f"dumps__{db.asset_name}" for db in config.databases}
+            submitted = {
+                e.step_key: e.timestamp
+                for e in events
+                if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+                and e.dagster_event.engine_event_data.marker_start == DELEGATE_MARKER
+            }
+            done = {
+                e.step_key: e.timestamp
+                for e in events
+                if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+            }
+            at_once = max(sum(submitted[o] <= submitted[d] < done[o] for o in dumps) for d in dumps)
+            assert at_once == 3, {d: (submitted[d], done[d]) for d in dumps}
             materialized = {
                 name: instance.get_latest_materialization_event(dg.AssetKey(["dumps", db.asset_name]))
                 for name, db in ((db.name, db) for db in config.databases)
