@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -83,9 +84,12 @@ def worker_command(instance: str, queue: str) -> list[str]:
 
 
 @contextmanager
-def celery_worker(instance: str, queue: str, env: dict[str, str], logs: Path) -> Iterator[str]:
+def celery_worker(
+    instance: str, queue: str, env: dict[str, str], logs: Path, hear: Callable[[str], None]
+) -> Iterator[str]:
     """A worker as deploy/celery/patina-worker@.service starts it, in its own process group; yields its node
-    name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards."""
+    name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards. Every
+    line it logs (its pool processes' Dagster logs too) goes to `hear` as well."""
     node = f"patina-{instance}@{socket.gethostname()}"
     log = logs / f"worker-{instance}.log"
     command = worker_command(instance, queue)
@@ -100,6 +104,7 @@ def celery_worker(instance: str, queue: str, env: dict[str, str], logs: Path) ->
             for line in process.stdout:
                 out.write(line)
                 out.flush()
+                hear(line)
                 if f"{node} ready." in line:
                     ready.set()
         ready.set()  # the worker exited: stop waiting
@@ -121,7 +126,24 @@ def celery_worker(instance: str, queue: str, env: dict[str, str], logs: Path) ->
         reader.join(10)
 
 
-def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_path, postgres_url, queue):
+class StepKiller:
+    """Kills the process that runs `step` the first time a worker logs the step's start (Dagster's console
+    log, which names the process), as the OOM killer or a segfault would."""
+
+    def __init__(self, step: str):
+        self.started = re.compile(rf" - (\d+) - {re.escape(step)} - STEP_START - ")
+        self.killed: int | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        match = self.started.search(line)
+        with self.lock:
+            if match and self.killed is None:
+                self.killed = int(match.group(1))
+                os.kill(self.killed, signal.SIGKILL)
+
+
+def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_path, postgres_url, queue, monkeypatch):
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # what the 03:00 schedule would run
     sources = generate_demo_databases(tmp_path / "sources", day)
     config = write_config(tmp_path, [{"name": name, "source": str(path)} for name, path in sources.items()])
@@ -138,60 +160,68 @@ def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_pa
         RESULT_BACKEND_ENV_VAR: BROKER,
         QUEUE_ENV_VAR: queue,
     }
-    os.environ["PATINA_POSTGRES_URL"] = postgres_url  # for this process's view of the instance
-    try:
-        # The schema is made once, before any worker or run connects.
-        dg.DagsterInstance.from_config(str(home)).dispose()
-        with ExitStack() as workers:
-            nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path)) for n in ("a", "b")}
-            night = subprocess.run(
-                [str(BIN / "dagster"), "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
-                + ["--tags", json.dumps({"dagster/partition": day.isoformat()})],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-        assert night.returncode == 0, night.stdout[-4000:] + night.stderr[-4000:]
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            (run,) = instance.get_runs()
-            assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == day.isoformat()
-            records = instance.get_records_for_run(run.run_id).records
-            events = [r.event_log_entry for r in records if r.event_log_entry.dagster_event is not None]
-            worker_of = {
-                e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
-                for e in events
-                if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
-                and "Celery worker" in e.dagster_event.engine_event_data.metadata
-            }
-            succeeded = {e.step_key for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS}
-            # Every step (six dumps and their checks) ran on a worker, and both workers took some.
-            assert len(succeeded) >= len(DEMO_DATABASE_NAMES) and succeeded == set(worker_of)
-            assert set(worker_of.values()) == nodes, worker_of
-            # All six dumps are ready at once and the workers have four slots; the d1_export pool (dagster.yaml:
-            # 3) still caps them: a dump is handed to Celery only once it holds a slot of the pool.
-            dumps = {f"dumps__{db.asset_name}" for db in config.databases}
-            submitted = {
-                e.step_key: e.timestamp
-                for e in events
-                if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
-                and e.dagster_event.engine_event_data.marker_start == DELEGATE_MARKER
-            }
-            done = {
-                e.step_key: e.timestamp
-                for e in events
-                if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-            }
-            at_once = max(sum(submitted[o] <= submitted[d] < done[o] for o in dumps) for d in dumps)
-            assert at_once == 3, {d: (submitted[d], done[d]) for d in dumps}
-            materialized = {
-                name: instance.get_latest_materialization_event(dg.AssetKey(["dumps", db.asset_name]))
-                for name, db in ((db.name, db) for db in config.databases)
-            }
-    finally:
-        del os.environ["PATINA_POSTGRES_URL"]
+    monkeypatch.setenv("PATINA_POSTGRES_URL", postgres_url)  # for this process's view of the instance
+    # The schema is made once, before any worker or run connects.
+    dg.DagsterInstance.from_config(str(home)).dispose()
+    # The biggest dump's process is killed as the dump starts: the step is sent again and the night still succeeds.
+    killed_step = "dumps__grove_domain_jobs"
+    killer = StepKiller(killed_step)
+    with ExitStack() as workers:
+        nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path, killer)) for n in ("a", "b")}
+        night = subprocess.run(
+            [str(BIN / "dagster"), "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
+            + ["--tags", json.dumps({"dagster/partition": day.isoformat()})],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert night.returncode == 0, night.stdout[-4000:] + night.stderr[-4000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == day.isoformat()
+        records = instance.get_records_for_run(run.run_id).records
+        events = [r.event_log_entry for r in records if r.event_log_entry.dagster_event is not None]
+        worker_of = {
+            e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+            for e in events
+            if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+            and "Celery worker" in e.dagster_event.engine_event_data.metadata
+        }
+        succeeded = {e.step_key for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS}
+        # Every step (the six dumps and their checks) ran on a worker, and both workers took some.
+        dumps = {f"dumps__{db.asset_name}" for db in config.databases}
+        assert len(dumps) == len(DEMO_DATABASE_NAMES) and dumps < succeeded and succeeded == set(worker_of)
+        assert set(worker_of.values()) == nodes, worker_of
+        # The killed dump ran twice: the lost attempt, and the one Celery sent again.
+        assert killer.killed is not None
+        attempts = [
+            e
+            for e in events
+            if e.dagster_event.event_type == dg.DagsterEventType.STEP_START and e.step_key == killed_step
+        ]
+        assert len(attempts) == 2 and attempts[0].dagster_event.pid == killer.killed, [
+            (e.dagster_event.pid, e.timestamp) for e in attempts
+        ]
+        # All six dumps are ready at once and the workers have four slots; the d1_export pool (dagster.yaml:
+        # 3) still caps them: a dump is handed to Celery only once it holds a slot of the pool.
+        submitted = {
+            e.step_key: e.timestamp
+            for e in events
+            if e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+            and e.dagster_event.engine_event_data.marker_start == DELEGATE_MARKER
+        }
+        done = {
+            e.step_key: e.timestamp for e in events if e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+        }
+        at_once = max(sum(submitted[o] <= submitted[d] < done[o] for o in dumps) for d in dumps)
+        assert at_once == 3, {d: (submitted[d], done[d]) for d in dumps}
+        materialized = {
+            db.name: instance.get_latest_materialization_event(dg.AssetKey(["dumps", db.asset_name]))
+            for db in config.databases
+        }
     # Each of the night's dumps, fetched as an operator would, restores to exactly its source.
     catalog = Catalog.for_config(config)
     for name, event in materialized.items():

@@ -6,7 +6,7 @@ Celery worker: give them all the same environment):
 
 - `multiprocess` (or unset): one process per step, on the run's machine, at most dump.concurrency at once.
 - `celery`: each step is a task on the broker `CELERY_BROKER_URL` (e.g. `redis://host:6379/0`), in the queue
-  `PATINA_CELERY_QUEUE` (default `dagster`), run by whichever `celery -A dagster_celery.app worker` takes it;
+  `PATINA_CELERY_QUEUE` (default `dagster`), run by whichever `celery -A patina_assets.celery_app worker` takes it;
   its events come back through `CELERY_RESULT_BACKEND`. The cap is then the workers' slots (`-c`), and the
   `d1_export` pool across everything (dagster.yaml), which the Celery executor also claims slots from. The
   instance must be one every worker reaches (PostgreSQL: deploy/celery/dagster.yaml), and so must the bucket.
@@ -29,7 +29,7 @@ RESULT_BACKEND_ENV_VAR = "CELERY_RESULT_BACKEND"
 MULTIPROCESS = "multiprocess"
 CELERY = "celery"
 EXECUTORS = (MULTIPROCESS, CELERY)
-# dagster-celery's own default queue: what `celery -A dagster_celery.app worker` consumes without -Q.
+# dagster-celery's own default queue: what its app's workers consume without -Q.
 DEFAULT_QUEUE = "dagster"
 
 
@@ -75,11 +75,8 @@ def celery_executor(env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinitio
         {
             "broker": {"env": BROKER_ENV_VAR},
             "backend": {"env": RESULT_BACKEND_ENV_VAR},
-            "config_source": {
-                "task_default_queue": env.get(QUEUE_ENV_VAR, "").strip() or DEFAULT_QUEUE,
-                # A worker takes one task per slot at a time: a long dump does not hold others back.
-                "worker_prefetch_multiplier": 1,
-            },
+            # How workers take and keep steps is the workers' own app's: patina_assets/celery_app.py.
+            "config_source": {"task_default_queue": env.get(QUEUE_ENV_VAR, "").strip() or DEFAULT_QUEUE},
         },
         name="patina_celery",
     )
