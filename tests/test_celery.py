@@ -30,7 +30,7 @@ from support.compare import assert_same_database
 from support.configs import write_config
 
 from patina_assets.catalog import Catalog
-from patina_assets.defs.executors import (
+from patina_assets.defs.dumps.executors import (
     BROKER_ENV_VAR,
     EXECUTOR_ENV_VAR,
     QUEUE_ENV_VAR,
@@ -39,7 +39,7 @@ from patina_assets.defs.executors import (
     executor_choice,
     nightly_executor,
 )
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.demo_data import DEMO_DATABASE_NAMES, generate_demo_databases
 from patina_assets.engine import restore_dump
 
