@@ -86,10 +86,10 @@ def worker_command(instance: str, queue: str) -> list[str]:
 @contextmanager
 def celery_worker(
     instance: str, queue: str, env: dict[str, str], logs: Path, hear: Callable[[str], None]
-) -> Iterator[str]:
-    """A worker as deploy/celery/patina-worker@.service starts it, in its own process group; yields its node
-    name once the worker says it consumes (its "ready." line), and stops it (warm shutdown) afterwards. Every
-    line it logs (its pool processes' Dagster logs too) goes to `hear` as well."""
+) -> Iterator[Callable[[], str]]:
+    """A worker as deploy/celery/patina-worker@.service starts it, in its own process group, stopped (warm
+    shutdown) afterwards. Yields a wait: it returns the worker's node name once the worker says it consumes
+    (its "ready." line). Every line it logs (its pool processes' Dagster logs too) goes to `hear` as well."""
     node = f"patina-{instance}@{socket.gethostname()}"
     log = logs / f"worker-{instance}.log"
     command = worker_command(instance, queue)
@@ -111,11 +111,15 @@ def celery_worker(
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    try:
+
+    def wait_ready() -> str:
         assert ready.wait(WORKER_READY_SECONDS) and process.poll() is None, (
             f"worker {node} did not start:\n{log.read_text()[-4000:]}"
         )
-        yield node
+        return node
+
+    try:
+        yield wait_ready
     finally:
         process.terminate()  # warm shutdown: the worker stops its pool's processes itself
         try:
@@ -145,15 +149,11 @@ class StepKiller:
 
 def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_path, postgres_url, queue, monkeypatch):
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # what the 03:00 schedule would run
-    sources = generate_demo_databases(tmp_path / "sources", day)
-    config = write_config(tmp_path, [{"name": name, "source": str(path)} for name, path in sources.items()])
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "deploy" / "celery" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "PATINA_CONFIG": str(tmp_path / "patina.yaml"),  # where write_config put it
+        "PATINA_CONFIG": str(tmp_path / "patina.yaml"),  # where write_config puts it
         "PATINA_POSTGRES_URL": postgres_url,
         EXECUTOR_ENV_VAR: "celery",
         BROKER_ENV_VAR: BROKER,
@@ -161,13 +161,19 @@ def test_a_night_runs_on_two_celery_workers_with_the_instance_in_postgres(tmp_pa
         QUEUE_ENV_VAR: queue,
     }
     monkeypatch.setenv("PATINA_POSTGRES_URL", postgres_url)  # for this process's view of the instance
-    # The schema is made once, before any worker or run connects.
-    dg.DagsterInstance.from_config(str(home)).dispose()
     # The biggest dump's process is killed as the dump starts: the step is sent again and the night still succeeds.
     killed_step = "dumps__grove_domain_jobs"
     killer = StepKiller(killed_step)
     with ExitStack() as workers:
-        nodes = {workers.enter_context(celery_worker(n, queue, env, tmp_path, killer)) for n in ("a", "b")}
+        # The workers start while the sources are made: they read the config only when a step comes.
+        waits = [workers.enter_context(celery_worker(n, queue, env, tmp_path, killer)) for n in ("a", "b")]
+        sources = generate_demo_databases(tmp_path / "sources", day)
+        config = write_config(tmp_path, [{"name": name, "source": str(path)} for name, path in sources.items()])
+        home.mkdir()
+        shutil.copy(ROOT / "deploy" / "celery" / "dagster.yaml", home / "dagster.yaml")
+        # The schema is made once, before any worker or run connects.
+        dg.DagsterInstance.from_config(str(home)).dispose()
+        nodes = {wait() for wait in waits}
         night = subprocess.run(
             [str(BIN / "dagster"), "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
             + ["--tags", json.dumps({"dagster/partition": day.isoformat()})],
