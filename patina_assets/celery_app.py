@@ -11,6 +11,8 @@ not be lost with the process that runs them:
   worker machine that goes down loses none of its steps. The timeout is well above a dump's deadline
   (dump.deadline_seconds, 1800 s by default), or a slow dump would be run twice at once.
 - A worker takes one step per slot at a time (prefetch 1): a long dump keeps no other step waiting behind it.
+- A step's result (its Dagster events, read by the run within a second or two) is kept in the result backend
+  for an hour, not Celery's day.
 
 The broker and the result backend are `CELERY_BROKER_URL` and `CELERY_RESULT_BACKEND`, which Celery reads itself.
 """
@@ -30,6 +32,7 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     task_retry_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    result_expires=3600,
     broker_transport_options={**broker_transport_options, "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
 )
 app.tasks[execute_plan.name].default_retry_delay = LOST_STEP_RETRY_DELAY_SECONDS
