@@ -70,7 +70,8 @@ def queue():
     name = f"patina-test-{uuid.uuid4().hex[:10]}"
     yield name
     client = redis.Redis.from_url(BROKER)
-    client.delete(name, f"_kombu.binding.{name}")
+    for key in client.scan_iter(f"*{name}*"):  # the queue's lists (one per priority step) and bindings
+        client.delete(key)
     client.close()
 
 
