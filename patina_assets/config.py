@@ -66,6 +66,7 @@ __all__ = [
     "DatabaseConfig",
     "DumpConfig",
     "EmailConfig",
+    "FleetConfig",
     "GROVE_DATABASES",
     "GroveDatabase",
     "LocalBucketConfig",
@@ -364,6 +365,32 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """A fleet: every D1 database of ``account_id`` whose name matches ``name_pattern`` (a glob,
+    ``tenant-*``), discovered through the API each night (``databases_from:`` in patina.yaml).
+
+    Each database found is a tenant, backed up as one partition of the fleet's asset under a database
+    name of its own (see :func:`patina_assets.fleets.tenant_name`). ``api_token_env`` names the
+    token's variable when the fleet's account needs another token than ``cloudflare.api_token_env``.
+    """
+
+    name: str
+    account_id: str
+    name_pattern: str = "*"
+    priority: str = "normal"
+    description: str = ""
+    api_token_env: str | None = None
+
+    @property
+    def asset_name(self) -> str:
+        """Dagster asset key part (``tenants-eu`` -> ``tenants_eu``)."""
+        return sanitize_asset_name(self.name)
+
+    def token_env(self, cloudflare: CloudflareConfig) -> str:
+        return self.api_token_env or cloudflare.api_token_env
+
+
+@dataclass(frozen=True)
 class CloudflareConfig:
     api_token_env: str = "CLOUDFLARE_API_TOKEN"
     api_url: str = DEFAULT_API_URL
@@ -528,6 +555,8 @@ class PatinaConfig:
     dump: DumpConfig = field(default_factory=DumpConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    #: Fleets of D1 databases discovered each night (``databases_from:``).
+    fleets: tuple[FleetConfig, ...] = ()
     #: The file this came from; None for the embedded default or a config built in Python.
     source_path: Path | None = None
     #: Directory relative paths were resolved against (the config file's directory, or the
@@ -536,6 +565,7 @@ class PatinaConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "databases", tuple(self.databases))
+        object.__setattr__(self, "fleets", tuple(self.fleets))
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -1106,7 +1136,19 @@ def _url_problem(value: str, allow_http: bool = True) -> str | None:
 # Schema
 # --------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("start_date", "timezone", "databases", "cloudflare", "bucket", "dump", "retention", "alerts")
+_TOP_KEYS = (
+    "start_date",
+    "timezone",
+    "databases",
+    "databases_from",
+    "cloudflare",
+    "bucket",
+    "dump",
+    "retention",
+    "alerts",
+)
+_FLEET_KEYS = ("name", "account", "name_pattern", "priority", "description", "api_token_env")
+ACCOUNT_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _DB_KEYS = ("name", "source", "description", "priority")
 _CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")
@@ -1144,7 +1186,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     if data is None:
         ctx.error("", "the file is empty", "add at least `databases:` and `bucket:` (see patina.example.yaml)")
         return None
-    top = ctx.mapping(data, "", _TOP_KEYS, required=("databases", "bucket"))
+    top = ctx.mapping(data, "", _TOP_KEYS, required=("bucket",) if "databases_from" in (data or {}) else ("databases", "bucket"))
     if top is None:
         return None
 
@@ -1157,7 +1199,8 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
             "only UTC is accepted for now (daily partitions are UTC days, like the spec's 03:00 UTC "
             "cron); write timezone: UTC or remove the line",
         )
-    databases = _databases(ctx, top.get("databases"), base_dir)
+    databases = _databases(ctx, top.get("databases"), base_dir, allow_empty="databases_from" in top)
+    fleets = _fleets(ctx, top.get("databases_from"), {db.name for db in databases})
     cloudflare = _cloudflare(ctx, top.get("cloudflare"))
     bucket = _bucket(ctx, top.get("bucket"), base_dir)
     dump = _dump(ctx, top.get("dump"))
@@ -1175,6 +1218,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
         dump=dump,
         retention=retention,
         alerts=alerts,
+        fleets=fleets,
         source_path=path,
         root=base_dir,
     )
@@ -1199,10 +1243,10 @@ def _start_date(ctx: _Ctx, top: dict) -> Any:
     return _MISSING
 
 
-def _databases(ctx: _Ctx, value: Any, base_dir: Path) -> tuple[DatabaseConfig, ...]:
+def _databases(ctx: _Ctx, value: Any, base_dir: Path, allow_empty: bool = False) -> tuple[DatabaseConfig, ...]:
     path = "databases"
-    if value is None:
-        return ()  # "required" already reported
+    if value is None or (allow_empty and value == []):
+        return ()  # "required" already reported, or a configuration of fleets alone
     if not isinstance(value, list):
         ctx.error(
             path,
@@ -1272,6 +1316,68 @@ def _databases(ctx: _Ctx, value: Any, base_dir: Path) -> tuple[DatabaseConfig, .
                     sqlite_path=sqlite_path,
                     account_id=account_id,
                     database_id=database_id,
+                )
+            )
+    return tuple(out)
+
+
+def _fleets(ctx: _Ctx, value: Any, database_names: set[str]) -> tuple[FleetConfig, ...]:
+    path = "databases_from"
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        ctx.error(
+            path,
+            f"must be a list of fleets (got {_type_name(value)})",
+            "write each fleet as an item: `- {name: tenants, account: ACCOUNT_ID, name_pattern: 'tenant-*'}`",
+        )
+        return ()
+    out: list[FleetConfig] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(value):
+        p = _join(path, i)
+        section = ctx.mapping(item, p, _FLEET_KEYS, required=("name", "account"))
+        if section is None:
+            continue
+        name = ctx.string(
+            section,
+            p,
+            "name",
+            pattern=NAME_RE,
+            pattern_fix="use 1-63 characters: lower-case letters, digits, '.', '_' or '-' (e.g. tenants)",
+        )
+        account = ctx.string(
+            section,
+            p,
+            "account",
+            pattern=ACCOUNT_ID_RE,
+            pattern_fix="give the Cloudflare account id (32 hex digits, shown in the dashboard)",
+        )
+        name_pattern = ctx.string(section, p, "name_pattern", "*")
+        if isinstance(name_pattern, str) and not name_pattern.strip():
+            ctx.error(_join(p, "name_pattern"), "is empty", "give a glob such as 'tenant-*', or '*' for every database")
+        priority = ctx.string(section, p, "priority", "normal", choices=PRIORITIES)
+        description = ctx.string(section, p, "description", "")
+        token_env = ctx.env_name(section, p, "api_token_env", None, optional=True)
+        if isinstance(name, str):
+            if name in names:
+                ctx.error(_join(p, "name"), f"duplicate fleet name {name!r} (also {path}[{names[name]}])", "rename one")
+            elif name in database_names:
+                ctx.error(
+                    _join(p, "name"),
+                    f"{name!r} is also the name of a configured database",
+                    "fleets and databases share one namespace of asset names: rename the fleet",
+                )
+            names[name] = i
+        if not ctx.problems:
+            out.append(
+                FleetConfig(
+                    name=name,
+                    account_id=account,
+                    name_pattern=name_pattern,
+                    priority=priority,
+                    description=description,
+                    api_token_env=token_env,
                 )
             )
     return tuple(out)

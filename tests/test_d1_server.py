@@ -290,9 +290,13 @@ def test_writable_schema_and_cf_tables_are_refused(client, db_path):
 
 
 def test_list_and_get_databases(client, server):
-    page = client.get("/accounts/acct/d1/database", params={"page": 2, "per_page": 1}).json()
-    assert page["result_info"] == {"page": 2, "per_page": 1, "count": 1, "total_count": 2}
-    [shop] = page["result"]
+    page = client.get("/accounts/acct/d1/database", params={"page": 1, "per_page": 10}).json()
+    assert page["result_info"] == {"page": 1, "per_page": 10, "count": 2, "total_count": 2}
+    [_, shop] = page["result"]
+    assert client.get("/accounts/acct/d1/database", params={"page": 2, "per_page": 10}).json()["result"] == []
+    for bad in ({"per_page": 9}, {"per_page": 10_001}, {"page": 0}, {"page": "x"}):
+        refused = client.get("/accounts/acct/d1/database", params=bad)
+        assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == 7400
     assert shop["uuid"] == OTHER_ID and shop["name"] == "shop" and shop["version"] == "production"
     info = client.get(f"/accounts/acct/d1/database/{DB_ID}").json()["result"]
     assert info["uuid"] == DB_ID and info["name"] == "blog" and info["num_tables"] == 2

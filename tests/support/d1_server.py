@@ -71,8 +71,11 @@ Simplified or guessed (not checked against real D1):
   ``import_active_polls`` further ``active`` answers); a failed import is
   ``status: "error"`` with ``error`` and ``errors``; ``messages`` are empty; bookmarks are
   made up. An etag that does not match the upload answers ``{"success": false, "error"}``.
-* List paging (``page``, ``per_page``, default 1000) is not validated; ``name`` is not filtered;
-  ``num_tables`` counts every table but ``sqlite_*`` ones.
+* List paging: ``page`` from 1 and ``per_page`` from 10 to 10,000 (Cloudflare's documented bounds; anything else
+  answers 400, code 7400, message made up), default 1000 (a guess); ``result_info`` is ``{page, per_page, count,
+  total_count}``; ``name`` is not filtered; ``num_tables`` counts every table but ``sqlite_*`` ones.
+  ``add_database(id, path)`` and ``remove_database(id)`` create and delete databases while the server runs (a
+  fleet's tenants come and go).
 * A chunked upload (no Content-Length) gets 411, as S3 answers a presigned PUT without a length.
 * The rate limiter is a sliding window; Cloudflare instead blocks a token for 5 minutes, which
   ``lock_out(seconds)`` does: every request (measured with ``clock``) answers 429 with the seconds left
@@ -122,6 +125,8 @@ MAX_LIKE_PATTERN_BYTES = 50
 MAX_FUNCTION_ARGS = 32  # local D1 lets 40 through; Cloudflare documents 32
 MAX_QUERY_SECONDS = 30.0
 MAX_RESULT_BYTES = 50_000_000
+# The list endpoint's `per_page`: Cloudflare documents 10 to 10,000; the default is a guess.
+LIST_MIN_PER_PAGE, LIST_MAX_PER_PAGE, LIST_DEFAULT_PER_PAGE = 10, 10_000, 1000
 TRANSACTION_MESSAGE = (
     "To execute a transaction, please use the state.storage.transaction() or "
     "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
@@ -565,6 +570,18 @@ class D1Server:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
+    def add_database(self, database_id: str, path: Path) -> None:
+        """A database created while the server runs (its name is the file's stem)."""
+        with self._lock:
+            self._db_locks[database_id] = threading.Lock()
+            self._bookmarks[database_id] = [(time.time(), _bookmark_text(0))]
+            self.databases[database_id] = Path(path)
+
+    def remove_database(self, database_id: str) -> None:
+        """A database deleted while the server runs: it answers 404 and leaves the list."""
+        with self._lock:
+            del self.databases[database_id]
+
     # ---- lifecycle
     def start(self) -> D1Server:
         handler = type("_D1Handler", (_Handler,), {"d1": self})
@@ -802,9 +819,20 @@ class D1Server:
         return self._query(database_id, body, raw=action == "raw")
 
     def _list(self, query: dict[str, list[str]]) -> _Reply:
-        page = int(query.get("page", ["1"])[0])
-        per_page = int(query.get("per_page", ["1000"])[0])
-        ids = list(self.databases)
+        try:
+            page = int(query.get("page", ["1"])[0])
+            per_page = int(query.get("per_page", [str(LIST_DEFAULT_PER_PAGE)])[0])
+        except ValueError:
+            return _Reply(400, _error_envelope(7400, "page and per_page must be numbers"))
+        if page < 1 or not LIST_MIN_PER_PAGE <= per_page <= LIST_MAX_PER_PAGE:
+            return _Reply(
+                400,
+                _error_envelope(
+                    7400, f"page must be at least 1 and per_page between {LIST_MIN_PER_PAGE} and {LIST_MAX_PER_PAGE}"
+                ),
+            )
+        with self._lock:
+            ids = list(self.databases)
         chosen = ids[(page - 1) * per_page : page * per_page]
         result = [self._info(db_id) for db_id in chosen]
         for entry in result:

@@ -1,0 +1,216 @@
+"""The D1 databases of one Cloudflare account, as the REST API lists them (a fleet's discovery).
+
+`GET /accounts/{account_id}/d1/database?page=N&per_page=M` answers one page of databases,
+`[{uuid, name, version, created_at, file_size?, num_tables?}]`, with `result_info`
+`{page, per_page, count, total_count}`; Cloudflare documents `per_page` between 10 and 10,000.
+Every page first finds room in the token's `ApiBudget`, the same budget every dump of the token
+spends, so a fleet's discovery and its nightly dumps never pass the token's rate limit between them;
+a 429 pauses every user of the token, as a dump's does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget
+from .errors import AuthenticationFailed, DatabaseNotFound, RateLimited, SourceError, SourceUnavailable
+from .sources import DEFAULT_API_URL, RATE_LIMIT_PATIENCE_SECONDS, _error_text, _json_or_empty, _retry_after_seconds
+
+MIN_PER_PAGE = 10  # Cloudflare's documented bounds of `per_page`
+MAX_PER_PAGE = 10_000
+DEFAULT_PER_PAGE = 1_000
+MAX_PAGES = 10_000  # D1 allows 50,000 databases an account: 5,000 pages of the smallest size; past this the API is looping
+
+
+@dataclass(frozen=True)
+class ListedDatabase:
+    """One database of the account, as the list endpoint describes it."""
+
+    uuid: str
+    name: str
+    created_at: str | None = None
+    version: str | None = None
+    file_size: int | None = None
+    num_tables: int | None = None
+
+
+@dataclass(frozen=True)
+class AccountListing:
+    """What one listing found: the databases whose names match the pattern (by name), how many did not,
+    and what it cost."""
+
+    account_id: str
+    name_pattern: str
+    databases: tuple[ListedDatabase, ...]
+    not_matching: int
+    pages: int
+    requests: int
+    seconds: float
+    waited_seconds: float = 0.0  # for room in the API budget
+    total_listed: int = field(default=0)
+
+
+def list_databases(
+    account_id: str,
+    *,
+    token: str,
+    api_url: str = DEFAULT_API_URL,
+    name_pattern: str = "*",
+    per_page: int = DEFAULT_PER_PAGE,
+    requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
+    budget: ApiBudget | None = None,
+    max_attempts: int = 8,
+    backoff_seconds: float = 1.0,
+    request_timeout: float = 60.0,
+    rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
+    transport=None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AccountListing:
+    """Every D1 database of `account_id` whose name matches the glob `name_pattern` (`fnmatch`, case
+    sensitive: `tenant-*`), all pages of the list read. Raises `AuthenticationFailed` (401/403: the
+    token, or its permission on the account), `DatabaseNotFound` (404: no such account),
+    `RateLimited` (429 for longer than `rate_limit_patience_seconds`), `SourceUnavailable` (5xx or
+    network errors past `max_attempts`), `SourceError` (an answer that is not a database list)."""
+    if not MIN_PER_PAGE <= per_page <= MAX_PER_PAGE:
+        raise ValueError(f"per_page must be between {MIN_PER_PAGE} and {MAX_PER_PAGE} (Cloudflare's bounds)")
+    if not token:
+        raise AuthenticationFailed(
+            f"account {account_id}: no Cloudflare API token: set the environment variable the fleet names "
+            "(cloudflare.api_token_env, CLOUDFLARE_API_TOKEN by default) to a token with D1 read permission"
+        )
+    import httpx  # here, as in D1Source: a SQLite-only run need not carry it
+
+    budget = budget or ApiBudget(api_url, token, limit=requests_per_5_minutes, sleep=sleep)
+    waited_before = budget.waited
+    started = time.monotonic()
+    client = httpx.Client(
+        base_url=api_url.rstrip("/"),
+        headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
+        transport=transport,
+    )
+    lister = _Lister(
+        client, account_id, budget, max_attempts, backoff_seconds, request_timeout, rate_limit_patience_seconds, sleep
+    )
+    found: dict[str, ListedDatabase] = {}
+    listed = 0
+    page = 0
+    try:
+        while True:
+            page += 1
+            if page > MAX_PAGES:
+                raise SourceError(f"account {account_id}: the database list did not end after {MAX_PAGES} pages")
+            body = lister.get(page, per_page)
+            entries = body.get("result")
+            if not isinstance(entries, list):
+                raise SourceError(f"account {account_id}: the database list answered no `result` list")
+            for entry in entries:
+                database = _listed(entry, account_id)
+                listed += database.uuid not in found
+                found.setdefault(database.uuid, database)
+            info = body.get("result_info") or {}
+            total = info.get("total_count")
+            if not entries or len(entries) < per_page or (isinstance(total, int) and page * per_page >= total):
+                break
+    finally:
+        client.close()
+    matching = sorted((d for d in found.values() if fnmatch.fnmatchcase(d.name, name_pattern)), key=lambda d: d.name)
+    return AccountListing(
+        account_id=account_id,
+        name_pattern=name_pattern,
+        databases=tuple(matching),
+        not_matching=len(found) - len(matching),
+        pages=page,
+        requests=lister.requests,
+        seconds=time.monotonic() - started,
+        waited_seconds=budget.waited - waited_before,
+        total_listed=listed,
+    )
+
+
+def _listed(entry, account_id: str) -> ListedDatabase:
+    if not isinstance(entry, dict) or not isinstance(entry.get("uuid"), str) or not isinstance(entry.get("name"), str):
+        raise SourceError(f"account {account_id}: the database list holds an entry without a uuid and a name")
+    size, tables = entry.get("file_size"), entry.get("num_tables")
+    return ListedDatabase(
+        uuid=entry["uuid"],
+        name=entry["name"],
+        created_at=entry.get("created_at"),
+        version=entry.get("version"),
+        file_size=size if isinstance(size, int) else None,
+        num_tables=tables if isinstance(tables, int) else None,
+    )
+
+
+class _Lister:
+    """GETs of the list endpoint, with D1Source's manners: room in the budget first, 5xx and network
+    errors retried with backoff, 429s waited out through the budget's pause, refusals explained."""
+
+    def __init__(self, client, account_id, budget, max_attempts, backoff_seconds, timeout, patience, sleep) -> None:
+        import httpx
+
+        self._client, self._account, self._budget = client, account_id, budget
+        self._max_attempts, self._backoff, self._timeout = max_attempts, backoff_seconds, timeout
+        self._patience, self._sleep = patience, sleep
+        self._transport_error = httpx.TransportError
+        self.requests = 0
+
+    def get(self, page: int, per_page: int) -> dict:
+        where = f"account {self._account}"
+        url = f"/accounts/{self._account}/d1/database"
+        failures, last_problem = 0, ""
+        limited_since: float | None = None
+        limited = 0
+        while failures < self._max_attempts:
+            self._budget.acquire()
+            self.requests += 1
+            try:
+                response = self._client.get(url, params={"page": page, "per_page": per_page}, timeout=self._timeout)
+            except self._transport_error as e:
+                failures, last_problem = failures + 1, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                self._wait(failures, None)
+                continue
+            status = response.status_code
+            if status == 429:
+                now = self._budget.now()
+                limited += 1
+                limited_since = now if limited_since is None else limited_since
+                wanted = _retry_after_seconds(response.headers.get("Retry-After"))
+                pause = min(300.0, max(wanted or 0.0, self._backoff * 2 ** min(limited - 1, 8)))
+                if now + pause - limited_since > self._patience + 0.001:
+                    raise RateLimited(
+                        f"{where}: listing D1 databases answered 429 (rate limited) for {now - limited_since:.0f}s; "
+                        "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"
+                    )
+                self._budget.pause(pause)
+                continue
+            limited_since, limited = None, 0
+            body = _json_or_empty(response)
+            if status >= 500:
+                failures, last_problem = failures + 1, f"HTTP {status} {_error_text(body)}".strip()
+                self._wait(failures, response.headers.get("Retry-After"))
+                continue
+            if status == 200 and body.get("success", False):
+                return body
+            codes = {e.get("code") for e in body.get("errors", []) if isinstance(e, dict)}
+            if status in (401, 403) or 10000 in codes:
+                raise AuthenticationFailed(
+                    f"{where}: the API refused to list D1 databases (HTTP {status}: {_error_text(body)}): check that "
+                    "the fleet's token is current, has D1 read permission, and reaches this account id"
+                )
+            if status == 404:
+                raise DatabaseNotFound(
+                    f"{where}: no such account (HTTP 404): check databases_from[].account "
+                    "(the Cloudflare dashboard shows the account id)"
+                )
+            raise SourceError(f"{where}: listing D1 databases failed: HTTP {status}: {_error_text(body)}")
+        raise SourceUnavailable(
+            f"{where}: listing D1 databases gave up after {self._max_attempts} attempts; last answer: {last_problem}"
+        )
+
+    def _wait(self, failures: int, retry_after: str | None) -> None:
+        if failures < self._max_attempts:
+            wanted = _retry_after_seconds(retry_after)
+            self._sleep(min(300.0, max(self._backoff * 2 ** (failures - 1), wanted or 0.0)))
