@@ -1148,7 +1148,6 @@ _TOP_KEYS = (
     "alerts",
 )
 _FLEET_KEYS = ("name", "account", "name_pattern", "priority", "description", "api_token_env")
-ACCOUNT_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 _DB_KEYS = ("name", "source", "description", "priority")
 _CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")

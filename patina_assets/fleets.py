@@ -201,7 +201,7 @@ def roster_from_listing(
         refused=refused,
         listed=listing.total_listed,
         requests=listing.requests,
-        seconds=listing.seconds,
+        seconds=round(listing.seconds, 3),
     )
 
 
