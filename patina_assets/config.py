@@ -1185,7 +1185,9 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     if data is None:
         ctx.error("", "the file is empty", "add at least `databases:` and `bucket:` (see patina.example.yaml)")
         return None
-    top = ctx.mapping(data, "", _TOP_KEYS, required=("bucket",) if "databases_from" in (data or {}) else ("databases", "bucket"))
+    top = ctx.mapping(
+        data, "", _TOP_KEYS, required=("bucket",) if "databases_from" in (data or {}) else ("databases", "bucket")
+    )
     if top is None:
         return None
 

@@ -208,7 +208,7 @@ def roster_from_listing(
 def fleet_cloudflare(fleet: FleetConfig, config: PatinaConfig, env: Mapping[str, str] = os.environ) -> Cloudflare:
     """How the fleet reaches D1: the configured API and the fleet's token (its own, or cloudflare's)."""
     return Cloudflare(
-        api_url=env.get("PATINA_CLOUDFLARE_API_URL") or config.cloudflare.api_url,
+        api_url=config.cloudflare.api_url,  # $PATINA_CLOUDFLARE_API_URL already applied by load_config
         token=env.get(fleet.token_env(config.cloudflare)) or None,
         requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
     )

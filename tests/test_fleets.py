@@ -41,7 +41,10 @@ def fleet_config(tmp_path, fleets, databases=(), **sections):
 def tenants(tmp_path, names, rows=5):
     directory = tmp_path / "d1"
     directory.mkdir(exist_ok=True)
-    return {f"1c0ffee0-0000-4000-8000-{i:012x}": small_database(directory / f"{n}.sqlite", rows) for i, n in enumerate(names)}
+    return {
+        f"1c0ffee0-0000-4000-8000-{i:012x}": small_database(directory / f"{n}.sqlite", rows)
+        for i, n in enumerate(names)
+    }
 
 
 def test_databases_from_alone_is_a_configuration(tmp_path):

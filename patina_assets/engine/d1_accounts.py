@@ -22,7 +22,9 @@ from .sources import DEFAULT_API_URL, RATE_LIMIT_PATIENCE_SECONDS, _error_text, 
 MIN_PER_PAGE = 10  # Cloudflare's documented bounds of `per_page`
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1_000
-MAX_PAGES = 10_000  # D1 allows 50,000 databases an account: 5,000 pages of the smallest size; past this the API is looping
+MAX_PAGES = (
+    10_000  # D1 allows 50,000 databases an account: 5,000 pages of the smallest size; past this the API is looping
+)
 
 
 @dataclass(frozen=True)

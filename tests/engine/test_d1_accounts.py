@@ -27,7 +27,12 @@ def listing(server, clock=None, **options):
     clock = clock or FakeClock()
     budget = ApiBudget(server.base_url, "good-token", limit=600, clock=clock.time, sleep=clock.sleep)
     return list_databases(
-        "acct", token=options.pop("token", "good-token"), api_url=server.base_url, budget=budget, sleep=clock.sleep, **options
+        "acct",
+        token=options.pop("token", "good-token"),
+        api_url=server.base_url,
+        budget=budget,
+        sleep=clock.sleep,
+        **options,
     )
 
 
