@@ -397,11 +397,13 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .fleets import with_tenants
     from .status import Snapshot, render_status
 
     config = _config(args)
     try:
         catalog = _catalog(config)
+        config = with_tenants(config, catalog.store)  # each tenant of a fleet is one database of the status
     except PatinaError as exc:
         if getattr(args, "check", False):  # cron reads the exit code: a bucket it cannot read holds no fresh backup
             print(f"error: {exc}")

@@ -15,6 +15,7 @@ not the API, to find its database: one list per night, not one per tenant.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -258,6 +259,16 @@ def load_roster(store: BackupStore, fleet: str, *, missing_ok: bool = False) -> 
             f"fleet {fleet}: no roster in the bucket ({roster_key(fleet)}): its discovery has not run yet; "
             "turn on the fleet's discovery sensor, or run it once from the UI"
         ) from None
+
+
+def with_tenants(config: PatinaConfig, store: BackupStore) -> PatinaConfig:
+    """`config` with every fleet's tenants (as their rosters name them) added to its databases, so what reads
+    the configured databases (`patina status`) sees each tenant as one. A fleet not discovered yet adds none."""
+    tenants = []
+    for fleet in config.fleets:
+        roster = load_roster(store, fleet.name, missing_ok=True)
+        tenants += [tenant.database(fleet) for tenant in (roster.tenants if roster else ())]
+    return dataclasses.replace(config, databases=config.databases + tuple(tenants)) if tenants else config
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import leftovers
 from .archive import ArchiveStore
+from .fleets import FLEETS_PREFIX
 from .storage import (
     AUDIT_PREFIX,
     daily_manifest_key,
@@ -86,6 +87,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
     result.objects = len(everything)
     for info in everything:
         if info.key.startswith(AUDIT_PREFIX):  # `patina serve`'s audit log: kept, not a stray
+            continue
+        if info.key.startswith(FLEETS_PREFIX):  # a fleet's roster (patina_assets.fleets): kept, not a stray
             continue
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))

@@ -2,12 +2,16 @@
 and a night of tenants behind the loopback D1 server, each backed up under the same key layout as a
 configured database (so `patina list` and `restore` work per tenant)."""
 
+import json
+
 import pytest
 import yaml
 from support.configs import small_database, write_config
 from support.d1_server import D1Server
 
+from patina_assets.archive import ArchiveStore
 from patina_assets.backup import open_store
+from patina_assets.cli import main
 from patina_assets.config import ConfigError, FleetConfig, load_config
 from patina_assets.engine.d1_accounts import AccountListing, ListedDatabase
 from patina_assets.fleets import (
@@ -20,6 +24,7 @@ from patina_assets.fleets import (
     roster_key,
     tenant_name,
 )
+from patina_assets.retention import RecordedBackups, reconcile
 from patina_assets.storage import DATABASE_NAME
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -112,7 +117,12 @@ def test_a_tenant_whose_name_is_taken_is_refused_and_vanished_tenants_are_kept_i
     assert type(third).from_json(third.to_json()) == third
 
 
-def test_a_night_of_tenants_is_stored_per_tenant_and_restorable(tmp_path):
+def stored_slots(store):
+    return [(m.day, m.database) for m in store.list_daily()]
+
+
+def test_a_night_of_tenants_is_stored_per_tenant_and_restorable(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     names = [f"tenant-{i:02d}" for i in range(6)] + ["Mixed Case"]
     with D1Server(tenants(tmp_path, names + ["billing"]), account_id=ACCOUNT) as server:
         config = write_config(
@@ -137,6 +147,13 @@ def test_a_night_of_tenants_is_stored_per_tenant_and_restorable(tmp_path):
     assert stored["tenant-03"].key.startswith("daily/2026-03-01/tenant-03.")
     assert stored["tenant-03"].source.startswith(f"d1://{ACCOUNT}/1c0ffee0-")
     assert all(m.point_in_time and m.table_rows["users"] == 5 for m in stored.values())
+
+    # `patina status` has a line per tenant; the roster is no stray object for the bucket's reconciliation.
+    assert main(["--config", str(config.source_path), "status", "--json"]) == 0
+    databases = {d["database"]: d for d in json.loads(capsys.readouterr().out)["databases"]}
+    assert set(databases) == set(roster.names) and databases["tenant-03"]["lastBackup"] == "2026-03-01"
+    reconciliation = reconcile(ArchiveStore(store), RecordedBackups(dailies=frozenset(stored_slots(store))), deep=False)
+    assert reconciliation.unknown == [], reconciliation.unknown
 
 
 def test_a_missing_roster_says_to_run_the_discovery(tmp_path):
