@@ -222,11 +222,13 @@ def discover(
     cloudflare: Cloudflare,
     *,
     budget: ApiBudget | None = None,
+    wait_seconds: float | None = None,
     transport=None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Roster:
     """List the fleet's account, name its tenants and store the roster in the bucket (a whole object,
-    replaced at once). Raises what `list_databases` raises; the stored roster is then unchanged."""
+    replaced at once). Raises what `list_databases` raises; the stored roster is then unchanged.
+    `wait_seconds` bounds the waits for the API budget and for 429s (a sensor's tick is short)."""
     listing = list_databases(
         fleet.account_id,
         token=cloudflare.token or "",
@@ -234,6 +236,8 @@ def discover(
         name_pattern=fleet.name_pattern,
         requests_per_5_minutes=cloudflare.requests_per_5_minutes,
         budget=budget,
+        budget_wait_seconds=wait_seconds,
+        **({"rate_limit_patience_seconds": wait_seconds} if wait_seconds is not None else {}),
         transport=transport,
         sleep=sleep,
     )

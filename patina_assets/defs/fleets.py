@@ -58,6 +58,9 @@ from .resources import BucketResource, CloudflareResource
 FLEETS_GROUP = "fleets"
 DAY, DATABASE = "day", "database"  # the two dimensions of a fleet's partitions
 DISCOVERY_INTERVAL_SECONDS = 3600
+# A sensor tick has about a minute: the discovery waits this long at most for the API budget or a 429, and
+# otherwise tries again at the next tick (the night's dumps may hold the budget for a while).
+DISCOVERY_WAIT_SECONDS = 20.0
 
 
 def fleet_asset_key(fleet: FleetConfig) -> dg.AssetKey:
@@ -238,7 +241,8 @@ def build_fleet_discovery_sensor(fleet: FleetConfig, config: PatinaConfig) -> dg
         context: dg.SensorEvaluationContext, bucket: BucketResource, cloudflare: CloudflareResource
     ) -> dg.SensorResult:
         try:
-            roster = discover(fleet, config, bucket.store(), _FleetCloudflare(cloudflare, fleet, config).credentials())
+            credentials = _FleetCloudflare(cloudflare, fleet, config).credentials()
+            roster = discover(fleet, config, bucket.store(), credentials, wait_seconds=DISCOVERY_WAIT_SECONDS)
         except PatinaError as e:
             return dg.SensorResult(skip_reason=f"fleet {fleet.name}: discovery failed, the roster is unchanged: {e}")
         added, vanished = sync_tenant_partitions(context.instance, fleet, roster)

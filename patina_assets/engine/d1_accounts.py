@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget
+from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
 from .errors import AuthenticationFailed, DatabaseNotFound, RateLimited, SourceError, SourceUnavailable
 from .sources import DEFAULT_API_URL, RATE_LIMIT_PATIENCE_SECONDS, _error_text, _json_or_empty, _retry_after_seconds
 
@@ -68,6 +68,7 @@ def list_databases(
     backoff_seconds: float = 1.0,
     request_timeout: float = 60.0,
     rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
+    budget_wait_seconds: float | None = None,
     transport=None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> AccountListing:
@@ -75,7 +76,9 @@ def list_databases(
     sensitive: `tenant-*`), all pages of the list read. Raises `AuthenticationFailed` (401/403: the
     token, or its permission on the account), `DatabaseNotFound` (404: no such account),
     `RateLimited` (429 for longer than `rate_limit_patience_seconds`), `SourceUnavailable` (5xx or
-    network errors past `max_attempts`), `SourceError` (an answer that is not a database list)."""
+    network errors past `max_attempts`), `SourceError` (an answer that is not a database list).
+    `budget_wait_seconds` bounds each wait for room in the budget (a sensor tick cannot wait for the
+    night's dumps to leave room): past it, `RateLimited` too."""
     if not MIN_PER_PAGE <= per_page <= MAX_PER_PAGE:
         raise ValueError(f"per_page must be between {MIN_PER_PAGE} and {MAX_PER_PAGE} (Cloudflare's bounds)")
     if not token:
@@ -96,6 +99,7 @@ def list_databases(
     lister = _Lister(
         client, account_id, budget, max_attempts, backoff_seconds, request_timeout, rate_limit_patience_seconds, sleep
     )
+    lister.budget_wait_seconds = budget_wait_seconds
     found: dict[str, ListedDatabase] = {}
     listed = 0
     page = 0
@@ -158,6 +162,17 @@ class _Lister:
         self._patience, self._sleep = patience, sleep
         self._transport_error = httpx.TransportError
         self.requests = 0
+        self.budget_wait_seconds: float | None = None
+
+    def _acquire(self, where: str) -> None:
+        wait = self.budget_wait_seconds
+        try:
+            self._budget.acquire(None if wait is None else self._budget.now() + wait)
+        except BudgetExhausted as e:
+            raise RateLimited(
+                f"{where}: the token's API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s "
+                "(the night's dumps are using it); the database list is read again at the next try"
+            ) from None
 
     def get(self, page: int, per_page: int) -> dict:
         where = f"account {self._account}"
@@ -166,7 +181,7 @@ class _Lister:
         limited_since: float | None = None
         limited = 0
         while failures < self._max_attempts:
-            self._budget.acquire()
+            self._acquire(where)
             self.requests += 1
             try:
                 response = self._client.get(url, params={"page": page, "per_page": per_page}, timeout=self._timeout)

@@ -107,3 +107,21 @@ def test_the_budget_is_shared_with_dumps(tmp_path):
         )
         same_token = ApiBudget(server.base_url, "good-token", limit=2, clock=clock.time, sleep=clock.sleep)
     assert found.requests == 3 and same_token.used() == 1 and found.waited_seconds >= 299
+
+
+def test_a_budget_in_use_is_waited_for_no_longer_than_asked(tmp_path):
+    """A sensor's tick is short: when the night's dumps hold the budget, the listing gives up and says why."""
+    clock = FakeClock()
+    with D1Server(tenant_databases(tmp_path, ["a"]), clock=clock.time) as server:
+        budget = ApiBudget(server.base_url, "good-token", limit=1, clock=clock.time, sleep=clock.sleep)
+        budget.acquire()  # a dump took the only room
+        with pytest.raises(RateLimited, match="budget .* has no room for 300s"):
+            list_databases(
+                "acct",
+                token="good-token",
+                api_url=server.base_url,
+                budget=budget,
+                budget_wait_seconds=20,
+                sleep=clock.sleep,
+            )
+        assert server.requests == []
