@@ -142,3 +142,15 @@ def test_a_new_tenant_is_added_and_a_vanished_one_keeps_its_partition_and_backup
         assert not gone.success
         [failure] = [e for e in gone.all_events if e.event_type_value == "STEP_FAILURE"]
         assert "no longer in the account" in str(failure.event_specific_data.error)
+
+
+def test_a_failed_discovery_skips_the_tick_and_keeps_the_partitions(fleet, monkeypatch):
+    config, defs, _, _ = fleet
+    with dg.instance_for_test() as instance:
+        discover(defs, config, instance)
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "revoked-token")
+        result = discover(defs, config, instance)
+        assert result.dynamic_partitions_requests == []
+        assert "discovery failed, the roster is unchanged" in result.skip_reason.skip_message
+        assert "revoked-token" not in result.skip_reason.skip_message
+        assert len(instance.get_dynamic_partitions(tenant_partitions_name(config.fleets[0]))) == TENANTS
