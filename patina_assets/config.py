@@ -1363,10 +1363,10 @@ def _fleets(ctx: _Ctx, value: Any, database_names: set[str]) -> tuple[FleetConfi
         if isinstance(name, str):
             if name in names:
                 ctx.error(_join(p, "name"), f"duplicate fleet name {name!r} (also {path}[{names[name]}])", "rename one")
-            elif name in database_names:
+            elif sanitize_asset_name(name) in {sanitize_asset_name(n) for n in database_names}:
                 ctx.error(
                     _join(p, "name"),
-                    f"{name!r} is also the name of a configured database",
+                    f"{name!r} is also the (asset) name of a configured database",
                     "fleets and databases share one namespace of asset names: rename the fleet",
                 )
             names[name] = i

@@ -70,12 +70,20 @@ def test_databases_from_alone_is_a_configuration(tmp_path):
         ({"name": "t", "account": ACCOUNT, "priority": "urgent"}, r"priority: 'urgent' is not allowed"),
         ({"name": "t", "account": ACCOUNT, "api_token": "secret"}, r"looks like a secret value"),
         ({"name": "t", "account": ACCOUNT, "name_pattern": " "}, r"name_pattern: is empty"),
-        ({"name": "blog", "account": ACCOUNT}, r"'blog' is also the name of a configured database"),
+        ({"name": "blog", "account": ACCOUNT}, r"'blog' is also the \(asset\) name of a configured database"),
+        ({"name": "my-db", "account": ACCOUNT}, r"'my-db' is also the \(asset\) name of a configured database"),
     ],
 )
 def test_bad_fleets_are_refused_with_the_field_and_the_fix(tmp_path, fleet, problem):
     with pytest.raises(ConfigError, match=problem):
-        fleet_config(tmp_path, [fleet], databases=[{"name": "blog", "source": str(tmp_path / "blog.sqlite")}])
+        fleet_config(
+            tmp_path,
+            [fleet],
+            databases=[
+                {"name": "blog", "source": str(tmp_path / "blog.sqlite")},
+                {"name": "my_db", "source": str(tmp_path / "my.sqlite")},
+            ],
+        )
 
 
 def test_without_databases_or_databases_from_the_config_says_what_is_missing(tmp_path):
