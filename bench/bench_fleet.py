@@ -150,15 +150,15 @@ def dagster_night(config, roster, count: int, day: str) -> tuple:
     (the same night again: each run dumps, stores a new generation and checks it)."""
     import dagster as dg
 
-    from patina_assets.defs.fleets import build_fleet_definitions, fleet_job_name, tenant_partition_key
-    from patina_assets.defs.resources import resources
+    from patina_assets.defs import build_definitions
+    from patina_assets.defs.fleets import fleet_job_name, tenant_partition_key
 
     os.environ["CLOUDFLARE_API_TOKEN"] = TOKEN
     # A budget of its own: the engine's night just spent thousands of requests of this token, and the runs,
     # which keep to cloudflare.requests_per_5_minutes, would first wait for them to leave the window.
     os.environ["PATINA_API_BUDGET_DIR"] = tempfile.mkdtemp(prefix="patina-bench-budget-dagster-")
     fleet = config.fleets[0]
-    defs = dg.Definitions.merge(build_fleet_definitions(config), dg.Definitions(resources=resources(config)))
+    defs = build_definitions(config)
     job = defs.resolve_job_def(fleet_job_name(fleet))
     with dg.instance_for_test() as instance:
         names = [t.name for t in roster.tenants[:count]]

@@ -43,6 +43,7 @@ import yaml
 
 from .engine.formats import FORMATS
 from .engine.sources import (
+    ACCOUNT_ID_RE,
     DEFAULT_API_URL,
     DEFAULT_BACKOFF_SECONDS,
     DEFAULT_MAX_ATTEMPTS,

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .backup import Cloudflare, back_up
-from .config import NAME_RE, DatabaseConfig, FleetConfig, PatinaConfig
+from .config import DatabaseConfig, FleetConfig, PatinaConfig
 from .engine.api_budget import ApiBudget
 from .engine.d1_accounts import AccountListing, ListedDatabase, list_databases
 from .engine.errors import PatinaError
-from .storage import BackupStore, StorageObjectNotFound
+from .storage import DATABASE_NAME, BackupStore, StorageObjectNotFound
 
 FLEETS_PREFIX = "fleets/"
 ROSTER_VERSION = 1
@@ -54,7 +54,7 @@ def tenant_name(listed: ListedDatabase) -> str:
     lower-cased, every other character turned into '-', cut to 54 characters, followed by '-' and the
     first 8 hex digits of the database's uuid, so two D1 names that fold to one text stay apart and the
     derived name stays the same night after night (`MyShop` -> `myshop-0f2c1d3e`)."""
-    if NAME_RE.match(listed.name):
+    if DATABASE_NAME.match(listed.name):
         return listed.name
     folded = re.sub(r"[^a-z0-9._-]", "-", listed.name.lower()).lstrip("._-")[:54].rstrip("-") or "d1"
     suffix = re.sub(r"[^0-9a-f]", "", listed.uuid.lower())[:_DERIVED_SUFFIX_CHARS]

@@ -24,7 +24,7 @@ from patina_assets.fleets import (
     roster_key,
     tenant_name,
 )
-from patina_assets.retention import RecordedBackups, reconcile
+from patina_assets.reconciliation import RecordedBackups, reconcile
 from patina_assets.storage import DATABASE_NAME
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"

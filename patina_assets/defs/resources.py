@@ -73,7 +73,7 @@ def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
         )
     else:
         bucket_resource = BucketResource(local_path=str(bucket.local.path))
-    needs_token = any(db.is_d1 for db in config.databases)
+    needs_token = any(db.is_d1 for db in config.databases) or any(not f.api_token_env for f in config.fleets)
     cloudflare = CloudflareResource(
         api_url=config.cloudflare.api_url,
         requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,

@@ -13,9 +13,9 @@ from support.d1_server import D1Server
 
 from patina_assets.backup import open_store
 from patina_assets.cli import main
-from patina_assets.defs.checks import DUMP_CHECK_NAMES
+from patina_assets.defs import build_definitions
+from patina_assets.defs.dumps.checks import DUMP_CHECK_NAMES
 from patina_assets.defs.fleets import (
-    build_fleet_definitions,
     fleet_asset_key,
     fleet_job_name,
     tenant_partition_key,
@@ -48,7 +48,7 @@ def fleet(tmp_path, monkeypatch):
             databases_from=[{"name": "tenants", "account": ACCOUNT, "name_pattern": "tenant-*"}],
             cloudflare={"api_url": server.base_url},
         )
-        defs = dg.Definitions.merge(build_fleet_definitions(config), dg.Definitions(resources=resources(config)))
+        defs = build_definitions(config)
         yield config, defs, server, databases
 
 
