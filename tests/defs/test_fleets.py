@@ -14,6 +14,7 @@ from support.d1_server import D1Server
 from patina_assets.backup import open_store
 from patina_assets.cli import main
 from patina_assets.defs import build_definitions
+from patina_assets.defs.alerts.sensors import Alerting, read_run
 from patina_assets.defs.dumps.checks import DUMP_CHECK_NAMES
 from patina_assets.defs.fleets import (
     fleet_asset_key,
@@ -142,6 +143,13 @@ def test_a_new_tenant_is_added_and_a_vanished_one_keeps_its_partition_and_backup
         assert not gone.success
         [failure] = [e for e in gone.all_events if e.event_type_value == "STEP_FAILURE"]
         assert "no longer in the account" in str(failure.event_specific_data.error)
+
+        # The alert names the tenant (the partition's database), and only its place when names are redacted.
+        record = instance.get_run_records(dg.RunsFilter(run_ids=[gone.run_id]))[0]
+        [(_, summary)] = Alerting(config).run_alerts(instance, read_run(instance, record))
+        [outcome] = summary.outcomes
+        assert outcome.name == "tenant-004" and not outcome.succeeded and "no longer in the account" in outcome.error
+        assert outcome.label == "a tenant of fleet tenants"
 
 
 def test_a_failed_discovery_skips_the_tick_and_keeps_the_partitions(fleet, monkeypatch):

@@ -57,6 +57,7 @@ from ...notifications import (
 from ..archives.assets import ARCHIVE_KEY, WEEKLY_JOB
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
+from ..fleets.assets import DATABASE, fleet_asset_key
 from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
 from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 
@@ -259,7 +260,8 @@ class Alerting:
         self.settings = config.alerts
         self._by_asset = {db.asset_name: (i, db) for i, db in enumerate(config.databases, 1)}
         self._dump_keys = {dump_asset_key(db) for db in config.databases}
-        self._patina_keys = self._dump_keys | {ARCHIVE_KEY}
+        self._fleets = {fleet_asset_key(fleet): fleet for fleet in config.fleets}
+        self._patina_keys = self._dump_keys | set(self._fleets) | {ARCHIVE_KEY}
         self._op_keys = {backup_op_name(db): dump_asset_key(db) for db in config.databases}
 
     def is_patina_run(self, facts: RunFacts) -> bool:
@@ -287,9 +289,14 @@ class Alerting:
             return AlertedJob("Backfill", "Assets")
         return AlertedJob("Materialization", "Assets")
 
-    def database(self, key: dg.AssetKey) -> tuple[str, str]:
+    def database(self, key: dg.AssetKey, run: dg.DagsterRun | None = None) -> tuple[str, str]:
         """``(name, redacted label)`` for an asset: ``("scout-db", "database 3 of 6")``,
-        ``("archives/weekly", "archives/weekly")``."""
+        ``("archives/weekly", "archives/weekly")``; for a fleet's asset, the tenant of the run's partition:
+        ``("tenant-042", "a tenant of fleet tenants")``."""
+        fleet = self._fleets.get(key)
+        if fleet is not None:
+            tenant = run.tags.get(f"{PARTITION_TAG}/{DATABASE}") if run is not None else None
+            return tenant or f"a tenant of fleet {fleet.name}", f"a tenant of fleet {fleet.name}"
         found = self._by_asset.get(key.path[-1])
         if found is None:  # not one database's (the weekly archive): its key names no database
             return key.to_user_string(), key.to_user_string()
@@ -300,7 +307,7 @@ class Alerting:
         run = facts.run
         outcomes = []
         for key in facts.planned:
-            name, label = self.database(key)
+            name, label = self.database(key, run)
             metadata = facts.materialized.get(key)
             unusable = facts.blocking_check_failure(key) if metadata is not None else None
             if metadata is not None and unusable is None:
@@ -374,7 +381,7 @@ class Alerting:
             severity = evaluation.severity.value
             if evaluation.passed or (severity != "ERROR" and not self.settings.warn_on_check_warnings):
                 continue
-            name, label = self.database(evaluation.asset_key)
+            name, label = self.database(evaluation.asset_key, facts.run)
             partition = evaluation.partition or facts.run.tags.get(PARTITION_TAG)
             alert = CheckFailure(
                 job_id=facts.run.run_id,
