@@ -430,11 +430,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore_guide(args: argparse.Namespace) -> int:
+    from .fleets import with_tenants
     from .guide import render_guide, restore_guide
 
     config = _config(args)
+    catalog = _catalog(config)
+    config = with_tenants(config, catalog.store)  # a fleet's tenant has a guide as a configured database has
     database = config.database(args.db)
-    guide = restore_guide(config, database, _catalog(config).backups(database=database.name))
+    guide = restore_guide(config, database, catalog.backups(database=database.name))
     print(json.dumps(guide, indent=2) if args.json else render_guide(guide))
     return 0
 

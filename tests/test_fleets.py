@@ -160,6 +160,9 @@ def test_a_night_of_tenants_is_stored_per_tenant_and_restorable(tmp_path, capsys
     assert main(["--config", str(config.source_path), "status", "--json"]) == 0
     databases = {d["database"]: d for d in json.loads(capsys.readouterr().out)["databases"]}
     assert set(databases) == set(roster.names) and databases["tenant-03"]["lastBackup"] == "2026-03-01"
+    assert main(["--config", str(config.source_path), "restore-guide", "tenant-03", "--json"]) == 0
+    guide = json.loads(capsys.readouterr().out)
+    assert "tenant-03" in json.dumps(guide)
     reconciliation = reconcile(ArchiveStore(store), RecordedBackups(dailies=frozenset(stored_slots(store))), deep=False)
     assert reconciliation.unknown == [], reconciliation.unknown
 
