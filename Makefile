@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The suite runs in TEST_WORKERS processes, a test file per process at a time (its module fixtures stay whole);
+# every test makes its own servers, ports, databases and directories, so files never share state.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The nightly backups of the last complete week through yesterday, and that week's archive, for real on the
 # embedded default; Dagster's instance is this directory's dagster.yaml.

@@ -7,7 +7,6 @@ import math
 import shutil
 import sqlite3
 import struct
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,11 +179,9 @@ def test_compare_never_writes(built, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.sqlite")))
 def test_corpus_self_compare(name):
+    # (How long a comparison takes is no test's business: timing goals live in bench/.)
     path = CORPUS / name
-    start = time.perf_counter()
     assert compare.compare_databases(path, path) == []
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{name} compared in {elapsed:.2f}s"
 
 
 # --------------------------------------------------------------------------------------
