@@ -94,8 +94,12 @@ def make_source(path: Path, seed: int) -> None:
     rng = random.Random(seed)
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, created_at INTEGER)")
-    db.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), kind TEXT, score REAL)")
-    db.executemany("INSERT INTO users VALUES (?, ?, ?)", ((i, f"u{i}@example.com", 1_700_000_000 + i) for i in range(500)))
+    db.execute(
+        "CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), kind TEXT, score REAL)"
+    )
+    db.executemany(
+        "INSERT INTO users VALUES (?, ?, ?)", ((i, f"u{i}@example.com", 1_700_000_000 + i) for i in range(500))
+    )
     db.executemany(
         "INSERT INTO events VALUES (?, ?, ?, ?)",
         ((i, rng.randrange(500), rng.choice(["view", "click", "buy"]), rng.random()) for i in range(3000)),
@@ -160,7 +164,13 @@ def main() -> int:
         print(f"{args.mode}: {run_night(args.mode, env):.2f} s")
         return 0
     modes = args.modes.split(",")
-    print("| databases | " + " | ".join(f"{m} (s)" for m in modes) + " | " + " | ".join(f"{m}/inprocess" for m in modes[1:]) + " |")
+    print(
+        "| databases | "
+        + " | ".join(f"{m} (s)" for m in modes)
+        + " | "
+        + " | ".join(f"{m}/inprocess" for m in modes[1:])
+        + " |"
+    )
     print("|" + "---|" * (1 + 2 * len(modes) - 1))
     for count in (int(n) for n in args.databases.split(",")):
         with tempfile.TemporaryDirectory(prefix="patina-bench-pipeline-") as tmp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..policies import step_executor
+
 NIGHTLY_JOB = "nightly_backup"
 NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 # A whole night's run is stopped by run monitoring after this long (the default; build_definitions derives it
@@ -19,7 +21,7 @@ def nightly_job(
     return dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.assets(*dump_assets),
-        executor_def=dg.multiprocess_executor.configured({"max_concurrent": concurrency}),
+        executor_def=step_executor(concurrency),
         description="Dump every configured database for one day and store the dumps with their manifests.",
         tags={dg.MAX_RUNTIME_SECONDS_TAG: str(max_runtime_seconds)},
     )
