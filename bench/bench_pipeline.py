@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_pipeline.py [--databases 6,50,200] [--repeat 3] [--modes inprocess,executor,launched]
     .venv/bin/python bench/bench_pipeline.py --databases 50 --mode executor --work /tmp/pipe50   # one night, for farm-bench
+    .venv/bin/python bench/bench_pipeline.py --checkout /work/main ...   # another checkout's code (before/after)
 
 Each mode is one fresh process that runs the nightly job once for the same day (dumps, publishes and every
 dump check), on a Dagster instance and a local bucket of its own under --work:
@@ -35,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout whose code runs (--checkout: e.g. main's, for a before/after), with its own .venv.
+CHECKOUT = ROOT
 PYTHON = ROOT / ".venv" / "bin" / "python"
 MODES = ("inprocess", "executor", "launched")
 DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
@@ -68,7 +71,7 @@ import sys
 import dagster as dg
 from patina_assets.config import load_config
 from patina_assets.defs import build_definitions
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 job = build_definitions(load_config()).resolve_job_def(NIGHTLY_JOB)
 result = job.execute_in_process(
     partition_key=sys.argv[1],
@@ -129,7 +132,7 @@ def command(mode: str, run_id: str) -> list[str]:
     tags = json.dumps({"dagster/partition": DAY})
     if mode == "inprocess":
         return [str(PYTHON), "-c", IN_PROCESS, DAY]
-    target = ["-m", "patina_assets.definitions", "-d", str(ROOT), "-j", "nightly_backup", "--tags", tags]
+    target = ["-m", "patina_assets.definitions", "-d", str(CHECKOUT), "-j", "nightly_backup", "--tags", tags]
     if mode == "executor":
         return [str(PYTHON), "-m", "dagster", "job", "execute", *target]
     return [str(PYTHON), "-m", "dagster", "job", "launch", *target, "--run-id", run_id]
@@ -139,7 +142,7 @@ def run_night(mode: str, env: dict[str, str]) -> float:
     """Wall seconds of one night in `mode`, from the process start to the run's end."""
     run_id = __import__("uuid").uuid4().hex
     started = time.monotonic()
-    done = subprocess.run(command(mode, run_id), env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command(mode, run_id), env=env, cwd=CHECKOUT, capture_output=True, text=True)
     if done.returncode == 0 and mode == "launched":
         done = subprocess.run([str(PYTHON), "-c", WAIT_FOR_RUN, run_id], env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
@@ -156,7 +159,11 @@ def main() -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--mode", choices=MODES, help="one night in this mode only (for farm-bench); needs --work")
     parser.add_argument("--work", type=Path, help="keep sources, bucket and instance here (default: a temporary one)")
+    parser.add_argument("--checkout", type=Path, help="run this checkout's code with its .venv (default: this one)")
     args = parser.parse_args()
+    if args.checkout:
+        global CHECKOUT, PYTHON
+        CHECKOUT, PYTHON = args.checkout.resolve(), args.checkout.resolve() / ".venv" / "bin" / "python"
     if args.mode:
         if args.work is None:
             parser.error("--mode needs --work (the sources are generated once there)")
