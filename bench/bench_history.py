@@ -9,7 +9,8 @@ then it times, median of --repeat:
     check (listing)  the history a size_anomaly check needs the old way: list `daily/`, read every manifest
                      of the database (`BackupStore.list_daily(database=...)`), keep the 7 captured before
     check (index)    the same through the database's history index (`verify.previous_backups`)
-    status           `patina status` as a command (a fresh process: imports included)
+    status (bucket)  what `patina status` reads from the bucket (`status.Snapshot`), in-process, no Dagster
+    status           `patina status` as a command (a fresh process: imports and the Dagster instance included)
 
 Goals (issue 17): one check costs the same with 6 or 2,000 databases and 7 or 90 days kept; `patina
 status` under 0.5 s on 200 databases x 30 days.
@@ -34,7 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from patina_assets import history  # noqa: E402
 from patina_assets.backup import manifest_for  # noqa: E402
+from patina_assets.catalog import Catalog  # noqa: E402
+from patina_assets.config import load_config  # noqa: E402
 from patina_assets.engine import SqliteSource, dump_database  # noqa: E402
+from patina_assets.status import Snapshot, unavailable  # noqa: E402
 from patina_assets.storage import BackupStore, LocalBucket, VerificationRecord, by_capture, utc_timestamp  # noqa: E402
 from patina_assets.verify import HISTORY_WINDOW, previous_backups  # noqa: E402
 
@@ -110,8 +114,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="keep the buckets here between calls (default: temporary)")
     parser.add_argument("--no-status", action="store_true", help="skip `patina status`")
     args = parser.parse_args()
-    print("| databases x days | check (listing) s | check (index) s | status s |")
-    print("|---|---|---|---|")
+    print("| databases x days | check (listing) s | check (index) s | status (bucket) s | status s |")
+    print("|---|---|---|---|---|")
     for cell in args.grid.split(","):
         databases, days = (int(n) for n in cell.split("x"))
         with tempfile.TemporaryDirectory(prefix="patina-bench-history-") as tmp:
@@ -122,8 +126,15 @@ def main() -> int:
             assert history_by_listing(store, current) == previous_backups(store, current, limit=HISTORY_WINDOW)
             listing = median_seconds(args.repeat, lambda: history_by_listing(store, current))  # noqa: B023
             indexed = median_seconds(args.repeat, lambda: previous_backups(store, current, limit=HISTORY_WINDOW))  # noqa: B023
+            patina = load_config(config)
+            bucket_part = median_seconds(
+                args.repeat,
+                lambda: Snapshot.take(patina, Catalog.for_config(patina), unavailable("bench")).to_dict(),  # noqa: B023
+            )
             status = "-" if args.no_status else f"{status_seconds(config, args.repeat):.2f}"
-            print(f"| {databases} x {days} | {listing:.4f} | {indexed:.4f} | {status} |", flush=True)
+            print(
+                f"| {databases} x {days} | {listing:.4f} | {indexed:.4f} | {bucket_part:.3f} | {status} |", flush=True
+            )
     return 0
 
 
