@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import leftovers
+from . import history, leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .engine import DumpResult, Source, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
@@ -120,6 +120,7 @@ def back_up(
                 source, path, database=database.name, job_id=run_id, consistency_retries=settings.consistency_retries
             )
         manifest = store.publish_daily(day, database.name, path, manifest_for(result, day, run_id))
+    history.record(store, manifest)  # where the checks find this backup without listing the bucket
     return manifest, result
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import leftovers
+from . import history, leftovers
 from .archive import ArchiveStore
 from .fleets import FLEETS_PREFIX
 from .storage import (
@@ -56,6 +56,7 @@ class Reconciliation:
     dailies_checked: int = 0
     archives_checked: int = 0
     objects: int = 0
+    indexes_rewritten: int = 0  # history indexes that differed from the listing (history.rebuild_all)
 
     @property
     def errors(self) -> bool:
@@ -89,6 +90,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         if info.key.startswith(AUDIT_PREFIX):  # `patina serve`'s audit log: kept, not a stray
             continue
         if info.key.startswith(FLEETS_PREFIX):  # a fleet's roster (patina_assets.fleets): kept, not a stray
+            continue
+        if info.key.startswith(history.INDEX_PREFIX):  # the per-database history indexes (history.py)
             continue
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))
@@ -153,6 +156,9 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         result.orphans.append(
             Finding(info.key, f"an archive with no manifest ({info.size} bytes): a build that never finished")
         )
+
+    # The history indexes from this listing (the bucket is the truth): an entry lost to a crash comes back.
+    result.indexes_rewritten = history.rebuild_all(store, daily)
 
     # Leftovers of interrupted runs: found, removed where safe, and reported.
     swept = leftovers.sweep(store.bucket)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from . import history
 from .archive import ArchiveStore, ArchiveVerification
 from .config import RetentionConfig
 from .storage import (
@@ -271,6 +272,8 @@ def apply_retention(archives: ArchiveStore, plan: RetentionPlan) -> RetentionRes
         result.dailies.append(deletion)
         result.deleted_keys.extend(deleted)
         result.bytes_freed += deletion.bytes
+    for database in sorted({d.database for d in result.dailies}):
+        history.forget(store, database, {d.day for d in result.dailies if d.database == database})
     for deletion in plan.archives:
         try:
             deleted = archives.delete(deletion.week)

@@ -14,8 +14,9 @@ Three questions, asked of one night's backup (its manifest in a `BackupStore`):
 
 `verification_record` is what the bucket keeps of a verdict (``storage.VerificationRecord``).
 
-History comes from the bucket (`BackupStore.list_daily`): a backup exists exactly when its manifest does,
-so this is the record that matters, and it works without Dagster (the command line, recovery, tests).
+History comes from the bucket: a backup exists exactly when its manifest does, so this is the record that
+matters, and it works without Dagster (the command line, recovery, tests). The database's history index
+(`history.py`) says which manifests to read, so a check does not list the whole bucket.
 `defs/dumps/checks.py` turns the answers into Dagster asset checks.
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import leftovers
+from . import history, leftovers
 from .engine import (
     RestoreError,
     SqliteSource,
@@ -61,15 +62,14 @@ def previous_backups(store: BackupStore, current: Manifest, limit: int | None = 
     only the last `limit` of them when given.
 
     "Before" is by capture time, not by day: a backfill of an old day run today holds today's data, so it
-    comes after yesterday's nightly, whatever day it is filed under."""
-    earlier = [m for m in store.list_daily(database=current.database) if by_capture(m) < by_capture(current)]
-    earlier.sort(key=by_capture)
-    return earlier[-limit:] if limit else earlier
+    comes after yesterday's nightly, whatever day it is filed under. From the database's history index,
+    each backup read back from the bucket (see history.py): the cost does not grow with the bucket."""
+    return history.backups_before(store, current, limit)
 
 
 def latest_backup(store: BackupStore, database: str) -> Manifest | None:
     """The backup of `database` captured last that counts, or None."""
-    return max(store.list_daily(database=database), key=by_capture, default=None)
+    return history.newest_backup(store, database)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""What every area's steps share: the export pool, the retry policy, the daily partitions."""
+"""What every area's steps share: the export pool, the retry policy, the daily partitions, the step executor."""
 
 import dagster as dg
 
@@ -28,3 +28,15 @@ def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
 
 def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=config.start_date.isoformat(), timezone="UTC")
+
+
+def step_executor(concurrency: int) -> dg.ExecutorDefinition:
+    """One process per step (a crash or a runaway dump takes no other down), at most `concurrency` at once,
+    each forked from a forkserver that has imported the code location once per run (see step_preload.py):
+    a fresh interpreter per step spends seconds importing Dagster and Patina, more than a small dump takes."""
+    return dg.multiprocess_executor.configured(
+        {
+            "max_concurrent": concurrency,
+            "start_method": {"forkserver": {"preload_modules": ["patina_assets.step_preload"]}},
+        }
+    )

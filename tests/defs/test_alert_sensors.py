@@ -20,9 +20,11 @@ from patina_assets.defs import build_definitions, resources
 from patina_assets.defs.alerts import sensors as alert_sensors
 from patina_assets.defs.alerts.sensors import CHECK_ALERTS_SENSOR, RUN_ALERTS_SENSOR, build_alert_sensors
 from patina_assets.defs.archives.assets import WEEKLY_JOB
-from patina_assets.defs.dumps.assets import build_dump_assets
-from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, nightly_job
+from patina_assets.defs.dumps.assets import build_dump_assets, dump_asset_key
+from patina_assets.defs.dumps.checks import DUMP_CHECK_NAMES
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.defs.on_demand.jobs import build_on_demand_job
+from patina_assets.defs.policies import step_executor
 from patina_assets.notifications import DeliveryPolicy, format_duration, format_timestamp
 from patina_assets.units import human_bytes
 
@@ -45,9 +47,19 @@ class Patina:
         ]
         self.config = write_config(tmp_path, databases, alerts=alerts)
         assets = build_dump_assets(self.config)
+        # The nightly without the dumps' own checks (they run in the dump's step; these nights are long past, so
+        # captured_on_time would warn each night): the stub checks below stand in for them.
+        own_checks = dg.AssetSelection.checks(
+            *(dg.AssetCheckKey(dump_asset_key(db), name) for db in self.config.databases for name in DUMP_CHECK_NAMES)
+        )
+        nightly = dg.define_asset_job(
+            NIGHTLY_JOB,
+            selection=dg.AssetSelection.assets(*assets) - own_checks,
+            executor_def=step_executor(2),
+        )
         core = dg.Definitions(
             assets=assets,
-            jobs=[nightly_job(assets, 2)],
+            jobs=[nightly],
             sensors=build_alert_sensors(self.config, policy=FAST),
             resources=resources.resources(self.config),
         )

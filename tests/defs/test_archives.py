@@ -184,7 +184,7 @@ def test_fourteen_weeks_of_nightly_and_weekly_runs_against_s3(tmp_path, monkeypa
         )
         kept_weeks = [week(n) for n in range(2, 14)]
         assert [m.week for m in archives.list()] == kept_weeks
-        assert {info.key.split("/")[0] for info in store.bucket.list("")} == {"daily", "weekly"}
+        assert {info.key.split("/")[0] for info in store.bucket.list("")} == {"daily", "weekly", "index"}
         assert len(list(store.bucket.list("weekly/"))) == 12 * 3 and len(list(store.bucket.list("daily/"))) == 28
 
         # Every archive restores, for real, every database it holds, as it was on that day.

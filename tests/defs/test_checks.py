@@ -94,6 +94,9 @@ def test_the_nightly_job_runs_every_check_of_every_dump(week):
     for day, result in nights.items():
         assert set(evaluations(result)) == {(db, name) for db in DATABASES for name in DUMP_CHECK_NAMES}, day
         assert result.success, day  # size and schema findings do not fail a night; only an unusable backup does
+        # One step (one process under the job's executor) per database: the checks run in the dump's step.
+        steps = {e.step_key for e in result.all_events if e.is_step_success}
+        assert steps == {f"dumps__{db}" for db in DATABASES}, day
 
 
 def test_the_first_night_passes_with_no_size_verdict_and_nothing_to_compare(week):
@@ -237,11 +240,9 @@ def corrupt_and_verify(config, store):
     record = store.get_verification("2026-03-01", database.name)
     assert not record.passed and record.key == manifest.key and record.sha256 != manifest.sha256
     assert Catalog(store).find("2026-03-01", database.name, any_status=True).status == "failed"
-    # Blocking: the run fails at the check's step, and no dump was redone.
+    # Blocking: the run fails at the step that ran the checks (the dump's, here alone), and no dump was redone.
     assert not result.success and result.get_asset_materialization_events() == []
-    assert [e.step_key for e in result.get_step_failure_events()] == [
-        f"dumps__{database.asset_name}_{RESTORE_VERIFICATION}"
-    ]
+    assert [e.step_key for e in result.get_step_failure_events()] == [f"dumps__{database.asset_name}"]
     return result
 
 

@@ -3,6 +3,8 @@ and the faults a night can bring."""
 
 import datetime as dt
 import hashlib
+import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from support.s3_server import FaultProxy, create_bucket, moto_server, pending_up
 from patina_assets.backup import open_store
 from patina_assets.config import ConfigError
 from patina_assets.defs import build_definitions
-from patina_assets.defs.dumps.checks import CAPTURED_ON_TIME
+from patina_assets.defs.dumps.checks import CAPTURED_ON_TIME, DUMP_CHECK_NAMES
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, NIGHTLY_SCHEDULE
 from patina_assets.engine import restore_dump
 
@@ -298,3 +300,30 @@ def test_last_night_is_on_time_and_a_refused_late_backfill_fails_without_retries
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert f"refusing to back up {long_ago}" in failure.message and "cannot bring back" in failure.message
     assert [m.day for m in store_of(config).list_daily()] == [yesterday]
+
+
+def test_the_nightly_through_its_executor_is_one_forked_process_per_database(tmp_path, two_sqlite_databases):
+    """What the UI, the daemon and the CLI run: the job's own executor (not execute_in_process). Each database's
+    step, its checks included, runs in a process of its own, forked from the run's forkserver."""
+    write_config(tmp_path, two_sqlite_databases)
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "PATINA_CONFIG": str(tmp_path / "patina.yaml"), "DAGSTER_HOME": str(home)}
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "patina_assets.definitions", "-j", NIGHTLY_JOB]
+    tags = json.dumps({"dagster/partition": "2026-03-01"})
+    done = subprocess.run([*command, "--tags", tags], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_runs(limit=1)[0]
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        events = [r.dagster_event for r in instance.all_logs(run.run_id) if r.dagster_event]
+        starts = {e.step_key: e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START}
+        evaluated = [e for e in events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+    assert set(starts) == {"dumps__groveauth", "dumps__scout_db"}
+    assert len(set(starts.values())) == 2 and run_pid(events) not in starts.values()
+    assert len(evaluated) == 2 * len(DUMP_CHECK_NAMES)
+
+
+def run_pid(events) -> int:
+    return next(e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START)

@@ -1,12 +1,11 @@
-"""Nightly dumps: one daily-partitioned asset per database (assets), the checks on each dump (checks), and the
-nightly job with its 03:00 UTC schedule (jobs)."""
+"""Nightly dumps: one daily-partitioned asset per database (assets), the checks on each dump, evaluated in its
+step (checks), and the nightly job with its 03:00 UTC schedule (jobs)."""
 
 import dagster as dg
 
 from ...config import PatinaConfig
 from ...watch import run_bounds
 from .assets import build_dump_assets
-from .checks import build_dump_checks
 from .jobs import nightly_job, nightly_schedule
 
 
@@ -18,7 +17,6 @@ def build_definitions(config: PatinaConfig) -> dg.Definitions:
     job = nightly_job(dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds)
     return dg.Definitions(
         assets=dump_assets,
-        asset_checks=build_dump_checks(config),
         jobs=[job],
         schedules=[nightly_schedule(job)],
     )

@@ -1,10 +1,11 @@
-"""Nightly dumps: one daily-partitioned asset per configured database.
+"""Nightly dumps: one daily-partitioned asset per configured database, its checks evaluated in the same step.
 
 Each materialization dumps the database as it is when the run starts and stores the dump with its
 manifest as that day's backup (`daily/YYYY-MM-DD/<database>...`). Exports share the `d1_export` pool, so
 no more run at once than its limit (the spec's 3; see dagster.yaml).
 """
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -34,28 +35,54 @@ def build_dump_asset(
         "with a manifest beside it (sha256, tables, rows, digests); the manifest is written last and makes the backup count."
     )
 
-    @dg.asset(
-        key=dump_asset_key(database),
+    from .checks import (
+        dump_check_specs,
+        evaluate_dump_checks,
+    )  # checks.py names its asset through this module: imported here, not at the top
+
+    key = dump_asset_key(database)
+
+    @dg.multi_asset(
+        name="__".join(key.path),  # the step key, as when this was a plain @asset
+        specs=[
+            dg.AssetSpec(
+                key,
+                description=description,
+                group_name=DUMPS_GROUP,
+                partitions_def=partitions,
+                kinds={database.kind, "sql"},
+                tags={"priority": database.priority},
+                # No backup for alerts.stale_after_days (the spec's 8) fails freshness in the UI; warn from
+                # stale_warn_after_days.
+                freshness_policy=dg.FreshnessPolicy.time_window(
+                    fail_window=timedelta(days=config.alerts.stale_after_days),
+                    warn_window=timedelta(days=config.alerts.stale_warn_after_days),
+                ),
+                metadata={
+                    "database": database.name,
+                    "source": database.describe_source(),
+                    "priority": database.priority,
+                },
+            )
+        ],
+        check_specs=dump_check_specs(database, config),
+        can_subset=True,  # a check alone (re-run from the UI) checks the stored backup and dumps nothing
         description=description,
-        group_name=DUMPS_GROUP,
         partitions_def=partitions,
         pool=EXPORT_POOL,
         retry_policy=retry_policy(config.dump),
-        kinds={database.kind, "sql"},
-        tags={"priority": database.priority},
-        # No backup for alerts.stale_after_days (the spec's 8) fails freshness in the UI; warn from stale_warn_after_days.
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=timedelta(days=config.alerts.stale_after_days),
-            warn_window=timedelta(days=config.alerts.stale_warn_after_days),
-        ),
-        metadata={"database": database.name, "source": database.describe_source(), "priority": database.priority},
     )
     def dump(
         context: dg.AssetExecutionContext, bucket: BucketResource, cloudflare: CloudflareResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         store = bucket.store()
-        manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
-        return dg.MaterializeResult(metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key)))
+        manifest = None
+        if key in context.selected_asset_keys:
+            manifest, result = back_up_in_dagster(context, database, context.partition_key, store, cloudflare, config)
+            yield dg.MaterializeResult(
+                asset_key=key, metadata=dump_metadata(manifest, result, store.bucket.uri(manifest.key))
+            )
+        yield from evaluate_dump_checks(context, store, database, config, published=manifest)
 
     return dump
 

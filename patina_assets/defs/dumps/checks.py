@@ -1,7 +1,9 @@
 """Asset checks on every nightly dump: is the stored backup usable, and does it look like the nights before?
 
-Four checks per database, each its own step, run right after the dump in the nightly job (the job selects
-the dump assets, and a selection of assets includes the checks that target them):
+Five checks per database, declared on its dump asset (`check_specs`) and evaluated in the dump's own step
+right after the publish (a step costs Dagster a process; five more per database made a night several times
+slower than its work). Each can still be run alone, from the UI or a job that selects only checks: the step
+then checks the backup already stored and dumps nothing (the asset can be subset).
 
 * `restore_verification` (ERROR, blocking): the stored dump read back from the bucket restores into a
   scratch SQLite database with integrity_check and foreign_key_check clean, and every table's rows and
@@ -21,8 +23,8 @@ the dump assets, and a selection of assets includes the checks that target them)
 sha256 it read, when, the run, and size_anomaly's verdict at that moment), so `patina list/status/restore`
 and retention know which backups are verified without Dagster.
 
-The logic is plain Python in `patina_assets.verify`; these functions only pick the backup to check (the
-run's partition, or the newest backup when a check is run without one) and turn the answer into an
+The logic is plain Python in `patina_assets.verify`; these functions only pick the backup to check (the one
+just published, the run's partition, or the newest backup when a check is run without one) and turn the answer into an
 `AssetCheckResult` with metadata for the UI and for the alert sensors (which read the evaluations of
 finished runs: the check names below are constants for them; every result carries `database` and `day`).
 
@@ -30,7 +32,8 @@ The checks are not partitioned (partitioned asset checks are a preview feature i
 checked is in each result's metadata, and in the run's `dagster/partition` tag.
 """
 
-# No `from __future__ import annotations` here: Dagster reads the `context` annotation of a check function.
+from collections.abc import Iterator
+
 import dagster as dg
 
 from ...config import DatabaseConfig, PatinaConfig
@@ -51,8 +54,6 @@ from ...verify import (
     verification_record,
     verify_restore,
 )
-from ..policies import retry_policy
-from ..resources import BucketResource
 from .assets import dump_asset_key, late_summary
 
 RESTORE_VERIFICATION = "restore_verification"
@@ -65,18 +66,14 @@ DUMP_CHECK_NAMES = (RESTORE_VERIFICATION, SIZE_ANOMALY, SCHEMA_DRIFT, POINT_IN_T
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
-def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
-    """The checks of every configured database's dump asset."""
+def dump_check_specs(database: DatabaseConfig, config: PatinaConfig) -> list[dg.AssetCheckSpec]:
+    """The checks of one database's dump asset, evaluated in its own step (see `evaluate_dump_checks`)."""
     return [
-        factory(database, config)
-        for database in config.databases
-        for factory in (
-            restore_verification_check,
-            size_anomaly_check,
-            schema_drift_check,
-            point_in_time_check,
-            captured_on_time_check,
-        )
+        restore_verification_spec(database),
+        size_anomaly_spec(database, config),
+        schema_drift_spec(database),
+        point_in_time_spec(database),
+        captured_on_time_spec(database),
     ]
 
 
@@ -84,8 +81,10 @@ def build_dump_checks(config: PatinaConfig) -> list[dg.AssetChecksDefinition]:
 # Which backup a check looks at
 # --------------------------------------------------------------------------------------------------
 
+Found = tuple[str | None, Manifest | None, str]  # (day, manifest, why there is none)
 
-def _day_checked(context: dg.AssetCheckExecutionContext, store: BackupStore, database: DatabaseConfig) -> str | None:
+
+def _day_checked(context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig) -> str | None:
     """The run's partition; without one (checks run by hand from the UI), the newest backup's day."""
     if context.has_partition_key:
         return context.partition_key
@@ -93,9 +92,7 @@ def _day_checked(context: dg.AssetCheckExecutionContext, store: BackupStore, dat
     return newest.day if newest else None
 
 
-def _backup_checked(
-    context: dg.AssetCheckExecutionContext, store: BackupStore, database: DatabaseConfig
-) -> tuple[str | None, Manifest | None, str]:
+def _backup_checked(context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig) -> Found:
     """(day, manifest, why there is none). A manifest that cannot be read is no backup."""
     day = _day_checked(context, store, database)
     if day is None:
@@ -110,9 +107,11 @@ def _backup_checked(
 
 
 def _no_backup(
-    database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity
+    database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity, name: str
 ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=name,
         passed=False,
         severity=severity,
         description=why,
@@ -130,12 +129,11 @@ def _no_backup(
 # --------------------------------------------------------------------------------------------------
 
 
-def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+def restore_verification_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        RESTORE_VERIFICATION,
         asset=dump_asset_key(database),
-        name=RESTORE_VERIFICATION,
         blocking=True,
-        retry_policy=retry_policy(config.dump),  # for a bucket that hiccups on read-back, not for a bad dump
         description=(
             f"The stored dump of {database.name}, read back from the bucket, restores into a scratch SQLite "
             "database: footer sha256, integrity_check and foreign_key_check clean, and every table's row count "
@@ -144,27 +142,30 @@ def restore_verification_check(database: DatabaseConfig, config: PatinaConfig) -
         ),
         metadata={"database": database.name},
     )
-    def restore_verification(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        store = bucket.store()
-        day, manifest, why = _backup_checked(context, store, database)
-        if manifest is None:
-            return _no_backup(database, day, why, ERROR)
-        outcome = verify_restore(store, manifest)
-        (context.log.info if outcome.passed else context.log.error)(outcome.summary())
-        metadata = restore_metadata(outcome, store.bucket.uri(manifest.key))
-        metadata["recorded"] = record_verdict(context, store, manifest, outcome, config)
-        return dg.AssetCheckResult(
-            passed=outcome.passed,
-            severity=ERROR,
-            description=outcome.summary(),
-            metadata=metadata,
-        )
 
-    return restore_verification
+
+def restore_verification(
+    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+) -> dg.AssetCheckResult:
+    day, manifest, why = found
+    if manifest is None:
+        return _no_backup(database, day, why, ERROR, RESTORE_VERIFICATION)
+    outcome = verify_restore(store, manifest)
+    (context.log.info if outcome.passed else context.log.error)(outcome.summary())
+    metadata = restore_metadata(outcome, store.bucket.uri(manifest.key))
+    metadata["recorded"] = record_verdict(context, store, manifest, outcome, config)
+    return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=RESTORE_VERIFICATION,
+        passed=outcome.passed,
+        severity=ERROR,
+        description=outcome.summary(),
+        metadata=metadata,
+    )
 
 
 def record_verdict(
-    context: dg.AssetCheckExecutionContext,
+    context: dg.OpExecutionContext,
     store: BackupStore,
     manifest: Manifest,
     outcome: RestoreVerification,
@@ -238,13 +239,11 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
+def size_anomaly_spec(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetCheckSpec:
     alerts = config.alerts
-
-    @dg.asset_check(
+    return dg.AssetCheckSpec(
+        SIZE_ANOMALY,
         asset=dump_asset_key(database),
-        name=SIZE_ANOMALY,
-        retry_policy=retry_policy(config.dump),
         description=(
             f"The SQL size of {database.name}'s dump against the average of its last {HISTORY_WINDOW} backups "
             f"before that day: under {alerts.size_decrease_ratio:.0%} of it is an ERROR (possible data loss), over "
@@ -253,25 +252,29 @@ def size_anomaly_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
         ),
         metadata={"database": database.name},
     )
-    def size_anomaly(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        store = bucket.store()
-        day, manifest, why = _backup_checked(context, store, database)
-        if manifest is None:
-            return _no_backup(database, day, why, WARN)
-        history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
-        verdict = judge_size(
-            manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
-        )
-        if verdict.anomalous:
-            context.log.warning(verdict.summary())
-        return dg.AssetCheckResult(
-            passed=not verdict.anomalous,
-            severity=ERROR if verdict.verdict == SIZE_TOO_SMALL else WARN,
-            description=verdict.summary(),
-            metadata=size_metadata(verdict),
-        )
 
-    return size_anomaly
+
+def size_anomaly(
+    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+) -> dg.AssetCheckResult:
+    alerts = config.alerts
+    day, manifest, why = found
+    if manifest is None:
+        return _no_backup(database, day, why, WARN, SIZE_ANOMALY)
+    history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
+    verdict = judge_size(
+        manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
+    )
+    if verdict.anomalous:
+        context.log.warning(verdict.summary())
+    return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=SIZE_ANOMALY,
+        passed=not verdict.anomalous,
+        severity=ERROR if verdict.verdict == SIZE_TOO_SMALL else WARN,
+        description=verdict.summary(),
+        metadata=size_metadata(verdict),
+    )
 
 
 def size_metadata(verdict: SizeVerdict) -> dict:
@@ -309,34 +312,36 @@ def size_metadata(verdict: SizeVerdict) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+def schema_drift_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SCHEMA_DRIFT,
         asset=dump_asset_key(database),
-        name=SCHEMA_DRIFT,
-        retry_policy=retry_policy(config.dump),
         description=(
             f"Whether {database.name}'s schema fingerprint changed since its previous backup. WARN when it did, "
             "listing the tables, indexes, views and triggers added, removed and changed (read back from both dumps)."
         ),
         metadata={"database": database.name},
     )
-    def schema_drift(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        store = bucket.store()
-        day, manifest, why = _backup_checked(context, store, database)
-        if manifest is None:
-            return _no_backup(database, day, why, WARN)
-        previous = previous_backups(store, manifest, limit=1)
-        drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
-        if drift.changed:
-            context.log.warning(drift.summary())
-        return dg.AssetCheckResult(
-            passed=not drift.changed,
-            severity=WARN,
-            description=drift.summary(),
-            metadata=drift_metadata(drift),
-        )
 
-    return schema_drift
+
+def schema_drift(
+    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+) -> dg.AssetCheckResult:
+    day, manifest, why = found
+    if manifest is None:
+        return _no_backup(database, day, why, WARN, SCHEMA_DRIFT)
+    previous = previous_backups(store, manifest, limit=1)
+    drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
+    if drift.changed:
+        context.log.warning(drift.summary())
+    return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=SCHEMA_DRIFT,
+        passed=not drift.changed,
+        severity=WARN,
+        description=drift.summary(),
+        metadata=drift_metadata(drift),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,11 +349,10 @@ def schema_drift_check(database: DatabaseConfig, config: PatinaConfig) -> dg.Ass
 # --------------------------------------------------------------------------------------------------
 
 
-def captured_on_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+def captured_on_time_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        CAPTURED_ON_TIME,
         asset=dump_asset_key(database),
-        name=CAPTURED_ON_TIME,
-        retry_policy=retry_policy(config.dump),
         description=(
             f"Whether {database.name}'s data was read from the source within {LATE_AFTER.days} day(s) of the end "
             "of the day it is filed under. WARN when not: a backfill of a night long past holds the database as it "
@@ -356,27 +360,30 @@ def captured_on_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg
         ),
         metadata={"database": database.name},
     )
-    def captured_on_time(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        store = bucket.store()
-        day, manifest, why = _backup_checked(context, store, database)
-        if manifest is None:
-            return _no_backup(database, day, why, WARN)
-        if manifest.captured_late:
-            context.log.warning(late_summary(manifest))
-        return dg.AssetCheckResult(
-            passed=not manifest.captured_late,
-            severity=WARN,
-            description=late_summary(manifest),
-            metadata={
-                "database": manifest.database,
-                "day": manifest.day,
-                "captured_at": manifest.captured_at,
-                "captured_late": bool(manifest.captured_late),
-                "verdict": "captured_late" if manifest.captured_late else "on_time",
-            },
-        )
 
-    return captured_on_time
+
+def captured_on_time(
+    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+) -> dg.AssetCheckResult:
+    day, manifest, why = found
+    if manifest is None:
+        return _no_backup(database, day, why, WARN, CAPTURED_ON_TIME)
+    if manifest.captured_late:
+        context.log.warning(late_summary(manifest))
+    return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=CAPTURED_ON_TIME,
+        passed=not manifest.captured_late,
+        severity=WARN,
+        description=late_summary(manifest),
+        metadata={
+            "database": manifest.database,
+            "day": manifest.day,
+            "captured_at": manifest.captured_at,
+            "captured_late": bool(manifest.captured_late),
+            "verdict": "captured_late" if manifest.captured_late else "on_time",
+        },
+    )
 
 
 def drift_metadata(drift: SchemaDrift) -> dict:
@@ -425,11 +432,10 @@ def drift_report(drift: SchemaDrift) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def point_in_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+def point_in_time_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        POINT_IN_TIME,
         asset=dump_asset_key(database),
-        name=POINT_IN_TIME,
-        retry_policy=retry_policy(config.dump),
         description=(
             f"Whether {database.name}'s backup is one point in time: read in one transaction or one batch, or "
             "paged with D1's Time Travel bookmark unchanged from start to end. WARN when the database was written "
@@ -438,28 +444,32 @@ def point_in_time_check(database: DatabaseConfig, config: PatinaConfig) -> dg.As
         ),
         metadata={"database": database.name},
     )
-    def point_in_time(context: dg.AssetCheckExecutionContext, bucket: BucketResource) -> dg.AssetCheckResult:
-        day, manifest, why = _backup_checked(context, bucket.store(), database)
-        if manifest is None:
-            return _no_backup(database, day, why, WARN)
-        summary = point_in_time_summary(manifest)
-        if not manifest.point_in_time:
-            context.log.warning(summary)
-        return dg.AssetCheckResult(
-            passed=manifest.point_in_time,
-            severity=WARN,
-            description=summary,
-            metadata={
-                "database": manifest.database,
-                "day": manifest.day,
-                "verdict": "point_in_time" if manifest.point_in_time else "not_point_in_time",
-                "consistency": manifest.consistency or "not recorded",
-                "time_travel_bookmark": manifest.bookmark or "none",
-                "end_bookmark": manifest.end_bookmark or "none",
-            },
-        )
 
-    return point_in_time
+
+def point_in_time(
+    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+) -> dg.AssetCheckResult:
+    day, manifest, why = found
+    if manifest is None:
+        return _no_backup(database, day, why, WARN, POINT_IN_TIME)
+    summary = point_in_time_summary(manifest)
+    if not manifest.point_in_time:
+        context.log.warning(summary)
+    return dg.AssetCheckResult(
+        asset_key=dump_asset_key(database),
+        check_name=POINT_IN_TIME,
+        passed=manifest.point_in_time,
+        severity=WARN,
+        description=summary,
+        metadata={
+            "database": manifest.database,
+            "day": manifest.day,
+            "verdict": "point_in_time" if manifest.point_in_time else "not_point_in_time",
+            "consistency": manifest.consistency or "not recorded",
+            "time_travel_bookmark": manifest.bookmark or "none",
+            "end_bookmark": manifest.end_bookmark or "none",
+        },
+    )
 
 
 def point_in_time_summary(manifest: Manifest) -> str:
@@ -472,3 +482,43 @@ def point_in_time_summary(manifest: Manifest) -> str:
         f"hold rows without the rows they refer to. Exact alternative: wrangler d1 time-travel restore "
         f"{manifest.database} --bookmark={manifest.bookmark} (the database as the dump started, in place)"
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# All of them, in the dump's step
+# --------------------------------------------------------------------------------------------------
+
+EVALUATIONS = {
+    RESTORE_VERIFICATION: restore_verification,
+    SIZE_ANOMALY: size_anomaly,
+    SCHEMA_DRIFT: schema_drift,
+    POINT_IN_TIME: point_in_time,
+    CAPTURED_ON_TIME: captured_on_time,
+}
+
+
+def evaluate_dump_checks(
+    context: dg.OpExecutionContext,
+    store: BackupStore,
+    database: DatabaseConfig,
+    config: PatinaConfig,
+    published: Manifest | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """The selected checks of `database`'s dump, in the order of DUMP_CHECK_NAMES: on the backup the step
+    has just `published`, or (checks run alone) on the run's partition's backup, else the newest.
+
+    Each check is evaluated even when one before it raises (a bucket that hiccups on a read-back): the
+    others' results are kept and the error is raised after them, so the step's retry policy applies."""
+    selected = {key.name for key in context.selected_asset_check_keys if key.asset_key == dump_asset_key(database)}
+    found: Found = (published.day, published, "") if published else _backup_checked(context, store, database)
+    error: BaseException | None = None
+    for name in DUMP_CHECK_NAMES:
+        if name not in selected:
+            continue
+        try:
+            yield EVALUATIONS[name](context, store, database, config, found)
+        except Exception as e:  # noqa: BLE001  (raised below, after the other checks)
+            context.log.error(f"{database.name}: the check {name} could not be evaluated: {e}")
+            error = error or e
+    if error is not None:
+        raise error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..policies import step_executor
 from .executors import nightly_executor
 
 NIGHTLY_JOB = "nightly_backup"
@@ -22,7 +23,7 @@ def nightly_job(
     return dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.assets(*dump_assets),
-        executor_def=nightly_executor(dg.multiprocess_executor.configured({"max_concurrent": concurrency})),
+        executor_def=nightly_executor(step_executor(concurrency)),
         description="Dump every configured database for one day and store the dumps with their manifests.",
         tags={dg.MAX_RUNTIME_SECONDS_TAG: str(max_runtime_seconds)},
     )

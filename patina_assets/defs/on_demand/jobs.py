@@ -19,7 +19,7 @@ import dagster as dg
 from ...config import DatabaseConfig, PatinaConfig
 from ..dumps.assets import back_up_in_dagster, dump_asset_key, dump_metadata
 from ..dumps.jobs import NIGHTLY_JOB
-from ..policies import EXPORT_POOL, retry_policy
+from ..policies import EXPORT_POOL, retry_policy, step_executor
 from ..resources import BucketResource, CloudflareResource
 
 ON_DEMAND_JOB = "on_demand_backup"
@@ -77,7 +77,7 @@ def build_on_demand_job(config: PatinaConfig) -> dg.JobDefinition:
         node_defs=ops,
         description="Back up some or all databases now, as today's backup (patina trigger, POST /trigger).",
     ).to_job(
-        executor_def=dg.multiprocess_executor.configured({"max_concurrent": config.dump.concurrency}),
+        executor_def=step_executor(config.dump.concurrency),
         tags={dg.MAX_RUNTIME_SECONDS_TAG: str(6 * 3600)},
     )
 
