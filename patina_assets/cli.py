@@ -396,6 +396,31 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .encryption import generate_identity
+
+    new = generate_identity()
+    if args.output:
+        path = Path(args.output)
+        try:  # created readable by its owner only, and never over an existing key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{path} exists: a key file is never overwritten (choose another name)") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(new.file_text)
+        print(f"patina: wrote the identity to {path} (mode 600)", file=sys.stderr)
+    else:
+        sys.stdout.write(new.file_text)
+    print(
+        f"Public key: {new.recipient}\n"
+        f"List it under encryption.recipients in patina.yaml; keep the identity out of every repository and point "
+        f"$PATINA_AGE_IDENTITY (encryption.identity_file_env) at it where backups are read. Store a copy offline: "
+        f"without it no encrypted backup can be opened.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .status import Snapshot, render_status
 
@@ -634,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trigger.add_argument("--json", action="store_true")
     trigger.set_defaults(func=_cmd_trigger)
+
+    keygen = sub.add_parser(
+        "keygen", help="a new age identity (private key) and its recipient (public key) for encryption.recipients"
+    )
+    keygen.add_argument("-o", "--output", help="write the identity to this new file (mode 600) instead of stdout")
+    keygen.set_defaults(func=_cmd_keygen)
 
     serve = sub.add_parser("serve", help="the HTTP API (/status, /list, /download, /restore-guide, /trigger, /metrics)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ from pyrage import ssh, x25519
 
 from .engine.errors import PatinaError
 from .engine.formats import HashingReader, HashingWriter
-from .storage import StorageIntegrityError
+from .storage.buckets import StorageIntegrityError
 
 #: The suffix an encrypted object's key gets (``daily/DAY/<db>.<generation>.sql.zst.age``).
 AGE_SUFFIX = ".age"
 AGE_CONTENT_TYPE = "application/octet-stream"
-DEFAULT_IDENTITY_ENV = "PATINA_AGE_IDENTITY"
 #: Every age file starts with this line (binary format; the armored one starts with -----BEGIN AGE...).
 AGE_MAGIC = b"age-encryption.org/v1\n"
 SSH_RECIPIENT_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -121,32 +119,9 @@ def _short(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-# --------------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EncryptionConfig:
-    """``encryption:`` in patina.yaml.  No recipients: backups are stored unencrypted (the demo default)."""
-
-    recipients: tuple[str, ...] = ()
-    identity_file_env: str = DEFAULT_IDENTITY_ENV
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.recipients)
-
-    def parsed_recipients(self) -> list[Recipient]:
-        return [parse_recipient(text) for text in self.recipients]
-
-    def fingerprints(self) -> list[str]:
-        """The recipients' fingerprints, sorted: what a manifest records and what ``reencrypt`` compares."""
-        return sorted(recipient_fingerprint(text) for text in self.recipients)
-
-    def identities(self, env: Mapping[str, str] | None = None) -> Keyring:
-        """The identities from the environment (``IdentityMissing`` / ``InvalidIdentity`` when it cannot)."""
-        return load_identities(self.identity_file_env, os.environ if env is None else env)
+def fingerprints(recipients: Iterable[str]) -> list[str]:
+    """The recipients' fingerprints, sorted: what a manifest records and what ``reencrypt`` compares."""
+    return sorted(recipient_fingerprint(text) for text in recipients)
 
 
 # --------------------------------------------------------------------------------------------------
