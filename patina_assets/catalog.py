@@ -37,6 +37,7 @@ import zstandard
 
 from .archive import ArchiveStore, iter_tar
 from .config import PatinaConfig, RetentionConfig
+from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
 from .retention import daily_cutoff, weekly_cutoff
@@ -454,13 +455,15 @@ class Catalog:
                 raw = self.store.open_dump(backup.manifest)
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the dump is gone from the bucket ({exc})") from exc
+            except CiphertextDamaged as exc:
+                raise BackupMismatch(f"{label}: {exc}") from exc
             stored = HashingReader(raw)
             try:
                 sql = decompressing_reader(io.BufferedReader(stored, CHUNK), label)
             except BaseException:
                 stored.close()
                 raise
-            expected_stored = (backup.manifest.bytes, backup.manifest.sha256)
+            expected_stored = (backup.manifest.dump_bytes, backup.manifest.dump_sha256)
             return io.BufferedReader(_CheckedSQL(sql, backup, label, stored, expected_stored), CHUNK)  # type: ignore[return-value]
         return io.BufferedReader(_CheckedSQL(self._open_member(backup, label), backup, label, None, None), CHUNK)  # type: ignore[return-value]
 

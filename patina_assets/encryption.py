@@ -22,7 +22,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import struct
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,13 +34,11 @@ from typing import BinaryIO
 import pyrage
 from pyrage import ssh, x25519
 
+from .config import DEFAULT_IDENTITY_ENV, EncryptionConfig
 from .engine.errors import PatinaError
 from .engine.formats import HashingReader, HashingWriter
 from .storage.buckets import StorageIntegrityError
 
-#: The suffix an encrypted object's key gets (``daily/DAY/<db>.<generation>.sql.zst.age``).
-AGE_SUFFIX = ".age"
-AGE_CONTENT_TYPE = "application/octet-stream"
 #: Every age file starts with this line (binary format; the armored one starts with -----BEGIN AGE...).
 AGE_MAGIC = b"age-encryption.org/v1\n"
 SSH_RECIPIENT_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -326,7 +326,53 @@ def decrypt_to_file(
     recipients: Iterable[str] = (),
 ) -> Sealed:
     """Decrypt the age stream ``source`` into the new file ``target``; it exists only when all of it
-    authenticated (the partial plaintext of a refused object is removed).
+    authenticated (the partial plaintext of a refused object is removed).  See ``decrypt_stream``."""
+    target = Path(target)
+    try:
+        with open(target, "xb") as plain_file:
+            return decrypt_stream(
+                source, plain_file, keyring, what=what, stored_sha256=stored_sha256, recipients=recipients
+            )
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def decrypt_to_temporary(
+    source: BinaryIO,
+    keyring: Keyring,
+    *,
+    what: str,
+    stored_sha256: str | None = None,
+    recipients: Iterable[str] = (),
+) -> tuple[BinaryIO, Sealed]:
+    """Decrypt into an anonymous temporary file (it has no name, so nothing is left behind whatever
+    happens) and return it open at its start, once all of it authenticated.  ``source`` is closed."""
+    plain_file = tempfile.TemporaryFile()
+    try:
+        with source:
+            sealed = decrypt_stream(
+                source, plain_file, keyring, what=what, stored_sha256=stored_sha256, recipients=recipients
+            )
+        plain_file.seek(0)
+    except BaseException:
+        plain_file.close()
+        raise
+    return plain_file, sealed  # type: ignore[return-value]
+
+
+def decrypt_stream(
+    source: BinaryIO,
+    target: BinaryIO,
+    keyring: Keyring,
+    *,
+    what: str,
+    stored_sha256: str | None = None,
+    recipients: Iterable[str] = (),
+) -> Sealed:
+    """Decrypt the age stream ``source`` into ``target``.  Plaintext reaches ``target`` as each 64 KiB
+    chunk authenticates, so a refusal can come after some was written: callers keep ``target`` only when
+    this returns (``decrypt_to_file``, ``decrypt_to_temporary``).
 
     ``stored_sha256`` (the manifest's digest of the stored bytes) tells damage from a wrong key: when the
     stored bytes still hash to it, a refusal is the identity's fault (``WrongIdentity``, naming the
@@ -334,25 +380,17 @@ def decrypt_to_file(
     (``CiphertextDamaged``, a ``StorageIntegrityError``).  ``source`` is read to its end either way.  An
     error reading ``source`` or writing ``target`` (network, disk) is raised as it is.
     """
-    stored = _WatchedReader(source)
-    target = Path(target)
+    stored, plain = _WatchedReader(source), _WatchedWriter(target)
     refused: str | None = None
     try:
-        with open(target, "xb") as plain_file:
-            plain = _WatchedWriter(plain_file)
-            try:
-                pyrage.decrypt_io(stored, plain, list(keyring.identities))
-            except (pyrage.DecryptError, OSError) as exc:
-                _raise_stream_error(stored, plain)
-                refused = str(exc)
-            stored.drain()
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
+        pyrage.decrypt_io(stored, plain, list(keyring.identities))
+    except (pyrage.DecryptError, OSError) as exc:
+        _raise_stream_error(stored, plain)
+        refused = str(exc)
+    stored.drain()
     digest = stored.sha256.hexdigest()
     if refused is None and (stored_sha256 is None or digest == stored_sha256):
         return Sealed(plain.bytes, plain.sha256.hexdigest(), stored.bytes, digest)
-    target.unlink(missing_ok=True)
     if stored_sha256 is not None and digest != stored_sha256:
         raise CiphertextDamaged(
             f"{what} is damaged: its {stored.bytes} stored bytes have sha256 {digest[:12]}..., not the "
@@ -373,11 +411,63 @@ def decrypt_to_file(
     )
 
 
+class AgeKeys:
+    """One installation's keys: the recipients new objects are encrypted to (none: stored unencrypted) and
+    the environment variable that holds the identity, read on first need (commands that only list never
+    need it).  Built from patina.yaml's ``encryption`` section by ``from_config``."""
+
+    def __init__(
+        self,
+        recipients: Sequence[str] = (),
+        identity_env: str = DEFAULT_IDENTITY_ENV,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.recipient_texts = tuple(recipients)
+        self.recipients = [parse_recipient(text) for text in self.recipient_texts]
+        self.fingerprints = fingerprints(self.recipient_texts)
+        self.identity_env = identity_env
+        self._env = env
+        self._keyring: Keyring | None = None
+
+    @classmethod
+    def from_config(cls, encryption: EncryptionConfig, env: Mapping[str, str] | None = None) -> AgeKeys:
+        return cls(encryption.recipients, encryption.identity_file_env, env)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
+
+    def keyring(self) -> Keyring:
+        """The identities (``IdentityMissing`` / ``InvalidIdentity`` when the environment has none usable)."""
+        if self._keyring is None:
+            self._keyring = load_identities(self.identity_env, os.environ if self._env is None else self._env)
+        return self._keyring
+
+    def has_identity(self) -> bool:
+        """True when the environment holds a usable identity (commands that can do without one ask this)."""
+        try:
+            self.keyring()
+        except (IdentityMissing, InvalidIdentity):
+            return False
+        return True
+
+    def seal(self, source: Path | str, target: Path | str) -> Sealed:
+        """Encrypt ``source`` into the new file ``target`` to this installation's recipients."""
+        return encrypt_file(source, target, self.recipients)
+
+    def open_decrypted(
+        self, raw: BinaryIO, *, what: str, stored_sha256: str | None, recipients: Iterable[str] = ()
+    ) -> BinaryIO:
+        """The plaintext of the age stream ``raw`` (closed here), checked whole before it is returned."""
+        try:
+            keyring = self.keyring()
+        except BaseException:
+            raw.close()
+            raise
+        plain, _ = decrypt_to_temporary(raw, keyring, what=what, stored_sha256=stored_sha256, recipients=recipients)
+        return plain
+
+
 def is_age_file(head: bytes) -> bool:
     """True when ``head`` (the first bytes of an object) starts an age file."""
     return head.startswith(AGE_MAGIC)
-
-
-def stored_key(key: str, encrypted: bool) -> str:
-    """The object key with the ``.age`` suffix when encrypted."""
-    return key + AGE_SUFFIX if encrypted else key
