@@ -85,6 +85,7 @@ def openapi_document(config: PatinaConfig) -> dict:
                         "capturedLate": {"type": "boolean"},
                         "verification": {"type": "string", "enum": ["verified", "failed", "not verified", "damaged"]},
                         "problem": {"type": "string", "nullable": True},
+                        "encrypted": {"type": "boolean"},
                     },
                 },
                 "List": {

@@ -48,6 +48,7 @@ from .storage import (
     NOT_VERIFIED,
     VERIFIED,
     WEEKLY_PREFIX,
+    ArchiveManifest,
     BackupStore,
     CorruptManifest,
     Manifest,
@@ -109,6 +110,13 @@ class Backup:
     captured_late: bool = False  # read long after its day ended (a backfill): it holds the data of captured_at
     status: str = NOT_VERIFIED  # VERIFIED, FAILED, NOT_VERIFIED or DAMAGED (see ``VerificationRecord``)
     problem: str | None = None  # why it is damaged or failed verification
+    archive: ArchiveManifest | None = None  # the weekly archive's manifest (archive members)
+
+    @property
+    def encrypted(self) -> bool:
+        """Stored encrypted with age: reading it needs the identity (``encryption.identity_file_env``)."""
+        holder = self.manifest if self.manifest is not None else self.archive
+        return bool(holder is not None and holder.encrypted)
 
     @property
     def captured(self) -> datetime:
@@ -161,6 +169,7 @@ class Backup:
             "capturedLate": self.captured_late,
             "verification": self.status,
             "problem": self.problem,
+            "encrypted": self.encrypted,
         }
 
 
@@ -406,6 +415,7 @@ class Catalog:
                         captured_late=bool(captured and is_captured_late(m.day, captured)),
                         status=status,
                         problem=problem,
+                        archive=archive,
                     )
                 )
         return found
@@ -471,9 +481,15 @@ class Catalog:
         stack = ExitStack()
         try:
             try:
-                raw = stack.enter_context(self.store.bucket.open(backup.key))
+                raw = stack.enter_context(
+                    self.archives.open_archive(backup.archive)
+                    if backup.archive is not None
+                    else self.store.bucket.open(backup.key)
+                )
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the archive is gone from the bucket ({exc})") from exc
+            except CiphertextDamaged as exc:
+                raise BackupMismatch(f"{label}: {exc}") from exc
             members = stack.enter_context(iter_tar(raw))
             for info, reader in members:
                 if info.name == backup.member and reader is not None:
