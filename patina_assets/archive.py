@@ -744,7 +744,55 @@ class ArchiveStore:
         writer.add_bytes(member.manifest_path, manifest_json, mtime)
         return member
 
-    def _publish(self, path: Path, manifest: ArchiveManifest, now: datetime | None) -> ArchiveManifest:
+    def needs_reencryption(self, manifest: ArchiveManifest) -> bool:
+        """True when the archive is not encrypted to exactly the current recipients (see BackupStore's)."""
+        keys = self.store.keys
+        return keys.enabled and (not manifest.encrypted or sorted(manifest.recipients) != list(keys.fingerprints))
+
+    def reencrypt(self, manifest: ArchiveManifest, *, now: datetime | None = None) -> ArchiveManifest:
+        """Rewrite the week's archive for the current recipients, as ``BackupStore.reencrypt_daily`` does a
+        daily: decrypted and checked against its manifest, encrypted again, uploaded, read back, and only then
+        published (``storage.publish``) with the old object removed; its verification verdict is kept."""
+        keys = self.store.keys
+        if not keys.enabled:
+            raise ValueError("no recipients to encrypt to: list them under encryption.recipients first")
+        with scratch_directory("reencrypt") as tmp:
+            plain = tmp / f"{manifest.week}.{manifest.format}"
+            with self.open_archive(manifest) as source, open(plain, "wb") as out:
+                size, sha256 = _copy_hashing(source, out)
+            if (size, sha256) != (manifest.archive_bytes, manifest.archive_sha256):
+                raise StorageIntegrityError(
+                    f"{self.bucket.uri(manifest.key)} does not hold the archive its manifest records: nothing was rewritten"
+                )
+            sealed_path = tmp / f"{plain.name}{AGE_SUFFIX}"
+            sealed = keys.seal(plain, sealed_path)
+            record = self.get_verification(manifest.week)
+            rewritten = dataclasses.replace(
+                manifest,
+                key=weekly_archive_key(manifest.week, manifest.format, new_generation(now), encrypted=True),
+                bytes=sealed.stored_bytes,
+                sha256=sealed.stored_sha256,
+                encrypted=True,
+                recipients=tuple(keys.fingerprints),
+                plaintext_bytes=size,
+                plaintext_sha256=sha256,
+            )
+            final = self._publish(sealed_path, rewritten, now, read_back=True)
+        if record is not None and record.status_of(manifest.key, manifest.sha256) == VERIFIED:
+            carried = dataclasses.replace(record, key=final.key, sha256=final.sha256)
+            try:
+                self.bucket.put_bytes(
+                    weekly_verification_key(final.week),
+                    carried.to_json().encode("utf-8"),
+                    content_type="application/json",
+                )
+            except StorageError as exc:
+                logger.warning("the verification of %s was not carried over to %s: %s", manifest.key, final.key, exc)
+        return final
+
+    def _publish(
+        self, path: Path, manifest: ArchiveManifest, now: datetime | None, *, read_back: bool = False
+    ) -> ArchiveManifest:
         """Upload the archive and switch its manifest to it with ``storage.publish``, the publish step the
         dailies use (same order, same rule: confirmed by reading the manifest back, or every object kept)."""
         week = manifest.week
@@ -772,6 +820,7 @@ class ArchiveStore:
             AGE_CONTENT_TYPE if final.encrypted else ARCHIVE_CONTENT_TYPES[final.format],
             weekly_manifest_key(week),
             final.to_json().encode("utf-8"),
+            read_back_sha256=final.sha256 if read_back else None,
         )
         publish(self.bucket, publication, named_key=named_key, superseded=superseded)
         return final

@@ -421,6 +421,36 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reencrypt(args: argparse.Namespace) -> int:
+    from .archive import ArchiveStore
+    from .backup import open_store
+    from .reencrypt import reencrypt_backups
+    from .status import table
+
+    if bool(args.day) == bool(args.all):
+        raise UsageError("give --day DAY (that day's backups and its week's archive) or --all")
+    config = _config(args)
+    store = open_store(config, create=False)
+    results = reencrypt_backups(
+        ArchiveStore(store), day=_day(args.day, "--day") if args.day else None, database=args.db
+    )
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        rows = [
+            [r.what, r.action.upper() if r.action == "failed" else r.action, r.new_key or r.old_key] for r in results
+        ]
+        print(table(["BACKUP", "ACTION", "OBJECT"], rows))
+        for r in results:
+            if r.problem:
+                print(f"  {r.what}: {r.problem}")
+        done = sum(r.action == "rewritten" for r in results)
+        print(
+            f"\n{done} rewritten to {', '.join(store.keys.fingerprints)}; {sum(r.action == 'current' for r in results)} already current"
+        )
+    return 1 if any(r.action == "failed" for r in results) else 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .status import Snapshot, render_status
 
@@ -665,6 +695,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("-o", "--output", help="write the identity to this new file (mode 600) instead of stdout")
     keygen.set_defaults(func=_cmd_keygen)
+
+    reencrypt = sub.add_parser(
+        "reencrypt",
+        help="rewrite stored backups to the current encryption.recipients (after a key leaks or is retired)",
+        description="Each backup is decrypted (the identity must open it), checked, encrypted to the current "
+        "recipients, uploaded and read back before its manifest switches to it and the old object goes.",
+    )
+    reencrypt.add_argument("--day", help="the backups of this day (YYYY-MM-DD) and the weekly archive holding it")
+    reencrypt.add_argument("--all", action="store_true", help="every daily backup and weekly archive")
+    reencrypt.add_argument("--db", help="only this database's dailies (and the archives that hold it)")
+    reencrypt.add_argument("--json", action="store_true")
+    reencrypt.set_defaults(func=_cmd_reencrypt)
 
     serve = sub.add_parser("serve", help="the HTTP API (/status, /list, /download, /restore-guide, /trigger, /metrics)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

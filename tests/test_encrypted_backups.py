@@ -325,3 +325,40 @@ def test_an_encrypted_week_round_trips_through_s3(tmp_path, keys, monkeypatch):
         catalog = Catalog(store, config.retention)
         sql = catalog.download(catalog.find(DAYS[0], "groveauth", source="weekly"), tmp_path / "auth.sql")
         assert day_of_restored(sql, tmp_path / "auth.sqlite") == DAYS[0]
+
+
+def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_after_a_key_leaks(
+    tmp_path, encrypted, keys, monkeypatch, capsys
+):
+    from patina_assets.cli import main
+
+    config, store = encrypted
+    first, second = keys
+    assert ArchiveStore(store).build(WEEK, NAMES, first_day=config.start_date).verification.ok
+    path = str(config.source_path)
+    monkeypatch.delenv(VARIABLE)
+    assert main(["--config", path, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["backups"]
+    assert len(listed) == 2 * len(DAYS) * len(NAMES) and all(b["encrypted"] for b in listed)
+    assert main(["--config", path, "download", DAYS[0], "groveauth", "-o", str(tmp_path / "a.sql")]) == 1
+    assert f"${VARIABLE} is not set" in capsys.readouterr().err and not (tmp_path / "a.sql").exists()
+
+    encrypted_config(tmp_path, [second.recipient])  # the first key leaked: patina.yaml lists only the second
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "both.txt"))
+    assert main(["--config", path, "reencrypt"]) == 2  # --day or --all
+    capsys.readouterr()
+    assert main(["--config", path, "reencrypt", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(DAYS) * len(NAMES) + 1} rewritten" in out
+    store = open_store(encrypted_config(tmp_path, [second.recipient]))
+    wanted = [recipient_fingerprint(second.recipient)]
+    assert all(m.recipients == wanted for m in store.list_daily())
+    assert [list(a.recipients) for a in ArchiveStore(store).list()] == [wanted]
+    assert main(["--config", path, "reencrypt", "--day", DAYS[0]]) == 0
+    assert "0 rewritten" in capsys.readouterr().out
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "first.txt"))  # the leaked key opens nothing any more
+    assert main(["--config", path, "download", DAYS[0], "groveauth", "-o", str(tmp_path / "a.sql")]) == 1
+    assert "cannot be opened" in capsys.readouterr().err
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "second.txt"))
+    assert main(["--config", path, "download", DAYS[0], "groveauth", "-o", str(tmp_path / "a.sql")]) == 0
+    assert day_of_restored(tmp_path / "a.sql", tmp_path / "a.sqlite") == DAYS[0]
