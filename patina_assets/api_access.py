@@ -31,7 +31,9 @@ CLIENT_IP_HEADER_ENV = "PATINA_CLIENT_IP_HEADER"
 TRUSTED_PROXIES_ENV = "PATINA_TRUSTED_PROXIES"
 MIN_KEY_LENGTH = 16
 MIN_KEY_BITS = 40  # a Shannon estimate from the key itself (it underrates small alphabets: 16 hex digits score 44-64)
-ACTIONS = ("download", "restore-guide", "trigger")
+#: ``plaintext``: a download of an encrypted backup is decrypted by the server (when it holds the identity);
+#: without it the client gets the stored age file, to open with its own key.
+ACTIONS = ("download", "restore-guide", "trigger", "plaintext")
 MAKE_A_KEY = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 # Cloudflare's published ranges (https://www.cloudflare.com/ips/, checked 2026-12): the documented example of
 # PATINA_TRUSTED_PROXIES. They change rarely; fetch the list again when you set it up.

@@ -9,6 +9,7 @@ import subprocess
 from datetime import date, timedelta
 
 import pytest
+from support.api_server import Audit, serve  # noqa: F401 (fixture)
 from support.archives import NAMES, back_up_day, day_of_restored, make_source
 from support.configs import write_config
 from support.s3_server import create_bucket, moto_server
@@ -362,3 +363,43 @@ def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_a
     monkeypatch.setenv(VARIABLE, str(tmp_path / "second.txt"))
     assert main(["--config", path, "download", DAYS[0], "groveauth", "-o", str(tmp_path / "a.sql")]) == 0
     assert day_of_restored(tmp_path / "a.sql", tmp_path / "a.sqlite") == DAYS[0]
+
+
+def test_download_serves_the_age_file_unless_the_server_holds_the_identity_and_the_key_may_have_plaintext(
+    tmp_path, encrypted, keys, monkeypatch, serve
+):
+    import types
+
+    from patina_assets.api import AccessPolicy
+
+    config, store = encrypted
+    ArchiveStore(store).build(WEEK, NAMES, first_day=config.start_date)
+    store.delete_daily(DAYS[0], "scout-db")  # that day is left only in the weekly archive
+    full, ciphertext_only = "alice-3f9a1c7e5b2d4a6c8e0f", "ops-9e8d7c6b5a4f3e2d1c0b"
+    policy = AccessPolicy.from_env({"PATINA_API_KEYS": f"alice:{full}, ops:{ciphertext_only} actions=download"})
+    client = serve(types.SimpleNamespace(config=config), policy=policy, audit=Audit())
+    daily = store.get_manifest(DAYS[1], "groveauth")
+
+    plain = client.get(f"/download/{DAYS[1]}/groveauth", headers={"X-Patina-Key": full})
+    assert plain.status_code == 200 and plain.headers["content-type"] == "application/sql"
+    assert hashlib.sha256(plain.content).hexdigest() == daily.sql_sha256
+
+    sealed = client.get(f"/download/{DAYS[1]}/groveauth", headers={"X-Patina-Key": ciphertext_only})
+    assert sealed.status_code == 200 and sealed.headers["x-patina-encrypted"] == "age"
+    assert sealed.headers["content-disposition"] == f'attachment; filename="groveauth-{DAYS[1]}.sql.zst.age"'
+    assert sealed.content == store.bucket.get_bytes(daily.key)
+    assert hashlib.sha256(sealed.content).hexdigest() == sealed.headers["x-patina-stored-sha256"] == daily.sha256
+    opened = subprocess.run(
+        [age_cli(), "-d", "-i", str(tmp_path / "first.txt")], input=sealed.content, capture_output=True, check=True
+    )
+    assert hashlib.sha256(opened.stdout).hexdigest() == daily.plaintext_sha256
+
+    archived = client.get(f"/download/{DAYS[0]}/scout-db", headers={"X-Patina-Key": ciphertext_only})
+    assert archived.status_code == 200 and archived.headers["x-patina-member"] == f"daily/{DAYS[0]}/scout-db.sql"
+    assert archived.content == store.bucket.get_bytes(ArchiveStore(store).get_manifest(WEEK).key)
+
+    monkeypatch.delenv(VARIABLE)  # a server without the identity serves every key the age file
+    client = serve(types.SimpleNamespace(config=config), policy=policy, audit=Audit())
+    without = client.get(f"/download/{DAYS[1]}/groveauth", headers={"X-Patina-Key": full})
+    assert without.status_code == 200 and without.headers["x-patina-encrypted"] == "age"
+    assert without.content == sealed.content
