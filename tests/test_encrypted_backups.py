@@ -4,6 +4,7 @@ reconciliation, key rotation, and the age command-line tool as the outside check
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from datetime import date, timedelta
@@ -403,3 +404,19 @@ def test_download_serves_the_age_file_unless_the_server_holds_the_identity_and_t
     without = client.get(f"/download/{DAYS[1]}/groveauth", headers={"X-Patina-Key": full})
     assert without.status_code == 200 and without.headers["x-patina-encrypted"] == "age"
     assert without.content == sealed.content
+
+
+def test_the_restore_guide_says_how_to_open_an_encrypted_backup_with_age_alone(tmp_path, encrypted):
+    from patina_assets.guide import restore_guide
+
+    config, store = encrypted
+    catalog = Catalog(store, config.retention)
+    guide = restore_guide(config, config.database("groveauth"), catalog.backups(database="groveauth"))
+    [note] = [n for n in guide["notes"] if "encrypted with age" in n]
+    assert "$PATINA_AGE_IDENTITY" in note and f"age -d -i key.txt -o groveauth-{DAYS[-1]}.sql.zst" in note
+    # The command as written opens the stored file.
+    stored = tmp_path / f"groveauth-{DAYS[-1]}.sql.zst.age"
+    stored.write_bytes(store.bucket.get_bytes(store.get_manifest(DAYS[-1], "groveauth").key))
+    command = note.split("open it with the age CLI: ")[1].replace("key.txt", str(tmp_path / "first.txt"))
+    subprocess.run(["bash", "-e", "-c", command], cwd=tmp_path, check=True, env={"PATH": os.environ["PATH"]})
+    assert day_of_restored(tmp_path / f"groveauth-{DAYS[-1]}.sql", tmp_path / "g.sqlite") == DAYS[-1]
