@@ -173,8 +173,30 @@ def _check_dump_argument(text: str) -> None:
 
 
 def _restore_file(args: argparse.Namespace) -> int:
-    """``patina restore DUMP --to ...``: a local dump file (the original form)."""
+    """``patina restore DUMP --to ...``: a local dump file (the original form); an age file (a stored
+    encrypted backup, e.g. from /download) is decrypted first, with the identity from the environment."""
     dump = Path(args.args[0])
+    with open(dump, "rb") as head, tempfile.TemporaryDirectory(prefix="patina-restore-") as tmp:
+        from .encryption import is_age_file
+
+        if is_age_file(head.read(64)):
+            dump = _decrypt_local(dump, Path(tmp), args)
+        return _restore_plain_file(dump, args)
+
+
+def _decrypt_local(path: Path, directory: Path, args: argparse.Namespace) -> Path:
+    from .config import DEFAULT_IDENTITY_ENV
+    from .encryption import decrypt_to_file, load_identities
+
+    variable = _config(args).encryption.identity_file_env if args.config else DEFAULT_IDENTITY_ENV
+    keyring = load_identities(variable, os.environ)
+    target = directory / path.name.removesuffix(".age")
+    with open(path, "rb") as source:
+        decrypt_to_file(source, target, keyring, what=str(path))
+    return target
+
+
+def _restore_plain_file(dump: Path, args: argparse.Namespace) -> int:
     if is_d1_target(args.to):
         if args.table:
             raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")

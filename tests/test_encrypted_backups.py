@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from datetime import date, timedelta
 
@@ -420,3 +421,18 @@ def test_the_restore_guide_says_how_to_open_an_encrypted_backup_with_age_alone(t
     command = note.split("open it with the age CLI: ")[1].replace("key.txt", str(tmp_path / "first.txt"))
     subprocess.run(["bash", "-e", "-c", command], cwd=tmp_path, check=True, env={"PATH": os.environ["PATH"]})
     assert day_of_restored(tmp_path / f"groveauth-{DAYS[-1]}.sql", tmp_path / "g.sqlite") == DAYS[-1]
+
+
+def test_patina_restore_opens_a_downloaded_age_file_with_the_identity(tmp_path, encrypted, monkeypatch, capsys):
+    from patina_assets.cli import main
+
+    _, store = encrypted
+    manifest = store.get_manifest(DAYS[2], "groveauth")
+    stored = tmp_path / "groveauth.sql.zst.age"
+    stored.write_bytes(store.bucket.get_bytes(manifest.key))
+    assert main(["restore", str(stored), "--to", str(tmp_path / "restored.sqlite")]) == 0
+    with sqlite3.connect(tmp_path / "restored.sqlite") as db:
+        assert db.execute("SELECT max(day) FROM days").fetchone()[0] == DAYS[2]
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "second.txt"))
+    assert main(["restore", str(stored), "--to", str(tmp_path / "again.sqlite")]) == 1
+    assert "cannot be opened" in capsys.readouterr().err and not (tmp_path / "again.sqlite").exists()
