@@ -365,6 +365,8 @@ def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_a
     monkeypatch.setenv(VARIABLE, str(tmp_path / "second.txt"))
     assert main(["--config", path, "download", DAYS[0], "groveauth", "-o", str(tmp_path / "a.sql")]) == 0
     assert day_of_restored(tmp_path / "a.sql", tmp_path / "a.sqlite") == DAYS[0]
+    assert main(["--config", path, "restore", "--all", DAYS[1], "--to", str(tmp_path / "all")]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").glob("*.sqlite")) == ["groveauth.sqlite", "scout-db.sqlite"]
 
 
 def test_download_serves_the_age_file_unless_the_server_holds_the_identity_and_the_key_may_have_plaintext(
