@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .encryption import DEFAULT_IDENTITY_ENV, InvalidRecipient, parse_recipient
 from .engine.formats import FORMATS
 from .engine.sources import (
     DEFAULT_API_URL,
@@ -466,10 +467,6 @@ class RetentionConfig:
     daily_days: int = 7
     weekly_weeks: int = 12
     weekly_format: str = "tar.zst"
-
-
-#: ``encryption.identity_file_env``'s default: the variable that holds the age identity (see encryption.py).
-DEFAULT_IDENTITY_ENV = "PATINA_AGE_IDENTITY"
 
 
 @dataclass(frozen=True)
@@ -1504,8 +1501,6 @@ def _encryption(ctx: _Ctx, value: Any) -> EncryptionConfig:
         listed = []
     recipients: list[str] = []
     if listed:
-        from .encryption import InvalidRecipient, parse_recipient  # pyrage only where encryption is configured
-
         for i, text in enumerate(listed):
             try:
                 parse_recipient(text)

@@ -29,19 +29,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyrage
 from pyrage import ssh, x25519
 
-from .config import DEFAULT_IDENTITY_ENV, EncryptionConfig
 from .engine.errors import PatinaError
 from .engine.formats import HashingReader, HashingWriter
 from .storage.buckets import StorageIntegrityError
 
+if TYPE_CHECKING:
+    from .config import EncryptionConfig
+
 #: Every age file starts with this line (binary format; the armored one starts with -----BEGIN AGE...).
 AGE_MAGIC = b"age-encryption.org/v1\n"
 SSH_RECIPIENT_TYPES = ("ssh-ed25519", "ssh-rsa")
+#: ``encryption.identity_file_env``'s default: the variable that holds the identity.
+DEFAULT_IDENTITY_ENV = "PATINA_AGE_IDENTITY"
 
 Recipient = x25519.Recipient | ssh.Recipient
 Identity = x25519.Identity | ssh.Identity

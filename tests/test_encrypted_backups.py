@@ -20,7 +20,8 @@ from patina_assets.archive import ArchiveStore, iter_tar
 from patina_assets.backup import open_store
 from patina_assets.catalog import BackupMismatch, Catalog
 from patina_assets.encryption import IdentityMissing, WrongIdentity, generate_identity, recipient_fingerprint
-from patina_assets.retention import RecordedBackups, plan_retention, reconcile
+from patina_assets.reconciliation import RecordedBackups, reconcile
+from patina_assets.retention import plan_retention
 from patina_assets.storage import AGE_SUFFIX, Manifest, daily_manifest_key
 from patina_assets.verify import verify_restore
 

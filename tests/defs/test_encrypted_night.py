@@ -6,7 +6,7 @@ from support.configs import small_database, write_config
 
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
-from patina_assets.defs.schedules import NIGHTLY_JOB
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.encryption import generate_identity, recipient_fingerprint
 
 DAY = "2026-03-09"
