@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import struct
 import tempfile
@@ -40,6 +41,8 @@ from .storage.buckets import StorageIntegrityError
 
 if TYPE_CHECKING:
     from .config import EncryptionConfig
+
+logger = logging.getLogger(__name__)
 
 #: Every age file starts with this line (binary format; the armored one starts with -----BEGIN AGE...).
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -451,7 +454,10 @@ class AgeKeys:
         """True when the environment holds a usable identity (commands that can do without one ask this)."""
         try:
             self.keyring()
-        except (IdentityMissing, InvalidIdentity):
+        except IdentityMissing:
+            return False
+        except InvalidIdentity as exc:  # set but unusable: worth saying, since it then acts as if absent
+            logger.warning("the age identity cannot be used, so encrypted backups stay encrypted here: %s", exc)
             return False
         return True
 
