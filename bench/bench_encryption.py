@@ -158,10 +158,9 @@ def archive(args: argparse.Namespace, tmp: Path) -> None:
 
     from bench_archive import WEEK, build, change
 
-    from patina_assets.archive import week_days
     from patina_assets.backup import Cloudflare, back_up
     from patina_assets.config import DatabaseConfig, DumpConfig
-    from patina_assets.storage import BackupStore, LocalBucket
+    from patina_assets.storage import BackupStore, LocalBucket, week_days
 
     rng = random.Random(4)
     source = tmp / "bench.sqlite"

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 
-from .archive import ArchiveStore, week_start_of
+from .archive import ArchiveStore
 from .encryption import EncryptionError
 from .leftovers import scratch_directory
-from .storage import StorageError, format_day
+from .storage import StorageError, format_day, week_start_of
 
 logger = logging.getLogger(__name__)
 
