@@ -133,7 +133,9 @@ class BackupStore:
 
         Steps, and why in this order:
 
-        1. Hash the local dump (sha256, size): the manifest records what the stored object must be.
+        1. Hash the local dump (sha256, size): the manifest records what the stored object must be.  With
+           recipients (``self.keys``), encrypt it with age beside it, streaming: the age file is what is stored
+           (key ``...sql.zst.age``), and the manifest records both digests and the recipients' fingerprints.
         2. Upload it to a fresh key ``daily/DAY/<db>.<generation>.<fmt>``.  A failure here leaves no
            object (PUT and aborted multipart uploads are all-or-nothing) and no manifest change.
         3. Stat it and compare the size: the manifest must never vouch for bytes that are not there.
