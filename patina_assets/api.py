@@ -51,7 +51,7 @@ from .config import PatinaConfig
 from .engine.errors import PatinaError
 from .guide import restore_guide
 from .status import Orchestrator, Snapshot, unavailable
-from .storage import InvalidKey, StorageError, format_day
+from .storage import AGE_CONTENT_TYPE, InvalidKey, StorageError, format_day
 
 __all__ = [
     "AccessPolicy",
@@ -391,15 +391,36 @@ async def _download(request: Request) -> Response:
     except BackupNotFound:
         return error(404, "not_found", f"no backup of {db} on {day}: GET /list?database={db} shows its backups")
     record["source"] = backup.location
-    headers = {
-        "Content-Disposition": f'attachment; filename="{backup.filename}"',
-        "Content-Length": str(backup.sql_bytes),
-        "X-Patina-SQL-SHA256": backup.sql_sha256,
-        "Cache-Control": "no-store",
-    }
+    # An encrypted backup is decrypted here only when this server holds the identity and the key may have
+    # plaintext; otherwise the client gets the stored age file (`age -d -i key.txt` opens it).
+    plaintext = not backup.encrypted or (
+        client.may("plaintext", db) and await anyio.to_thread.run_sync(catalog.store.keys.has_identity)
+    )
+    record["encrypted"] = not plaintext
+    if plaintext:
+        media_type = "application/sql"
+        headers = {
+            "Content-Disposition": f'attachment; filename="{backup.filename}"',
+            "Content-Length": str(backup.sql_bytes),
+            "X-Patina-SQL-SHA256": backup.sql_sha256,
+            "Cache-Control": "no-store",
+        }
+    else:
+        media_type = AGE_CONTENT_TYPE
+        size, sha256 = backup.stored_digest
+        headers = {
+            "Content-Disposition": f'attachment; filename="{backup.stored_filename}"',
+            "Content-Length": str(size),
+            "X-Patina-Encrypted": "age",
+            "X-Patina-Stored-SHA256": sha256,
+            "X-Patina-SQL-SHA256": backup.sql_sha256,
+            "Cache-Control": "no-store",
+        }
+        if backup.member:
+            headers["X-Patina-Member"] = backup.member
     if request.method == "HEAD":
         record["outcome"] = "head"
-        return Response(status_code=200, headers=headers, media_type="application/sql")
+        return Response(status_code=200, headers=headers, media_type=media_type)
     if not state.slots.take():  # before the hourly count: a busy refusal costs the client nothing
         record["outcome"] = "busy"
         return error(
@@ -418,12 +439,14 @@ async def _download(request: Request) -> Response:
             {"Retry-After": str(wait)},
         )
     try:
-        reader = await anyio.to_thread.run_sync(lambda: catalog.open_sql(backup))
+        reader = await anyio.to_thread.run_sync(
+            lambda: catalog.open_sql(backup) if plaintext else catalog.open_stored(backup)
+        )
     except BaseException:
         state.slots.give()
         state.downloads.refund(client.name)
         raise
-    return DownloadResponse(state, client, backup, reader, headers, record)
+    return DownloadResponse(state, client, backup, reader, headers, record, media_type)
 
 
 def _check_day_and_db(config: PatinaConfig, day: str, db: str) -> Response | None:

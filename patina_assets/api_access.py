@@ -1,7 +1,7 @@
 """Who may call `patina serve`: keys with scopes and expiry, allowed addresses, and trusted proxies.
 
 ``PATINA_API_KEYS`` is a comma-separated list of ``name:key`` entries, optionally followed (after spaces) by
-``databases=a+b``, ``actions=download+restore-guide+trigger`` and ``expires=YYYY-MM-DD`` (or an ISO time in
+``databases=a+b``, ``actions=download+restore-guide+trigger+plaintext`` and ``expires=YYYY-MM-DD`` (or an ISO time in
 UTC). An entry without options may do everything, as before options existed: keys never contain spaces, so
 old values read the same. Weak keys (short, few distinct characters, runs, sequences) are refused with the
 command that makes a good one; the messages name the entry, never the key.
@@ -31,7 +31,9 @@ CLIENT_IP_HEADER_ENV = "PATINA_CLIENT_IP_HEADER"
 TRUSTED_PROXIES_ENV = "PATINA_TRUSTED_PROXIES"
 MIN_KEY_LENGTH = 16
 MIN_KEY_BITS = 40  # a Shannon estimate from the key itself (it underrates small alphabets: 16 hex digits score 44-64)
-ACTIONS = ("download", "restore-guide", "trigger")
+#: ``plaintext``: a download of an encrypted backup is decrypted by the server (when it holds the identity);
+#: without it the client gets the stored age file, to open with its own key.
+ACTIONS = ("download", "restore-guide", "trigger", "plaintext")
 MAKE_A_KEY = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 # Cloudflare's published ranges (https://www.cloudflare.com/ips/, checked 2026-12): the documented example of
 # PATINA_TRUSTED_PROXIES. They change rarely; fetch the list again when you set it up.
@@ -225,7 +227,7 @@ def parse_keys(text: str) -> dict[str, ApiKey]:
         if not sep or not _KEY_NAME.match(name):
             raise ValueError(
                 f"{where}: write each entry as name:key (the name: letters, digits, . _ @ -), then "
-                "optionally databases=a+b actions=download+restore-guide+trigger expires=YYYY-MM-DD"
+                "optionally databases=a+b actions=download+restore-guide+trigger+plaintext expires=YYYY-MM-DD"
             )
         if name in keys:
             raise ValueError(f"{where}: the name {name!r} is used twice; each key needs its own name")

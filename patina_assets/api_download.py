@@ -82,9 +82,16 @@ class DownloadResponse(Response):
     """
 
     def __init__(
-        self, state: ApiState, client: Client, backup: Backup, reader: Any, headers: dict[str, str], record: dict
+        self,
+        state: ApiState,
+        client: Client,
+        backup: Backup,
+        reader: Any,
+        headers: dict[str, str],
+        record: dict,
+        media_type: str = "application/sql",
     ) -> None:
-        super().__init__(status_code=200, headers=headers, media_type="application/sql")
+        super().__init__(status_code=200, headers=headers, media_type=media_type)
         self.state, self.client, self.backup, self.reader, self.record = state, client, backup, reader, record
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

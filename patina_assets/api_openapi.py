@@ -85,6 +85,7 @@ def openapi_document(config: PatinaConfig) -> dict:
                         "capturedLate": {"type": "boolean"},
                         "verification": {"type": "string", "enum": ["verified", "failed", "not verified", "damaged"]},
                         "problem": {"type": "string", "nullable": True},
+                        "encrypted": {"type": "boolean"},
                     },
                 },
                 "List": {
@@ -179,14 +180,24 @@ def openapi_document(config: PatinaConfig) -> dict:
             },
             "/download/{date}/{db}": {
                 "get": {
-                    "summary": "Download one backup's SQL (checked against its sha256 as it streams)",
+                    "summary": "Download one backup's SQL (checked against its sha256 as it streams), or its age file",
                     "security": secured,
                     "parameters": [date_param, db_param],
                     "responses": {
                         "200": {
-                            "description": "The SQL",
-                            "headers": {"X-Patina-SQL-SHA256": {"schema": {"type": "string"}}},
-                            "content": {"application/sql": {"schema": {"type": "string", "format": "binary"}}},
+                            "description": "The SQL; for an encrypted backup, unless this server holds the identity "
+                            "and the key may have plaintext, the stored age file instead (X-Patina-Encrypted: age; "
+                            "for a day kept only in a weekly archive, that archive, X-Patina-Member naming the day)",
+                            "headers": {
+                                "X-Patina-SQL-SHA256": {"schema": {"type": "string"}},
+                                "X-Patina-Encrypted": {"schema": {"type": "string", "enum": ["age"]}},
+                                "X-Patina-Stored-SHA256": {"schema": {"type": "string"}},
+                                "X-Patina-Member": {"schema": {"type": "string"}},
+                            },
+                            "content": {
+                                "application/sql": {"schema": {"type": "string", "format": "binary"}},
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                            },
                         },
                         "404": json_response("No backup of that database on that day"),
                         **{code: errors[code] for code in ("400", "401", "403", "429", "503")},

@@ -54,6 +54,7 @@ from typing import IO, Any, BinaryIO
 import zstandard
 
 from .config import WEEKLY_FORMATS
+from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump
 from .engine.formats import (
     GZIP_MAGIC,
@@ -64,7 +65,10 @@ from .engine.formats import (
 )
 from .leftovers import scratch_directory
 from .storage import (
+    AGE_CONTENT_TYPE,
+    AGE_SUFFIX,
     ARCHIVE_CONTENT_TYPES,
+    VERIFIED,
     WEEKLY_PREFIX,
     ZSTD_WINDOW_LOG,
     ArchiveIndex,
@@ -334,6 +338,16 @@ class ArchiveStore:
         ]
         return result
 
+    def open_archive(self, manifest: ArchiveManifest) -> BinaryIO:
+        """The compressed archive (``archive_bytes``/``archive_sha256``): the stored object, or for an
+        encrypted one its plaintext, decrypted whole (needs the identity) before the first byte is returned."""
+        raw = self.bucket.open(manifest.key)
+        if not manifest.encrypted:
+            return raw
+        return self.store.keys.open_decrypted(
+            raw, what=self.bucket.uri(manifest.key), stored_sha256=manifest.sha256, recipients=manifest.recipients
+        )
+
     def verify(self, manifest: ArchiveManifest) -> ArchiveVerification:
         """Read the stored archive back and check it whole: its size and sha256, every member's SQL against
         the sha256 its daily manifest records, every daily manifest, and the index.
@@ -348,10 +362,16 @@ class ArchiveStore:
         seen: set[str] = set()
         checked: dict[tuple[str, str], str] = {}
         problems = result.problems
+        if manifest.encrypted and not self.store.keys.has_identity():
+            return self._verify_stored_bytes(manifest, result, started)
         try:
-            raw = HashingReader(self.bucket.open(manifest.key))
+            raw = HashingReader(self.open_archive(manifest))
         except StorageObjectNotFound:
             problems.append(f"the archive {manifest.key} is missing from the bucket")
+            return result
+        except CiphertextDamaged as exc:
+            problems.append(str(exc))
+            result.seconds = time.monotonic() - started
             return result
         try:
             with raw, iter_tar(raw) as members:
@@ -364,17 +384,51 @@ class ArchiveStore:
             problems.append(f"the archive cannot be read to its end: {exc}")
         result.bytes_read = raw.bytes
         result.sha256 = raw.sha256.hexdigest()
-        if not problems and (raw.bytes != manifest.bytes or raw.sha256.hexdigest() != manifest.sha256):
+        if not problems and (raw.bytes != manifest.archive_bytes or raw.sha256.hexdigest() != manifest.archive_sha256):
             problems.append(
                 f"the stored archive ({raw.bytes} bytes, sha256 {raw.sha256.hexdigest()[:12]}...) is not the one "
-                f"its manifest records ({manifest.bytes} bytes, sha256 {manifest.sha256[:12]}...)"
+                f"its manifest records ({manifest.archive_bytes} bytes, sha256 {manifest.archive_sha256[:12]}...)"
             )
+        elif manifest.encrypted:  # decrypting checked the stored bytes against the manifest: they were read
+            result.bytes_read, result.sha256 = manifest.bytes, manifest.sha256
         absent = sorted((set(expected_sql) | set(expected_manifests) | {INDEX_NAME}) - seen)
         if absent and not any("cannot be read" in p for p in problems):
             problems.append(f"members missing from the archive: {', '.join(absent[:10])}")
         result.members = len(checked)
         result.ok = not problems
         result.verified = dict(checked) if result.ok else {}
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _verify_stored_bytes(
+        self, manifest: ArchiveManifest, result: ArchiveVerification, started: float
+    ) -> ArchiveVerification:
+        """An encrypted archive where no identity is at hand (retention, reconciliation): its stored bytes are
+        read and must be the ones its manifest records, and a passing verification of exactly those bytes
+        (read and decrypted whole when the archive was built, with the identity) vouches for its members."""
+        try:
+            raw = HashingReader(self.bucket.open(manifest.key))
+        except StorageObjectNotFound:
+            result.problems.append(f"the archive {manifest.key} is missing from the bucket")
+            return result
+        with raw:
+            raw.drain()
+        result.bytes_read, result.sha256 = raw.bytes, raw.sha256.hexdigest()
+        record = self.get_verification(manifest.week)
+        if (raw.bytes, result.sha256) != (manifest.bytes, manifest.sha256):
+            result.problems.append(
+                f"the stored archive ({raw.bytes} bytes, sha256 {result.sha256[:12]}...) is not the one its manifest "
+                f"records ({manifest.bytes} bytes, sha256 {manifest.sha256[:12]}...)"
+            )
+        elif record is None or record.status_of(manifest.key, manifest.sha256) != VERIFIED:
+            result.problems.append(
+                f"{manifest.key} is encrypted, no identity is at hand (${self.store.keys.identity_env}) to read it, "
+                "and no passing verification of these bytes vouches for its members: run the weekly archive (or "
+                "reconcile) where the identity is set"
+            )
+        result.members = len(manifest.index.members) if not result.problems else 0
+        result.ok = not result.problems
+        result.verified = {m.slot: m.sql_sha256 for m in manifest.index.members} if result.ok else {}
         result.seconds = time.monotonic() - started
         return result
 
@@ -451,7 +505,7 @@ class ArchiveStore:
                 )
         out: dict[tuple[str, str], Path] = {}
         root = Path(destination)
-        with self.bucket.open(manifest.key) as raw, iter_tar(raw) as members:
+        with self.open_archive(manifest) as raw, iter_tar(raw) as members:
             for info, reader in members:
                 member = wanted.get(info.name)
                 if member is None or reader is None:
@@ -628,8 +682,29 @@ class ArchiveStore:
                 raise
             if not members:
                 raise EmptyWeek(f"week {week}: no daily backup could be archived ({'; '.join(skipped.values())})")
-            key = weekly_archive_key(week, fmt, new_generation(now))
-            return self._publish(path, ArchiveManifest(index, key, size, sha256, created_at=""), now)
+            keys = self.store.keys
+            key = weekly_archive_key(week, fmt, new_generation(now), encrypted=keys.enabled)
+            if not keys.enabled:
+                return self._publish(path, ArchiveManifest(index, key, size, sha256, created_at=""), now)
+            # The archive compressed the plaintext; the age file is encrypted from the compressed archive
+            # (ciphertext does not compress).
+            sealed_path = path.with_name(path.name + AGE_SUFFIX)
+            sealed = keys.seal(path, sealed_path)
+            path.unlink()
+            if (sealed.plain_bytes, sealed.plain_sha256) != (size, sha256):
+                raise StorageIntegrityError(f"the archive {path} changed while it was being encrypted")
+            sealed_manifest = ArchiveManifest(
+                index,
+                key,
+                sealed.stored_bytes,
+                sealed.stored_sha256,
+                created_at="",
+                encrypted=True,
+                recipients=tuple(keys.fingerprints),
+                plaintext_bytes=size,
+                plaintext_sha256=sha256,
+            )
+            return self._publish(sealed_path, sealed_manifest, now)
 
     def _add_daily(self, writer: _ArchiveWriter, daily: Manifest, scratch: Path) -> ArchiveMember | str:
         """Fetch one dump, decompress it into ``scratch`` checking both digests, and add it with its
@@ -638,13 +713,15 @@ class ArchiveStore:
             raw = HashingReader(self.store.open_dump(daily))
         except StorageObjectNotFound:
             return f"its dump {daily.key} is missing"
+        except CiphertextDamaged as exc:  # a wrong or missing identity raises: the week is not archived
+            return str(exc)
         try:
             with raw, decompressing_reader(raw, daily.key) as sql, open(scratch, "wb") as out:  # type: ignore[arg-type]
                 sql_bytes, sql_sha256 = _copy_hashing(sql, out)
                 raw.drain()
         except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) raise
             return f"its dump {daily.key} cannot be decompressed: {exc}"
-        if (raw.bytes, raw.sha256.hexdigest()) != (daily.bytes, daily.sha256):
+        if (raw.bytes, raw.sha256.hexdigest()) != (daily.dump_bytes, daily.dump_sha256):
             return f"its dump {daily.key} is not the one its manifest records (size or sha256 differs)"
         if (sql_bytes, sql_sha256) != (daily.sql_bytes, daily.sql_sha256):
             return f"the SQL in {daily.key} does not match the sql_sha256 its manifest records"
@@ -667,7 +744,55 @@ class ArchiveStore:
         writer.add_bytes(member.manifest_path, manifest_json, mtime)
         return member
 
-    def _publish(self, path: Path, manifest: ArchiveManifest, now: datetime | None) -> ArchiveManifest:
+    def needs_reencryption(self, manifest: ArchiveManifest) -> bool:
+        """True when the archive is not encrypted to exactly the current recipients (see BackupStore's)."""
+        keys = self.store.keys
+        return keys.enabled and (not manifest.encrypted or sorted(manifest.recipients) != list(keys.fingerprints))
+
+    def reencrypt(self, manifest: ArchiveManifest, *, now: datetime | None = None) -> ArchiveManifest:
+        """Rewrite the week's archive for the current recipients, as ``BackupStore.reencrypt_daily`` does a
+        daily: decrypted and checked against its manifest, encrypted again, uploaded, read back, and only then
+        published (``storage.publish``) with the old object removed; its verification verdict is kept."""
+        keys = self.store.keys
+        if not keys.enabled:
+            raise ValueError("no recipients to encrypt to: list them under encryption.recipients first")
+        with scratch_directory("reencrypt") as tmp:
+            plain = tmp / f"{manifest.week}.{manifest.format}"
+            with self.open_archive(manifest) as source, open(plain, "wb") as out:
+                size, sha256 = _copy_hashing(source, out)
+            if (size, sha256) != (manifest.archive_bytes, manifest.archive_sha256):
+                raise StorageIntegrityError(
+                    f"{self.bucket.uri(manifest.key)} does not hold the archive its manifest records: nothing was rewritten"
+                )
+            sealed_path = tmp / f"{plain.name}{AGE_SUFFIX}"
+            sealed = keys.seal(plain, sealed_path)
+            record = self.get_verification(manifest.week)
+            rewritten = dataclasses.replace(
+                manifest,
+                key=weekly_archive_key(manifest.week, manifest.format, new_generation(now), encrypted=True),
+                bytes=sealed.stored_bytes,
+                sha256=sealed.stored_sha256,
+                encrypted=True,
+                recipients=tuple(keys.fingerprints),
+                plaintext_bytes=size,
+                plaintext_sha256=sha256,
+            )
+            final = self._publish(sealed_path, rewritten, now, read_back=True)
+        if record is not None and record.status_of(manifest.key, manifest.sha256) == VERIFIED:
+            carried = dataclasses.replace(record, key=final.key, sha256=final.sha256)
+            try:
+                self.bucket.put_bytes(
+                    weekly_verification_key(final.week),
+                    carried.to_json().encode("utf-8"),
+                    content_type="application/json",
+                )
+            except StorageError as exc:
+                logger.warning("the verification of %s was not carried over to %s: %s", manifest.key, final.key, exc)
+        return final
+
+    def _publish(
+        self, path: Path, manifest: ArchiveManifest, now: datetime | None, *, read_back: bool = False
+    ) -> ArchiveManifest:
         """Upload the archive and switch its manifest to it with ``storage.publish``, the publish step the
         dailies use (same order, same rule: confirmed by reading the manifest back, or every object kept)."""
         week = manifest.week
@@ -692,9 +817,10 @@ class ArchiveStore:
             final.key,
             path,
             final.bytes,
-            ARCHIVE_CONTENT_TYPES[final.format],
+            AGE_CONTENT_TYPE if final.encrypted else ARCHIVE_CONTENT_TYPES[final.format],
             weekly_manifest_key(week),
             final.to_json().encode("utf-8"),
+            read_back_sha256=final.sha256 if read_back else None,
         )
         publish(self.bucket, publication, named_key=named_key, superseded=superseded)
         return final

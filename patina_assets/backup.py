@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from . import history, leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
+from .encryption import AgeKeys
 from .engine import DumpResult, Source, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
 from .engine.sources import open_source
@@ -143,8 +144,9 @@ def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ, *, cre
     """The backup store a configuration names, without Dagster (the command line, tests, recovery).
     ``create=False`` (the read commands): a local bucket directory that does not exist is an error."""
     s3 = config.bucket.s3
+    keys = AgeKeys.from_config(config.encryption, env)
     if s3 is None:
-        return BackupStore(open_bucket(local_path=config.bucket.local.path, create=create))
+        return BackupStore(open_bucket(local_path=config.bucket.local.path, create=create), keys)
     key_id, secret = s3.credentials(env)
     return BackupStore(
         open_bucket(
@@ -155,5 +157,6 @@ def open_store(config: PatinaConfig, env: Mapping[str, str] = os.environ, *, cre
             secret_access_key=secret,
             prefix=s3.prefix,
             part_size=s3.multipart_part_size_bytes,
-        )
+        ),
+        keys,
     )

@@ -37,16 +37,19 @@ import zstandard
 
 from .archive import ArchiveStore, iter_tar
 from .config import PatinaConfig, RetentionConfig
+from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
 from .retention import daily_cutoff, weekly_cutoff
 from .storage import (
+    AGE_SUFFIX,
     DAILY_PREFIX,
     DAMAGED,
     FAILED,
     NOT_VERIFIED,
     VERIFIED,
     WEEKLY_PREFIX,
+    ArchiveManifest,
     BackupStore,
     CorruptManifest,
     Manifest,
@@ -108,6 +111,13 @@ class Backup:
     captured_late: bool = False  # read long after its day ended (a backfill): it holds the data of captured_at
     status: str = NOT_VERIFIED  # VERIFIED, FAILED, NOT_VERIFIED or DAMAGED (see ``VerificationRecord``)
     problem: str | None = None  # why it is damaged or failed verification
+    archive: ArchiveManifest | None = None  # the weekly archive's manifest (archive members)
+
+    @property
+    def encrypted(self) -> bool:
+        """Stored encrypted with age: reading it needs the identity (``encryption.identity_file_env``)."""
+        holder = self.manifest if self.manifest is not None else self.archive
+        return bool(holder is not None and holder.encrypted)
 
     @property
     def captured(self) -> datetime:
@@ -135,6 +145,23 @@ class Backup:
         return f"{self.database}-{self.day}.sql"
 
     @property
+    def stored_filename(self) -> str:
+        """What a download of the stored object is called: ``groveauth-2026-01-05.sql.zst.age`` for a daily,
+        ``week-2026-01-04.tar.zst.age`` for the archive holding the day."""
+        suffix = AGE_SUFFIX if self.encrypted else ""
+        if self.manifest is not None:
+            return f"{self.database}-{self.day}.{self.manifest.format}{suffix}"
+        assert self.archive is not None
+        return f"week-{self.archive.week}.{self.archive.format}{suffix}"
+
+    @property
+    def stored_digest(self) -> tuple[int, str]:
+        """Size and sha256 of the stored object (the daily, or the archive holding the day)."""
+        holder = self.manifest if self.manifest is not None else self.archive
+        assert holder is not None
+        return holder.bytes, holder.sha256
+
+    @property
     def where(self) -> str:
         return f"{self.key}#{self.member}" if self.member else self.key
 
@@ -160,6 +187,7 @@ class Backup:
             "capturedLate": self.captured_late,
             "verification": self.status,
             "problem": self.problem,
+            "encrypted": self.encrypted,
         }
 
 
@@ -405,6 +433,7 @@ class Catalog:
                         captured_late=bool(captured and is_captured_late(m.day, captured)),
                         status=status,
                         problem=problem,
+                        archive=archive,
                     )
                 )
         return found
@@ -454,23 +483,41 @@ class Catalog:
                 raw = self.store.open_dump(backup.manifest)
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the dump is gone from the bucket ({exc})") from exc
+            except CiphertextDamaged as exc:
+                raise BackupMismatch(f"{label}: {exc}") from exc
             stored = HashingReader(raw)
             try:
                 sql = decompressing_reader(io.BufferedReader(stored, CHUNK), label)
             except BaseException:
                 stored.close()
                 raise
-            expected_stored = (backup.manifest.bytes, backup.manifest.sha256)
+            expected_stored = (backup.manifest.dump_bytes, backup.manifest.dump_sha256)
             return io.BufferedReader(_CheckedSQL(sql, backup, label, stored, expected_stored), CHUNK)  # type: ignore[return-value]
         return io.BufferedReader(_CheckedSQL(self._open_member(backup, label), backup, label, None, None), CHUNK)  # type: ignore[return-value]
+
+    def open_stored(self, backup: Backup) -> BinaryIO:
+        """The object holding the backup exactly as stored (for an encrypted backup: its age file, which needs no
+        identity to serve), checked: reading to its end raises ``BackupMismatch`` unless its size and sha256
+        are the recorded ones."""
+        try:
+            raw = self.store.bucket.open(backup.key)
+        except StorageObjectNotFound as exc:
+            raise BackupNotFound(f"{backup.database} on {backup.day}: {backup.key} is gone from the bucket") from exc
+        return io.BufferedReader(_CheckedStored(HashingReader(raw), backup), CHUNK)  # type: ignore[return-value]
 
     def _open_member(self, backup: Backup, label: str) -> BinaryIO:
         stack = ExitStack()
         try:
             try:
-                raw = stack.enter_context(self.store.bucket.open(backup.key))
+                raw = stack.enter_context(
+                    self.archives.open_archive(backup.archive)
+                    if backup.archive is not None
+                    else self.store.bucket.open(backup.key)
+                )
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the archive is gone from the bucket ({exc})") from exc
+            except CiphertextDamaged as exc:
+                raise BackupMismatch(f"{label}: {exc}") from exc
             members = stack.enter_context(iter_tar(raw))
             for info, reader in members:
                 if info.name == backup.member and reader is not None:
@@ -558,6 +605,33 @@ class _Member(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.stack.close()
+        super().close()
+
+
+class _CheckedStored(io.RawIOBase):
+    """A stored object read whole; at its end its size and sha256 must be the ones its manifest records."""
+
+    def __init__(self, raw: HashingReader, backup: Backup) -> None:
+        self.raw, self.backup = raw, backup
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        expected = self.backup.stored_digest
+        if (n == 0 and len(buffer)) or self.raw.bytes > expected[0]:
+            found = (self.raw.bytes, self.raw.sha256.hexdigest())
+            if found != expected:
+                raise BackupMismatch(
+                    f"{self.backup.key}: {found[0]} bytes with sha256 {found[1][:16]}..., the manifest records "
+                    f"{expected[0]} bytes with sha256 {expected[1][:16]}...: it is damaged; use another backup"
+                )
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
         super().close()
 
 

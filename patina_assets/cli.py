@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -173,8 +174,30 @@ def _check_dump_argument(text: str) -> None:
 
 
 def _restore_file(args: argparse.Namespace) -> int:
-    """``patina restore DUMP --to ...``: a local dump file (the original form)."""
+    """``patina restore DUMP --to ...``: a local dump file (the original form); an age file (a stored
+    encrypted backup, e.g. from /download) is decrypted first, with the identity from the environment."""
     dump = Path(args.args[0])
+    with open(dump, "rb") as head, tempfile.TemporaryDirectory(prefix="patina-restore-") as tmp:
+        from .encryption import is_age_file
+
+        if is_age_file(head.read(64)):
+            dump = _decrypt_local(dump, Path(tmp), args)
+        return _restore_plain_file(dump, args)
+
+
+def _decrypt_local(path: Path, directory: Path, args: argparse.Namespace) -> Path:
+    from .config import DEFAULT_IDENTITY_ENV
+    from .encryption import decrypt_to_file, load_identities
+
+    variable = _config(args).encryption.identity_file_env if args.config else DEFAULT_IDENTITY_ENV
+    keyring = load_identities(variable, os.environ)
+    target = directory / path.name.removesuffix(".age")
+    with open(path, "rb") as source:
+        decrypt_to_file(source, target, keyring, what=str(path))
+    return target
+
+
+def _restore_plain_file(dump: Path, args: argparse.Namespace) -> int:
     if is_d1_target(args.to):
         if args.table:
             raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
@@ -394,6 +417,61 @@ def _cmd_download(args: argparse.Namespace) -> int:
         )
         print(_picked(backup), file=sys.stderr)
     return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .encryption import generate_identity
+
+    new = generate_identity()
+    if args.output:
+        path = Path(args.output)
+        try:  # created readable by its owner only, and never over an existing key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{path} exists: a key file is never overwritten (choose another name)") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(new.file_text)
+        print(f"patina: wrote the identity to {path} (mode 600)", file=sys.stderr)
+    else:
+        sys.stdout.write(new.file_text)
+    print(
+        f"Public key: {new.recipient}\n"
+        f"List it under encryption.recipients in patina.yaml; keep the identity out of every repository and point "
+        f"$PATINA_AGE_IDENTITY (encryption.identity_file_env) at it where backups are read. Store a copy offline: "
+        f"without it no encrypted backup can be opened.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_reencrypt(args: argparse.Namespace) -> int:
+    from .archive import ArchiveStore
+    from .backup import open_store
+    from .reencrypt import reencrypt_backups
+    from .status import table
+
+    if bool(args.day) == bool(args.all):
+        raise UsageError("give --day DAY (that day's backups and its week's archive) or --all")
+    config = _config(args)
+    store = open_store(config, create=False)
+    results = reencrypt_backups(
+        ArchiveStore(store), day=_day(args.day, "--day") if args.day else None, database=args.db
+    )
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        rows = [
+            [r.what, r.action.upper() if r.action == "failed" else r.action, r.new_key or r.old_key] for r in results
+        ]
+        print(table(["BACKUP", "ACTION", "OBJECT"], rows))
+        for r in results:
+            if r.problem:
+                print(f"  {r.what}: {r.problem}")
+        done = sum(r.action == "rewritten" for r in results)
+        print(
+            f"\n{done} rewritten to {', '.join(store.keys.fingerprints)}; {sum(r.action == 'current' for r in results)} already current"
+        )
+    return 1 if any(r.action == "failed" for r in results) else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -639,6 +717,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trigger.add_argument("--json", action="store_true")
     trigger.set_defaults(func=_cmd_trigger)
+
+    keygen = sub.add_parser(
+        "keygen", help="a new age identity (private key) and its recipient (public key) for encryption.recipients"
+    )
+    keygen.add_argument("-o", "--output", help="write the identity to this new file (mode 600) instead of stdout")
+    keygen.set_defaults(func=_cmd_keygen)
+
+    reencrypt = sub.add_parser(
+        "reencrypt",
+        help="rewrite stored backups to the current encryption.recipients (after a key leaks or is retired)",
+        description="Each backup is decrypted (the identity must open it), checked, encrypted to the current "
+        "recipients, uploaded and read back before its manifest switches to it and the old object goes.",
+    )
+    reencrypt.add_argument("--day", help="the backups of this day (YYYY-MM-DD) and the weekly archive holding it")
+    reencrypt.add_argument("--all", action="store_true", help="every daily backup and weekly archive")
+    reencrypt.add_argument("--db", help="only this database's dailies (and the archives that hold it)")
+    reencrypt.add_argument("--json", action="store_true")
+    reencrypt.set_defaults(func=_cmd_reencrypt)
 
     serve = sub.add_parser("serve", help="the HTTP API (/status, /list, /download, /restore-guide, /trigger, /metrics)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .encryption import DEFAULT_IDENTITY_ENV, InvalidRecipient, parse_recipient
 from .engine.formats import FORMATS
 from .engine.sources import (
     ACCOUNT_ID_RE,
@@ -63,11 +64,13 @@ __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_CONFIG_FILENAME",
     "DEFAULT_START_DATE",
+    "DEFAULT_IDENTITY_ENV",
     "DUMP_FORMATS",
     "DatabaseConfig",
     "DumpConfig",
     "EmailConfig",
     "FleetConfig",
+    "EncryptionConfig",
     "GROVE_DATABASES",
     "GroveDatabase",
     "LocalBucketConfig",
@@ -495,6 +498,20 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """``encryption:``: every daily dump and weekly archive is stored encrypted to ``recipients`` (age X25519
+    ``age1...`` or SSH public keys).  None listed (the demo default): stored unencrypted.  The identity that
+    opens them comes from the environment variable ``identity_file_env`` names, never from this file."""
+
+    recipients: tuple[str, ...] = ()
+    identity_file_env: str = DEFAULT_IDENTITY_ENV
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
+
+
+@dataclass(frozen=True)
 class EmailConfig:
     """The third alert channel: SMTP with STARTTLS (always: credentials never cross the wire in clear).
 
@@ -558,6 +575,7 @@ class PatinaConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: Fleets of D1 databases discovered each night (``databases_from:``).
     fleets: tuple[FleetConfig, ...] = ()
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     #: The file this came from; None for the embedded default or a config built in Python.
     source_path: Path | None = None
     #: Directory relative paths were resolved against (the config file's directory, or the
@@ -666,6 +684,9 @@ class PatinaConfig:
             f"  retention: {r.daily_days} daily days, {r.weekly_weeks} weekly archives ({r.weekly_format})",
             f"  alerts: discord {secret(a.discord_webhook_env)}, webhook {secret(a.webhook_env)}, "
             f"notify_on_success={a.notify_on_success}, redact_names={a.redact_names}",
+            f"  encryption: age, {len(self.encryption.recipients)} recipient(s), identity {secret(self.encryption.identity_file_env)}"
+            if self.encryption.enabled
+            else "  encryption: off (backups stored unencrypted)",
         ]
         if a.email is not None:
             login = (
@@ -1100,7 +1121,12 @@ class _Ctx:
             return None
         if not isinstance(value, str) or not ENV_NAME_RE.match(value):
             looks_secret = isinstance(value, str) and (
-                "://" in value or len(value) >= 20 and re.search(r"[a-z]", value) and re.search(r"\d", value)
+                "://" in value
+                or len(value) >= 20
+                and re.search(r"[a-z]", value)
+                and re.search(r"\d", value)
+                or value.upper().startswith("AGE-SECRET-KEY-")  # an age identity (upper-case bech32)
+                or "PRIVATE KEY" in value
             )
             problem = (
                 "looks like a secret value, not the name of an environment variable"
@@ -1147,8 +1173,10 @@ _TOP_KEYS = (
     "dump",
     "retention",
     "alerts",
+    "encryption",
 )
 _FLEET_KEYS = ("name", "account", "name_pattern", "priority", "description", "api_token_env")
+_ENCRYPTION_KEYS = ("recipients", "identity_file_env")
 _DB_KEYS = ("name", "source", "description", "priority")
 _CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")
@@ -1208,6 +1236,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     dump = _dump(ctx, top.get("dump"))
     retention = _retention(ctx, top.get("retention"))
     alerts = _alerts(ctx, top.get("alerts"), base_dir)
+    encryption = _encryption(ctx, top.get("encryption"))
 
     if ctx.problems:
         return None
@@ -1221,6 +1250,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
         retention=retention,
         alerts=alerts,
         fleets=fleets,
+        encryption=encryption,
         source_path=path,
         root=base_dir,
     )
@@ -1551,6 +1581,42 @@ def _retention(ctx: _Ctx, value: Any) -> RetentionConfig:
     if ctx.problems:
         return RetentionConfig()
     return RetentionConfig(daily_days=daily, weekly_weeks=weekly, weekly_format=fmt)
+
+
+def _encryption(ctx: _Ctx, value: Any) -> EncryptionConfig:
+    path = "encryption"
+    section = ctx.mapping(value, path, _ENCRYPTION_KEYS)
+    n = len(ctx.problems)
+    identity_env = ctx.env_name(section, path, "identity_file_env", DEFAULT_IDENTITY_ENV)
+    listed = ctx.get(section, path, "recipients", [])
+    if isinstance(listed, str):
+        listed = [listed]
+    if not isinstance(listed, list):
+        ctx.error(
+            _join(path, "recipients"),
+            f"must be a list of public keys (got {_type_name(listed)})",
+            "e.g. recipients: [age1...] (`patina keygen` prints one)",
+        )
+        listed = []
+    recipients: list[str] = []
+    if listed:
+        for i, text in enumerate(listed):
+            try:
+                parse_recipient(text)
+            except InvalidRecipient as exc:
+                ctx.error(f"{path}.recipients[{i}]", str(exc))
+                continue
+            recipients.append(text.strip())
+    if section is not None and "recipients" in section and not listed:
+        ctx.error(
+            _join(path, "recipients"),
+            "is empty, so nothing would be encrypted",
+            "list at least one public key (`patina keygen` prints one), or remove the encryption section to store "
+            "backups unencrypted",
+        )
+    if len(ctx.problems) > n:
+        return EncryptionConfig()
+    return EncryptionConfig(recipients=tuple(recipients), identity_file_env=identity_env)
 
 
 def _email(ctx: _Ctx, value: Any, base_dir: Path) -> EmailConfig | None:

@@ -124,8 +124,30 @@ def restore_guide(
             f"Restore order across databases (the spec's priority order): "
             f"{', '.join(db.name for db in config.by_priority())}; this is number {order}.",
             f"All of this database's backups: patina list --db {name}",
-        ],
+        ]
+        + _encryption_notes(config, newest, sql_file),
     }
+
+
+def _encryption_notes(config: PatinaConfig, backup: Backup | None, sql_file: str) -> list[str]:
+    """How to open an encrypted backup: with Patina (the identity in the environment) or with age alone."""
+    if backup is None or not backup.encrypted:
+        return []
+    q = shlex.quote
+    stored = backup.stored_filename
+    if backup.member:
+        by_hand = (
+            f"age -d -i key.txt {q(stored)} | tar --use-compress-program='zstd -d --long=27' -xf - {q(backup.member)}"
+        )
+    else:
+        compressed = stored.removesuffix(".age")
+        by_hand = f"age -d -i key.txt -o {q(compressed)} {q(stored)} && zstd -d {q(compressed)} -o {q(sql_file)}"
+    return [
+        f"This backup is encrypted with age: patina download and restore need the identity, from "
+        f"${config.encryption.identity_file_env} (the path of the identity file). Over HTTP, a key without the "
+        f"plaintext action (or a server without the identity) gets the stored file {stored}; open it with the age "
+        f"CLI: {by_hand}"
+    ]
 
 
 def render_guide(guide: dict) -> str:

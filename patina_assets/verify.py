@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import history, leftovers
+from .encryption import CiphertextDamaged
 from .engine import (
     RestoreError,
     SqliteSource,
@@ -81,7 +82,8 @@ def scratch_directory(parent: Path | str | None = None) -> Iterator[Path]:
 
 
 def download_dump(store: BackupStore, manifest: Manifest, directory: Path) -> tuple[Path, int, str]:
-    """Copy the stored dump of `manifest` into `directory`; return its path, size and sha256 as read.
+    """Copy the stored dump of `manifest` into `directory` (decrypted when it is encrypted); return its path,
+    size and sha256 as read.
 
     StorageObjectNotFound when the object is gone; other storage errors (network, access) propagate:
     they say nothing about the backup itself.
@@ -172,12 +174,19 @@ def verify_restore(
             outcome.problems.append(f"the stored dump {manifest.key} is missing from the bucket")
             outcome.seconds = time.monotonic() - started
             return outcome
+        except CiphertextDamaged as exc:  # a wrong or missing identity raises: it says nothing about the backup
+            outcome.problems.append(str(exc))
+            outcome.seconds = time.monotonic() - started
+            return outcome
         outcome.stored_bytes, outcome.stored_sha256 = size, sha256
-        outcome.stored_sha256_matches = size == manifest.bytes and sha256 == manifest.sha256
+        outcome.stored_sha256_matches = size == manifest.dump_bytes and sha256 == manifest.dump_sha256
+        if outcome.stored_sha256_matches and manifest.encrypted:
+            # age opened it, and decrypting checked the stored bytes against the manifest's sha256
+            outcome.stored_bytes, outcome.stored_sha256 = manifest.bytes, manifest.sha256
         if not outcome.stored_sha256_matches:
             outcome.problems.append(
                 f"the stored dump is {size} bytes with sha256 {sha256[:12]}..., but the manifest recorded "
-                f"{manifest.bytes} bytes with sha256 {manifest.sha256[:12]}...: it was altered or damaged after upload"
+                f"{manifest.dump_bytes} bytes with sha256 {manifest.dump_sha256[:12]}...: it was altered or damaged after upload"
             )
         restored = scratch / f"{manifest.database}.restored.sqlite"
         try:

@@ -260,7 +260,10 @@ def test_weak_keys_loose_networks_and_risky_binds_are_refused_or_warned():
         f"alice:{KEY}, ci:{OTHER_KEY} actions=download+restore-guide databases=groveauth+scout-db "
         "expires=2027-01-31T12:00:00Z"
     )
-    assert keys["alice"].actions == {"download", "restore-guide", "trigger"} and keys["alice"].databases is None
+    assert (
+        keys["alice"].actions == {"download", "restore-guide", "trigger", "plaintext"}
+        and keys["alice"].databases is None
+    )
     assert (
         keys["ci"].databases == {"groveauth", "scout-db"}
         and keys["ci"].expires.isoformat() == "2027-01-31T12:00:00+00:00"

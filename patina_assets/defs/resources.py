@@ -11,6 +11,7 @@ from dagster_aws.s3 import S3Resource
 
 from ..backup import Cloudflare
 from ..config import PatinaConfig
+from ..encryption import DEFAULT_IDENTITY_ENV, AgeKeys
 from ..storage import BackupStore, Bucket, open_bucket
 
 
@@ -22,6 +23,10 @@ class BucketResource(dg.ConfigurableResource):
     s3_bucket: str | None = None
     s3_prefix: str = ""
     multipart_part_size: int = 16 * 1024 * 1024
+    #: ``encryption.recipients`` (public keys: not secrets) and the NAME of the variable holding the identity,
+    #: which the run's process reads when it opens a backup; the identity never passes through Dagster.
+    age_recipients: list[str] = []
+    age_identity_env: str = DEFAULT_IDENTITY_ENV
 
     def bucket(self) -> Bucket:
         if self.s3 is None:
@@ -39,7 +44,7 @@ class BucketResource(dg.ConfigurableResource):
         )
 
     def store(self) -> BackupStore:
-        return BackupStore(self.bucket())
+        return BackupStore(self.bucket(), AgeKeys(self.age_recipients, self.age_identity_env))
 
 
 class CloudflareResource(dg.ConfigurableResource):
@@ -58,6 +63,10 @@ class CloudflareResource(dg.ConfigurableResource):
 def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
     """The resources every Patina asset, check and sensor shares."""
     bucket = config.bucket
+    encryption = {
+        "age_recipients": list(config.encryption.recipients),
+        "age_identity_env": config.encryption.identity_file_env,
+    }
     if bucket.s3 is not None:
         s3 = bucket.s3
         bucket_resource = BucketResource(
@@ -70,9 +79,10 @@ def resources(config: PatinaConfig) -> dict[str, dg.ConfigurableResource]:
             s3_bucket=s3.bucket,
             s3_prefix=s3.prefix,
             multipart_part_size=s3.multipart_part_size_bytes,
+            **encryption,
         )
     else:
-        bucket_resource = BucketResource(local_path=str(bucket.local.path))
+        bucket_resource = BucketResource(local_path=str(bucket.local.path), **encryption)
     needs_token = any(db.is_d1 for db in config.databases) or any(not f.api_token_env for f in config.fleets)
     cloudflare = CloudflareResource(
         api_url=config.cloudflare.api_url,

@@ -27,6 +27,10 @@ DUMP_CONTENT_TYPES: Mapping[str, str] = {
     "sql.zst": "application/zstd",
 }
 MANIFEST_SUFFIX = ".manifest.json"
+#: An encrypted object's key ends in ``.age`` after its format: ``<db>.<generation>.sql.zst.age`` is an age
+#: file of the ``.sql.zst`` a plain backup would store (see ``patina_assets.encryption``).
+AGE_SUFFIX = ".age"
+AGE_CONTENT_TYPE = "application/octet-stream"
 MANIFEST_CONTENT_TYPE = "application/json"
 
 DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -38,7 +42,7 @@ _GENERATION_RE = re.compile(rf"^{_GENERATION}$")
 _DAILY_KEY = re.compile(
     rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?))$"
+    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)$"
 )
 VERIFICATION_SUFFIX = ".verification.json"
 
@@ -84,8 +88,11 @@ def daily_prefix(day: date | str | None = None) -> str:
     return DAILY_PREFIX if day is None else f"{DAILY_PREFIX}{format_day(day)}/"
 
 
-def daily_dump_key(day: date | str, database: str, fmt: str, generation: str | None = None) -> str:
-    """``daily/YYYY-MM-DD/<database>.sql.zst``, or with a generation ``daily/DAY/<database>.<gen>.sql.zst``.
+def daily_dump_key(
+    day: date | str, database: str, fmt: str, generation: str | None = None, *, encrypted: bool = False
+) -> str:
+    """``daily/YYYY-MM-DD/<database>.sql.zst``, or with a generation ``daily/DAY/<database>.<gen>.sql.zst``;
+    ``.age`` after it when ``encrypted``.
 
     BackupStore always uses a generation (see ``BackupStore.publish_daily`` for why); the plain form is
     the spec's original layout and is still recognised when listing.
@@ -96,7 +103,7 @@ def daily_dump_key(day: date | str, database: str, fmt: str, generation: str | N
         if not _GENERATION_RE.match(generation):
             raise InvalidKey(f"invalid generation {generation!r}: expected something like {new_generation()}")
         name = f"{name}.{generation}"
-    return f"{daily_prefix(day)}{name}{suffix}"
+    return f"{daily_prefix(day)}{name}{suffix}{AGE_SUFFIX if encrypted else ''}"
 
 
 def daily_verification_key(day: date | str, database: str) -> str:
@@ -120,6 +127,7 @@ class DailyKey:
     kind: str
     format: str | None = None
     generation: str | None = None
+    encrypted: bool = False  # an age file (``.age``)
 
     @property
     def slot(self) -> tuple[str, str]:
@@ -147,6 +155,7 @@ def parse_daily_key(key: str) -> DailyKey | None:
         kind="dump",
         format=match["format"],
         generation=match["generation"],
+        encrypted=bool(match["age"]),
     )
 
 
@@ -161,7 +170,7 @@ ZSTD_WINDOW_LOG = 27
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz))$"
+    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz)(?P<age>\.age)?)$"
 )
 
 
@@ -174,6 +183,7 @@ class WeeklyKey:
     kind: str
     format: str | None = None
     generation: str | None = None
+    encrypted: bool = False  # an age file (``.age``)
 
 
 def weekly_manifest_key(week: date | str) -> str:
@@ -186,13 +196,14 @@ def weekly_verification_key(week: date | str) -> str:
     return f"{WEEKLY_PREFIX}{format_day(week)}{VERIFICATION_SUFFIX}"
 
 
-def weekly_archive_key(week: date | str, fmt: str, generation: str) -> str:
-    """``weekly/<week-start>.<generation>.tar.zst``: a fresh key per build, as for daily dumps."""
+def weekly_archive_key(week: date | str, fmt: str, generation: str, *, encrypted: bool = False) -> str:
+    """``weekly/<week-start>.<generation>.tar.zst``: a fresh key per build, as for daily dumps (``.age`` after
+    it when ``encrypted``)."""
     if fmt not in ARCHIVE_FORMATS:
         raise InvalidKey(f"invalid archive format {fmt!r}: expected one of {', '.join(ARCHIVE_FORMATS)}")
     if not _GENERATION_RE.match(generation):
         raise InvalidKey(f"invalid generation {generation!r}: expected something like {new_generation()}")
-    return f"{WEEKLY_PREFIX}{format_day(week)}.{generation}{ARCHIVE_FORMATS[fmt]}"
+    return f"{WEEKLY_PREFIX}{format_day(week)}.{generation}{ARCHIVE_FORMATS[fmt]}{AGE_SUFFIX if encrypted else ''}"
 
 
 def parse_weekly_key(key: str) -> WeeklyKey | None:
@@ -208,7 +219,14 @@ def parse_weekly_key(key: str) -> WeeklyKey | None:
         return WeeklyKey(key=key, week=week, kind="manifest")
     if match["verification"]:
         return WeeklyKey(key=key, week=week, kind="verification")
-    return WeeklyKey(key=key, week=week, kind="archive", format=match["format"], generation=match["generation"])
+    return WeeklyKey(
+        key=key,
+        week=week,
+        kind="archive",
+        format=match["format"],
+        generation=match["generation"],
+        encrypted=bool(match["age"]),
+    )
 
 
 def week_start_of(day: date | str) -> date:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .buckets import Bucket, CorruptManifest, InvalidKey, StorageObjectNotFound
 from .layout import (
+    AGE_SUFFIX,
     ARCHIVE_FORMATS,
     DATABASE_NAME,
     DUMP_FORMATS,
@@ -128,6 +129,14 @@ class Manifest:
     # What the dump warned about (data it could not carry, restores only some tools can do). Manifests
     # written before this field existed have none.
     warnings: list[str] = field(default_factory=list)
+    # Encrypted at rest (``encryption.recipients``): ``key`` ends in ``.age`` and ``bytes``/``sha256`` are
+    # of the age file; ``recipients`` are the fingerprints of the public keys it was encrypted to, and
+    # ``plaintext_bytes``/``plaintext_sha256`` describe what ``age -d`` gives back (the compressed dump an
+    # unencrypted backup would store).  Manifests written before encryption existed are unencrypted.
+    encrypted: bool = False
+    recipients: list[str] = field(default_factory=list)
+    plaintext_bytes: int | None = None
+    plaintext_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not self.captured_at and isinstance(self.started_at, str):
@@ -143,6 +152,16 @@ class Manifest:
     def captured(self) -> datetime:
         """``captured_at`` as a datetime (the sort key of "newest")."""
         return parse_utc_timestamp(self.captured_at)
+
+    @property
+    def dump_bytes(self) -> int:
+        """The size of the compressed dump: the stored object, or what decrypting it gives."""
+        return self.plaintext_bytes if self.encrypted and self.plaintext_bytes is not None else self.bytes
+
+    @property
+    def dump_sha256(self) -> str:
+        """The sha256 of the compressed dump: the stored object's, or that of what decrypting it gives."""
+        return self.plaintext_sha256 if self.encrypted and self.plaintext_sha256 else self.sha256
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest (empty when it is complete and consistent)."""
@@ -161,6 +180,9 @@ class Manifest:
             found.append(f"rows is {self.rows} but table_rows adds up to {sum(self.table_rows.values())}")
         if parse_utc_timestamp(self.finished_at) < parse_utc_timestamp(self.started_at):
             found.append("finished_at is before started_at")
+        found.extend(
+            encryption_problems(self.key, self.encrypted, self.recipients, self.plaintext_bytes, self.plaintext_sha256)
+        )
         return found
 
     def to_json(self) -> str:
@@ -284,7 +306,44 @@ _OPTIONAL_FIELDS: dict[str, Callable[[], Any]] = {
     "end_bookmark": lambda: None,
     "captured_at": lambda: "",  # then started_at (see Manifest.__post_init__)
     "captured_late": lambda: None,  # then derived from the capture time
+    "encrypted": lambda: False,
+    "recipients": list,
+    "plaintext_bytes": lambda: None,
+    "plaintext_sha256": lambda: None,
 }
+
+
+def encryption_problems(
+    key: str, encrypted: bool, recipients: Any, plaintext_bytes: Any, plaintext_sha256: Any
+) -> list[str]:
+    """What is inconsistent in the encryption fields of a daily or weekly manifest."""
+    found = []
+    if encrypted != key.endswith(AGE_SUFFIX):
+        found.append(
+            f"encrypted is {str(encrypted).lower()} but the key {key!r} {'lacks' if encrypted else 'has'} {AGE_SUFFIX}"
+        )
+    if encrypted:
+        if not recipients:
+            found.append("an encrypted backup must name its recipients' fingerprints")
+        if plaintext_bytes is None or _check_int(plaintext_bytes) or _check_hex64(plaintext_sha256):
+            found.append("an encrypted backup needs plaintext_bytes and plaintext_sha256 (64 hex digits)")
+    elif recipients or plaintext_bytes is not None or plaintext_sha256 is not None:
+        found.append("recipients and plaintext_* belong to encrypted backups only")
+    return found
+
+
+def _check_recipients(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(r, str) and r for r in value):
+        return "must be a list of public-key fingerprints"
+    return None
+
+
+def _check_optional_int(value: Any) -> str | None:
+    return None if value is None else _check_int(value)
+
+
+def _check_optional_hex64(value: Any) -> str | None:
+    return None if value is None else _check_hex64(value)
 
 
 def _check_warnings(value: Any) -> str | None:
@@ -324,6 +383,10 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "created_at": _check_timestamp,
     "captured_at": _check_timestamp,
     "captured_late": _check_bool,
+    "encrypted": _check_bool,
+    "recipients": _check_recipients,
+    "plaintext_bytes": _check_optional_int,
+    "plaintext_sha256": _check_optional_hex64,
 }
 # Fields a manifest may lack (written by an older Patina): None, then filled in by ``Manifest.__post_init__``.
 
@@ -570,10 +633,26 @@ class ArchiveManifest:
     sha256: str
     created_at: str
     zstd_window_log: int | None = ZSTD_WINDOW_LOG
+    # Encrypted at rest, as daily manifests say it (``Manifest``): ``bytes``/``sha256`` are of the age file,
+    # ``plaintext_*`` of the compressed archive inside it.  Older manifests: unencrypted.
+    encrypted: bool = False
+    recipients: tuple[str, ...] = ()
+    plaintext_bytes: int | None = None
+    plaintext_sha256: str | None = None
 
     @property
     def week(self) -> str:
         return self.index.week
+
+    @property
+    def archive_bytes(self) -> int:
+        """The compressed archive's size: the stored object, or what decrypting it gives."""
+        return self.plaintext_bytes if self.encrypted and self.plaintext_bytes is not None else self.bytes
+
+    @property
+    def archive_sha256(self) -> str:
+        """The compressed archive's sha256: the stored object's, or that of what decrypting it gives."""
+        return self.plaintext_sha256 if self.encrypted and self.plaintext_sha256 else self.sha256
 
     @property
     def format(self) -> str:
@@ -591,6 +670,13 @@ class ArchiveManifest:
             "zstd_window_log": self.zstd_window_log,
             "index": self.index.to_dict(),
         }
+        if self.encrypted:
+            data.update(
+                encrypted=True,
+                recipients=list(self.recipients),
+                plaintext_bytes=self.plaintext_bytes,
+                plaintext_sha256=self.plaintext_sha256,
+            )
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -613,6 +699,17 @@ class ArchiveManifest:
             problems.append("bytes must be a positive integer")
         if not isinstance(data.get("sha256"), str) or not _SHA256.match(data["sha256"]):
             problems.append("sha256 must be 64 lowercase hex digits")
+        encrypted, recipients = data.get("encrypted", False), data.get("recipients", [])
+        if not isinstance(encrypted, bool) or not isinstance(recipients, list):
+            problems.append("encrypted must be true or false, recipients a list")
+        else:
+            problems += encryption_problems(
+                str(data.get("key") or ""),
+                encrypted,
+                recipients,
+                data.get("plaintext_bytes"),
+                data.get("plaintext_sha256"),
+            )
         if problems:
             raise CorruptManifest(f"archive manifest {key} is invalid: " + "; ".join(problems))
         return cls(
@@ -622,4 +719,8 @@ class ArchiveManifest:
             sha256=data["sha256"],
             created_at=str(data.get("created_at") or ""),
             zstd_window_log=data.get("zstd_window_log"),
+            encrypted=encrypted,
+            recipients=tuple(recipients),
+            plaintext_bytes=data.get("plaintext_bytes"),
+            plaintext_sha256=data.get("plaintext_sha256"),
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .buckets import Bucket, CorruptManifest, PublishUnconfirmed, StorageError, StorageIntegrityError
+from .buckets import _COPY_BUFFER, Bucket, CorruptManifest, PublishUnconfirmed, StorageError, StorageIntegrityError
 from .layout import MANIFEST_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ class Publication:
     content_type: str
     manifest_key: str
     manifest_json: bytes
+    #: When set, the uploaded object is read back whole and must hash to this before the manifest switches
+    #: to it (``reencrypt``: the old object is the only other copy, so the new one is proven first).
+    read_back_sha256: str | None = None
 
 
 def publish(
@@ -54,6 +58,8 @@ def publish(
             raise StorageIntegrityError(
                 f"uploaded {publication.size} bytes to {bucket.uri(key)} but the bucket holds {found}"
             )
+        if publication.read_back_sha256 is not None:
+            _check_read_back(bucket, key, publication.read_back_sha256)
     except BaseException:
         _discard(bucket, key)
         raise
@@ -88,6 +94,18 @@ def publish(
             bucket.delete_many(stale)
     except StorageError as exc:
         logger.warning("%s is published, but superseded objects were not removed: %s", key, exc)
+
+
+def _check_read_back(bucket: Bucket, key: str, sha256: str) -> None:
+    digest = hashlib.sha256()
+    with bucket.open(key) as reader:
+        while chunk := reader.read(_COPY_BUFFER):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise StorageIntegrityError(
+            f"{bucket.uri(key)} read back with sha256 {digest.hexdigest()[:12]}..., not the {sha256[:12]}... "
+            "uploaded; the manifest was left as it was"
+        )
 
 
 def _discard(bucket: Bucket, key: str) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import encryption  # a module reference: encryption's errors build on storage's (buckets.py)
 from .buckets import (
     _COPY_BUFFER,
     DEFAULT_PART_SIZE,
@@ -24,11 +25,14 @@ from .buckets import (
     CorruptManifest,
     InvalidKey,
     ObjectInfo,
+    StorageError,
     StorageIntegrityError,
     StorageObjectNotFound,
     _open_source,
 )
 from .layout import (
+    AGE_CONTENT_TYPE,
+    AGE_SUFFIX,
     DUMP_CONTENT_TYPES,
     MANIFEST_CONTENT_TYPE,
     DailyKey,
@@ -105,8 +109,11 @@ class BackupStore:
     them (one Dagster run per partition at a time).
     """
 
-    def __init__(self, bucket: Bucket) -> None:
+    def __init__(self, bucket: Bucket, keys: encryption.AgeKeys | None = None) -> None:
         self.bucket = bucket
+        #: Encryption at rest: the recipients new backups are encrypted to (none: stored as they are) and
+        #: where the identity that opens encrypted ones is found (read only when one is opened).
+        self.keys = keys if keys is not None else encryption.AgeKeys()
 
     def describe(self) -> str:
         return f"backups in {self.bucket.describe()}"
@@ -126,7 +133,9 @@ class BackupStore:
 
         Steps, and why in this order:
 
-        1. Hash the local dump (sha256, size): the manifest records what the stored object must be.
+        1. Hash the local dump (sha256, size): the manifest records what the stored object must be.  With
+           recipients (``self.keys``), encrypt it with age beside it, streaming: the age file is what is stored
+           (key ``...sql.zst.age``), and the manifest records both digests and the recipients' fingerprints.
         2. Upload it to a fresh key ``daily/DAY/<db>.<generation>.<fmt>``.  A failure here leaves no
            object (PUT and aborted multipart uploads are all-or-nothing) and no manifest change.
         3. Stat it and compare the size: the manifest must never vouch for bytes that are not there.
@@ -143,17 +152,60 @@ class BackupStore:
         _check_manifest_target(manifest, day_text, name)
         size, sha256 = _file_digest(dump_path)
         _check_recorded_digest(manifest, size, sha256, dump_path)
+        final = dataclasses.replace(
+            manifest,
+            bytes=size,
+            sha256=sha256,
+            encrypted=False,
+            recipients=[],
+            plaintext_bytes=None,
+            plaintext_sha256=None,
+        )
+        if not self.keys.enabled:
+            return self._publish_dump(day_text, name, dump_path, final, now=now)
+        # Encrypted as the dump is uploaded: the age file is written beside the dump (the same scratch
+        # directory), streaming, and only the age file leaves the machine.
+        sealed_path = Path(f"{dump_path}{AGE_SUFFIX}")
+        try:
+            sealed = self.keys.seal(dump_path, sealed_path)
+            if (sealed.plain_bytes, sealed.plain_sha256) != (size, sha256):
+                raise StorageIntegrityError(f"the dump {str(dump_path)!r} changed while it was being encrypted")
+            final = dataclasses.replace(
+                final,
+                bytes=sealed.stored_bytes,
+                sha256=sealed.stored_sha256,
+                encrypted=True,
+                recipients=list(self.keys.fingerprints),
+                plaintext_bytes=size,
+                plaintext_sha256=sha256,
+            )
+            return self._publish_dump(day_text, name, sealed_path, final, now=now)
+        finally:
+            sealed_path.unlink(missing_ok=True)
+
+    def _publish_dump(
+        self,
+        day_text: str,
+        name: str,
+        stored_path: Path | str,
+        manifest: Manifest,
+        *,
+        now: datetime | None,
+        read_back: bool = False,
+    ) -> Manifest:
+        """Steps 2-5 of ``publish_daily``: ``stored_path`` holds exactly the bytes ``manifest`` records."""
         previous = self._current_dump_key(day_text, name)
         generation = new_generation(now)
-        key = daily_dump_key(day_text, name, manifest.format, generation)
-        final = dataclasses.replace(manifest, key=key, bytes=size, sha256=sha256, created_at=utc_timestamp(now))
+        key = daily_dump_key(day_text, name, manifest.format, generation, encrypted=manifest.encrypted)
+        final = dataclasses.replace(manifest, key=key, created_at=utc_timestamp(now))
         publication = Publication(
             key,
-            dump_path,
-            size,
-            DUMP_CONTENT_TYPES[manifest.format],
+            stored_path,
+            final.bytes,
+            AGE_CONTENT_TYPE if final.encrypted else DUMP_CONTENT_TYPES[manifest.format],
             daily_manifest_key(day_text, name),
             final.to_json().encode("utf-8"),
+            read_back_sha256=final.sha256 if read_back else None,
         )
 
         def superseded() -> list[str]:
@@ -172,6 +224,64 @@ class BackupStore:
             superseded=superseded,
         )
         return final
+
+    def needs_reencryption(self, manifest: Manifest) -> bool:
+        """True when ``manifest``'s backup is not encrypted to exactly the current recipients (an unencrypted
+        one too, once recipients are configured)."""
+        if not self.keys.enabled:
+            return False
+        return not manifest.encrypted or sorted(manifest.recipients) != list(self.keys.fingerprints)
+
+    def reencrypt_daily(self, manifest: Manifest, scratch: Path, *, now: datetime | None = None) -> Manifest:
+        """Rewrite one stored backup for the current recipients, through the one publish step.
+
+        The old object is decrypted (the identity must open it) into ``scratch`` and checked against the
+        manifest's digests; it is encrypted again, uploaded, read back whole, and only then does the manifest
+        switch to it and the old object go.  Every other field of the manifest is kept, and so is its
+        verification verdict: the new object holds the very bytes that were verified (see
+        ``_carry_verification``).
+        """
+        if not self.keys.enabled:
+            raise ValueError("no recipients to encrypt to: list them under encryption.recipients first")
+        plain = Path(scratch) / f"{manifest.database}.{manifest.day}.{manifest.format}"
+        with self.open_dump(manifest) as source, open(plain, "wb") as out:
+            while chunk := source.read(_COPY_BUFFER):
+                out.write(chunk)
+        size, sha256 = _file_digest(plain)
+        if (size, sha256) != (manifest.dump_bytes, manifest.dump_sha256):
+            raise StorageIntegrityError(
+                f"{self.bucket.uri(manifest.key)} does not hold the dump its manifest records: nothing was rewritten"
+            )
+        sealed_path = Path(f"{plain}{AGE_SUFFIX}")
+        try:
+            sealed = self.keys.seal(plain, sealed_path)
+            rewritten = dataclasses.replace(
+                manifest,
+                bytes=sealed.stored_bytes,
+                sha256=sealed.stored_sha256,
+                encrypted=True,
+                recipients=list(self.keys.fingerprints),
+                plaintext_bytes=size,
+                plaintext_sha256=sha256,
+            )
+            record = self.get_verification(manifest.day, manifest.database)
+            final = self._publish_dump(manifest.day, manifest.database, sealed_path, rewritten, now=now, read_back=True)
+        finally:
+            sealed_path.unlink(missing_ok=True)
+            plain.unlink(missing_ok=True)
+        self._carry_verification(manifest, final, record)
+        return final
+
+    def _carry_verification(self, old: Manifest, new: Manifest, record: VerificationRecord | None) -> None:
+        """Restore verification checks the dump's content; a rewrite that proved the plaintext identical
+        keeps the verdict, naming the new object (else every rewritten backup would read "not verified")."""
+        if record is None or record.status_of(old.key, old.sha256) == NOT_VERIFIED:
+            return
+        carried = dataclasses.replace(record, key=new.key, sha256=new.sha256)
+        try:
+            self.record_verification(new, carried)
+        except StorageError as exc:
+            logger.warning("the verification of %s was not carried over to %s: %s", old.key, new.key, exc)
 
     def _current_dump_key(self, day: str, database: str, *, strict: bool = False) -> str | None:
         """The dump the current manifest names (None if there is none; an unreadable one is None too,
@@ -304,8 +414,15 @@ class BackupStore:
         return found
 
     def open_dump(self, manifest: Manifest) -> BinaryIO:
-        """Stream the stored dump (compressed as stored) that ``manifest`` describes."""
-        return self.bucket.open(_dump_key_of(manifest))
+        """Stream the compressed dump ``manifest`` describes (``manifest.dump_bytes``/``dump_sha256``): the
+        stored object, or for an encrypted backup its plaintext, decrypted whole (needs the identity) before
+        the first byte is returned.  A damaged encrypted object raises ``CiphertextDamaged``."""
+        raw = self.bucket.open(_dump_key_of(manifest))
+        if not manifest.encrypted:
+            return raw
+        return self.keys.open_decrypted(
+            raw, what=self.bucket.uri(manifest.key), stored_sha256=manifest.sha256, recipients=manifest.recipients
+        )
 
     def verify(self, manifest: Manifest) -> bool:
         """Re-read the stored dump and check its size and sha256 against the manifest.
@@ -314,7 +431,7 @@ class BackupStore:
         they say nothing about the backup itself.
         """
         try:
-            reader = self.open_dump(manifest)
+            reader = self.bucket.open(_dump_key_of(manifest))  # the stored bytes: no identity needed
         except StorageObjectNotFound:
             return False
         digest, size = hashlib.sha256(), 0

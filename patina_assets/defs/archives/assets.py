@@ -242,6 +242,8 @@ def _archive_metadata(outcome: BuildOutcome, archives: ArchiveStore) -> dict[str
         "sha256": manifest.sha256,
         "sql_bytes": index.sql_bytes,
         "compression_ratio": round(index.sql_bytes / manifest.bytes, 2) if manifest.bytes else 0.0,
+        "encrypted": manifest.encrypted,
+        "recipients": dg.MetadataValue.text(", ".join(manifest.recipients) or "none (stored unencrypted)"),
         "backups": len(index.members),
         "databases": dg.MetadataValue.json(list(index.databases)),
         "days": dg.MetadataValue.json(list(index.days)),

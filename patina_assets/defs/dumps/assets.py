@@ -156,6 +156,8 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "captured_late": bool(manifest.captured_late),
         "requests": manifest.requests,
         "warnings": dg.MetadataValue.text("; ".join(result.warnings) or "none"),
+        "encrypted": manifest.encrypted,
+        "recipients": dg.MetadataValue.text(", ".join(manifest.recipients) or "none (stored unencrypted)"),
     }
 
 

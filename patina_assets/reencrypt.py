@@ -1,0 +1,74 @@
+"""``patina reencrypt``: rewrite stored backups to the current recipients, for the day a key leaks or is
+retired.  Plain Python over ``BackupStore.reencrypt_daily`` and ``ArchiveStore.reencrypt`` (one publish
+step each: verified before the old object goes)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+from .archive import ArchiveStore
+from .encryption import EncryptionError
+from .leftovers import scratch_directory
+from .storage import StorageError, format_day, week_start_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What happened to one stored backup: ``rewritten``, ``current`` (already encrypted to exactly the
+    current recipients) or ``failed`` (``problem`` says why; the old object is untouched)."""
+
+    what: str
+    old_key: str
+    action: str
+    new_key: str | None = None
+    problem: str | None = None
+
+
+def reencrypt_backups(
+    archives: ArchiveStore, *, day: date | str | None = None, database: str | None = None
+) -> list[Rewrite]:
+    """Rewrite the dailies (of ``day``, or all) and the weekly archives (the one holding ``day``, or all)
+    that are not encrypted to the current recipients.  A backup that cannot be rewritten (damaged) is
+    reported and left as it is; a missing or wrong identity stops everything (it would fail them all)."""
+    store = archives.store
+    if not store.keys.enabled:
+        raise EncryptionError(
+            "encryption is off (no encryption.recipients in patina.yaml): there is nothing to re-encrypt to"
+        )
+    day_text = format_day(day) if day is not None else None
+    results: list[Rewrite] = []
+    with scratch_directory("reencrypt") as scratch:
+        for manifest in store.list_daily(database=database, day=day_text):
+            what = f"{manifest.database} on {manifest.day}"
+            if not store.needs_reencryption(manifest):
+                results.append(Rewrite(what, manifest.key, "current", manifest.key))
+                continue
+            try:
+                new = store.reencrypt_daily(manifest, scratch)
+            except StorageError as exc:  # damage (CiphertextDamaged) included: reported, the old object kept
+                logger.warning("%s was not re-encrypted: %s", what, exc)
+                results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
+            else:
+                results.append(Rewrite(what, manifest.key, "rewritten", new.key))
+    week = week_start_of(day_text).isoformat() if day_text else None
+    for manifest in archives.list():
+        if week is not None and manifest.week != week:
+            continue
+        if database is not None and all(m.database != database for m in manifest.index.members):
+            continue
+        what = f"archive of week {manifest.week}"
+        if not archives.needs_reencryption(manifest):
+            results.append(Rewrite(what, manifest.key, "current", manifest.key))
+            continue
+        try:
+            new = archives.reencrypt(manifest)
+        except StorageError as exc:  # damage (CiphertextDamaged) included: reported, the old object kept
+            logger.warning("%s was not re-encrypted: %s", what, exc)
+            results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
+        else:
+            results.append(Rewrite(what, manifest.key, "rewritten", new.key))
+    return results
