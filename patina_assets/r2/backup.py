@@ -43,7 +43,6 @@ from ..storage import (
     S3Bucket,
     StorageError,
     StorageObjectNotFound,
-    _strip_etag,
     format_day,
     make_s3_client,
     new_generation,
@@ -52,6 +51,7 @@ from ..storage import (
     utc_timestamp,
     validate_database_name,
 )
+from ..storage.s3 import _strip_etag
 from .layout import (
     ENTRIES_CONTENT_TYPE,
     OBJECT_CONTENT_TYPE,

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..storage import (
-    _GENERATION,
     Bucket,
     CorruptManifest,
     format_day,
     validate_database_name,
 )
+from ..storage.layout import _GENERATION
 
 R2_PREFIX = "r2/"
 OBJECTS_PREFIX = "r2/objects/"
