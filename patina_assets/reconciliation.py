@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import leftovers
 from .archive import ArchiveStore
+from .r2.layout import is_r2_key
 from .storage import (
     AUDIT_PREFIX,
     daily_manifest_key,
@@ -86,6 +87,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
     result.objects = len(everything)
     for info in everything:
         if info.key.startswith(AUDIT_PREFIX):  # `patina serve`'s audit log: kept, not a stray
+            continue
+        if is_r2_key(info.key):  # R2 snapshots: their own retention and checks (patina_assets.r2)
             continue
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))

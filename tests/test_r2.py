@@ -10,9 +10,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.configs import write_config
 from support.s3_server import FaultProxy, create_bucket, direct_client, moto_server
 
-from patina_assets.config import RetentionConfig
+from patina_assets import cli
+from patina_assets.backup import open_store
+from patina_assets.config import ConfigError, RetentionConfig
 from patina_assets.r2 import (
     GarbageCollectionRefused,
     RestoreRefused,
@@ -413,3 +416,81 @@ def test_size_anomaly_on_object_count_and_bytes(moto_endpoint, source, source_na
     verdict = judge_size(shrunk, history, decrease_ratio=0.5, increase_ratio=2.0)
     assert verdict.anomalous and "possible data loss" in verdict.summary()
     assert not judge_size(history[-1], history[:-1], decrease_ratio=0.5, increase_ratio=2.0).anomalous
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration and the command line
+# --------------------------------------------------------------------------------------------------
+
+
+def r2_entry(endpoint: str, bucket_name: str, **extra) -> dict:
+    return {
+        "name": "grove-media",
+        "bucket": bucket_name,
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "priority": "critical",
+        "exclude": ["*.tmp"],
+        "access_key_id_env": "TEST_R2_KEY_ID",
+        "secret_access_key_env": "TEST_R2_SECRET",
+        **extra,
+    }
+
+
+def test_r2_buckets_in_patina_yaml(tmp_path):
+    config = write_config(
+        tmp_path,
+        [{"name": "groveauth", "source": "x.sqlite"}],
+        r2_buckets=[r2_entry("https://e.example", "grove-media")],
+    )
+    (entry,) = config.r2_buckets
+    assert (entry.name, entry.bucket, entry.priority, entry.exclude) == (
+        "grove-media",
+        "grove-media",
+        "critical",
+        ("*.tmp",),
+    )
+    assert entry.credentials({"TEST_R2_KEY_ID": "id", "TEST_R2_SECRET": "s"}) == ("id", "s")
+    assert "$TEST_R2_KEY_ID" in config.describe() and config.r2_bucket("grove_media") is entry
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"secret_access_key_env": "abcdef0123456789abcdef0123456789"}, "looks like a secret value"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"exclude": "*.tmp"}, "must be a list of glob patterns"),
+        ({"bucket": "Not_A_Bucket"}, "bucket names are 3-63"),
+    ],
+)
+def test_r2_buckets_refuse_bad_entries_with_the_fix(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        write_config(
+            tmp_path,
+            [{"name": "groveauth", "source": "x.sqlite"}],
+            r2_buckets=[r2_entry("https://e.example", "b-1", **change)],
+        )
+
+
+def test_cli_lists_and_restores_an_r2_snapshot(moto_endpoint, source, source_name, tmp_path, capsys, monkeypatch):
+    config = write_config(
+        tmp_path, [{"name": "groveauth", "source": "x.sqlite"}], r2_buckets=[r2_entry(moto_endpoint, source_name)]
+    )
+    monkeypatch.setenv("TEST_R2_KEY_ID", "testing")
+    monkeypatch.setenv("TEST_R2_SECRET", "testing")
+    objects = fill(moto_endpoint, source_name, 3)
+    backup_bucket(source, open_store(config).bucket, name="grove-media", day="2026-03-01")
+    config_args = ["--config", str(tmp_path / "patina.yaml")]
+
+    assert cli.main([*config_args, "list"]) == 0
+    assert "grove-media" in capsys.readouterr().out
+
+    target = create_bucket(moto_endpoint)
+    assert cli.main([*config_args, "restore-r2", "latest", "grove-media", "--to", f"s3://{target}"]) == 0
+    assert "restored 3 objects" in capsys.readouterr().out
+    for key, data in objects.items():
+        assert direct_client(moto_endpoint).get_object(Bucket=target, Key=key)["Body"].read() == data
+    assert cli.main([*config_args, "restore-r2", "2026-03-01", "grove-media", "--to", f"s3://{target}"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main([*config_args, "restore-r2", "2026-03-01", "grove-media", "--to", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "media" / "000.bin").read_bytes() == objects["media/000.bin"]
