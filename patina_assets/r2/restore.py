@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -97,6 +99,7 @@ def restore_snapshot(
     overwrite: bool = False,
     s3_client: Any = None,
     part_size: int = 16 * 1024 * 1024,
+    concurrency: int = 8,
     scratch_parent: Path | str | None = None,
 ) -> R2RestoreResult:
     """Restore snapshot ``name`` of ``day`` (keys under ``prefix``) to ``to``: a directory, or
@@ -127,16 +130,31 @@ def restore_snapshot(
         )
 
     objects = total = 0
-    with scratch_directory("r2-restore", scratch_parent) as scratch:
-        for entry in _selected(backup, manifest, prefix):
+    with scratch_directory("r2-restore", scratch_parent) as scratch, ThreadPoolExecutor(concurrency) as pool:
+
+        def restore_one(entry: Entry) -> int:
             temporary = target.temporary_for(entry, scratch)
             try:
                 _download_verified(backup, entry, temporary)
                 target.put(entry, temporary)
             finally:
                 temporary.unlink(missing_ok=True)
-            objects += 1
-            total += entry.size
+            return entry.size
+
+        pending: deque[Future[int]] = deque()
+        try:
+            for entry in _selected(backup, manifest, prefix):
+                pending.append(pool.submit(restore_one, entry))
+                while len(pending) > concurrency * 4:  # a bounded window: flat memory for any number of keys
+                    total += pending.popleft().result()
+                    objects += 1
+            while pending:
+                total += pending.popleft().result()
+                objects += 1
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
     result = R2RestoreResult(manifest.day, manifest.name, target.describe(), objects, total, conflict_count)
     logger.info("%s", result.summary())
     return result
