@@ -17,8 +17,7 @@ The source's credentials are read from the environment variables the entry names
 definitions load without them and a missing one fails the step with the variable's name (never its value).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Dagster reads the `context` annotation of the asset function.
 from datetime import date
 
 import dagster as dg
