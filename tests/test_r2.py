@@ -484,6 +484,11 @@ def test_cli_lists_and_restores_an_r2_snapshot(moto_endpoint, source, source_nam
 
     assert cli.main([*config_args, "list"]) == 0
     assert "grove-media" in capsys.readouterr().out
+    assert cli.main([*config_args, "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["r2"]["snapshots"][0]["objects"] == 3
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main([*config_args, "status"]) == 0
+    assert "grove-media: newest snapshot 2026-03-01, 3 objects" in capsys.readouterr().out
 
     target = create_bucket(moto_endpoint)
     assert cli.main([*config_args, "restore-r2", "latest", "grove-media", "--to", f"s3://{target}"]) == 0
