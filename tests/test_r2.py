@@ -209,6 +209,26 @@ def test_a_listing_that_fails_midway_publishes_nothing(moto_endpoint, source, so
     assert [info.key for info in backup.list("r2/2026-03-02/")] == []
 
 
+def test_a_copy_that_fails_publishes_nothing(moto_endpoint, source, source_name, source_proxy, backup):
+    fill(moto_endpoint, source_name, 5)
+    source_proxy.fail(operation="GetObject", key="media/003", status=403, code="AccessDenied")
+    with pytest.raises(StorageError, match="access denied"):
+        backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    assert list_snapshots(backup, "grove-media") == ([], {})
+
+
+def test_a_damaged_previous_snapshot_only_costs_reads(
+    moto_endpoint, source, source_name, source_proxy, backup, backup_proxy
+):
+    fill(moto_endpoint, source_name, 4)
+    first = backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    backup.put_bytes(first.entries_key, gzip.compress(b'{"key": "media/000.bin", "broken": true}\n'))
+    backup_proxy.clear()
+    second = backup_bucket(source, backup, name="grove-media", day="2026-03-02")
+    assert second.objects == 4 and second.reused_objects == 4  # read again, but every object was already stored
+    assert object_puts(backup_proxy) == []
+
+
 def test_a_rerun_of_a_day_replaces_its_snapshot_and_removes_the_old_entries(moto_endpoint, source, source_name, backup):
     fill(moto_endpoint, source_name, 3)
     first = backup_bucket(source, backup, name="grove-media", day="2026-03-01")
