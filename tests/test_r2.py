@@ -15,6 +15,7 @@ from support.s3_server import FaultProxy, create_bucket, direct_client, moto_ser
 
 from patina_assets import cli
 from patina_assets.backup import open_store
+from patina_assets.cli_support import open_catalog
 from patina_assets.config import ConfigError, RetentionConfig
 from patina_assets.r2 import (
     GarbageCollectionRefused,
@@ -33,6 +34,7 @@ from patina_assets.r2 import (
     snapshot_manifest_key,
 )
 from patina_assets.r2.backup import SPOOL_BYTES
+from patina_assets.status import Orchestrator, Snapshot
 from patina_assets.storage import S3Bucket, StorageError, StorageIntegrityError, make_s3_client, utc_timestamp
 
 MiB = 1024 * 1024
@@ -509,6 +511,8 @@ def test_cli_lists_and_restores_an_r2_snapshot(moto_endpoint, source, source_nam
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert cli.main([*config_args, "status"]) == 0
     assert "grove-media: newest snapshot 2026-03-01, 3 objects" in capsys.readouterr().out
+    metrics = Snapshot.take(config, open_catalog(config), Orchestrator(available=False, detail="none")).metrics()
+    assert 'patina_r2_snapshot_objects{bucket="grove-media"} 3' in metrics
 
     target = create_bucket(moto_endpoint)
     assert cli.main([*config_args, "restore-r2", "latest", "grove-media", "--to", f"s3://{target}"]) == 0
