@@ -138,6 +138,7 @@ def backup_bucket(
         entries_path = scratch / "entries.jsonl.gz"
         with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-copy") as pool:
             pending: deque[Entry | Future[_Copied | None]] = deque()
+            uploads = _Uploads()
             window = max(1, concurrency) * 4
 
             def settle_one() -> None:
@@ -161,7 +162,7 @@ def backup_bucket(
                     if before is not None and _unchanged(info, before):
                         pending.append(dataclasses.replace(before, last_modified=utc_timestamp(info.last_modified)))
                     else:
-                        pending.append(pool.submit(_copy_object, source, backup, info.key, scratch))
+                        pending.append(pool.submit(_copy_object, source, backup, info.key, scratch, uploads))
                     while len(pending) > window:
                         settle_one()
                 while pending:
@@ -267,7 +268,7 @@ def _previous_entries(previous: SnapshotManifest | None, backup: Bucket) -> Iter
         )
 
 
-def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path) -> _Copied | None:
+def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uploads: _Uploads) -> _Copied | None:
     """Stream one source object into the content-addressed store; None when it vanished since the listing."""
     from botocore.exceptions import BotoCoreError
 
@@ -305,7 +306,7 @@ def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path) -> _
         if size != expected:
             raise StorageError(f"read {size} of {expected} bytes of {source.uri(key)}: the stream ended early")
         sha256 = digest.hexdigest()
-        uploaded = _store(backup, sha256, size, bytes(held) if spool_path is None else Path(spool_path))
+        uploaded = _store(backup, sha256, size, bytes(held) if spool_path is None else Path(spool_path), uploads)
     finally:
         if spool_path is not None:
             Path(spool_path).unlink(missing_ok=True)
@@ -321,19 +322,32 @@ def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path) -> _
     return _Copied(entry, uploaded)
 
 
-# sha256s being uploaded right now (by any copy thread): the same bytes under two keys are uploaded once.
-# Only uploads in flight are held, so this stays as small as the thread pool.
-_in_flight: set[str] = set()
-_in_flight_lock = threading.Lock()
+class _Uploads:
+    """The sha256s one backup is uploading right now: the same bytes under two keys are uploaded once.  Only
+    uploads in flight are held, so this stays as small as the thread pool; one per backup, so a run only ever
+    relies on its own uploads (or on objects already stored)."""
+
+    def __init__(self) -> None:
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, sha256: str) -> bool:
+        with self._lock:
+            if sha256 in self._in_flight:
+                return False
+            self._in_flight.add(sha256)
+            return True
+
+    def release(self, sha256: str) -> None:
+        with self._lock:
+            self._in_flight.discard(sha256)
 
 
-def _store(backup: Bucket, sha256: str, size: int, data: bytes | Path) -> bool:
+def _store(backup: Bucket, sha256: str, size: int, data: bytes | Path, uploads: _Uploads) -> bool:
     """Store the bytes as ``r2/objects/<sha256>`` unless they are there already; True if uploaded."""
     target = object_key(sha256)
-    with _in_flight_lock:
-        if sha256 in _in_flight:
-            return False  # another copy is storing these bytes; the manifest waits for every copy
-        _in_flight.add(sha256)
+    if not uploads.claim(sha256):
+        return False  # another copy of this backup is storing these bytes; the manifest waits for every copy
     try:
         stored = backup.stat(target)
         if stored is not None and stored.size == size:
@@ -344,8 +358,7 @@ def _store(backup: Bucket, sha256: str, size: int, data: bytes | Path) -> bool:
             backup.put_bytes(target, data, content_type=OBJECT_CONTENT_TYPE)
         return True
     finally:
-        with _in_flight_lock:
-            _in_flight.discard(sha256)
+        uploads.release(sha256)
 
 
 def _sha256_of(path: Path) -> str:
