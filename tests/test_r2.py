@@ -301,6 +301,25 @@ def test_garbage_collection_leaves_young_unnamed_objects_alone(moto_endpoint, so
     assert result.young_unreferenced == 1 and result.deleted_objects == 0
 
 
+def test_garbage_collection_deletes_no_object_while_a_backup_runs(moto_endpoint, source, source_name, backup):
+    put(moto_endpoint, source_name, "x", b"old")
+    backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    put(moto_endpoint, source_name, "x", b"new")
+    backup_bucket(source, backup, name="grove-media", day="2026-03-02")
+    backup.put_bytes("r2/in-progress/grove-storage.20260303T030000000000Z-abcdef.json", b"{}")
+    later = datetime.now(UTC) + timedelta(hours=1)  # past no grace period: the marker counts as running
+    result = collect_garbage(backup, RetentionConfig(daily_days=1, weekly_weeks=1), now=later, grace=timedelta(hours=2))
+    assert result.held_back_by and result.deleted_objects == 0
+    assert backup.stat(object_key(hashlib.sha256(b"old").hexdigest())) is not None
+    assert [m.day for m in list_snapshots(backup, "grove-media")[0]] == ["2026-03-02"]  # snapshots still go
+
+
+def test_a_backup_leaves_no_in_progress_marker(moto_endpoint, source, source_name, backup):
+    put(moto_endpoint, source_name, "x", b"x")
+    backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    assert list(backup.list("r2/in-progress/")) == []
+
+
 def test_garbage_collection_refuses_when_a_manifest_cannot_be_read(moto_endpoint, source, source_name, backup):
     put(moto_endpoint, source_name, "x", b"x")
     backup_bucket(source, backup, name="grove-media", day="2026-03-01")

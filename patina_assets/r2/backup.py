@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -59,6 +60,7 @@ from .layout import (
     Entry,
     SnapshotManifest,
     entries_key,
+    in_progress_key,
     list_snapshots,
     object_key,
     open_entries,
@@ -134,72 +136,82 @@ def backup_bucket(
     counts = {"copied": 0, "copied_bytes": 0, "reused": 0, "excluded": 0, "vanished": 0}
     generation = new_generation(now)
     key = entries_key(day_text, name, generation)
-    with scratch_directory("r2-backup", scratch_parent) as scratch:
-        entries_path = scratch / "entries.jsonl.gz"
-        with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-copy") as pool:
-            pending: deque[Entry | Future[_Copied | None]] = deque()
-            uploads = _Uploads()
-            window = max(1, concurrency) * 4
+    marker = in_progress_key(name, generation)
+    backup.put_bytes(marker, json.dumps({"name": name, "day": day_text, "started_at": listing_started_at}).encode())
+    try:
+        with scratch_directory("r2-backup", scratch_parent) as scratch:
+            entries_path = scratch / "entries.jsonl.gz"
+            with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-copy") as pool:
+                pending: deque[Entry | Future[_Copied | None]] = deque()
+                uploads = _Uploads()
+                window = max(1, concurrency) * 4
 
-            def settle_one() -> None:
-                item = pending.popleft()
-                if isinstance(item, Entry):
-                    writer.write(item)
-                    return
-                copied = item.result()
-                if copied is None:  # deleted between the listing and the read
-                    counts["vanished"] += 1
-                    return
-                writer.write(copied.entry)
-                if copied.uploaded:
-                    counts["copied"] += 1
-                    counts["copied_bytes"] += copied.entry.size
-                else:
-                    counts["reused"] += 1
-
-            try:
-                for info, before in _merge(_counting_exclusions(source, prefix, patterns, counts), previous, backup):
-                    if before is not None and _unchanged(info, before):
-                        pending.append(dataclasses.replace(before, last_modified=utc_timestamp(info.last_modified)))
+                def settle_one() -> None:
+                    item = pending.popleft()
+                    if isinstance(item, Entry):
+                        writer.write(item)
+                        return
+                    copied = item.result()
+                    if copied is None:  # deleted between the listing and the read
+                        counts["vanished"] += 1
+                        return
+                    writer.write(copied.entry)
+                    if copied.uploaded:
+                        counts["copied"] += 1
+                        counts["copied_bytes"] += copied.entry.size
                     else:
-                        pending.append(pool.submit(_copy_object, source, backup, info.key, scratch, uploads))
-                    while len(pending) > window:
+                        counts["reused"] += 1
+
+                try:
+                    for info, before in _merge(
+                        _counting_exclusions(source, prefix, patterns, counts), previous, backup
+                    ):
+                        if before is not None and _unchanged(info, before):
+                            pending.append(dataclasses.replace(before, last_modified=utc_timestamp(info.last_modified)))
+                        else:
+                            pending.append(pool.submit(_copy_object, source, backup, info.key, scratch, uploads))
+                        while len(pending) > window:
+                            settle_one()
+                    while pending:
                         settle_one()
-                while pending:
-                    settle_one()
-            except BaseException:
-                for item in pending:
-                    if isinstance(item, Future):
-                        item.cancel()
-                raise
-        listing_finished_at = utc_timestamp()
-        size = entries_path.stat().st_size
-        manifest = SnapshotManifest(
-            name=name,
-            day=day_text,
-            source=source.describe() if not prefix else f"{source.describe()} under {prefix!r}",
-            entries_key=key,
-            entries_sha256=_sha256_of(entries_path),
-            entries_bytes=size,
-            objects=writer.objects,
-            bytes=writer.bytes,
-            copied_objects=counts["copied"],
-            copied_bytes=counts["copied_bytes"],
-            reused_objects=counts["reused"],
-            excluded_objects=counts["excluded"],
-            listing_started_at=listing_started_at,
-            listing_finished_at=listing_finished_at,
-            created_at=utc_timestamp(now),
-            patina_version=patina_version(),
-            exclude=patterns,
-        )
-        manifest_key = snapshot_manifest_key(day_text, name)
-        publish(
-            backup,
-            Publication(key, entries_path, size, ENTRIES_CONTENT_TYPE, manifest_key, manifest.to_json()),
-            named_key=lambda: _named_entries(backup, manifest_key),
-            superseded=lambda: _superseded_entries(backup, day_text, name, key),
-        )
+                except BaseException:
+                    for item in pending:
+                        if isinstance(item, Future):
+                            item.cancel()
+                    raise
+            listing_finished_at = utc_timestamp()
+            size = entries_path.stat().st_size
+            manifest = SnapshotManifest(
+                name=name,
+                day=day_text,
+                source=source.describe() if not prefix else f"{source.describe()} under {prefix!r}",
+                entries_key=key,
+                entries_sha256=_sha256_of(entries_path),
+                entries_bytes=size,
+                objects=writer.objects,
+                bytes=writer.bytes,
+                copied_objects=counts["copied"],
+                copied_bytes=counts["copied_bytes"],
+                reused_objects=counts["reused"],
+                excluded_objects=counts["excluded"],
+                listing_started_at=listing_started_at,
+                listing_finished_at=listing_finished_at,
+                created_at=utc_timestamp(now),
+                patina_version=patina_version(),
+                exclude=patterns,
+            )
+            manifest_key = snapshot_manifest_key(day_text, name)
+            publish(
+                backup,
+                Publication(key, entries_path, size, ENTRIES_CONTENT_TYPE, manifest_key, manifest.to_json()),
+                named_key=lambda: _named_entries(backup, manifest_key),
+                superseded=lambda: _superseded_entries(backup, day_text, name, key),
+            )
+    finally:
+        try:
+            backup.delete(marker)
+        except StorageError as exc:  # it only holds garbage collection back until it is a day old
+            logger.warning("could not remove %s: %s", backup.uri(marker), exc)
     logger.info(
         "r2/%s %s: %d objects (%d bytes); copied %d (%d bytes), %d already stored, %d vanished, in %.1fs",
         name,

@@ -3,6 +3,7 @@
 ::
 
     r2/objects/<sha256>                                        <- each distinct object, once (content-addressed)
+    r2/in-progress/grove-media.<generation>.json               <- while a backup runs (holds back garbage collection)
     r2/2026-01-05/grove-media.20260106T030012123456Z-3f9a1c.entries.jsonl.gz  <- every key of that night
     r2/2026-01-05/grove-media.manifest.json                    <- the snapshot (written last)
 
@@ -36,6 +37,9 @@ from ..storage.layout import _GENERATION
 
 R2_PREFIX = "r2/"
 OBJECTS_PREFIX = "r2/objects/"
+#: One marker per backup running now: garbage collection deletes no object while a fresh one exists, since that
+#: backup may be about to name an object no kept snapshot names yet.
+IN_PROGRESS_PREFIX = "r2/in-progress/"
 MANIFEST_SUFFIX = ".manifest.json"
 ENTRIES_SUFFIX = ".entries.jsonl.gz"
 ENTRIES_CONTENT_TYPE = "application/gzip"
@@ -55,6 +59,10 @@ def object_key(sha256: str) -> str:
     if not _SHA256.match(sha256):
         raise ValueError(f"{sha256!r} is not a sha256 hex digest")
     return OBJECTS_PREFIX + sha256
+
+
+def in_progress_key(name: str, generation: str) -> str:
+    return f"{IN_PROGRESS_PREFIX}{validate_database_name(name)}.{generation}.json"
 
 
 def snapshot_manifest_key(day: date | str, name: str) -> str:

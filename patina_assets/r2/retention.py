@@ -8,7 +8,8 @@ published manifest never names an object that is gone:
    anything is deleted: it could name objects that would otherwise look unreferenced);
 2. the dropped snapshots' manifests, then their entries files;
 3. the objects in ``r2/objects/`` that no kept snapshot names and that are older than ``grace`` (a backup in
-   progress has copied objects its manifest does not name yet).
+   progress has copied objects its manifest does not name yet), and none at all while a backup runs (its marker
+   in ``r2/in-progress/`` is younger than ``grace``): it may be about to name an old object it found stored.
 
 The referenced sha256s are kept in a SQLite file in a scratch directory, not in memory, so a million keys
 cost a few dozen MB of disk and flat memory.
@@ -26,7 +27,15 @@ from pathlib import Path
 from ..config import RetentionConfig
 from ..leftovers import scratch_directory
 from ..storage import Bucket, StorageError
-from .layout import OBJECTS_PREFIX, SnapshotManifest, list_snapshots, open_entries, parse_snapshot_key, snapshot_files
+from .layout import (
+    IN_PROGRESS_PREFIX,
+    OBJECTS_PREFIX,
+    SnapshotManifest,
+    list_snapshots,
+    open_entries,
+    parse_snapshot_key,
+    snapshot_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +56,14 @@ class R2RetentionResult:
     deleted_bytes: int = 0
     referenced_objects: int = 0
     young_unreferenced: int = 0  # unnamed but within the grace period
+    held_back_by: list[str] = field(default_factory=list)  # backups running: no object was deleted
 
     def summary(self) -> str:
+        if self.held_back_by:
+            return (
+                f"kept {len(self.kept)} snapshots, deleted {len(self.deleted_snapshots)}; no object deleted while "
+                f"{len(self.held_back_by)} backup(s) run"
+            )
         return (
             f"kept {len(self.kept)} snapshots, deleted {len(self.deleted_snapshots)}; "
             f"{self.referenced_objects} objects named, {self.deleted_objects} unnamed deleted "
@@ -132,6 +147,11 @@ def collect_garbage(
             backup.delete_many(stale_entries)
             result.deleted_entries = len(stale_entries)
 
+            running = [i.key for i in backup.list(IN_PROGRESS_PREFIX) if i.last_modified >= now - grace]
+            if running:
+                result.held_back_by = running
+                logger.info("R2 retention deletes no object while a backup runs (%s)", ", ".join(running))
+                return result
             doomed: list[str] = []
             for info in backup.list(OBJECTS_PREFIX):
                 sha256 = info.key[len(OBJECTS_PREFIX) :]
