@@ -1,10 +1,20 @@
-"""What every area's steps share: the export pool, the retry policy, the daily partitions."""
+"""What every area's steps share: the export and R2 pools, the retry policy, the daily partitions, the nightly
+executor."""
 
 import dagster as dg
 
 from ..config import DumpConfig, PatinaConfig
 
 EXPORT_POOL = "d1_export"
+
+# R2 bucket backups (defs/r2_backups) run in the nightly job beside the dumps, in a pool of their own and with at
+# most R2_SLOTS of the job's executor slots (their steps carry the tag R2_AREA_TAG: R2_AREA), so they never take
+# a dump's slot.
+R2_GROUP = "r2_backups"
+R2_POOL = "r2_backup"
+R2_AREA_TAG = "patina/area"
+R2_AREA = "r2"
+R2_SLOTS = 1
 
 # Run tags Dagster sets and documents ("Run tags" in its docs) but does not export from `dagster`; one home for
 # the names Patina reads. (`dg.MAX_RUNTIME_SECONDS_TAG` is exported, and used as it is.)
@@ -24,6 +34,17 @@ def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
         backoff=dg.Backoff.EXPONENTIAL,
         jitter=dg.Jitter.PLUS_MINUS if settings.retry_delay_seconds else None,
     )
+
+
+def nightly_executor_config(dump_concurrency: int, with_r2: bool) -> dict:
+    """The nightly job's executor: `dump_concurrency` slots for the dumps and their checks, and with R2 buckets
+    configured `R2_SLOTS` more, which only R2 steps may take (and no more of them than that)."""
+    if not with_r2:
+        return {"max_concurrent": dump_concurrency}
+    return {
+        "max_concurrent": dump_concurrency + R2_SLOTS,
+        "tag_concurrency_limits": [{"key": R2_AREA_TAG, "value": R2_AREA, "limit": R2_SLOTS}],
+    }
 
 
 def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:

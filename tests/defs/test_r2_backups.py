@@ -9,12 +9,10 @@ from support.configs import write_config
 from support.s3_server import create_bucket, direct_client, moto_server
 
 from patina_assets.backup import open_store
-from patina_assets.defs.r2_backups import (
-    R2_CHECK_NAMES,
-    R2_GROUP,
-    build_r2_assets,
-    r2_executor_limits,
-)
+from patina_assets.defs import build_definitions
+from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
+from patina_assets.defs.policies import R2_GROUP, nightly_executor_config
+from patina_assets.defs.r2_backups.assets import R2_CHECK_NAMES, build_r2_assets
 from patina_assets.defs.resources import resources
 from patina_assets.r2 import list_snapshots, object_key
 
@@ -79,7 +77,18 @@ def test_a_missing_credential_fails_the_step_with_the_variable_name(config, monk
 
 
 def test_r2_steps_hold_at_most_one_executor_slot_beside_the_dumps():
-    assert r2_executor_limits(3) == {
+    assert nightly_executor_config(3, with_r2=False) == {"max_concurrent": 3}
+    assert nightly_executor_config(3, with_r2=True) == {
         "max_concurrent": 4,
         "tag_concurrency_limits": [{"key": "patina/area", "value": "r2", "limit": 1}],
     }
+
+
+def test_the_nightly_job_runs_the_dumps_and_the_r2_snapshots(config):
+    defs = build_definitions(config)
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def(NIGHTLY_JOB)
+    selected = set(job.asset_layer.selected_asset_keys)
+    assert {dg.AssetKey(["r2", "grove_media"]), dg.AssetKey(["dumps", "groveauth"])} <= selected
+    spec = next(s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey(["r2", "grove_media"]))
+    assert spec.group_name == R2_GROUP

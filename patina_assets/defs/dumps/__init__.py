@@ -13,7 +13,9 @@ from .jobs import nightly_job, nightly_schedule
 def build_definitions(config: PatinaConfig) -> dg.Definitions:
     """The dump assets, their checks, the nightly job and its schedule."""
     dump_assets = build_dump_assets(config)
-    job = nightly_job(dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds)
+    job = nightly_job(
+        dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds, with_r2=bool(config.r2_buckets)
+    )
     return dg.Definitions(
         assets=dump_assets,
         asset_checks=build_dump_checks(config),

@@ -4,7 +4,8 @@ Each materialization is a thin shell over :mod:`patina_assets.r2`: the night's i
 (`backup_bucket`), then the checks, then retention with garbage collection (`collect_garbage`).  The checks run
 inside the asset's own step (declared as `check_specs`), so every step of an R2 backup carries the `patina/area: r2`
 tag and the nightly job's executor gives R2 steps at most `R2_SLOTS` of its slots: they never take a dump's.
-Across runs (backfills) they share the `r2_backup` pool, apart from the dumps' `d1_export`.
+Across runs (backfills) they share the `r2_backup` pool, apart from the dumps' `d1_export`.  The nightly job (defs/dumps/jobs.py) selects the
+group `r2_backups` beside the dump assets.
 
 * `r2_snapshot_complete` (ERROR): the source listed again against the snapshot; an object that existed when the
   snapshot's listing began but is not in it fails the check.
@@ -22,21 +23,15 @@ from datetime import date
 
 import dagster as dg
 
-from ..config import PatinaConfig, R2BucketConfig
-from ..r2 import backup_bucket, check_complete, check_objects, collect_garbage, judge_size, list_snapshots, open_source
-from ..r2.checks import DEFAULT_SAMPLE
-from ..r2.retention import GarbageCollectionRefused
-from ..storage import StorageError
-from ..units import human_bytes
-from .dumps import daily_partitions, retry_policy
-from .resources import BucketResource
+from ...config import PatinaConfig, R2BucketConfig
+from ...r2 import backup_bucket, check_complete, check_objects, collect_garbage, judge_size, list_snapshots, open_source
+from ...r2.checks import DEFAULT_SAMPLE
+from ...r2.retention import GarbageCollectionRefused
+from ...storage import StorageError
+from ...units import human_bytes
+from ..policies import R2_AREA, R2_AREA_TAG, R2_GROUP, R2_POOL, daily_partitions, retry_policy
+from ..resources import BucketResource
 
-R2_GROUP = "r2_backups"
-R2_POOL = "r2_backup"
-R2_AREA_TAG = "patina/area"
-R2_AREA = "r2"
-#: Executor slots of the nightly job that R2 steps may hold at once (added to the dumps' `dump.concurrency`).
-R2_SLOTS = 1
 R2_SNAPSHOT_COMPLETE = "r2_snapshot_complete"
 R2_OBJECTS_VERIFIED = "r2_objects_verified"
 R2_SIZE_ANOMALY = "r2_size_anomaly"
@@ -187,11 +182,3 @@ def build_r2_asset(
 def build_r2_assets(config: PatinaConfig) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(config)
     return [build_r2_asset(entry, config, partitions) for entry in config.r2_buckets]
-
-
-def r2_executor_limits(dump_concurrency: int) -> dict:
-    """The nightly job's executor config: the dumps keep their `dump_concurrency` slots, R2 steps get `R2_SLOTS`."""
-    return {
-        "max_concurrent": dump_concurrency + R2_SLOTS,
-        "tag_concurrency_limits": [{"key": R2_AREA_TAG, "value": R2_AREA, "limit": R2_SLOTS}],
-    }
