@@ -19,7 +19,7 @@ definitions load without them and a missing one fails the step with the variable
 """
 
 # No `from __future__ import annotations` here: Dagster reads the `context` annotation of the asset function.
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -67,6 +67,11 @@ def build_r2_asset(
         retry_policy=retry_policy(config.dump),
         kinds={"s3", "r2"},
         tags={"priority": entry.priority},
+        # As the dumps: no snapshot for alerts.stale_after_days fails freshness in the UI; warn from stale_warn_after_days.
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=config.alerts.stale_after_days),
+            warn_window=timedelta(days=config.alerts.stale_warn_after_days),
+        ),
         op_tags={R2_AREA_TAG: R2_AREA, "dagster/priority": str(-1 - entry.priority_rank)},  # dumps start first
         metadata={"r2_bucket": entry.name, "source": entry.describe_source(), "priority": entry.priority},
         check_specs=[
