@@ -542,3 +542,14 @@ def test_cli_lists_and_restores_an_r2_snapshot(moto_endpoint, source, source_nam
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main([*config_args, "restore-r2", "2026-03-01", "grove-media", "--to", str(tmp_path / "d")]) == 0
     assert (tmp_path / "d" / "media" / "000.bin").read_bytes() == objects["media/000.bin"]
+
+
+def test_bucket_reconciliation_leaves_the_r2_snapshots_alone(moto_endpoint, source, source_name, backup):
+    from patina_assets.archive import ArchiveStore
+    from patina_assets.reconciliation import RecordedBackups, reconcile
+    from patina_assets.storage import BackupStore
+
+    fill(moto_endpoint, source_name, 2)
+    backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    result = reconcile(ArchiveStore(BackupStore(backup)), RecordedBackups(), deep=False)
+    assert not [finding for finding in result.unknown if finding.key.startswith("r2/")]
