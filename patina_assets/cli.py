@@ -370,8 +370,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     document = list_document(backups, database=database, day=day, limit=args.limit)
     if not document["filtered"] and (database or day):
         raise nothing_matched(backups, database, day)
+    r2 = _r2_listing(config, catalog, day)
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps({**document, "r2": r2} if r2 is not None else document, indent=2))
         return 0
     rows = [
         [
@@ -398,6 +399,56 @@ def _cmd_list(args: argparse.Namespace) -> int:
             "time, not of its day"
         )
     print(f"\n{shown} of {document['filtered']} matching backup(s) shown; {document['total']} in the bucket")
+    if r2 is not None and (r2["snapshots"] or r2["unreadable"]):
+        from .r2.report import R2_HEADERS, render_r2_rows
+
+        print()
+        print(table(R2_HEADERS, render_r2_rows(r2)))
+        for unreadable in r2["unreadable"]:
+            print(f"  {unreadable['manifest']}: cannot be read: {unreadable['problem']}")
+        print(f"\n{len(r2['snapshots'])} R2 snapshot(s); restore one with `patina restore-r2 DAY NAME --to ...`")
+    return 0
+
+
+def _r2_listing(config: PatinaConfig, catalog: Catalog, day: str | None) -> dict | None:
+    """The R2 snapshots for `list`, when R2 buckets are configured (None otherwise: nothing to look for)."""
+    if not config.r2_buckets:
+        return None
+    from .r2.report import list_r2_document
+
+    return list_r2_document(catalog.store.bucket, day=day)
+
+
+def _cmd_restore_r2(args: argparse.Namespace) -> int:
+    from .r2 import list_snapshots, restore_snapshot
+    from .r2.restore import SnapshotNotFound, parse_destination
+    from .storage import make_s3_client, validate_database_name
+
+    config = _config(args)
+    catalog = _catalog(config)
+    name = validate_database_name(args.name)
+    bucket = catalog.store.bucket
+    if args.day == LATEST:
+        snapshots, _ = list_snapshots(bucket, name)
+        if not snapshots:
+            raise SnapshotNotFound(
+                f"there is no R2 snapshot of {name} yet; `patina list` shows the snapshots there are"
+            )
+        day = snapshots[-1].day
+    else:
+        day = _day(args.day, "DAY")
+    client = None
+    if not isinstance(parse_destination(args.to), Path):
+        entry = config.r2_bucket(name)  # the destination bucket is reached with that R2 bucket's account and keys
+        key_id, secret = entry.credentials()
+        client = make_s3_client(entry.endpoint_url, entry.region, key_id, secret)
+    result = restore_snapshot(
+        bucket, day, name, args.to, prefix=args.prefix or "", overwrite=args.overwrite, s3_client=client
+    )
+    if args.json:
+        print(json.dumps(result.__dict__, indent=2))
+    else:
+        print(result.summary())
     return 0
 
 
@@ -504,6 +555,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         return verdict.exit_code
     print(json.dumps(status, indent=2) if args.json else render_status(status))
+    if "r2" in status and not args.json:
+        from .r2.report import render_r2_status
+
+        print(render_r2_status(status["r2"]))
     return 0
 
 
@@ -677,6 +732,23 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=_limit, help="at most this many, newest first")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_cmd_list)
+
+    restore_r2 = sub.add_parser(
+        "restore-r2",
+        help="restore an R2 bucket's snapshot into a bucket or a directory, each object checked against its sha256",
+        description="patina restore-r2 DAY NAME --to s3://BUCKET[/PREFIX] | DIR [--prefix KEYPREFIX] [--overwrite]",
+    )
+    restore_r2.add_argument("day", metavar="DAY", help=f"YYYY-MM-DD, or {LATEST}: the newest snapshot")
+    restore_r2.add_argument("name", metavar="NAME", help="the r2_buckets: entry's name (e.g. grove-media)")
+    restore_r2.add_argument(
+        "--to",
+        required=True,
+        help="s3://BUCKET[/PREFIX] (reached with NAME's endpoint and keys from patina.yaml) or a directory",
+    )
+    restore_r2.add_argument("--prefix", help="only keys starting with this")
+    restore_r2.add_argument("--overwrite", action="store_true", help="replace objects or files that already exist")
+    restore_r2.add_argument("--json", action="store_true")
+    restore_r2.set_defaults(func=_cmd_restore_r2)
 
     download = sub.add_parser(
         "download", help="a backup's SQL, from a daily or a weekly archive, checked against its sha256"

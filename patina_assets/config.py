@@ -77,6 +77,7 @@ __all__ = [
     "PRIORITIES",
     "PRIORITY_ORDER",
     "PatinaConfig",
+    "R2BucketConfig",
     "RetentionConfig",
     "S3BucketConfig",
     "UnknownDatabaseError",
@@ -458,6 +459,56 @@ class BucketConfig:
 
 
 @dataclass(frozen=True)
+class R2BucketConfig:
+    """One R2 bucket to back up (``r2_buckets:``): each night's snapshot of ``bucket`` (objects under
+    ``prefix``, minus keys matching an ``exclude`` glob) lands in the backup bucket under ``r2/`` (see
+    :mod:`patina_assets.r2`).  Credentials are read from the environment variables named here."""
+
+    name: str
+    bucket: str
+    endpoint_url: str | None = None
+    region: str = "auto"
+    prefix: str = ""
+    exclude: tuple[str, ...] = ()
+    priority: str = "normal"
+    description: str = ""
+    access_key_id_env: str = "R2_ACCESS_KEY_ID"
+    secret_access_key_env: str = "R2_SECRET_ACCESS_KEY"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+            raise ConfigError(
+                "<python>", Problem("name", f"invalid R2 backup name {self.name!r}", f"must match {NAME_RE.pattern}")
+            )
+        if self.priority not in PRIORITY_ORDER:
+            raise ConfigError(
+                "<python>",
+                Problem("priority", f"invalid priority {self.priority!r}", f"must be one of {', '.join(PRIORITIES)}"),
+            )
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @property
+    def asset_name(self) -> str:
+        """The last part of the asset key ``r2/<asset_name>`` (``grove-media`` -> ``grove_media``)."""
+        return sanitize_asset_name(self.name)
+
+    @property
+    def priority_rank(self) -> int:
+        return PRIORITY_ORDER[self.priority]
+
+    def credentials(self, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """``(access_key_id, secret_access_key)`` from the environment; ConfigError if unset."""
+        return (
+            require_env(self.access_key_id_env, f"r2_buckets[{self.name}].access_key_id_env", env),
+            require_env(self.secret_access_key_env, f"r2_buckets[{self.name}].secret_access_key_env", env),
+        )
+
+    def describe_source(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix.strip('/') + '/' if self.prefix.strip('/') else ''}"
+        return f"R2 bucket {where} at {self.endpoint_url or '(AWS default)'}"
+
+
+@dataclass(frozen=True)
 class DumpConfig:
     format: str = "sql.zst"
     concurrency: int = 3
@@ -576,6 +627,7 @@ class PatinaConfig:
     #: Fleets of D1 databases discovered each night (``databases_from:``).
     fleets: tuple[FleetConfig, ...] = ()
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    r2_buckets: tuple[R2BucketConfig, ...] = ()
     #: The file this came from; None for the embedded default or a config built in Python.
     source_path: Path | None = None
     #: Directory relative paths were resolved against (the config file's directory, or the
@@ -585,6 +637,7 @@ class PatinaConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "databases", tuple(self.databases))
         object.__setattr__(self, "fleets", tuple(self.fleets))
+        object.__setattr__(self, "r2_buckets", tuple(self.r2_buckets))
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -605,6 +658,21 @@ class PatinaConfig:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownDatabaseError(
             self.origin, Problem("databases", f"no database named {name!r}", f"{hint}known databases: {known}")
+        )
+
+    def r2_bucket(self, name: str) -> R2BucketConfig:
+        """The ``r2_buckets:`` entry called ``name`` (or whose asset_name is ``name``)."""
+        for entry in self.r2_buckets:
+            if name in (entry.name, entry.asset_name):
+                return entry
+        names = tuple(entry.name for entry in self.r2_buckets)
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownDatabaseError(
+            self.origin,
+            Problem(
+                "r2_buckets", f"no R2 bucket named {name!r}", f"{hint}known R2 buckets: {', '.join(names) or '(none)'}"
+            ),
         )
 
     def by_priority(self) -> tuple[DatabaseConfig, ...]:
@@ -678,6 +746,13 @@ class PatinaConfig:
                 f"  cloudflare: {self.cloudflare.api_url}, token {secret(self.cloudflare.api_token_env)}, "
                 f"at most {self.cloudflare.requests_per_5_minutes} requests per 5 minutes"
             )
+        if self.r2_buckets:
+            lines.append(f"  r2_buckets ({len(self.r2_buckets)}, snapshots under r2/ in the bucket):")
+            for entry in sorted(self.r2_buckets, key=lambda e: e.priority_rank):
+                lines.append(
+                    f"    - {entry.name} [{entry.priority}] -> {entry.describe_source()}, keys "
+                    f"{secret(entry.access_key_id_env)} / {secret(entry.secret_access_key_env)}"
+                )
         d, r, a = self.dump, self.retention, self.alerts
         lines += [
             f"  dump: {d.format}, {d.concurrency} at once, {d.deadline_seconds}s deadline, {d.page_bytes} bytes/page",
@@ -1174,9 +1249,22 @@ _TOP_KEYS = (
     "retention",
     "alerts",
     "encryption",
+    "r2_buckets",
 )
 _FLEET_KEYS = ("name", "account", "name_pattern", "priority", "description", "api_token_env")
 _ENCRYPTION_KEYS = ("recipients", "identity_file_env")
+_R2_KEYS = (
+    "name",
+    "bucket",
+    "endpoint_url",
+    "region",
+    "prefix",
+    "exclude",
+    "priority",
+    "description",
+    "access_key_id_env",
+    "secret_access_key_env",
+)
 _DB_KEYS = ("name", "source", "description", "priority")
 _CF_KEYS = ("api_token_env", "api_url", "requests_per_5_minutes")
 _BUCKET_KEYS = ("local", "s3")
@@ -1237,6 +1325,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
     retention = _retention(ctx, top.get("retention"))
     alerts = _alerts(ctx, top.get("alerts"), base_dir)
     encryption = _encryption(ctx, top.get("encryption"))
+    r2_buckets = _r2_buckets(ctx, top.get("r2_buckets"))
 
     if ctx.problems:
         return None
@@ -1251,6 +1340,7 @@ def _validate(ctx: _Ctx, data: Any, base_dir: Path, path: Path) -> PatinaConfig 
         alerts=alerts,
         fleets=fleets,
         encryption=encryption,
+        r2_buckets=r2_buckets,
         source_path=path,
         root=base_dir,
     )
@@ -1537,6 +1627,92 @@ def _bucket(ctx: _Ctx, value: Any, base_dir: Path) -> BucketConfig | None:
             multipart_part_size_mb=part_mb,
         )
     )
+
+
+def _r2_buckets(ctx: _Ctx, value: Any) -> tuple[R2BucketConfig, ...]:
+    path = "r2_buckets"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ctx.error(
+            path,
+            f"must be a list of buckets (got {_type_name(value)})",
+            "write each bucket as an item starting with `- name: ...`",
+        )
+        return ()
+    out: list[R2BucketConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        p = _join(path, i)
+        n = len(ctx.problems)
+        section = ctx.mapping(item, p, _R2_KEYS, required=("name", "bucket", "endpoint_url"))
+        if section is None:
+            continue
+        name = ctx.string(
+            section,
+            p,
+            "name",
+            pattern=NAME_RE,
+            pattern_fix="use 1-63 characters: lower-case letters, digits, '.', '_' or '-' (e.g. grove-media)",
+        )
+        bucket = ctx.string(
+            section,
+            p,
+            "bucket",
+            pattern=_S3_BUCKET_RE,
+            pattern_fix="bucket names are 3-63 lower-case letters, digits, '.' or '-' (e.g. grove-media)",
+        )
+        endpoint = ctx.string(section, p, "endpoint_url")
+        if isinstance(endpoint, str):
+            err = _url_problem(endpoint)
+            if err:
+                ctx.error(
+                    _join(p, "endpoint_url"), err, "e.g. endpoint_url: https://<account_id>.r2.cloudflarestorage.com"
+                )
+        region = ctx.string(section, p, "region", "auto")
+        prefix = ctx.string(section, p, "prefix", "")
+        if isinstance(prefix, str) and prefix.startswith("/"):
+            ctx.error(_join(p, "prefix"), f"{prefix!r} starts with '/'", "give the key prefix as listed, e.g. media/")
+        exclude = ctx.get(section, p, "exclude", [])
+        if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):
+            ctx.error(
+                _join(p, "exclude"),
+                f"must be a list of glob patterns (got {_show(exclude)})",
+                'e.g. exclude: ["tmp/*", "*.partial"]',
+            )
+            exclude = []
+        priority = ctx.string(section, p, "priority", "normal", choices=PRIORITIES)
+        description = ctx.string(section, p, "description", "")
+        key_env = ctx.env_name(section, p, "access_key_id_env", "R2_ACCESS_KEY_ID")
+        secret_env = ctx.env_name(section, p, "secret_access_key_env", "R2_SECRET_ACCESS_KEY")
+        if isinstance(name, str):
+            if name in seen:
+                ctx.error(
+                    _join(p, "name"),
+                    f"duplicate name {name!r} (also r2_buckets[{seen[name]}])",
+                    "R2 backup names must be unique; rename or remove one",
+                )
+            seen.setdefault(name, i)
+        if len(ctx.problems) > n:
+            continue
+        out.append(
+            R2BucketConfig(
+                name=name,
+                bucket=bucket,
+                endpoint_url=endpoint.rstrip("/"),
+                region=region,
+                prefix=prefix,
+                exclude=tuple(exclude),
+                priority=priority,
+                description=description,
+                access_key_id_env=key_env,
+                secret_access_key_env=secret_env,
+            )
+        )
+    assets = {sanitize_asset_name(entry.name) for entry in out}
+    if len(assets) < len(out):
+        ctx.error(path, "two names become the same asset name (non-alphanumerics turn into '_')", "rename one")
+    return tuple(out)
 
 
 def _dump(ctx: _Ctx, value: Any) -> DumpConfig:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from . import history, leftovers
 from .archive import ArchiveStore
 from .fleets import FLEETS_PREFIX
+from .r2.layout import is_r2_key
 from .storage import (
     AUDIT_PREFIX,
     daily_manifest_key,
@@ -92,6 +93,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         if info.key.startswith(FLEETS_PREFIX):  # a fleet's roster (patina_assets.fleets): kept, not a stray
             continue
         if info.key.startswith(history.INDEX_PREFIX):  # the per-database history indexes (history.py)
+            continue
+        if is_r2_key(info.key):  # R2 snapshots: their own retention and checks (patina_assets.r2)
             continue
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))

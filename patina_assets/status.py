@@ -72,12 +72,19 @@ class Snapshot:
     storage: dict
     orchestrator: Orchestrator
     now: datetime
+    #: Per configured R2 bucket, its newest snapshot (``patina_assets.r2.report.r2_status``); empty without any.
+    r2: list[dict] = field(default_factory=list)
 
     @classmethod
     def take(
         cls, config: PatinaConfig, catalog: Catalog, orchestrator: Orchestrator, now: datetime | None = None
     ) -> Snapshot:
-        return cls(config, catalog.backups(), catalog.storage().to_dict(), orchestrator, now or datetime.now(UTC))
+        r2 = []
+        if config.r2_buckets:
+            from .r2.report import r2_status
+
+            r2 = r2_status(config, catalog.store.bucket)
+        return cls(config, catalog.backups(), catalog.storage().to_dict(), orchestrator, now or datetime.now(UTC), r2)
 
     # -- the last job --------------------------------------------------------------------------
 
@@ -241,6 +248,7 @@ class Snapshot:
             "verification": self.verification(),
             "databases": self.databases(),
             "generatedAt": iso(self.now),
+            **({"r2": self.r2} if self.config.r2_buckets else {}),
         }
 
     def metrics(self) -> str:
@@ -308,6 +316,32 @@ class Snapshot:
             "1 when the Dagster instance could be read, else 0.",
             [("", 1 if self.orchestrator.available else 0)],
         )
+        if self.config.r2_buckets:
+            newest_r2 = [(f'{{bucket="{_label(row["name"])}"}}', row["newest"]) for row in self.r2 if row["newest"]]
+            metric(
+                "patina_r2_snapshot_last_success_timestamp",
+                "gauge",
+                "Unix time when each configured R2 bucket's newest snapshot was published.",
+                [(labels, int(parse_utc_timestamp(n["createdAt"]).timestamp())) for labels, n in newest_r2],
+            )
+            metric(
+                "patina_r2_snapshot_objects",
+                "gauge",
+                "Objects in each R2 bucket's newest snapshot.",
+                [(labels, n["objects"]) for labels, n in newest_r2],
+            )
+            metric(
+                "patina_r2_snapshot_bytes",
+                "gauge",
+                "Bytes of the objects in each R2 bucket's newest snapshot.",
+                [(labels, n["bytes"]) for labels, n in newest_r2],
+            )
+            metric(
+                "patina_r2_snapshot_copied_bytes",
+                "gauge",
+                "Bytes the newest snapshot of each R2 bucket copied (new or changed objects).",
+                [(labels, n["copiedBytes"]) for labels, n in newest_r2],
+            )
         return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,20 @@
-"""What every area's steps share: the export pool, the retry policy, the daily partitions, the step executor."""
+"""What every area's steps share: the export and R2 pools, the retry policy, the daily partitions, the step
+executor."""
 
 import dagster as dg
 
 from ..config import DumpConfig, PatinaConfig
 
 EXPORT_POOL = "d1_export"
+
+# R2 bucket backups (defs/r2_backups) run in the nightly job beside the dumps, in a pool of their own and with at
+# most R2_SLOTS of the job's executor slots (their steps carry the tag R2_AREA_TAG: R2_AREA), so they never take
+# a dump's slot.
+R2_GROUP = "r2_backups"
+R2_POOL = "r2_backup"
+R2_AREA_TAG = "patina/area"
+R2_AREA = "r2"
+R2_SLOTS = 1
 
 # Run tags Dagster sets and documents ("Run tags" in its docs) but does not export from `dagster`; one home for
 # the names Patina reads. (`dg.MAX_RUNTIME_SECONDS_TAG` is exported, and used as it is.)
@@ -26,17 +36,29 @@ def retry_policy(settings: DumpConfig) -> dg.RetryPolicy:
     )
 
 
+def nightly_executor_config(dump_concurrency: int, with_r2: bool) -> dict:
+    """The nightly job's executor: `dump_concurrency` slots for the dumps and their checks, and with R2 buckets
+    configured `R2_SLOTS` more, which only R2 steps may take (and no more of them than that)."""
+    if not with_r2:
+        return {"max_concurrent": dump_concurrency}
+    return {
+        "max_concurrent": dump_concurrency + R2_SLOTS,
+        "tag_concurrency_limits": [{"key": R2_AREA_TAG, "value": R2_AREA, "limit": R2_SLOTS}],
+    }
+
+
 def daily_partitions(config: PatinaConfig) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=config.start_date.isoformat(), timezone="UTC")
 
 
-def step_executor(concurrency: int) -> dg.ExecutorDefinition:
-    """One process per step (a crash or a runaway dump takes no other down), at most `concurrency` at once,
-    each forked from a forkserver that has imported the code location once per run (see step_preload.py):
-    a fresh interpreter per step spends seconds importing Dagster and Patina, more than a small dump takes."""
+def step_executor(concurrency: int, with_r2: bool = False) -> dg.ExecutorDefinition:
+    """One process per step (a crash or a runaway dump takes no other down), at most `concurrency` at once
+    (plus the R2 slots: see `nightly_executor_config`), each forked from a forkserver that has imported the code
+    location once per run (see step_preload.py): a fresh interpreter per step spends seconds importing Dagster and
+    Patina, more than a small dump takes."""
     return dg.multiprocess_executor.configured(
         {
-            "max_concurrent": concurrency,
+            **nightly_executor_config(concurrency, with_r2),
             "start_method": {"forkserver": {"preload_modules": ["patina_assets.step_preload"]}},
         }
     )

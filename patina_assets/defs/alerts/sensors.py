@@ -60,6 +60,7 @@ from ..dumps.jobs import NIGHTLY_JOB
 from ..fleets.assets import DATABASE, fleet_asset_key
 from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
 from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
+from ..r2_backups.assets import r2_asset_key
 
 RUN_ALERTS_SENSOR = "patina_run_alerts"
 CHECK_ALERTS_SENSOR = "patina_check_alerts"
@@ -261,7 +262,8 @@ class Alerting:
         self._by_asset = {db.asset_name: (i, db) for i, db in enumerate(config.databases, 1)}
         self._dump_keys = {dump_asset_key(db) for db in config.databases}
         self._fleets = {fleet_asset_key(fleet): fleet for fleet in config.fleets}
-        self._patina_keys = self._dump_keys | set(self._fleets) | {ARCHIVE_KEY}
+        self._r2_keys = {r2_asset_key(entry) for entry in config.r2_buckets}
+        self._patina_keys = self._dump_keys | set(self._fleets) | self._r2_keys | {ARCHIVE_KEY}
         self._op_keys = {backup_op_name(db): dump_asset_key(db) for db in config.databases}
 
     def is_patina_run(self, facts: RunFacts) -> bool:
@@ -297,7 +299,10 @@ class Alerting:
         if fleet is not None:
             tenant = run.tags.get(f"{PARTITION_TAG}/{DATABASE}") if run is not None else None
             return tenant or f"a tenant of fleet {fleet.name}", f"a tenant of fleet {fleet.name}"
-        found = self._by_asset.get(key.path[-1])
+        if key in self._r2_keys:  # an R2 bucket's snapshot: named like its asset, counted apart from the databases
+            ordered = sorted(self._r2_keys, key=lambda k: k.to_user_string())
+            return key.to_user_string(), f"R2 bucket {ordered.index(key) + 1} of {len(ordered)}"
+        found = self._by_asset.get(key.path[-1]) if key in self._dump_keys else None
         if found is None:  # not one database's (the weekly archive): its key names no database
             return key.to_user_string(), key.to_user_string()
         position, db = found
@@ -350,7 +355,7 @@ class Alerting:
         return alerts
 
     def streak(self, instance: dg.DagsterInstance, facts: RunFacts, key: dg.AssetKey) -> FailureStreak | None:
-        if key not in self._dump_keys:  # streaks are about nightly dumps, not weekly archives
+        if key not in self._dump_keys | self._r2_keys:  # streaks are about nightly backups, not weekly archives
             return None
         failures, last_success = failure_streak(instance, key, facts.run.run_id)
         if failures < self.settings.consecutive_failure_limit:

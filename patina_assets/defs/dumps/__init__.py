@@ -12,9 +12,11 @@ from .jobs import nightly_job, nightly_schedule
 def build_definitions(config: PatinaConfig) -> dg.Definitions:
     """The dump assets, their checks, the nightly job and its schedule."""
     dump_assets = build_dump_assets(config)
-    if not dump_assets:  # a configuration of fleets alone (defs/fleets): no nightly job without an asset to run
+    if not dump_assets and not config.r2_buckets:  # fleets alone (defs/fleets): no nightly job with nothing to run
         return dg.Definitions()
-    job = nightly_job(dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds)
+    job = nightly_job(
+        dump_assets, config.dump.concurrency, run_bounds(config).max_runtime_seconds, with_r2=bool(config.r2_buckets)
+    )
     return dg.Definitions(
         assets=dump_assets,
         jobs=[job],

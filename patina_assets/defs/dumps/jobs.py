@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..policies import step_executor
+from ..policies import R2_GROUP, step_executor
 from .executors import nightly_executor
 
 NIGHTLY_JOB = "nightly_backup"
@@ -15,16 +15,26 @@ NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
 
 
 def nightly_job(
-    dump_assets: list[dg.AssetsDefinition], concurrency: int, max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS
+    dump_assets: list[dg.AssetsDefinition],
+    concurrency: int,
+    max_runtime_seconds: int = NIGHTLY_MAX_RUNTIME_SECONDS,
+    *,
+    with_r2: bool = False,
 ) -> dg.UnresolvedAssetJobDefinition:
-    """Every database's dump for one day. `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps
-    exports within the run; the `d1_export` pool (dagster.yaml) caps them across runs, e.g. in backfills.
-    PATINA_EXECUTOR=celery runs the steps on Celery workers instead (executors.py)."""
+    """Every database's dump for one day, and with `with_r2` every R2 bucket's snapshot (the `r2_backups` group).
+    `concurrency` (patina.yaml dump.concurrency, the spec's 3) caps exports within the run; the `d1_export` pool
+    (dagster.yaml) caps them across runs, e.g. in backfills. R2 steps get slots of their own
+    (policies.nightly_executor_config), so they never take a dump's. PATINA_EXECUTOR=celery runs the steps on
+    Celery workers instead (executors.py)."""
+    selection = dg.AssetSelection.assets(*dump_assets)
+    if with_r2:
+        selection = selection | dg.AssetSelection.groups(R2_GROUP)
     return dg.define_asset_job(
         NIGHTLY_JOB,
-        selection=dg.AssetSelection.assets(*dump_assets),
-        executor_def=nightly_executor(step_executor(concurrency)),
-        description="Dump every configured database for one day and store the dumps with their manifests.",
+        selection=selection,
+        executor_def=nightly_executor(step_executor(concurrency, with_r2)),
+        description="Dump every configured database for one day and store the dumps with their manifests"
+        + (", and snapshot every configured R2 bucket." if with_r2 else "."),
         tags={dg.MAX_RUNTIME_SECONDS_TAG: str(max_runtime_seconds)},
     )
 
