@@ -146,7 +146,8 @@ def test_storage_counts_everything_and_reports_what_is_wrong(tmp_path):
     catalog = Catalog.for_config(bucket.config)
     summary = catalog.storage()
     root = bucket.config.bucket.local.path
-    files = [p for p in root.rglob("*") if p.is_file()]
+    # everything under daily/ and weekly/ (the bucket also holds history.py's small index objects, under index/)
+    files = [p for where in ("daily", "weekly") for p in (root / where).rglob("*") if p.is_file()]
     assert summary.objects == len(files) and summary.total_bytes == sum(p.stat().st_size for p in files)
     assert summary.daily_backups == 3 and summary.weekly_backups == 6 and summary.backups == 9
     assert summary.weekly_archives == 1

@@ -199,7 +199,8 @@ def test_missing_and_unreadable_identities_say_what_to_set(tmp_path):
         ("age1nope", "not a valid public key"),
         ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "not an age recipient"),
         ("hello", "not an age recipient"),
-        (str(x25519.Identity.generate()), "this is a private key"),
+        # a fresh key each run: its id is fixed, so every pytest-xdist worker collects the same test
+        pytest.param(str(x25519.Identity.generate()), "this is a private key", id="a-private-key"),
     ],
 )
 def test_bad_recipients_are_refused_with_the_fix(text, expected):
