@@ -22,7 +22,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import redis
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
@@ -45,23 +44,8 @@ from patina_assets.engine import restore_dump
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 BROKER = "redis://127.0.0.1:6379/0"
 WORKER_READY_SECONDS = 120
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh database on the local PostgreSQL server (trust auth), dropped afterwards."""
-    name = f"patina_celery_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{POSTGRES}/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 @pytest.fixture

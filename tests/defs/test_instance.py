@@ -1,33 +1,16 @@
 """Dagster's own storage: the repo's dagster.yaml for local use, and PostgreSQL for production."""
 
 import shutil
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
-import pytest
 from support.configs import small_database, write_config
 
 from patina_assets.defs import build_definitions
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh database on the local PostgreSQL server (trust auth), dropped afterwards."""
-    name = f"patina_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{POSTGRES}/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def test_materialization_recorded_in_postgres(tmp_path, postgres_url, monkeypatch):
