@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
 from .errors import AuthenticationFailed, DatabaseNotFound, RateLimited, SourceError, SourceUnavailable
-from .sources import DEFAULT_API_URL, RATE_LIMIT_PATIENCE_SECONDS, _error_text, _json_or_empty, _retry_after_seconds
+from .sources import (
+    DEFAULT_API_URL,
+    RATE_LIMIT_PATIENCE_SECONDS,
+    _error_text,
+    _json_or_empty,
+    _retry_after_seconds,
+    rate_limit_pause,
+)
 
 MIN_PER_PAGE = 10  # Cloudflare's documented bounds of `per_page`
 MAX_PER_PAGE = 10_000
@@ -194,9 +201,10 @@ class _Lister:
                 now = self._budget.now()
                 limited += 1
                 limited_since = now if limited_since is None else limited_since
-                wanted = _retry_after_seconds(response.headers.get("Retry-After"))
-                pause = min(300.0, max(wanted or 0.0, self._backoff * 2 ** min(limited - 1, 8)))
-                if now + pause - limited_since > self._patience + 0.001:
+                pause = rate_limit_pause(
+                    response.headers.get("Retry-After"), limited, limited_since, now, self._backoff, self._patience
+                )
+                if pause is None:
                     raise RateLimited(
                         f"{where}: listing D1 databases answered 429 (rate limited) for {now - limited_since:.0f}s; "
                         "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"

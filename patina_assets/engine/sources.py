@@ -455,9 +455,15 @@ class D1Source(Source):
                 now = self.budget.now()
                 rate_limited += 1
                 rate_limited_since = now if rate_limited_since is None else rate_limited_since
-                wanted = _retry_after_seconds(response.headers.get("Retry-After"))
-                pause = min(300.0, max(wanted or 0.0, self.backoff_seconds * 2 ** min(rate_limited - 1, 8)))
-                if now + pause - rate_limited_since > self.rate_limit_patience_seconds + 0.001:
+                pause = rate_limit_pause(
+                    response.headers.get("Retry-After"),
+                    rate_limited,
+                    rate_limited_since,
+                    now,
+                    self.backoff_seconds,
+                    self.rate_limit_patience_seconds,
+                )
+                if pause is None:
                     raise RateLimited(
                         f"{self.description}: the API answered 429 (rate limited) for {now - rate_limited_since:.0f}s; "
                         "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"
@@ -868,6 +874,17 @@ def _json_or_empty(response) -> dict:
 def _error_text(body: dict) -> str:
     errors = body.get("errors") or []
     return "; ".join(f"{e.get('message', '')} (code {e.get('code')})" for e in errors if isinstance(e, dict))
+
+
+def rate_limit_pause(
+    retry_after: str | None, limited: int, limited_since: float, now: float, backoff: float, patience: float
+) -> float | None:
+    """How long every user of the token pauses after the `limited`-th 429 in a row (what Retry-After asks, else an
+    exponential backoff; at most 5 minutes), or None when that pause would take the 429s past `patience` seconds
+    since `limited_since` (the caller then gives up with its own message)."""
+    wanted = _retry_after_seconds(retry_after)
+    pause = min(300.0, max(wanted or 0.0, backoff * 2 ** min(limited - 1, 8)))
+    return None if now + pause - limited_since > patience + 0.001 else pause
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
