@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine import PatinaError, restore_dump
+from .engine.sources import parse_d1_source
 
 if TYPE_CHECKING:
     from .catalog import Backup, Catalog
@@ -47,8 +48,6 @@ def import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id: 
 
 
 def parse_d1_target(target: str) -> tuple[str, str]:
-    from .config import parse_d1_source
-
     try:
         return parse_d1_source(target)
     except ValueError as exc:
