@@ -52,7 +52,6 @@ from ..storage import (
     utc_timestamp,
     validate_database_name,
 )
-from ..storage.s3 import _strip_etag
 from .layout import (
     ENTRIES_CONTENT_TYPE,
     OBJECT_CONTENT_TYPE,
@@ -282,20 +281,17 @@ def _previous_entries(previous: SnapshotManifest | None, backup: Bucket) -> Iter
 
 def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uploads: _Uploads) -> _Copied | None:
     """Stream one source object into the content-addressed store; None when it vanished since the listing."""
-    from botocore.exceptions import BotoCoreError
-
     try:
-        response = source._call("read", key, "get_object", Bucket=source.bucket, Key=key)
+        body, details = source.open_with_details(key)
     except StorageObjectNotFound:
         return None
-    body = response["Body"]
     digest = hashlib.sha256()
     size = 0
     held = bytearray()  # the first SPOOL_BYTES; a larger object continues into a scratch file
     spool: Any = None
     spool_path = None
     try:
-        try:
+        try:  # read errors mid-stream arrive as StorageErrors (the bucket translates them)
             while chunk := body.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -308,15 +304,12 @@ def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uplo
                     spool.write(held)
                     held = bytearray()
                 spool.write(chunk)
-        except (BotoCoreError, OSError) as exc:
-            raise source._error("read", key, exc) from exc
         finally:
             body.close()
             if spool is not None:
                 spool.close()
-        expected = int(response.get("ContentLength", size))
-        if size != expected:
-            raise StorageError(f"read {size} of {expected} bytes of {source.uri(key)}: the stream ended early")
+        if size != details.size:
+            raise StorageError(f"read {size} of {details.size} bytes of {source.uri(key)}: the stream ended early")
         sha256 = digest.hexdigest()
         uploaded = _store(backup, sha256, size, bytes(held) if spool_path is None else Path(spool_path), uploads)
     finally:
@@ -325,11 +318,11 @@ def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uplo
     entry = Entry(
         key=key,
         size=size,
-        etag=_strip_etag(response.get("ETag")),
+        etag=details.etag,
         sha256=sha256,
-        last_modified=utc_timestamp(response["LastModified"]),
-        content_type=response.get("ContentType"),
-        metadata=dict(response.get("Metadata") or {}),
+        last_modified=utc_timestamp(details.last_modified),
+        content_type=details.content_type,
+        metadata=details.metadata,
     )
     return _Copied(entry, uploaded)
 

@@ -33,7 +33,7 @@ from ..storage import (
     format_day,
     validate_database_name,
 )
-from ..storage.layout import _GENERATION
+from ..storage.layout import GENERATION_PATTERN
 
 R2_PREFIX = "r2/"
 OBJECTS_PREFIX = "r2/objects/"
@@ -50,7 +50,7 @@ KIND = "r2-snapshot"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SNAPSHOT_KEY = re.compile(
     rf"^r2/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[a-z0-9][a-z0-9._-]{{0,62}}?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{_GENERATION})\.entries\.jsonl\.gz)$"
+    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{GENERATION_PATTERN})\.entries\.jsonl\.gz)$"
 )
 
 

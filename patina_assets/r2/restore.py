@@ -268,21 +268,8 @@ class _BucketTarget(_Target):
         return Path(name)
 
     def put(self, entry: Entry, path: Path) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        extra: dict[str, Any] = {"Metadata": entry.metadata}
-        if entry.content_type:
-            extra["ContentType"] = entry.content_type
-        size = self.bucket.part_size_for(entry.size)
-        config = TransferConfig(multipart_threshold=size, multipart_chunksize=size, use_threads=False)
-        key = self.bucket._full_key(entry.key)
-        try:
-            self.bucket.client.upload_file(str(path), self.bucket.bucket, key, ExtraArgs=extra, Config=config)
-        except Exception as exc:  # boto3's S3UploadFailedError wraps the ClientError
-            cause = exc.__cause__ or exc
-            raise self.bucket._error("restore", entry.key, cause) from exc
-        stored = self.bucket.client.head_object(Bucket=self.bucket.bucket, Key=key)
-        if int(stored["ContentLength"]) != entry.size:
+        stored = self.bucket.put_file(entry.key, path, entry.content_type, metadata=entry.metadata, foreign_key=True)
+        if stored.size != entry.size:
             raise StorageIntegrityError(
-                f"{self.bucket.uri(entry.key)} holds {stored['ContentLength']} bytes after the upload, not {entry.size}"
+                f"{self.bucket.uri(entry.key)} holds {stored.size} bytes after the upload, not {entry.size}"
             )
