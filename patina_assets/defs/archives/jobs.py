@@ -2,7 +2,12 @@
 
 import dagster as dg
 
-from .assets import ARCHIVE_KEY, WEEKLY_JOB, WEEKLY_MAX_RUNTIME_SECONDS, WEEKLY_SCHEDULE
+from .assets import ARCHIVE_KEY
+
+WEEKLY_JOB = "weekly_archive"
+WEEKLY_SCHEDULE = "weekly_archive_schedule"
+# A week's run is stopped by run monitoring after this long: seven dailies re-read, compressed and verified.
+WEEKLY_MAX_RUNTIME_SECONDS = 4 * 3600
 
 
 def weekly_job() -> "dg.UnresolvedAssetJobDefinition":
