@@ -443,7 +443,14 @@ def _cmd_restore_r2(args: argparse.Namespace) -> int:
         key_id, secret = entry.credentials()
         client = make_s3_client(entry.endpoint_url, entry.region, key_id, secret)
     result = restore_snapshot(
-        bucket, day, name, args.to, prefix=args.prefix or "", overwrite=args.overwrite, s3_client=client
+        bucket,
+        day,
+        name,
+        args.to,
+        prefix=args.prefix or "",
+        overwrite=args.overwrite,
+        s3_client=client,
+        keys=catalog.store.keys,
     )
     if args.json:
         print(json.dumps(result.__dict__, indent=2))

@@ -18,6 +18,7 @@ def snapshot_document(snapshot: SnapshotManifest) -> dict[str, Any]:
         "bytes": snapshot.bytes,
         "copiedObjects": snapshot.copied_objects,
         "copiedBytes": snapshot.copied_bytes,
+        "encrypted": snapshot.encrypted,
         "createdAt": snapshot.created_at,
         "manifest": snapshot.key,
     }
