@@ -26,6 +26,7 @@ from patina_assets.r2 import (
     open_entries,
     restore_snapshot,
 )
+from patina_assets.r2.report import R2_HEADERS, list_r2_document, render_r2_rows
 from patina_assets.storage import S3Bucket, StorageIntegrityError, make_s3_client
 
 VARIABLE = "PATINA_AGE_IDENTITY"
@@ -123,6 +124,8 @@ def test_an_encrypted_snapshot_holds_no_plaintext_and_restores_exactly(
 
     entries = {entry.key: entry for entry in open_entries(backup, manifest, keys)}
     assert sorted(entries) == sorted(objects) and entries[some_key].metadata == {"owner": "secret-owner"}
+    (row,) = render_r2_rows(list_r2_document(backup))  # `patina list` says so, without the identity
+    assert row[R2_HEADERS.index("ENCRYPTED")] == "age"
     assert check_objects(backup, manifest, sample=None, keys=keys).passed
     assert check_complete(source, backup, manifest, keys=keys).passed
 
