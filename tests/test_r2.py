@@ -570,3 +570,17 @@ def test_bucket_reconciliation_leaves_the_r2_snapshots_alone(moto_endpoint, sour
     backup_bucket(source, backup, name="grove-media", day="2026-03-01")
     result = reconcile(ArchiveStore(BackupStore(backup)), RecordedBackups(), deep=False)
     assert not [finding for finding in result.unknown if finding.key.startswith("r2/")]
+
+
+def test_a_directory_restore_refuses_keys_that_are_both_a_file_and_a_folder_before_writing(
+    moto_endpoint, source_name, backup, tmp_path
+):
+    # S3 allows "a" and "a/b" side by side; a directory cannot hold both, so nothing may be written half.
+    for key in ["a", "a-other", "a/b", "z"]:
+        put(moto_endpoint, source_name, key, key.encode())
+    backup_bucket(S3Bucket(client_for(moto_endpoint), source_name), backup, name="grove-media", day="2026-03-01")
+    with pytest.raises(RestoreRefused, match="'a' is both a file and a folder.*s3://"):
+        restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*"))
+    restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "some", prefix="z")  # the rest is fine
+    assert (tmp_path / "some" / "z").read_bytes() == b"z"

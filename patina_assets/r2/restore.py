@@ -220,8 +220,22 @@ class _DirectoryTarget(_Target):
         return self.root.joinpath(*parts)
 
     def plan(self, entries: Iterator[Entry]) -> Iterator[tuple[Entry, bool]]:
+        # S3 keys may make "a" a file and "a/b" one inside it; a directory cannot, so that is refused here,
+        # before anything is written.  In key order, every key between "a" and "a/b" starts with "a", so a
+        # stack of the keys that prefix the current one (as long as the longest key, at most) finds each case.
+        prefixes: list[str] = []
         for entry in entries:
             path = self.path_of(entry.key)
+            while prefixes and not entry.key.startswith(prefixes[-1]):
+                prefixes.pop()
+            clash = next((p for p in prefixes if not p.endswith("/") and entry.key.startswith(p + "/")), None)
+            if clash is not None:
+                raise RestoreRefused(
+                    f"the snapshot holds both {clash!r} and {entry.key!r}, so {clash!r} is both a file and a folder, "
+                    f"which {self.describe()} cannot hold; nothing was written. Restore to s3://... instead, or leave "
+                    "one of them out with --prefix"
+                )
+            prefixes.append(entry.key)
             yield entry, (not entry.key.endswith("/")) and os.path.lexists(path)
 
     def temporary_for(self, entry: Entry, scratch: Path) -> Path:
