@@ -345,6 +345,12 @@ def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_a
     monkeypatch.setenv(VARIABLE, str(tmp_path / "both.txt"))
     assert main(["--config", path, "reencrypt"]) == 2  # --day or --all
     capsys.readouterr()
+    before = sorted(info.key for info in store.bucket.list(""))
+    monkeypatch.delenv(VARIABLE)  # a dry run reads manifests only
+    assert main(["--config", path, "reencrypt", "--all", "--dry-run"]) == 0
+    assert f"{len(DAYS) * len(NAMES) + 1} would be rewritten" in capsys.readouterr().out
+    assert sorted(info.key for info in store.bucket.list("")) == before  # nothing written
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "both.txt"))
     assert main(["--config", path, "reencrypt", "--all"]) == 0
     out = capsys.readouterr().out
     assert f"{len(DAYS) * len(NAMES) + 1} rewritten" in out
