@@ -371,15 +371,10 @@ def _text_bodies(joined: str, count: int) -> _ByteLiterals | None:
         data = joined.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: not UTF-8 at all; the text path decides
         return None
-    if (
-        data.count(b"\x1f") != count - 1
-        or b"\n" in data
-        or b"\r" in data
-        or b"\x00" in data
-        or WRANGLER_TRIGGER_BYTES in data
-    ):
+    if b"\n" in data or b"\r" in data or b"\x00" in data or WRANGLER_TRIGGER_BYTES in data:
         return None
-    return _ByteLiterals(data.replace(b"'", b"''").split(b"\x1f"), b"'", b"'")
+    bodies = data.replace(b"'", b"''").split(b"\x1f")
+    return _ByteLiterals(bodies, b"'", b"'") if len(bodies) == count else None  # else a value held "\x1f"
 
 
 def utf8_length(text: str) -> int:
