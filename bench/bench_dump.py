@@ -4,10 +4,11 @@
     .venv/bin/python bench/bench_dump.py --shapes [narrow,text,blob,real] [--repeat 5] [--keep DIR]
 
 The first form: one 2,000,000-row table, and the requests the REST path makes for the same data.
-`--shapes`: four tables of different shape (below), each dumped by both tools in turn (sqlite3, patina,
-sqlite3, patina, ...: on a loaded machine a drift then slows both alike); prints the median wall time
-of each, the ratio of the medians, and the peak RSS of the largest single process of each command,
-the dump's worker processes included.
+`--shapes`: four tables of different shape (below), each dumped in turn (sqlite3 to /dev/null, sqlite3 to
+a file, patina to a file, and again: on a loaded machine a drift then slows all alike); prints the median
+wall and CPU time of each, the ratios of the medians (against sqlite3 writing a file on the same
+filesystem, the same work as patina's, and against /dev/null), and the peak RSS of the largest single
+process of each command, the dump's worker processes included. `--patina PATH` runs another checkout's.
 
     narrow  2,000,000 rows: id, two integers, a short text with quotes, a random REAL, a timestamp
     text      500,000 rows of about 1 KB of text
@@ -115,9 +116,9 @@ SHAPES = {
 }
 
 
-def run_once(cmd: list[str], stdout) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of the largest single process of `cmd`'s tree (wait4 counts the
-    descendants it reaped: the dump's worker processes)."""
+def run_once(cmd: list[str], stdout) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of the largest single process of `cmd`'s
+    tree (wait4 counts the descendants it reaped: the dump's worker processes)."""
     start = time.perf_counter()
     process = subprocess.Popen(cmd, stdout=stdout)
     _pid, status, usage = os.wait4(process.pid, 0)
@@ -125,38 +126,54 @@ def run_once(cmd: list[str], stdout) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed with exit code {process.returncode}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | None) -> None:
+def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | None, patina: Path) -> None:
+    """Each shape dumped by `sqlite3 DB .dump > /dev/null`, `sqlite3 DB .dump > FILE` and `patina dump DB -o
+    FILE` in turn. The file is the fair yardstick: patina writes (and fsyncs) a real file, which costs the
+    kernel a copy of every byte; /dev/null costs nothing. Both are printed."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         directory = keep or tmp
         directory.mkdir(parents=True, exist_ok=True)
         print(
-            f"| shape | `sqlite3 DB .dump` (median of {repeat}) | `patina dump DB -o out.sql` | ratio of medians | peak RSS sqlite3 / patina |"
+            f"| shape (medians of {repeat}, wall / cpu) | `sqlite3 DB .dump > /dev/null` | `sqlite3 DB .dump > FILE` "
+            "| `patina dump DB -o FILE` | patina / sqlite3 to a file | patina / sqlite3 to /dev/null "
+            "| peak RSS sqlite3 / patina |"
         )
-        print("|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for name in names:
             label, make = SHAPES[name]
             db = directory / f"{name}.sqlite"
             if not db.exists():
                 make(db)
             out = (out_dir or tmp) / "out.sql"
-            sqlite_runs, patina_runs = [], []
+            yardstick = (out_dir or tmp) / "sqlite3-out.sql"
+            null_runs, file_runs, patina_runs = [], [], []
             with open(os.devnull, "wb") as devnull:
                 run_once(["sqlite3", str(db), ".dump"], devnull)  # warm the page cache
                 for _ in range(repeat):
-                    sqlite_runs.append(run_once(["sqlite3", str(db), ".dump"], devnull))
+                    null_runs.append(run_once(["sqlite3", str(db), ".dump"], devnull))
+                    yardstick.unlink(missing_ok=True)
+                    with open(yardstick, "wb") as file:
+                        file_runs.append(run_once(["sqlite3", str(db), ".dump"], file))
+                    yardstick.unlink()
                     out.unlink(missing_ok=True)
-                    patina_runs.append(run_once([str(PATINA), "dump", str(db), "-o", str(out), "-q"], devnull))
+                    patina_runs.append(run_once([str(patina), "dump", str(db), "-o", str(out), "-q"], devnull))
             sql_mb = out.stat().st_size / 1e6
             out.unlink()
-            sqlite_s = statistics.median(r[0] for r in sqlite_runs)
-            patina_s = statistics.median(r[0] for r in patina_runs)
+
+            def medians(runs):
+                return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+            null, file, dump = medians(null_runs), medians(file_runs), medians(patina_runs)
             print(
-                f"| {name}: {label}, {sql_mb:,.0f} MB of SQL | {sqlite_s:.2f} s | {patina_s:.2f} s | "
-                f"{patina_s / sqlite_s:.2f}x | {max(r[1] for r in sqlite_runs):.0f} / {max(r[1] for r in patina_runs):.0f} MB |",
+                f"| {name}: {label}, {sql_mb:,.0f} MB of SQL | {null[0]:.2f} s / {null[1]:.2f} s "
+                f"| {file[0]:.2f} s / {file[1]:.2f} s | {dump[0]:.2f} s / {dump[1]:.2f} s "
+                f"| **{dump[0] / file[0]:.2f}x** / {dump[1] / file[1]:.2f}x "
+                f"| {dump[0] / null[0]:.2f}x / {dump[1] / null[1]:.2f}x "
+                f"| {max(r[2] for r in file_runs):.0f} / {max(r[2] for r in patina_runs):.0f} MB |",
                 flush=True,
             )
 
@@ -197,14 +214,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--shapes", nargs="?", const=",".join(SHAPES), help="the four shapes (or some: narrow,blob)")
     parser.add_argument("--keep", type=Path, help="keep the shapes' databases in this directory and reuse them")
-    parser.add_argument("--out-dir", type=Path, help="where patina writes its dumps (default: a temporary directory)")
+    parser.add_argument(
+        "--out-dir", type=Path, help="where both tools write their dumps (default: a temporary directory)"
+    )
+    parser.add_argument("--patina", type=Path, default=PATINA, help="the patina to run (another checkout's, say)")
     args = parser.parse_args()
     if args.shapes:
         names = args.shapes.split(",")
         unknown = [n for n in names if n not in SHAPES]
         if unknown:
             parser.error(f"unknown shape {unknown[0]!r}: choose from {', '.join(SHAPES)}")
-        shapes(names, args.repeat, args.keep, args.out_dir)
+        shapes(names, args.repeat, args.keep, args.out_dir, args.patina)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

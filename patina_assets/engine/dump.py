@@ -374,14 +374,8 @@ class _DumpWriter:
         """
         digest = hashlib.sha256()
         out = self.out
-
-        def consume(data: bytes) -> None:
-            if hashed:
-                digest.update(data)
-            if out is not None:
-                out.write_bytes(data)
-
-        behind = WriteBehind(consume)  # hashing, compressing and writing overlap the formatting
+        # Hashing, compressing and writing overlap the formatting, and one another.
+        behind = WriteBehind(([digest.update] if hashed else []) + (out.consumers() if out is not None else []))
         emit_bytes = behind.put
 
         def emit(text: str) -> None:
@@ -410,7 +404,10 @@ class _DumpWriter:
                     rowid, rest = pending[0][1:].decode("utf-8").split(",", 1)
                     emit(self.insert_then_set_rowid(table, "(" + rest, rowid))
                 else:
-                    emit_bytes(prefix_bytes + b",\n".join(pending) + b";\n")
+                    # One join, one copy: prefix, tuple, ",\n", tuple, ..., tuple, ";\n".
+                    parts = [b",\n"] * (2 * len(pending) + 1)
+                    parts[0], parts[1::2], parts[-1] = prefix_bytes, pending, b";\n"
+                    emit_bytes(b"".join(parts))
                 pending, pending_bytes = [], 0
 
         # Statements of a rowid table never span two rowid blocks: where they break then depends only on
@@ -586,6 +583,9 @@ class _Spool:
     def write_bytes(self, data: bytes) -> None:
         self._file.write(data)
         self.sql_bytes += len(data)
+
+    def consumers(self) -> list:
+        return [self.write_bytes]
 
     def copy_to(self, out: DumpOutput) -> None:
         self._file.seek(0)

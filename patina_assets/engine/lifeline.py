@@ -48,11 +48,16 @@ def die_with_parent() -> None:
 
 
 def exit_when_closed(stream: BinaryIO) -> threading.Thread:
-    """Exit this process when ``stream`` (a pipe only the parent writes to) reaches end of file."""
+    """Exit this process when ``stream`` (a pipe only the parent writes to) reaches end of file.
+
+    The watch reads the file descriptor itself, not the buffered stream: a daemon thread blocked inside
+    ``BufferedReader.read`` holds its lock, and the interpreter's shutdown, which closes ``sys.stdin``,
+    then aborts the worker (``Fatal Python error: _enter_buffered_busy``) after its work is done."""
+    fd = stream.fileno()
 
     def watch() -> None:
         try:
-            while stream.read(65536):
+            while os.read(fd, 65536):
                 pass
         except (OSError, ValueError):
             pass

@@ -51,6 +51,7 @@ _CONTROL = (
     ("BEGIN TRANSACTION", "B", "'BEGIN TRANS'||'ACTION'"),
 )
 WRANGLER_TRIGGER = "BEGIN TRANSACTION"
+WRANGLER_TRIGGER_BYTES = WRANGLER_TRIGGER.encode()
 
 
 def text_literal(value: str) -> str:
@@ -180,8 +181,14 @@ class RealChecker:
         self._stop_worker()
 
 
-class _BlobLiterals(list):
-    """A column's BLOB literals as ASCII bytes (see `RowFormatter._format_rows`)."""
+class _ByteLiterals(list):
+    """A column's literals as UTF-8 bytes, each without the `open` and `close` bytes that surround it in
+    SQL (`X'` and `'` around a BLOB's hex, quotes around a TEXT's body): those are written with the
+    commas between values, so each value is copied once into its row (see `RowFormatter._format_rows`)."""
+
+    def __init__(self, items, open: bytes, close: bytes) -> None:
+        super().__init__(items)
+        self.open, self.close = open, close
 
 
 class RowFormatter:
@@ -228,16 +235,26 @@ class RowFormatter:
         """`(v1,v2,...)` for each row: the dump's hot path, so the work is done a column at a time
         with `map`, `join` and `split` (loops in C) rather than a Python call per value.
 
-        Rows holding big BLOBs come back as UTF-8 bytes (the hex is made as bytes and copied once);
-        all others as text. `format_rows` always gives text."""
+        Rows holding big BLOBs or big TEXT come back as UTF-8 bytes (the hex made as bytes, the text
+        escaped as bytes, each copied once into its row); all others as text. `format_rows` always
+        gives text."""
         if not rows:
             return []
         columns = [self._format_column(column) for column in zip(*rows)]
-        if any(type(column) is _BlobLiterals for column in columns):
-            columns = [column if type(column) is _BlobLiterals else list(map(str.encode, column)) for column in columns]
-            columns[0] = map(b"(".__add__, columns[0])
-            columns[-1] = map(bytes.__add__, columns[-1], repeat(b")"))
-            return list(map(b",".join, zip(*columns)))
+        if any(type(column) is _ByteLiterals for column in columns):
+            # Each row is one join of (separator, value, separator, value, ..., separator), a separator
+            # holding the comma between two values and whatever closes the one and opens the other.
+            parts: list = []
+            before = b"("
+            for column in columns:
+                if type(column) is _ByteLiterals:
+                    parts += [repeat(before + column.open), column]
+                    before = column.close + b","
+                else:
+                    parts += [repeat(before), map(str.encode, column)]
+                    before = b","
+            parts.append(repeat(before[:-1] + b")"))
+            return list(map(b"".join, zip(*parts)))
         columns[0] = map("(".__add__, columns[0])
         columns[-1] = map(str.__add__, columns[-1], repeat(")"))
         return list(map(",".join, zip(*columns)))
@@ -253,6 +270,10 @@ class RowFormatter:
                 # BEGIN TRANSACTION (searched for in C, unlike `isprintable`, which looks up every
                 # character); and where no value holds "\x1f", it can join and split them safely.
                 joined = "\x1f".join(values)
+                if len(joined) > 128 * len(values):  # big text: the same, on its UTF-8 bytes (twice as fast)
+                    bodies = _text_bodies(joined, len(values))
+                    if bodies is not None:
+                        return bodies
                 if (
                     joined.count("\x1f") == len(values) - 1
                     and "\n" not in joined
@@ -269,8 +290,8 @@ class RowFormatter:
                     self._literals.extend(literals)
                     return list(map(self._exact.get, values, literals))
             elif kind is bytes:
-                if sum(map(len, values)) > 128 * len(values):  # big BLOBs: bytes, one copy each
-                    return _BlobLiterals(b"".join((b"X'", hexlify(v), b"'")) for v in values)
+                if sum(map(len, values)) > 128 * len(values):  # big BLOBs: the hex made as bytes
+                    return _ByteLiterals(map(hexlify, values), b"X'", b"'")
                 return ("X'" + "'\x1fX'".join(map(bytes.hex, values)) + "'").split("\x1f")
             elif kind is type(None):
                 return ["NULL"] * len(values)
@@ -338,6 +359,22 @@ class RowFormatter:
         self._values.extend(pending_before[0])
         self._literals.extend(pending_before[1])
         return result
+
+
+def _text_bodies(joined: str, count: int) -> _ByteLiterals | None:
+    """The `count` TEXT values joined by "\x1f" in `joined`, as the UTF-8 bodies of their literals (quotes
+    doubled), when `text_literal` would write each as nothing but its quoted body; else None.
+
+    UTF-8 writes every character outside ASCII as bytes of 0x80 and above, so searching and replacing
+    the ASCII characters that matter in the bytes finds exactly what it would in the text."""
+    try:
+        data = joined.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not UTF-8 at all; the text path decides
+        return None
+    if b"\n" in data or b"\r" in data or b"\x00" in data or WRANGLER_TRIGGER_BYTES in data:
+        return None
+    bodies = data.replace(b"'", b"''").split(b"\x1f")
+    return _ByteLiterals(bodies, b"'", b"'") if len(bodies) == count else None  # else a value held "\x1f"
 
 
 def utf8_length(text: str) -> int:

@@ -153,6 +153,37 @@ def test_rows_with_big_blobs_are_written_as_with_small_ones(size):
     formatter.checker.close()
 
 
+BIG = "body é 🎉 it's " * 12  # over 128 characters a value: the column is escaped as UTF-8 bytes
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [BIG + t for t in AWKWARD_TEXTS[:10]],  # one value holds "\x1f": the bytes path steps aside
+        [BIG + t for t in AWKWARD_TEXTS[:3] + AWKWARD_TEXTS[6:9]],  # the bytes path
+        [BIG + t for t in AWKWARD_TEXTS],
+        [BIG + t + BIG for t in ["", "a\nb", "'", "''"]],
+        [t + BIG for t in AWKWARD_TEXTS[:3]] + ["lone \ud800 surrogate" + BIG],
+    ],
+)
+def test_a_column_of_big_text_is_written_as_text_literal_writes_each_value(batch):
+    # Big text takes the shortcut on its UTF-8 bytes; it must agree with the one-value path, whatever
+    # stands beside it (a big BLOB turns the whole row into bytes too).
+    surrogate = "\ud800" in batch[-1]  # not UTF-8 at all: a dump cannot write it as such
+    for blob in (None,) if surrogate else (None, b"\x00\xff" * 100):
+        rows = [(i, text, "small", blob) for i, text in enumerate(batch)]
+        formatter = RowFormatter(4)
+        expected = ["(" + ",".join(map(formatter.literal, row)) + ")" for row in rows]
+        assert formatter.format_rows(rows) == expected
+        if not surrogate:
+            tuples = formatter._format_rows(rows)  # bytes, or text where no column took a bytes path
+            assert [t if type(t) is bytes else t.encode() for t in tuples] == [t.encode() for t in expected]
+            joined = "".join(batch)
+            plain = not any(c in joined for c in ("\x1f", "\n", "\r", "\x00", "BEGIN TRANSACTION"))
+            assert type(tuples[0]) is (bytes if plain or blob else str)  # the shortcut was taken
+        formatter.checker.close()
+
+
 def test_raw_text_and_blob_literals():
     formatter = RowFormatter(3)
     (row,) = formatter.format_rows([(RawText(b"\xff\xfe\x00a"), b"", None)])

@@ -7,7 +7,7 @@ import sqlite3
 
 from support.compare import assert_same_database
 
-from patina_assets.engine import SqliteSource, dump_database, restore_dump
+from patina_assets.engine import SqliteSource, dump, dump_database, restore_dump
 from patina_assets.engine.schema import read_schema
 from patina_assets.engine.sources import SPLIT_MIN_ROWIDS
 
@@ -51,6 +51,32 @@ def test_two_processes_write_exactly_what_one_writes(tmp_path, monkeypatch):
     restore_dump(tmp_path / "split.sql", tmp_path / "restored.sqlite")
     assert_same_database(source, tmp_path / "restored.sqlite")
     assert not list(tmp_path.glob(".patina-half-*"))
+
+
+def test_the_second_process_writes_its_half_and_exits_cleanly(tmp_path, monkeypatch):
+    # A worker that fails, even at its exit after writing its half, is replaced by this process writing
+    # that half again: the dump stays exact but costs one and a half times the work (its exit once
+    # aborted on the stdin watch's lock, every time, and nothing but the time showed it).
+    answers = []
+    append_to = dump._SecondHalf.append_to
+
+    def recorded(self, emit_bytes):
+        try:
+            rows = append_to(self, emit_bytes)
+        except dump._WorkerFailed:
+            answers.append(("failed", self.process and self.process.returncode))
+            raise
+        answers.append(("appended", rows))
+        return rows
+
+    monkeypatch.setattr(dump._SecondHalf, "append_to", recorded)
+    source = sparse_table(tmp_path / "sparse.sqlite")
+    with SqliteSource(source) as db:
+        (table,) = read_schema(db).tables
+        mid = db.split_point(table)
+        second_half = db.query(f"SELECT count(*) FROM t WHERE id >= {mid}")[0][0]
+        result = dump_database(db, tmp_path / "split.sql")
+    assert answers == [("appended", second_half)] and result.table_rows == {"t": 3000}
 
 
 def test_wal_files_and_small_tables_are_not_split(tmp_path):
