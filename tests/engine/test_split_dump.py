@@ -92,7 +92,7 @@ def test_wal_files_and_small_tables_are_not_split(tmp_path):
         assert db.split_point(read_schema(db).tables[0]) is None
 
 
-def test_without_a_second_process_this_one_writes_both_halves(tmp_path, monkeypatch):
+def test_without_a_second_process_this_one_writes_both_halves(tmp_path, monkeypatch, caplog):
     source = sparse_table(tmp_path / "sparse.sqlite")
     with SqliteSource(source) as db:
         whole = dump_database(db, tmp_path / "whole.sql")
@@ -102,3 +102,7 @@ def test_without_a_second_process_this_one_writes_both_halves(tmp_path, monkeypa
     assert body(tmp_path / "alone.sql") == body(tmp_path / "whole.sql")
     assert alone.table_digests == whole.table_digests and alone.table_rows == {"t": 3000}
     assert not list(tmp_path.glob(".patina-half-*"))
+    (warning,) = [r.getMessage() for r in caplog.records if "second process" in r.getMessage()]
+    assert "table t" in warning and "could not be started" in warning  # a fallback is never silent
+    (warning,) = [r.getMessage() for r in caplog.records if "second process" in r.getMessage()]
+    assert "table t" in warning and "could not be started" in warning  # a fallback is never silent
