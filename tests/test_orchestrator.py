@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster._utils.schedules import get_next_cron_tick  # the oracle: Dagster's own (private) helper
 
-from patina_assets.orchestrator import next_cron_tick
+from patina_assets.schedules import next_cron_tick
 
 CRONS = ["0 3 * * *", "0 4 * * 0", "*/15 * * * *", "30 2 1 * *", "0 0 * * 1-5", "5 4 * * 7", "0 12 1,15 * 3"]
 

@@ -34,6 +34,7 @@ from ...retention import (
     apply_retention,
     plan_retention,
 )
+from ...schedules import WEEKLY_SCHEDULE  # noqa: F401  (re-exported: its one home is schedules.py)
 from ...storage import StorageError, week_days, week_start_of
 from ...units import human_bytes
 from ..dumps.assets import dump_asset_key
@@ -44,7 +45,6 @@ from ..resources import BucketResource
 ARCHIVE_KEY = dg.AssetKey(["archives", "weekly"])
 ARCHIVES_GROUP = "archives"
 WEEKLY_JOB = "weekly_archive"
-WEEKLY_SCHEDULE = "weekly_archive_schedule"
 ARCHIVE_VERIFIED_CHECK = "archive_verified"
 WEEK_COMPLETE_CHECK = "week_complete"
 RETENTION_CHECK = "retention_applied"

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from .assets import ARCHIVE_KEY, WEEKLY_JOB, WEEKLY_MAX_RUNTIME_SECONDS, WEEKLY_SCHEDULE
+from ...schedules import WEEKLY_DAY_OF_WEEK, WEEKLY_HOUR, WEEKLY_MINUTE, WEEKLY_SCHEDULE  # their one home
+from .assets import ARCHIVE_KEY, WEEKLY_JOB, WEEKLY_MAX_RUNTIME_SECONDS
 
 
 def weekly_job() -> "dg.UnresolvedAssetJobDefinition":
@@ -20,8 +21,8 @@ def weekly_schedule(job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefini
     return dg.build_schedule_from_partitioned_job(
         job,
         name=WEEKLY_SCHEDULE,
-        hour_of_day=4,
-        minute_of_hour=0,
-        day_of_week=0,
+        hour_of_day=WEEKLY_HOUR,
+        minute_of_hour=WEEKLY_MINUTE,
+        day_of_week=WEEKLY_DAY_OF_WEEK,
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
