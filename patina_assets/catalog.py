@@ -309,6 +309,7 @@ class Catalog:
         self.store = store
         self.archives = ArchiveStore(store)
         self.retention = retention or RetentionConfig()
+        self._expiries: dict[str, datetime] = {}  # day -> expiry_of_daily (the same for every database)
 
     @classmethod
     def for_config(cls, config: PatinaConfig, env: Mapping[str, str] | None = None) -> Catalog:
@@ -429,6 +430,11 @@ class Catalog:
             )
         return found
 
+    def _expiry_of(self, day: str) -> datetime:
+        if day not in self._expiries:
+            self._expiries[day] = expiry_of_daily(day, self.retention)
+        return self._expiries[day]
+
     def _entry_backup(self, database: str, entry: Entry, manifest: Manifest | None) -> Backup:
         facts = entry.facts
         assert facts is not None  # views hold only entries with their facts
@@ -442,7 +448,7 @@ class Catalog:
             tables=facts.tables,
             rows=facts.rows,
             created_at=parse_utc_timestamp(facts.created_at),
-            expires_at=expiry_of_daily(entry.day, self.retention),
+            expires_at=self._expiry_of(entry.day),
             manifest=manifest,
             captured_at=parse_utc_timestamp(entry.captured_at),
             captured_late=facts.captured_late,

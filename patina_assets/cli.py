@@ -538,12 +538,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"error: {exc}")
             return 2
         raise
-    from .watch import health
-
     orchestrator = read_orchestrator(config)  # Dagster is imported only with DAGSTER_HOME set
     snapshot = Snapshot.take(config, catalog, orchestrator)
     status = snapshot.to_dict()
     if getattr(args, "check", False):  # for cron / uptime checks: the exit code says it, no daemon needed
+        from .watch import health  # (it imports the alerts' delivery: only here)
+
         verdict = health(snapshot.config, snapshot.backups, snapshot.now)
         status["check"] = {"exit_code": verdict.exit_code, "problems": list(verdict.problems)}
         print(

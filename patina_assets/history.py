@@ -40,6 +40,7 @@ from .storage import (
     BackupStore,
     CorruptManifest,
     DailyInventory,
+    DailyKey,
     Manifest,
     ObjectInfo,
     StorageError,
@@ -117,7 +118,7 @@ class Facts:
 
     @classmethod
     def from_dict(cls, data: dict) -> Facts:
-        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        values = {name: data[name] for name in _FACT_NAMES if name in data}
         facts = cls(**values)  # a missing required field raises TypeError: the index is unreadable
         for name in ("bytes", "sql_bytes", "tables", "rows"):
             if not isinstance(getattr(facts, name), int):
@@ -125,6 +126,9 @@ class Facts:
         for name in ("created_at", "started_at", "finished_at"):
             parse_utc_timestamp(getattr(facts, name))
         return facts
+
+
+_FACT_NAMES = tuple(f.name for f in dataclasses.fields(Facts))
 
 
 @dataclass(frozen=True)
@@ -171,15 +175,11 @@ def parse_index(raw: bytes, database: str) -> dict[str, Entry] | None:
         data = json.loads(raw)
         if data.get("database") != database:
             raise ValueError(f"it describes {data.get('database')!r}")
-        entries = {
-            format_day(day): Entry(
-                format_day(day),
-                str(e["key"]),
-                str(e["captured_at"]),
-                Facts.from_dict(e["facts"]) if e.get("facts") is not None else None,
-            )
-            for day, e in data["backups"].items()
-        }
+        entries = {}
+        for day, e in data["backups"].items():
+            day = format_day(day)
+            facts = Facts.from_dict(e["facts"]) if e.get("facts") is not None else None
+            entries[day] = Entry(day, str(e["key"]), str(e["captured_at"]), facts)
         for entry in entries.values():
             entry.order  # noqa: B018  (a timestamp that does not parse makes the index unreadable)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -383,11 +383,11 @@ def view_from_indexes(
     and `indexes` (one of ``index/daily/``): per database its index and, beyond it, only the manifests of
     days the index does not hold (damaged ones, or new since: then the index is rebuilt). Databases are
     those with keys in the listing, and `databases` (the configured ones)."""
-    by_database: dict[str, dict[str, ObjectInfo]] = {name: {} for name in databases}
+    by_database: dict[str, dict[str, tuple[ObjectInfo, DailyKey]]] = {name: {} for name in databases}
     for key, info in objects.items():
         parsed = parse_daily_key(key)
         if parsed is not None:
-            by_database.setdefault(parsed.database, {})[key] = info
+            by_database.setdefault(parsed.database, {})[key] = (info, parsed)
     view = DailyView()
     for database, keys in sorted(by_database.items()):
         index_info = indexes.get(index_key(database))
@@ -398,57 +398,59 @@ def view_from_indexes(
 
 
 def _view_one(
-    store: BackupStore, database: str, keys: dict[str, ObjectInfo], index_info: ObjectInfo | None, view: DailyView
+    store: BackupStore,
+    database: str,
+    keys: dict[str, tuple[ObjectInfo, DailyKey]],
+    index_info: ObjectInfo | None,
+    view: DailyView,
 ) -> None:
     entries = read_index(store, database) if index_info is not None else None
     why = ("missing" if index_info is None else "unreadable") if entries is None else _stale(entries, keys, index_info)
     if why is None:
+        assert entries is not None
         # Days with keys the index does not hold: damaged backups (reported as such) or new ones (stale).
-        held = set(entries)  # type: ignore[arg-type]
-        rest = {k: info for k, info in keys.items() if parse_daily_key(k).day not in held}  # type: ignore[union-attr]
+        rest = {k: info for k, (info, parsed) in keys.items() if parsed.day not in entries}
         inventory = store.inventory(database=database, objects=rest) if rest else DailyInventory()
         if inventory.backups:
             why = f"stale: it lacks {', '.join(m.day for m in inventory.backups[:3])}"
         else:
-            view.add(database, entries.values(), inventory)  # type: ignore[union-attr]
+            view.add(database, entries.values(), inventory)
             view.orphans += [
                 info
-                for k, info in keys.items()
-                if (p := parse_daily_key(k)) is not None
-                and p.kind == "dump"
-                and p.day in held
-                and k != entries[p.day].key  # type: ignore[index]
+                for k, (info, parsed) in keys.items()
+                if parsed.kind == "dump" and parsed.day in entries and k != entries[parsed.day].key
             ]
             return
-    inventory = store.inventory(database=database, objects=keys)
+    inventory = store.inventory(database=database, objects={k: info for k, (info, _) in keys.items()})
     rebuilt = _entries_from(store, inventory)
     view.add(database, rebuilt.values(), inventory)
     view.rebuilt[database] = why
     try:
-        if (store.bucket.stat(index_key(database)) or None) == index_info:  # nobody wrote it since the listing
+        if store.bucket.stat(index_key(database)) == index_info:  # nobody wrote it since the listing
             write_index(store, database, rebuilt)
     except StorageError as e:  # the report stands; the next status rebuilds again
         logger.warning("the history index of %s could not be written: %s", database, e)
 
 
-def _stale(entries: dict[str, Entry], keys: Mapping[str, ObjectInfo], index_info: ObjectInfo) -> str | None:
+def _stale(
+    entries: dict[str, Entry], keys: Mapping[str, tuple[ObjectInfo, DailyKey]], index_info: ObjectInfo
+) -> str | None:
     """Why the index does not describe the listed keys of its database (None: it does)."""
     if any(e.facts is None for e in entries.values()):
         return "written by an older Patina (no facts)"
-    parsed = {k: parse_daily_key(k) for k in keys}
-    manifests = {p.day for p in parsed.values() if p is not None and p.kind == "manifest"}
-    records = {p.day for p in parsed.values() if p is not None and p.kind == "verification"}
+    manifests = {parsed.day for _, parsed in keys.values() if parsed.kind == "manifest"}
+    records = {parsed.day for _, parsed in keys.values() if parsed.kind == "verification"}
     for day, entry in sorted(entries.items()):
+        assert entry.facts is not None
         dump = keys.get(entry.key)
         if day not in manifests:
             return f"stale: the backup of {day} is gone"
-        if dump is None or dump.size != entry.facts.bytes:  # type: ignore[union-attr]
+        if dump is None or dump[0].size != entry.facts.bytes:
             return f"stale: the dump of {day} changed"
-        if (day in records) != entry.facts.recorded:  # type: ignore[union-attr]
+        if (day in records) != entry.facts.recorded:
             return f"stale: the verification record of {day} {'appeared' if day in records else 'went'}"
-    newer = [
-        k for k, p in parsed.items() if p is not None and p.kind != "dump" and keys[k].last_modified > index_info.last_modified
-    ]
-    if newer:
-        return f"stale: {newer[0]} was written after it"
-    return None
+    # A manifest or record written after the index (a re-run, a verdict) that its writer did not index.
+    newer = sorted(
+        k for k, (info, parsed) in keys.items() if parsed.kind != "dump" and info.last_modified > index_info.last_modified
+    )
+    return f"stale: {newer[0]} was written after it" if newer else None

@@ -130,14 +130,23 @@ class LocalBucket:
         start = self.root.joinpath(*directory.split("/")) if directory else self.root
         if not start.is_dir():
             return
-        for key in sorted(self._walk_keys(start)):
-            if not key.startswith(prefix):
-                continue
-            info = self.stat(key)
-            if info is not None:  # deleted since the walk
-                yield info
+        # One stat per file, straight from the walk (a status lists every object of the bucket).
+        found = []
+        with self._errors("list", None):
+            for key, path in self._walk_paths(start):
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:  # deleted since the walk
+                    continue
+                if stat_module.S_ISREG(st.st_mode):
+                    found.append((key, st))
+        found.sort(key=lambda pair: pair[0])
+        for key, st in found:
+            yield self._info(key, st)
 
-    def _walk_keys(self, start: Path) -> Iterator[str]:
+    def _walk_paths(self, start: Path) -> Iterator[tuple[str, str]]:
         def fail(exc: OSError) -> None:
             if not isinstance(exc, FileNotFoundError):
                 raise exc
@@ -148,7 +157,7 @@ class LocalBucket:
                 for name in filenames:
                     key = name if relative == "." else f"{relative}/{name}"
                     if not name.startswith(_TMP_MARKER) and _is_valid_key(key):
-                        yield key
+                        yield key, os.path.join(dirpath, name)
 
     # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
 
