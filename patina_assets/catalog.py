@@ -119,7 +119,7 @@ class Backup:
 
     def __post_init__(self) -> None:
         if self.facts is None and self.manifest is not None:
-            object.__setattr__(self, "facts", Facts.of(self.manifest, None, recorded=False))
+            object.__setattr__(self, "facts", Facts.of(self.manifest, None))
 
     @property
     def encrypted(self) -> bool:
@@ -530,7 +530,7 @@ class Catalog:
             indexes = {info.key: info for info in self.store.bucket.list(INDEX_PREFIX)}
             view = view_from_indexes(self.store, daily_objects, indexes, databases)
         else:
-            view = view_from_inventory(self.store, self.store.inventory(objects=daily_objects))
+            view = view_from_inventory(self.store, self.store.inventory(objects=daily_objects), daily_objects)
         weekly = self.archives.inventory(weekly_objects)
         backups = self._view_backups(view) + self._weekly(inventory=weekly)
         backups.sort(key=lambda b: (b.captured, b.day, b.database, b.location == DAILY), reverse=True)

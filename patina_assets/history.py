@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .storage import (
+    DAILY_PREFIX,
     FAILED,
     NOT_VERIFIED,
     BackupStore,
@@ -47,6 +48,7 @@ from .storage import (
     StorageObjectNotFound,
     VerificationRecord,
     by_capture,
+    daily_manifest_key,
     daily_verification_key,
     format_day,
     parse_daily_key,
@@ -73,7 +75,8 @@ def index_key(database: str) -> str:
 class Facts:
     """What the status reports of one daily backup, copied from its manifest and its verification record
     when the entry was written (``verification``: VERIFIED, FAILED or NOT_VERIFIED, as
-    ``VerificationRecord.status_of`` says; ``recorded``: a record object existed, whatever it said)."""
+    ``VerificationRecord.status_of`` says), and the ETags the manifest and the record object had then (no
+    record: None), so a listing tells whether either was rewritten since."""
 
     format: str
     encrypted: bool
@@ -91,10 +94,18 @@ class Facts:
     verification: str = NOT_VERIFIED
     problem: str | None = None  # why it failed verification (the record's first three problems)
     checked_at: str | None = None  # when the record was written
-    recorded: bool = False
+    manifest_etag: str | None = None
+    record_etag: str | None = None
 
     @classmethod
-    def of(cls, manifest: Manifest, record: VerificationRecord | None, *, recorded: bool) -> Facts:
+    def of(
+        cls,
+        manifest: Manifest,
+        record: VerificationRecord | None,
+        *,
+        manifest_etag: str | None = None,
+        record_etag: str | None = None,
+    ) -> Facts:
         status = record.status_of(manifest.key, manifest.sha256) if record is not None else NOT_VERIFIED
         return cls(
             format=manifest.format,
@@ -113,7 +124,8 @@ class Facts:
             verification=status,
             problem="; ".join(record.problems[:3]) if record is not None and status == FAILED else None,
             checked_at=record.checked_at if record is not None else None,
-            recorded=recorded,
+            manifest_etag=manifest_etag,
+            record_etag=record_etag,
         )
 
     @classmethod
@@ -146,8 +158,20 @@ class Entry:
         return (parse_utc_timestamp(self.captured_at), self.day)
 
     @classmethod
-    def of(cls, manifest: Manifest, record: VerificationRecord | None = None, *, recorded: bool = False) -> Entry:
-        return cls(manifest.day, manifest.key, manifest.captured_at, Facts.of(manifest, record, recorded=recorded))
+    def of(
+        cls, manifest: Manifest, record: VerificationRecord | None = None, objects: Mapping[str, ObjectInfo] = {}
+    ) -> Entry:
+        """The entry of `manifest`'s backup with its verification `record`; `objects` (a listing, or stats):
+        the manifest's and the record's ETags."""
+        manifest_info = objects.get(daily_manifest_key(manifest.day, manifest.database))
+        record_info = objects.get(daily_verification_key(manifest.day, manifest.database))
+        facts = Facts.of(
+            manifest,
+            record,
+            manifest_etag=manifest_info.etag if manifest_info else None,
+            record_etag=record_info.etag if record_info else None,
+        )
+        return cls(manifest.day, manifest.key, manifest.captured_at, facts)
 
     def where(self) -> tuple[str, str, str]:
         """What a check compares: the facts may change (a verdict) while the backup stays the same."""
@@ -209,45 +233,50 @@ def write_index(store: BackupStore, database: str, entries: dict[str, Entry]) ->
 def entries_of(
     backups: list[Manifest],
     records: Mapping[tuple[str, str], VerificationRecord] | None = None,
-    recorded: Iterable[str] = (),
+    objects: Mapping[str, ObjectInfo] = {},
 ) -> dict[str, Entry]:
-    """The entries of `backups`, with their verification `records` by (day, database) and the keys of the
-    record objects listed (`recorded`)."""
-    records, recorded = records or {}, set(recorded)
-    return {
-        m.day: Entry.of(
-            m,
-            records.get((m.day, m.database)),
-            recorded=daily_verification_key(m.day, m.database) in recorded,
-        )
-        for m in backups
-    }
+    """The entries of `backups`, with their verification `records` by (day, database) and the ETags of
+    the listing `objects`."""
+    records = records or {}
+    return {m.day: Entry.of(m, records.get((m.day, m.database)), objects) for m in backups}
 
 
-def _entries_from(store: BackupStore, inventory: DailyInventory) -> dict[str, Entry]:
-    return entries_of(inventory.backups, store.verifications(inventory), inventory.verification_keys)
+def _entries_from(store: BackupStore, inventory: DailyInventory, objects: Mapping[str, ObjectInfo]) -> dict[str, Entry]:
+    return entries_of(inventory.backups, store.verifications(inventory), objects)
+
+
+def _listing(store: BackupStore) -> dict[str, ObjectInfo]:
+    return {info.key: info for info in store.bucket.list(DAILY_PREFIX)}
 
 
 def rebuild(store: BackupStore, database: str) -> list[Manifest]:
     """The database's backups from a listing of the bucket (the truth), oldest first; the index rewritten."""
-    inventory = store.inventory(database=database)
+    objects = _listing(store)
+    inventory = store.inventory(database=database, objects=objects)
     try:
-        write_index(store, database, _entries_from(store, inventory))
+        write_index(store, database, _entries_from(store, inventory, objects))
     except StorageError as e:  # the next reader lists again
         logger.warning("the history index of %s could not be written: %s", database, e)
     return inventory.backups
 
 
-def rebuild_all(store: BackupStore, inventory: DailyInventory, databases: set[str] = frozenset()) -> int:
-    """Every database's index from one listing (retention's reconciliation); `databases` also get an empty
-    one. Only indexes that differ are written. Returns how many were written."""
+def rebuild_all(
+    store: BackupStore,
+    inventory: DailyInventory,
+    databases: set[str] = frozenset(),
+    objects: Mapping[str, ObjectInfo] | None = None,
+) -> int:
+    """Every database's index from one listing (retention's reconciliation; `objects`: that listing of
+    ``daily/``, for the ETags; listed again when not given); `databases` also get an empty one. Only
+    indexes that differ are written. Returns how many were written."""
     by_database: dict[str, list[Manifest]] = {name: [] for name in databases}
     for manifest in inventory.backups:
         by_database.setdefault(manifest.database, []).append(manifest)
     records = store.verifications(inventory)
+    objects = _listing(store) if objects is None else objects
     written = 0
     for database, backups in sorted(by_database.items()):
-        wanted = entries_of(backups, records, inventory.verification_keys)
+        wanted = entries_of(backups, records, objects)
         if read_index(store, database) != wanted:
             try:
                 write_index(store, database, wanted)
@@ -303,14 +332,16 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
     unreadable or old-format index is rebuilt from the bucket (which already holds the backup). Errors are
     logged, not raised: the backup counts without its entry, and readers fall back to listing."""
     database = manifest.database
+    published = verification is _UNREAD
     try:
-        if verification is _UNREAD:
-            record_key = daily_verification_key(manifest.day, database)
+        if published:
             verification = store.get_verification(manifest.day, database)
-            present = verification is not None or store.bucket.stat(record_key) is not None
-        else:
-            present = verification is not None
-        mine = Entry.of(manifest, verification, recorded=present)  # type: ignore[arg-type]
+        stats = {
+            key: info
+            for key in (daily_manifest_key(manifest.day, database), daily_verification_key(manifest.day, database))
+            if (info := store.bucket.stat(key)) is not None
+        }
+        mine = Entry.of(manifest, verification, stats)  # type: ignore[arg-type]
         for _ in range(RECORD_ATTEMPTS):
             entries = read_index(store, database)
             if entries is None or any(e.facts is None for e in entries.values()):
@@ -319,7 +350,7 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
                 write_index(store, database, {**entries, manifest.day: mine})
             now = (read_index(store, database) or {}).get(manifest.day)
             # After a publish, a verdict another writer put on this very backup since we read the record wins.
-            if now == mine or (now is not None and now.where() == mine.where() and verification is _UNREAD):
+            if now == mine or (now is not None and now.where() == mine.where() and published):
                 return
         logger.warning("%s %s: not in the history index after %d attempts", database, manifest.day, RECORD_ATTEMPTS)
     except StorageError as e:
@@ -363,12 +394,14 @@ class DailyView:
             self.orphans += inventory.orphans
 
 
-def view_from_inventory(store: BackupStore, inventory: DailyInventory) -> DailyView:
+def view_from_inventory(
+    store: BackupStore, inventory: DailyInventory, objects: Mapping[str, ObjectInfo] = {}
+) -> DailyView:
     """Every backup from a full inventory (every manifest and verification record read): the reference."""
     records = store.verifications(inventory)
     view = DailyView()
     for manifest in inventory.backups:
-        view.add(manifest.database, entries_of([manifest], records, inventory.verification_keys).values())
+        view.add(manifest.database, entries_of([manifest], records, objects).values())
     view.add("", (), inventory)
     return view
 
@@ -421,8 +454,9 @@ def _view_one(
                 if parsed.kind == "dump" and parsed.day in entries and k != entries[parsed.day].key
             ]
             return
-    inventory = store.inventory(database=database, objects={k: info for k, (info, _) in keys.items()})
-    rebuilt = _entries_from(store, inventory)
+    listed = {k: info for k, (info, _) in keys.items()}
+    inventory = store.inventory(database=database, objects=listed)
+    rebuilt = _entries_from(store, inventory, listed)
     view.add(database, rebuilt.values(), inventory)
     view.rebuilt[database] = why
     try:
@@ -438,17 +472,20 @@ def _stale(
     """Why the index does not describe the listed keys of its database (None: it does)."""
     if any(e.facts is None for e in entries.values()):
         return "written by an older Patina (no facts)"
-    manifests = {parsed.day for _, parsed in keys.values() if parsed.kind == "manifest"}
-    records = {parsed.day for _, parsed in keys.values() if parsed.kind == "verification"}
+    manifests = {parsed.day: info for info, parsed in keys.values() if parsed.kind == "manifest"}
+    records = {parsed.day: info for info, parsed in keys.values() if parsed.kind == "verification"}
     for day, entry in sorted(entries.items()):
         assert entry.facts is not None
         dump = keys.get(entry.key)
         if day not in manifests:
             return f"stale: the backup of {day} is gone"
+        if manifests[day].etag != entry.facts.manifest_etag:
+            return f"stale: the manifest of {day} was rewritten"
         if dump is None or dump[0].size != entry.facts.bytes:
             return f"stale: the dump of {day} changed"
-        if (day in records) != entry.facts.recorded:
-            return f"stale: the verification record of {day} {'appeared' if day in records else 'went'}"
+        record = records.get(day)
+        if (record.etag if record else None) != entry.facts.record_etag:
+            return f"stale: the verification record of {day} {'changed' if record else 'went'}"
     # A manifest or record written after the index (a re-run, a verdict) that its writer did not index.
     newer = sorted(
         k for k, (info, parsed) in keys.items() if parsed.kind != "dump" and info.last_modified > index_info.last_modified
