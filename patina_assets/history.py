@@ -486,8 +486,11 @@ def _stale(
         record = records.get(day)
         if (record.etag if record else None) != entry.facts.record_etag:
             return f"stale: the verification record of {day} {'changed' if record else 'went'}"
-    # A manifest or record written after the index (a re-run, a verdict) that its writer did not index.
+    # A manifest or record of a day it holds written after it (a re-run, a verdict) that its writer did not
+    # index: what the ETags say already, for buckets whose listings give none. (Other days are read anyway.)
     newer = sorted(
-        k for k, (info, parsed) in keys.items() if parsed.kind != "dump" and info.last_modified > index_info.last_modified
+        k
+        for k, (info, parsed) in keys.items()
+        if parsed.kind != "dump" and parsed.day in entries and info.last_modified > index_info.last_modified
     )
     return f"stale: {newer[0]} was written after it" if newer else None
