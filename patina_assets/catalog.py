@@ -283,7 +283,9 @@ def summarise(
         summary.problems += [f"unreadable manifest {key}: {why}" for key, why in sorted(found.corrupt.items())]
         summary.problems += [f"broken backup {key}: {why}" for key, why in sorted(found.broken.items())]
         if found.orphans:
-            summary.problems.append(f"{len(found.orphans)} object(s) without a manifest under {where} (unfinished uploads)")
+            summary.problems.append(
+                f"{len(found.orphans)} object(s) without a manifest under {where} (unfinished uploads)"
+            )
     return summary
 
 
@@ -397,7 +399,9 @@ class Catalog:
         manifests = {(m.day, m.database): m for m in inventory.backups}
         return self._view_backups(view_from_inventory(self.store, inventory), manifests)
 
-    def _view_backups(self, view: DailyView, manifests: Mapping[tuple[str, str], Manifest] | None = None) -> list[Backup]:
+    def _view_backups(
+        self, view: DailyView, manifests: Mapping[tuple[str, str], Manifest] | None = None
+    ) -> list[Backup]:
         """The daily backups of `view`; with `manifests` (by slot) each carries its manifest (to be opened)."""
         manifests = manifests or {}
         found = [self._entry_backup(db, e, manifests.get((e.day, db))) for db, e in view.entries]

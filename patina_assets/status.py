@@ -321,7 +321,12 @@ class Snapshot:
             "generatedAt": iso(self.now),
             "indexRebuilt": dict(sorted(self.rebuilt.items())),
             "fleets": [
-                {"fleet": f.fleet, "discovered": f.discovered, "tenants": len(f.tenants), "tenantNames": list(f.tenants)}
+                {
+                    "fleet": f.fleet,
+                    "discovered": f.discovered,
+                    "tenants": len(f.tenants),
+                    "tenantNames": list(f.tenants),
+                }
                 for f in self.fleets
             ],
             **({"r2": self.r2} if self.config.r2_buckets else {}),

@@ -176,7 +176,10 @@ def test_status_from_the_indexes_is_the_status_from_every_manifest(fleet):
     }
     assert len(document["storage"]["problems"]) == 3  # the unreadable manifest, the broken backup, the orphan
     by_name = {d["database"]: d for d in document["databases"]}
-    assert by_name["groveauth"]["lastBackup"] == "2026-03-04" and by_name["groveauth"]["lastVerifiedBackup"] == "2026-03-02"
+    assert (
+        by_name["groveauth"]["lastBackup"] == "2026-03-04"
+        and by_name["groveauth"]["lastVerifiedBackup"] == "2026-03-02"
+    )
     assert by_name["scout-db"]["lastBackup"] == "2026-03-01"
 
 
