@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from .buckets import (
+    _BAD_KEY_CHARS,
     _COPY_BUFFER,
+    _MAX_KEY_BYTES,
     _TMP_MARKER,
     IncompleteWrite,
     InvalidKey,
@@ -154,9 +156,12 @@ class LocalBucket:
         with self._errors("list", None):
             for dirpath, _dirnames, filenames in os.walk(start, onerror=fail):
                 relative = Path(dirpath).relative_to(self.root).as_posix()
+                if relative != "." and not _is_valid_key(relative):
+                    continue  # no key can be under it
                 for name in filenames:
                     key = name if relative == "." else f"{relative}/{name}"
-                    if not name.startswith(_TMP_MARKER) and _is_valid_key(key):
+                    # `validate_key(key)`, its directory checked once above: the name is one more segment.
+                    if _is_valid_segment(name) and len(key.encode("utf-8")) <= _MAX_KEY_BYTES:
                         yield key, os.path.join(dirpath, name)
 
     # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
@@ -263,6 +268,10 @@ class LocalBucket:
         if exc.errno == errno.EROFS:
             return StorageAccessDenied(f"cannot {action} {where}: {reason}. The backup directory is read-only")
         return StorageError(f"cannot {action} {where}: {reason}")
+
+
+def _is_valid_segment(name: str) -> bool:
+    return name not in ("", ".", "..") and not name.startswith(_TMP_MARKER) and not _BAD_KEY_CHARS.search(name)
 
 
 def _is_valid_key(key: str) -> bool:
