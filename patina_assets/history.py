@@ -32,7 +32,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .storage import (
     DAILY_PREFIX,
@@ -130,17 +130,19 @@ class Facts:
 
     @classmethod
     def from_dict(cls, data: dict) -> Facts:
-        values = {name: data[name] for name in _FACT_NAMES if name in data}
-        facts = cls(**values)  # a missing required field raises TypeError: the index is unreadable
-        for name in ("bytes", "sql_bytes", "tables", "rows"):
-            if not isinstance(getattr(facts, name), int):
-                raise ValueError(f"{name} is not a number")
-        for name in ("created_at", "started_at", "finished_at"):
-            parse_utc_timestamp(getattr(facts, name))
+        if data.keys() != _FACT_NAMES:  # written by another version: only the fields this one knows
+            data = {name: data[name] for name in _FACT_NAMES if name in data}
+        facts = cls(**data)  # a missing required field raises TypeError: the index is unreadable
+        if not all(type(n) is int for n in (facts.bytes, facts.sql_bytes, facts.tables, facts.rows)):
+            raise ValueError("a size or count is not a number")
+        for moment in (facts.created_at, facts.started_at, facts.finished_at):
+            if datetime.fromisoformat(moment).utcoffset() != _UTC:
+                raise ValueError(f"{moment!r} is not in UTC")
         return facts
 
 
-_FACT_NAMES = tuple(f.name for f in dataclasses.fields(Facts))
+_FACT_NAMES = {f.name: None for f in dataclasses.fields(Facts)}.keys()
+_UTC = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -438,21 +440,20 @@ def _view_one(
     view: DailyView,
 ) -> None:
     entries = read_index(store, database) if index_info is not None else None
-    why = ("missing" if index_info is None else "unreadable") if entries is None else _stale(entries, keys, index_info)
+    if entries is None:
+        why: str | None = "missing" if index_info is None else "unreadable"
+    else:
+        assert index_info is not None
+        why, rest, orphans = _compare(entries, keys, index_info)
     if why is None:
         assert entries is not None
         # Days with keys the index does not hold: damaged backups (reported as such) or new ones (stale).
-        rest = {k: info for k, (info, parsed) in keys.items() if parsed.day not in entries}
         inventory = store.inventory(database=database, objects=rest) if rest else DailyInventory()
         if inventory.backups:
             why = f"stale: it lacks {', '.join(m.day for m in inventory.backups[:3])}"
         else:
             view.add(database, entries.values(), inventory)
-            view.orphans += [
-                info
-                for k, (info, parsed) in keys.items()
-                if parsed.kind == "dump" and parsed.day in entries and k != entries[parsed.day].key
-            ]
+            view.orphans += orphans
             return
     listed = {k: info for k, (info, _) in keys.items()}
     inventory = store.inventory(database=database, objects=listed)
@@ -466,31 +467,42 @@ def _view_one(
         logger.warning("the history index of %s could not be written: %s", database, e)
 
 
-def _stale(
+def _compare(
     entries: dict[str, Entry], keys: Mapping[str, tuple[ObjectInfo, DailyKey]], index_info: ObjectInfo
-) -> str | None:
-    """Why the index does not describe the listed keys of its database (None: it does)."""
+) -> tuple[str | None, dict[str, ObjectInfo], list[ObjectInfo]]:
+    """Why the index does not describe the listed keys of its database (None: it does); the keys of the
+    days it does not hold; the dumps of the days it holds that are not theirs (orphans). One pass."""
     if any(e.facts is None for e in entries.values()):
-        return "written by an older Patina (no facts)"
-    manifests = {parsed.day: info for info, parsed in keys.values() if parsed.kind == "manifest"}
-    records = {parsed.day: info for info, parsed in keys.values() if parsed.kind == "verification"}
+        return "written by an older Patina (no facts)", {}, []
+    rest: dict[str, ObjectInfo] = {}
+    orphans: list[ObjectInfo] = []
+    manifests: dict[str, ObjectInfo] = {}
+    records: dict[str, ObjectInfo] = {}
+    newer = None  # the first manifest or record of a day it holds written after it
+    for key, (info, parsed) in keys.items():
+        entry = entries.get(parsed.day)
+        if entry is None:
+            rest[key] = info
+        elif parsed.kind == "dump":
+            if key != entry.key:
+                orphans.append(info)
+        else:
+            (manifests if parsed.kind == "manifest" else records)[parsed.day] = info
+            if newer is None and info.last_modified > index_info.last_modified:
+                newer = key
     for day, entry in sorted(entries.items()):
-        assert entry.facts is not None
+        facts = entry.facts
+        assert facts is not None
         dump = keys.get(entry.key)
         if day not in manifests:
-            return f"stale: the backup of {day} is gone"
-        if manifests[day].etag != entry.facts.manifest_etag:
-            return f"stale: the manifest of {day} was rewritten"
-        if dump is None or dump[0].size != entry.facts.bytes:
-            return f"stale: the dump of {day} changed"
+            return f"stale: the backup of {day} is gone", rest, orphans
+        if manifests[day].etag != facts.manifest_etag:
+            return f"stale: the manifest of {day} was rewritten", rest, orphans
+        if dump is None or dump[0].size != facts.bytes:
+            return f"stale: the dump of {day} changed", rest, orphans
         record = records.get(day)
-        if (record.etag if record else None) != entry.facts.record_etag:
-            return f"stale: the verification record of {day} {'changed' if record else 'went'}"
-    # A manifest or record of a day it holds written after it (a re-run, a verdict) that its writer did not
-    # index: what the ETags say already, for buckets whose listings give none. (Other days are read anyway.)
-    newer = sorted(
-        k
-        for k, (info, parsed) in keys.items()
-        if parsed.kind != "dump" and parsed.day in entries and info.last_modified > index_info.last_modified
-    )
-    return f"stale: {newer[0]} was written after it" if newer else None
+        if (record.etag if record else None) != facts.record_etag:
+            return f"stale: the verification record of {day} {'changed' if record else 'went'}", rest, orphans
+    # A manifest or record written after the index (a re-run, a verdict) that its writer did not index: what
+    # the ETags say already, for buckets whose listings give none. (The days it does not hold are read anyway.)
+    return (f"stale: {newer} was written after it" if newer else None), rest, orphans
