@@ -127,6 +127,15 @@ def test_status_from_the_bucket_alone_when_dagster_is_gone(capsys, bucket):
     assert f"Last backup: {DAILY_DAY} completed: 3 ok, 0 failed" in out and "[from the bucket]" in out
 
 
+def test_status_trusts_the_indexes_it_rebuilt_on_either_bucket(capsys, bucket):
+    """What a status writes when it rebuilds an index (the ETags of that listing) is what the next one lists."""
+    first = patina_json(capsys, bucket, "status")
+    second = patina_json(capsys, bucket, "status")
+    assert second["indexRebuilt"] == {}
+    for part in ("storage", "verification", "lastBackup"):
+        assert second[part] == first[part]
+
+
 def test_status_without_dagster_home_does_not_import_dagster():
     """The next ticks come from the configuration's crons; building the definitions took seconds."""
     bucket = filled("local")
