@@ -443,7 +443,14 @@ def _cmd_restore_r2(args: argparse.Namespace) -> int:
         key_id, secret = entry.credentials()
         client = make_s3_client(entry.endpoint_url, entry.region, key_id, secret)
     result = restore_snapshot(
-        bucket, day, name, args.to, prefix=args.prefix or "", overwrite=args.overwrite, s3_client=client
+        bucket,
+        day,
+        name,
+        args.to,
+        prefix=args.prefix or "",
+        overwrite=args.overwrite,
+        s3_client=client,
+        keys=catalog.store.keys,
     )
     if args.json:
         print(json.dumps(result.__dict__, indent=2))
@@ -498,7 +505,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_reencrypt(args: argparse.Namespace) -> int:
     from .archive import ArchiveStore
     from .backup import open_store
-    from .reencrypt import reencrypt_backups
+    from .reencrypt import WOULD_REWRITE, reencrypt_backups
     from .status import table
 
     if bool(args.day) == bool(args.all):
@@ -506,7 +513,7 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
     config = _config(args)
     store = open_store(config, create=False)
     results = reencrypt_backups(
-        ArchiveStore(store), day=_day(args.day, "--day") if args.day else None, database=args.db
+        ArchiveStore(store), day=_day(args.day, "--day") if args.day else None, database=args.db, dry_run=args.dry_run
     )
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
@@ -518,9 +525,11 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
         for r in results:
             if r.problem:
                 print(f"  {r.what}: {r.problem}")
-        done = sum(r.action == "rewritten" for r in results)
+        done = sum(r.action == (WOULD_REWRITE if args.dry_run else "rewritten") for r in results)
         print(
-            f"\n{done} rewritten to {', '.join(store.keys.fingerprints)}; {sum(r.action == 'current' for r in results)} already current"
+            f"\n{done} {'would be rewritten' if args.dry_run else 'rewritten'} to {', '.join(store.keys.fingerprints)}; "
+            f"{sum(r.action == 'current' for r in results)} already current"
+            + ("; nothing was written (--dry-run)" if args.dry_run else "")
         )
     return 1 if any(r.action == "failed" for r in results) else 0
 
@@ -803,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     reencrypt.add_argument("--day", help="the backups of this day (YYYY-MM-DD) and the weekly archive holding it")
     reencrypt.add_argument("--all", action="store_true", help="every daily backup and weekly archive")
     reencrypt.add_argument("--db", help="only this database's dailies (and the archives that hold it)")
+    reencrypt.add_argument(
+        "--dry-run", action="store_true", help="only list what would be rewritten (needs no identity, writes nothing)"
+    )
     reencrypt.add_argument("--json", action="store_true")
     reencrypt.set_defaults(func=_cmd_reencrypt)
 

@@ -21,7 +21,7 @@ import dagster as dg
 
 from .config import PatinaConfig, default_config
 from .defs import build_definitions
-from .defs.archives.assets import WEEKLY_JOB
+from .defs.archives.jobs import WEEKLY_JOB
 from .defs.dumps.jobs import NIGHTLY_JOB
 from .defs.resources import BucketResource
 from .demo_data import DEMO_DATABASE_NAMES, generate_demo_databases

@@ -16,11 +16,14 @@ from .storage import StorageError, format_day, week_start_of
 
 logger = logging.getLogger(__name__)
 
+WOULD_REWRITE = "would rewrite"
+
 
 @dataclass(frozen=True)
 class Rewrite:
     """What happened to one stored backup: ``rewritten``, ``current`` (already encrypted to exactly the
-    current recipients) or ``failed`` (``problem`` says why; the old object is untouched)."""
+    current recipients), ``failed`` (``problem`` says why; the old object is untouched) or, in a dry run,
+    ``would rewrite``."""
 
     what: str
     old_key: str
@@ -30,11 +33,16 @@ class Rewrite:
 
 
 def reencrypt_backups(
-    archives: ArchiveStore, *, day: date | str | None = None, database: str | None = None
+    archives: ArchiveStore,
+    *,
+    day: date | str | None = None,
+    database: str | None = None,
+    dry_run: bool = False,
 ) -> list[Rewrite]:
     """Rewrite the dailies (of ``day``, or all) and the weekly archives (the one holding ``day``, or all)
     that are not encrypted to the current recipients.  A backup that cannot be rewritten (damaged) is
-    reported and left as it is; a missing or wrong identity stops everything (it would fail them all)."""
+    reported and left as it is; a missing or wrong identity stops everything (it would fail them all).
+    ``dry_run`` only says which would be rewritten, from the manifests (it needs no identity, writes nothing)."""
     store = archives.store
     if not store.keys.enabled:
         raise EncryptionError(
@@ -47,6 +55,9 @@ def reencrypt_backups(
             what = f"{manifest.database} on {manifest.day}"
             if not store.needs_reencryption(manifest):
                 results.append(Rewrite(what, manifest.key, "current", manifest.key))
+                continue
+            if dry_run:
+                results.append(Rewrite(what, manifest.key, WOULD_REWRITE))
                 continue
             try:
                 new = store.reencrypt_daily(manifest, scratch)
@@ -65,6 +76,9 @@ def reencrypt_backups(
         what = f"archive of week {manifest.week}"
         if not archives.needs_reencryption(manifest):
             results.append(Rewrite(what, manifest.key, "current", manifest.key))
+            continue
+        if dry_run:
+            results.append(Rewrite(what, manifest.key, WOULD_REWRITE))
             continue
         try:
             new = archives.reencrypt(manifest)

@@ -5,12 +5,12 @@ reconciliation, key rotation, and the age command-line tool as the outside check
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from datetime import date, timedelta
 
 import pytest
+from support.age import age_cli
 from support.api_server import Audit, serve  # noqa: F401 (fixture)
 from support.archives import NAMES, back_up_day, day_of_restored, make_source
 from support.configs import write_config
@@ -28,12 +28,6 @@ from patina_assets.verify import verify_restore
 VARIABLE = "PATINA_AGE_IDENTITY"
 WEEK = "2026-01-04"  # a Sunday
 DAYS = [(date(2026, 1, 4) + timedelta(days=i)).isoformat() for i in range(4)]
-
-
-def age_cli() -> str:
-    path = shutil.which("age")
-    assert path, "the age command-line tool is missing: apt-get install age (Debian/Ubuntu), brew install age"
-    return path
 
 
 @pytest.fixture
@@ -351,6 +345,12 @@ def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_a
     monkeypatch.setenv(VARIABLE, str(tmp_path / "both.txt"))
     assert main(["--config", path, "reencrypt"]) == 2  # --day or --all
     capsys.readouterr()
+    before = sorted(info.key for info in store.bucket.list(""))
+    monkeypatch.delenv(VARIABLE)  # a dry run reads manifests only
+    assert main(["--config", path, "reencrypt", "--all", "--dry-run"]) == 0
+    assert f"{len(DAYS) * len(NAMES) + 1} would be rewritten" in capsys.readouterr().out
+    assert sorted(info.key for info in store.bucket.list("")) == before  # nothing written
+    monkeypatch.setenv(VARIABLE, str(tmp_path / "both.txt"))
     assert main(["--config", path, "reencrypt", "--all"]) == 0
     out = capsys.readouterr().out
     assert f"{len(DAYS) * len(NAMES) + 1} rewritten" in out

@@ -3,11 +3,11 @@ command-line tool opens, and the difference between a wrong key and a damaged ob
 
 import hashlib
 import os
-import shutil
 import subprocess
 
 import pytest
 from pyrage import x25519
+from support.age import age_cli
 
 from patina_assets.cli import main
 from patina_assets.encryption import (
@@ -28,13 +28,6 @@ from patina_assets.encryption import (
 from patina_assets.storage import StorageIntegrityError
 
 VARIABLE = "PATINA_AGE_IDENTITY"
-
-
-def age_cli() -> str:
-    """Debian's `age` package: the outside check that a Patina backup opens without Patina."""
-    path = shutil.which("age")
-    assert path, "the age command-line tool is missing: apt-get install age (Debian/Ubuntu), brew install age"
-    return path
 
 
 @pytest.fixture

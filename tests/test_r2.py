@@ -370,6 +370,23 @@ def test_restore_into_a_bucket_keeps_content_type_and_metadata(moto_endpoint, so
         assert got["ContentType"] == "image/png" and got["Metadata"] == {"owner": f"user{key[-7:-4]}"}
 
 
+def test_keys_patinas_layout_refuses_are_backed_up_and_restored_into_a_bucket(moto_endpoint, source_name, backup):
+    # S3 allows keys Patina never writes itself ("folder/" markers, "a//b", "../x"): a media bucket may hold them.
+    odd = {"folder/": b"", "a//b": b"double slash", "../up": b"dot dot", "x/./y": b"dot"}
+    for key, data in odd.items():
+        put(moto_endpoint, source_name, key, data, ContentType="text/plain", Metadata={"k": "v"})
+    source = S3Bucket(client_for(moto_endpoint), source_name)
+    manifest = backup_bucket(source, backup, name="grove-media", day="2026-03-01")
+    assert manifest.objects == len(odd)
+    target = create_bucket(moto_endpoint)
+    restore_snapshot(backup, "2026-03-01", "grove-media", f"s3://{target}", s3_client=client_for(moto_endpoint))
+    s3 = direct_client(moto_endpoint)
+    for key, data in odd.items():
+        got = s3.get_object(Bucket=target, Key=key)
+        assert got["Body"].read() == data
+        assert got["ContentType"] == "text/plain" and got["Metadata"] == {"k": "v"}
+
+
 def test_restore_never_overwrites_unless_asked(moto_endpoint, source, source_name, backup, tmp_path):
     objects = two_nights(moto_endpoint, source, source_name, backup)
     target = tmp_path / "restored"
@@ -553,3 +570,17 @@ def test_bucket_reconciliation_leaves_the_r2_snapshots_alone(moto_endpoint, sour
     backup_bucket(source, backup, name="grove-media", day="2026-03-01")
     result = reconcile(ArchiveStore(BackupStore(backup)), RecordedBackups(), deep=False)
     assert not [finding for finding in result.unknown if finding.key.startswith("r2/")]
+
+
+def test_a_directory_restore_refuses_keys_that_are_both_a_file_and_a_folder_before_writing(
+    moto_endpoint, source_name, backup, tmp_path
+):
+    # S3 allows "a" and "a/b" side by side; a directory cannot hold both, so nothing may be written half.
+    for key in ["a", "a-other", "a/b", "z"]:
+        put(moto_endpoint, source_name, key, key.encode())
+    backup_bucket(S3Bucket(client_for(moto_endpoint), source_name), backup, name="grove-media", day="2026-03-01")
+    with pytest.raises(RestoreRefused, match="'a' is both a file and a folder.*s3://"):
+        restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*"))
+    restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "some", prefix="z")  # the rest is fine
+    assert (tmp_path / "some" / "z").read_bytes() == b"z"

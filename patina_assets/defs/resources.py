@@ -43,8 +43,13 @@ class BucketResource(dg.ConfigurableResource):
             part_size=self.multipart_part_size,
         )
 
+    def age_keys(self) -> AgeKeys:
+        """The recipients new backups are encrypted to, and where the identity is read from when needed.  (Not
+        `keys`: Dagster treats a resource as a mapping and calls its keys().)"""
+        return AgeKeys(self.age_recipients, self.age_identity_env)
+
     def store(self) -> BackupStore:
-        return BackupStore(self.bucket(), AgeKeys(self.age_recipients, self.age_identity_env))
+        return BackupStore(self.bucket(), self.age_keys())
 
 
 class CloudflareResource(dg.ConfigurableResource):

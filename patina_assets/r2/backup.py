@@ -8,6 +8,10 @@ unless an object with that sha256 is already there.  Deleted keys are simply abs
 Memory stays flat whatever the bucket's size: the listing, the previous entries and the new entries are all
 streams, and at most ``concurrency * 4`` copies are in flight.
 
+With ``keys`` that encrypt (``encryption:`` in patina.yaml), objects and the entries file are stored as age files
+(see ``layout``).  A snapshot whose encryption differs from the previous one's (encryption turned on or off)
+does not reuse the previous entries: every object is read once more and stored in the new form.
+
 The entries file and then the manifest are published with :func:`patina_assets.storage.publish`, the one
 publish step dumps and archives share: the snapshot exists only once the manifest read back from the bucket
 names this run's entries.  A failure before that (a listing that breaks off, a copy that fails) publishes
@@ -35,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import R2BucketConfig
+from ..encryption import AgeKeys
 from ..leftovers import scratch_directory
 from ..storage import (
+    AGE_CONTENT_TYPE,
     Bucket,
     CorruptManifest,
     ObjectInfo,
@@ -52,7 +58,6 @@ from ..storage import (
     utc_timestamp,
     validate_database_name,
 )
-from ..storage.s3 import _strip_etag
 from .layout import (
     ENTRIES_CONTENT_TYPE,
     OBJECT_CONTENT_TYPE,
@@ -125,17 +130,27 @@ def backup_bucket(
     concurrency: int = DEFAULT_CONCURRENCY,
     now: datetime | None = None,
     scratch_parent: Path | str | None = None,
+    keys: AgeKeys | None = None,
 ) -> SnapshotManifest:
     """Snapshot ``source`` (objects under ``prefix`` not matching ``exclude``) as ``name`` on ``day`` in
     ``backup``; return the manifest as published.  See the module docstring for how and why."""
     name, day_text = validate_database_name(name), format_day(day)
     patterns = list(exclude)
+    sealing = keys if keys is not None and keys.enabled else None
     previous = _newest_snapshot(backup, name)
+    if previous is not None and previous.encrypted != (sealing is not None):
+        logger.info(
+            "r2/%s: the previous snapshot (%s) is %s, this one is not: every object is read and stored again",
+            name,
+            previous.day,
+            "encrypted" if previous.encrypted else "unencrypted",
+        )
+        previous = None
     started = time.monotonic()
     listing_started_at = utc_timestamp()
     counts = {"copied": 0, "copied_bytes": 0, "reused": 0, "excluded": 0, "vanished": 0}
     generation = new_generation(now)
-    key = entries_key(day_text, name, generation)
+    key = entries_key(day_text, name, generation, encrypted=sealing is not None)
     marker = in_progress_key(name, generation)
     backup.put_bytes(marker, json.dumps({"name": name, "day": day_text, "started_at": listing_started_at}).encode())
     try:
@@ -164,12 +179,14 @@ def backup_bucket(
 
                 try:
                     for info, before in _merge(
-                        _counting_exclusions(source, prefix, patterns, counts), previous, backup
+                        _counting_exclusions(source, prefix, patterns, counts), previous, backup, keys
                     ):
                         if before is not None and _unchanged(info, before):
                             pending.append(dataclasses.replace(before, last_modified=utc_timestamp(info.last_modified)))
                         else:
-                            pending.append(pool.submit(_copy_object, source, backup, info.key, scratch, uploads))
+                            pending.append(
+                                pool.submit(_copy_object, source, backup, info.key, scratch, uploads, sealing)
+                            )
                         while len(pending) > window:
                             settle_one()
                     while pending:
@@ -180,13 +197,18 @@ def backup_bucket(
                             item.cancel()
                     raise
             listing_finished_at = utc_timestamp()
-            size = entries_path.stat().st_size
+            if sealing is not None:
+                sealed_path = scratch / "entries.jsonl.gz.age"
+                sealed = sealing.seal(entries_path, sealed_path)
+                entries_path, size, entries_sha256 = sealed_path, sealed.stored_bytes, sealed.stored_sha256
+            else:
+                size, entries_sha256 = entries_path.stat().st_size, _sha256_of(entries_path)
             manifest = SnapshotManifest(
                 name=name,
                 day=day_text,
                 source=source.describe() if not prefix else f"{source.describe()} under {prefix!r}",
                 entries_key=key,
-                entries_sha256=_sha256_of(entries_path),
+                entries_sha256=entries_sha256,
                 entries_bytes=size,
                 objects=writer.objects,
                 bytes=writer.bytes,
@@ -199,6 +221,8 @@ def backup_bucket(
                 created_at=utc_timestamp(now),
                 patina_version=patina_version(),
                 exclude=patterns,
+                encrypted=sealing is not None,
+                recipients=list(sealing.fingerprints) if sealing is not None else [],
             )
             manifest_key = snapshot_manifest_key(day_text, name)
             publish(
@@ -253,10 +277,10 @@ def _newest_snapshot(backup: Bucket, name: str) -> SnapshotManifest | None:
 
 
 def _merge(
-    listing: Iterator[ObjectInfo], previous: SnapshotManifest | None, backup: Bucket
+    listing: Iterator[ObjectInfo], previous: SnapshotManifest | None, backup: Bucket, keys: AgeKeys | None
 ) -> Iterator[tuple[ObjectInfo, Entry | None]]:
     """Each listed object with the previous snapshot's entry of the same key (None if it had none)."""
-    before = _previous_entries(previous, backup)
+    before = _previous_entries(previous, backup, keys)
     current = next(before, None)
     for info in listing:
         while current is not None and current.key < info.key:
@@ -267,35 +291,34 @@ def _merge(
             yield info, None
 
 
-def _previous_entries(previous: SnapshotManifest | None, backup: Bucket) -> Iterator[Entry]:
+def _previous_entries(previous: SnapshotManifest | None, backup: Bucket, keys: AgeKeys | None) -> Iterator[Entry]:
     """The previous snapshot's entries; when they turn out damaged, the rest of the keys are copied as new
     (their bytes are stored again only if no object with their sha256 exists)."""
     if previous is None:
         return
     try:
-        yield from open_entries(backup, previous)
+        yield from open_entries(backup, previous, keys)
     except (CorruptManifest, StorageObjectNotFound) as exc:
         logger.warning(
             "the previous R2 snapshot %s cannot be read to the end (%s); copying the rest", previous.key, exc
         )
 
 
-def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uploads: _Uploads) -> _Copied | None:
+def _copy_object(
+    source: S3Bucket, backup: Bucket, key: str, scratch: Path, uploads: _Uploads, sealing: AgeKeys | None
+) -> _Copied | None:
     """Stream one source object into the content-addressed store; None when it vanished since the listing."""
-    from botocore.exceptions import BotoCoreError
-
     try:
-        response = source._call("read", key, "get_object", Bucket=source.bucket, Key=key)
+        body, details = source.open_with_details(key)
     except StorageObjectNotFound:
         return None
-    body = response["Body"]
     digest = hashlib.sha256()
     size = 0
     held = bytearray()  # the first SPOOL_BYTES; a larger object continues into a scratch file
     spool: Any = None
     spool_path = None
     try:
-        try:
+        try:  # read errors mid-stream arrive as StorageErrors (the bucket translates them)
             while chunk := body.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -308,28 +331,26 @@ def _copy_object(source: S3Bucket, backup: Bucket, key: str, scratch: Path, uplo
                     spool.write(held)
                     held = bytearray()
                 spool.write(chunk)
-        except (BotoCoreError, OSError) as exc:
-            raise source._error("read", key, exc) from exc
         finally:
             body.close()
             if spool is not None:
                 spool.close()
-        expected = int(response.get("ContentLength", size))
-        if size != expected:
-            raise StorageError(f"read {size} of {expected} bytes of {source.uri(key)}: the stream ended early")
+        if size != details.size:
+            raise StorageError(f"read {size} of {details.size} bytes of {source.uri(key)}: the stream ended early")
         sha256 = digest.hexdigest()
-        uploaded = _store(backup, sha256, size, bytes(held) if spool_path is None else Path(spool_path), uploads)
+        data = bytes(held) if spool_path is None else Path(spool_path)
+        uploaded = _store(backup, sha256, size, data, uploads, sealing, scratch)
     finally:
         if spool_path is not None:
             Path(spool_path).unlink(missing_ok=True)
     entry = Entry(
         key=key,
         size=size,
-        etag=_strip_etag(response.get("ETag")),
+        etag=details.etag,
         sha256=sha256,
-        last_modified=utc_timestamp(response["LastModified"]),
-        content_type=response.get("ContentType"),
-        metadata=dict(response.get("Metadata") or {}),
+        last_modified=utc_timestamp(details.last_modified),
+        content_type=details.content_type,
+        metadata=details.metadata,
     )
     return _Copied(entry, uploaded)
 
@@ -355,22 +376,53 @@ class _Uploads:
             self._in_flight.discard(sha256)
 
 
-def _store(backup: Bucket, sha256: str, size: int, data: bytes | Path, uploads: _Uploads) -> bool:
-    """Store the bytes as ``r2/objects/<sha256>`` unless they are there already; True if uploaded."""
-    target = object_key(sha256)
+def _store(
+    backup: Bucket,
+    sha256: str,
+    size: int,
+    data: bytes | Path,
+    uploads: _Uploads,
+    sealing: AgeKeys | None,
+    scratch: Path,
+) -> bool:
+    """Store the bytes as ``r2/objects/<sha256>`` (``.age``, encrypted, with ``sealing``) unless they are there
+    already; True if uploaded."""
+    target = object_key(sha256, encrypted=sealing is not None)
     if not uploads.claim(sha256):
         return False  # another copy of this backup is storing these bytes; the manifest waits for every copy
     try:
         stored = backup.stat(target)
-        if stored is not None and stored.size == size:
-            return False
-        if isinstance(data, Path):  # multipart when large
+        if stored is not None and (sealing is not None or stored.size == size):
+            return False  # (an age file is larger than its plaintext; its sha256 name vouches for the content)
+        if sealing is not None:
+            _seal_and_put(backup, target, data, sealing, scratch)
+        elif isinstance(data, Path):  # multipart when large
             backup.put_file(target, data, content_type=OBJECT_CONTENT_TYPE)
         else:
             backup.put_bytes(target, data, content_type=OBJECT_CONTENT_TYPE)
         return True
     finally:
         uploads.release(sha256)
+
+
+def _seal_and_put(backup: Bucket, target: str, data: bytes | Path, sealing: AgeKeys, scratch: Path) -> None:
+    plain = data
+    if not isinstance(data, Path):
+        handle, name = tempfile.mkstemp(prefix="object-", dir=scratch)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        plain = Path(name)
+    handle, name = tempfile.mkstemp(prefix="object-", suffix=".age", dir=scratch)
+    os.close(handle)
+    sealed_path = Path(name)
+    sealed_path.unlink()  # seal() creates it exclusively (a unique name in this backup's own scratch directory)
+    try:
+        sealing.seal(plain, sealed_path)
+        backup.put_file(target, sealed_path, content_type=AGE_CONTENT_TYPE)
+    finally:
+        sealed_path.unlink(missing_ok=True)
+        if plain is not data:
+            Path(plain).unlink(missing_ok=True)
 
 
 def _sha256_of(path: Path) -> str:

@@ -10,17 +10,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..encryption import AgeKeys, CiphertextDamaged
 from ..storage import Bucket, S3Bucket, StorageObjectNotFound, parse_utc_timestamp
 from .backup import listed_objects
-from .layout import Entry, SnapshotManifest, object_key, open_entries
+from .layout import Entry, SnapshotManifest, open_entries, read_object
 
 DEFAULT_SAMPLE = 64
-_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -35,6 +34,9 @@ class Completeness:
     def passed(self) -> bool:
         return self.missing == 0
 
+    def counts(self) -> dict[str, int]:
+        return {"missing": self.missing, "written_since": self.written_since, "deleted_since": self.deleted_since}
+
     def summary(self) -> str:
         if self.passed:
             return (
@@ -47,10 +49,12 @@ class Completeness:
         )
 
 
-def check_complete(source: S3Bucket, backup: Bucket, manifest: SnapshotManifest, prefix: str = "") -> Completeness:
+def check_complete(
+    source: S3Bucket, backup: Bucket, manifest: SnapshotManifest, prefix: str = "", keys: AgeKeys | None = None
+) -> Completeness:
     result = Completeness()
     began = parse_utc_timestamp(manifest.listing_started_at.replace("Z", "+00:00"))
-    entries = open_entries(backup, manifest)
+    entries = open_entries(backup, manifest, keys)
     current: Entry | None = next(entries, None)
     for info in listed_objects(source, prefix, manifest.exclude):
         result.listed += 1
@@ -84,6 +88,9 @@ class ObjectsCheck:
     def passed(self) -> bool:
         return not self.missing and not self.damaged
 
+    def counts(self) -> dict[str, int]:
+        return {"checked": self.checked, "missing": len(self.missing), "damaged": len(self.damaged)}
+
     def summary(self) -> str:
         scope = "all" if self.full else "a sample of"
         if self.passed:
@@ -108,24 +115,31 @@ def sample_entries(entries: Iterable[Entry], size: int, seed: str) -> list[Entry
     return sample
 
 
-def check_objects(backup: Bucket, manifest: SnapshotManifest, *, sample: int | None = DEFAULT_SAMPLE) -> ObjectsCheck:
-    """``sample`` entries (None: every one) read back from ``r2/objects/`` and hashed."""
+def check_objects(
+    backup: Bucket,
+    manifest: SnapshotManifest,
+    *,
+    sample: int | None = DEFAULT_SAMPLE,
+    keys: AgeKeys | None = None,
+) -> ObjectsCheck:
+    """``sample`` entries (None: every one) read back from ``r2/objects/`` (decrypted, for an encrypted
+    snapshot: an object that fails to authenticate is damaged) and hashed."""
     result = ObjectsCheck(full=sample is None)
-    entries: Iterable[Entry] = open_entries(backup, manifest)
+    entries: Iterable[Entry] = open_entries(backup, manifest, keys)
     if sample is not None:
         entries = sample_entries(entries, sample, f"{manifest.name}/{manifest.day}")
     for entry in entries:
         result.checked += 1
         result.bytes += entry.size
-        digest = hashlib.sha256()
         try:
-            with backup.open(object_key(entry.sha256)) as stream:
-                while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
+            size, sha256 = read_object(backup, manifest, entry, None, keys)
         except StorageObjectNotFound:
             result.missing.append(entry.key)
             continue
-        if digest.hexdigest() != entry.sha256:
+        except CiphertextDamaged:
+            result.damaged.append(entry.key)
+            continue
+        if (size, sha256) != (entry.size, entry.sha256):
             result.damaged.append(entry.key)
     return result
 

@@ -2,9 +2,9 @@
 
 ::
 
-    r2/objects/<sha256>                                        <- each distinct object, once (content-addressed)
+    r2/objects/<sha256>[.age]                                  <- each distinct object, once (content-addressed)
     r2/in-progress/grove-media.<generation>.json               <- while a backup runs (holds back garbage collection)
-    r2/2026-01-05/grove-media.20260106T030012123456Z-3f9a1c.entries.jsonl.gz  <- every key of that night
+    r2/2026-01-05/grove-media.20260106T030012123456Z-3f9a1c.entries.jsonl.gz[.age]  <- every key of that night
     r2/2026-01-05/grove-media.manifest.json                    <- the snapshot (written last)
 
 A snapshot exists exactly when its manifest does.  The manifest is small (a summary and the key and sha256 of
@@ -12,6 +12,13 @@ its entries file), so listing and status read it cheaply whatever the bucket's s
 JSON lines in key order, one line per source object (key, size, ETag, sha256, last-modified, content type,
 metadata), so a million keys are written and read with flat memory.  Each run's entries file has its own
 generation, so re-running a day never overwrites the entries the current manifest names.
+
+With ``encryption:`` configured, a snapshot is encrypted as the dumps are (age, to the configured recipients):
+each object is stored as ``r2/objects/<sha256>.age`` (the sha256 of its plaintext, so the same bytes are still
+stored once) and the entries file as ``....entries.jsonl.gz.age`` (keys and metadata are as private as the
+objects).  The manifest stays plaintext (counts, ``encrypted``, the recipients' fingerprints, and the sha256 of
+the *stored* entries file, so damage is found without the identity); reading the entries -- an incremental
+backup, the checks, restore, garbage collection -- needs the identity.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from ..encryption import AgeKeys, CiphertextDamaged, EncryptionError, decrypt_stream
 from ..storage import (
+    AGE_SUFFIX,
     Bucket,
     CorruptManifest,
     format_day,
     validate_database_name,
 )
-from ..storage.layout import _GENERATION
+from ..storage.layout import GENERATION_PATTERN
 
 R2_PREFIX = "r2/"
 OBJECTS_PREFIX = "r2/objects/"
@@ -45,20 +54,24 @@ ENTRIES_SUFFIX = ".entries.jsonl.gz"
 ENTRIES_CONTENT_TYPE = "application/gzip"
 OBJECT_CONTENT_TYPE = "application/octet-stream"
 SCHEMA_VERSION = 1
+#: An encrypted snapshot's manifest: a Patina that knows only version 1 refuses it rather than read its objects
+#: under plaintext keys.
+ENCRYPTED_SCHEMA_VERSION = 2
 KIND = "r2-snapshot"
+_CHUNK = 1024 * 1024
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SNAPSHOT_KEY = re.compile(
     rf"^r2/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[a-z0-9][a-z0-9._-]{{0,62}}?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{_GENERATION})\.entries\.jsonl\.gz)$"
+    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{GENERATION_PATTERN})\.entries\.jsonl\.gz(?P<age>\.age)?)$"
 )
 
 
-def object_key(sha256: str) -> str:
-    """The content-addressed key of the object whose bytes hash to ``sha256``."""
+def object_key(sha256: str, encrypted: bool = False) -> str:
+    """The content-addressed key of the object whose bytes hash to ``sha256`` (``.age``: stored encrypted)."""
     if not _SHA256.match(sha256):
         raise ValueError(f"{sha256!r} is not a sha256 hex digest")
-    return OBJECTS_PREFIX + sha256
+    return OBJECTS_PREFIX + sha256 + (AGE_SUFFIX if encrypted else "")
 
 
 def in_progress_key(name: str, generation: str) -> str:
@@ -69,8 +82,9 @@ def snapshot_manifest_key(day: date | str, name: str) -> str:
     return f"{R2_PREFIX}{format_day(day)}/{validate_database_name(name)}{MANIFEST_SUFFIX}"
 
 
-def entries_key(day: date | str, name: str, generation: str) -> str:
-    return f"{R2_PREFIX}{format_day(day)}/{validate_database_name(name)}.{generation}{ENTRIES_SUFFIX}"
+def entries_key(day: date | str, name: str, generation: str, encrypted: bool = False) -> str:
+    suffix = ENTRIES_SUFFIX + (AGE_SUFFIX if encrypted else "")
+    return f"{R2_PREFIX}{format_day(day)}/{validate_database_name(name)}.{generation}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -81,13 +95,14 @@ class SnapshotKey:
     day: str
     name: str
     generation: str | None
+    encrypted: bool = False  # an entries file stored as age
 
 
 def parse_snapshot_key(key: str) -> SnapshotKey | None:
     match = _SNAPSHOT_KEY.match(key)
     if match is None:
         return None
-    return SnapshotKey(key, match["day"], match["name"], match["generation"])
+    return SnapshotKey(key, match["day"], match["name"], match["generation"], bool(match["age"]))
 
 
 def is_r2_key(key: str) -> bool:
@@ -202,8 +217,18 @@ class SnapshotManifest:
     created_at: str
     patina_version: str
     exclude: list[str] = field(default_factory=list)
+    encrypted: bool = False
+    recipients: list[str] = field(default_factory=list)  # fingerprints of the recipients it was encrypted to
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
+
+    def __post_init__(self) -> None:
+        if self.encrypted and self.schema_version == SCHEMA_VERSION:
+            object.__setattr__(self, "schema_version", ENCRYPTED_SCHEMA_VERSION)
+
+    def object_key(self, sha256: str) -> str:
+        """Where this snapshot's object with ``sha256`` is stored."""
+        return object_key(sha256, self.encrypted)
 
     @property
     def key(self) -> str:
@@ -220,10 +245,10 @@ class SnapshotManifest:
             raise CorruptManifest(f"{key} is not JSON ({exc})") from None
         if not isinstance(raw, dict) or raw.get("kind") != KIND:
             raise CorruptManifest(f"{key} is not an R2 snapshot manifest (kind {KIND!r})")
-        if raw.get("schema_version") != SCHEMA_VERSION:
+        if raw.get("schema_version") not in (SCHEMA_VERSION, ENCRYPTED_SCHEMA_VERSION):
             raise CorruptManifest(
-                f"{key} has schema_version {raw.get('schema_version')!r}; this Patina reads {SCHEMA_VERSION}: "
-                "upgrade Patina to read it"
+                f"{key} has schema_version {raw.get('schema_version')!r}; this Patina reads {SCHEMA_VERSION} and "
+                f"{ENCRYPTED_SCHEMA_VERSION}: upgrade Patina to read it"
             )
         names = {f for f in cls.__dataclass_fields__}
         try:
@@ -238,6 +263,7 @@ class SnapshotManifest:
             entries is None
             or entries.generation is None
             or (entries.day, entries.name) != (manifest.day, manifest.name)
+            or entries.encrypted != bool(manifest.encrypted)
         ):
             raise CorruptManifest(f"{key} names {manifest.entries_key!r}, which is not its entries file")
         return manifest
@@ -247,9 +273,14 @@ def read_manifest(bucket: Bucket, key: str) -> SnapshotManifest:
     return SnapshotManifest.from_json(bucket.get_bytes(key), key=key)
 
 
-def open_entries(bucket: Bucket, manifest: SnapshotManifest) -> Iterator[Entry]:
+def open_entries(bucket: Bucket, manifest: SnapshotManifest, keys: AgeKeys | None = None) -> Iterator[Entry]:
     """Every entry of ``manifest``, checked against the sha256 the manifest records for its entries file: a
-    damaged entries file raises ``CorruptManifest`` at its end (after the entries it held were yielded)."""
+    damaged entries file raises ``CorruptManifest`` at its end (after the entries it held were yielded).  An
+    encrypted snapshot's entries need ``keys`` with the identity; they are decrypted whole, and authenticated,
+    before the first is yielded."""
+    if manifest.encrypted:
+        yield from _open_encrypted_entries(bucket, manifest, keys)
+        return
     digest = hashlib.sha256()
     size = 0
     with bucket.open(manifest.entries_key) as stream:
@@ -263,6 +294,69 @@ def open_entries(bucket: Bucket, manifest: SnapshotManifest) -> Iterator[Entry]:
             f"{bucket.uri(manifest.entries_key)} does not match the size and sha256 its manifest {manifest.key} "
             "records: the snapshot's list of keys is damaged"
         )
+
+
+def _open_encrypted_entries(bucket: Bucket, manifest: SnapshotManifest, keys: AgeKeys | None) -> Iterator[Entry]:
+    where = bucket.uri(manifest.entries_key)
+    if keys is None:
+        raise EncryptionError(
+            f"the R2 snapshot {manifest.key} is encrypted (to {', '.join(manifest.recipients) or 'unrecorded keys'}); "
+            "reading its keys needs the age identity: configure encryption in patina.yaml and set its identity variable"
+        )
+    try:
+        plain = keys.open_decrypted(
+            bucket.open(manifest.entries_key),
+            what=f"the entries of the R2 snapshot {manifest.key}",
+            stored_sha256=manifest.entries_sha256,
+            recipients=manifest.recipients,
+        )
+    except CiphertextDamaged as exc:
+        raise CorruptManifest(f"{where}: the snapshot's list of keys is damaged ({exc})") from None
+    with plain:
+        yield from read_entries(plain, where)
+
+
+def read_object(
+    bucket: Bucket, manifest: SnapshotManifest, entry: Entry, out: IO[bytes] | None, keys: AgeKeys | None = None
+) -> tuple[int, str]:
+    """Stream the bytes ``entry`` had in the source into ``out`` (None: only read them), decrypting those of an
+    encrypted snapshot; return their size and sha256, for the caller to compare with the entry.  A missing
+    object raises ``StorageObjectNotFound``; an encrypted one that fails to authenticate ``CiphertextDamaged``
+    (a ``StorageIntegrityError``), and one the identity cannot open ``WrongIdentity``."""
+    key = manifest.object_key(entry.sha256)
+    if not manifest.encrypted:
+        digest = hashlib.sha256()
+        size = 0
+        with bucket.open(key) as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+        return size, digest.hexdigest()
+    if keys is None:
+        raise EncryptionError(
+            f"{bucket.uri(key)} is encrypted; reading it needs the age identity: configure encryption in "
+            "patina.yaml and set its identity variable"
+        )
+    keyring = keys.keyring()
+    with bucket.open(key) as stream:
+        sealed = decrypt_stream(
+            stream,
+            out if out is not None else _Discard(),  # type: ignore[arg-type]
+            keyring,
+            what=f"{bucket.uri(key)} (the bytes of {entry.key!r})",
+            recipients=manifest.recipients,
+        )
+    return sealed.plain_bytes, sealed.plain_sha256
+
+
+class _Discard(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
 
 
 class _HashingReader(io.RawIOBase):

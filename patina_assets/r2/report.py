@@ -18,6 +18,7 @@ def snapshot_document(snapshot: SnapshotManifest) -> dict[str, Any]:
         "bytes": snapshot.bytes,
         "copiedObjects": snapshot.copied_objects,
         "copiedBytes": snapshot.copied_bytes,
+        "encrypted": snapshot.encrypted,
         "createdAt": snapshot.created_at,
         "manifest": snapshot.key,
     }
@@ -41,13 +42,14 @@ def render_r2_rows(document: dict[str, Any]) -> list[list[str]]:
             f"{s['objects']:,}",
             human_bytes(s["bytes"]),
             f"{s['copiedObjects']:,} ({human_bytes(s['copiedBytes'])})",
+            "age" if s.get("encrypted") else "no",
             s["createdAt"],
         ]
         for s in document["snapshots"]
     ]
 
 
-R2_HEADERS = ["DATE", "R2 BUCKET", "OBJECTS", "SIZE", "COPIED THAT NIGHT", "CREATED"]
+R2_HEADERS = ["DATE", "R2 BUCKET", "OBJECTS", "SIZE", "COPIED THAT NIGHT", "ENCRYPTED", "CREATED"]
 
 
 def r2_status(config: PatinaConfig, bucket: Bucket) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ Two passes over the snapshot's entries (optionally only keys under ``prefix``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,6 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ..encryption import AgeKeys
 from ..leftovers import scratch_directory
 from ..storage import (
     Bucket,
@@ -34,11 +34,9 @@ from ..storage import (
     format_day,
     parse_utc_timestamp,
 )
-from .layout import Entry, SnapshotManifest, object_key, open_entries, read_manifest, snapshot_manifest_key
+from .layout import Entry, SnapshotManifest, open_entries, read_manifest, read_object, snapshot_manifest_key
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 1024 * 1024
 
 
 class RestoreRefused(StorageError):
@@ -101,9 +99,11 @@ def restore_snapshot(
     part_size: int = 16 * 1024 * 1024,
     concurrency: int = 8,
     scratch_parent: Path | str | None = None,
+    keys: AgeKeys | None = None,
 ) -> R2RestoreResult:
     """Restore snapshot ``name`` of ``day`` (keys under ``prefix``) to ``to``: a directory, or
-    ``s3://bucket[/prefix]`` through ``s3_client`` (a boto3 S3 client for the destination's account)."""
+    ``s3://bucket[/prefix]`` through ``s3_client`` (a boto3 S3 client for the destination's account).  An
+    encrypted snapshot needs ``keys`` with the identity."""
     manifest = find_snapshot(backup, day, name)
     destination = parse_destination(str(to)) if not isinstance(to, Path) else to
     if isinstance(destination, Path):
@@ -116,7 +116,7 @@ def restore_snapshot(
     conflicts: list[str] = []
     conflict_count = 0
     planned = 0
-    for entry, exists in target.plan(_selected(backup, manifest, prefix)):
+    for entry, exists in target.plan(_selected(backup, manifest, prefix, keys)):
         planned += 1
         if exists:
             conflict_count += 1
@@ -135,7 +135,7 @@ def restore_snapshot(
         def restore_one(entry: Entry) -> int:
             temporary = target.temporary_for(entry, scratch)
             try:
-                _download_verified(backup, entry, temporary)
+                _download_verified(backup, manifest, entry, temporary, keys)
                 target.put(entry, temporary)
             finally:
                 temporary.unlink(missing_ok=True)
@@ -143,7 +143,7 @@ def restore_snapshot(
 
         pending: deque[Future[int]] = deque()
         try:
-            for entry in _selected(backup, manifest, prefix):
+            for entry in _selected(backup, manifest, prefix, keys):
                 pending.append(pool.submit(restore_one, entry))
                 while len(pending) > concurrency * 4:  # a bounded window: flat memory for any number of keys
                     total += pending.popleft().result()
@@ -160,30 +160,27 @@ def restore_snapshot(
     return result
 
 
-def _selected(backup: Bucket, manifest: SnapshotManifest, prefix: str) -> Iterator[Entry]:
-    for entry in open_entries(backup, manifest):
+def _selected(backup: Bucket, manifest: SnapshotManifest, prefix: str, keys: AgeKeys | None) -> Iterator[Entry]:
+    for entry in open_entries(backup, manifest, keys):
         if entry.key.startswith(prefix):
             yield entry
 
 
-def _download_verified(backup: Bucket, entry: Entry, path: Path) -> None:
-    digest = hashlib.sha256()
-    size = 0
-    key = object_key(entry.sha256)
+def _download_verified(
+    backup: Bucket, manifest: SnapshotManifest, entry: Entry, path: Path, keys: AgeKeys | None
+) -> None:
+    key = manifest.object_key(entry.sha256)
     try:
-        with backup.open(key) as stream, open(path, "wb") as out:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        with open(path, "wb") as out:
+            size, sha256 = read_object(backup, manifest, entry, out, keys)
     except StorageObjectNotFound:
         raise StorageIntegrityError(
             f"{backup.uri(key)}, the bytes of {entry.key!r}, is missing from the backup bucket: this snapshot cannot "
             "be restored whole (an earlier snapshot may still hold the object)"
         ) from None
-    if size != entry.size or digest.hexdigest() != entry.sha256:
+    if size != entry.size or sha256 != entry.sha256:
         raise StorageIntegrityError(
-            f"{backup.uri(key)} ({size} bytes, sha256 {digest.hexdigest()[:12]}...) does not match {entry.key!r} "
+            f"{backup.uri(key)} ({size} bytes, sha256 {sha256[:12]}...) does not match {entry.key!r} "
             f"({entry.size} bytes, sha256 {entry.sha256[:12]}...): the stored object is damaged; nothing was "
             "written for this key"
         )
@@ -223,8 +220,22 @@ class _DirectoryTarget(_Target):
         return self.root.joinpath(*parts)
 
     def plan(self, entries: Iterator[Entry]) -> Iterator[tuple[Entry, bool]]:
+        # S3 keys may make "a" a file and "a/b" one inside it; a directory cannot, so that is refused here,
+        # before anything is written.  In key order, every key between "a" and "a/b" starts with "a", so a
+        # stack of the keys that prefix the current one (as long as the longest key, at most) finds each case.
+        prefixes: list[str] = []
         for entry in entries:
             path = self.path_of(entry.key)
+            while prefixes and not entry.key.startswith(prefixes[-1]):
+                prefixes.pop()
+            clash = next((p for p in prefixes if not p.endswith("/") and entry.key.startswith(p + "/")), None)
+            if clash is not None:
+                raise RestoreRefused(
+                    f"the snapshot holds both {clash!r} and {entry.key!r}, so {clash!r} is both a file and a folder, "
+                    f"which {self.describe()} cannot hold; nothing was written. Restore to s3://... instead, or leave "
+                    "one of them out with --prefix"
+                )
+            prefixes.append(entry.key)
             yield entry, (not entry.key.endswith("/")) and os.path.lexists(path)
 
     def temporary_for(self, entry: Entry, scratch: Path) -> Path:
@@ -268,21 +279,8 @@ class _BucketTarget(_Target):
         return Path(name)
 
     def put(self, entry: Entry, path: Path) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        extra: dict[str, Any] = {"Metadata": entry.metadata}
-        if entry.content_type:
-            extra["ContentType"] = entry.content_type
-        size = self.bucket.part_size_for(entry.size)
-        config = TransferConfig(multipart_threshold=size, multipart_chunksize=size, use_threads=False)
-        key = self.bucket._full_key(entry.key)
-        try:
-            self.bucket.client.upload_file(str(path), self.bucket.bucket, key, ExtraArgs=extra, Config=config)
-        except Exception as exc:  # boto3's S3UploadFailedError wraps the ClientError
-            cause = exc.__cause__ or exc
-            raise self.bucket._error("restore", entry.key, cause) from exc
-        stored = self.bucket.client.head_object(Bucket=self.bucket.bucket, Key=key)
-        if int(stored["ContentLength"]) != entry.size:
+        stored = self.bucket.put_file(entry.key, path, entry.content_type, metadata=entry.metadata, foreign_key=True)
+        if stored.size != entry.size:
             raise StorageIntegrityError(
-                f"{self.bucket.uri(entry.key)} holds {stored['ContentLength']} bytes after the upload, not {entry.size}"
+                f"{self.bucket.uri(entry.key)} holds {stored.size} bytes after the upload, not {entry.size}"
             )

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from ..config import RetentionConfig
+from ..encryption import AgeKeys, EncryptionError
 from ..leftovers import scratch_directory
 from ..storage import Bucket, StorageError
 from .layout import (
@@ -94,8 +95,10 @@ def collect_garbage(
     now: datetime | None = None,
     grace: timedelta = GRACE,
     scratch_parent: Path | str | None = None,
+    keys: AgeKeys | None = None,
 ) -> R2RetentionResult:
-    """Apply retention to every R2 snapshot in ``backup`` and delete the objects no kept snapshot names."""
+    """Apply retention to every R2 snapshot in ``backup`` and delete the objects no kept snapshot names.  An
+    encrypted snapshot's list of objects needs ``keys`` with the identity: without it nothing is deleted."""
     now = now or datetime.now(UTC)
     result = R2RetentionResult()
     snapshots, corrupt = list_snapshots(backup)
@@ -119,14 +122,16 @@ def collect_garbage(
     with scratch_directory("r2-gc", scratch_parent) as scratch:
         names = sqlite3.connect(scratch / "referenced.sqlite")
         try:
-            names.execute("CREATE TABLE referenced (sha256 TEXT PRIMARY KEY) WITHOUT ROWID")
+            # Object keys, not sha256s: the same bytes may be stored both plain and encrypted (encryption turned
+            # on), and each form is kept while a kept snapshot names it.
+            names.execute("CREATE TABLE referenced (key TEXT PRIMARY KEY) WITHOUT ROWID")
             for manifest in kept:
                 try:
                     names.executemany(
                         "INSERT OR IGNORE INTO referenced VALUES (?)",
-                        ((entry.sha256,) for entry in open_entries(backup, manifest)),
+                        ((manifest.object_key(entry.sha256),) for entry in open_entries(backup, manifest, keys)),
                     )
-                except StorageError as exc:
+                except (StorageError, EncryptionError) as exc:
                     raise GarbageCollectionRefused(
                         f"the kept R2 snapshot {manifest.key} cannot be read ({exc}); nothing is deleted"
                     ) from exc
@@ -154,8 +159,7 @@ def collect_garbage(
                 return result
             doomed: list[str] = []
             for info in backup.list(OBJECTS_PREFIX):
-                sha256 = info.key[len(OBJECTS_PREFIX) :]
-                if names.execute("SELECT 1 FROM referenced WHERE sha256 = ?", (sha256,)).fetchone():
+                if names.execute("SELECT 1 FROM referenced WHERE key = ?", (info.key,)).fetchone():
                     continue
                 if info.last_modified >= now - grace:
                     result.young_unreferenced += 1

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -90,6 +90,14 @@ class ObjectInfo:
     size: int
     last_modified: datetime
     etag: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectDetails(ObjectInfo):
+    """What a GET says about an object besides its bytes (S3 only): for copying objects with what they carry."""
+
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -38,12 +38,13 @@ DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A generation makes each upload's dump key unique: UTC time to the microsecond, then randomness.
 # It contains 'T' and 'Z', which a database name (lowercase) cannot, so parsing a key is unambiguous.
-_GENERATION = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
-_GENERATION_RE = re.compile(rf"^{_GENERATION}$")
+#: The regular expression of a generation (a UTC moment and 6 random hex digits); R2 snapshots name theirs alike.
+GENERATION_PATTERN = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
+_GENERATION_RE = re.compile(rf"^{GENERATION_PATTERN}$")
 _DAILY_KEY = re.compile(
     rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|(?:\.(?P<generation>{_GENERATION}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)$"
+    rf"|(?:\.(?P<generation>{GENERATION_PATTERN}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)$"
 )
 VERIFICATION_SUFFIX = ".verification.json"
 
@@ -179,7 +180,7 @@ ZSTD_WINDOW_LOG = 27
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|\.(?P<generation>{_GENERATION})\.(?P<format>tar\.zst|tar\.gz)(?P<age>\.age)?)$"
+    rf"|\.(?P<generation>{GENERATION_PATTERN})\.(?P<format>tar\.zst|tar\.gz)(?P<age>\.age)?)$"
 )
 
 

@@ -26,6 +26,7 @@ from .buckets import (
     MIN_PART_SIZE,
     IncompleteWrite,
     MiB,
+    ObjectDetails,
     ObjectInfo,
     StorageAccessDenied,
     StorageBucketNotFound,
@@ -156,36 +157,55 @@ class S3Bucket:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def put_file(self, key: str, path: Path | str, content_type: str | None = None) -> ObjectInfo:
-        """Upload the file at ``path``; returns the stored object's stat.  All or nothing."""
-        validate_key(key)
+    def put_file(
+        self,
+        key: str,
+        path: Path | str,
+        content_type: str | None = None,
+        *,
+        metadata: dict[str, str] | None = None,
+        foreign_key: bool = False,
+    ) -> ObjectInfo:
+        """Upload the file at ``path``; returns the stored object's stat.  All or nothing.
+
+        For restoring another bucket's objects (R2 bucket backups; S3 only, a directory has nowhere to keep
+        them): ``metadata`` becomes the object's user metadata, and ``foreign_key`` accepts any key S3 does
+        (``folder/``, ``a//b``), not only the keys of Patina's own layout."""
+        if not foreign_key:
+            validate_key(key)
         size = _source_size(path)
         if size <= self.multipart_threshold:
             with _open_source(path) as source:
                 data = _read_exactly(source, size, path)
-            self._put_object(key, data, content_type)
+            self._put_object(key, data, content_type, metadata)
         else:
-            self._multipart_upload(key, path, size, content_type)
-        return self._stat_after_write(key)
+            self._multipart_upload(key, path, size, content_type, metadata)
+        return self._stat_after_write(key, foreign_key=foreign_key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         """Store ``data`` under ``key`` with one (atomic) PUT; returns the stored object's stat."""
         validate_key(key)
-        self._put_object(key, bytes(data), content_type)
+        self._put_object(key, bytes(data), content_type, None)
         return self._stat_after_write(key)
 
-    def _put_object(self, key: str, data: bytes, content_type: str | None) -> None:
+    def _put_object(self, key: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key), "Body": data}
         if content_type:
             args["ContentType"] = content_type
+        if metadata:
+            args["Metadata"] = dict(metadata)
         if self.content_md5:
             args["ContentMD5"] = _base64_md5(data)
         self._call("upload", key, "put_object", **args)
 
-    def _multipart_upload(self, key: str, path: Path | str, size: int, content_type: str | None) -> None:
+    def _multipart_upload(
+        self, key: str, path: Path | str, size: int, content_type: str | None, metadata: dict[str, str] | None
+    ) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key)}
         if content_type:
             args["ContentType"] = content_type
+        if metadata:
+            args["Metadata"] = dict(metadata)
         upload_id = self._call("start a multipart upload of", key, "create_multipart_upload", **args)["UploadId"]
         try:
             parts = self._upload_parts(key, upload_id, path, size)
@@ -257,8 +277,8 @@ class S3Bucket:
         needed = math.ceil(size / MAX_PARTS)
         return max(self.part_size, math.ceil(needed / MiB) * MiB)
 
-    def _stat_after_write(self, key: str) -> ObjectInfo:
-        info = self.stat(key)
+    def _stat_after_write(self, key: str, *, foreign_key: bool = False) -> ObjectInfo:
+        info = self._head(key) if foreign_key else self.stat(key)
         if info is None:
             raise StorageIntegrityError(
                 f"{self.uri(key)} is missing right after a successful upload to {self._endpoint()}: "
@@ -275,15 +295,35 @@ class S3Bucket:
         raw = _S3Reader(response["Body"], lambda exc: self._error("read", key, exc))
         return io.BufferedReader(raw, buffer_size=_COPY_BUFFER)  # type: ignore[return-value]
 
+    def open_with_details(self, key: str) -> tuple[BinaryIO, ObjectDetails]:
+        """Stream ``key``'s bytes together with what S3 says of the object in the same answer (size, ETag,
+        time, content type, user metadata): one GET, so the details are those of the bytes read.  Raises
+        StorageObjectNotFound when there is no such object.  For copying another bucket's objects: ``key``
+        is any key its listing returned (S3 allows ``folder/`` and ``a//b``; Patina's own layout does not)."""
+        response = self._call("read", key, "get_object", Bucket=self.bucket, Key=self._full_key(key))
+        raw = _S3Reader(response["Body"], lambda exc: self._error("read", key, exc))
+        details = ObjectDetails(
+            key=key,
+            size=int(response["ContentLength"]),
+            last_modified=response["LastModified"],
+            etag=strip_etag(response.get("ETag")),
+            content_type=response.get("ContentType"),
+            metadata=dict(response.get("Metadata") or {}),
+        )
+        return io.BufferedReader(raw, buffer_size=_COPY_BUFFER), details  # type: ignore[return-value]
+
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as reader:
             return reader.read()
 
     def stat(self, key: str) -> ObjectInfo | None:
         """HEAD the object; None if it does not exist (but a missing *bucket* raises)."""
+        validate_key(key)
+        return self._head(key)
+
+    def _head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        validate_key(key)
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
         except ClientError as exc:
@@ -297,7 +337,7 @@ class S3Bucket:
             key=key,
             size=int(response["ContentLength"]),
             last_modified=response["LastModified"],
-            etag=_strip_etag(response.get("ETag")),
+            etag=strip_etag(response.get("ETag")),
         )
 
     def _raise_if_bucket_missing(self) -> None:
@@ -333,7 +373,7 @@ class S3Bucket:
                         key=item["Key"][len(self.prefix) :],
                         size=int(item["Size"]),
                         last_modified=item["LastModified"],
-                        etag=_strip_etag(item.get("ETag")),
+                        etag=strip_etag(item.get("ETag")),
                     )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list", prefix or None, exc, listing=True) from exc
@@ -544,7 +584,7 @@ def _http_status(exc: Any) -> int | None:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
-def _strip_etag(etag: str | None) -> str | None:
+def strip_etag(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
 
 

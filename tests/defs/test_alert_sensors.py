@@ -19,7 +19,7 @@ from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions, resources
 from patina_assets.defs.alerts import sensors as alert_sensors
 from patina_assets.defs.alerts.sensors import CHECK_ALERTS_SENSOR, RUN_ALERTS_SENSOR, build_alert_sensors
-from patina_assets.defs.archives.assets import WEEKLY_JOB
+from patina_assets.defs.archives.jobs import WEEKLY_JOB
 from patina_assets.defs.dumps.assets import build_dump_assets, dump_asset_key
 from patina_assets.defs.dumps.checks import DUMP_CHECK_NAMES
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB

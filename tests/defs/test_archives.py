@@ -21,9 +21,8 @@ from patina_assets.defs.archives.assets import (
     RETENTION_CHECK,
     RETENTION_MARK,
     WEEK_COMPLETE_CHECK,
-    WEEKLY_JOB,
-    WEEKLY_SCHEDULE,
 )
+from patina_assets.defs.archives.jobs import WEEKLY_JOB, WEEKLY_SCHEDULE
 from patina_assets.defs.archives.reconciliation import recorded_backups, recorded_partitions
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.storage import daily_manifest_key, new_generation, week_days

@@ -1,6 +1,7 @@
 """The R2 backup assets: a night's materialization against moto (source bucket) into a local backup bucket, with
 its checks and retention, and the nightly job's executor that keeps the dumps' slots."""
 
+import dataclasses
 import hashlib
 
 import dagster as dg
@@ -9,11 +10,13 @@ from support.configs import write_config
 from support.s3_server import create_bucket, direct_client, moto_server
 
 from patina_assets.backup import open_store
+from patina_assets.config import EncryptionConfig
 from patina_assets.defs import build_definitions
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.defs.policies import R2_GROUP, nightly_executor_config
 from patina_assets.defs.r2_backups.assets import R2_CHECK_NAMES, build_r2_assets
 from patina_assets.defs.resources import resources
+from patina_assets.encryption import generate_identity
 from patina_assets.r2 import list_snapshots, object_key
 
 
@@ -92,3 +95,31 @@ def test_the_nightly_job_runs_the_dumps_and_the_r2_snapshots(config):
     assert {dg.AssetKey(["r2", "grove_media"]), dg.AssetKey(["dumps", "groveauth"])} <= selected
     spec = next(s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey(["r2", "grove_media"]))
     assert spec.group_name == R2_GROUP
+
+
+def test_with_encryption_the_night_stores_the_snapshot_encrypted_and_checks_it(tmp_path, config, monkeypatch):
+    identity = generate_identity()
+    monkeypatch.setenv("PATINA_AGE_IDENTITY", identity.file_text)
+    encrypted = dataclasses.replace(config, encryption=EncryptionConfig(recipients=(identity.recipient,)))
+    (asset,) = build_r2_assets(encrypted)
+    result = dg.materialize(
+        [asset], partition_key="2026-03-08", resources={"bucket": resources(encrypted)["bucket"]}, raise_on_error=False
+    )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node(asset.op.name)
+    assert materialization.metadata["encrypted"].value is True
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == set(R2_CHECK_NAMES) and all(e.passed for e in evaluations.values())
+    bucket = open_store(encrypted).bucket
+    sha = hashlib.sha256(b"image 3").hexdigest()
+    assert bucket.stat(object_key(sha, encrypted=True)) is not None and bucket.stat(object_key(sha)) is None
+
+    # The next night without the identity: the asset fails saying which variable to set; nothing is published.
+    monkeypatch.delenv("PATINA_AGE_IDENTITY")
+    result = dg.materialize(
+        [asset], partition_key="2026-03-09", resources={"bucket": resources(encrypted)["bucket"]}, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "PATINA_AGE_IDENTITY" in str(failure.event_specific_data.error)
+    assert [s.day for s in list_snapshots(bucket, "grove-media")[0]] == ["2026-03-08"]

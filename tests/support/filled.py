@@ -26,7 +26,7 @@ import yaml
 
 from patina_assets.config import PatinaConfig, load_config
 from patina_assets.defs import build_definitions
-from patina_assets.defs.archives.assets import WEEKLY_JOB
+from patina_assets.defs.archives.jobs import WEEKLY_JOB
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 
 from .configs import small_database, write_config

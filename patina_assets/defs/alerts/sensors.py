@@ -54,7 +54,8 @@ from ...notifications import (
     RunSummary,
     pending,
 )
-from ..archives.assets import ARCHIVE_KEY, WEEKLY_JOB
+from ..archives.assets import ARCHIVE_KEY
+from ..archives.jobs import WEEKLY_JOB
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
 from ..fleets.assets import DATABASE, fleet_asset_key

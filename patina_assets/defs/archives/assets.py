@@ -34,7 +34,6 @@ from ...retention import (
     apply_retention,
     plan_retention,
 )
-from ...schedules import WEEKLY_SCHEDULE  # noqa: F401  (re-exported: its one home is schedules.py)
 from ...storage import StorageError, week_days, week_start_of
 from ...units import human_bytes
 from ..dumps.assets import dump_asset_key
@@ -44,7 +43,6 @@ from ..resources import BucketResource
 
 ARCHIVE_KEY = dg.AssetKey(["archives", "weekly"])
 ARCHIVES_GROUP = "archives"
-WEEKLY_JOB = "weekly_archive"
 ARCHIVE_VERIFIED_CHECK = "archive_verified"
 WEEK_COMPLETE_CHECK = "week_complete"
 RETENTION_CHECK = "retention_applied"
@@ -52,7 +50,6 @@ RECONCILIATION_CHECK = "bucket_reconciliation"
 #: Metadata key of the observation that marks a dump or archive partition as deleted by retention.
 RETENTION_MARK = "patina/retention"
 DELETED = "deleted"
-WEEKLY_MAX_RUNTIME_SECONDS = 4 * 3600
 _WAITING_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 _SHOWN = 200  # rows of a metadata table; counts are always complete
 

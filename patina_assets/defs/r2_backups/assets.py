@@ -24,6 +24,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from ...config import PatinaConfig, R2BucketConfig
+from ...encryption import EncryptionError
 from ...r2 import backup_bucket, check_complete, check_objects, collect_garbage, judge_size, list_snapshots, open_source
 from ...r2.checks import DEFAULT_SAMPLE
 from ...r2.retention import GarbageCollectionRefused
@@ -85,13 +86,15 @@ def build_r2_asset(
         ],
     )
     def r2_backup(context: dg.AssetExecutionContext, bucket: BucketResource) -> dg.MaterializeResult:
-        backup = bucket.bucket()
+        backup, keys = bucket.bucket(), bucket.age_keys()
         day = context.partition_key
         try:
             source = open_source(entry)
             manifest = backup_bucket(
-                source, backup, name=entry.name, day=day, prefix=entry.prefix, exclude=entry.exclude
+                source, backup, name=entry.name, day=day, prefix=entry.prefix, exclude=entry.exclude, keys=keys
             )
+        except EncryptionError as exc:  # the previous snapshot is encrypted and the identity is not here
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         except StorageError as exc:
             if not exc.retryable:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -101,9 +104,12 @@ def build_r2_asset(
             f"{manifest.copied_objects} ({human_bytes(manifest.copied_bytes)})"
         )
 
-        complete = check_complete(source, backup, manifest, entry.prefix)
         full = date.fromisoformat(day).isoweekday() == 7
-        objects = check_objects(backup, manifest, sample=None if full else DEFAULT_SAMPLE)
+        try:
+            complete = check_complete(source, backup, manifest, entry.prefix, keys)
+            objects = check_objects(backup, manifest, sample=None if full else DEFAULT_SAMPLE, keys=keys)
+        except EncryptionError as exc:  # e.g. an identity that is not the recipients': the checks fail, saying why
+            complete = objects = _Unreadable(f"the snapshot was stored but cannot be read back here: {exc}")
         history = [s for s in list_snapshots(backup, entry.name)[0] if s.day < day][-HISTORY_WINDOW:]
         size = judge_size(
             manifest,
@@ -118,27 +124,14 @@ def build_r2_asset(
                 passed=complete.passed,
                 severity=ERROR,
                 description=complete.summary(),
-                metadata={
-                    "r2_bucket": entry.name,
-                    "day": day,
-                    "missing": complete.missing,
-                    "written_since": complete.written_since,
-                    "deleted_since": complete.deleted_since,
-                },
+                metadata={"r2_bucket": entry.name, "day": day, **complete.counts()},
             ),
             dg.AssetCheckResult(
                 check_name=R2_OBJECTS_VERIFIED,
                 passed=objects.passed,
                 severity=ERROR,
                 description=objects.summary(),
-                metadata={
-                    "r2_bucket": entry.name,
-                    "day": day,
-                    "checked": objects.checked,
-                    "full": objects.full,
-                    "missing": len(objects.missing),
-                    "damaged": len(objects.damaged),
-                },
+                metadata={"r2_bucket": entry.name, "day": day, "full": full, **objects.counts()},
             ),
             dg.AssetCheckResult(
                 check_name=R2_SIZE_ANOMALY,
@@ -157,7 +150,7 @@ def build_r2_asset(
 
         retention_note = "not run"
         try:
-            retention_note = collect_garbage(backup, config.retention).summary()
+            retention_note = collect_garbage(backup, config.retention, keys=keys).summary()
         except (GarbageCollectionRefused, StorageError) as exc:  # the snapshot stands; retention waits
             context.log.warning(f"R2 retention did not run: {exc}")
             retention_note = f"did not run: {exc}"
@@ -169,6 +162,8 @@ def build_r2_asset(
                 "objects": manifest.objects,
                 "bytes": manifest.bytes,
                 "size": dg.MetadataValue.text(human_bytes(manifest.bytes)),
+                "encrypted": manifest.encrypted,
+                "recipients": dg.MetadataValue.text(", ".join(manifest.recipients) or "(none)"),
                 "copied_objects": manifest.copied_objects,
                 "copied_bytes": manifest.copied_bytes,
                 "reused_objects": manifest.reused_objects,
@@ -187,3 +182,18 @@ def build_r2_asset(
 def build_r2_assets(config: PatinaConfig) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(config)
     return [build_r2_asset(entry, config, partitions) for entry in config.r2_buckets]
+
+
+class _Unreadable:
+    """A check that could not read the snapshot back (the identity is missing or wrong): it fails, saying why."""
+
+    passed = False
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def summary(self) -> str:
+        return self.why
+
+    def counts(self) -> dict[str, int]:
+        return {}

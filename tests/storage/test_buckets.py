@@ -1,0 +1,94 @@
+"""The Bucket contract, run against both implementations (a local directory and S3 on moto)."""
+
+from __future__ import annotations
+
+import pytest
+from support.storage import (
+    keys_of,
+    sha256_hex,
+    write_dump,
+)
+
+from patina_assets.storage import (
+    InvalidKey,
+    MiB,
+    StorageObjectNotFound,
+)
+
+
+def test_put_get_stat_roundtrip(bucket):
+    info = bucket.put_bytes("daily/2026-01-05/x.txt", b"hello", content_type="text/plain")
+
+    assert (info.key, info.size) == ("daily/2026-01-05/x.txt", 5)
+    assert info.last_modified.tzinfo is not None
+    assert bucket.get_bytes("daily/2026-01-05/x.txt") == b"hello"
+    stat = bucket.stat("daily/2026-01-05/x.txt")
+    assert stat is not None and stat.size == 5 and stat.etag
+    assert bucket.stat("daily/2026-01-05/missing.txt") is None
+
+
+def test_put_file_streams_back(bucket, tmp_path):
+    source = write_dump(tmp_path, "dump.sql.zst", size=3 * MiB + 17)
+
+    bucket.put_file("a/dump.sql.zst", source)
+
+    with bucket.open("a/dump.sql.zst") as reader:
+        chunks = iter(lambda: reader.read(MiB), b"")
+        assert sha256_hex(b"".join(chunks)) == sha256_hex(source.read_bytes())
+
+
+def test_overwrite_replaces_whole_object(bucket):
+    bucket.put_bytes("k", b"first version")
+    bucket.put_bytes("k", b"second")
+    assert bucket.get_bytes("k") == b"second"
+
+
+def test_list_filters_by_plain_prefix_sorted_and_paginated(bucket, kind, request):
+    for key in ["b/1", "a/2", "ab", "a/1", "a/3"]:
+        bucket.put_bytes(key, key.encode())
+
+    assert keys_of(bucket) == ["a/1", "a/2", "a/3", "ab", "b/1"]
+    assert keys_of(bucket, "a/") == ["a/1", "a/2", "a/3"]
+    assert keys_of(bucket, "a") == ["a/1", "a/2", "a/3", "ab"]
+    assert keys_of(bucket, "c/") == []
+    if kind == "s3":  # five objects with two per page: three ListObjectsV2 calls for the full listing
+        proxy = request.getfixturevalue("proxy")
+        proxy.clear()
+        list(bucket.list())
+        assert len(proxy.seen("ListObjectsV2")) == 3
+
+
+def test_delete_and_delete_many(bucket):
+    for key in ["d/1", "d/2", "d/3", "keep"]:
+        bucket.put_bytes(key, b"x")
+
+    bucket.delete("d/1")
+    bucket.delete("d/never-existed")  # deleting nothing is fine, as on S3
+    bucket.delete_many(["d/2", "d/3"])
+    bucket.delete_many([])
+
+    assert keys_of(bucket) == ["keep"]
+
+
+def test_missing_object_errors_name_the_key(bucket):
+    with pytest.raises(StorageObjectNotFound, match="nope/missing.sql"):
+        bucket.get_bytes("nope/missing.sql")
+    with pytest.raises(StorageObjectNotFound, match="nope/missing.sql"):
+        bucket.open("nope/missing.sql")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "../up", "a/../../b", "a//b", "a/./b", "dir/", "a\\b", "x/.patina-tmp.1"])
+def test_unsafe_keys_are_rejected(bucket, key):
+    with pytest.raises(InvalidKey):
+        bucket.put_bytes(key, b"x")
+    with pytest.raises(InvalidKey):
+        bucket.stat(key)
+
+
+def test_uri_and_describe(bucket, kind, tmp_path, bucket_name):
+    if kind == "local":
+        assert bucket.uri("daily/x.sql") == (tmp_path / "backups" / "daily" / "x.sql").as_uri()
+        assert str(tmp_path) in bucket.describe()
+    else:
+        assert bucket.uri("daily/x.sql") == f"s3://{bucket_name}/daily/x.sql"
+        assert bucket_name in bucket.describe() and "testing" not in bucket.describe()

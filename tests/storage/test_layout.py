@@ -1,0 +1,63 @@
+"""The backup layout: daily keys, their validation, and parsing them back."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from support.storage import (
+    DAY,
+    DB,
+)
+
+from patina_assets.storage import (
+    InvalidKey,
+    daily_dump_key,
+    daily_manifest_key,
+    new_generation,
+    parse_daily_key,
+)
+
+
+def test_daily_keys():
+    assert daily_dump_key(DAY, "groveauth", "sql.zst") == "daily/2026-01-05/groveauth.sql.zst"
+    assert daily_dump_key("2026-01-05", "scout-db", "sql") == "daily/2026-01-05/scout-db.sql"
+    assert daily_manifest_key(DAY, "grove-engine") == "daily/2026-01-05/grove-engine.manifest.json"
+    generation = new_generation(datetime(2026, 1, 6, 3, 0, 12, 123456, tzinfo=UTC))
+    assert re.fullmatch(r"20260106T030012123456Z-[0-9a-f]{6}", generation)
+    assert daily_dump_key(DAY, "a", "sql.gz", generation) == f"daily/2026-01-05/a.{generation}.sql.gz"
+
+
+@pytest.mark.parametrize(
+    "day, database, fmt",
+    [
+        ("2026-02-30", DB, "sql"),
+        ("2026-1-5", DB, "sql"),
+        ("../../etc", DB, "sql"),
+        (datetime(2026, 1, 5), DB, "sql"),
+        (DAY, "../x", "sql"),
+        (DAY, "a/b", "sql"),
+        (DAY, "Grove", "sql"),
+        (DAY, "", "sql"),
+        (DAY, "-x", "sql"),
+        (DAY, "x" * 64, "sql"),
+        (DAY, DB, "tar"),
+    ],
+)
+def test_daily_key_validation(day, database, fmt):
+    with pytest.raises(InvalidKey):
+        daily_dump_key(day, database, fmt)
+
+
+@pytest.mark.parametrize("database", ["groveauth", "foo.sql", "x.manifest", "a_b-c.d"])
+@pytest.mark.parametrize("fmt", ["sql", "sql.gz", "sql.zst"])
+def test_daily_keys_parse_back_unambiguously(database, fmt):
+    generation = new_generation()
+    for gen in (None, generation):
+        parsed = parse_daily_key(daily_dump_key(DAY, database, fmt, gen))
+        assert (parsed.kind, parsed.database, parsed.format, parsed.generation) == ("dump", database, fmt, gen)
+    parsed = parse_daily_key(daily_manifest_key(DAY, database))
+    assert (parsed.kind, parsed.database, parsed.day) == ("manifest", database, "2026-01-05")
+    assert parse_daily_key("weekly/2026-W01.tar.gz") is None
+    assert parse_daily_key("daily/2026-02-30/x.sql") is None

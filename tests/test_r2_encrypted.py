@@ -1,0 +1,222 @@
+"""R2 bucket backups encrypted at rest (``encryption:`` configured), against moto's S3 server: no plaintext byte,
+key or metadata reaches the backup bucket; incremental nights, checks, restore and garbage collection work with
+the identity and refuse clearly without it; turning encryption on re-stores every object; the age CLI opens the
+objects Patina stored."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from support.age import age_cli
+from support.s3_server import FaultProxy, create_bucket, direct_client, moto_server
+
+from patina_assets.config import RetentionConfig
+from patina_assets.encryption import AgeKeys, IdentityMissing, WrongIdentity, generate_identity
+from patina_assets.r2 import (
+    GarbageCollectionRefused,
+    backup_bucket,
+    check_complete,
+    check_objects,
+    collect_garbage,
+    list_snapshots,
+    object_key,
+    open_entries,
+    restore_snapshot,
+)
+from patina_assets.r2.report import R2_HEADERS, list_r2_document, render_r2_rows
+from patina_assets.storage import S3Bucket, StorageIntegrityError, make_s3_client
+
+VARIABLE = "PATINA_AGE_IDENTITY"
+NAME = "grove-media"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def source_proxy(moto_endpoint):
+    with FaultProxy(moto_endpoint) as proxy:
+        yield proxy
+
+
+def client_for(endpoint: str):
+    return make_s3_client(endpoint, "us-east-1", "testing", "testing", max_retries=0)
+
+
+@pytest.fixture
+def source_name(moto_endpoint) -> str:
+    return create_bucket(moto_endpoint)
+
+
+@pytest.fixture
+def source(source_proxy, source_name) -> S3Bucket:
+    return S3Bucket(client_for(source_proxy.endpoint_url), source_name, list_page_size=3)
+
+
+@pytest.fixture
+def backup(moto_endpoint) -> S3Bucket:
+    return S3Bucket(client_for(moto_endpoint), create_bucket(moto_endpoint), part_size=5 * 1024 * 1024)
+
+
+@pytest.fixture
+def identities(tmp_path):
+    first, second = generate_identity(), generate_identity()
+    (tmp_path / "first.txt").write_text(first.file_text)
+    return first, second
+
+
+@pytest.fixture
+def keys(identities) -> AgeKeys:
+    first, _ = identities
+    return AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+
+
+def put(moto_endpoint, bucket: str, key: str, data: bytes) -> None:
+    direct_client(moto_endpoint).put_object(
+        Bucket=bucket, Key=key, Body=data, ContentType="image/png", Metadata={"owner": "secret-owner"}
+    )
+
+
+def fill(moto_endpoint, bucket: str, count: int = 6) -> dict[str, bytes]:
+    # Distinctive, incompressible-looking plaintext, so a stray copy in the backup bucket would be found.
+    objects = {f"private/avatar-{i:03d}.png": f"PLAINTEXT-{i:03d}-".encode() * (40 + i) for i in range(count)}
+    for key, data in objects.items():
+        put(moto_endpoint, bucket, key, data)
+    return objects
+
+
+def everything_stored(moto_endpoint, backup: S3Bucket) -> dict[str, bytes]:
+    s3 = direct_client(moto_endpoint)
+    return {info.key: s3.get_object(Bucket=backup.bucket, Key=info.key)["Body"].read() for info in backup.list("")}
+
+
+def test_an_encrypted_snapshot_holds_no_plaintext_and_restores_exactly(
+    moto_endpoint, source, source_name, backup, keys, identities, tmp_path
+):
+    objects = fill(moto_endpoint, source_name)
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+
+    assert manifest.encrypted and manifest.recipients == list(keys.fingerprints)
+    assert manifest.schema_version == 2 and manifest.entries_key.endswith(".entries.jsonl.gz.age")
+    stored = everything_stored(moto_endpoint, backup)
+    object_keys = [k for k in stored if k.startswith("r2/objects/")]
+    assert len(object_keys) == len(objects) and all(k.endswith(".age") for k in object_keys)
+    for key, data in stored.items():
+        for needle in [b"PLAINTEXT-", b"private/avatar", b"secret-owner"]:
+            assert needle not in data, f"{key} holds {needle!r}"
+    # The objects are age files the age CLI opens without Patina; their names are the plaintext's sha256.
+    first, _ = identities
+    some_key, some_data = next(iter(objects.items()))
+    stored_key = object_key(hashlib.sha256(some_data).hexdigest(), encrypted=True)
+    (tmp_path / "object.age").write_bytes(stored[stored_key])
+    opened = subprocess.run(
+        [age_cli(), "-d", "-i", str(tmp_path / "first.txt"), str(tmp_path / "object.age")],
+        capture_output=True,
+        check=True,
+    )
+    assert opened.stdout == some_data
+
+    entries = {entry.key: entry for entry in open_entries(backup, manifest, keys)}
+    assert sorted(entries) == sorted(objects) and entries[some_key].metadata == {"owner": "secret-owner"}
+    (row,) = render_r2_rows(list_r2_document(backup))  # `patina list` says so, without the identity
+    assert row[R2_HEADERS.index("ENCRYPTED")] == "age"
+    assert check_objects(backup, manifest, sample=None, keys=keys).passed
+    assert check_complete(source, backup, manifest, keys=keys).passed
+
+    restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys)
+    for key, data in objects.items():
+        assert (tmp_path / "restored" / key).read_bytes() == data
+    target = create_bucket(moto_endpoint)
+    restore_snapshot(backup, "2026-03-01", NAME, f"s3://{target}", s3_client=client_for(moto_endpoint), keys=keys)
+    got = direct_client(moto_endpoint).get_object(Bucket=target, Key=some_key)
+    assert got["Body"].read() == some_data and got["Metadata"] == {"owner": "secret-owner"}
+
+
+def test_an_encrypted_night_copies_only_new_and_changed_objects(
+    moto_endpoint, source, source_name, source_proxy, backup, keys
+):
+    objects = fill(moto_endpoint, source_name)
+    backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+    put(moto_endpoint, source_name, "private/avatar-002.png", b"changed")
+    source_proxy.clear()
+
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=keys)
+
+    assert [r.key for r in source_proxy.seen("GetObject")] == ["private/avatar-002.png"]
+    assert (manifest.objects, manifest.copied_objects) == (len(objects), 1)
+    entries = {entry.key: entry for entry in open_entries(backup, manifest, keys)}
+    assert entries["private/avatar-002.png"].sha256 == hashlib.sha256(b"changed").hexdigest()
+    assert check_objects(backup, manifest, sample=None, keys=keys).passed
+
+
+def test_without_the_identity_nothing_is_read_and_nothing_is_deleted(
+    moto_endpoint, source, source_name, backup, keys, identities, tmp_path
+):
+    first, second = identities
+    fill(moto_endpoint, source_name)
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+    no_identity = AgeKeys([first.recipient], VARIABLE, env={})
+    wrong_identity = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    before = everything_stored(moto_endpoint, backup)
+
+    with pytest.raises(IdentityMissing, match=VARIABLE):  # the previous night's entries need it
+        backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=no_identity)
+    with pytest.raises(IdentityMissing, match=VARIABLE):
+        restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=no_identity)
+    with pytest.raises(WrongIdentity, match="encrypted to"):
+        check_objects(backup, manifest, keys=wrong_identity)
+    with pytest.raises(GarbageCollectionRefused, match="nothing is deleted"):
+        collect_garbage(backup, RetentionConfig(), grace=timedelta(0), keys=no_identity)
+    assert not (tmp_path / "restored").exists()
+    assert everything_stored(moto_endpoint, backup).keys() == before.keys()
+
+
+def test_turning_encryption_on_stores_every_object_again_and_the_plaintext_ages_out(
+    moto_endpoint, source, source_name, source_proxy, backup, keys
+):
+    objects = fill(moto_endpoint, source_name)
+    plain = backup_bucket(source, backup, name=NAME, day="2026-03-02")
+    assert not plain.encrypted
+    source_proxy.clear()
+
+    encrypted = backup_bucket(source, backup, name=NAME, day="2026-03-03", keys=keys)
+
+    # Unchanged objects are read again: the plaintext copies must not stand in for encrypted ones.
+    assert sorted(r.key for r in source_proxy.seen("GetObject")) == sorted(objects)
+    assert encrypted.encrypted and encrypted.copied_objects == len(objects)
+    # Both kept: each snapshot's own form of every object stays.
+    kept_both = collect_garbage(backup, RetentionConfig(), grace=timedelta(0), keys=keys)
+    assert kept_both.deleted_objects == 0 and kept_both.referenced_objects == 2 * len(objects)
+    # Once retention drops the plaintext snapshot (same week: only the newest is kept), its objects go.
+    later = datetime.now(UTC) + timedelta(days=2)
+    result = collect_garbage(
+        backup, RetentionConfig(daily_days=1, weekly_weeks=1), now=later, grace=timedelta(0), keys=keys
+    )
+    assert result.deleted_objects == len(objects)
+    assert [m.day for m in list_snapshots(backup, NAME)[0]] == ["2026-03-03"]
+    stored = everything_stored(moto_endpoint, backup)
+    assert all(b"PLAINTEXT-" not in data for data in stored.values())
+    assert check_objects(backup, encrypted, sample=None, keys=keys).passed
+
+
+def test_a_tampered_encrypted_object_is_damage(moto_endpoint, source, source_name, backup, keys, tmp_path):
+    objects = fill(moto_endpoint, source_name)
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+    victim_key, victim = next(iter(objects.items()))
+    stored_key = object_key(hashlib.sha256(victim).hexdigest(), encrypted=True)
+    s3 = direct_client(moto_endpoint)
+    data = bytearray(s3.get_object(Bucket=backup.bucket, Key=stored_key)["Body"].read())
+    data[-20] ^= 0x01  # inside the last chunk's ciphertext
+    s3.put_object(Bucket=backup.bucket, Key=stored_key, Body=bytes(data))
+
+    result = check_objects(backup, manifest, sample=None, keys=keys)
+    assert result.damaged == [victim_key] and not result.missing
+    with pytest.raises(StorageIntegrityError, match="damaged"):
+        restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys, prefix=victim_key)
+    assert not (tmp_path / "restored" / victim_key).exists()
