@@ -107,6 +107,8 @@ def openapi_document(config: PatinaConfig) -> dict:
                         "nextScheduled": {"type": "string", "nullable": True},
                         "storage": anything,
                         "databases": {"type": "array", "items": anything},
+                        "fleets": {"type": "array", "items": anything},
+                        "indexRebuilt": {"type": "object", "additionalProperties": {"type": "string"}},
                     },
                 },
                 "TriggerRequest": {

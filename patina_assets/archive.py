@@ -301,9 +301,11 @@ class ArchiveStore:
         """Archives that count (readable manifest, archive present with the recorded size), oldest first."""
         return self.inventory().archives
 
-    def inventory(self) -> WeeklyInventory:
-        """List ``weekly/`` once and sort every object into archives, orphans, corrupt and broken."""
-        objects = {info.key: info for info in self.bucket.list(WEEKLY_PREFIX)}
+    def inventory(self, objects: Mapping[str, ObjectInfo] | None = None) -> WeeklyInventory:
+        """List ``weekly/`` once (``objects``: such a listing already made, key -> info) and sort every object
+        into archives, orphans, corrupt and broken."""
+        if objects is None:
+            objects = {info.key: info for info in self.bucket.list(WEEKLY_PREFIX)}
         result = WeeklyInventory()
         referenced: set[str] = set()
         unreadable_weeks: set[str] = set()

@@ -26,7 +26,7 @@ import os
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -35,11 +35,12 @@ from typing import BinaryIO
 
 import zstandard
 
-from .archive import ArchiveStore, iter_tar
+from .archive import ArchiveStore, WeeklyInventory, iter_tar
 from .config import PatinaConfig, RetentionConfig
 from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
+from .history import INDEX_PREFIX, DailyView, Entry, Facts, view_from_indexes, view_from_inventory
 from .retention import daily_cutoff, weekly_cutoff
 from .storage import (
     AGE_SUFFIX,
@@ -53,9 +54,9 @@ from .storage import (
     BackupStore,
     CorruptManifest,
     Manifest,
+    ObjectInfo,
     StorageError,
     StorageObjectNotFound,
-    VerificationRecord,
     day_end,
     format_day,
     is_captured_late,
@@ -112,12 +113,20 @@ class Backup:
     status: str = NOT_VERIFIED  # VERIFIED, FAILED, NOT_VERIFIED or DAMAGED (see ``VerificationRecord``)
     problem: str | None = None  # why it is damaged or failed verification
     archive: ArchiveManifest | None = None  # the weekly archive's manifest (archive members)
+    #: What a daily's manifest says of its stored object (from the manifest, or its database's history
+    #: index: a status reads no manifests); None for archive members and unreadable manifests.
+    facts: Facts | None = None
+
+    def __post_init__(self) -> None:
+        if self.facts is None and self.manifest is not None:
+            object.__setattr__(self, "facts", Facts.of(self.manifest, None))
 
     @property
     def encrypted(self) -> bool:
         """Stored encrypted with age: reading it needs the identity (``encryption.identity_file_env``)."""
-        holder = self.manifest if self.manifest is not None else self.archive
-        return bool(holder is not None and holder.encrypted)
+        if self.facts is not None:
+            return self.facts.encrypted
+        return bool(self.archive is not None and self.archive.encrypted)
 
     @property
     def captured(self) -> datetime:
@@ -133,11 +142,11 @@ class Backup:
     @property
     def stored_bytes(self) -> int | None:
         """Bytes the daily object takes in the bucket (None inside an archive: it shares the archive's bytes)."""
-        return self.manifest.bytes if self.manifest is not None else None
+        return self.facts.bytes if self.facts is not None else None
 
     @property
     def dagster_run_id(self) -> str | None:
-        return self.manifest.dagster_run_id if self.manifest is not None else None
+        return self.facts.dagster_run_id if self.facts is not None else None
 
     @property
     def filename(self) -> str:
@@ -149,17 +158,18 @@ class Backup:
         """What a download of the stored object is called: ``groveauth-2026-01-05.sql.zst.age`` for a daily,
         ``week-2026-01-04.tar.zst.age`` for the archive holding the day."""
         suffix = AGE_SUFFIX if self.encrypted else ""
-        if self.manifest is not None:
-            return f"{self.database}-{self.day}.{self.manifest.format}{suffix}"
+        if self.facts is not None:
+            return f"{self.database}-{self.day}.{self.facts.format}{suffix}"
         assert self.archive is not None
         return f"week-{self.archive.week}.{self.archive.format}{suffix}"
 
     @property
     def stored_digest(self) -> tuple[int, str]:
         """Size and sha256 of the stored object (the daily, or the archive holding the day)."""
-        holder = self.manifest if self.manifest is not None else self.archive
-        assert holder is not None
-        return holder.bytes, holder.sha256
+        if self.facts is not None:
+            return self.facts.bytes, self.facts.sha256
+        assert self.archive is not None
+        return self.archive.bytes, self.archive.sha256
 
     @property
     def where(self) -> str:
@@ -247,6 +257,48 @@ class StorageSummary:
         }
 
 
+def summarise(
+    daily_objects: Mapping[str, ObjectInfo],
+    weekly_objects: Mapping[str, ObjectInfo],
+    daily: DailyView,
+    weekly: WeeklyInventory,
+) -> StorageSummary:
+    """The storage summary of one listing of ``daily/`` and ``weekly/`` and what was found in it."""
+    summary = StorageSummary()
+    summary.objects = len(daily_objects) + len(weekly_objects)
+    summary.daily_bytes = sum(info.size for info in daily_objects.values())
+    summary.weekly_bytes = sum(info.size for info in weekly_objects.values())
+    summary.total_bytes = summary.daily_bytes + summary.weekly_bytes
+    slots = {(entry.day, database) for database, entry in daily.entries}
+    archived = {m.slot for archive in weekly.archives for m in archive.index.members}
+    summary.daily_backups = len(slots)
+    summary.weekly_backups = len(archived)
+    summary.weekly_archives = len(weekly.archives)
+    slots |= archived
+    summary.backups = len(slots)
+    if slots:
+        summary.oldest = min(day for day, _ in slots)
+        summary.newest = max(day for day, _ in slots)
+    for found, where in ((daily, DAILY_PREFIX), (weekly, WEEKLY_PREFIX)):
+        summary.problems += [f"unreadable manifest {key}: {why}" for key, why in sorted(found.corrupt.items())]
+        summary.problems += [f"broken backup {key}: {why}" for key, why in sorted(found.broken.items())]
+        if found.orphans:
+            summary.problems.append(
+                f"{len(found.orphans)} object(s) without a manifest under {where} (unfinished uploads)"
+            )
+    return summary
+
+
+@dataclass
+class Overview:
+    """What a status reads of the bucket in one pass: every backup (as ``Catalog.backups``), the storage
+    summary, and the databases whose history index had to be rebuilt (database -> why)."""
+
+    backups: list[Backup]
+    storage: StorageSummary
+    rebuilt: dict[str, str] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------------------------------
 # The catalog
 # --------------------------------------------------------------------------------------------------
@@ -259,6 +311,7 @@ class Catalog:
         self.store = store
         self.archives = ArchiveStore(store)
         self.retention = retention or RetentionConfig()
+        self._expiries: dict[str, datetime] = {}  # day -> expiry_of_daily (the same for every database)
 
     @classmethod
     def for_config(cls, config: PatinaConfig, env: Mapping[str, str] | None = None) -> Catalog:
@@ -343,16 +396,24 @@ class Catalog:
 
     def _dailies(self, database: str | None, day: str | None) -> list[Backup]:
         inventory = self.store.inventory(database=database, day=day)
-        records = self.store.verifications(inventory)
-        found = []
-        for manifest in inventory.backups:
-            record = records.get((manifest.day, manifest.database))
-            found.append(self._daily(manifest, record))
-        for key, manifest in inventory.broken_manifests.items():
+        manifests = {(m.day, m.database): m for m in inventory.backups}
+        return self._view_backups(view_from_inventory(self.store, inventory), manifests)
+
+    def _view_backups(
+        self, view: DailyView, manifests: Mapping[tuple[str, str], Manifest] | None = None
+    ) -> list[Backup]:
+        """The daily backups of `view`; with `manifests` (by slot) each carries its manifest (to be opened)."""
+        manifests = manifests or {}
+        found = [self._entry_backup(db, e, manifests.get((e.day, db))) for db, e in view.entries]
+        for key, manifest in view.broken_manifests.items():
             found.append(
-                dataclasses.replace(self._daily(manifest, None), status=DAMAGED, problem=inventory.broken[key])
+                dataclasses.replace(
+                    self._entry_backup(manifest.database, Entry.of(manifest), manifest),
+                    status=DAMAGED,
+                    problem=view.broken[key],
+                )
             )
-        for key, why in inventory.corrupt.items():
+        for key, why in view.corrupt.items():
             parsed = parse_daily_key(key)
             assert parsed is not None
             found.append(
@@ -373,27 +434,34 @@ class Catalog:
             )
         return found
 
-    def _daily(self, manifest: Manifest, record: VerificationRecord | None) -> Backup:
-        status = self.store.verification_status(manifest, record)
+    def _expiry_of(self, day: str) -> datetime:
+        if day not in self._expiries:
+            self._expiries[day] = expiry_of_daily(day, self.retention)
+        return self._expiries[day]
+
+    def _entry_backup(self, database: str, entry: Entry, manifest: Manifest | None) -> Backup:
+        facts = entry.facts
+        assert facts is not None  # views hold only entries with their facts
         return Backup(
-            database=manifest.database,
-            day=manifest.day,
+            database=database,
+            day=entry.day,
             location=DAILY,
-            key=manifest.key,
-            sql_bytes=manifest.sql_bytes,
-            sql_sha256=manifest.sql_sha256,
-            tables=manifest.tables,
-            rows=manifest.rows,
-            created_at=parse_utc_timestamp(manifest.created_at),
-            expires_at=expiry_of_daily(manifest.day, self.retention),
+            key=entry.key,
+            sql_bytes=facts.sql_bytes,
+            sql_sha256=facts.sql_sha256,
+            tables=facts.tables,
+            rows=facts.rows,
+            created_at=parse_utc_timestamp(facts.created_at),
+            expires_at=self._expiry_of(entry.day),
             manifest=manifest,
-            captured_at=manifest.captured,
-            captured_late=bool(manifest.captured_late),
-            status=status,
-            problem="; ".join(record.problems[:3]) if record is not None and status == FAILED else None,
+            captured_at=parse_utc_timestamp(entry.captured_at),
+            captured_late=facts.captured_late,
+            status=facts.verification,
+            problem=facts.problem,
+            facts=facts,
         )
 
-    def _weekly(self, week: str | None = None) -> list[Backup]:
+    def _weekly(self, week: str | None = None, inventory: WeeklyInventory | None = None) -> list[Backup]:
         if week is not None:
             try:
                 archive = self.archives.get_manifest(week)
@@ -403,7 +471,7 @@ class Catalog:
             if archive is not None and self.store.bucket.stat(archive.key) is None:
                 archives = [(archive, f"its archive {archive.key} is missing")]
         else:
-            inventory = self.archives.inventory()
+            inventory = inventory or self.archives.inventory()
             archives = [(a, None) for a in inventory.archives]
             archives += [(a, inventory.broken[key]) for key, a in inventory.broken_archives.items()]
         found = []
@@ -441,35 +509,36 @@ class Catalog:
     def storage(self) -> StorageSummary:
         """Counts and bytes of everything under ``daily/`` and ``weekly/``, with the oldest and newest day,
         and whatever the listings found wrong (unreadable manifests, missing objects, unfinished uploads)."""
-        summary = StorageSummary()
-        daily = self.store.inventory()
-        weekly = self.archives.inventory()
-        for info in self.store.bucket.list(DAILY_PREFIX):
-            summary.objects += 1
-            summary.daily_bytes += info.size
-        for info in self.store.bucket.list(WEEKLY_PREFIX):
-            summary.objects += 1
-            summary.weekly_bytes += info.size
-        summary.total_bytes = summary.daily_bytes + summary.weekly_bytes
-        slots = {(m.day, m.database) for m in daily.backups}
-        archived = {m.slot for archive in weekly.archives for m in archive.index.members}
-        summary.daily_backups = len(slots)
-        summary.weekly_backups = len(archived)
-        summary.weekly_archives = len(weekly.archives)
-        slots |= archived
-        summary.backups = len(slots)
-        if slots:
-            summary.oldest = min(day for day, _ in slots)
-            summary.newest = max(day for day, _ in slots)
-        for inventory in (daily, weekly):
-            summary.problems += [f"unreadable manifest {key}: {why}" for key, why in inventory.corrupt.items()]
-            summary.problems += [f"broken backup {key}: {why}" for key, why in inventory.broken.items()]
-            if inventory.orphans:
-                summary.problems.append(
-                    f"{len(inventory.orphans)} object(s) without a manifest under "
-                    f"{'daily/' if inventory is daily else 'weekly/'} (unfinished uploads)"
-                )
-        return summary
+        daily_objects = {info.key: info for info in self.store.bucket.list(DAILY_PREFIX)}
+        weekly_objects = {info.key: info for info in self.store.bucket.list(WEEKLY_PREFIX)}
+        daily = self.store.inventory(objects=daily_objects)
+        view = DailyView(
+            entries=[(m.database, Entry(m.day, m.key, m.captured_at)) for m in daily.backups],
+            corrupt=daily.corrupt,
+            broken=daily.broken,
+            orphans=daily.orphans,
+        )
+        return summarise(daily_objects, weekly_objects, view, self.archives.inventory(weekly_objects))
+
+    def overview(self, databases: Iterable[str] = (), *, indexed: bool = True) -> Overview:
+        """Every backup and the storage summary, from one listing of ``daily/`` and ``weekly/``.
+
+        ``indexed``: each database's daily backups come from its history index (``history.view_from_indexes``:
+        per database one index object, checked against the listing, and rebuilt from the listing when it does
+        not match it), not from every manifest and verification record; ``databases`` (the configured ones)
+        are looked at even without a key in the listing. Without ``indexed``: every manifest and record is
+        read (what the index is checked against)."""
+        daily_objects = {info.key: info for info in self.store.bucket.list(DAILY_PREFIX)}
+        weekly_objects = {info.key: info for info in self.store.bucket.list(WEEKLY_PREFIX)}
+        if indexed:
+            indexes = {info.key: info for info in self.store.bucket.list(INDEX_PREFIX)}
+            view = view_from_indexes(self.store, daily_objects, indexes, databases)
+        else:
+            view = view_from_inventory(self.store, self.store.inventory(objects=daily_objects), daily_objects)
+        weekly = self.archives.inventory(weekly_objects)
+        backups = self._view_backups(view) + self._weekly(inventory=weekly)
+        backups.sort(key=lambda b: (b.captured, b.day, b.database, b.location == DAILY), reverse=True)
+        return Overview(backups, summarise(daily_objects, weekly_objects, view, weekly), dict(view.rebuilt))
 
     # -- reading -------------------------------------------------------------------------------
 

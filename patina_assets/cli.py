@@ -535,27 +535,25 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .fleets import with_tenants
-    from .status import Snapshot, render_status
+    from .status import Snapshot, read_orchestrator, render_status, with_fleet_tenants
 
     config = _config(args)
     try:
         catalog = _catalog(config)
-        config = with_tenants(config, catalog.store)  # each tenant of a fleet is one database of the status
+        # each tenant of a fleet is one database of the status (and of the runs Dagster reports)
+        config, _ = with_fleet_tenants(config, catalog.store)
     except PatinaError as exc:
         if getattr(args, "check", False):  # cron reads the exit code: a bucket it cannot read holds no fresh backup
             print(f"error: {exc}")
             return 2
         raise
-    from .orchestrator import DagsterView, open_instance
-    from .watch import health
-
-    with open_instance() as (instance, detail):
-        orchestrator = DagsterView(config, instance, detail).read()
+    orchestrator = read_orchestrator(config)  # Dagster is imported only with DAGSTER_HOME set
     snapshot = Snapshot.take(config, catalog, orchestrator)
     status = snapshot.to_dict()
     if getattr(args, "check", False):  # for cron / uptime checks: the exit code says it, no daemon needed
-        verdict = health(config, snapshot.backups, snapshot.now)
+        from .watch import health  # (it imports the alerts' delivery: only here)
+
+        verdict = health(snapshot.config, snapshot.backups, snapshot.now)
         status["check"] = {"exit_code": verdict.exit_code, "problems": list(verdict.problems)}
         print(
             json.dumps(status, indent=2)

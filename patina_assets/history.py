@@ -5,32 +5,53 @@ average, the one before for schema drift, the newest when a check is run by hand
 that reads every database's keys for every day kept, and every manifest of the database: a night then
 costs databases^2 x days. Instead each database has one index object::
 
-    index/daily/<database>.json   {"database": ..., "backups": {"<day>": {"key": ..., "captured_at": ...}}}
+    index/daily/<database>.json   {"database": ..., "version": 2,
+                                   "backups": {"<day>": {"key": ..., "captured_at": ..., "facts": {...}}}}
 
-It only says where to look; the bucket stays the truth. Every backup taken from it is read back (its
-manifest, and its dump's size) before it is used, so a stale entry (a day re-run, deleted or damaged since)
-is caught, and then the index is rebuilt from a listing of the bucket, as it is when it is missing or
-unreadable. ``record`` adds each new backup after its publish (re-reading its own entry, so two runs of
-one database writing at once converge); retention's reconciliation rebuilds every index from its listing,
-so an entry lost to a crash between the manifest and the index comes back at the latest then.
+``facts`` is what `patina status` and the API's ``/status``, ``/metrics`` and ``/list`` report of the backup
+(sizes, digests, format, timings, run, and its restore verification's verdict), so a status reads one
+index per database instead of every manifest and verification record. Indexes written before it existed
+(version 1, no ``facts``) are upgraded when they are next rebuilt.
+
+It only says where to look; the bucket stays the truth. Every backup a check takes from it is read back
+(its manifest, and its dump's size) before it is used, so a stale entry (a day re-run, deleted or damaged
+since) is caught, and then the index is rebuilt from a listing of the bucket, as it is when it is missing or
+unreadable. A status checks each index against its one listing of the bucket (``view_from_indexes``): the
+days with a manifest, each dump's key and size, which verification records exist, and that no manifest or
+record is newer than the index; an index that fails any of that is rebuilt from that database's keys of the
+listing, and the status says so. ``record`` adds each new backup after its publish and each verdict after
+its verification (re-reading its own entry, so two runs of one database writing at once converge);
+retention's reconciliation rebuilds every index from its listing, so an entry lost to a crash between the
+manifest and the index comes back at the latest then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from .storage import (
+    DAILY_PREFIX,
+    FAILED,
+    NOT_VERIFIED,
     BackupStore,
     CorruptManifest,
     DailyInventory,
+    DailyKey,
     Manifest,
+    ObjectInfo,
     StorageError,
     StorageObjectNotFound,
+    VerificationRecord,
     by_capture,
+    daily_manifest_key,
+    daily_verification_key,
     format_day,
+    parse_daily_key,
     parse_utc_timestamp,
     validate_database_name,
 )
@@ -39,8 +60,10 @@ logger = logging.getLogger(__name__)
 
 INDEX_PREFIX = "index/daily/"
 INDEX_CONTENT_TYPE = "application/json"
+INDEX_VERSION = 2  # 2: each entry has its facts (what the status reports); 1 had only key and captured_at
 # How often `record` re-reads and re-writes when another writer replaced the index in between.
 RECORD_ATTEMPTS = 3
+_UNREAD = object()  # `record`: the verification record was not given, read it
 
 
 def index_key(database: str) -> str:
@@ -49,16 +72,112 @@ def index_key(database: str) -> str:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What the status reports of one daily backup, copied from its manifest and its verification record
+    when the entry was written (``verification``: VERIFIED, FAILED or NOT_VERIFIED, as
+    ``VerificationRecord.status_of`` says), and the ETags the manifest and the record object had then (no
+    record: None), so a listing tells whether either was rewritten since."""
+
+    format: str
+    encrypted: bool
+    bytes: int
+    sha256: str
+    sql_bytes: int
+    sql_sha256: str
+    tables: int
+    rows: int
+    created_at: str
+    started_at: str
+    finished_at: str
+    captured_late: bool
+    dagster_run_id: str | None
+    verification: str = NOT_VERIFIED
+    problem: str | None = None  # why it failed verification (the record's first three problems)
+    checked_at: str | None = None  # when the record was written
+    manifest_etag: str | None = None
+    record_etag: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        manifest: Manifest,
+        record: VerificationRecord | None,
+        *,
+        manifest_etag: str | None = None,
+        record_etag: str | None = None,
+    ) -> Facts:
+        status = record.status_of(manifest.key, manifest.sha256) if record is not None else NOT_VERIFIED
+        return cls(
+            format=manifest.format,
+            encrypted=bool(manifest.encrypted),
+            bytes=manifest.bytes,
+            sha256=manifest.sha256,
+            sql_bytes=manifest.sql_bytes,
+            sql_sha256=manifest.sql_sha256,
+            tables=manifest.tables,
+            rows=manifest.rows,
+            created_at=manifest.created_at,
+            started_at=manifest.started_at,
+            finished_at=manifest.finished_at,
+            captured_late=bool(manifest.captured_late),
+            dagster_run_id=manifest.dagster_run_id,
+            verification=status,
+            problem="; ".join(record.problems[:3]) if record is not None and status == FAILED else None,
+            checked_at=record.checked_at if record is not None else None,
+            manifest_etag=manifest_etag,
+            record_etag=record_etag,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Facts:
+        if data.keys() != _FACT_NAMES:  # written by another version: only the fields this one knows
+            data = {name: data[name] for name in _FACT_NAMES if name in data}
+        facts = cls(**data)  # a missing required field raises TypeError: the index is unreadable
+        if not all(type(n) is int for n in (facts.bytes, facts.sql_bytes, facts.tables, facts.rows)):
+            raise ValueError("a size or count is not a number")
+        for moment in (facts.created_at, facts.started_at, facts.finished_at):
+            if datetime.fromisoformat(moment).utcoffset() != _UTC:
+                raise ValueError(f"{moment!r} is not in UTC")
+        return facts
+
+
+_FACT_NAMES = {f.name: None for f in dataclasses.fields(Facts)}.keys()
+_UTC = timedelta(0)
+
+
+@dataclass(frozen=True)
 class Entry:
-    """Where one backup of the database is, and when it was captured (its place in the history)."""
+    """Where one backup of the database is, and when it was captured (its place in the history), with its
+    facts (None in an index written before they were kept)."""
 
     day: str
     key: str
     captured_at: str
+    facts: Facts | None = None
 
     @property
     def order(self) -> tuple[datetime, str]:
         return (parse_utc_timestamp(self.captured_at), self.day)
+
+    @classmethod
+    def of(
+        cls, manifest: Manifest, record: VerificationRecord | None = None, objects: Mapping[str, ObjectInfo] = {}
+    ) -> Entry:
+        """The entry of `manifest`'s backup with its verification `record`; `objects` (a listing, or stats):
+        the manifest's and the record's ETags."""
+        manifest_info = objects.get(daily_manifest_key(manifest.day, manifest.database))
+        record_info = objects.get(daily_verification_key(manifest.day, manifest.database))
+        facts = Facts.of(
+            manifest,
+            record,
+            manifest_etag=manifest_info.etag if manifest_info else None,
+            record_etag=record_info.etag if record_info else None,
+        )
+        return cls(manifest.day, manifest.key, manifest.captured_at, facts)
+
+    def where(self) -> tuple[str, str, str]:
+        """What a check compares: the facts may change (a verdict) while the backup stays the same."""
+        return (self.day, self.key, self.captured_at)
 
 
 def _order(manifest: Manifest) -> tuple[datetime, str]:
@@ -71,17 +190,25 @@ def read_index(store: BackupStore, database: str) -> dict[str, Entry] | None:
         raw = store.bucket.get_bytes(index_key(database))
     except StorageObjectNotFound:
         return None
+    except StorageError as e:
+        logger.warning("the history index %s cannot be read (%s); listing the bucket instead", index_key(database), e)
+        return None
+    return parse_index(raw, database)
+
+
+def parse_index(raw: bytes, database: str) -> dict[str, Entry] | None:
     try:
         data = json.loads(raw)
         if data.get("database") != database:
             raise ValueError(f"it describes {data.get('database')!r}")
-        entries = {
-            format_day(day): Entry(format_day(day), str(e["key"]), str(e["captured_at"]))
-            for day, e in data["backups"].items()
-        }
+        entries = {}
+        for day, e in data["backups"].items():
+            day = format_day(day)
+            facts = Facts.from_dict(e["facts"]) if e.get("facts") is not None else None
+            entries[day] = Entry(day, str(e["key"]), str(e["captured_at"]), facts)
         for entry in entries.values():
             entry.order  # noqa: B018  (a timestamp that does not parse makes the index unreadable)
-    except (ValueError, KeyError, TypeError, AttributeError, StorageError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         logger.warning("the history index %s cannot be read (%s); listing the bucket instead", index_key(database), e)
         return None
     return entries
@@ -90,36 +217,68 @@ def read_index(store: BackupStore, database: str) -> dict[str, Entry] | None:
 def write_index(store: BackupStore, database: str, entries: dict[str, Entry]) -> None:
     document = {
         "database": database,
-        "backups": {day: {"key": e.key, "captured_at": e.captured_at} for day, e in sorted(entries.items())},
+        "version": INDEX_VERSION,
+        "backups": {
+            day: {
+                "key": e.key,
+                "captured_at": e.captured_at,
+                **({"facts": dataclasses.asdict(e.facts)} if e.facts is not None else {}),
+            }
+            for day, e in sorted(entries.items())
+        },
     }
     store.bucket.put_bytes(
         index_key(database), json.dumps(document, indent=1).encode("utf-8"), content_type=INDEX_CONTENT_TYPE
     )
 
 
-def entries_of(backups: list[Manifest]) -> dict[str, Entry]:
-    return {m.day: Entry(m.day, m.key, m.captured_at) for m in backups}
+def entries_of(
+    backups: list[Manifest],
+    records: Mapping[tuple[str, str], VerificationRecord] | None = None,
+    objects: Mapping[str, ObjectInfo] = {},
+) -> dict[str, Entry]:
+    """The entries of `backups`, with their verification `records` by (day, database) and the ETags of
+    the listing `objects`."""
+    records = records or {}
+    return {m.day: Entry.of(m, records.get((m.day, m.database)), objects) for m in backups}
+
+
+def _entries_from(store: BackupStore, inventory: DailyInventory, objects: Mapping[str, ObjectInfo]) -> dict[str, Entry]:
+    return entries_of(inventory.backups, store.verifications(inventory), objects)
+
+
+def _listing(store: BackupStore) -> dict[str, ObjectInfo]:
+    return {info.key: info for info in store.bucket.list(DAILY_PREFIX)}
 
 
 def rebuild(store: BackupStore, database: str) -> list[Manifest]:
     """The database's backups from a listing of the bucket (the truth), oldest first; the index rewritten."""
-    backups = store.list_daily(database=database)
+    objects = _listing(store)
+    inventory = store.inventory(database=database, objects=objects)
     try:
-        write_index(store, database, entries_of(backups))
+        write_index(store, database, _entries_from(store, inventory, objects))
     except StorageError as e:  # the next reader lists again
         logger.warning("the history index of %s could not be written: %s", database, e)
-    return backups
+    return inventory.backups
 
 
-def rebuild_all(store: BackupStore, inventory: DailyInventory, databases: set[str] = frozenset()) -> int:
-    """Every database's index from one listing (retention's reconciliation); `databases` also get an empty
-    one. Only indexes that differ are written. Returns how many were written."""
+def rebuild_all(
+    store: BackupStore,
+    inventory: DailyInventory,
+    databases: set[str] = frozenset(),
+    objects: Mapping[str, ObjectInfo] | None = None,
+) -> int:
+    """Every database's index from one listing (retention's reconciliation; `objects`: that listing of
+    ``daily/``, for the ETags; listed again when not given); `databases` also get an empty one. Only
+    indexes that differ are written. Returns how many were written."""
     by_database: dict[str, list[Manifest]] = {name: [] for name in databases}
     for manifest in inventory.backups:
         by_database.setdefault(manifest.database, []).append(manifest)
+    records = store.verifications(inventory)
+    objects = _listing(store) if objects is None else objects
     written = 0
     for database, backups in sorted(by_database.items()):
-        wanted = entries_of(backups)
+        wanted = entries_of(backups, records, objects)
         if read_index(store, database) != wanted:
             try:
                 write_index(store, database, wanted)
@@ -168,20 +327,32 @@ def newest_backup(store: BackupStore, database: str) -> Manifest | None:
     return max(rebuild(store, database), key=_order, default=None)
 
 
-def record(store: BackupStore, manifest: Manifest) -> None:
-    """Add the backup `manifest` describes (just published) to its database's index, replacing the day's
-    previous entry. A missing or unreadable index is rebuilt from the bucket (which already holds it).
-    Errors are logged, not raised: the backup counts without its entry, and readers fall back to listing."""
+def record(store: BackupStore, manifest: Manifest, verification: VerificationRecord | None | object = _UNREAD) -> None:
+    """Add the backup `manifest` describes (just published, or just verified: `verification` is the record
+    just written) to its database's index, replacing the day's previous entry. Without `verification` the
+    slot's record is read (a re-run's day may keep the record of the dump it replaced). A missing,
+    unreadable or old-format index is rebuilt from the bucket (which already holds the backup). Errors are
+    logged, not raised: the backup counts without its entry, and readers fall back to listing."""
     database = manifest.database
-    mine = Entry(manifest.day, manifest.key, manifest.captured_at)
+    published = verification is _UNREAD
     try:
+        if published:
+            verification = store.get_verification(manifest.day, database)
+        stats = {
+            key: info
+            for key in (daily_manifest_key(manifest.day, database), daily_verification_key(manifest.day, database))
+            if (info := store.bucket.stat(key)) is not None
+        }
+        mine = Entry.of(manifest, verification, stats)  # type: ignore[arg-type]
         for _ in range(RECORD_ATTEMPTS):
             entries = read_index(store, database)
-            if entries is None:
+            if entries is None or any(e.facts is None for e in entries.values()):
                 rebuild(store, database)
             elif entries.get(manifest.day) != mine:
                 write_index(store, database, {**entries, manifest.day: mine})
-            if (read_index(store, database) or {}).get(manifest.day) == mine:
+            now = (read_index(store, database) or {}).get(manifest.day)
+            # After a publish, a verdict another writer put on this very backup since we read the record wins.
+            if now == mine or (now is not None and now.where() == mine.where() and published):
                 return
         logger.warning("%s %s: not in the history index after %d attempts", database, manifest.day, RECORD_ATTEMPTS)
     except StorageError as e:
@@ -196,3 +367,142 @@ def forget(store: BackupStore, database: str, days: set[str]) -> None:
             write_index(store, database, {d: e for d, e in entries.items() if d not in days})
     except StorageError as e:
         logger.warning("%s: the history index could not be updated: %s", database, e)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a status reads: every database's index, checked against one listing
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DailyView:
+    """The daily backups of a bucket as the status reports them: ``entries`` the backups that count (with
+    their facts), and what does not count, as ``DailyInventory`` sorts it. ``rebuilt``: database -> why its
+    index could not be trusted and was rebuilt from the listing (a view from a full inventory has none)."""
+
+    entries: list[tuple[str, Entry]] = field(default_factory=list)  # (database, entry)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    broken_manifests: dict[str, Manifest] = field(default_factory=dict)
+    orphans: list[ObjectInfo] = field(default_factory=list)
+    rebuilt: dict[str, str] = field(default_factory=dict)
+
+    def add(self, database: str, entries: Iterable[Entry], inventory: DailyInventory | None = None) -> None:
+        self.entries += [(database, e) for e in entries]
+        if inventory is not None:
+            self.corrupt.update(inventory.corrupt)
+            self.broken.update(inventory.broken)
+            self.broken_manifests.update(inventory.broken_manifests)
+            self.orphans += inventory.orphans
+
+
+def view_from_inventory(
+    store: BackupStore, inventory: DailyInventory, objects: Mapping[str, ObjectInfo] = {}
+) -> DailyView:
+    """Every backup from a full inventory (every manifest and verification record read): the reference."""
+    records = store.verifications(inventory)
+    view = DailyView()
+    for manifest in inventory.backups:
+        view.add(manifest.database, entries_of([manifest], records, objects).values())
+    view.add("", (), inventory)
+    return view
+
+
+def view_from_indexes(
+    store: BackupStore,
+    objects: Mapping[str, ObjectInfo],
+    indexes: Mapping[str, ObjectInfo],
+    databases: Iterable[str] = (),
+) -> DailyView:
+    """The daily backups from each database's index, checked against `objects` (one listing of ``daily/``)
+    and `indexes` (one of ``index/daily/``): per database its index and, beyond it, only the manifests of
+    days the index does not hold (damaged ones, or new since: then the index is rebuilt). Databases are
+    those with keys in the listing, and `databases` (the configured ones)."""
+    by_database: dict[str, dict[str, tuple[ObjectInfo, DailyKey]]] = {name: {} for name in databases}
+    for key, info in objects.items():
+        parsed = parse_daily_key(key)
+        if parsed is not None:
+            by_database.setdefault(parsed.database, {})[key] = (info, parsed)
+    view = DailyView()
+    for database, keys in sorted(by_database.items()):
+        index_info = indexes.get(index_key(database))
+        if not keys and index_info is None:
+            continue
+        _view_one(store, database, keys, index_info, view)
+    return view
+
+
+def _view_one(
+    store: BackupStore,
+    database: str,
+    keys: dict[str, tuple[ObjectInfo, DailyKey]],
+    index_info: ObjectInfo | None,
+    view: DailyView,
+) -> None:
+    entries = read_index(store, database) if index_info is not None else None
+    if entries is None:
+        why: str | None = "missing" if index_info is None else "unreadable"
+    else:
+        assert index_info is not None
+        why, rest, orphans = _compare(entries, keys, index_info)
+    if why is None:
+        assert entries is not None
+        # Days with keys the index does not hold: damaged backups (reported as such) or new ones (stale).
+        inventory = store.inventory(database=database, objects=rest) if rest else DailyInventory()
+        if inventory.backups:
+            why = f"stale: it lacks {', '.join(m.day for m in inventory.backups[:3])}"
+        else:
+            view.add(database, entries.values(), inventory)
+            view.orphans += orphans
+            return
+    listed = {k: info for k, (info, _) in keys.items()}
+    inventory = store.inventory(database=database, objects=listed)
+    rebuilt = _entries_from(store, inventory, listed)
+    view.add(database, rebuilt.values(), inventory)
+    view.rebuilt[database] = why
+    try:
+        if store.bucket.stat(index_key(database)) == index_info:  # nobody wrote it since the listing
+            write_index(store, database, rebuilt)
+    except StorageError as e:  # the report stands; the next status rebuilds again
+        logger.warning("the history index of %s could not be written: %s", database, e)
+
+
+def _compare(
+    entries: dict[str, Entry], keys: Mapping[str, tuple[ObjectInfo, DailyKey]], index_info: ObjectInfo
+) -> tuple[str | None, dict[str, ObjectInfo], list[ObjectInfo]]:
+    """Why the index does not describe the listed keys of its database (None: it does); the keys of the
+    days it does not hold; the dumps of the days it holds that are not theirs (orphans). One pass."""
+    if any(e.facts is None for e in entries.values()):
+        return "written by an older Patina (no facts)", {}, []
+    rest: dict[str, ObjectInfo] = {}
+    orphans: list[ObjectInfo] = []
+    manifests: dict[str, ObjectInfo] = {}
+    records: dict[str, ObjectInfo] = {}
+    newer = None  # the first manifest or record of a day it holds written after it
+    for key, (info, parsed) in keys.items():
+        entry = entries.get(parsed.day)
+        if entry is None:
+            rest[key] = info
+        elif parsed.kind == "dump":
+            if key != entry.key:
+                orphans.append(info)
+        else:
+            (manifests if parsed.kind == "manifest" else records)[parsed.day] = info
+            if newer is None and info.last_modified > index_info.last_modified:
+                newer = key
+    for day, entry in sorted(entries.items()):
+        facts = entry.facts
+        assert facts is not None
+        dump = keys.get(entry.key)
+        if day not in manifests:
+            return f"stale: the backup of {day} is gone", rest, orphans
+        if manifests[day].etag != facts.manifest_etag:
+            return f"stale: the manifest of {day} was rewritten", rest, orphans
+        if dump is None or dump[0].size != facts.bytes:
+            return f"stale: the dump of {day} changed", rest, orphans
+        record = records.get(day)
+        if (record.etag if record else None) != facts.record_etag:
+            return f"stale: the verification record of {day} {'changed' if record else 'went'}", rest, orphans
+    # A manifest or record written after the index (a re-run, a verdict) that its writer did not index: what
+    # the ETags say already, for buckets whose listings give none. (The days it does not hold are read anyway.)
+    return (f"stale: {newer} was written after it" if newer else None), rest, orphans

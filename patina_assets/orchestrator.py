@@ -9,9 +9,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -30,6 +29,7 @@ from .defs.on_demand.jobs import (
 )
 from .defs.policies import PARTITION_TAG
 from .launching import child_environment, failure_reason, launch, wait_until_ended, wait_until_started
+from .schedules import next_ticks, schedule_crons
 from .status import JobRun, Orchestrator, unavailable
 
 # --------------------------------------------------------------------------------------------------
@@ -142,67 +142,16 @@ def open_instance(env=os.environ) -> Iterator[tuple[dg.DagsterInstance | None, s
         instance.dispose()
 
 
-def schedule_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
-    """(name, cron, timezone) of each of the code location's schedules."""
+def definitions_crons(config: PatinaConfig) -> list[tuple[str, str, str]]:
+    """(name, cron, timezone) of each schedule of the built code location: what `schedules.schedule_crons`
+    must say without building it (the definitions' tests compare the two)."""
     from .defs import build_definitions
 
-    return [
+    return sorted(
         (schedule.name, schedule.cron_schedule, schedule.execution_timezone or "UTC")
         for schedule in build_definitions(config).get_repository_def().schedule_defs
         if isinstance(schedule.cron_schedule, str)
-    ]
-
-
-def next_ticks(crons: list[tuple[str, str, str]], now: datetime | None = None) -> dict[str, datetime]:
-    """When each schedule fires next (Dagster has no public helper for this; see `next_cron_tick`)."""
-    now = now or datetime.now(UTC)
-    return {name: next_cron_tick(cron, now, tz) for name, cron, tz in crons}
-
-
-def next_cron_tick(cron: str, after: datetime, timezone: str = "UTC") -> datetime:
-    """The first minute at or after `after` that a five-field cron matches in `timezone`, in UTC (as Dagster's
-    scheduler counts: a moment exactly on a tick is that tick).
-
-    Enough cron for the schedules Patina builds (numbers, `*`, lists, ranges and steps; day of week 0-7 with
-    Sunday 0 or 7; day of month and day of week both restricted means either, as cron does). Steps through
-    wall-clock time (aware datetimes add in wall time), skipping whole months, days and hours that cannot match."""
-    minute, hour, dom, month, dow = cron.split()
-    minutes, hours = _cron_field(minute, 0, 59), _cron_field(hour, 0, 23)
-    days, months = _cron_field(dom, 1, 31), _cron_field(month, 1, 12)
-    days_of_week = {d % 7 for d in _cron_field(dow, 0, 7)}
-    either = dom != "*" and dow != "*"
-    moment = after.astimezone(ZoneInfo(timezone))
-    if moment.second or moment.microsecond:
-        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    for _ in range(100_000):
-        dom_ok, dow_ok = moment.day in days, (moment.isoweekday() % 7) in days_of_week
-        if moment.month not in months:
-            moment = (moment.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
-        elif not ((dom_ok or dow_ok) if either else (dom_ok and dow_ok)):
-            moment = moment.replace(hour=0, minute=0) + timedelta(days=1)
-        elif moment.hour not in hours:
-            moment = moment.replace(minute=0) + timedelta(hours=1)
-        elif moment.minute not in minutes:
-            moment += timedelta(minutes=1)
-        else:
-            return moment.astimezone(UTC)
-    raise ValueError(f"the cron {cron!r} never fires")
-
-
-def _cron_field(text: str, low: int, high: int) -> set[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        span, _, step = part.partition("/")
-        if span == "*":
-            start, end = low, high
-        elif "-" in span:
-            start, end = (int(x) for x in span.split("-"))
-        else:
-            start = end = int(span)
-            if step:
-                end = high
-        values.update(range(start, end + 1, int(step or 1)))
-    return values
+    )
 
 
 class DagsterView:
@@ -214,7 +163,7 @@ class DagsterView:
 
     def __init__(self, config: PatinaConfig, instance: dg.DagsterInstance | None, detail: str, *, limit: int = 10):
         self.config, self.instance, self.detail, self.limit = config, instance, detail, limit
-        self.crons = schedule_crons(config)
+        self.crons = schedule_crons(config)  # from the configuration: no definitions built
 
     def read(self, now: datetime | None = None) -> Orchestrator:
         ticks = next_ticks(self.crons, now)

@@ -17,6 +17,7 @@ from .fleets import FLEETS_PREFIX
 from .r2.layout import is_r2_key
 from .storage import (
     AUDIT_PREFIX,
+    DAILY_PREFIX,
     daily_manifest_key,
     parse_daily_key,
     parse_weekly_key,
@@ -99,7 +100,8 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         if parse_daily_key(info.key) is None and parse_weekly_key(info.key) is None:
             result.unknown.append(Finding(info.key, "a stray object: not part of Patina's layout"))
 
-    daily = store.inventory()
+    daily_objects = {info.key: info for info in everything if info.key.startswith(DAILY_PREFIX)}
+    daily = store.inventory(objects=daily_objects)  # the one listing, sorted
     for manifest_key, why in sorted(daily.corrupt.items()):
         result.corrupt.append(Finding(manifest_key, why))
     broken_slots = set()
@@ -161,7 +163,7 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         )
 
     # The history indexes from this listing (the bucket is the truth): an entry lost to a crash comes back.
-    result.indexes_rewritten = history.rebuild_all(store, daily)
+    result.indexes_rewritten = history.rebuild_all(store, daily, objects=daily_objects)
 
     # Leftovers of interrupted runs: found, removed where safe, and reported.
     swept = leftovers.sweep(store.bucket)

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 
+from . import history
 from .archive import ArchiveStore
 from .encryption import EncryptionError
 from .leftovers import scratch_directory
@@ -64,6 +65,7 @@ def reencrypt_backups(
                 logger.warning("%s was not re-encrypted: %s", what, exc)
                 results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
             else:
+                history.record(store, new)  # its new key, with the verdict carried over to it
                 results.append(Rewrite(what, manifest.key, "rewritten", new.key))
     week = week_start_of(day_text).isoformat() if day_text else None
     for manifest in archives.list():

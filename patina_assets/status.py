@@ -8,12 +8,15 @@ the instance is unavailable, so the tools keep working on the day it is lost.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .catalog import DAILY, Backup, Catalog, iso
 from .config import PatinaConfig
-from .storage import DAMAGED, FAILED, NOT_VERIFIED, VERIFIED, parse_utc_timestamp
+from .storage import DAMAGED, FAILED, NOT_VERIFIED, VERIFIED, BackupStore, parse_utc_timestamp
 from .units import human_bytes
 
 ACTIVE = "active"
@@ -63,6 +66,48 @@ def unavailable(detail: str, next_scheduled: dict[str, datetime] | None = None) 
     return Orchestrator(available=False, detail=detail, next_scheduled=dict(next_scheduled or {}))
 
 
+def read_orchestrator(config: PatinaConfig, env: Mapping[str, str] = os.environ) -> Orchestrator:
+    """What the Dagster instance at ``$DAGSTER_HOME`` says. Without ``DAGSTER_HOME`` Dagster is not even
+    imported (a second of a status's time): the next ticks come from the configuration's crons."""
+    if not env.get("DAGSTER_HOME"):
+        from .schedules import next_ticks, schedule_crons
+
+        return unavailable("DAGSTER_HOME is not set", next_ticks(schedule_crons(config)))
+    from .orchestrator import DagsterView, open_instance
+
+    with open_instance(env) as (instance, detail):
+        return DagsterView(config, instance, detail).read()
+
+
+@dataclass(frozen=True)
+class FleetTenants:
+    """A fleet's tenants as its roster names them; ``discovered=False``: no roster yet (none are known)."""
+
+    fleet: str
+    tenants: tuple[str, ...]
+    discovered: bool
+
+
+def with_fleet_tenants(config: PatinaConfig, store: BackupStore) -> tuple[PatinaConfig, list[FleetTenants]]:
+    """`config` with every fleet's tenants added to its databases (each tenant is one database of the
+    status), and each fleet's tenants. Tenants already among the databases are not added twice."""
+    if not config.fleets:
+        return config, []
+    from .fleets import load_roster
+
+    known = set(config.names)
+    added, fleets = [], []
+    for fleet in config.fleets:
+        roster = load_roster(store, fleet.name, missing_ok=True)
+        tenants = roster.tenants if roster else ()
+        fleets.append(FleetTenants(fleet.name, tuple(t.name for t in tenants), roster is not None))
+        for tenant in tenants:
+            if tenant.name not in known:
+                known.add(tenant.name)
+                added.append(tenant.database(fleet))
+    return (dataclasses.replace(config, databases=config.databases + tuple(added)) if added else config), fleets
+
+
 @dataclass
 class Snapshot:
     """Everything ``/status`` and ``/metrics`` show, read once."""
@@ -74,17 +119,41 @@ class Snapshot:
     now: datetime
     #: Per configured R2 bucket, its newest snapshot (``patina_assets.r2.report.r2_status``); empty without any.
     r2: list[dict] = field(default_factory=list)
+    #: Databases whose history index could not be trusted (missing, unreadable, stale, an older format) and
+    #: was rebuilt from the listing for this snapshot: database -> why. What it reports is the bucket's either way.
+    rebuilt: dict[str, str] = field(default_factory=dict)
+    #: Each fleet's tenants (they are among ``config``'s databases).
+    fleets: list[FleetTenants] = field(default_factory=list)
 
     @classmethod
     def take(
-        cls, config: PatinaConfig, catalog: Catalog, orchestrator: Orchestrator, now: datetime | None = None
+        cls,
+        config: PatinaConfig,
+        catalog: Catalog,
+        orchestrator: Orchestrator,
+        now: datetime | None = None,
+        *,
+        indexed: bool = True,
     ) -> Snapshot:
+        """One listing of the bucket, each database's history index (``indexed=False``: every manifest and
+        verification record instead), the weekly archives' manifests, and the R2 buckets' newest snapshots."""
         r2 = []
         if config.r2_buckets:
             from .r2.report import r2_status
 
             r2 = r2_status(config, catalog.store.bucket)
-        return cls(config, catalog.backups(), catalog.storage().to_dict(), orchestrator, now or datetime.now(UTC), r2)
+        config, fleets = with_fleet_tenants(config, catalog.store)
+        seen = catalog.overview(config.names, indexed=indexed)
+        return cls(
+            config,
+            seen.backups,
+            seen.storage.to_dict(),
+            orchestrator,
+            now or datetime.now(UTC),
+            r2,
+            seen.rebuilt,
+            fleets,
+        )
 
     # -- the last job --------------------------------------------------------------------------
 
@@ -119,7 +188,7 @@ class Snapshot:
         }
 
     def _job_from_bucket(self) -> dict | None:
-        dailies = [b for b in self.backups if b.manifest is not None and b.status != DAMAGED]
+        dailies = [b for b in self.backups if b.facts is not None and b.status != DAMAGED]
         if not dailies:
             return None
         # Today's backups can only be on-demand ones (a night backs up the day that ended): skip them if possible.
@@ -128,10 +197,10 @@ class Snapshot:
         that_day = [b for b in dailies if b.day == day]
         names = {b.database for b in that_day}
         missing = [name for name in self.config.names if name not in names]
-        started = min(parse_utc_timestamp(b.manifest.started_at) for b in that_day)
-        finished = max(parse_utc_timestamp(b.manifest.finished_at) for b in that_day)
-        runs = {b.manifest.dagster_run_id for b in that_day}
-        size = sum(b.manifest.bytes for b in that_day)
+        started = min(parse_utc_timestamp(b.facts.started_at) for b in that_day)  # type: ignore[union-attr]
+        finished = max(parse_utc_timestamp(b.facts.finished_at) for b in that_day)  # type: ignore[union-attr]
+        runs = {b.dagster_run_id for b in that_day}
+        size = sum(b.stored_bytes or 0 for b in that_day)
         seconds = (finished - started).total_seconds()
         return {
             "jobId": runs.pop() if len(runs) == 1 else None,
@@ -167,6 +236,7 @@ class Snapshot:
 
     def databases(self) -> list[dict]:
         newest, verified = self.newest_by_database(), self.newest_by_database(verified=True)
+        fleet_of = {name: f.fleet for f in self.fleets for name in f.tenants}
         out = []
         for db in self.config.by_priority():
             backup, good = newest.get(db.name), verified.get(db.name)
@@ -175,6 +245,7 @@ class Snapshot:
                 {
                     "database": db.name,
                     "priority": db.priority,
+                    "fleet": fleet_of.get(db.name),
                     "lastBackup": backup.day if backup else None,
                     "lastBackupAt": iso(stored_at(backup)) if backup else None,
                     "lastBackupCapturedLate": backup.captured_late if backup else None,
@@ -248,6 +319,16 @@ class Snapshot:
             "verification": self.verification(),
             "databases": self.databases(),
             "generatedAt": iso(self.now),
+            "indexRebuilt": dict(sorted(self.rebuilt.items())),
+            "fleets": [
+                {
+                    "fleet": f.fleet,
+                    "discovered": f.discovered,
+                    "tenants": len(f.tenants),
+                    "tenantNames": list(f.tenants),
+                }
+                for f in self.fleets
+            ],
             **({"r2": self.r2} if self.config.r2_buckets else {}),
         }
 
@@ -452,13 +533,25 @@ def render_status(status: dict) -> str:
             f"  {bad['verification'].upper()}: {bad['database']} {bad['date']} ({bad['location']})"
             + (f": {bad['problem']}" if bad["problem"] else "")
         )
+    for fleet in status.get("fleets", ()):
+        lines.append(
+            f"Fleet {fleet['fleet']}: {fleet['tenants']} tenant(s)"
+            + ("" if fleet["discovered"] else " (not discovered yet: no roster in the bucket)")
+        )
+    rebuilt = status.get("indexRebuilt") or {}
+    if rebuilt:
+        shown = ", ".join(f"{name} ({why})" for name, why in list(rebuilt.items())[:5])
+        lines.append(
+            f"History index rebuilt from the listing for {len(rebuilt)} database(s): {shown}"
+            + (" ..." if len(rebuilt) > 5 else "")
+        )
     lines.append("")
     lines.append(
         table(
             ["DATABASE", "PRIORITY", "LAST BACKUP", "AGE", "VERIFIED", "LAST VERIFIED"],
             [
                 [
-                    d["database"],
+                    d["database"] + (f" ({d['fleet']})" if d.get("fleet") else ""),
                     d["priority"],
                     (d["lastBackup"] or "none") + (" (captured late)" if d["lastBackupCapturedLate"] else ""),
                     f"{d['ageHours']:.1f} h" if d["ageHours"] is not None else "-",

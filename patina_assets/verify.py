@@ -219,6 +219,14 @@ def verification_record(
     )
 
 
+def keep_verdict(store: BackupStore, manifest: Manifest, record: VerificationRecord) -> None:
+    """Store the verdict beside the backup, then in its database's history index (what a status reads
+    instead of every record). Only the first can fail the caller: a verdict missing from the index is
+    found by the next status, which sees the newer record and rebuilds the index."""
+    store.record_verification(manifest, record)
+    history.record(store, manifest, record)
+
+
 def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored: Path) -> None:
     """Tables, rows, digests and schema of the restored database against the manifest."""
     with SqliteSource(restored) as source:

@@ -36,6 +36,46 @@ NAMES = {name for name, _, _ in DATABASES}
 # -- public endpoints -----------------------------------------------------------------------------
 
 
+def test_status_and_metrics_list_each_fleets_tenants(serve, tmp_path):
+    """A fleet's tenants are databases of the status (from the roster its discovery stored in the bucket)."""
+    import types
+
+    from support.configs import small_database, write_config
+
+    from patina_assets.backup import Cloudflare, back_up, open_store
+    from patina_assets.fleets import Roster, Tenant, roster_key
+
+    account = "0123456789abcdef0123456789abcdef"
+    config = write_config(
+        tmp_path,
+        [{"name": "groveauth", "source": str(small_database(tmp_path / "auth.sqlite", 5))}],
+        databases_from=[{"name": "tenants", "account": account}],
+    )
+    store = open_store(config)
+    roster = Roster(
+        fleet="tenants",
+        account_id=account,
+        name_pattern="*",
+        discovered_at="2026-03-01T00:00:00Z",
+        tenants=(
+            Tenant("tenant-a", "1c0ffee0-0000-4000-8000-000000000001", "tenant-a"),
+            Tenant("tenant-b", "1c0ffee0-0000-4000-8000-000000000002", "tenant-b"),
+        ),
+    )
+    store.bucket.put_bytes(roster_key("tenants"), roster.to_json().encode(), content_type="application/json")
+    back_up(config.databases[0], "2026-03-01", store, Cloudflare(api_url="http://127.0.0.1:9", token=None), config.dump)
+    client = serve(bucket=types.SimpleNamespace(config=config), catalog=lambda: Catalog(store, config.retention))
+    status = client.get("/status").json()
+    rows = {d["database"]: d for d in status["databases"]}
+    assert set(rows) == {"groveauth", "tenant-a", "tenant-b"}
+    assert (rows["tenant-a"]["fleet"], rows["tenant-a"]["lastBackup"]) == ("tenants", None)
+    assert rows["groveauth"]["fleet"] is None and rows["groveauth"]["lastBackup"] == "2026-03-01"
+    assert status["fleets"] == [
+        {"fleet": "tenants", "discovered": True, "tenants": 2, "tenantNames": ["tenant-a", "tenant-b"]}
+    ]
+    assert "patina_backup_databases_count 3" in client.get("/metrics").text
+
+
 def test_index_health_status_list_and_openapi(serve):
     client = serve()
     index = client.get("/").json()

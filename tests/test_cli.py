@@ -3,6 +3,7 @@ and weekly jobs (local and moto S3), human and --json output, and restores into 
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -124,6 +125,35 @@ def test_status_from_the_bucket_alone_when_dagster_is_gone(capsys, bucket):
     code, out, _ = patina(capsys, bucket, "status")
     assert code == 0 and "Dagster instance unavailable: DAGSTER_HOME is not set" in out
     assert f"Last backup: {DAILY_DAY} completed: 3 ok, 0 failed" in out and "[from the bucket]" in out
+
+
+def test_status_trusts_the_indexes_it_rebuilt_on_either_bucket(capsys, bucket):
+    """What a status writes when it rebuilds an index (the ETags of that listing) is what the next one lists."""
+    first = patina_json(capsys, bucket, "status")
+    second = patina_json(capsys, bucket, "status")
+    assert second["indexRebuilt"] == {}
+    for part in ("storage", "verification", "lastBackup"):
+        assert second[part] == first[part]
+
+
+def test_status_without_dagster_home_does_not_import_dagster():
+    """The next ticks come from the configuration's crons; building the definitions took seconds."""
+    bucket = filled("local")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    program = (
+        "import json, sys\n"
+        "from patina_assets.cli import main\n"
+        f"code = main(['--config', {str(bucket.config_path)!r}, 'status', '--json'])\n"
+        "print(json.dumps({'code': code, 'dagster': sorted(m for m in sys.modules if m.split('.')[0] == 'dagster')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)
+    status_text, _, verdict_line = done.stdout.rstrip().rpartition("\n")
+    verdict = json.loads(verdict_line)
+    assert verdict == {"code": 0, "dagster": []}, done.stderr[-2000:]
+    status = json.loads(status_text)
+    assert status["instance"]["detail"] == "DAGSTER_HOME is not set"
+    assert status["nextScheduled"].endswith("T03:00:00Z")
+    assert set(status["schedules"]) == {"nightly_backup_schedule", "weekly_archive_schedule"}
 
 
 def test_status_with_the_dagster_instance(capsys, monkeypatch):

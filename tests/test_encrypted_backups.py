@@ -354,6 +354,9 @@ def test_the_command_line_lists_without_the_identity_and_reencrypts_everything_a
     assert main(["--config", path, "reencrypt", "--all"]) == 0
     out = capsys.readouterr().out
     assert f"{len(DAYS) * len(NAMES) + 1} rewritten" in out
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["--config", path, "status", "--json"]) == 0  # reencrypt kept each history index up to date
+    assert json.loads(capsys.readouterr().out)["indexRebuilt"] == {}
     store = open_store(encrypted_config(tmp_path, [second.recipient]))
     wanted = [recipient_fingerprint(second.recipient)]
     assert all(m.recipients == wanted for m in store.list_daily())

@@ -2,13 +2,17 @@
 be missing, stale or damaged without a check ever using a backup that is not in the bucket."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from support.configs import small_database, write_config
 
 from patina_assets import history
 from patina_assets.backup import Cloudflare, back_up, open_store
-from patina_assets.verify import latest_backup, previous_backups
+from patina_assets.catalog import Catalog
+from patina_assets.status import Snapshot, unavailable
+from patina_assets.storage import VerificationRecord, daily_dump_key, daily_manifest_key, new_generation, utc_timestamp
+from patina_assets.verify import keep_verdict, latest_backup, previous_backups
 
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)
 
@@ -19,10 +23,15 @@ class CountingBucket:
     def __init__(self, bucket):
         self._bucket = bucket
         self.listed: list[str] = []
+        self.read: list[str] = []
 
     def list(self, prefix=""):
         self.listed.append(prefix)
         return self._bucket.list(prefix)
+
+    def get_bytes(self, key):
+        self.read.append(key)
+        return self._bucket.get_bytes(key)
 
     def __getattr__(self, name):
         return getattr(self._bucket, name)
@@ -107,3 +116,147 @@ def test_an_entry_lost_between_publish_and_index_comes_back_with_reconciliation(
     assert result.clean, result  # the index objects are Patina's, not strays
     assert result.indexes_rewritten == 1
     assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02"]
+
+
+# -- what a status reads: the indexes, checked against one listing -------------------------------
+
+NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+def reports(config, store):
+    """The status from the indexes and from every manifest and record (each its /status document without
+    the index's own line, /metrics and /list), and which indexes the first had to rebuild."""
+    catalog = Catalog(store, config.retention)
+    indexed = Snapshot.take(config, catalog, unavailable("test"), NOW)
+    full = Snapshot.take(config, catalog, unavailable("test"), NOW, indexed=False)
+
+    def report(snapshot):
+        document = snapshot.to_dict()
+        document.pop("indexRebuilt")
+        return document, snapshot.metrics(), [b.to_dict() for b in snapshot.backups]
+
+    assert full.rebuilt == {}
+    return report(indexed), report(full), indexed.rebuilt
+
+
+def settled(config, store):
+    """The report, once from indexes that needed rebuilding and once from the rebuilt ones: both the full one."""
+    first, full, rebuilt = reports(config, store)
+    assert first == full
+    second, full, again = reports(config, store)
+    assert second == full and again == {}
+    return full[0], rebuilt
+
+
+def verdict(manifest, passed=True, problems=()):
+    return VerificationRecord(
+        key=manifest.key, sha256=manifest.sha256, passed=passed, checked_at=utc_timestamp(), problems=tuple(problems)
+    )
+
+
+def test_status_from_the_indexes_is_the_status_from_every_manifest(fleet):
+    config, store, night = fleet
+    auth = [night(day) for day in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04")]
+    scout = [night(day, database=1) for day in ("2026-03-01", "2026-03-02")]
+    keep_verdict(store, auth[0], verdict(auth[0]))
+    keep_verdict(store, auth[1], verdict(auth[1]))
+    keep_verdict(store, auth[2], verdict(auth[2], passed=False, problems=["table users has 19 rows"]))
+    store.bucket.put_bytes(scout[1].key, b"not the dump")  # damaged behind the index's back
+    store.bucket.put_bytes(daily_manifest_key("2026-03-05", "groveauth"), b"{not json")  # unreadable manifest
+    store.bucket.put_bytes(daily_dump_key("2026-03-04", "groveauth", "sql.zst", new_generation()), b"x")  # an orphan
+
+    document, rebuilt = settled(config, store)
+    assert rebuilt == {"scout-db": "stale: the dump of 2026-03-02 changed"}
+    checked = document["verification"]
+    assert (checked["verified"], checked["failed"], checked["notVerified"], checked["damaged"]) == (2, 1, 2, 2)
+    assert {(p["database"], p["date"], p["verification"]) for p in checked["problems"]} == {
+        ("groveauth", "2026-03-03", "failed"),
+        ("groveauth", "2026-03-05", "damaged"),
+        ("scout-db", "2026-03-02", "damaged"),
+    }
+    assert len(document["storage"]["problems"]) == 3  # the unreadable manifest, the broken backup, the orphan
+    by_name = {d["database"]: d for d in document["databases"]}
+    assert (
+        by_name["groveauth"]["lastBackup"] == "2026-03-04"
+        and by_name["groveauth"]["lastVerifiedBackup"] == "2026-03-02"
+    )
+    assert by_name["scout-db"]["lastBackup"] == "2026-03-01"
+
+
+def test_a_missing_unreadable_or_stale_index_is_caught_and_rebuilt(fleet):
+    config, store, night = fleet
+    manifests = [night(day) for day in ("2026-03-01", "2026-03-02", "2026-03-03")]
+    night("2026-03-01", database=1)
+    assert settled(config, store)[1] == {}
+
+    store.bucket.delete("index/daily/groveauth.json")
+    assert settled(config, store)[1] == {"groveauth": "missing"}
+    assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+    store.bucket.put_bytes("index/daily/groveauth.json", b'{"database": "groveauth", "backups": [')
+    assert settled(config, store)[1] == {"groveauth": "unreadable"}
+
+    stale = history.read_index(store, "groveauth")
+    store.delete_daily("2026-03-02", "groveauth")  # behind the index's back
+    history.write_index(store, "groveauth", stale)
+    document, rebuilt = settled(config, store)
+    assert rebuilt == {"groveauth": "stale: the backup of 2026-03-02 is gone"}
+    assert document["storage"]["dailyBackups"] == 3 and indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-03"]
+
+    history.forget(store, "groveauth", {"2026-03-03"})  # as if the run died between its manifest and the index
+    assert settled(config, store)[1] == {"groveauth": "stale: it lacks 2026-03-03"}
+
+    rerun = night("2026-03-01")  # re-run: a new dump, and the index follows it
+    assert rerun.key != manifests[0].key and settled(config, store)[1] == {}
+
+
+def test_verdicts_show_up_whoever_writes_them(fleet):
+    config, store, night = fleet
+    manifest = night("2026-03-01")
+
+    def shown():
+        document, rebuilt = settled(config, store)
+        return document["databases"][0]["lastBackupVerification"], rebuilt
+
+    assert shown() == ("not verified", {})
+    keep_verdict(store, manifest, verdict(manifest))  # the check's way: the record, then the index
+    assert shown() == ("verified", {})
+    keep_verdict(store, manifest, verdict(manifest, passed=False, problems=["digest differs"]))
+    assert shown() == ("failed", {})
+    store.record_verification(manifest, verdict(manifest))  # behind the index's back (a crash before it)
+    assert shown() == ("verified", {"groveauth": "stale: the verification record of 2026-03-01 changed"})
+    rerun = night("2026-03-01")  # the record is about the dump it replaced: the new one is not verified
+    assert shown() == ("not verified", {})
+    keep_verdict(store, rerun, verdict(rerun))
+    assert shown() == ("verified", {})
+
+
+def test_an_index_written_before_facts_were_kept_still_works_and_is_upgraded(fleet):
+    config, store, night = fleet
+    manifests = [night(day) for day in ("2026-03-01", "2026-03-02", "2026-03-03")]
+    old = {
+        "database": "groveauth",
+        "backups": {m.day: {"key": m.key, "captured_at": m.captured_at} for m in manifests[:2]},
+    }
+    store.bucket.put_bytes("index/daily/groveauth.json", json.dumps(old).encode())
+    assert previous_backups(store, manifests[1]) == manifests[:1]  # the checks read it as before
+    assert settled(config, store)[1] == {"groveauth": "written by an older Patina (no facts)"}
+    assert all(e.facts is not None for e in history.read_index(store, "groveauth").values())
+
+    store.bucket.put_bytes("index/daily/groveauth.json", json.dumps(old).encode())
+    night("2026-03-04")  # a publish upgrades it too
+    entries = history.read_index(store, "groveauth")
+    assert sorted(entries) == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    assert all(e.facts is not None for e in entries.values())
+
+
+def test_a_status_reads_one_index_per_database_not_every_manifest(fleet):
+    config, store, night = fleet
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"):
+        night(day)
+        night(day, database=1)
+    settled(config, store)
+    counting = type(store)(CountingBucket(store.bucket))
+    Snapshot.take(config, Catalog(counting, config.retention), unavailable("test"), NOW)
+    assert sorted(counting.bucket.listed) == ["daily/", "index/daily/", "weekly/"]
+    assert sorted(counting.bucket.read) == ["index/daily/groveauth.json", "index/daily/scout-db.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -136,14 +137,22 @@ class DailyKey:
         return (self.day, self.database)
 
 
+@functools.lru_cache(maxsize=4096)
+def _listed_day(text: str) -> str | None:
+    """``format_day`` of a day in a key, once per day (a listing has thousands of keys per day)."""
+    try:
+        return format_day(text)
+    except InvalidKey:
+        return None
+
+
 def parse_daily_key(key: str) -> DailyKey | None:
     """Recognise a daily manifest or dump key; None for anything else (weekly archives, strays)."""
     match = _DAILY_KEY.match(key)
     if not match or not DATABASE_NAME.match(match["name"]):
         return None
-    try:
-        day = format_day(match["day"])
-    except InvalidKey:
+    day = _listed_day(match["day"])
+    if day is None:
         return None
     if match["manifest"]:
         return DailyKey(key=key, day=day, database=match["name"], kind="manifest")

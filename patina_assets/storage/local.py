@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from .buckets import (
+    _BAD_KEY_CHARS,
     _COPY_BUFFER,
+    _MAX_KEY_BYTES,
     _TMP_MARKER,
     IncompleteWrite,
     InvalidKey,
@@ -130,14 +132,23 @@ class LocalBucket:
         start = self.root.joinpath(*directory.split("/")) if directory else self.root
         if not start.is_dir():
             return
-        for key in sorted(self._walk_keys(start)):
-            if not key.startswith(prefix):
-                continue
-            info = self.stat(key)
-            if info is not None:  # deleted since the walk
-                yield info
+        # One stat per file, straight from the walk (a status lists every object of the bucket).
+        found = []
+        with self._errors("list", None):
+            for key, path in self._walk_paths(start):
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:  # deleted since the walk
+                    continue
+                if stat_module.S_ISREG(st.st_mode):
+                    found.append((key, st))
+        found.sort(key=lambda pair: pair[0])
+        for key, st in found:
+            yield self._info(key, st)
 
-    def _walk_keys(self, start: Path) -> Iterator[str]:
+    def _walk_paths(self, start: Path) -> Iterator[tuple[str, str]]:
         def fail(exc: OSError) -> None:
             if not isinstance(exc, FileNotFoundError):
                 raise exc
@@ -145,10 +156,13 @@ class LocalBucket:
         with self._errors("list", None):
             for dirpath, _dirnames, filenames in os.walk(start, onerror=fail):
                 relative = Path(dirpath).relative_to(self.root).as_posix()
+                if relative != "." and not _is_valid_key(relative):
+                    continue  # no key can be under it
                 for name in filenames:
                     key = name if relative == "." else f"{relative}/{name}"
-                    if not name.startswith(_TMP_MARKER) and _is_valid_key(key):
-                        yield key
+                    # `validate_key(key)`, its directory checked once above: the name is one more segment.
+                    if _is_valid_segment(name) and len(key.encode("utf-8")) <= _MAX_KEY_BYTES:
+                        yield key, os.path.join(dirpath, name)
 
     # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
 
@@ -254,6 +268,10 @@ class LocalBucket:
         if exc.errno == errno.EROFS:
             return StorageAccessDenied(f"cannot {action} {where}: {reason}. The backup directory is read-only")
         return StorageError(f"cannot {action} {where}: {reason}")
+
+
+def _is_valid_segment(name: str) -> bool:
+    return name not in ("", ".", "..") and not name.startswith(_TMP_MARKER) and not _BAD_KEY_CHARS.search(name)
 
 
 def _is_valid_key(key: str) -> bool:

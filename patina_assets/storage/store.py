@@ -329,11 +329,22 @@ class BackupStore:
         cutoff = (now or datetime.now(UTC)) - min_age
         return [info for info in orphans if info.last_modified <= cutoff]
 
-    def inventory(self, database: str | None = None, day: date | str | None = None) -> DailyInventory:
-        """List ``daily/`` once and sort every object into backups, orphans, corrupt and broken."""
+    def inventory(
+        self,
+        database: str | None = None,
+        day: date | str | None = None,
+        *,
+        objects: Mapping[str, ObjectInfo] | None = None,
+    ) -> DailyInventory:
+        """List ``daily/`` once and sort every object into backups, orphans, corrupt and broken (``objects``:
+        a listing of ``daily/`` already made, key -> info, so one listing serves several inventories)."""
         if database is not None:
             validate_database_name(database)
-        objects = {info.key: info for info in self.bucket.list(daily_prefix(day))}
+        if objects is None:
+            objects = {info.key: info for info in self.bucket.list(daily_prefix(day))}
+        elif day is not None:
+            prefix = daily_prefix(day)
+            objects = {key: info for key, info in objects.items() if key.startswith(prefix)}
         result = DailyInventory()
         manifests: dict[tuple[str, str], DailyKey] = {}
         dumps: dict[tuple[str, str], list[ObjectInfo]] = {}

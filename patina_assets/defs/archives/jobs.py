@@ -2,10 +2,10 @@
 
 import dagster as dg
 
+from ...schedules import WEEKLY_DAY_OF_WEEK, WEEKLY_HOUR, WEEKLY_MINUTE, WEEKLY_SCHEDULE  # their one home
 from .assets import ARCHIVE_KEY
 
 WEEKLY_JOB = "weekly_archive"
-WEEKLY_SCHEDULE = "weekly_archive_schedule"
 # A week's run is stopped by run monitoring after this long: seven dailies re-read, compressed and verified.
 WEEKLY_MAX_RUNTIME_SECONDS = 4 * 3600
 
@@ -25,8 +25,8 @@ def weekly_schedule(job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefini
     return dg.build_schedule_from_partitioned_job(
         job,
         name=WEEKLY_SCHEDULE,
-        hour_of_day=4,
-        minute_of_hour=0,
-        day_of_week=0,
+        hour_of_day=WEEKLY_HOUR,
+        minute_of_hour=WEEKLY_MINUTE,
+        day_of_week=WEEKLY_DAY_OF_WEEK,
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )

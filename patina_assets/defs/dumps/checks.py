@@ -49,6 +49,7 @@ from ...verify import (
     SizeVerdict,
     detect_schema_drift,
     judge_size,
+    keep_verdict,
     latest_backup,
     previous_backups,
     verification_record,
@@ -182,7 +183,7 @@ def record_verdict(
         increase_ratio=config.alerts.size_increase_ratio,
     )
     try:
-        store.record_verification(manifest, verification_record(outcome, size, run_id=context.run.run_id))
+        keep_verdict(store, manifest, verification_record(outcome, size, run_id=context.run.run_id))
     except StorageError as e:
         context.log.error(f"{manifest.database} {manifest.day}: the verdict could not be stored in the bucket: {e}")
         return f"not recorded: {e}"

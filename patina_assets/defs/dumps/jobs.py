@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ...schedules import NIGHTLY_HOUR, NIGHTLY_MINUTE, NIGHTLY_SCHEDULE  # their one home, without Dagster
 from ..policies import R2_GROUP, step_executor
 from .executors import nightly_executor
 
 NIGHTLY_JOB = "nightly_backup"
-NIGHTLY_SCHEDULE = "nightly_backup_schedule"
 # A whole night's run is stopped by run monitoring after this long (the default; build_definitions derives it
 # from the configuration: see watch.run_bounds); each database also has its own deadline.
 NIGHTLY_MAX_RUNTIME_SECONDS = 6 * 3600
@@ -44,7 +44,7 @@ def nightly_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinit
     return dg.build_schedule_from_partitioned_job(
         job,
         name=NIGHTLY_SCHEDULE,
-        hour_of_day=3,
-        minute_of_hour=0,
+        hour_of_day=NIGHTLY_HOUR,
+        minute_of_hour=NIGHTLY_MINUTE,
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
