@@ -186,11 +186,18 @@ def prepare(work: Path, databases: int) -> dict[str, str]:
     lines += ["bucket:", "  local:", "    path: bucket"]
     (work / "patina.yaml").write_text("\n".join(lines) + "\n")
     (home / "dagster.yaml").write_text(INSTANCE_YAML.format(home=home))
-    (served / "dagster.yaml").write_text((CHECKOUT / "dagster.yaml").read_text().replace(".patina/dagster", str(served)))
+    (served / "dagster.yaml").write_text(
+        (CHECKOUT / "dagster.yaml").read_text().replace(".patina/dagster", str(served))
+    )
     workspace = {
         "load_from": [
-            {"python_module": {"module_name": "patina_assets.definitions", "location_name": LOCATION,
-                               "working_directory": str(CHECKOUT)}}
+            {
+                "python_module": {
+                    "module_name": "patina_assets.definitions",
+                    "location_name": LOCATION,
+                    "working_directory": str(CHECKOUT),
+                }
+            }
         ]
     }
     (work / "workspace.yaml").write_text(json.dumps(workspace))  # JSON is YAML
