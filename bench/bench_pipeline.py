@@ -23,6 +23,9 @@ bucket under --work, and is timed from the moment its command starts to the run'
                the timing; the schedule and `patina trigger` end in the same queue
     backfill   a backfill of the one partition (GraphQL `launchPartitionBackfill`) through the same servers: the
                daemon's backfill loop (every 30 s, fixed in Dagster) creates the run, then as `ui`
+    trigger    `patina trigger` into the same queue: its CLI, then `dagster job launch` (a CLI and an ephemeral
+               code server) submit the on-demand job, then as `ui`. Not the nightly's work (no checks): compare
+               its `submit` phase with `ui`'s, not its total with in-process
 
 The served modes wait by reading the instance's SQLite run storage directly (no Dagster import in the bench's
 poller) and print where the time went, from the run's events: submit (to the run's creation in the queue: the
@@ -62,9 +65,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The checkout whose code runs (--checkout: e.g. main's, for a before/after), with its own .venv.
 CHECKOUT = ROOT
 PYTHON = ROOT / ".venv" / "bin" / "python"
-MODES = ("inprocess", "executor", "launched", "ui", "backfill")
+MODES = ("inprocess", "executor", "launched", "ui", "backfill", "trigger")
 # Modes that submit to a long-lived webserver and daemon (`--serve`), started once outside the timing.
-SERVED = ("ui", "backfill")
+SERVED = ("ui", "backfill", "trigger")
 DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 JOB = "nightly_backup"
 LOCATION = "patina"
@@ -288,8 +291,19 @@ def served_port(work: Path) -> int:
         raise SystemExit(f"no servers at {work}: start them first with --serve --work {work}") from None
 
 
-def submit(mode: str, port: int) -> tuple[str, str]:
-    """Submit one night through the webserver: ('run', run id) or ('backfill', backfill id)."""
+def submit(mode: str, port: int, work: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Submit one night: ('run', run id) or ('backfill', backfill id)."""
+    if mode == "trigger":
+        done = subprocess.run(
+            [str(PYTHON), "-m", "patina_assets.cli", "trigger", "--json", "--workspace", str(work / "workspace.yaml")],
+            env={**env, "DAGSTER_HOME": str(work / "served")},
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"trigger: refused: {(done.stderr or done.stdout).strip()[-2000:]}")
+        return "run", json.loads(done.stdout)["jobId"]
     repository = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
     if mode == "ui":
         params = {
@@ -355,10 +369,10 @@ def phases(storage: Path, run_id: str, submitted: float) -> dict[str, float]:
     }
 
 
-def run_served(mode: str, work: Path, port: int) -> tuple[float, dict[str, float]]:
+def run_served(mode: str, work: Path, port: int, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     storage = work / "served" / "storage" / "history"
     started, submitted = time.monotonic(), time.time()
-    kind, key = submit(mode, port)
+    kind, key = submit(mode, port, work, env)
     run_id, status = wait_in_storage(storage, kind, key)
     seconds = time.monotonic() - started
     if status != "SUCCESS":
@@ -369,7 +383,7 @@ def run_served(mode: str, work: Path, port: int) -> tuple[float, dict[str, float
 def run_night(mode: str, env: dict[str, str], work: Path | None = None, port: int | None = None) -> float:
     """Wall seconds of one night in `mode`, from the command's start to the run's end."""
     if mode in SERVED:
-        seconds, spent = run_served(mode, work, port)
+        seconds, spent = run_served(mode, work, port, env)
         print(f"  {mode}: {seconds:.2f} s = " + ", ".join(f"{k} {v:.2f}" for k, v in spent.items()), file=sys.stderr)
         return seconds
     run_id = uuid.uuid4().hex
