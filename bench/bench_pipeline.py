@@ -1,46 +1,80 @@
-"""Benchmark: one night of N databases in-process, through the nightly job's executor, and as a launched run.
+"""Benchmark: one night of N databases in-process, through the nightly job's executor, as a launched run, and
+through a long-lived webserver and daemon (the UI's Launch, a backfill).
 
-    .venv/bin/python bench/bench_pipeline.py [--databases 6,50,200] [--repeat 3] [--modes inprocess,executor,launched]
+    .venv/bin/python bench/bench_pipeline.py [--databases 6,50,200] [--repeat 3] [--modes inprocess,executor,ui]
     .venv/bin/python bench/bench_pipeline.py --databases 50 --mode executor --work /tmp/pipe50   # one night, for farm-bench
+    .venv/bin/python bench/bench_pipeline.py --databases 6 --serve --work /tmp/pipe6 &   # then, as often as wanted:
+    .venv/bin/python bench/bench_pipeline.py --databases 6 --mode ui --work /tmp/pipe6   # one night through it
     .venv/bin/python bench/bench_pipeline.py --checkout /work/main ...   # another checkout's code (before/after)
 
-Each mode is one fresh process that runs the nightly job once for the same day (dumps, publishes and every
-dump check), on a Dagster instance and a local bucket of its own under --work:
+Each mode runs the nightly job once for the same day (dumps, publishes and every dump check) on a local
+bucket under --work, and is timed from the moment its command starts to the run's end:
 
-    inprocess  `execute_in_process` (what `make demo` does): every step in one process
-    executor   `dagster job execute`: the job's own executor, as the CLI runs it (one process per step, or
-               per dump with the checks folded into it)
-    launched   `dagster job launch` and wait for the run's end: the run launcher starts `dagster api
-               execute_run`, which runs the job's executor; this is what the daemon does with a queued run
-               (`patina trigger`, the UI's Materialize, the schedule and backfills), minus its polling
+    inprocess  `execute_in_process` (what `make demo` does) in a fresh process: every step in one process
+    executor   `dagster job execute` in a fresh process: the job's own executor, as the CLI runs it (one
+               process per dump, with its checks folded into it)
+    launched   `dagster job launch` (a fresh CLI, which loads the code location in an ephemeral code server) and
+               wait for the run's end: the run launcher starts `dagster api execute_run`, which runs the job's
+               executor, on the default run coordinator (no queue, no daemon)
+    ui         what the UI's "Launch run" / "Materialize all" does: a GraphQL `launchPipelineExecution` to a
+               running webserver; the run is queued, the daemon dequeues it and its code server starts the run
+               worker. The webserver, daemon and code server (`dagster dev`, as `make ui` runs them, on the
+               instance configuration of the checkout's dagster.yaml) are started once by `--serve`, outside
+               the timing; the schedule and `patina trigger` end in the same queue
+    backfill   a backfill of the one partition (GraphQL `launchPartitionBackfill`) through the same servers: the
+               daemon's backfill loop (every 30 s, fixed in Dagster) creates the run, then as `ui`
+    trigger    `patina trigger` into the same queue: its CLI, then `dagster job launch` (a CLI and an ephemeral
+               code server) submit the on-demand job, then as `ui`. Not the nightly's work (no checks): compare
+               its `submit` phase with `ui`'s, not its total with in-process
+
+The served modes wait by reading the instance's SQLite run storage directly (no Dagster import in the bench's
+poller) and print where the time went, from the run's events: submit (to the run's creation in the queue: the
+webserver writes every planned materialization and check; for a backfill, also the backfill loop's wait),
+queued (until the daemon dequeues it), run worker (its interpreter and code location, to RUN_START), first step
+(the forkserver's start and preload, to the first step process), steps (to the last step's end) and ending
+(to RUN_SUCCESS).
 
 The N source databases are small SQLite files (two tables, a few thousand rows): what is measured is what
-Dagster adds around each dump. Modes alternate (inprocess, executor, launched, inprocess, ...) so a drift of
-the shared machine slows all alike; prints the median wall seconds of each and the ratio to in-process.
-Goal (issue 17): executor and launched within 1.5x of in-process (goal 1.2x).
+Dagster adds around each dump. Modes alternate (inprocess, executor, ..., inprocess, ...) so a drift of the
+shared machine slows all alike; prints the median wall seconds of each and the ratio to in-process.
+Goal (issue 17): every way a night runs within 1.5x of in-process (goal 1.2x).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import random
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The checkout whose code runs (--checkout: e.g. main's, for a before/after), with its own .venv.
 CHECKOUT = ROOT
 PYTHON = ROOT / ".venv" / "bin" / "python"
-MODES = ("inprocess", "executor", "launched")
+MODES = ("inprocess", "executor", "launched", "ui", "backfill", "trigger")
+# Modes that submit to a long-lived webserver and daemon (`--serve`), started once outside the timing.
+SERVED = ("ui", "backfill", "trigger")
 DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+JOB = "nightly_backup"
+LOCATION = "patina"
+REPOSITORY = "__repository__"  # the repository Dagster makes of a module's `Definitions`
+POLL_SECONDS = 0.1
+SERVE_TIMEOUT_SECONDS = 600.0
+ENDED = ("SUCCESS", "FAILURE", "CANCELED")
 
 INSTANCE_YAML = """\
 storage:
@@ -92,6 +126,33 @@ while (run := instance.get_run_by_id(sys.argv[1])) is None or run.status not in 
 sys.exit(0 if run.status == dg.DagsterRunStatus.SUCCESS else 1)
 """
 
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+LAUNCH_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+LOCATION_STATUS = """
+{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
 
 def make_source(path: Path, seed: int) -> None:
     rng = random.Random(seed)
@@ -112,10 +173,13 @@ def make_source(path: Path, seed: int) -> None:
 
 
 def prepare(work: Path, databases: int) -> dict[str, str]:
-    """The sources, patina.yaml and the instance's home under `work` (kept between calls); the environment."""
-    sources, home = work / "sources", work / "dagster"
-    sources.mkdir(parents=True, exist_ok=True)
-    home.mkdir(parents=True, exist_ok=True)
+    """The sources, patina.yaml and the instances' homes under `work` (kept between calls); the environment.
+
+    Two instances: `dagster` (the default run coordinator: the fresh-process modes) and `served` (the checkout's
+    own dagster.yaml: its queue, run monitoring, retries and pools, as `make ui` and production run)."""
+    sources, home, served = work / "sources", work / "dagster", work / "served"
+    for directory in (sources, home, served):
+        directory.mkdir(parents=True, exist_ok=True)
     names = [f"tenant-{n:04d}" for n in range(databases)]
     for n, name in enumerate(names):
         if not (sources / f"{name}.sqlite").exists():
@@ -125,6 +189,21 @@ def prepare(work: Path, databases: int) -> dict[str, str]:
     lines += ["bucket:", "  local:", "    path: bucket"]
     (work / "patina.yaml").write_text("\n".join(lines) + "\n")
     (home / "dagster.yaml").write_text(INSTANCE_YAML.format(home=home))
+    (served / "dagster.yaml").write_text(
+        (CHECKOUT / "dagster.yaml").read_text().replace(".patina/dagster", str(served))
+    )
+    workspace = {
+        "load_from": [
+            {
+                "python_module": {
+                    "module_name": "patina_assets.definitions",
+                    "location_name": LOCATION,
+                    "working_directory": str(CHECKOUT),
+                }
+            }
+        ]
+    }
+    (work / "workspace.yaml").write_text(json.dumps(workspace))  # JSON is YAML
     return {**os.environ, "DAGSTER_HOME": str(home), "PATINA_CONFIG": str(work / "patina.yaml")}
 
 
@@ -132,15 +211,182 @@ def command(mode: str, run_id: str) -> list[str]:
     tags = json.dumps({"dagster/partition": DAY})
     if mode == "inprocess":
         return [str(PYTHON), "-c", IN_PROCESS, DAY]
-    target = ["-m", "patina_assets.definitions", "-d", str(CHECKOUT), "-j", "nightly_backup", "--tags", tags]
+    target = ["-m", "patina_assets.definitions", "-d", str(CHECKOUT), "-j", JOB, "--tags", tags]
     if mode == "executor":
         return [str(PYTHON), "-m", "dagster", "job", "execute", *target]
     return [str(PYTHON), "-m", "dagster", "job", "launch", *target, "--run-id", run_id]
 
 
-def run_night(mode: str, env: dict[str, str]) -> float:
-    """Wall seconds of one night in `mode`, from the process start to the run's end."""
-    run_id = __import__("uuid").uuid4().hex
+# --------------------------------------------------------------------------------------------------
+# The served modes: a webserver and a daemon started once, then GraphQL submissions
+# --------------------------------------------------------------------------------------------------
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.load(response)
+    if answer.get("errors"):
+        raise SystemExit(f"GraphQL error: {answer['errors']}")
+    return answer["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(work: Path, env: dict[str, str]) -> Iterator[int]:
+    """`dagster dev` (webserver, daemon, one code server) on the `served` instance until the block ends; its
+    port once the code location has loaded. It runs in a session of its own, which is ended as a whole."""
+    port = free_port()
+    log = open(work / "serve.log", "w")  # noqa: SIM115  (open as long as the servers run)
+    served_env = {**env, "DAGSTER_HOME": str(work / "served")}
+    server = subprocess.Popen(
+        [str(PYTHON), "-m", "dagster", "dev", "-w", str(work / "workspace.yaml"), "-p", str(port)],
+        env=served_env,
+        cwd=CHECKOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (work / "serve.json").write_text(json.dumps({"port": port, "pid": server.pid}))
+    try:
+        deadline = time.monotonic() + SERVE_TIMEOUT_SECONDS
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"dagster dev ended (exit {server.returncode}): see {work / 'serve.log'}")
+            with contextlib.suppress(OSError):
+                entries = graphql(port, LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
+                entry = next((e for e in entries if e["name"] == LOCATION), None)
+                if entry and entry["loadStatus"] == "LOADED":
+                    if entry["locationOrLoadError"]["__typename"] == "PythonError":
+                        raise SystemExit(f"the code location did not load: {entry['locationOrLoadError']['message']}")
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"dagster dev did not load the code location in {SERVE_TIMEOUT_SECONDS:.0f} s")
+            time.sleep(0.5)
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # the session started above: dagster dev and its children
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+        (work / "serve.json").unlink(missing_ok=True)
+
+
+def served_port(work: Path) -> int:
+    try:
+        return json.loads((work / "serve.json").read_text())["port"]
+    except FileNotFoundError:
+        raise SystemExit(f"no servers at {work}: start them first with --serve --work {work}") from None
+
+
+def submit(mode: str, port: int, work: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Submit one night: ('run', run id) or ('backfill', backfill id)."""
+    if mode == "trigger":
+        done = subprocess.run(
+            [str(PYTHON), "-m", "patina_assets.cli", "trigger", "--json", "--workspace", str(work / "workspace.yaml")],
+            env={**env, "DAGSTER_HOME": str(work / "served")},
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"trigger: refused: {(done.stderr or done.stdout).strip()[-2000:]}")
+        return "run", json.loads(done.stdout)["jobId"]
+    repository = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+    if mode == "ui":
+        params = {
+            "selector": {**repository, "jobName": JOB},
+            "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAY}]},
+        }
+        answer = graphql(port, LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
+        if answer["__typename"] != "LaunchRunSuccess":
+            raise SystemExit(f"ui: the run was refused: {answer}")
+        return "run", answer["run"]["runId"]
+    params = {
+        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": repository},
+        "partitionNames": [DAY],
+        "fromFailure": False,
+    }
+    answer = graphql(port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise SystemExit(f"backfill: refused: {answer}")
+    return "backfill", answer["backfillId"]
+
+
+def wait_in_storage(storage: Path, kind: str, key: str) -> tuple[str, str]:
+    """(run id, status) once the run (or the backfill's run) has ended, read from the SQLite run storage."""
+    while True:
+        with contextlib.closing(sqlite3.connect(f"file:{storage / 'runs.db'}?mode=ro", uri=True, timeout=30)) as db:
+            if kind == "run":
+                row = db.execute("SELECT run_id, status FROM runs WHERE run_id = ?", (key,)).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT runs.run_id, runs.status FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id "
+                    "WHERE run_tags.key = 'dagster/backfill' AND run_tags.value = ?",
+                    (key,),
+                ).fetchone()
+        if row and row[1] in ENDED:
+            return row
+        time.sleep(POLL_SECONDS)
+
+
+def phases(storage: Path, run_id: str, submitted: float) -> dict[str, float]:
+    """Where a served run's time went, from its events' timestamps (see the module's docstring)."""
+    events = storage / "runs" / f"{run_id}.db"
+    with contextlib.closing(sqlite3.connect(f"file:{events}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT dagster_event_type, timestamp FROM event_logs WHERE dagster_event_type IS NOT NULL ORDER BY id"
+        ).fetchall()
+
+    def first(kind: str) -> float:
+        return next(dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC).timestamp() for k, t in rows if k == kind)
+
+    def last(kinds: tuple[str, ...]) -> float:
+        return max(dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC).timestamp() for k, t in rows if k in kinds)
+
+    enqueued, starting, started = first("PIPELINE_ENQUEUED"), first("PIPELINE_STARTING"), first("PIPELINE_START")
+    worker, steps_ended = first("STEP_WORKER_STARTED"), last(("STEP_SUCCESS", "STEP_FAILURE"))
+    return {
+        "submit": enqueued - submitted,
+        "queued": starting - enqueued,
+        "run worker": started - starting,
+        "first step": worker - started,
+        "steps": steps_ended - worker,
+        "ending": first("PIPELINE_SUCCESS") - steps_ended,
+    }
+
+
+def run_served(mode: str, work: Path, port: int, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    storage = work / "served" / "storage" / "history"
+    started, submitted = time.monotonic(), time.time()
+    kind, key = submit(mode, port, work, env)
+    run_id, status = wait_in_storage(storage, kind, key)
+    seconds = time.monotonic() - started
+    if status != "SUCCESS":
+        raise SystemExit(f"{mode}: the night's run {run_id} ended {status} (see it in the UI at port {port})")
+    return seconds, phases(storage, run_id, submitted)
+
+
+def run_night(mode: str, env: dict[str, str], work: Path | None = None, port: int | None = None) -> float:
+    """Wall seconds of one night in `mode`, from the command's start to the run's end."""
+    if mode in SERVED:
+        seconds, spent = run_served(mode, work, port, env)
+        print(f"  {mode}: {seconds:.2f} s = " + ", ".join(f"{k} {v:.2f}" for k, v in spent.items()), file=sys.stderr)
+        return seconds
+    run_id = uuid.uuid4().hex
     started = time.monotonic()
     done = subprocess.run(command(mode, run_id), env=env, cwd=CHECKOUT, capture_output=True, text=True)
     if done.returncode == 0 and mode == "launched":
@@ -156,19 +402,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--databases", default="6,50", help="comma-separated database counts (default 6,50)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default="inprocess,executor,launched,ui")
     parser.add_argument("--mode", choices=MODES, help="one night in this mode only (for farm-bench); needs --work")
+    parser.add_argument(
+        "--serve", action="store_true", help="start the webserver and daemon for --mode ui/backfill; runs until killed"
+    )
     parser.add_argument("--work", type=Path, help="keep sources, bucket and instance here (default: a temporary one)")
     parser.add_argument("--checkout", type=Path, help="run this checkout's code with its .venv (default: this one)")
     args = parser.parse_args()
     if args.checkout:
         global CHECKOUT, PYTHON
         CHECKOUT, PYTHON = args.checkout.resolve(), args.checkout.resolve() / ".venv" / "bin" / "python"
-    if args.mode:
+    if args.mode or args.serve:
         if args.work is None:
-            parser.error("--mode needs --work (the sources are generated once there)")
-        env = prepare(args.work, int(args.databases.split(",")[0]))
-        print(f"{args.mode}: {run_night(args.mode, env):.2f} s")
+            parser.error("--mode and --serve need --work (the sources are generated once there)")
+        work = args.work.resolve()
+        env = prepare(work, int(args.databases.split(",")[0]))
+        if args.serve:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # end the servers too (serve's finally)
+            with serve(work, env) as port:
+                print(f"serving {work} on port {port}; stop with Ctrl-C or kill {os.getpid()}", flush=True)
+                while True:
+                    time.sleep(3600)
+        port = served_port(work) if args.mode in SERVED else None
+        print(f"{args.mode}: {run_night(args.mode, env, work, port):.2f} s")
         return 0
     modes = args.modes.split(",")
     print(
@@ -181,12 +438,14 @@ def main() -> int:
     print("|" + "---|" * (1 + 2 * len(modes) - 1))
     for count in (int(n) for n in args.databases.split(",")):
         with tempfile.TemporaryDirectory(prefix="patina-bench-pipeline-") as tmp:
-            env = prepare(args.work / str(count) if args.work else Path(tmp), count)
-            run_night(modes[0], env)  # warm-up: the first night publishes, later ones supersede (the same work)
-            times: dict[str, list[float]] = {m: [] for m in modes}
-            for _ in range(args.repeat):
-                for mode in modes:
-                    times[mode].append(run_night(mode, env))
+            work = (args.work / str(count) if args.work else Path(tmp)).resolve()
+            env = prepare(work, count)
+            with serve(work, env) if set(modes) & set(SERVED) else contextlib.nullcontext() as port:
+                run_night(modes[0], env, work, port)  # warm-up: the first night publishes, later ones supersede
+                times: dict[str, list[float]] = {m: [] for m in modes}
+                for _ in range(args.repeat):
+                    for mode in modes:
+                        times[mode].append(run_night(mode, env, work, port))
             medians = {m: statistics.median(t) for m, t in times.items()}
             base = medians.get("inprocess")
             ratios = [f"{medians[m] / base:.2f}x" if base else "-" for m in modes[1:]]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+import pytest
 from support.configs import small_database, write_config
 
 from patina_assets.defs import build_definitions
@@ -50,3 +51,24 @@ def test_local_dagster_yaml_keeps_everything_under_dot_patina(tmp_path, monkeypa
     finally:
         instance.dispose()
     assert (tmp_path / ".patina" / "dagster" / "storage").is_dir()
+
+
+@pytest.mark.parametrize(
+    "instance_yaml", ["dagster.yaml", "deploy/dagster.postgres.yaml", "deploy/celery/dagster.yaml"]
+)
+def test_every_instance_dequeues_within_a_second_and_keeps_its_run_limit(
+    instance_yaml, tmp_path, postgres_url, monkeypatch
+):
+    # A run from the UI, the schedule, a backfill or `patina trigger` waits in the queue until the daemon's next
+    # look: Dagster's default is every 5 s (2.5 s on average), a fixed cost of every run (issue 17).
+    shutil.copy(ROOT / instance_yaml, tmp_path / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATINA_POSTGRES_URL", postgres_url)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
+    finally:
+        instance.dispose()
