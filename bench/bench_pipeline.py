@@ -2,7 +2,7 @@
 through a long-lived webserver and daemon (the UI's Launch, a backfill).
 
     .venv/bin/python bench/bench_pipeline.py [--databases 6,50,200] [--repeat 3] [--modes inprocess,executor,ui]
-    .venv/bin/python bench/bench_pipeline.py --databases 50 --mode executor --work /tmp/pipe50   # one night, for farm-bench
+    .venv/bin/python bench/bench_pipeline.py --databases 50 --mode executor --work /tmp/pipe50   # one night, for a timer of whole processes
     .venv/bin/python bench/bench_pipeline.py --databases 6 --serve --work /tmp/pipe6 &   # then, as often as wanted:
     .venv/bin/python bench/bench_pipeline.py --databases 6 --mode ui --work /tmp/pipe6   # one night through it
     .venv/bin/python bench/bench_pipeline.py --checkout /work/main ...   # another checkout's code (before/after)
@@ -403,7 +403,9 @@ def main() -> int:
     parser.add_argument("--databases", default="6,50", help="comma-separated database counts (default 6,50)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", default="inprocess,executor,launched,ui")
-    parser.add_argument("--mode", choices=MODES, help="one night in this mode only (for farm-bench); needs --work")
+    parser.add_argument(
+        "--mode", choices=MODES, help="one night in this mode only (for a timer of whole processes); needs --work"
+    )
     parser.add_argument(
         "--serve", action="store_true", help="start the webserver and daemon for --mode ui/backfill; runs until killed"
     )
