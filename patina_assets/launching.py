@@ -86,6 +86,37 @@ def launch(
         raise TriggerError(f"Dagster did not accept the run: {detail}")
 
 
+def submit_through_webserver(url: str, job: str, tags: dict[str, str], ops: list[str] | None) -> str:
+    """Queue a run through a running Dagster webserver's GraphQL API, as the UI's Launch does (dagster-graphql's
+    client, Dagster's public one); return its run id.  The webserver has the code location loaded already, so
+    nothing is imported or started here: about 0.4 s, where `dagster job launch` costs a CLI and an ephemeral
+    code server (3 s on a small machine)."""
+    from urllib.parse import urlsplit
+
+    import requests
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TriggerError(f"--webserver {url!r} is not the URL of a Dagster webserver, e.g. http://127.0.0.1:3000")
+    where = f"the Dagster webserver at {parts.scheme}://{parts.netloc}{parts.path}"
+    try:
+        client = DagsterGraphQLClient(
+            parts.hostname,
+            port_number=parts.port,
+            use_https=parts.scheme == "https",
+            path_prefix=parts.path.rstrip("/"),
+            timeout=60,
+        )
+        return client.submit_job_execution(job, repository_location_name=CODE_LOCATION, tags=tags, op_selection=ops)
+    except (DagsterGraphQLClientError, requests.RequestException) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise TriggerError(
+            f"{where} did not queue the run ({type(exc).__name__}: {detail}). Is it running, and does it serve the "
+            f"code location {CODE_LOCATION!r}? Leave out --webserver to submit without it"
+        ) from exc
+
+
 def wait_until_started(
     instance: dg.DagsterInstance, run_id: str, timeout: float = START_TIMEOUT_SECONDS
 ) -> dg.DagsterRun:

@@ -43,6 +43,7 @@ def ui(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, (root / "make-ui.log").read_text()[-3000:]
             time.sleep(1)  # polling the server's own readiness answer, not standing in for it
+        root.joinpath("ui-url").write_text(f"http://127.0.0.1:{port}")
         yield root
     finally:
         stop_group(process)
@@ -86,6 +87,31 @@ def test_make_ui_works_first_and_trigger_wait_backs_up_beside_it(ui):
     assert "DEBUG" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr  # only the config line
     listing = json.loads(patina(ui, "list", "--json").stdout)
     assert [b["database"] for b in listing["backups"]] == ["scout-db"]
+
+
+def test_trigger_through_the_running_webserver_backs_up(ui):
+    url = (ui / "ui-url").read_text()
+    done = patina(ui, "trigger", "--db", "groveauth", "--webserver", url, "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    triggered = json.loads(done.stdout)
+    assert triggered["databaseNames"] == ["groveauth"] and triggered["status"] == "completed", triggered
+    listing = json.loads(patina(ui, "list", "--json", "--db", "groveauth").stdout)
+    assert [b["database"] for b in listing["backups"]] == ["groveauth"]
+    # A webserver of another instance than $DAGSTER_HOME's: refused, naming both (its run is not ours to watch).
+    elsewhere = ui / "another-dagster-home"
+    elsewhere.mkdir()
+    other = subprocess.run(
+        [str(ui / ".venv" / "bin" / "patina"), "trigger", "--db", "groveauth", "--webserver", url],
+        cwd=ui,
+        env={**user_environment(ui), "DAGSTER_HOME": str(elsewhere)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode == 1 and "another Dagster instance" in other.stderr, other.stdout + other.stderr
+    # A URL where no webserver answers: the error says so and how to do without it.
+    refused = patina(ui, "trigger", "--db", "groveauth", "--webserver", "http://127.0.0.1:9", timeout=120)
+    assert refused.returncode == 1 and "did not queue the run" in refused.stderr and "--webserver" in refused.stderr
 
 
 def test_a_run_the_daemon_cannot_start_fails_trigger_and_status_says_so(ui):
