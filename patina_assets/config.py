@@ -905,9 +905,10 @@ class _InvalidTimestamp(str):
     """A scalar YAML took for a date/time but that is not a valid one (e.g. 2026-13-01)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader, except that an impossible date becomes a value we can report with its
-    field path instead of an exception without one."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """yaml's SafeLoader (libyaml's C parser when PyYAML has it: a fleet-sized patina.yaml parses ten times
+    faster, and `patina status` parses it on every call), except that an impossible date becomes a value we
+    can report with its field path instead of an exception without one."""
 
     def construct_yaml_timestamp(self, node: yaml.Node) -> Any:  # type: ignore[override]
         try:
