@@ -70,6 +70,12 @@ def main() -> None:
         "--daemon-tenants", type=int, default=0, help="tenants of a night run by dagster-daemon, as in production"
     )
     parser.add_argument("--no-engine", action="store_true", help="skip the night without Dagster")
+    parser.add_argument(
+        "--dequeue",
+        default="",
+        help="the queued run coordinator's settings for the daemon night, e.g. 'interval=1,threads=4' "
+        "(default: dagster.yaml's, i.e. Dagster's: every 5 s, no threads)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("PATINA_API_BUDGET_DIR", tempfile.mkdtemp(prefix="patina-bench-budget-"))
@@ -133,7 +139,7 @@ def run(args, work: Path, base_url: str, write_config, count_requests) -> list[t
 
     day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     if args.daemon_tenants:  # first: a fresh bucket, as a fleet's first night
-        rows += daemon_night(config, roster, args.daemon_tenants, day, work, count_requests)
+        rows += daemon_night(config, roster, args.daemon_tenants, day, work, count_requests, args.dequeue)
     if args.no_engine:
         return rows
     gc.collect()
@@ -227,14 +233,19 @@ sys.meta_path.insert(0, _LiftBudget())
 """
 
 
-def process_tree(root: int) -> dict[int, tuple[str, int, int]]:
-    """pid -> (command, RSS kB, peak RSS kB) of `root` and its descendants, from /proc."""
+def process_tree(root: int) -> dict[int, tuple[str, int, int, float]]:
+    """pid -> (command, RSS kB, peak RSS kB, CPU seconds with its reaped children's) of `root` and its
+    descendants, from /proc."""
     parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}  # seconds: the process's own and its reaped children's
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                    fields = f.read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+                cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / ticks  # utime stime cutime cstime
             except (OSError, IndexError, ValueError):
                 pass
     tree, frontier = {root}, [root]
@@ -250,7 +261,12 @@ def process_tree(root: int) -> dict[int, tuple[str, int, int]]:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
             with open(f"/proc/{pid}/status") as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
-            found[pid] = (command, int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]))
+            found[pid] = (
+                command,
+                int(fields["VmRSS"].split()[0]),
+                int(fields["VmHWM"].split()[0]),
+                cpu.get(pid, 0.0),
+            )
         except (OSError, KeyError, ValueError):
             pass
     return found
@@ -266,7 +282,7 @@ def role(command: str) -> str:
     return "other"
 
 
-def daemon_night(config, roster, count: int, day: str, work: Path, count_requests) -> list[tuple]:
+def daemon_night(config, roster, count: int, day: str, work: Path, count_requests, dequeue: str = "") -> list[tuple]:
     """`count` tenants (the roster's first) through `dagster-daemon run`, as a production night runs: the
     daemon's scheduler fires the fleet's 03:00 tick (its state says it was switched on before it), the
     queued run coordinator starts the runs (dagster.yaml's limits: 4 runs, 3 d1_export slots), each in
@@ -288,6 +304,16 @@ def daemon_night(config, roster, count: int, day: str, work: Path, count_request
     home = work / "dagster_home"
     home.mkdir()
     instance_yaml = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    if dequeue:
+        settings = dict(item.split("=") for item in dequeue.split(","))
+        coordinator: dict = {"dequeue_interval_seconds": int(settings.get("interval", 5))}
+        if "threads" in settings:
+            coordinator.update(dequeue_use_threads=True, dequeue_num_workers=int(settings["threads"]))
+        instance_yaml["run_coordinator"] = {
+            "module": "dagster._core.run_coordinator.queued_run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": coordinator,
+        }
     text = yaml.safe_dump(instance_yaml).replace(".patina/dagster", str(home))
     (home / "dagster.yaml").write_text(text)
     site = work / "site"
@@ -334,14 +360,16 @@ def daemon_night(config, roster, count: int, day: str, work: Path, count_request
         )
         peaks: dict[int, tuple[str, int]] = {}
         sum_peak = 0
+        cpu_seconds = 0.0  # of the daemon's tree (runs are reaped by the code server, counted in its children's)
         job = fleet_job_name(fleet)
         finished = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
         first_seen = None
         try:
             while True:
                 tree = process_tree(daemon.pid)
-                sum_peak = max(sum_peak, sum(rss for _, rss, _ in tree.values()))
-                for pid, (command, _, hwm) in tree.items():
+                sum_peak = max(sum_peak, sum(rss for _, rss, _, _ in tree.values()))
+                cpu_seconds = max(cpu_seconds, sum(used for *_, used in tree.values()))
+                for pid, (command, _, hwm, _) in tree.items():
                     peaks[pid] = (command, max(hwm, peaks.get(pid, ("", 0))[1]))
                 runs = instance.get_runs_count(dg.RunsFilter(job_name=job))
                 if runs and first_seen is None:
@@ -378,11 +406,12 @@ def daemon_night(config, roster, count: int, day: str, work: Path, count_request
         f"(start to end) median {median:.1f}s, max {durations[-1] if durations else 0:.1f}s; "
         f"processes seen: {len(peaks)}; peak RSS by role (MB): "
         + ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(by_role.items()))
-        + f"; peak sum of RSS {sum_peak / 1024:.0f} MB"
+        + f"; peak sum of RSS {sum_peak / 1024:.0f} MB; CPU of the daemon's process tree about {cpu_seconds:.0f}s "
+        f"({cpu_seconds / max(1, len(records)):.1f}s a run)"
     )
     return [
         (
-            f"night, dagster-daemon (1 run/tenant, {len(records)} runs)",
+            f"night, dagster-daemon (1 run/tenant, {len(records)} runs{', dequeue ' + dequeue if dequeue else ''})",
             count,
             requests,
             f"{wall:.1f}",
