@@ -353,8 +353,9 @@ class Alerting:
         if run.status == dg.DagsterRunStatus.FAILURE:
             for key in facts.failed_assets():
                 streak = self.streak(instance, facts, key)
-                if streak is not None:  # a fleet's: one per tenant (the partition's), so the id names it
-                    alerts.append((f"streak:{key.to_user_string()}:{streak.database}", streak))
+                if streak is not None:  # a fleet's streak is a tenant's (the partition's): its id names it
+                    tenant = f":{streak.database}" if key in self._fleets else ""
+                    alerts.append((f"streak:{key.to_user_string()}{tenant}", streak))
         return alerts
 
     def streak(self, instance: dg.DagsterInstance, facts: RunFacts, key: dg.AssetKey) -> FailureStreak | None:
