@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument(
         "--dequeue",
         default="",
-        help="the queued run coordinator's settings for the daemon night, e.g. 'interval=1,threads=4' "
-        "(default: dagster.yaml's, i.e. Dagster's: every 5 s, no threads)",
+        help="the queued run coordinator's settings for the daemon night instead of dagster.yaml's (every 1 s, "
+        "4 threads), e.g. 'interval=5' (Dagster's default: every 5 s, one launch at a time)",
     )
     args = parser.parse_args()
 
@@ -309,6 +309,8 @@ def daemon_night(config, roster, count: int, day: str, work: Path, count_request
         coordinator: dict = {"dequeue_interval_seconds": int(settings.get("interval", 5))}
         if "threads" in settings:
             coordinator.update(dequeue_use_threads=True, dequeue_num_workers=int(settings["threads"]))
+        else:
+            coordinator.update(dequeue_use_threads=False)
         instance_yaml["run_coordinator"] = {
             "module": "dagster._core.run_coordinator.queued_run_coordinator",
             "class": "QueuedRunCoordinator",
