@@ -321,6 +321,9 @@ class DatabaseConfig:
     sqlite_path: Path | None = None
     account_id: str | None = None
     database_id: str | None = None
+    #: The database's name in D1 when it is not ``name``: a fleet's tenant whose D1 name is not a valid
+    #: database name (``My Shop``, backed up as ``my-shop-0f2c1d3e``). What wrangler commands must name.
+    d1_name: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):

@@ -31,7 +31,8 @@ from .config import DatabaseConfig, FleetConfig, PatinaConfig
 from .engine.api_budget import ApiBudget
 from .engine.d1_accounts import AccountListing, ListedDatabase, list_databases
 from .engine.errors import PatinaError
-from .storage import DATABASE_NAME, BackupStore, StorageObjectNotFound
+from .history import write_index
+from .storage import DAILY_PREFIX, DATABASE_NAME, BackupStore, StorageError, StorageObjectNotFound, parse_daily_key
 
 FLEETS_PREFIX = "fleets/"
 ROSTER_VERSION = 1
@@ -77,6 +78,7 @@ class Tenant:
             source=f"d1://{fleet.account_id}/{self.uuid}",
             description=f"tenant {self.d1_name} of fleet {fleet.name}",
             priority=fleet.priority,
+            d1_name=self.d1_name if self.d1_name != self.name else None,
         )
 
 
@@ -249,7 +251,32 @@ def discover(
     previous = load_roster(store, fleet.name, missing_ok=True)
     roster = roster_from_listing(fleet, listing, taken=taken, previous=previous)
     store.bucket.put_bytes(roster_key(fleet.name), roster.to_json().encode(), content_type="application/json")
+    start_histories(store, roster, previous)
     return roster
+
+
+def start_histories(store: BackupStore, roster: Roster, previous: Roster | None) -> list[str]:
+    """An empty history index (history.py) for each tenant new to the roster that has no backup in the bucket.
+
+    The first backup of a database without an index rebuilds it from a listing of all of `daily/`: for a new
+    fleet of 1,000 tenants that is 1,000 listings of a `daily/` growing all night. One listing here (keys
+    only, and only when there are new tenants) tells which new tenants have no backup at all; their index
+    starts empty, so their first nights list nothing. A new tenant that does have backups (a roster lost,
+    a database once configured by hand) is left to the rebuild. Returns the tenants given an index."""
+    known = set(previous.names) | {t.name for t in previous.vanished} if previous else set()
+    new = {t.name for t in roster.tenants} - known
+    if not new:
+        return []
+    try:
+        for info in store.bucket.list(DAILY_PREFIX):
+            parsed = parse_daily_key(info.key)
+            if parsed is not None:
+                new.discard(parsed.database)
+        with ThreadPoolExecutor(max_workers=8) as pool:  # small PUTs: a sensor's tick is short
+            list(pool.map(lambda name: write_index(store, name, {}), sorted(new)))
+    except StorageError:
+        return []  # each tenant's first backup rebuilds its index from a listing instead, as any database's
+    return sorted(new)
 
 
 def load_roster(store: BackupStore, fleet: str, *, missing_ok: bool = False) -> Roster | None:

@@ -31,14 +31,20 @@ EMPTY_DATABASE_WARNING = (
 def restore_guide(
     config: PatinaConfig, database: DatabaseConfig, backups: list[Backup], base_url: str | None = None
 ) -> dict:
-    """The guide as the spec's JSON document (with extra fields)."""
+    """The guide as the spec's JSON document (with extra fields).
+
+    Backups are filed (and `patina` commands take) the database's Patina name; wrangler names the database as
+    D1 does, which for a fleet's tenant whose D1 name had to be changed (`My Shop`, backed up as
+    `my-shop-0f2c1d3e`) is its D1 name (`database.d1_name`), quoted for the shell."""
     name = database.name
+    d1_name = database.d1_name or name
     # The newest verified backup by capture time (``backups`` come newest capture first), else the newest usable.
     newest = next((b for b in backups if b.status == VERIFIED), None) or next((b for b in backups if b.usable), None)
     day = newest.day if newest else "YYYY-MM-DD"
     sql_file = f"{name}-{day}.sql"
     new_db = f"{name}-restored-{day.replace('-', '')}"
     q = shlex.quote
+    d1 = q(d1_name)  # what wrangler is told: the D1 database in place (Time Travel), not the name backups go by
     count_table, expected = _table_to_count(newest)
     count_sql = f"SELECT COUNT(*) FROM {_sql_name(count_table)}" if count_table else "SELECT name FROM sqlite_master"
     expect = f" (expect {expected:,})" if expected is not None else ""
@@ -57,8 +63,7 @@ def restore_guide(
         f"4. Create an empty D1 database: wrangler d1 create {new_db}",
         f"5. Execute: wrangler d1 execute {new_db} --remote --file={q(sql_file)} -y",
         f'6. Verify: wrangler d1 execute {new_db} --remote --command="{count_sql}"{expect}',
-        f"7. Switch: set database_id of the {name} binding in wrangler.toml to the new database's id, deploy, "
-        f"and check the application; keep the old database until you are sure",
+        _switch_step(database, d1_name),
     ]
     patina_steps = [
         f"1. Create an empty D1 database: wrangler d1 create {new_db} (note its id)",
@@ -68,19 +73,20 @@ def restore_guide(
     ]
     moment = (newest.captured_at or newest.created_at) if newest else None
     timestamp = iso(moment) if moment else "YYYY-MM-DDTHH:MM:SSZ"
-    bookmark_step, time_travel_note = _bookmark_step(name, newest.manifest if newest else None)
+    bookmark_step, time_travel_note = _bookmark_step(d1, newest.manifest if newest else None)
     time_travel_steps = [
-        f"1. Get available restore points: wrangler d1 time-travel info {name}",
+        f"1. Get available restore points: wrangler d1 time-travel info {d1}",
         bookmark_step
         or (
             f"2. Restore to a timestamp (e.g. when this backup was taken): "
-            f'wrangler d1 time-travel restore {name} --timestamp="{timestamp}"'
+            f'wrangler d1 time-travel restore {d1} --timestamp="{timestamp}"'
         ),
-        f'3. Verify: wrangler d1 execute {name} --remote --command="{count_sql}"',
+        f'3. Verify: wrangler d1 execute {d1} --remote --command="{count_sql}"',
     ]
     return {
         "database": name,
         "databaseId": database.database_id,
+        "d1Name": d1_name if database.is_d1 else None,
         "accountId": database.account_id,
         "source": database.describe_source(),
         "description": database.description,
@@ -125,8 +131,31 @@ def restore_guide(
             f"{', '.join(db.name for db in config.by_priority())}; this is number {order}.",
             f"All of this database's backups: patina list --db {name}",
         ]
+        + _renamed_note(database, d1_name)
         + _encryption_notes(config, newest, sql_file),
     }
+
+
+def _switch_step(database: DatabaseConfig, d1_name: str) -> str:
+    if database.d1_name:  # a fleet's tenant: the application finds it by its id, not through a binding of its own
+        return (
+            f"7. Switch: where the application maps this tenant to its D1 database, replace {database.database_id} "
+            f"({d1_name!r}) with the new database's id, and check the tenant; keep the old database until you are sure"
+        )
+    return (
+        f"7. Switch: set database_id of the {database.name} binding in wrangler.toml to the new database's id, "
+        "deploy, and check the application; keep the old database until you are sure"
+    )
+
+
+def _renamed_note(database: DatabaseConfig, d1_name: str) -> list[str]:
+    if not database.d1_name:
+        return []
+    return [
+        f"{database.name} is D1 database {d1_name!r} ({database.database_id}, account {database.account_id}): "
+        f"its D1 name is not a valid backup name, so its backups are filed under {database.name}. Patina commands "
+        f"take {database.name}; wrangler takes {shlex.quote(d1_name)}."
+    ]
 
 
 def _encryption_notes(config: PatinaConfig, backup: Backup | None, sql_file: str) -> list[str]:
@@ -156,6 +185,8 @@ def render_guide(guide: dict) -> str:
     if guide["description"]:
         lines.append(f"  {guide['description']}")
     lines.append(f"  source: {guide['source']}")
+    if guide.get("d1Name") and guide["d1Name"] != guide["database"]:
+        lines.append(f"  D1 name: {guide['d1Name']!r} (its backups are filed under {guide['database']})")
     backups = guide["availableBackups"]
     if backups:
         lines.append(

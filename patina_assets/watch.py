@@ -173,27 +173,38 @@ class FreshnessWatch:
             return WARN
         return OK
 
-    def evaluate(self, backups: Iterable[Backup], now: datetime, state: WatchState) -> list[tuple[str, Any]]:
-        """``[(alert id, alert), ...]`` for what changed since ``state``; ``state`` is updated in place."""
+    def watched(self, tenants: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+        """``(name, redacted label)`` of every database watched: the configured ones, then each fleet's tenants
+        (``tenants``: ``(tenant, fleet)`` pairs from the rosters; a vanished tenant is not in one)."""
+        configured = [
+            (db.name, f"database {i} of {len(self.config.databases)}") for i, db in enumerate(self.config.databases, 1)
+        ]
+        return configured + [(name, f"a tenant of fleet {fleet}") for name, fleet in tenants]
+
+    def evaluate(
+        self, backups: Iterable[Backup], now: datetime, state: WatchState, tenants: Iterable[tuple[str, str]] = ()
+    ) -> list[tuple[str, Any]]:
+        """``[(alert id, alert), ...]`` for what changed since ``state``; ``state`` is updated in place.
+        ``tenants`` (``(tenant, fleet)`` pairs) are watched each on its own, as configured databases are."""
         backups = list(backups)
         stamp = now.timestamp()
         if state.started_at is None:
             state.started_at = stamp
         newest = newest_good(backups)
         alerts: list[tuple[str, Any]] = []
-        for position, db in enumerate(self.config.databases, 1):
-            label = f"database {position} of {len(self.config.databases)}"
-            state.first_seen.setdefault(db.name, stamp)
-            backup = newest.get(db.name)
-            since = captured_at(backup) if backup else datetime.fromtimestamp(state.first_seen[db.name], UTC)
+        watched = self.watched(tenants)
+        for name, label in watched:
+            state.first_seen.setdefault(name, stamp)
+            backup = newest.get(name)
+            since = captured_at(backup) if backup else datetime.fromtimestamp(state.first_seen[name], UTC)
             level = self.level((now - since).total_seconds())
-            before = state.levels.get(db.name, OK)
-            state.levels[db.name] = level
+            before = state.levels.get(name, OK)
+            state.levels[name] = level
             if level == before or (level == WARN and before == ERROR):
                 continue  # no news; an error that eases to a warning says nothing new either
             threshold = {ERROR: self.settings.stale_after_days, WARN: self.settings.stale_warn_after_days}
             alert = StaleBackup(
-                database=db.name,
+                database=name,
                 label=label,
                 level=level if level != OK else "recovered",
                 threshold_days=threshold[level if level != OK else before],
@@ -201,11 +212,11 @@ class FreshnessWatch:
                 newest_day=backup.day if backup else None,
                 newest_at=captured_at(backup) if backup else None,
             )
-            alerts.append((f"stale:{db.name}:{alert.level}:{int(stamp)}", alert))
-        alerts += self._missed(backups, now, state)
+            alerts.append((f"stale:{name}:{alert.level}:{int(stamp)}", alert))
+        alerts += self._missed(backups, now, state, watching=bool(watched))
         return alerts
 
-    def _missed(self, backups: list[Backup], now: datetime, state: WatchState) -> list[tuple[str, Any]]:
+    def _missed(self, backups: list[Backup], now: datetime, state: WatchState, watching: bool) -> list[tuple[str, Any]]:
         newest_capture = max((captured_at(b) for b in backups if is_good(b)), default=None)
         if state.missed_day is not None:
             tick = datetime.fromtimestamp(state.missed_tick, UTC)
@@ -222,7 +233,7 @@ class FreshnessWatch:
             return []
         tick = last_nightly_tick(now - timedelta(seconds=self.bounds.max_runtime_seconds))
         # Only nights the watch was there for: a new installation is not "missing" the nights before it.
-        if tick.timestamp() < (state.started_at or now.timestamp()) or not self.config.databases:
+        if tick.timestamp() < (state.started_at or now.timestamp()) or not watching:
             return []
         if newest_capture is not None and newest_capture >= tick:
             return []

@@ -171,3 +171,31 @@ def test_a_missing_roster_says_to_run_the_discovery(tmp_path):
     config = fleet_config(tmp_path, [{"name": "tenants", "account": ACCOUNT}])
     with pytest.raises(FleetError, match="discovery has not run yet"):
         load_roster(open_store(config), "tenants")
+
+
+def test_discovery_starts_an_empty_history_only_for_new_tenants_without_backups(tmp_path, monkeypatch):
+    """A new tenant with no backup gets an empty history index (its first backup then lists nothing); one
+    that has backups already (its roster was lost, say) keeps the rebuild from the bucket, so none is hidden."""
+    from patina_assets import history
+
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")
+    databases = tenants(tmp_path, ["tenant-a", "tenant-b"])
+    with D1Server(databases, account_id=ACCOUNT) as server:
+        config = fleet_config(
+            tmp_path,
+            [{"name": "tenants", "account": ACCOUNT, "name_pattern": "tenant-*"}],
+            cloudflare={"api_url": server.base_url},
+        )
+        fleet, store = config.fleets[0], open_store(config)
+        cloudflare = fleet_cloudflare(fleet, config, env={"CLOUDFLARE_API_TOKEN": "good-token"})
+        roster = discover(fleet, config, store, cloudflare)
+        assert history.read_index(store, "tenant-a") == {} and history.read_index(store, "tenant-b") == {}
+        night = back_up_fleet(fleet, roster, "2026-03-01", store, cloudflare, config)
+        assert sorted(night.stored) == ["tenant-a", "tenant-b"]
+
+        store.bucket.delete(roster_key("tenants"))  # the roster lost: both tenants are new again
+        store.bucket.delete(history.index_key("tenant-a"))  # and one index with it
+        discover(fleet, config, store, cloudflare)
+        assert history.read_index(store, "tenant-a") is None  # left to the rebuild: it has a backup
+        assert list(history.read_index(store, "tenant-b")) == ["2026-03-01"]  # kept, not emptied
+        assert history.newest_backup(store, "tenant-a").day == "2026-03-01"  # rebuilt from the bucket

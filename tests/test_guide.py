@@ -77,3 +77,35 @@ def test_a_backup_that_is_not_one_point_in_time_offers_the_exact_alternative(tmp
 
 def test_a_backup_without_a_bookmark_keeps_the_timestamp(tmp_path):
     assert "--timestamp=" in time_travel(tmp_path, backup(bookmark=None, end_bookmark=None))["steps"][1]
+
+
+def test_a_tenant_with_a_derived_name_gets_wrangler_commands_for_its_d1_database(tmp_path, capsys):
+    """`My Shop` is backed up as `my-shop-<uuid prefix>`: the guide names the D1 database it stands for (name and
+    id), wrangler commands name `My Shop` (quoted), patina commands the name its backups are filed under."""
+    import json
+
+    from patina_assets.backup import open_store
+    from patina_assets.cli import main
+    from patina_assets.engine.d1_accounts import AccountListing, ListedDatabase
+    from patina_assets.fleets import roster_from_listing, roster_key
+
+    account, uuid = "0123456789abcdef0123456789abcdef", "0f2c1d3e-aaaa-4bbb-8ccc-123456789abc"
+    config = write_config(tmp_path, [], databases_from=[{"name": "shops", "account": account}])
+    listing = AccountListing(account, "*", (ListedDatabase(uuid=uuid, name="My Shop"),), 0, 1, 1, 0.1, total_listed=1)
+    roster = roster_from_listing(config.fleets[0], listing)
+    open_store(config).bucket.put_bytes(roster_key("shops"), roster.to_json().encode())
+    [name] = roster.names
+    assert name == "my-shop-0f2c1d3e"
+
+    assert main(["--config", str(config.source_path), "restore-guide", name]) == 0
+    text = capsys.readouterr().out
+    assert f"D1 database {uuid} (account {account})" in text and "D1 name: 'My Shop'" in text
+    assert "wrangler d1 time-travel info 'My Shop'" in text
+    assert "wrangler d1 time-travel restore 'My Shop' --timestamp=" in text
+    assert f"patina restore YYYY-MM-DD {name} --to d1://{account}/NEW_DATABASE_ID --yes" in text
+    assert f"replace {uuid} ('My Shop') with the new database's id" in text
+    assert "time-travel info my-shop" not in text and "execute my-shop-0f2c1d3e " not in text
+
+    assert main(["--config", str(config.source_path), "restore-guide", name, "--json"]) == 0
+    guide = json.loads(capsys.readouterr().out)
+    assert (guide["database"], guide["d1Name"], guide["databaseId"]) == (name, "My Shop", uuid)

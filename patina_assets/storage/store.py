@@ -296,7 +296,9 @@ class BackupStore:
 
     def _dumps_of(self, day: str, database: str) -> list[ObjectInfo]:
         dumps = []
-        for info in self.bucket.list(daily_prefix(day)):
+        # Only the database's own keys (`<database>.<generation>...`): a day of a fleet holds thousands of others'.
+        # A name that extends this one with a dot (`scout.eu` for `scout`) is listed too, and left out by the parse.
+        for info in self.bucket.list(f"{daily_prefix(day)}{database}."):
             parsed = parse_daily_key(info.key)
             if parsed and parsed.kind == "dump" and parsed.database == database:
                 dumps.append(info)

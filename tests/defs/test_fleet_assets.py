@@ -24,6 +24,7 @@ from patina_assets.defs.fleets import (
 )
 from patina_assets.defs.resources import resources
 from patina_assets.fleets import load_roster
+from patina_assets.storage.local import LocalBucket
 
 TODAY = dt.datetime.now(dt.UTC).date()
 DAY = (TODAY - dt.timedelta(days=1)).isoformat()  # last night: its backup is captured on time
@@ -162,3 +163,30 @@ def test_a_failed_discovery_skips_the_tick_and_keeps_the_partitions(fleet, monke
         assert "discovery failed, the roster is unchanged" in result.skip_reason.skip_message
         assert "revoked-token" not in result.skip_reason.skip_message
         assert len(instance.get_dynamic_partitions(tenant_partitions_name(config.fleets[0]))) == TENANTS
+
+
+def test_a_tenants_run_lists_only_its_own_keys_not_the_fleets(fleet, monkeypatch):
+    """Each tenant's run, its checks' history included, reads its own index and lists only its own keys of the
+    day: a fleet's night does not list all of daily/ once per tenant (its first night included: the discovery
+    starts an empty index for each new tenant that has no backup)."""
+    config, defs, _, _ = fleet
+    listed: list[str] = []
+    real_list = LocalBucket.list
+
+    def counting(self, prefix=""):
+        listed.append(prefix)
+        return real_list(self, prefix)
+
+    with dg.instance_for_test() as instance:
+        discover(defs, config, instance)
+        monkeypatch.setattr(LocalBucket, "list", counting)
+        job = defs.resolve_job_def(fleet_job_name(config.fleets[0]))
+        days = [(TODAY - dt.timedelta(days=back)).isoformat() for back in (3, 2, 1)]
+        for day in days:
+            for tenant in ("tenant-000", "tenant-001", "tenant-010"):
+                listed.clear()
+                run = job.execute_in_process(partition_key=tenant_partition_key(day, tenant), instance=instance)
+                assert run.success
+                assert listed == [f"daily/{day}/{tenant}."], (day, tenant, listed)
+        size = [c for c in run.get_asset_check_evaluations() if c.check_name == "size_anomaly"]
+        assert "(2 so far)" in size[0].description  # the history was read, from the index

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -58,7 +58,7 @@ from ..archives.assets import ARCHIVE_KEY
 from ..archives.jobs import WEEKLY_JOB
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
-from ..fleets.assets import DATABASE, fleet_asset_key
+from ..fleets.assets import DATABASE, DAY, fleet_asset_key, tenant_partition_key
 from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
 from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 from ..r2_backups.assets import r2_asset_key
@@ -91,7 +91,9 @@ RUNS_PER_TICK = 10
 #: Messages sent per tick and seconds spent sending: a tick has about a minute before Dagster gives up on it.
 SENDS_PER_TICK = 20
 DELIVERY_SECONDS_PER_TICK = 30.0
-#: How many planned materializations of a database :func:`failure_streak` looks back through.
+#: How many planned materializations of a database :func:`failure_streak` looks back through; for a tenant
+#: of a fleet, through the partitions of this many days back from tomorrow (attempts at older days, backfills
+#: of nights long past, are not counted either way).
 STREAK_LOOKBACK = 100
 
 _RUN_EVENTS = {
@@ -333,7 +335,8 @@ class Alerting:
             outcomes=tuple(outcomes),
             finished_at=facts.finished_at,
             duration_seconds=facts.duration_seconds,
-            partition=run.tags.get(PARTITION_TAG),
+            # A fleet's partition is a pair (tenant|day): the message's day is its day.
+            partition=run.tags.get(f"{PARTITION_TAG}/{DAY}") or run.tags.get(PARTITION_TAG),
             will_retry=failed and run.tags.get(WILL_RETRY_TAG) == "true",
             run_failed=failed,
             run_error=(facts.run_error or "the run failed") if failed else None,
@@ -351,21 +354,31 @@ class Alerting:
         if run.status == dg.DagsterRunStatus.FAILURE:
             for key in facts.failed_assets():
                 streak = self.streak(instance, facts, key)
-                if streak is not None:
-                    alerts.append((f"streak:{key.to_user_string()}", streak))
+                if streak is not None:  # a fleet's streak is a tenant's (the partition's): its id names it
+                    tenant = f":{streak.database}" if key in self._fleets else ""
+                    alerts.append((f"streak:{key.to_user_string()}{tenant}", streak))
         return alerts
 
     def streak(self, instance: dg.DagsterInstance, facts: RunFacts, key: dg.AssetKey) -> FailureStreak | None:
-        if key not in self._dump_keys | self._r2_keys:  # streaks are about nightly backups, not weekly archives
-            return None
-        failures, last_success = failure_streak(instance, key, facts.run.run_id)
+        fleet = self._fleets.get(key)
+        if key not in self._dump_keys | self._r2_keys and fleet is None:
+            return None  # streaks are about nightly backups, not weekly archives
+        partitions = None
+        if fleet is not None:  # a fleet's streaks are its tenants': each counts its own partitions alone
+            tenant = facts.run.tags.get(f"{PARTITION_TAG}/{DATABASE}")
+            if tenant is None:
+                return None
+            partitions = tenant_partitions(tenant, facts.run.tags.get(f"{PARTITION_TAG}/{DAY}"))
+        failures, last_success = failure_streak(instance, key, facts.run.run_id, partitions)
         if failures < self.settings.consecutive_failure_limit:
             return None
-        name, label = self.database(key)
+        name, label = self.database(key, facts.run)
         last_at = last_day = None
         if last_success is not None:
             last_at = datetime.fromtimestamp(last_success.timestamp, tz=UTC)
             last_day = last_success.partition_key
+            if fleet is not None and last_day is not None:  # "tenant-042|2026-03-01" (database|day): the day
+                last_day = last_day.rsplit("|", 1)[-1]
         return FailureStreak(
             job_id=facts.run.run_id,
             database=name,
@@ -417,9 +430,22 @@ def _metadata_text(metadata: Mapping[str, dg.MetadataValue]) -> Iterable[tuple[s
                 yield name, text
 
 
-def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) -> tuple[int, dg.EventLogRecord | None]:
+def tenant_partitions(tenant: str, run_day: str | None, days: int = STREAK_LOOKBACK) -> list[str]:
+    """The fleet partitions (day x tenant) of ``tenant`` over the last ``days`` days up to tomorrow (UTC), and
+    its run's day: what a tenant's streak is counted over. A fleet is one asset; its tenants are partitions."""
+    end = datetime.now(UTC).date() + timedelta(days=1)
+    wanted = {(end - timedelta(days=back)).isoformat() for back in range(days)}
+    wanted |= {run_day} if run_day else set()
+    return [str(tenant_partition_key(day, tenant)) for day in sorted(wanted)]
+
+
+def failure_streak(
+    instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str, partitions: Sequence[str] | None = None
+) -> tuple[int, dg.EventLogRecord | None]:
     """How many backup attempts of ``key`` in a row have failed, counting back from ``run_id``'s; and the
-    record of the last successful backup before it (None if none on record).
+    record of the last successful backup before it (None if none on record). With ``partitions`` (a
+    tenant's, see :func:`tenant_partitions`), only attempts at those partitions count: another tenant's
+    success or failure in the same asset says nothing about this one.
 
     From Dagster's records: an *attempt* is a run that planned to materialize ``key``
     (ASSET_MATERIALIZATION_PLANNED), together with its automatic retries and re-executions (runs sharing
@@ -433,7 +459,9 @@ def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) 
     # The storage's query, which the (deprecated) instance.fetch_planned_materializations wraps; newest first.
     planned = list(
         instance.event_log_storage.get_event_records(
-            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key),
+            dg.EventRecordsFilter(
+                dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key, asset_partitions=partitions
+            ),
             limit=STREAK_LOOKBACK,
             ascending=False,
         )
@@ -449,7 +477,9 @@ def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) 
     materialized = {
         r.run_id
         for r in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=planned[-1].storage_id - 1),
+            dg.AssetRecordsFilter(
+                asset_key=key, asset_partitions=partitions, after_storage_id=planned[-1].storage_id - 1
+            ),
             limit=10 * STREAK_LOOKBACK,
         ).records
     }
@@ -474,7 +504,7 @@ def failure_streak(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) 
         if outcome == "success":
             break
         failures += outcome == "failure"
-    before = dg.AssetRecordsFilter(asset_key=key, before_storage_id=planned[0].storage_id)
+    before = dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions, before_storage_id=planned[0].storage_id)
     last = instance.fetch_materializations(before, limit=1).records
     return failures, (last[0] if last else None)
 

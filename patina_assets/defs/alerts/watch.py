@@ -32,6 +32,7 @@ import dagster as dg
 from ...catalog import Catalog
 from ...config import ConfigError, PatinaConfig
 from ...engine.errors import PatinaError
+from ...fleets import load_roster
 from ...notifications import Channels, DeliveryPolicy, Outbox, format_duration
 from ...storage import StorageError
 from ...watch import FreshnessWatch, RunBounds, WatchState, run_bounds
@@ -75,8 +76,13 @@ def build_freshness_sensor(
         state = WatchState.from_json(data.get("watch"))
         outbox = Outbox.from_json(data.get("outbox"))
         now = clock()
+        tenants: list[tuple[str, str]] = []
         try:
-            backups = Catalog.for_config(config, env).backups()
+            catalog = Catalog.for_config(config, env)
+            backups = catalog.backups()
+            for fleet in config.fleets:  # each tenant of a roster is watched as a database
+                roster = load_roster(catalog.store, fleet.name, missing_ok=True)
+                tenants += [(tenant.name, fleet.name) for tenant in (roster.tenants if roster else ())]
         except (
             StorageError,
             PatinaError,
@@ -86,7 +92,7 @@ def build_freshness_sensor(
                 f"freshness watch could not read the bucket: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
             )
             backups = None
-        alerts = watch.evaluate(backups, now, state) if backups is not None else []
+        alerts = watch.evaluate(backups, now, state, tenants) if backups is not None else []
         new = queue(outbox, alerts, channels, prefix=FRESHNESS_SENSOR, now=now.timestamp())
         what = f"{len(backups)} backup(s) read" if backups is not None else "bucket unreadable"
         summary = send_pending(context, outbox, channels, now=now.timestamp(), new_alerts=new, what=what)
