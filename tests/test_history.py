@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from support.configs import small_database, write_config
+from support.storage import CountingBucket
 
 from patina_assets import history
 from patina_assets.backup import Cloudflare, back_up, open_store
@@ -15,26 +16,6 @@ from patina_assets.storage import VerificationRecord, daily_dump_key, daily_mani
 from patina_assets.verify import keep_verdict, latest_backup, previous_backups
 
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)
-
-
-class CountingBucket:
-    """The real local bucket, counting what is listed (a listing of `daily/` is what the index saves)."""
-
-    def __init__(self, bucket):
-        self._bucket = bucket
-        self.listed: list[str] = []
-        self.read: list[str] = []
-
-    def list(self, prefix=""):
-        self.listed.append(prefix)
-        return self._bucket.list(prefix)
-
-    def get_bytes(self, key):
-        self.read.append(key)
-        return self._bucket.get_bytes(key)
-
-    def __getattr__(self, name):
-        return getattr(self._bucket, name)
 
 
 @pytest.fixture

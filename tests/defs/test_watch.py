@@ -10,10 +10,13 @@ import datetime as dt
 import dagster as dg
 import pytest
 from support.configs import small_database, write_config
+from support.storage import CountingBucket
 from support.webhook_server import WebhookServer
 
 from patina_assets.backup import manifest_for, open_store
+from patina_assets.catalog import Catalog
 from patina_assets.defs import resources
+from patina_assets.defs.alerts import watch as watch_sensors
 from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.defs.dumps.assets import build_dump_assets
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, nightly_job
@@ -178,3 +181,40 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
         and out.count("(alerts.stale_after_days: 8)") == 2
         and "nothing was backed up after the nightly tick" in out
     )
+
+
+def test_the_freshness_watch_reads_one_index_per_database_not_every_manifest(tmp_path, generic, monkeypatch):
+    # Every 10 minutes: what it reads must not grow with the days kept (nor, for a fleet, with its tenants).
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
+            {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
+        ],
+    )
+    now = dt.datetime.now(UTC)
+    for days_ago in (3, 2, 1):
+        for name in config.names:
+            store_backup_captured_at(config, name, now - dt.timedelta(days=days_ago), tmp_path)
+    counted: list[CountingBucket] = []
+
+    def counting_catalog(config, env=None):
+        store = open_store(config)
+        counted.append(CountingBucket(store.bucket))
+        return Catalog(type(store)(counted[-1]), config.retention)
+
+    monkeypatch.setattr(watch_sensors.Catalog, "for_config", staticmethod(counting_catalog))
+    sensor = build_freshness_sensor(config, policy=FAST, clock=lambda: now)
+    with dg.instance_for_test() as instance:
+        # The backups were stored without their indexes (a nightly run writes them): the first tick rebuilds
+        # them from the listing, as `patina status` does; from then on a tick reads only the indexes.
+        for _ in range(2):
+            result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name=FRESHNESS_SENSOR))
+            assert "6 backup(s) read" in (result.skip_message or "")
+    first, bucket = counted
+    assert any(key.endswith(".manifest.json") for key in first.read)
+    assert sorted(bucket.listed) == ["daily/", "index/daily/", "weekly/"]
+    assert sorted(bucket.read) == ["index/daily/groveauth.json", "index/daily/scout-db.json"]
+    assert not generic.accepted  # fresh backups: nothing to say

@@ -97,3 +97,23 @@ def keys_of(bucket: Bucket, prefix: str = "") -> list[str]:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class CountingBucket:
+    """The real local bucket, counting what is listed (a listing of `daily/` is what the index saves)."""
+
+    def __init__(self, bucket):
+        self._bucket = bucket
+        self.listed: list[str] = []
+        self.read: list[str] = []
+
+    def list(self, prefix=""):
+        self.listed.append(prefix)
+        return self._bucket.list(prefix)
+
+    def get_bytes(self, key):
+        self.read.append(key)
+        return self._bucket.get_bytes(key)
+
+    def __getattr__(self, name):
+        return getattr(self._bucket, name)

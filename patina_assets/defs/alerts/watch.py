@@ -3,7 +3,7 @@
 Both run in the Dagster daemon's sensor daemon (``dagster-daemon run``, or the one ``dagster dev`` starts),
 on by default:
 
-- ``patina_freshness`` -- every 10 minutes, reads the bucket's catalog: a database without a good backup
+- ``patina_freshness`` -- every 10 minutes, reads the bucket's catalog (one listing, one history index per database): a database without a good backup
   for ``alerts.stale_warn_after_days`` gets one warning, for ``alerts.stale_after_days`` one error, and one
   "recovered" message when a good backup arrives; a nightly tick that produced nothing by the time its run
   should have ended (the schedule switched off, the daemon down) gets one message, and one when backups
@@ -79,7 +79,9 @@ def build_freshness_sensor(
         tenants: list[tuple[str, str]] = []
         try:
             catalog = Catalog.for_config(config, env)
-            backups = catalog.backups()
+            # From each database's history index, checked against one listing (as `patina status`): every
+            # 10 minutes, reading every manifest would grow with databases (a fleet's tenants) x days.
+            backups = catalog.overview(config.names).backups
             for fleet in config.fleets:  # each tenant of a roster is watched as a database
                 roster = load_roster(catalog.store, fleet.name, missing_ok=True)
                 tenants += [(tenant.name, fleet.name) for tenant in (roster.tenants if roster else ())]
