@@ -49,6 +49,7 @@ from .api_openapi import openapi_document
 from .catalog import BackupNotFound, Catalog, iso, list_document
 from .config import PatinaConfig
 from .engine.errors import PatinaError
+from .fleets import with_tenants
 from .guide import restore_guide
 from .status import Orchestrator, Snapshot, unavailable
 from .storage import AGE_CONTENT_TYPE, InvalidKey, StorageError, format_day
@@ -340,7 +341,7 @@ async def _list(request: Request) -> Response:
             f"unknown query parameter(s) {', '.join(u[:40] for u in unknown[:5])}: use database, date, limit",
         )
     database = params.get("database") or None
-    if database is not None and database not in state.config.names:
+    if database is not None and database not in (await _with_tenants(state, database)).names:
         return error(
             400, "unknown_database", f"no database named {database[:80]!r}; configured: {', '.join(state.config.names)}"
         )
@@ -379,7 +380,7 @@ async def _download(request: Request) -> Response:
     if isinstance(guarded, Response):
         return guarded
     client = guarded
-    problem = _check_day_and_db(state.config, day, db)
+    problem = _check_day_and_db(await _with_tenants(state, db), day, db)
     if problem is not None:
         return problem
     if not client.may("download", db):
@@ -449,6 +450,14 @@ async def _download(request: Request) -> Response:
     return DownloadResponse(state, client, backup, reader, headers, record, media_type)
 
 
+async def _with_tenants(state: ApiState, name: str) -> PatinaConfig:
+    """The configuration, with the fleets' tenants (from their rosters in the bucket) when ``name`` is not a
+    configured database: a tenant's backups are listed, downloaded and guided as a database's, as the CLI does."""
+    if name in state.config.names or not state.config.fleets:
+        return state.config
+    return await anyio.to_thread.run_sync(lambda: with_tenants(state.config, state.catalog().store))
+
+
 def _check_day_and_db(config: PatinaConfig, day: str, db: str) -> Response | None:
     if db not in config.names:
         return error(400, "unknown_database", f"no database named {db[:80]!r}; configured: {', '.join(config.names)}")
@@ -466,16 +475,17 @@ async def _restore_guide(request: Request) -> Response:
     guarded = _guard(request, "restore-guide")
     if isinstance(guarded, Response):
         return guarded
-    if db not in state.config.names:
+    config = await _with_tenants(state, db)
+    if db not in config.names:
         return error(
             400, "unknown_database", f"no database named {db[:80]!r}; configured: {', '.join(state.config.names)}"
         )
     if not guarded.may("restore-guide", db):
         return _forbidden(guarded, "restore-guide", db)
-    database = state.config.database(db)
+    database = config.database(db)
     backups = await anyio.to_thread.run_sync(lambda: state.catalog().backups(database=db))
     base_url = state.public_url or str(request.base_url)
-    return JSONResponse(restore_guide(state.config, database, backups, base_url=base_url))
+    return JSONResponse(restore_guide(config, database, backups, base_url=base_url))
 
 
 def _cross_origin(request: Request, public_url: str | None) -> str | None:

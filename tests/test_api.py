@@ -74,6 +74,14 @@ def test_status_and_metrics_list_each_fleets_tenants(serve, tmp_path):
         {"fleet": "tenants", "discovered": True, "tenants": 2, "tenantNames": ["tenant-a", "tenant-b"]}
     ]
     assert "patina_backup_databases_count 3" in client.get("/metrics").text
+    # A tenant is a database to the other endpoints too, as to the CLI (its guide, its list, its downloads).
+    guide = client.get("/restore-guide/tenant-a", headers=key(KEY))
+    assert guide.status_code == 200 and guide.json()["database"] == "tenant-a", guide.text
+    assert client.get("/list", params={"database": "tenant-b"}).status_code == 200
+    missing = client.get("/download/2026-03-01/tenant-a", headers=key(KEY))
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    unknown = client.get("/restore-guide/tenant-z", headers=key(KEY))
+    assert unknown.status_code == 400 and unknown.json()["error"] == "unknown_database"
 
 
 def test_index_health_status_list_and_openapi(serve):
