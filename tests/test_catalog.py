@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 from support.compare import assert_same_database
 from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, WEEK, copy_of, filled
+from support.storage import CountingBucket
 
 from patina_assets.archive import ArchiveStore
 from patina_assets.catalog import (
@@ -274,3 +275,13 @@ def test_a_daily_that_failed_verification_is_taken_only_when_asked(tmp_path):
     assert catalog.find(DAILY_DAY, "groveauth", any_status=True).status == "failed"
     newest = catalog.latest("groveauth")  # the newest verified: an archived day
     assert newest.location == WEEKLY and newest.day == ARCHIVED_DAYS[1]
+
+
+def test_finding_one_database_on_one_day_lists_only_its_keys(bucket):
+    # A download or a restore of one tenant must not list every database's keys of that day (a fleet's thousands).
+    store = Catalog.for_config(bucket.config).store
+    counting = CountingBucket(store.bucket)
+    catalog = Catalog(type(store)(counting, store.keys), bucket.config.retention)
+    backup = catalog.find(DAILY_DAY, "groveauth")
+    assert (backup.database, backup.day, backup.location) == ("groveauth", DAILY_DAY, DAILY)
+    assert [p for p in counting.listed if p.startswith("daily/")] == [f"daily/{DAILY_DAY}/groveauth."]

@@ -343,7 +343,10 @@ class BackupStore:
         if database is not None:
             validate_database_name(database)
         if objects is None:
-            objects = {info.key: info for info in self.bucket.list(daily_prefix(day))}
+            # One database on one day (a download, a restore): only its keys, not every database's of that day
+            # (a fleet's thousands); a name that merely starts alike ("foo" beside "foo.x") is filtered below.
+            narrow = f"{database}." if day is not None and database is not None else ""
+            objects = {info.key: info for info in self.bucket.list(daily_prefix(day) + narrow)}
         elif day is not None:
             prefix = daily_prefix(day)
             objects = {key: info for key, info in objects.items() if key.startswith(prefix)}
