@@ -68,6 +68,14 @@ def direct_client(endpoint_url: str, service: str = "s3", **credentials: str) ->
     )
 
 
+def patina_client(endpoint_url: str, *, max_retries: int = 0) -> Any:
+    """Patina's own S3 client (`storage.make_s3_client`, as production builds it) with moto's test credentials.
+    No retries by default: an injected fault stays a fault."""
+    from patina_assets.storage import make_s3_client
+
+    return make_s3_client(endpoint_url, REGION, TEST_ACCESS_KEY, TEST_SECRET_KEY, max_retries=max_retries)
+
+
 def create_bucket(endpoint_url: str, name: str | None = None) -> str:
     """Create a fresh bucket and return its name."""
     name = name or f"patina-test-{uuid.uuid4().hex[:12]}"

@@ -17,8 +17,8 @@ from patina_assets.storage import (
     Manifest,
     MiB,
     S3Bucket,
-    make_s3_client,
 )
+from support.s3_server import patina_client
 
 DAY = date(2026, 1, 5)
 DB = "groveauth"
@@ -28,9 +28,8 @@ BIG = 12_000_000  # three 5 MiB parts: 5 MiB, 5 MiB, ~1.4 MiB
 def s3_bucket(endpoint: str, name: str, *, max_retries: int = 0, **options) -> S3Bucket:
     """An S3Bucket as production builds it, with 5 MiB parts (moto's minimum) and tiny list pages
     so every listing in these tests is paginated.  No retries by default: an injected fault stays a fault."""
-    client = make_s3_client(endpoint, "us-east-1", "testing", "testing", max_retries=max_retries)
     options = {"part_size": 5 * MiB, "list_page_size": 2, **options}
-    return S3Bucket(client, name, **options)
+    return S3Bucket(patina_client(endpoint, max_retries=max_retries), name, **options)
 
 
 class Breaker:

@@ -1,5 +1,6 @@
 """R2 bucket backups against moto's S3 server: one source bucket and one backup bucket on the loopback server,
-each behind its own FaultProxy so the tests count what reached each side and break listings on purpose."""
+each behind its own FaultProxy so the tests count what reached each side and break listings on purpose
+(the fixtures: conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.configs import write_config
-from support.s3_server import FaultProxy, create_bucket, direct_client, moto_server
+from support.s3_server import FaultProxy, create_bucket, direct_client, patina_client
 
 from patina_assets import cli
 from patina_assets.backup import open_store
@@ -35,47 +36,7 @@ from patina_assets.r2 import (
 )
 from patina_assets.r2.backup import SPOOL_BYTES
 from patina_assets.status import Orchestrator, Snapshot
-from patina_assets.storage import S3Bucket, StorageError, StorageIntegrityError, make_s3_client, utc_timestamp
-
-MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def source_proxy(moto_endpoint):
-    with FaultProxy(moto_endpoint) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def backup_proxy(moto_endpoint):
-    with FaultProxy(moto_endpoint) as proxy:
-        yield proxy
-
-
-def client_for(endpoint: str):
-    return make_s3_client(endpoint, "us-east-1", "testing", "testing", max_retries=0)
-
-
-@pytest.fixture
-def source_name(moto_endpoint) -> str:
-    return create_bucket(moto_endpoint)
-
-
-@pytest.fixture
-def source(source_proxy, source_name) -> S3Bucket:
-    # Tiny pages: every listing here is paginated.
-    return S3Bucket(client_for(source_proxy.endpoint_url), source_name, list_page_size=3)
-
-
-@pytest.fixture
-def backup(backup_proxy, moto_endpoint) -> S3Bucket:
-    return S3Bucket(client_for(backup_proxy.endpoint_url), create_bucket(moto_endpoint), part_size=5 * MiB)
+from patina_assets.storage import MiB, S3Bucket, StorageError, StorageIntegrityError, utc_timestamp
 
 
 def put(moto_endpoint, bucket: str, key: str, data: bytes, **extra) -> None:
@@ -361,7 +322,7 @@ def test_restore_into_a_bucket_keeps_content_type_and_metadata(moto_endpoint, so
         "grove-media",
         f"s3://{target}/restored",
         prefix="media/00",
-        s3_client=client_for(moto_endpoint),
+        s3_client=patina_client(moto_endpoint),
     )
     s3 = direct_client(moto_endpoint)
     for key, data in objects.items():
@@ -375,11 +336,11 @@ def test_keys_patinas_layout_refuses_are_backed_up_and_restored_into_a_bucket(mo
     odd = {"folder/": b"", "a//b": b"double slash", "../up": b"dot dot", "x/./y": b"dot"}
     for key, data in odd.items():
         put(moto_endpoint, source_name, key, data, ContentType="text/plain", Metadata={"k": "v"})
-    source = S3Bucket(client_for(moto_endpoint), source_name)
+    source = S3Bucket(patina_client(moto_endpoint), source_name)
     manifest = backup_bucket(source, backup, name="grove-media", day="2026-03-01")
     assert manifest.objects == len(odd)
     target = create_bucket(moto_endpoint)
-    restore_snapshot(backup, "2026-03-01", "grove-media", f"s3://{target}", s3_client=client_for(moto_endpoint))
+    restore_snapshot(backup, "2026-03-01", "grove-media", f"s3://{target}", s3_client=patina_client(moto_endpoint))
     s3 = direct_client(moto_endpoint)
     for key, data in odd.items():
         got = s3.get_object(Bucket=target, Key=key)
@@ -403,7 +364,7 @@ def test_restore_to_a_bucket_refuses_existing_keys(moto_endpoint, source, source
     two_nights(moto_endpoint, source, source_name, backup)
     with pytest.raises(RestoreRefused, match="already exist"):  # restoring over the source itself
         restore_snapshot(
-            backup, "2026-03-01", "grove-media", f"s3://{source_name}", s3_client=client_for(moto_endpoint)
+            backup, "2026-03-01", "grove-media", f"s3://{source_name}", s3_client=patina_client(moto_endpoint)
         )
 
 
@@ -578,7 +539,7 @@ def test_a_directory_restore_refuses_keys_that_are_both_a_file_and_a_folder_befo
     # S3 allows "a" and "a/b" side by side; a directory cannot hold both, so nothing may be written half.
     for key in ["a", "a-other", "a/b", "z"]:
         put(moto_endpoint, source_name, key, key.encode())
-    backup_bucket(S3Bucket(client_for(moto_endpoint), source_name), backup, name="grove-media", day="2026-03-01")
+    backup_bucket(S3Bucket(patina_client(moto_endpoint), source_name), backup, name="grove-media", day="2026-03-01")
     with pytest.raises(RestoreRefused, match="'a' is both a file and a folder.*s3://"):
         restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "restored")
     assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*"))

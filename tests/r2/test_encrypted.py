@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.age import age_cli
-from support.s3_server import FaultProxy, create_bucket, direct_client, moto_server
+from support.s3_server import create_bucket, direct_client, patina_client
 
 from patina_assets.config import RetentionConfig
 from patina_assets.encryption import AgeKeys, IdentityMissing, WrongIdentity, generate_identity
@@ -27,41 +27,10 @@ from patina_assets.r2 import (
     restore_snapshot,
 )
 from patina_assets.r2.report import R2_HEADERS, list_r2_document, render_r2_rows
-from patina_assets.storage import S3Bucket, StorageIntegrityError, make_s3_client
+from patina_assets.storage import S3Bucket, StorageIntegrityError
 
 VARIABLE = "PATINA_AGE_IDENTITY"
 NAME = "grove-media"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def source_proxy(moto_endpoint):
-    with FaultProxy(moto_endpoint) as proxy:
-        yield proxy
-
-
-def client_for(endpoint: str):
-    return make_s3_client(endpoint, "us-east-1", "testing", "testing", max_retries=0)
-
-
-@pytest.fixture
-def source_name(moto_endpoint) -> str:
-    return create_bucket(moto_endpoint)
-
-
-@pytest.fixture
-def source(source_proxy, source_name) -> S3Bucket:
-    return S3Bucket(client_for(source_proxy.endpoint_url), source_name, list_page_size=3)
-
-
-@pytest.fixture
-def backup(moto_endpoint) -> S3Bucket:
-    return S3Bucket(client_for(moto_endpoint), create_bucket(moto_endpoint), part_size=5 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -133,7 +102,7 @@ def test_an_encrypted_snapshot_holds_no_plaintext_and_restores_exactly(
     for key, data in objects.items():
         assert (tmp_path / "restored" / key).read_bytes() == data
     target = create_bucket(moto_endpoint)
-    restore_snapshot(backup, "2026-03-01", NAME, f"s3://{target}", s3_client=client_for(moto_endpoint), keys=keys)
+    restore_snapshot(backup, "2026-03-01", NAME, f"s3://{target}", s3_client=patina_client(moto_endpoint), keys=keys)
     got = direct_client(moto_endpoint).get_object(Bucket=target, Key=some_key)
     assert got["Body"].read() == some_data and got["Metadata"] == {"owner": "secret-owner"}
 
