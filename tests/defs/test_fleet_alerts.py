@@ -5,24 +5,22 @@ way the daemon ticks them, delivering to a webhook server on loopback."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import dagster as dg
 import pytest
+from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.d1_server import D1Server
 from support.webhook_server import WebhookServer
 
-from patina_assets.backup import manifest_for, open_store
+from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
 from patina_assets.defs.alerts.sensors import RUN_ALERTS_SENSOR, build_alert_sensors
 from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.defs.fleets import fleet_job_name, tenant_partition_key
-from patina_assets.engine import SqliteSource, dump_database
 from patina_assets.fleets import discover, fleet_cloudflare
 from patina_assets.notifications import DeliveryPolicy
-from patina_assets.storage import utc_timestamp
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=1, backoff_seconds=0.0)
 ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -106,29 +104,13 @@ def test_a_tenant_failing_three_nights_in_a_row_escalates_by_name_whatever_the_o
     assert len([m for m in generic.accepted if m["type"] == "backup_failure_streak"]) == 1
 
 
-def store_tenant_backup(config, tenant: str, source, moment: dt.datetime, tmp_path) -> None:
-    """A real dump of the tenant's database, stored as the backup a nightly run at ``moment`` stores."""
-    path = tmp_path / f"{tenant}-{moment:%Y%m%d%H%M}.sql"
-    with SqliteSource(source) as opened:
-        result = dump_database(opened, path, database=tenant)
-    day = (moment - dt.timedelta(days=1)).date().isoformat()
-    manifest = dataclasses.replace(
-        manifest_for(result, day, None),
-        started_at=utc_timestamp(moment),
-        captured_at=utc_timestamp(moment),
-        captured_late=False,
-        finished_at=utc_timestamp(moment + dt.timedelta(seconds=1)),
-    )
-    open_store(config).publish_daily(day, tenant, path, manifest, now=moment + dt.timedelta(seconds=2))
-
-
 def test_each_tenant_of_the_roster_is_watched_for_staleness_and_a_vanished_one_is_not(fleet, generic, tmp_path):
     config, server, instance, paths = fleet
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=5)
     for i in range(3):
-        store_tenant_backup(config, f"tenant-{i}", paths[tenant_id(i)], start - dt.timedelta(hours=1), tmp_path)
+        store_backup_captured_at(config, f"tenant-{i}", start - dt.timedelta(hours=1), tmp_path, paths[tenant_id(i)])
     # tenant-1 keeps being backed up; tenant-2 leaves the account (its backups are kept, it is not watched).
-    store_tenant_backup(config, "tenant-1", paths[tenant_id(1)], start + dt.timedelta(days=2), tmp_path)
+    store_backup_captured_at(config, "tenant-1", start + dt.timedelta(days=2), tmp_path, paths[tenant_id(1)])
     server.remove_database(tenant_id(2))
     fleet = config.fleets[0]
     assert [t.name for t in discover(fleet, config, open_store(config), fleet_cloudflare(fleet, config)).vanished] == [

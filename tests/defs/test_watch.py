@@ -4,25 +4,23 @@ Backups are real dumps stored through the real store; the sensors tick the way t
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import dagster as dg
 import pytest
+from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.storage import CountingBucket
 from support.webhook_server import WebhookServer
 
-from patina_assets.backup import manifest_for, open_store
+from patina_assets.backup import open_store
 from patina_assets.catalog import Catalog
 from patina_assets.defs import resources
 from patina_assets.defs.alerts import watch as watch_sensors
 from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.defs.dumps.assets import build_dump_assets
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB, nightly_job
-from patina_assets.engine import SqliteSource, dump_database
 from patina_assets.notifications import DeliveryPolicy
-from patina_assets.storage import utc_timestamp
 from patina_assets.watch import run_bounds
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=1, backoff_seconds=0.0)
@@ -37,34 +35,21 @@ def generic(monkeypatch):
         yield server
 
 
-def store_backup_captured_at(config, database, moment: dt.datetime, tmp_path) -> None:
-    """A real dump of ``database``, stored through the store as a backup whose data was read at ``moment``
-    (what a nightly run at that moment stores; a test cannot run one in the past)."""
-    db = config.database(database)
-    path = tmp_path / f"{database}-{moment:%Y%m%d%H%M}.sql"
-    with SqliteSource(db.sqlite_path) as source:
-        result = dump_database(source, path, database=database)
-    day = (moment - dt.timedelta(days=1)).date().isoformat()
-    manifest = dataclasses.replace(
-        manifest_for(result, day, None),
-        started_at=utc_timestamp(moment),
-        captured_at=utc_timestamp(moment),
-        captured_late=False,
-        finished_at=utc_timestamp(moment + dt.timedelta(seconds=1)),
-    )
-    open_store(config).publish_daily(day, database, path, manifest, now=moment + dt.timedelta(seconds=2))
-
-
-def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_recovery(tmp_path, generic):
+def two_databases(tmp_path):
+    """patina.yaml with `groveauth` and `scout-db`, small SQLite sources, a local bucket."""
     sources = tmp_path / "sources"
     sources.mkdir()
-    config = write_config(
+    return write_config(
         tmp_path,
         [
             {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
             {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
         ],
     )
+
+
+def test_a_schedule_switched_off_for_nine_days_alerts_each_level_once_and_the_recovery(tmp_path, generic):
+    config = two_databases(tmp_path)
     real_now = dt.datetime.now(UTC)
     start = real_now - dt.timedelta(days=10)
     for name in config.names:  # the last nightly run before the schedule was switched off
@@ -139,15 +124,7 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
     from patina_assets.cli import main
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    config = write_config(
-        tmp_path,
-        [
-            {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
-            {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
-        ],
-    )
+    config = two_databases(tmp_path)
     now = dt.datetime.now(UTC)
 
     def check() -> tuple[int, str]:
@@ -185,15 +162,7 @@ def test_patina_status_check_tells_cron_what_no_sensor_can_see(tmp_path, capsys,
 
 def test_the_freshness_watch_reads_one_index_per_database_not_every_manifest(tmp_path, generic, monkeypatch):
     # Every 10 minutes: what it reads must not grow with the days kept (nor, for a fleet, with its tenants).
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    config = write_config(
-        tmp_path,
-        [
-            {"name": "groveauth", "source": str(small_database(sources / "a.sqlite", 20))},
-            {"name": "scout-db", "source": str(small_database(sources / "s.sqlite", 30))},
-        ],
-    )
+    config = two_databases(tmp_path)
     now = dt.datetime.now(UTC)
     for days_ago in (3, 2, 1):
         for name in config.names:
