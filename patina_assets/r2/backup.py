@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import io
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import R2BucketConfig
-from ..encryption import AgeKeys
+from ..encryption import AgeKeys, encrypt_stream
 from ..leftovers import scratch_directory
 from ..storage import (
     AGE_CONTENT_TYPE,
@@ -395,7 +396,7 @@ def _store(
         if stored is not None and (sealing is not None or stored.size == size):
             return False  # (an age file is larger than its plaintext; its sha256 name vouches for the content)
         if sealing is not None:
-            _seal_and_put(backup, target, data, sealing, scratch)
+            _seal_and_put(backup, sha256, data, sealing, scratch)
         elif isinstance(data, Path):  # multipart when large
             backup.put_file(target, data, content_type=OBJECT_CONTENT_TYPE)
         else:
@@ -405,24 +406,19 @@ def _store(
         uploads.release(sha256)
 
 
-def _seal_and_put(backup: Bucket, target: str, data: bytes | Path, sealing: AgeKeys, scratch: Path) -> None:
-    plain = data
-    if not isinstance(data, Path):
-        handle, name = tempfile.mkstemp(prefix="object-", dir=scratch)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        plain = Path(name)
-    handle, name = tempfile.mkstemp(prefix="object-", suffix=".age", dir=scratch)
-    os.close(handle)
-    sealed_path = Path(name)
-    sealed_path.unlink()  # seal() creates it exclusively (a unique name in this backup's own scratch directory)
+def _seal_and_put(backup: Bucket, sha256: str, data: bytes | Path, sealing: AgeKeys, scratch: Path) -> None:
+    """Encrypt the object's bytes into this backup's scratch directory and store that age file.  The file is
+    named by the sha256: `_Uploads.claim` lets only one copy of those bytes be in flight per backup."""
+    sealed_path = scratch / f"{sha256}.age"
     try:
-        sealing.seal(plain, sealed_path)
-        backup.put_file(target, sealed_path, content_type=AGE_CONTENT_TYPE)
+        with (
+            open(data, "rb") if isinstance(data, Path) else io.BytesIO(data) as plain,
+            open(sealed_path, "xb") as sealed,
+        ):
+            encrypt_stream(plain, sealed, sealing.recipients)
+        backup.put_file(object_key(sha256, encrypted=True), sealed_path, content_type=AGE_CONTENT_TYPE)
     finally:
         sealed_path.unlink(missing_ok=True)
-        if plain is not data:
-            Path(plain).unlink(missing_ok=True)
 
 
 def _sha256_of(path: Path) -> str:

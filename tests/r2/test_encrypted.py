@@ -189,3 +189,16 @@ def test_a_tampered_encrypted_object_is_damage(moto_endpoint, source, source_nam
     with pytest.raises(StorageIntegrityError, match="damaged"):
         restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys, prefix=victim_key)
     assert not (tmp_path / "restored" / victim_key).exists()
+
+
+def test_a_large_object_is_encrypted_from_its_scratch_file_and_restores_exactly(
+    moto_endpoint, source, source_name, backup, keys, tmp_path
+):
+    data = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # over SPOOL_BYTES and over the 5 MiB part size
+    put(moto_endpoint, source_name, "private/video.mp4", data)
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+    stored = everything_stored(moto_endpoint, backup)[object_key(hashlib.sha256(data).hexdigest(), encrypted=True)]
+    assert data[:4096] not in stored and len(stored) > len(data)
+    assert check_objects(backup, manifest, sample=None, keys=keys).passed
+    restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys)
+    assert (tmp_path / "restored" / "private" / "video.mp4").read_bytes() == data
