@@ -83,6 +83,7 @@ from .storage import (
     StorageIntegrityError,
     StorageObjectNotFound,
     VerificationRecord,
+    copy_hashing,
     daily_manifest_key,
     format_day,
     new_generation,
@@ -220,16 +221,6 @@ def read_archive_index(path: Path | str) -> ArchiveIndex:
             if info.name == INDEX_NAME and reader is not None:
                 return ArchiveIndex.from_dict(json.loads(reader.read()), key=str(path))
     raise CorruptDump(f"{path} has no {INDEX_NAME}: it is not a complete Patina weekly archive")
-
-
-def _copy_hashing(source: IO[bytes], target: IO[bytes] | None) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := source.read(_COPY_BUFFER):
-        digest.update(chunk)
-        size += len(chunk)
-        if target is not None:
-            target.write(chunk)
-    return size, digest.hexdigest()
 
 
 class _ArchiveWriter:
@@ -460,7 +451,7 @@ class ArchiveStore:
                 problems.append(f"{INDEX_NAME} inside the archive differs from the index in its manifest")
         elif name in expected_sql:
             member = expected_sql[name]
-            size, sha = _copy_hashing(reader, None)
+            size, sha = copy_hashing(reader)
             if (size, sha) != (member.sql_bytes, member.sql_sha256):
                 problems.append(
                     f"{name}: {size} bytes with sha256 {sha[:12]}..., but its daily manifest records "
@@ -719,7 +710,7 @@ class ArchiveStore:
             return str(exc)
         try:
             with raw, decompressing_reader(raw, daily.key) as sql, open(scratch, "wb") as out:  # type: ignore[arg-type]
-                sql_bytes, sql_sha256 = _copy_hashing(sql, out)
+                sql_bytes, sql_sha256 = copy_hashing(sql, out)
                 raw.drain()
         except _READ_ERRORS + (OSError,) as exc:  # StorageErrors (network, access) raise
             return f"its dump {daily.key} cannot be decompressed: {exc}"
@@ -761,7 +752,7 @@ class ArchiveStore:
         with scratch_directory("reencrypt") as tmp:
             plain = tmp / f"{manifest.week}.{manifest.format}"
             with self.open_archive(manifest) as source, open(plain, "wb") as out:
-                size, sha256 = _copy_hashing(source, out)
+                size, sha256 = copy_hashing(source, out)
             if (size, sha256) != (manifest.archive_bytes, manifest.archive_sha256):
                 raise StorageIntegrityError(
                     f"{self.bucket.uri(manifest.key)} does not hold the archive its manifest records: nothing was rewritten"
@@ -865,7 +856,7 @@ def _write_checked(reader: IO[bytes], target: Path, member: ArchiveMember, archi
     partial = target.with_name(f".{target.name}.partial")
     try:
         with open(partial, "wb") as out:
-            size, sha = _copy_hashing(reader, out)
+            size, sha = copy_hashing(reader, out)
         if (size, sha) != (member.sql_bytes, member.sql_sha256):
             raise StorageIntegrityError(
                 f"{member.path} in {archive_key} does not match its sha256 ({sha[:12]}... instead of "

@@ -22,7 +22,6 @@ matters, and it works without Dagster (the command line, recovery, tests). The d
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,15 @@ from .engine import (
 from .engine.restore import DumpReader
 from .engine.schema import SchemaObject, read_schema, schema_fingerprint
 from .engine.sqltext import quote_identifier
-from .storage import BackupStore, Manifest, StorageObjectNotFound, VerificationRecord, by_capture, utc_timestamp
+from .storage import (
+    BackupStore,
+    Manifest,
+    StorageObjectNotFound,
+    VerificationRecord,
+    by_capture,
+    copy_hashing,
+    utc_timestamp,
+)
 
 HISTORY_WINDOW = 7  # the spec: "the 7-day average"
 MIN_HISTORY = 3  # backups before a size verdict: one or two odd days are not a baseline
@@ -89,13 +96,9 @@ def download_dump(store: BackupStore, manifest: Manifest, directory: Path) -> tu
     they say nothing about the backup itself.
     """
     path = Path(directory) / f"{manifest.database}.{manifest.day}.{manifest.format}"
-    digest, size = hashlib.sha256(), 0
     with store.open_dump(manifest) as reader, open(path, "wb") as out:
-        while chunk := reader.read(_COPY_BUFFER):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    return path, size, digest.hexdigest()
+        size, sha256 = copy_hashing(reader, out)
+    return path, size, sha256
 
 
 # --------------------------------------------------------------------------------------------------

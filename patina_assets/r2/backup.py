@@ -51,6 +51,7 @@ from ..storage import (
     S3Bucket,
     StorageError,
     StorageObjectNotFound,
+    copy_hashing,
     format_day,
     make_s3_client,
     new_generation,
@@ -203,7 +204,8 @@ def backup_bucket(
                 sealed = sealing.seal(entries_path, sealed_path)
                 entries_path, size, entries_sha256 = sealed_path, sealed.stored_bytes, sealed.stored_sha256
             else:
-                size, entries_sha256 = entries_path.stat().st_size, _sha256_of(entries_path)
+                with open(entries_path, "rb") as entries:
+                    size, entries_sha256 = copy_hashing(entries)
             manifest = SnapshotManifest(
                 name=name,
                 day=day_text,
@@ -419,14 +421,6 @@ def _seal_and_put(backup: Bucket, sha256: str, data: bytes | Path, sealing: AgeK
         backup.put_file(object_key(sha256, encrypted=True), sealed_path, content_type=AGE_CONTENT_TYPE)
     finally:
         sealed_path.unlink(missing_ok=True)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _named_entries(backup: Bucket, manifest_key: str) -> str | None:

@@ -39,6 +39,7 @@ from ..storage import (
     AGE_SUFFIX,
     Bucket,
     CorruptManifest,
+    copy_hashing,
     format_day,
     validate_database_name,
 )
@@ -58,7 +59,6 @@ SCHEMA_VERSION = 1
 #: under plaintext keys.
 ENCRYPTED_SCHEMA_VERSION = 2
 KIND = "r2-snapshot"
-_CHUNK = 1024 * 1024
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SNAPSHOT_KEY = re.compile(
@@ -325,15 +325,8 @@ def read_object(
     (a ``StorageIntegrityError``), and one the identity cannot open ``WrongIdentity``."""
     key = manifest.object_key(entry.sha256)
     if not manifest.encrypted:
-        digest = hashlib.sha256()
-        size = 0
         with bucket.open(key) as stream:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if out is not None:
-                    out.write(chunk)
-        return size, digest.hexdigest()
+            return copy_hashing(stream, out)
     if keys is None:
         raise EncryptionError(
             f"{bucket.uri(key)} is encrypted; reading it needs the age identity: configure encryption in "

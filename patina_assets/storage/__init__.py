@@ -33,6 +33,7 @@ from .buckets import (
     StorageIntegrityError,
     StorageObjectNotFound,
     StorageUnavailable,
+    copy_hashing,
     validate_key,
     validate_prefix,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "BackupStore",
     "Bucket",
     "CorruptManifest",
+    "copy_hashing",
     "DAILY_PREFIX",
     "DAMAGED",
     "DATABASE_NAME",

@@ -7,6 +7,7 @@ name the bucket and key and suggest a fix; they never contain credentials.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -183,6 +184,18 @@ def _check_key_text(text: str, *, what: str) -> None:
             raise InvalidKey(f"invalid {what} {text!r}: empty, '.' and '..' path segments are not allowed")
         if segment.startswith(_TMP_MARKER):
             raise InvalidKey(f"invalid {what} {text!r}: segments starting with {_TMP_MARKER!r} are reserved")
+
+
+def copy_hashing(source: BinaryIO, target: BinaryIO | None = None) -> tuple[int, str]:
+    """Read ``source`` to its end, writing each chunk to ``target`` when given; return the number of bytes read
+    and their sha256 (hex): the one loop behind every read-back, download and digest of stored bytes."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(_COPY_BUFFER):
+        digest.update(chunk)
+        size += len(chunk)
+        if target is not None:
+            target.write(chunk)
+    return size, digest.hexdigest()
 
 
 def _open_source(path: Path | str) -> BinaryIO:

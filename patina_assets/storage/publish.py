@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .buckets import _COPY_BUFFER, Bucket, CorruptManifest, PublishUnconfirmed, StorageError, StorageIntegrityError
+from .buckets import (
+    Bucket,
+    CorruptManifest,
+    PublishUnconfirmed,
+    StorageError,
+    StorageIntegrityError,
+    copy_hashing,
+)
 from .layout import MANIFEST_CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -97,13 +103,11 @@ def publish(
 
 
 def _check_read_back(bucket: Bucket, key: str, sha256: str) -> None:
-    digest = hashlib.sha256()
     with bucket.open(key) as reader:
-        while chunk := reader.read(_COPY_BUFFER):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
+        _, read_back = copy_hashing(reader)
+    if read_back != sha256:
         raise StorageIntegrityError(
-            f"{bucket.uri(key)} read back with sha256 {digest.hexdigest()[:12]}..., not the {sha256[:12]}... "
+            f"{bucket.uri(key)} read back with sha256 {read_back[:12]}..., not the {sha256[:12]}... "
             "uploaded; the manifest was left as it was"
         )
 

@@ -9,7 +9,6 @@ crash at any point leaves either the previous backup or the new one, plus at wor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from .buckets import (
     StorageIntegrityError,
     StorageObjectNotFound,
     _open_source,
+    copy_hashing,
 )
 from .layout import (
     AGE_CONTENT_TYPE,
@@ -450,12 +450,9 @@ class BackupStore:
             reader = self.bucket.open(_dump_key_of(manifest))  # the stored bytes: no identity needed
         except StorageObjectNotFound:
             return False
-        digest, size = hashlib.sha256(), 0
         with reader:
-            while chunk := reader.read(_COPY_BUFFER):
-                digest.update(chunk)
-                size += len(chunk)
-        return size == manifest.bytes and digest.hexdigest() == manifest.sha256
+            size, sha256 = copy_hashing(reader)
+        return size == manifest.bytes and sha256 == manifest.sha256
 
     # -- deleting ------------------------------------------------------------------------------
 
@@ -520,12 +517,8 @@ def _check_recorded_digest(manifest: Manifest, size: int, sha256: str, path: Pat
 
 
 def _file_digest(path: Path | str) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
     with _open_source(path) as source:
-        while chunk := source.read(_COPY_BUFFER):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+        return copy_hashing(source)
 
 
 def _older(key: str, generation: str) -> bool:
