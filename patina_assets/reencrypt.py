@@ -1,6 +1,7 @@
 """``patina reencrypt``: rewrite stored backups to the current recipients, for the day a key leaks or is
-retired.  Plain Python over ``BackupStore.reencrypt_daily`` and ``ArchiveStore.reencrypt`` (one publish
-step each: verified before the old object goes)."""
+retired.  Plain Python over ``BackupStore.reencrypt_daily``, ``ArchiveStore.reencrypt`` and
+``r2.reencrypt_snapshot`` (one publish step each: verified before the old object goes; an R2 snapshot's old
+objects go with the next garbage collection)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from . import history
 from .archive import ArchiveStore
 from .encryption import EncryptionError
 from .leftovers import scratch_directory
+from .r2 import list_snapshots, reencrypt_snapshot, snapshot_needs_reencryption
 from .storage import StorageError, format_day, week_start_of
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,9 @@ def reencrypt_backups(
     database: str | None = None,
     dry_run: bool = False,
 ) -> list[Rewrite]:
-    """Rewrite the dailies (of ``day``, or all) and the weekly archives (the one holding ``day``, or all)
-    that are not encrypted to the current recipients.  A backup that cannot be rewritten (damaged) is
+    """Rewrite the dailies (of ``day``, or all), the weekly archives (the one holding ``day``, or all) and the
+    R2 bucket snapshots (of ``day``, or all; ``database`` names one) that are not encrypted to the current
+    recipients.  A backup that cannot be rewritten (damaged) is
     reported and left as it is; a missing or wrong identity stops everything (it would fail them all).
     ``dry_run`` only says which would be rewritten, from the manifests (it needs no identity, writes nothing)."""
     store = archives.store
@@ -87,4 +90,25 @@ def reencrypt_backups(
             results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
         else:
             results.append(Rewrite(what, manifest.key, "rewritten", new.key))
+    snapshots, unreadable = list_snapshots(store.bucket, database)
+    for key, why in unreadable.items():
+        if day_text is None or f"/{day_text}/" in key:
+            results.append(Rewrite(f"R2 snapshot manifest {key}", key, "failed", problem=why))
+    for snapshot in snapshots:
+        if day_text is not None and snapshot.day != day_text:
+            continue
+        what = f"R2 snapshot {snapshot.name} on {snapshot.day}"
+        if not snapshot_needs_reencryption(snapshot, store.keys):
+            results.append(Rewrite(what, snapshot.key, "current", snapshot.entries_key))
+            continue
+        if dry_run:
+            results.append(Rewrite(what, snapshot.key, WOULD_REWRITE))
+            continue
+        try:
+            resealed = reencrypt_snapshot(store.bucket, snapshot, store.keys)
+        except StorageError as exc:  # a missing or damaged object: reported, the snapshot kept as it was
+            logger.warning("%s was not re-encrypted: %s", what, exc)
+            results.append(Rewrite(what, snapshot.key, "failed", problem=str(exc)))
+        else:
+            results.append(Rewrite(what, snapshot.key, "rewritten", resealed.manifest.entries_key))
     return results

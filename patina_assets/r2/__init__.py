@@ -5,6 +5,7 @@
 * ``retention``: ``collect_garbage``, 7 daily + 12 weekly snapshots and the objects they name
 * ``restore``: ``restore_snapshot`` to a bucket or a directory, verified by sha256
 * ``checks``: completeness, referenced objects, size anomaly
+* ``reencrypt``: ``reencrypt_snapshot``, a kept snapshot rewritten to the current recipients
 """
 
 from .backup import backup_bucket, is_excluded, open_source
@@ -18,8 +19,10 @@ from .layout import (
     list_snapshots,
     object_key,
     open_entries,
+    recipients_id,
     snapshot_manifest_key,
 )
+from .reencrypt import reencrypt_snapshot, snapshot_needs_reencryption
 from .restore import R2RestoreResult, RestoreRefused, SnapshotNotFound, restore_snapshot
 from .retention import GarbageCollectionRefused, R2RetentionResult, collect_garbage, kept_days
 
@@ -45,6 +48,9 @@ __all__ = [
     "object_key",
     "open_entries",
     "open_source",
+    "recipients_id",
+    "reencrypt_snapshot",
     "restore_snapshot",
     "snapshot_manifest_key",
+    "snapshot_needs_reencryption",
 ]

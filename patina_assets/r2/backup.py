@@ -9,8 +9,9 @@ Memory stays flat whatever the bucket's size: the listing, the previous entries 
 streams, and at most ``concurrency * 4`` copies are in flight.
 
 With ``keys`` that encrypt (``encryption:`` in patina.yaml), objects and the entries file are stored as age files
-(see ``layout``).  A snapshot whose encryption differs from the previous one's (encryption turned on or off)
-does not reuse the previous entries: every object is read once more and stored in the new form.
+(see ``layout``).  A snapshot stored differently from the previous one (encryption turned on or off, or other
+recipients) does not reuse the previous entries: every object is read once more from the source and stored in
+the new form, so every object a snapshot names opens with the identity of its own recipients.
 
 The entries file and then the manifest are published with :func:`patina_assets.storage.publish`, the one
 publish step dumps and archives share: the snapshot exists only once the manifest read back from the bucket
@@ -73,6 +74,8 @@ from .layout import (
     open_entries,
     parse_snapshot_key,
     read_manifest,
+    recipients_id,
+    sealing_of,
     snapshot_manifest_key,
 )
 
@@ -139,13 +142,15 @@ def backup_bucket(
     name, day_text = validate_database_name(name), format_day(day)
     patterns = list(exclude)
     sealing = keys if keys is not None and keys.enabled else None
+    sealed_to = recipients_id(sealing.fingerprints) if sealing is not None else None
     previous = _newest_snapshot(backup, name)
-    if previous is not None and previous.encrypted != (sealing is not None):
+    if previous is not None and previous.sealing != sealing_of(sealing.fingerprints if sealing else None):
         logger.info(
-            "r2/%s: the previous snapshot (%s) is %s, this one is not: every object is read and stored again",
+            "r2/%s: the previous snapshot (%s) is stored %s, this one %s: every object is read and stored again",
             name,
             previous.day,
-            "encrypted" if previous.encrypted else "unencrypted",
+            _describe_sealing(previous.encrypted, previous.recipients, previous.legacy_objects),
+            _describe_sealing(sealing is not None, sealing.fingerprints if sealing else ()),
         )
         previous = None
     started = time.monotonic()
@@ -160,7 +165,7 @@ def backup_bucket(
             entries_path = scratch / "entries.jsonl.gz"
             with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-copy") as pool:
                 pending: deque[Entry | Future[_Copied | None]] = deque()
-                uploads = _Uploads()
+                uploads = UploadsInFlight()
                 window = max(1, concurrency) * 4
 
                 def settle_one() -> None:
@@ -187,7 +192,9 @@ def backup_bucket(
                             pending.append(dataclasses.replace(before, last_modified=utc_timestamp(info.last_modified)))
                         else:
                             pending.append(
-                                pool.submit(_copy_object, source, backup, info.key, scratch, uploads, sealing)
+                                pool.submit(
+                                    _copy_object, source, backup, info.key, scratch, uploads, sealing, sealed_to
+                                )
                             )
                         while len(pending) > window:
                             settle_one()
@@ -231,8 +238,8 @@ def backup_bucket(
             publish(
                 backup,
                 Publication(key, entries_path, size, ENTRIES_CONTENT_TYPE, manifest_key, manifest.to_json()),
-                named_key=lambda: _named_entries(backup, manifest_key),
-                superseded=lambda: _superseded_entries(backup, day_text, name, key),
+                named_key=lambda: named_entries_key(backup, manifest_key),
+                superseded=lambda: superseded_entries(backup, day_text, name, key),
             )
     finally:
         try:
@@ -308,7 +315,13 @@ def _previous_entries(previous: SnapshotManifest | None, backup: Bucket, keys: A
 
 
 def _copy_object(
-    source: S3Bucket, backup: Bucket, key: str, scratch: Path, uploads: _Uploads, sealing: AgeKeys | None
+    source: S3Bucket,
+    backup: Bucket,
+    key: str,
+    scratch: Path,
+    uploads: UploadsInFlight,
+    sealing: AgeKeys | None,
+    sealed_to: str | None,
 ) -> _Copied | None:
     """Stream one source object into the content-addressed store; None when it vanished since the listing."""
     try:
@@ -342,7 +355,7 @@ def _copy_object(
             raise StorageError(f"read {size} of {details.size} bytes of {source.uri(key)}: the stream ended early")
         sha256 = digest.hexdigest()
         data = bytes(held) if spool_path is None else Path(spool_path)
-        uploaded = _store(backup, sha256, size, data, uploads, sealing, scratch)
+        uploaded = _store(backup, sha256, size, data, uploads, sealing, sealed_to, scratch)
     finally:
         if spool_path is not None:
             Path(spool_path).unlink(missing_ok=True)
@@ -358,7 +371,7 @@ def _copy_object(
     return _Copied(entry, uploaded)
 
 
-class _Uploads:
+class UploadsInFlight:
     """The sha256s one backup is uploading right now: the same bytes under two keys are uploaded once.  Only
     uploads in flight are held, so this stays as small as the thread pool; one per backup, so a run only ever
     relies on its own uploads (or on objects already stored)."""
@@ -384,13 +397,14 @@ def _store(
     sha256: str,
     size: int,
     data: bytes | Path,
-    uploads: _Uploads,
+    uploads: UploadsInFlight,
     sealing: AgeKeys | None,
+    sealed_to: str | None,
     scratch: Path,
 ) -> bool:
-    """Store the bytes as ``r2/objects/<sha256>`` (``.age``, encrypted, with ``sealing``) unless they are there
-    already; True if uploaded."""
-    target = object_key(sha256, encrypted=sealing is not None)
+    """Store the bytes as ``r2/objects/<sha256>`` (``.<sealed_to>.age``: encrypted to ``sealing``'s recipients)
+    unless they are there already; True if uploaded."""
+    target = object_key(sha256, sealed_to)
     if not uploads.claim(sha256):
         return False  # another copy of this backup is storing these bytes; the manifest waits for every copy
     try:
@@ -398,7 +412,7 @@ def _store(
         if stored is not None and (sealing is not None or stored.size == size):
             return False  # (an age file is larger than its plaintext; its sha256 name vouches for the content)
         if sealing is not None:
-            _seal_and_put(backup, sha256, data, sealing, scratch)
+            seal_and_put(backup, target, data, sealing, scratch)
         elif isinstance(data, Path):  # multipart when large
             backup.put_file(target, data, content_type=OBJECT_CONTENT_TYPE)
         else:
@@ -408,29 +422,37 @@ def _store(
         uploads.release(sha256)
 
 
-def _seal_and_put(backup: Bucket, sha256: str, data: bytes | Path, sealing: AgeKeys, scratch: Path) -> None:
-    """Encrypt the object's bytes into this backup's scratch directory and store that age file.  The file is
-    named by the sha256: `_Uploads.claim` lets only one copy of those bytes be in flight per backup."""
-    sealed_path = scratch / f"{sha256}.age"
+def seal_and_put(backup: Bucket, target: str, data: bytes | Path, sealing: AgeKeys, scratch: Path) -> None:
+    """Encrypt the object's bytes into ``scratch`` and store that age file as ``target``.  The scratch file is
+    named by the target's sha256 name: `UploadsInFlight.claim` lets only one copy of those bytes be in flight per run."""
+    sealed_path = scratch / target.rsplit("/", 1)[-1]
     try:
         with (
             open(data, "rb") if isinstance(data, Path) else io.BytesIO(data) as plain,
             open(sealed_path, "xb") as sealed,
         ):
             encrypt_stream(plain, sealed, sealing.recipients)
-        backup.put_file(object_key(sha256, encrypted=True), sealed_path, content_type=AGE_CONTENT_TYPE)
+        backup.put_file(target, sealed_path, content_type=AGE_CONTENT_TYPE)
     finally:
         sealed_path.unlink(missing_ok=True)
 
 
-def _named_entries(backup: Bucket, manifest_key: str) -> str | None:
+def _describe_sealing(encrypted: bool, fingerprints, legacy: bool = False) -> str:
+    if not encrypted:
+        return "unencrypted"
+    if legacy:
+        return "encrypted under keys that do not name their recipients (schema version 2)"
+    return f"encrypted to {', '.join(fingerprints)}"
+
+
+def named_entries_key(backup: Bucket, manifest_key: str) -> str | None:
     try:
         return read_manifest(backup, manifest_key).entries_key
     except StorageObjectNotFound:
         return None
 
 
-def _superseded_entries(backup: Bucket, day: str, name: str, keep: str) -> list[str]:
+def superseded_entries(backup: Bucket, day: str, name: str, keep: str) -> list[str]:
     """Entries files of the same day and name other than ``keep`` (an earlier run's, or a failed run's)."""
     stale = []
     for info in backup.list(f"r2/{day}/{name}."):

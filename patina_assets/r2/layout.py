@@ -2,7 +2,7 @@
 
 ::
 
-    r2/objects/<sha256>[.age]                                  <- each distinct object, once (content-addressed)
+    r2/objects/<sha256>[.<recipients>.age]                     <- each distinct object, once (content-addressed)
     r2/in-progress/grove-media.<generation>.json               <- while a backup runs (holds back garbage collection)
     r2/2026-01-05/grove-media.20260106T030012123456Z-3f9a1c.entries.jsonl.gz[.age]  <- every key of that night
     r2/2026-01-05/grove-media.manifest.json                    <- the snapshot (written last)
@@ -14,9 +14,13 @@ metadata), so a million keys are written and read with flat memory.  Each run's 
 generation, so re-running a day never overwrites the entries the current manifest names.
 
 With ``encryption:`` configured, a snapshot is encrypted as the dumps are (age, to the configured recipients):
-each object is stored as ``r2/objects/<sha256>.age`` (the sha256 of its plaintext, so the same bytes are still
-stored once) and the entries file as ``....entries.jsonl.gz.age`` (keys and metadata are as private as the
-objects).  The manifest stays plaintext (counts, ``encrypted``, the recipients' fingerprints, and the sha256 of
+each object is stored as ``r2/objects/<sha256>.<recipients>.age`` (the sha256 of its plaintext, so the same
+bytes are still stored once for one list of recipients; ``<recipients>`` names that list, see
+``recipients_id``) and the entries file as ``....entries.jsonl.gz.age`` (keys and metadata are as private as the
+objects).  Naming the recipients in the key is what lets a snapshot vouch for every object it names: after a
+recipient change, an object stored for the old list is not the new list's object, so it is stored again rather
+than silently left readable only by the old keys (schema version 2 snapshots, from before, named objects
+``<sha256>.age`` whatever their recipients; they are still read, and ``patina reencrypt`` rewrites them).  The manifest stays plaintext (counts, ``encrypted``, the recipients' fingerprints, and the sha256 of
 the *stored* entries file, so damage is found without the identity); reading the entries -- an incremental
 backup, the checks, restore, garbage collection -- needs the identity.
 """
@@ -28,7 +32,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -55,9 +59,12 @@ ENTRIES_SUFFIX = ".entries.jsonl.gz"
 ENTRIES_CONTENT_TYPE = "application/gzip"
 OBJECT_CONTENT_TYPE = "application/octet-stream"
 SCHEMA_VERSION = 1
-#: An encrypted snapshot's manifest: a Patina that knows only version 1 refuses it rather than read its objects
-#: under plaintext keys.
-ENCRYPTED_SCHEMA_VERSION = 2
+#: An encrypted snapshot's manifest of before objects named their recipients (``<sha256>.age``): still read.
+LEGACY_ENCRYPTED_SCHEMA_VERSION = 2
+#: An encrypted snapshot's manifest (objects ``<sha256>.<recipients>.age``): a Patina that knows only version 1 or
+#: 2 refuses it rather than look for its objects under other keys.
+ENCRYPTED_SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (SCHEMA_VERSION, LEGACY_ENCRYPTED_SCHEMA_VERSION, ENCRYPTED_SCHEMA_VERSION)
 KIND = "r2-snapshot"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -67,11 +74,32 @@ _SNAPSHOT_KEY = re.compile(
 )
 
 
-def object_key(sha256: str, encrypted: bool = False) -> str:
-    """The content-addressed key of the object whose bytes hash to ``sha256`` (``.age``: stored encrypted)."""
+def recipients_id(fingerprints: Iterable[str]) -> str:
+    """A short name for one list of recipients (their fingerprints, in any order), used in object keys: the
+    first 16 hex digits of the sha256 of the sorted fingerprints, one per line.  Fingerprints are of public keys
+    and the manifest lists them anyway, so the name reveals nothing new."""
+    listed = sorted(fingerprints)
+    if not listed:
+        raise ValueError("an encrypted object has recipients")
+    return hashlib.sha256("\n".join(listed).encode()).hexdigest()[:16]
+
+
+def object_key(sha256: str, sealed_to: str | None = None, *, legacy_age: bool = False) -> str:
+    """The content-addressed key of the object whose bytes hash to ``sha256``: plaintext, encrypted to the
+    recipients named ``sealed_to`` (a ``recipients_id``), or (``legacy_age``) as schema version 2 named an
+    encrypted object whatever its recipients."""
     if not _SHA256.match(sha256):
         raise ValueError(f"{sha256!r} is not a sha256 hex digest")
-    return OBJECTS_PREFIX + sha256 + (AGE_SUFFIX if encrypted else "")
+    if legacy_age:
+        return OBJECTS_PREFIX + sha256 + AGE_SUFFIX
+    return OBJECTS_PREFIX + sha256 + (f".{sealed_to}{AGE_SUFFIX}" if sealed_to else "")
+
+
+def sealing_of(fingerprints: Iterable[str] | None) -> str:
+    """How a night with these recipients' fingerprints (None or empty: no encryption) stores its objects; equal
+    for two snapshots exactly when one's objects can stand for the other's (see ``SnapshotManifest.sealing``)."""
+    listed = list(fingerprints or ())
+    return f"age:{recipients_id(listed)}" if listed else "plain"
 
 
 def in_progress_key(name: str, generation: str) -> str:
@@ -226,9 +254,27 @@ class SnapshotManifest:
         if self.encrypted and self.schema_version == SCHEMA_VERSION:
             object.__setattr__(self, "schema_version", ENCRYPTED_SCHEMA_VERSION)
 
+    @property
+    def legacy_objects(self) -> bool:
+        """An encrypted snapshot of schema version 2: its objects' keys do not say whom they are encrypted to
+        (an object unchanged since a recipient change may be encrypted to the old recipients only)."""
+        return self.encrypted and self.schema_version == LEGACY_ENCRYPTED_SCHEMA_VERSION
+
+    @property
+    def sealing(self) -> str:
+        """How this snapshot's objects are stored: ``plain``, ``age:<recipients_id>`` or ``age:legacy``.  A night
+        reuses the previous snapshot's entries only when the two are stored the same way."""
+        if self.legacy_objects:
+            return "age:legacy"
+        return sealing_of(self.recipients if self.encrypted else None)
+
     def object_key(self, sha256: str) -> str:
         """Where this snapshot's object with ``sha256`` is stored."""
-        return object_key(sha256, self.encrypted)
+        if not self.encrypted:
+            return object_key(sha256)
+        if self.legacy_objects:
+            return object_key(sha256, legacy_age=True)
+        return object_key(sha256, recipients_id(self.recipients))
 
     @property
     def key(self) -> str:
@@ -245,10 +291,10 @@ class SnapshotManifest:
             raise CorruptManifest(f"{key} is not JSON ({exc})") from None
         if not isinstance(raw, dict) or raw.get("kind") != KIND:
             raise CorruptManifest(f"{key} is not an R2 snapshot manifest (kind {KIND!r})")
-        if raw.get("schema_version") not in (SCHEMA_VERSION, ENCRYPTED_SCHEMA_VERSION):
+        if raw.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise CorruptManifest(
-                f"{key} has schema_version {raw.get('schema_version')!r}; this Patina reads {SCHEMA_VERSION} and "
-                f"{ENCRYPTED_SCHEMA_VERSION}: upgrade Patina to read it"
+                f"{key} has schema_version {raw.get('schema_version')!r}; this Patina reads "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: upgrade Patina to read it"
             )
         names = {f for f in cls.__dataclass_fields__}
         try:
@@ -266,6 +312,8 @@ class SnapshotManifest:
             or entries.encrypted != bool(manifest.encrypted)
         ):
             raise CorruptManifest(f"{key} names {manifest.entries_key!r}, which is not its entries file")
+        if manifest.encrypted and not manifest.legacy_objects and not manifest.recipients:
+            raise CorruptManifest(f"{key} is encrypted but records no recipients, which name its objects' keys")
         return manifest
 
 

@@ -16,8 +16,8 @@ from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 from patina_assets.defs.policies import R2_GROUP, nightly_executor_config
 from patina_assets.defs.r2_backups.assets import R2_CHECK_NAMES, build_r2_assets
 from patina_assets.defs.resources import resources
-from patina_assets.encryption import generate_identity
-from patina_assets.r2 import list_snapshots, object_key
+from patina_assets.encryption import generate_identity, recipient_fingerprint
+from patina_assets.r2 import list_snapshots, object_key, recipients_id
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,8 @@ def test_with_encryption_the_night_stores_the_snapshot_encrypted_and_checks_it(t
     assert set(evaluations) == set(R2_CHECK_NAMES) and all(e.passed for e in evaluations.values())
     bucket = open_store(encrypted).bucket
     sha = hashlib.sha256(b"image 3").hexdigest()
-    assert bucket.stat(object_key(sha, encrypted=True)) is not None and bucket.stat(object_key(sha)) is None
+    sealed = object_key(sha, recipients_id([recipient_fingerprint(identity.recipient)]))
+    assert bucket.stat(sealed) is not None and bucket.stat(object_key(sha)) is None
 
     # The next night without the identity: the asset fails saying which variable to set; nothing is published.
     monkeypatch.delenv("PATINA_AGE_IDENTITY")

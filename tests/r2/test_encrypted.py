@@ -5,6 +5,7 @@ objects Patina stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,10 @@ from patina_assets.r2 import (
     list_snapshots,
     object_key,
     open_entries,
+    recipients_id,
+    reencrypt_snapshot,
     restore_snapshot,
+    snapshot_needs_reencryption,
 )
 from patina_assets.r2.report import R2_HEADERS, list_r2_document, render_r2_rows
 from patina_assets.storage import S3Bucket, StorageIntegrityError
@@ -72,7 +76,7 @@ def test_an_encrypted_snapshot_holds_no_plaintext_and_restores_exactly(
     manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
 
     assert manifest.encrypted and manifest.recipients == list(keys.fingerprints)
-    assert manifest.schema_version == 2 and manifest.entries_key.endswith(".entries.jsonl.gz.age")
+    assert manifest.schema_version == 3 and manifest.entries_key.endswith(".entries.jsonl.gz.age")
     stored = everything_stored(moto_endpoint, backup)
     object_keys = [k for k in stored if k.startswith("r2/objects/")]
     assert len(object_keys) == len(objects) and all(k.endswith(".age") for k in object_keys)
@@ -82,7 +86,7 @@ def test_an_encrypted_snapshot_holds_no_plaintext_and_restores_exactly(
     # The objects are age files the age CLI opens without Patina; their names are the plaintext's sha256.
     first, _ = identities
     some_key, some_data = next(iter(objects.items()))
-    stored_key = object_key(hashlib.sha256(some_data).hexdigest(), encrypted=True)
+    stored_key = manifest.object_key(hashlib.sha256(some_data).hexdigest())
     (tmp_path / "object.age").write_bytes(stored[stored_key])
     opened = subprocess.run(
         [age_cli(), "-d", "-i", str(tmp_path / "first.txt"), str(tmp_path / "object.age")],
@@ -178,7 +182,7 @@ def test_a_tampered_encrypted_object_is_damage(moto_endpoint, source, source_nam
     objects = fill(moto_endpoint, source_name)
     manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
     victim_key, victim = next(iter(objects.items()))
-    stored_key = object_key(hashlib.sha256(victim).hexdigest(), encrypted=True)
+    stored_key = manifest.object_key(hashlib.sha256(victim).hexdigest())
     s3 = direct_client(moto_endpoint)
     data = bytearray(s3.get_object(Bucket=backup.bucket, Key=stored_key)["Body"].read())
     data[-20] ^= 0x01  # inside the last chunk's ciphertext
@@ -197,8 +201,196 @@ def test_a_large_object_is_encrypted_from_its_scratch_file_and_restores_exactly(
     data = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # over SPOOL_BYTES and over the 5 MiB part size
     put(moto_endpoint, source_name, "private/video.mp4", data)
     manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
-    stored = everything_stored(moto_endpoint, backup)[object_key(hashlib.sha256(data).hexdigest(), encrypted=True)]
+    stored = everything_stored(moto_endpoint, backup)[manifest.object_key(hashlib.sha256(data).hexdigest())]
     assert data[:4096] not in stored and len(stored) > len(data)
     assert check_objects(backup, manifest, sample=None, keys=keys).passed
     restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys)
     assert (tmp_path / "restored" / "private" / "video.mp4").read_bytes() == data
+
+
+def test_after_a_recipient_change_the_next_night_opens_with_the_new_identity_alone(
+    moto_endpoint, source, source_name, backup, identities, tmp_path
+):
+    # The day a key leaks: the recipient list is changed, and the old identity is to be thrown away. The next
+    # night's snapshot must open with the new identity alone, unchanged objects included.
+    first, second = identities
+    objects = fill(moto_endpoint, source_name)
+    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
+    both = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+
+    manifest = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=both)
+
+    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    assert manifest.recipients == list(new_only.fingerprints)
+    assert check_objects(backup, manifest, sample=None, keys=new_only).passed
+    restore_snapshot(backup, "2026-03-02", NAME, tmp_path / "restored", keys=new_only)
+    for key, data in objects.items():
+        assert (tmp_path / "restored" / key).read_bytes() == data
+    # and none of its objects opens with the old identity
+    old_only = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    with pytest.raises(WrongIdentity):
+        check_objects(backup, manifest, sample=None, keys=old_only)
+
+
+def opens_with(backup: S3Bucket, manifest, keys: AgeKeys) -> bool:
+    """Every object ``manifest`` names opens with ``keys``' identity alone, each with its recorded bytes."""
+    try:
+        return check_objects(backup, manifest, sample=None, keys=keys).passed
+    except WrongIdentity:
+        return False
+
+
+def test_reencrypt_rewrites_a_kept_snapshot_to_the_new_recipients_and_the_old_objects_go(
+    moto_endpoint, source, source_name, source_proxy, backup, identities, tmp_path
+):
+    first, second = identities
+    objects = fill(moto_endpoint, source_name)
+    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
+    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    old_only = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    newest = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=rotated)
+    assert snapshot_needs_reencryption(kept, rotated) and not snapshot_needs_reencryption(newest, rotated)
+    assert not opens_with(backup, kept, new_only)
+    source_proxy.clear()
+
+    resealed = reencrypt_snapshot(backup, kept, rotated)
+
+    # The newest night stored every object for the new recipients already: nothing is read from the source, and
+    # nothing is stored twice.
+    assert source_proxy.seen("GetObject") == [] and (resealed.resealed_objects, resealed.stored_objects) == (0, 6)
+    (day1, day2), _ = list_snapshots(backup, NAME)
+    assert day1.recipients == list(new_only.fingerprints) and day1.entries_key != kept.entries_key
+    assert (day1.objects, day1.bytes, day1.listing_started_at) == (kept.objects, kept.bytes, kept.listing_started_at)
+    assert opens_with(backup, day1, new_only) and not opens_with(backup, day1, old_only)
+    restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=new_only)
+    assert all((tmp_path / "restored" / key).read_bytes() == data for key, data in objects.items())
+    # The old entries file went with the publish; the old objects go with the next garbage collection.
+    assert backup.stat(kept.entries_key) is None
+    result = collect_garbage(backup, RetentionConfig(), grace=timedelta(0), keys=new_only)
+    assert result.deleted_objects == len(objects) and result.referenced_objects == len(objects)
+    for info in backup.list("r2/objects/"):
+        assert info.key.endswith(f".{recipients_id(new_only.fingerprints)}.age")
+
+
+def test_reencrypt_stores_objects_of_a_snapshot_no_night_has_stored_for_the_new_recipients(
+    moto_endpoint, source, source_name, source_proxy, backup, identities, tmp_path
+):
+    # Objects deleted from the source since: only the old snapshot holds them, so they are read back from the
+    # backup bucket (never the source), checked, and stored again for the new recipients.
+    first, second = identities
+    objects = fill(moto_endpoint, source_name)
+    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
+    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+    source_proxy.clear()
+
+    resealed = reencrypt_snapshot(backup, kept, rotated)
+
+    assert source_proxy.seen("GetObject") == [] and resealed.resealed_objects == len(objects)
+    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=new_only)
+    assert all((tmp_path / "restored" / key).read_bytes() == data for key, data in objects.items())
+
+
+def test_reencrypt_leaves_a_snapshot_with_a_damaged_object_as_it_was(
+    moto_endpoint, source, source_name, backup, identities
+):
+    first, second = identities
+    objects = fill(moto_endpoint, source_name)
+    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
+    victim = kept.object_key(hashlib.sha256(next(iter(objects.values()))).hexdigest())
+    s3 = direct_client(moto_endpoint)
+    data = bytearray(s3.get_object(Bucket=backup.bucket, Key=victim)["Body"].read())
+    data[-20] ^= 0x01
+    s3.put_object(Bucket=backup.bucket, Key=victim, Body=bytes(data))
+    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+
+    with pytest.raises(StorageIntegrityError, match="damaged"):
+        reencrypt_snapshot(backup, kept, rotated)
+
+    (still,), _ = list_snapshots(backup, NAME)
+    assert still == kept and backup.stat(kept.entries_key) is not None
+    assert [info.key for info in backup.list("r2/in-progress/")] == []
+
+
+def test_a_schema_2_snapshot_is_still_restored_then_the_next_night_and_reencrypt_rewrite_it(
+    moto_endpoint, source, source_name, source_proxy, backup, keys, tmp_path
+):
+    # Schema version 2 (the first encrypted snapshots) named objects <sha256>.age, whatever their recipients.
+    objects = fill(moto_endpoint, source_name)
+    current = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
+    s3 = direct_client(moto_endpoint)
+    for data in objects.values():
+        sha = hashlib.sha256(data).hexdigest()
+        s3.copy_object(
+            Bucket=backup.bucket,
+            Key=object_key(sha, legacy_age=True),
+            CopySource=f"{backup.bucket}/{current.object_key(sha)}",
+        )
+        s3.delete_object(Bucket=backup.bucket, Key=current.object_key(sha))
+    legacy = dataclasses.replace(current, schema_version=2)
+    s3.put_object(Bucket=backup.bucket, Key=legacy.key, Body=legacy.to_json())
+    (read,), _ = list_snapshots(backup, NAME)
+    assert read.legacy_objects and snapshot_needs_reencryption(read, keys)
+    restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=keys)
+    assert all((tmp_path / "restored" / key).read_bytes() == data for key, data in objects.items())
+    source_proxy.clear()
+
+    night = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=keys)
+    # its keys do not say whom the objects are encrypted to: the night stores every one again, under keys that do
+    assert sorted(r.key for r in source_proxy.seen("GetObject")) == sorted(objects) and night.schema_version == 3
+    resealed = reencrypt_snapshot(backup, read, keys)
+    assert resealed.manifest.schema_version == 3 and resealed.stored_objects == len(objects)
+    assert check_objects(backup, resealed.manifest, sample=None, keys=keys).passed
+    assert collect_garbage(backup, RetentionConfig(), grace=timedelta(0), keys=keys).deleted_objects == len(objects)
+
+
+def test_the_reencrypt_command_rewrites_r2_snapshots_too(
+    moto_endpoint, source, source_name, identities, tmp_path, monkeypatch, capsys
+):
+    from support.configs import write_config
+
+    from patina_assets.backup import open_store
+    from patina_assets.cli import main
+
+    first, second = identities
+    objects = fill(moto_endpoint, source_name)
+    monkeypatch.setenv("TEST_R2_KEY_ID", "testing")
+    monkeypatch.setenv("TEST_R2_SECRET", "testing")
+
+    def configured(recipient: str):
+        r2 = {
+            "name": NAME,
+            "bucket": source_name,
+            "endpoint_url": moto_endpoint,
+            "region": "us-east-1",
+            "access_key_id_env": "TEST_R2_KEY_ID",
+            "secret_access_key_env": "TEST_R2_SECRET",
+        }
+        databases = [{"name": "groveauth", "source": "x.sqlite"}]
+        return write_config(tmp_path, databases, r2_buckets=[r2], encryption={"recipients": [recipient]})
+
+    monkeypatch.setenv(VARIABLE, first.file_text)
+    store = open_store(configured(first.recipient))
+    backup_bucket(source, store.bucket, name=NAME, day="2026-03-01", keys=store.keys)
+    path = str(configured(second.recipient).source_path)  # the first key leaked
+
+    monkeypatch.delenv(VARIABLE)  # a dry run reads manifests only
+    assert main(["--config", path, "reencrypt", "--all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"R2 snapshot {NAME} on 2026-03-01" in out and "1 would be rewritten" in out
+    monkeypatch.setenv(VARIABLE, first.file_text + second.file_text)
+    assert main(["--config", path, "reencrypt", "--day", "2026-03-01"]) == 0
+    assert "1 rewritten" in capsys.readouterr().out
+
+    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    (manifest,), _ = list_snapshots(store.bucket, NAME)
+    assert opens_with(store.bucket, manifest, new_only)
+    restore_snapshot(store.bucket, "2026-03-01", NAME, tmp_path / "restored", keys=new_only)
+    assert all((tmp_path / "restored" / key).read_bytes() == data for key, data in objects.items())
+    assert main(["--config", path, "reencrypt", "--all"]) == 0
+    assert "0 rewritten" in capsys.readouterr().out
