@@ -575,22 +575,27 @@ class FleetGrouping:
             now=now,
         )
 
-    def night(
-        self, instance: dg.DagsterInstance, group: HeldGroup, statuses: list[dg.DagsterRunStatus] | None = None
-    ) -> list[dg.DagsterRun]:
+    def night(self, instance: dg.DagsterInstance, group: HeldGroup) -> list[dg.DagsterRun]:
         """The runs of the group's fleet and night (of its nightly job, backfills, the UI)."""
         fleet = self._by_name.get(group.fleet)
-        if fleet is None:
-            return []
-        runs = instance.get_runs(dg.RunsFilter(tags={f"{PARTITION_TAG}/{DAY}": group.day}, statuses=statuses))
-        return [run for run in runs if _of_fleet(run, fleet)]
+        runs = instance.get_runs(dg.RunsFilter(tags={f"{PARTITION_TAG}/{DAY}": group.day}))
+        return [run for run in runs if fleet is not None and _of_fleet(run, fleet)]
+
+    def still_running(self, instance: dg.DagsterInstance, group: HeldGroup, limit: int = 100) -> bool:
+        """Whether a run of the group's fleet and night is not finished (queued, starting, running); asked at
+        each tick, so it reads a page of the night's unfinished runs, and a full page of other fleets' counts."""
+        fleet = self._by_name.get(group.fleet)
+        runs = instance.get_runs(
+            dg.RunsFilter(tags={f"{PARTITION_TAG}/{DAY}": group.day}, statuses=_UNFINISHED), limit=limit
+        )
+        return len(runs) >= limit or any(fleet is not None and _of_fleet(run, fleet) for run in runs)
 
     def release(
         self, instance: dg.DagsterInstance, held: HeldFailures, now: float, caught_up: bool
     ) -> list[tuple[str, list[tuple[str, Alert]]]]:
         """The groups due now, as (id prefix, alerts) to queue: a lone tenant's runs with the ids they would
         have had alone, a group of more as one fleet message."""
-        due = held.due(now, self.hold_seconds, lambda g: caught_up and not self.night(instance, g, _UNFINISHED))
+        due = held.due(now, self.hold_seconds, lambda g: caught_up and not self.still_running(instance, g))
         out: list[tuple[str, list[tuple[str, Alert]]]] = []
         for group in due:
             if len(group.tenants) == 1:
