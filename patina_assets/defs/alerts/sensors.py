@@ -831,12 +831,13 @@ def build_alert_sensors(
             f"cancelled ({', '.join(ALERTED_JOBS)}, backfills, UI materializations, in-process runs), with the "
             "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
             f"database has failed {limit} "
-            "backup attempts in a row. Undelivered messages wait in the cursor and are sent when the webhook is back.",
+            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message. "
+            "Undelivered messages wait in the cursor and are sent when the webhook is back.",
             alerting,
             alerting.run_alerts,
             policy,
             env,
-            grouping=FleetGrouping(alerting) if config.fleets else None,
+            grouping=FleetGrouping(alerting),  # also without fleets: releases what a removed fleet left held
             clock=clock,
         ),
         build_alert_sensor(
