@@ -1,6 +1,7 @@
 """Alerts about a fleet are about its tenants: a tenant that fails three nights in a row escalates under its own
 name while the other tenants of the same asset succeed, and a tenant without a good backup for days is stale on
-its own. Real runs of the fleet's job on a test instance against the loopback D1 server, the sensors ticked the
+its own; but tenants failing the same night with the same cause (a revoked token) are one message, read over
+several ticks, held at most FLEET_HOLD_SECONDS while their night still runs. Real runs of the fleet's job on a test instance against the loopback D1 server, the sensors ticked the
 way the daemon ticks them, delivering to a webhook server on loopback."""
 
 from __future__ import annotations
@@ -191,8 +192,11 @@ def test_a_revoked_token_failing_every_tenant_is_one_message_and_a_distinct_fail
     runs.append(night(tenants[29]))
     assert not any(run.success for run in runs)
 
-    for _ in range(4):  # 10 finished runs a tick: three ticks read them, the third sees none left
-        tick()
+    # 10 finished runs a tick: held while more are unread, sent by the tick that read the last of them.
+    assert tick().startswith("10 finished run(s) read, 10 fleet tenant failure(s) held")
+    assert tick().startswith("10 finished run(s) read, 20 fleet tenant failure(s) held")
+    assert generic.accepted == []
+    assert "held" not in tick()
     assert [m["type"] for m in generic.accepted] == ["fleet_backup_failed", "backup_failed"]
     grouped, alone = generic.accepted
     assert grouped["fleet"] == "tenants" and grouped["day"] == day
@@ -257,3 +261,25 @@ def test_a_fleet_failure_is_held_across_ticks_at_most_the_hold_while_its_night_s
     tick()
     assert [m["type"] for m in generic.accepted] == ["fleet_backup_failed", "backup_failed"]
     assert generic.accepted[1]["failures"][0]["database"] == "tenant-2"  # one tenant: its own message
+
+
+def test_a_fleet_failing_three_nights_escalates_once_for_the_fleet_not_once_per_tenant(fleet, generic, monkeypatch):
+    config, server, instance, paths = fleet
+    job = build_definitions(config).resolve_job_def(fleet_job_name(config.fleets[0]))
+    tick = Ticks(config, instance)
+    tick()
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "revoked-token-s3cr3t")
+    for day in DAYS[:3]:
+        for tenant in ("tenant-0", "tenant-1", "tenant-2"):
+            run = job.execute_in_process(
+                partition_key=tenant_partition_key(day, tenant), instance=instance, raise_on_error=False
+            )
+            assert not run.success
+        tick()
+    assert [(m["type"], m["day"], m["status"], m["escalated"]) for m in generic.accepted] == [
+        ("fleet_backup_failed", DAYS[0], "failure", 0),
+        ("fleet_backup_failed", DAYS[1], "failure", 0),
+        ("fleet_backup_failed", DAYS[2], "escalated", 3),  # the third night: each tenant's streak, counted once
+    ]
+    assert generic.accepted[2]["escalatedTenants"] == ["tenant-0", "tenant-1", "tenant-2"]
+    assert all(m["summary"] == {"failed": 3, "tenants": 3, "notFinished": 0} for m in generic.accepted)
