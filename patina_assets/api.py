@@ -483,9 +483,14 @@ async def _restore_guide(request: Request) -> Response:
     if not guarded.may("restore-guide", db):
         return _forbidden(guarded, "restore-guide", db)
     database = config.database(db)
-    backups = await anyio.to_thread.run_sync(lambda: state.catalog().backups(database=db))
+    catalog = state.catalog()
+
+    def guide() -> dict:  # the listing, then the newest backup's manifest: bucket reads, off the event loop
+        backups = catalog.backups(database=db)
+        return restore_guide(config, database, backups, base_url=base_url, manifest_of=catalog.manifest_of)
+
     base_url = state.public_url or str(request.base_url)
-    return JSONResponse(restore_guide(config, database, backups, base_url=base_url))
+    return JSONResponse(await anyio.to_thread.run_sync(guide))
 
 
 def _cross_origin(request: Request, public_url: str | None) -> str | None:

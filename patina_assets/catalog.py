@@ -40,7 +40,15 @@ from .config import PatinaConfig, RetentionConfig
 from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
-from .history import INDEX_PREFIX, DailyView, Entry, Facts, view_from_indexes, view_from_inventory
+from .history import (
+    INDEX_PREFIX,
+    DailyView,
+    Entry,
+    Facts,
+    view_from_indexes,
+    view_from_inventory,
+    view_of_database,
+)
 from .retention import daily_cutoff, weekly_cutoff
 from .storage import (
     AGE_SUFFIX,
@@ -325,15 +333,25 @@ class Catalog:
 
     # -- listing -------------------------------------------------------------------------------
 
-    def backups(self, database: str | None = None, day: date | str | None = None) -> list[Backup]:
+    def backups(
+        self, database: str | None = None, day: date | str | None = None, *, indexed: bool = True
+    ) -> list[Backup]:
         """Every backup, newest capture first, hiding nothing: damaged ones (an unreadable manifest, a missing
         or truncated object) are listed with ``status=DAMAGED``.  A day held both as a daily and in an archive
-        appears twice (the daily first)."""
+        appears twice (the daily first).
+
+        One database's (``database`` without ``day``) come from its history index, checked against its own
+        keys of each day (``history.view_of_database``; a fleet's other tenants are never listed), and carry no
+        manifest: :meth:`manifest_of` reads it when it is needed. Without ``indexed``: from a listing of
+        ``daily/`` and every manifest and verification record of the database (what the index is checked against)."""
         if database is not None:
             validate_database_name(database)
         day_text = format_day(day) if day is not None else None
         week = week_start_of(day_text).isoformat() if day_text is not None else None
-        found = self._dailies(database, day_text)
+        if database is not None and day_text is None and indexed:
+            found = self._view_backups(view_of_database(self.store, database))
+        else:
+            found = self._dailies(database, day_text)
         found += [
             b
             for b in self._weekly(week)
@@ -542,14 +560,33 @@ class Catalog:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def manifest_of(self, backup: Backup) -> Manifest | None:
+        """The daily manifest of ``backup`` (None for a day inside an archive), read from the bucket when the
+        listing came from the history index. ``BackupNotFound`` if the day's manifest no longer names the dump
+        listed (re-run or deleted since), ``BackupMismatch`` if it cannot be read."""
+        if backup.location != DAILY:
+            return None
+        if backup.manifest is not None:
+            return backup.manifest
+        try:
+            manifest = self.store.get_manifest(backup.day, backup.database)
+        except CorruptManifest as exc:
+            raise BackupMismatch(f"{backup.database} on {backup.day}: its manifest cannot be read ({exc})") from exc
+        if manifest is None or (manifest.key, manifest.sha256) != (backup.key, backup.stored_digest[1]):
+            raise BackupNotFound(
+                f"{backup.database} on {backup.day}: the backup listed was replaced or deleted since; list again"
+            )
+        return manifest
+
     def open_sql(self, backup: Backup) -> BinaryIO:
         """The backup's SQL, streamed and checked: reading to the end raises ``BackupMismatch`` if the bytes
         are not the ones the manifest recorded. Close it when done."""
         label = f"{backup.database} on {backup.day} ({backup.where})"
         if backup.location == DAILY:
-            assert backup.manifest is not None
+            manifest = self.manifest_of(backup)
+            assert manifest is not None
             try:
-                raw = self.store.open_dump(backup.manifest)
+                raw = self.store.open_dump(manifest)
             except StorageObjectNotFound as exc:
                 raise BackupNotFound(f"{label}: the dump is gone from the bucket ({exc})") from exc
             except CiphertextDamaged as exc:
@@ -560,7 +597,7 @@ class Catalog:
             except BaseException:
                 stored.close()
                 raise
-            expected_stored = (backup.manifest.dump_bytes, backup.manifest.dump_sha256)
+            expected_stored = (manifest.dump_bytes, manifest.dump_sha256)
             return io.BufferedReader(_CheckedSQL(sql, backup, label, stored, expected_stored), CHUNK)  # type: ignore[return-value]
         return io.BufferedReader(_CheckedSQL(self._open_member(backup, label), backup, label, None, None), CHUNK)  # type: ignore[return-value]
 

@@ -580,7 +580,7 @@ def _cmd_restore_guide(args: argparse.Namespace) -> int:
     catalog = _catalog(config)
     config = with_tenants(config, catalog.store)  # a fleet's tenant has a guide as a configured database has
     database = config.database(args.db)
-    guide = restore_guide(config, database, catalog.backups(database=database.name))
+    guide = restore_guide(config, database, catalog.backups(database=database.name), manifest_of=catalog.manifest_of)
     print(json.dumps(guide, indent=2) if args.json else render_guide(guide))
     return 0
 

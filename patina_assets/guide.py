@@ -14,10 +14,11 @@ untouched until the new one is confirmed.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
-from .catalog import DAILY, Backup, iso
+from .catalog import DAILY, Backup, CatalogError, iso
 from .config import DatabaseConfig, PatinaConfig
-from .storage import VERIFIED
+from .storage import VERIFIED, Manifest
 from .units import human_bytes
 
 EMPTY_DATABASE_WARNING = (
@@ -29,9 +30,15 @@ EMPTY_DATABASE_WARNING = (
 
 
 def restore_guide(
-    config: PatinaConfig, database: DatabaseConfig, backups: list[Backup], base_url: str | None = None
+    config: PatinaConfig,
+    database: DatabaseConfig,
+    backups: list[Backup],
+    base_url: str | None = None,
+    *,
+    manifest_of: Callable[[Backup], Manifest | None] | None = None,
 ) -> dict:
-    """The guide as the spec's JSON document (with extra fields).
+    """The guide as the spec's JSON document (with extra fields). ``manifest_of`` (``Catalog.manifest_of``)
+    reads the newest backup's manifest (its bookmark, its tables' rows) when the listing came without it.
 
     Backups are filed (and `patina` commands take) the database's Patina name; wrangler names the database as
     D1 does, which for a fleet's tenant whose D1 name had to be changed (`My Shop`, backed up as
@@ -45,7 +52,8 @@ def restore_guide(
     new_db = f"{name}-restored-{day.replace('-', '')}"
     q = shlex.quote
     d1 = q(d1_name)  # what wrangler is told: the D1 database in place (Time Travel), not the name backups go by
-    count_table, expected = _table_to_count(newest)
+    manifest = _manifest(newest, manifest_of)
+    count_table, expected = _table_to_count(manifest)
     count_sql = f"SELECT COUNT(*) FROM {_sql_name(count_table)}" if count_table else "SELECT name FROM sqlite_master"
     expect = f" (expect {expected:,})" if expected is not None else ""
     download = (
@@ -73,7 +81,7 @@ def restore_guide(
     ]
     moment = (newest.captured_at or newest.created_at) if newest else None
     timestamp = iso(moment) if moment else "YYYY-MM-DDTHH:MM:SSZ"
-    bookmark_step, time_travel_note = _bookmark_step(d1, newest.manifest if newest else None)
+    bookmark_step, time_travel_note = _bookmark_step(d1, manifest)
     time_travel_steps = [
         f"1. Get available restore points: wrangler d1 time-travel info {d1}",
         bookmark_step
@@ -230,11 +238,21 @@ def _bookmark_step(name: str, manifest) -> tuple[str | None, str]:
     )
 
 
-def _table_to_count(backup: Backup | None) -> tuple[str | None, int | None]:
+def _manifest(backup: Backup | None, manifest_of: Callable[[Backup], Manifest | None] | None) -> Manifest | None:
+    """The backup's daily manifest if there is one to read (a guide without it leaves out what it tells)."""
+    if backup is None or manifest_of is None or backup.manifest is not None:
+        return backup.manifest if backup is not None else None
+    try:
+        return manifest_of(backup)
+    except CatalogError:  # replaced or damaged since it was listed: the guide stands without its details
+        return None
+
+
+def _table_to_count(manifest: Manifest | None) -> tuple[str | None, int | None]:
     """The table with the most rows in the backup's manifest, and its row count (to check a restore by)."""
-    if backup is None or backup.manifest is None or not backup.manifest.table_rows:
+    if manifest is None or not manifest.table_rows:
         return None, None
-    rows = {t: n for t, n in backup.manifest.table_rows.items() if not t.startswith("sqlite_")}
+    rows = {t: n for t, n in manifest.table_rows.items() if not t.startswith("sqlite_")}
     if not rows:
         return None, None
     table = max(sorted(rows), key=lambda t: rows[t])

@@ -432,6 +432,24 @@ def view_from_indexes(
     return view
 
 
+def view_of_database(store: BackupStore, database: str) -> DailyView:
+    """One database's daily backups as :func:`view_from_indexes` gives them, without listing any other
+    database's keys: the days from one listing of the folders under ``daily/``, that database's own keys of
+    each day (``daily/<day>/<database>.``), its index checked against them as a status checks it, and
+    rebuilt from them when it does not match. What it reads grows with the days kept, not the databases."""
+    keys: dict[str, tuple[ObjectInfo, DailyKey]] = {}
+    for folder in store.bucket.list_folders(DAILY_PREFIX):
+        for info in store.bucket.list(f"{folder}{database}."):
+            parsed = parse_daily_key(info.key)
+            if parsed is not None and parsed.database == database:  # not "foo.x" when asked for "foo"
+                keys[info.key] = (info, parsed)
+    index_info = store.bucket.stat(index_key(database))
+    view = DailyView()
+    if keys or index_info is not None:
+        _view_one(store, database, keys, index_info, view)
+    return view
+
+
 def _view_one(
     store: BackupStore,
     database: str,

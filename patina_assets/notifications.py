@@ -10,13 +10,17 @@ Three things happen that people must hear about, each a small frozen dataclass:
 - :class:`StaleBackup` -- a database has had no good backup for ``alerts.stale_warn_after_days`` (warn)
   or ``alerts.stale_after_days`` (error), or has one again (recovered);
 - :class:`MissedNight` -- the nightly schedule should have produced backups and did not (schedule off,
-  daemon down), or does again.
+  daemon down), or does again;
+- :class:`FleetFailure` -- tenants of one fleet failed the same night with the same cause (a revoked token
+  fails them all): one message naming the fleet, the cause, how many of how many, and a few of them,
+  instead of one per tenant's run. :class:`HeldFailures` holds a fleet's failed runs (in the sensor's
+  cursor) until they can be told apart from a fleet-wide failure.
 
 Each renders to the spec's two formats: a Discord embed (:func:`discord_message`; title, color, fields
 "Databases" / "Total Size" / "Duration", footer ``Job ID: ...``, timestamp) and the generic JSON webhook
 payload (:func:`webhook_payload`; ``backup_completed`` / ``backup_failed`` with ``summary`` and
 ``details`` / ``failures``, plus ``check_failed``, ``backup_failure_streak``, ``backup_stale`` and
-``nightly_missed`` in the same style), and an email (:func:`email_message`: the embed as plain text).
+``nightly_missed`` and ``fleet_backup_failed`` in the same style), and an email (:func:`email_message`: the embed as plain text).
 With ``redact=True`` (``alerts.redact_names``, the spec's security rule) no database name, size,
 error text or check detail leaves: a database is "database 2 of 6" (its place in patina.yaml).
 
@@ -37,8 +41,10 @@ No Dagster here: ``patina_assets/defs/alerts/sensors.py`` turns Dagster's run re
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
+import re
 import smtplib
 import ssl
 import time
@@ -72,6 +78,9 @@ __all__ = [
     "Delivery",
     "DeliveryPolicy",
     "FailureStreak",
+    "FleetFailure",
+    "HeldFailures",
+    "fleet_cause",
     "FlushReport",
     "Outbox",
     "PendingMessage",
@@ -248,7 +257,44 @@ class MissedNight:
     recovered: bool = False
 
 
-Alert = RunSummary | CheckFailure | FailureStreak | StaleBackup | MissedNight
+@dataclass(frozen=True)
+class FleetFailure:
+    """Tenants of fleet ``fleet`` whose runs of ``day`` failed with the same ``cause`` (see
+    :func:`fleet_cause`): one message for all of them. ``part`` 2, 3, ...: more tenants failed the same way
+    after an earlier message of this cause and night was sent (``failed_so_far`` counts them all)."""
+
+    fleet: str
+    day: str
+    cause: str
+    #: Distinct tenants that failed, and a few of them by name (sorted).
+    failed: int
+    names: tuple[str, ...]
+    #: Distinct tenants with a run of this fleet and day (any status), and how many of those are not finished.
+    tenants: int
+    running: int
+    job_name: str
+    #: The first of the runs (the footer's job id), and when the newest of them finished.
+    job_id: str
+    finished_at: _dt.datetime
+    part: int = 1
+    failed_so_far: int = 0
+    #: Of the failed tenants, those that failed ``limit`` backup attempts in a row or more (the streak alert,
+    #: folded in): how many, and a few by name.
+    escalated: int = 0
+    escalated_names: tuple[str, ...] = ()
+    limit: int = 0
+    canceled: bool = False
+
+    @property
+    def ui_hint(self) -> str:
+        """Where the whole list is: every failed run is in the UI, every tenant's newest backup in `patina status`."""
+        return (
+            f"the Dagster UI's Runs page, filtered by status Failure and tag dagster/partition/day={self.day} "
+            f"(job {self.job_name}); or `patina status`, a line per tenant with its newest backup"
+        )
+
+
+Alert = RunSummary | CheckFailure | FailureStreak | StaleBackup | MissedNight | FleetFailure
 
 
 def severity(alert: Alert) -> int:
@@ -264,6 +310,8 @@ def severity(alert: Alert) -> int:
         return {"warn": WARNING, "error": CRITICAL}.get(alert.level, INFO)
     if isinstance(alert, MissedNight):
         return INFO if alert.recovered else ERROR
+    if isinstance(alert, FleetFailure):
+        return CRITICAL if alert.escalated else ERROR
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
 
@@ -342,6 +390,8 @@ def discord_message(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _discord_stale(alert, redact)
     if isinstance(alert, MissedNight):
         return _discord_missed(alert)
+    if isinstance(alert, FleetFailure):
+        return _discord_fleet(alert, redact)
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
 
@@ -484,6 +534,50 @@ def _discord_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
     }
 
 
+#: How many tenants a fleet message names; the rest are counted (and the UI or `patina status` has them all).
+FLEET_NAMES_SHOWN = 5
+
+
+def _some(names: Sequence[str], total: int) -> str:
+    shown = ", ".join(names[:FLEET_NAMES_SHOWN])
+    more = total - min(len(names), FLEET_NAMES_SHOWN)
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _fleet_headline(alert: FleetFailure) -> str:
+    what = "were cancelled" if alert.canceled else "failed"
+    if alert.part > 1:
+        return f"Patina: {alert.failed} more tenants of fleet {alert.fleet} {what} on {alert.day}, the same way"
+    return f"Patina: {alert.failed} of {alert.tenants} tenants of fleet {alert.fleet} {what} on {alert.day}"
+
+
+def _discord_fleet(alert: FleetFailure, redact: bool) -> dict[str, Any]:
+    headline = _fleet_headline(alert)
+    counted = f"{alert.failed} of the {alert.tenants} tenants with a run that night"
+    if alert.running:
+        counted += f" ({alert.running} not finished yet)"
+    if alert.part > 1:
+        counted += f"; {alert.failed_so_far} in all with this cause (message {alert.part})"
+    fields = [_field("Fleet", alert.fleet), _field("Day", alert.day), _field("Failed", counted, inline=False)]
+    if not redact:
+        fields.append(_field("Cause", alert.cause or "unknown", inline=False))
+        fields.append(_field("Tenants", _some(alert.names, alert.failed), inline=False))
+    if alert.escalated:
+        who = "" if redact else ": " + _some(alert.escalated_names, alert.escalated)
+        fields.append(_field(f"{alert.limit}+ failures in a row", f"{alert.escalated} of them{who}", inline=False))
+    fields.append(_field("All of them", alert.ui_hint, inline=False))
+    description = (
+        "These runs failed with the same cause, so this is one message instead of one per tenant: "
+        "something they share (the Cloudflare token, the account, the bucket) is the likely problem."
+    )
+    message: dict[str, Any] = {}
+    if alert.escalated:  # the streak alert's ping, once for the fleet
+        message = {"content": f"@here {headline}", "allowed_mentions": {"parse": ["everyone"]}}
+    color = DARK_RED if alert.escalated else RED
+    title = f"{'🚨' if alert.escalated else '❌'} {headline}"
+    return {**message, "embeds": [_embed(title, color, fields, alert.job_id, alert.finished_at, description)]}
+
+
 # --------------------------------------------------------------------------------------------
 # Generic JSON webhook
 # --------------------------------------------------------------------------------------------
@@ -502,6 +596,8 @@ def webhook_payload(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _webhook_stale(alert, redact)
     if isinstance(alert, MissedNight):
         return _webhook_missed(alert)
+    if isinstance(alert, FleetFailure):
+        return _webhook_fleet(alert, redact)
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
 
@@ -621,6 +717,30 @@ def _webhook_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
     }
     if not redact:
         payload["error"] = one_line(streak.error) or None
+    return payload
+
+
+def _webhook_fleet(alert: FleetFailure, redact: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": "fleet_backup_failed",
+        "jobId": alert.job_id,
+        "job": alert.job_name,
+        "status": "escalated" if alert.escalated else "failure",
+        "timestamp": format_timestamp(alert.finished_at),
+        "fleet": alert.fleet,
+        "day": alert.day,
+        "summary": {"failed": alert.failed, "tenants": alert.tenants, "notFinished": alert.running},
+        "part": alert.part,
+        "failedSoFar": alert.failed_so_far or alert.failed,
+        "escalated": alert.escalated,
+        "threshold": alert.limit,
+        "canceled": alert.canceled,
+        "seeAll": alert.ui_hint,
+    }
+    if not redact:
+        payload["cause"] = alert.cause
+        payload["tenants"] = list(alert.names[:FLEET_NAMES_SHOWN])
+        payload["escalatedTenants"] = list(alert.escalated_names[:FLEET_NAMES_SHOWN])
     return payload
 
 
@@ -894,6 +1014,121 @@ class Channels:
             for d in destinations
             if d != EMAIL or self.settings.email is not None
         }
+
+
+# --------------------------------------------------------------------------------------------
+# A fleet's failures, held until they can be told apart from a fleet-wide failure
+# --------------------------------------------------------------------------------------------
+
+_DATABASE_ID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+
+
+def fleet_cause(error: str | None, tenant: str) -> str:
+    """One tenant's error as the cause its fleet's tenants may share: its first line with the tenant's name
+    and any D1 database id (a uuid) replaced, so a revoked token reads the same for every tenant. The text
+    is the error the run message would show (it holds no token: the engine's errors never quote one)."""
+    text = one_line(error, 10 * _ERROR_LIMIT) or "did not run"
+    text = re.sub(rf"(?<![\w.-]){re.escape(tenant)}(?![\w-])", "<tenant>", text)
+    return _cut(_DATABASE_ID.sub("<database id>", text), _ERROR_LIMIT)
+
+
+def fleet_group_key(fleet: str, day: str, cause: str) -> str:
+    """``tenants|2026-11-30|<12 hex>``: one fleet, one night, one cause (hashed: the key goes into ids)."""
+    return f"{fleet}|{day}|{hashlib.sha256(cause.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class HeldGroup:
+    """Failed runs of one fleet's tenants, one night, one cause, not sent yet."""
+
+    fleet: str
+    day: str
+    cause: str
+    job_name: str
+    #: When the tick that read its first run ran (it is sent at the latest ``hold_seconds`` after).
+    held_since: float
+    job_id: str
+    finished_at: float
+    #: Distinct tenants, in the order their runs were read.
+    tenants: list[str] = field(default_factory=list)
+    #: While it holds one tenant only: that tenant's runs, to be sent as they would be alone.
+    runs: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    canceled: bool = True
+
+    @property
+    def key(self) -> str:
+        return fleet_group_key(self.fleet, self.day, self.cause)
+
+
+@dataclass
+class HeldFailures:
+    """A fleet's failed runs grouped by (fleet, night, cause) until they are due (:meth:`due`): the sensor
+    keeps this in its cursor beside its position, so a run read once is in exactly one group, whichever tick
+    read it. ``sent`` counts what went out per group key (messages, tenants, when), so a failure of the same
+    cause after a message is a follow-up ("12 more"); kept for two days."""
+
+    groups: list[HeldGroup] = field(default_factory=list)
+    sent: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(
+        self,
+        *,
+        fleet: str,
+        day: str,
+        cause: str,
+        job_name: str,
+        tenant: str,
+        run_id: str,
+        finished_at: float,
+        escalated: bool,
+        canceled: bool,
+        now: float,
+    ) -> HeldGroup:
+        key = fleet_group_key(fleet, day, cause)
+        group = next((g for g in self.groups if g.key == key), None)
+        if group is None:
+            group = HeldGroup(fleet, day, cause, job_name, held_since=now, job_id=run_id, finished_at=finished_at)
+            self.groups.append(group)
+        if tenant not in group.tenants:
+            group.tenants.append(tenant)
+        group.runs = [*group.runs, run_id] if len(group.tenants) == 1 else []
+        if escalated and tenant not in group.escalated:
+            group.escalated.append(tenant)
+        group.finished_at = max(group.finished_at, finished_at)
+        group.canceled = group.canceled and canceled
+        return group
+
+    def due(self, now: float, hold_seconds: float, settled: Callable[[HeldGroup], bool]) -> list[HeldGroup]:
+        """Take out the groups to send now: those held ``hold_seconds`` (the bound on any failure's delay),
+        and those ``settled`` says are complete (no run of their night left to finish)."""
+        ready = [g for g in self.groups if now - g.held_since >= hold_seconds or settled(g)]
+        self.groups = [g for g in self.groups if g not in ready]
+        return ready
+
+    def count_sent(self, group: HeldGroup, now: float) -> tuple[int, int]:
+        """Record that ``group`` goes out: (its part, tenants sent with this cause and night so far)."""
+        cutoff = now - 2 * 86400
+        self.sent = {key: value for key, value in self.sent.items() if value[2] >= cutoff}
+        parts, tenants, _ = self.sent.get(group.key, (0, 0, now))
+        self.sent[group.key] = [parts + 1, tenants + len(group.tenants), now]
+        return int(parts) + 1, int(tenants) + len(group.tenants)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"groups": [asdict(g) for g in self.groups], "sent": self.sent}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> HeldFailures:
+        held = cls()
+        for item in (data or {}).get("groups", ()):
+            try:
+                held.groups.append(HeldGroup(**item))
+            except TypeError:
+                log.warning("dropping an unreadable held fleet failure")
+        for key, value in (data or {}).get("sent", {}).items():
+            if isinstance(value, list) and len(value) == 3:
+                held.sent[str(key)] = [float(v) for v in value]
+        return held
 
 
 # --------------------------------------------------------------------------------------------

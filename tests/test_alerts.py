@@ -29,6 +29,8 @@ from patina_assets.notifications import (
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
+    FleetFailure,
+    HeldFailures,
     MissedNight,
     Outbox,
     PendingMessage,
@@ -37,6 +39,7 @@ from patina_assets.notifications import (
     deliver,
     discord_message,
     email_message,
+    fleet_cause,
     format_duration,
     pending,
     render,
@@ -556,3 +559,79 @@ def test_stale_and_missed_messages_in_every_format_and_redacted():
     resumed = dataclasses_replace(missed, recovered=True)
     assert webhook_payload(resumed)["type"] == "nightly_resumed" and severity(resumed) == 0
     assert severity(dataclasses_replace(stale, level="warn")) == 1 and severity(stale) == 3
+
+
+def fleet_failure(**changes) -> FleetFailure:
+    fields = dict(
+        fleet="tenants",
+        day="2026-03-09",
+        cause="d1://acct/<database id>: the API refused the token (HTTP 401)",
+        failed=29,
+        names=tuple(f"shop-{i:02d}" for i in range(29)),
+        tenants=30,
+        running=0,
+        job_name="fleet_tenants_nightly",
+        job_id="550e8400-e29b-41d4-a716-446655440000",
+        finished_at=FINISHED,
+    )
+    return FleetFailure(**{**fields, **changes})
+
+
+def test_a_fleet_failure_names_the_fleet_the_cause_the_count_and_a_few_tenants_redacted_none():
+    embed = discord_message(fleet_failure())["embeds"][0]
+    assert embed["title"] == "❌ Patina: 29 of 30 tenants of fleet tenants failed on 2026-03-09"
+    shown = {f["name"]: f["value"] for f in embed["fields"]}
+    assert shown["Failed"] == "29 of the 30 tenants with a run that night"
+    assert shown["Tenants"] == "shop-00, shop-01, shop-02, shop-03, shop-04 and 24 more"
+    assert shown["Cause"].endswith("refused the token (HTTP 401)")
+    assert "dagster/partition/day=2026-03-09" in shown["All of them"] and "patina status" in shown["All of them"]
+    assert severity(fleet_failure()) == ERROR and embed["color"] == RED
+    escalated = fleet_failure(escalated=4, escalated_names=("shop-01", "shop-02"), limit=3, part=2, failed_so_far=40)
+    message = discord_message(escalated)
+    assert message["content"] == "@here Patina: 29 more tenants of fleet tenants failed on 2026-03-09, the same way"
+    assert severity(escalated) == CRITICAL
+    assert {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}["3+ failures in a row"] == (
+        "4 of them: shop-01, shop-02 and 2 more"
+    )
+    assert "40 in all with this cause (message 2)" in json.dumps(message)
+    assert webhook_payload(fleet_failure())["summary"] == {"failed": 29, "tenants": 30, "notFinished": 0}
+    assert email_message(fleet_failure())["subject"] == "Patina: 29 of 30 tenants of fleet tenants failed on 2026-03-09"
+    for destination in (DISCORD, WEBHOOK, EMAIL):
+        text = json.dumps(render(fleet_failure(), destination, redact=True), ensure_ascii=False)
+        assert "shop-" not in text and "refused" not in text, text
+        assert "29" in text and "tenants" in text
+
+
+def test_a_fleet_cause_is_the_same_for_every_tenant_and_keeps_what_differs():
+    def error(tenant, uuid):
+        return f"d1://acct/{uuid}: the API refused the token (HTTP 401) for {tenant}\nTraceback ..."
+
+    one = fleet_cause(error("shop-1", "5a5a5a5a-0000-4000-8000-000000000001"), "shop-1")
+    assert one == "d1://acct/<database id>: the API refused the token (HTTP 401) for <tenant>"
+    assert fleet_cause(error("shop-12", "5a5a5a5a-0000-4000-8000-00000000000c"), "shop-12") == one
+    assert fleet_cause("HTTP 500 for shop-1", "shop-1") != fleet_cause("HTTP 401 for shop-1", "shop-1")
+    assert fleet_cause("shop-10 is gone", "shop-1") == "shop-10 is gone"  # another name is not the tenant's
+
+
+def test_held_failures_group_by_fleet_night_and_cause_and_survive_the_cursor():
+    held = HeldFailures()
+
+    def add(tenant, cause="401", day="2026-03-09", now=100.0, **changes):
+        fields = dict(fleet="tenants", job_name="j", run_id=f"run-{tenant}", finished_at=now, escalated=False)
+        fields.update(changes, canceled=changes.get("canceled", False), now=now)
+        return held.add(day=day, cause=cause, tenant=tenant, **fields)
+
+    add("a")
+    add("a", run_id="run-a-retry")  # its retry: still one tenant, both runs kept to be sent alone
+    add("b", now=200.0, escalated=True)
+    add("c", cause="404")
+    add("d", day="2026-03-10")
+    held = HeldFailures.from_json(json.loads(json.dumps(held.to_json())))
+    [first, lone, other_night] = held.groups
+    assert (first.tenants, first.runs, first.escalated, first.held_since) == (["a", "b"], [], ["b"], 100.0)
+    assert (lone.tenants, lone.runs) == (["c"], ["run-c"])
+    assert held.due(now=150.0, hold_seconds=600, settled=lambda g: g.day == "2026-03-10") == [other_night]
+    assert held.due(now=700.0, hold_seconds=600, settled=lambda g: False) == [first, lone]
+    assert held.groups == []
+    assert held.count_sent(first, 700.0) == (1, 2)
+    assert held.count_sent(first, 800.0) == (2, 4)  # a follow-up counts with the first

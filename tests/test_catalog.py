@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime
 
 import pytest
 from support.compare import assert_same_database
+from support.configs import small_database, write_config
 from support.filled import ARCHIVED_DAYS, DAILY_DAY, DATABASES, WEEK, copy_of, filled
 from support.storage import CountingBucket
 
 from patina_assets.archive import ArchiveStore
+from patina_assets.backup import Cloudflare, back_up, open_store
 from patina_assets.catalog import (
     DAILY,
     WEEKLY,
@@ -23,7 +25,8 @@ from patina_assets.catalog import (
 from patina_assets.config import RetentionConfig
 from patina_assets.engine import restore_dump
 from patina_assets.retention import daily_cutoff, weekly_cutoff
-from patina_assets.storage import InvalidKey
+from patina_assets.storage import InvalidKey, VerificationRecord
+from patina_assets.verify import keep_verdict
 
 NAMES = {name for name, _, _ in DATABASES}
 
@@ -285,3 +288,95 @@ def test_finding_one_database_on_one_day_lists_only_its_keys(bucket):
     backup = catalog.find(DAILY_DAY, "groveauth")
     assert (backup.database, backup.day, backup.location) == ("groveauth", DAILY_DAY, DAILY)
     assert [p for p in counting.listed if p.startswith("daily/")] == [f"daily/{DAILY_DAY}/groveauth."]
+
+
+NIGHTS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+
+
+def nights_of(tmp_path, others: list[str], nights=NIGHTS):
+    """groveauth and ``others`` backed up each of ``nights`` into one local bucket (real dumps, real publishes)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = small_database(tmp_path / "source.sqlite", 10)
+    names = ["groveauth", *others]
+    config = write_config(tmp_path, [{"name": name, "source": str(source)} for name in names])
+    store = open_store(config)
+    no_cloudflare = Cloudflare(api_url="http://127.0.0.1:9", token=None)
+    manifests = {
+        (db.name, day): back_up(db, day, store, no_cloudflare, config.dump)[0]
+        for db in config.databases
+        for day in nights
+    }
+    return config, store, manifests
+
+
+def counted(config, store) -> tuple[Catalog, CountingBucket]:
+    counting = CountingBucket(store.bucket)
+    return Catalog(type(store)(counting, store.keys), config.retention), counting
+
+
+def test_one_databases_backups_read_only_its_own_keys_whatever_the_other_databases(tmp_path):
+    reads = []
+    for others in (["scout-db"], [f"shop-{i:02d}" for i in range(12)]):
+        config, store, _ = nights_of(tmp_path / str(len(others)), others, NIGHTS[:4])
+        catalog, counting = counted(config, store)
+        backups = catalog.backups(database="groveauth")
+        assert [b.day for b in backups] == NIGHTS[:4][::-1]
+        assert [b.to_dict() for b in backups] == [
+            b.to_dict() for b in Catalog(store, config.retention).backups(database="groveauth", indexed=False)
+        ]
+        assert all(b.manifest is None for b in backups)  # from the index: the manifests are read when needed
+        reads.append((counting.folders, counting.listed, counting.read, counting.stats))
+    assert reads[0] == reads[1]  # 1 or 12 other databases: the same reads
+    folders, listed, read, stats = reads[0]
+    assert folders == ["daily/"]  # the days, not their keys
+    assert listed == [f"daily/{day}/groveauth." for day in NIGHTS[:4]] + ["weekly/"]
+    assert read == ["index/daily/groveauth.json"] and stats == ["index/daily/groveauth.json"]
+
+
+def test_one_databases_backups_from_its_index_are_the_ones_every_manifest_gives(tmp_path):
+    config, store, manifests = nights_of(tmp_path, ["groveauth.x", "scout-db"])
+    verified, failed, truncated, unreadable, missing, _ = NIGHTS
+    for day, passed in ((verified, True), (failed, False)):
+        manifest = manifests[("groveauth", day)]
+        keep_verdict(  # as restore_verification keeps it: the record, then the index
+            store,
+            manifest,
+            VerificationRecord(
+                key=manifest.key,
+                sha256=manifest.sha256,
+                passed=passed,
+                checked_at="2026-03-07T03:10:00Z",
+                problems=() if passed else ("table 'users' has 9 rows after restore, but the manifest recorded 10",),
+            ),
+        )
+    store.bucket.put_bytes(manifests[("groveauth", truncated)].key, b"cut short")  # damaged: a truncated dump
+    store.bucket.put_bytes(f"daily/{unreadable}/groveauth.manifest.json", b'{"database": "groveauth", ')
+    store.bucket.delete(manifests[("groveauth", missing)].key)  # damaged: the dump is gone
+
+    def answers():
+        catalog = Catalog(store, config.retention)
+        indexed = [b.to_dict() for b in catalog.backups(database="groveauth")]
+        every_manifest = [b.to_dict() for b in catalog.backups(database="groveauth", indexed=False)]
+        return indexed, every_manifest
+
+    # Damaged behind the index's back (it is rebuilt from groveauth's keys), then from the rebuilt index, which
+    # holds the good days only: the damaged ones are found in the days' listings all the same.
+    for _ in range(2):
+        indexed, every_manifest = answers()
+        assert indexed == every_manifest
+        assert {b["date"]: b["verification"] for b in indexed} == {
+            verified: "verified",
+            failed: "failed",
+            truncated: "damaged",
+            unreadable: "damaged",
+            missing: "damaged",
+            NIGHTS[5]: "not verified",
+        }
+        assert all(b["database"] == "groveauth" for b in indexed)
+
+    # What is listed from the index opens as the manifest-read one does (the manifest is read then).
+    catalog = Catalog(store, config.retention)
+    [newest] = [b for b in catalog.backups(database="groveauth") if b.day == verified]
+    assert newest.manifest is None and catalog.manifest_of(newest) == manifests[("groveauth", verified)]
+    catalog.verify(newest)
+    assert catalog.latest("groveauth").day == verified

@@ -127,6 +127,20 @@ class LocalBucket:
         validate_prefix(prefix)
         return self._iter_objects(prefix)
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The folders one level under ``prefix`` (ending in ``/``), sorted: ``daily/2026-03-01/``, ... (what
+        an S3 listing with the delimiter ``/`` calls common prefixes). One directory read, whatever they hold."""
+        validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidKey(f"invalid folder prefix {prefix!r}: it must end with '/'")
+        start = self.root.joinpath(*prefix.rstrip("/").split("/")) if prefix else self.root
+        with self._errors("list", None):
+            try:
+                names = sorted(entry.name for entry in os.scandir(start) if entry.is_dir(follow_symlinks=False))
+            except FileNotFoundError:
+                names = []
+        return iter([f"{prefix}{name}/" for name in names if _is_valid_segment(name)])
+
     def _iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         directory = prefix.rpartition("/")[0]
         start = self.root.joinpath(*directory.split("/")) if directory else self.root

@@ -25,6 +25,7 @@ from .buckets import (
     MAX_PARTS,
     MIN_PART_SIZE,
     IncompleteWrite,
+    InvalidKey,
     MiB,
     ObjectDetails,
     ObjectInfo,
@@ -375,6 +376,31 @@ class S3Bucket:
                         last_modified=item["LastModified"],
                         etag=strip_etag(item.get("ETag")),
                     )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("list", prefix or None, exc, listing=True) from exc
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The common prefixes one level under ``prefix`` (ending in ``/``), in key order: ``daily/2026-03-01/``,
+        ... (a listing with the delimiter ``/``: a page holds up to a thousand of them, not their objects)."""
+        validate_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidKey(f"invalid folder prefix {prefix!r}: it must end with '/'")
+        return self._iter_folders(prefix)
+
+    def _iter_folders(self, prefix: str) -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=self.prefix + prefix,
+            Delimiter="/",
+            PaginationConfig={"PageSize": self.list_page_size},
+        )
+        try:
+            for page in pages:
+                for item in page.get("CommonPrefixes", []):
+                    yield item["Prefix"][len(self.prefix) :]
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list", prefix or None, exc, listing=True) from exc
 

@@ -1,11 +1,14 @@
 """Alerts about a fleet are about its tenants: a tenant that fails three nights in a row escalates under its own
 name while the other tenants of the same asset succeed, and a tenant without a good backup for days is stale on
-its own. Real runs of the fleet's job on a test instance against the loopback D1 server, the sensors ticked the
+its own; but tenants failing the same night with the same cause (a revoked token) are one message, read over
+several ticks, held at most FLEET_HOLD_SECONDS while their night still runs. Real runs of the fleet's job on a test instance against the loopback D1 server, the sensors ticked the
 way the daemon ticks them, delivering to a webhook server on loopback."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 
 import dagster as dg
 import pytest
@@ -16,7 +19,7 @@ from support.webhook_server import WebhookServer
 
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
-from patina_assets.defs.alerts.sensors import RUN_ALERTS_SENSOR, build_alert_sensors
+from patina_assets.defs.alerts.sensors import FLEET_HOLD_SECONDS, RUN_ALERTS_SENSOR, build_alert_sensors
 from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.defs.fleets import fleet_job_name, tenant_partition_key
 from patina_assets.fleets import discover, fleet_cloudflare
@@ -128,3 +131,155 @@ def test_each_tenant_of_the_roster_is_watched_for_staleness_and_a_vanished_one_i
         cursor = result.cursor
     stale = [(m["database"], m["status"]) for m in generic.accepted if m["type"] == "backup_stale"]
     assert stale == [("tenant-0", "warning")]
+
+
+@pytest.fixture
+def big_fleet(tmp_path, monkeypatch):
+    """30 tenants of one fleet behind the loopback D1 server, discovered (roster and partitions)."""
+    sources = tmp_path / "d1"
+    sources.mkdir()
+    paths = {tenant_id(i): small_database(sources / f"tenant-{i:02d}.sqlite", 3) for i in range(30)}
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")
+    with D1Server(paths, account_id=ACCOUNT) as server, dg.instance_for_test() as instance:
+        config = write_config(
+            tmp_path,
+            [],
+            databases_from=[{"name": "tenants", "account": ACCOUNT, "name_pattern": "tenant-*"}],
+            cloudflare={"api_url": server.base_url},
+        )
+        fleet = config.fleets[0]
+        roster = discover(fleet, config, open_store(config), fleet_cloudflare(fleet, config))
+        instance.add_dynamic_partitions("fleet_tenants_tenants", list(roster.names))
+        yield config, server, instance, sorted(roster.names)
+
+
+class Ticks:
+    """The run alert sensor ticked as the daemon ticks it, its cursor carried, on a clock the test moves."""
+
+    def __init__(self, config, instance):
+        self.instance = instance
+        self.now = time.time()
+        sensors = build_alert_sensors(config, policy=FAST, clock=lambda: self.now)
+        self.sensor = dg.Definitions(sensors=sensors).resolve_sensor_def(RUN_ALERTS_SENSOR)
+        self.cursor = None
+        self.skips: list[str] = []
+
+    def __call__(self) -> str:
+        result = self.sensor.evaluate_tick(dg.build_sensor_context(instance=self.instance, cursor=self.cursor))
+        self.cursor = result.cursor
+        self.skips.append(result.skip_message or "")
+        return self.skips[-1]
+
+
+def test_a_revoked_token_failing_every_tenant_is_one_message_and_a_distinct_failure_its_own(
+    big_fleet, generic, monkeypatch, caplog
+):
+    config, server, instance, tenants = big_fleet
+    job = build_definitions(config).resolve_job_def(fleet_job_name(config.fleets[0]))
+    tick = Ticks(config, instance)
+    tick()  # the sensor starts from the newest record
+    day = DAYS[-1]
+
+    def night(tenant: str) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            partition_key=tenant_partition_key(day, tenant), instance=instance, raise_on_error=False
+        )
+
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "revoked-token-s3cr3t")
+    runs = [night(tenant) for tenant in tenants[:29]]
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")
+    server.remove_database(tenant_id(29))  # tenant-29 fails its own way: its database is gone
+    runs.append(night(tenants[29]))
+    assert not any(run.success for run in runs)
+
+    # 10 finished runs a tick: held while more are unread, sent by the tick that read the last of them.
+    assert tick().startswith("10 finished run(s) read, 10 fleet tenant failure(s) held")
+    assert tick().startswith("10 finished run(s) read, 20 fleet tenant failure(s) held")
+    assert generic.accepted == []
+    assert "held" not in tick()
+    assert [m["type"] for m in generic.accepted] == ["fleet_backup_failed", "backup_failed"]
+    grouped, alone = generic.accepted
+    assert grouped["fleet"] == "tenants" and grouped["day"] == day
+    assert grouped["summary"] == {"failed": 29, "tenants": 30, "notFinished": 0}
+    assert grouped["tenants"] == tenants[:5] and grouped["jobId"] == runs[0].run_id
+    assert grouped["cause"] == (
+        f"d1://{ACCOUNT}/<database id>: the API refused the token (HTTP 401): check that CLOUDFLARE_API_TOKEN is "
+        "current and has D1 read permission on this account"
+    )
+    assert "dagster/partition/day=" + day in grouped["seeAll"] and "patina status" in grouped["seeAll"]
+    assert alone["failures"][0]["database"] == "tenant-29" and alone["jobId"] == runs[29].run_id
+    assert "revoked-token-s3cr3t" not in json.dumps(generic.accepted)
+    assert not [r for r in caplog.records if "gave up on alert" in r.getMessage()]  # none dropped
+
+    tick.now += FLEET_HOLD_SECONDS * 3
+    tick()
+    assert len(generic.accepted) == 2  # sent once
+
+
+def test_a_fleet_failure_is_held_across_ticks_at_most_the_hold_while_its_night_still_runs(fleet, generic):
+    config, server, instance, paths = fleet
+    defs = build_definitions(config)
+    job = defs.resolve_job_def(fleet_job_name(config.fleets[0]))
+    tick = Ticks(config, instance)
+    tick()
+    day = DAYS[-1]
+    # tenant-2's run of the night is created and not started yet (its launch waits its turn).
+    key = tenant_partition_key(day, "tenant-2")
+    instance.create_run_for_job(
+        job,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": str(key), "dagster/partition/day": day, "dagster/partition/database": "tenant-2"},
+    )
+    server.remove_database(tenant_id(0))
+    server.remove_database(tenant_id(1))
+    first = job.execute_in_process(
+        partition_key=tenant_partition_key(day, "tenant-0"), instance=instance, raise_on_error=False
+    )
+    assert not first.success
+    assert "1 fleet tenant failure(s) held" in tick()
+    tick.now += FLEET_HOLD_SECONDS / 2
+    second = job.execute_in_process(
+        partition_key=tenant_partition_key(day, "tenant-1"), instance=instance, raise_on_error=False
+    )
+    assert not second.success
+    assert "2 fleet tenant failure(s) held" in tick()
+    assert generic.accepted == []  # the night is not over: more tenants may fail the same way
+
+    tick.now += FLEET_HOLD_SECONDS / 2  # the first failure has waited the longest it may
+    tick()
+    [grouped] = generic.accepted
+    assert grouped["type"] == "fleet_backup_failed" and grouped["tenants"] == ["tenant-0", "tenant-1"]
+    assert grouped["summary"] == {"failed": 2, "tenants": 3, "notFinished": 1}
+    assert grouped["cause"].startswith(f"d1://{ACCOUNT}/<database id>")
+
+    # The same cause later that night, one tenant: its own message, as a lone failure gets.
+    server.remove_database(tenant_id(2))
+    third = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+    assert not third.success
+    tick()  # tenant-2's first run is still not started: held
+    tick.now += FLEET_HOLD_SECONDS
+    tick()
+    assert [m["type"] for m in generic.accepted] == ["fleet_backup_failed", "backup_failed"]
+    assert generic.accepted[1]["failures"][0]["database"] == "tenant-2"  # one tenant: its own message
+
+
+def test_a_fleet_failing_three_nights_escalates_once_for_the_fleet_not_once_per_tenant(fleet, generic, monkeypatch):
+    config, server, instance, paths = fleet
+    job = build_definitions(config).resolve_job_def(fleet_job_name(config.fleets[0]))
+    tick = Ticks(config, instance)
+    tick()
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "revoked-token-s3cr3t")
+    for day in DAYS[:3]:
+        for tenant in ("tenant-0", "tenant-1", "tenant-2"):
+            run = job.execute_in_process(
+                partition_key=tenant_partition_key(day, tenant), instance=instance, raise_on_error=False
+            )
+            assert not run.success
+        tick()
+    assert [(m["type"], m["day"], m["status"], m["escalated"]) for m in generic.accepted] == [
+        ("fleet_backup_failed", DAYS[0], "failure", 0),
+        ("fleet_backup_failed", DAYS[1], "failure", 0),
+        ("fleet_backup_failed", DAYS[2], "escalated", 3),  # the third night: each tenant's streak, counted once
+    ]
+    assert generic.accepted[2]["escalatedTenants"] == ["tenant-0", "tenant-1", "tenant-2"]
+    assert all(m["summary"] == {"failed": 3, "tenants": 3, "notFinished": 0} for m in generic.accepted)

@@ -58,6 +58,24 @@ def test_list_filters_by_plain_prefix_sorted_and_paginated(bucket, kind, request
         assert len(proxy.seen("ListObjectsV2")) == 3
 
 
+def test_list_folders_names_the_folders_one_level_down_not_their_objects(bucket, kind, request):
+    for key in ["daily/2026-01-06/a.json", "daily/2026-01-05/a.json", "daily/2026-01-05/b.json", "daily/x", "ab/1"]:
+        bucket.put_bytes(key, key.encode())
+    for _ in range(3):  # a day's many databases are not what is listed
+        bucket.put_bytes(f"daily/2026-01-07/db-{_}.json", b"x")
+
+    assert list(bucket.list_folders("daily/")) == ["daily/2026-01-05/", "daily/2026-01-06/", "daily/2026-01-07/"]
+    assert list(bucket.list_folders("")) == ["ab/", "daily/"]
+    assert list(bucket.list_folders("weekly/")) == []
+    with pytest.raises(InvalidKey):
+        list(bucket.list_folders("daily"))
+    if kind == "s3":  # three folders with two per page: two ListObjectsV2 calls
+        proxy = request.getfixturevalue("proxy")
+        proxy.clear()
+        list(bucket.list_folders("daily/"))
+        assert len(proxy.seen("ListObjectsV2")) == 2
+
+
 def test_delete_and_delete_many(bucket):
     for key in ["d/1", "d/2", "d/3", "keep"]:
         bucket.put_bytes(key, b"x")

@@ -99,16 +99,27 @@ def sha256_hex(data: bytes) -> str:
 
 
 class CountingBucket:
-    """The real local bucket, counting what is listed (a listing of `daily/` is what the index saves)."""
+    """The real local bucket, counting what is listed (a listing of `daily/` is what the index saves), read
+    and stat'ed; ``folders``: the prefixes whose folders were listed."""
 
     def __init__(self, bucket):
         self._bucket = bucket
         self.listed: list[str] = []
         self.read: list[str] = []
+        self.folders: list[str] = []
+        self.stats: list[str] = []
 
     def list(self, prefix=""):
         self.listed.append(prefix)
         return self._bucket.list(prefix)
+
+    def list_folders(self, prefix):
+        self.folders.append(prefix)
+        return self._bucket.list_folders(prefix)
+
+    def stat(self, key):
+        self.stats.append(key)
+        return self._bucket.stat(key)
 
     def get_bytes(self, key):
         self.read.append(key)

@@ -10,6 +10,8 @@ Two sensors, both running by default:
   not "Exceeded max_retries"); when it succeeds and ``alerts.notify_on_success`` is on: the "completed"
   message. And when a failed run leaves a database with ``alerts.consecutive_failure_limit`` or more
   failed backup attempts in a row, a louder message for that database (see :func:`failure_streak`).
+  A fleet's tenants are grouped (see :class:`FleetGrouping`): failures of one fleet on one night with one
+  cause are one message, however many tenants; a tenant failing alone still gets its own messages.
 - ``patina_check_alerts`` -- when any run finishes: one message per failed ERROR asset check, and per
   failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none).
 
@@ -37,12 +39,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from ...config import PatinaConfig
+from ...config import FleetConfig, PatinaConfig
 from ...notifications import (
     Alert,
     Channels,
@@ -50,15 +52,19 @@ from ...notifications import (
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
+    FleetFailure,
+    HeldFailures,
+    HeldGroup,
     Outbox,
     RunSummary,
+    fleet_cause,
     pending,
 )
 from ..archives.assets import ARCHIVE_KEY
 from ..archives.jobs import WEEKLY_JOB
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
-from ..fleets.assets import DATABASE, DAY, fleet_asset_key, tenant_partition_key
+from ..fleets.assets import DATABASE, DAY, fleet_asset_key, fleet_job_name, tenant_partition_key
 from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
 from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 from ..r2_backups.assets import r2_asset_key
@@ -95,6 +101,16 @@ DELIVERY_SECONDS_PER_TICK = 30.0
 #: of a fleet, through the partitions of this many days back from tomorrow (attempts at older days, backfills
 #: of nights long past, are not counted either way).
 STREAK_LOOKBACK = 100
+#: The longest a fleet tenant's failure is held (from the tick that read it) for the others of its night to
+#: join it; it goes out sooner when no run of that fleet and night is left to finish.
+FLEET_HOLD_SECONDS = 600
+_UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 _RUN_EVENTS = {
     dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
@@ -510,6 +526,116 @@ def failure_streak(
 
 
 # --------------------------------------------------------------------------------------------
+# A fleet's failures, grouped
+# --------------------------------------------------------------------------------------------
+
+
+class FleetGrouping:
+    """One message for a fleet-wide failure instead of one per tenant's run.
+
+    A failed (or cancelled) run of one tenant of a fleet is not sent when it is read: it joins the group of
+    its fleet, night and cause (:func:`~patina_assets.notifications.fleet_cause`: the error with the tenant's
+    own name and ids taken out) in the sensor's cursor. A group goes out when no run of its fleet and night is
+    left to finish and the sensor has read every finished run, or at the latest :data:`FLEET_HOLD_SECONDS`
+    after the tick that read its first run. A group of one tenant is sent as it would have been alone (its
+    run message, its streak); a group of more is one :class:`~patina_assets.notifications.FleetFailure`,
+    with the tenants whose streak reached the limit counted in it. The cursor moves past a run in the same
+    tick its group takes it in, so each failure is in exactly one message, whichever tick read it."""
+
+    def __init__(self, alerting: Alerting, hold_seconds: float = FLEET_HOLD_SECONDS):
+        self.alerting = alerting
+        self.hold_seconds = hold_seconds
+        self._by_name = {fleet.name: fleet for fleet in alerting.config.fleets}
+
+    def hold(
+        self, held: HeldFailures, facts: RunFacts, alerts: list[tuple[str, Alert]], now: float
+    ) -> HeldGroup | None:
+        """Take the run into its group if it is one tenant's failed night (None: send its alerts now)."""
+        run = facts.run
+        fleets = [self.alerting._fleets[key] for key in facts.planned if key in self.alerting._fleets]
+        tenant = run.tags.get(f"{PARTITION_TAG}/{DATABASE}")
+        day = run.tags.get(f"{PARTITION_TAG}/{DAY}")
+        summary = next((alert for _, alert in alerts if isinstance(alert, RunSummary)), None)
+        if run.status not in ENDED_BADLY or len(fleets) != 1 or len(facts.planned) != 1 or not (tenant and day):
+            return None
+        if summary is None:
+            return None
+        failed = [o for o in summary.outcomes if not o.succeeded]
+        error = failed[0].error if failed else summary.run_error
+        return held.add(
+            fleet=fleets[0].name,
+            day=day,
+            cause=fleet_cause(error, tenant),
+            job_name=run.job_name,
+            tenant=tenant,
+            run_id=run.run_id,
+            finished_at=facts.finished_at.timestamp(),
+            escalated=any(isinstance(alert, FailureStreak) for _, alert in alerts),
+            canceled=summary.canceled,
+            now=now,
+        )
+
+    def night(self, instance: dg.DagsterInstance, group: HeldGroup) -> list[dg.DagsterRun]:
+        """The runs of the group's fleet and night (of its nightly job, backfills, the UI)."""
+        fleet = self._by_name.get(group.fleet)
+        runs = instance.get_runs(dg.RunsFilter(tags={f"{PARTITION_TAG}/{DAY}": group.day}))
+        return [run for run in runs if fleet is not None and _of_fleet(run, fleet)]
+
+    def still_running(self, instance: dg.DagsterInstance, group: HeldGroup, limit: int = 100) -> bool:
+        """Whether a run of the group's fleet and night is not finished (queued, starting, running); asked at
+        each tick, so it reads a page of the night's unfinished runs, and a full page of other fleets' counts."""
+        fleet = self._by_name.get(group.fleet)
+        runs = instance.get_runs(
+            dg.RunsFilter(tags={f"{PARTITION_TAG}/{DAY}": group.day}, statuses=_UNFINISHED), limit=limit
+        )
+        return len(runs) >= limit or any(fleet is not None and _of_fleet(run, fleet) for run in runs)
+
+    def release(
+        self, instance: dg.DagsterInstance, held: HeldFailures, now: float, caught_up: bool
+    ) -> list[tuple[str, list[tuple[str, Alert]]]]:
+        """The groups due now, as (id prefix, alerts) to queue: a lone tenant's runs with the ids they would
+        have had alone, a group of more as one fleet message."""
+        due = held.due(now, self.hold_seconds, lambda g: caught_up and not self.still_running(instance, g))
+        out: list[tuple[str, list[tuple[str, Alert]]]] = []
+        for group in due:
+            if len(group.tenants) == 1:
+                for run_id in group.runs:
+                    record = instance.get_run_record_by_id(run_id)
+                    if record is not None:
+                        out.append((run_id, self.alerting.run_alerts(instance, read_run(instance, record))))
+                held.count_sent(group, now)
+                continue
+            runs = self.night(instance, group)
+            tenants = {run.tags.get(f"{PARTITION_TAG}/{DATABASE}") for run in runs} | set(group.tenants)
+            running = {run.tags.get(f"{PARTITION_TAG}/{DATABASE}") for run in runs if run.status in _UNFINISHED}
+            part, so_far = held.count_sent(group, now)
+            alert = FleetFailure(
+                fleet=group.fleet,
+                day=group.day,
+                cause=group.cause,
+                failed=len(group.tenants),
+                names=tuple(sorted(group.tenants)),
+                tenants=len(tenants - {None}),
+                running=len(running - {None} - set(group.tenants)),
+                job_name=group.job_name,
+                job_id=group.job_id,
+                finished_at=datetime.fromtimestamp(group.finished_at, tz=UTC),
+                part=part,
+                failed_so_far=so_far,
+                escalated=len(group.escalated),
+                escalated_names=tuple(sorted(group.escalated)),
+                limit=self.alerting.settings.consecutive_failure_limit,
+                canceled=group.canceled,
+            )
+            out.append(("fleet", [(f"{group.key}:{part}", alert)]))
+        return out
+
+
+def _of_fleet(run: dg.DagsterRun, fleet: FleetConfig) -> bool:
+    return run.job_name == fleet_job_name(fleet) or fleet_asset_key(fleet) in (run.asset_selection or ())
+
+
+# --------------------------------------------------------------------------------------------
 # The sensors
 # --------------------------------------------------------------------------------------------
 
@@ -521,9 +647,14 @@ class AlertCursor:
 
     after: dict[str, int]
     outbox: Outbox
+    #: A fleet's failed runs, read and not sent yet (see :class:`FleetGrouping`).
+    held: HeldFailures = field(default_factory=HeldFailures)
 
     def to_json(self) -> str:
-        return json.dumps({"v": 1, "after": self.after, "outbox": self.outbox.to_json()}, sort_keys=True)
+        return json.dumps(
+            {"v": 1, "after": self.after, "outbox": self.outbox.to_json(), "held": self.held.to_json()},
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str | None) -> AlertCursor | None:
@@ -532,7 +663,9 @@ class AlertCursor:
         try:
             data = json.loads(text)
             return cls(
-                after={str(k): int(v) for k, v in data["after"].items()}, outbox=Outbox.from_json(data["outbox"])
+                after={str(k): int(v) for k, v in data["after"].items()},
+                outbox=Outbox.from_json(data["outbox"]),
+                held=HeldFailures.from_json(data.get("held")),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # unreadable: start again from now, like a new sensor
@@ -543,17 +676,20 @@ def _latest_storage_id(instance: dg.DagsterInstance, event_type: dg.DagsterEvent
     return records[0].storage_id if records else -1
 
 
-def _new_run_events(instance: dg.DagsterInstance, after: Mapping[str, int], limit: int) -> list[dg.EventLogRecord]:
+def _new_run_events(
+    instance: dg.DagsterInstance, after: Mapping[str, int], limit: int
+) -> tuple[list[dg.EventLogRecord], bool]:
     """The next ``limit`` run successes and failures after the cursor, oldest first (one query per type,
-    merged: each type's position then only moves past records that were read)."""
+    merged: each type's position then only moves past records that were read), and whether more are waiting."""
     found: list[dg.EventLogRecord] = []
     for event_type in FINISHED:
         found += instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after[event_type.value]),
-            limit=limit,
+            limit=limit + 1,
             ascending=True,
         ).records
-    return sorted(found, key=lambda r: r.storage_id)[:limit]
+    found.sort(key=lambda r: r.storage_id)
+    return found[:limit], len(found) > limit
 
 
 def _in_this_location(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
@@ -621,9 +757,12 @@ def build_alert_sensor(
     alerts_for: AlertsFor,
     policy: DeliveryPolicy = DeliveryPolicy(),
     env: Mapping[str, str] | None = None,
+    grouping: FleetGrouping | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
     """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
-    them to the configured channels through the outbox in its cursor."""
+    them to the configured channels through the outbox in its cursor; with ``grouping``, a fleet's failed
+    runs are held and grouped first. ``clock`` is injected by tests (the hold passes in a second)."""
     channels = Channels(alerting.settings, policy, env)
 
     @dg.sensor(
@@ -641,37 +780,45 @@ def build_alert_sensor(
             state.after.setdefault(event_type.value, _latest_storage_id(instance, event_type))
 
         # Read first, deliver after: an error while reading leaves the cursor as it was and sends nothing.
-        events = _new_run_events(instance, state.after, RUNS_PER_TICK)
+        events, more = _new_run_events(instance, state.after, RUNS_PER_TICK)
         run_ids = list({e.run_id for e in events})
         records = (
             {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
             if run_ids
             else {}
         )
-        now = time.time()
-        new_alerts = 0
+        now = clock()
+        new_alerts = held = 0
         for event in events:
             state.after[event.event_log_entry.dagster_event.event_type_value] = event.storage_id
             record = records.get(event.run_id)
             if record is None or not _in_this_location(context, record.dagster_run):
                 continue
-            new_alerts += queue(
-                state.outbox,
-                alerts_for(instance, read_run(instance, record)),
-                channels,
-                prefix=f"{name}:{event.run_id}",
-                now=now,
-            )
-        summary = send_pending(
-            context, state.outbox, channels, now=now, new_alerts=new_alerts, what=f"{len(events)} finished run(s) read"
-        )
+            facts = read_run(instance, record)
+            alerts = alerts_for(instance, facts)
+            if grouping is not None and grouping.hold(state.held, facts, alerts, now) is not None:
+                held += 1
+                continue
+            new_alerts += queue(state.outbox, alerts, channels, prefix=f"{name}:{event.run_id}", now=now)
+        if grouping is not None:
+            for prefix, alerts in grouping.release(instance, state.held, now, caught_up=not more):
+                new_alerts += queue(state.outbox, alerts, channels, prefix=f"{name}:{prefix}", now=now)
+        what = f"{len(events)} finished run(s) read"
+        if state.held.groups:
+            waiting = sum(len(g.tenants) for g in state.held.groups)
+            what += f", {waiting} fleet tenant failure(s) held for grouping ({held} new)"
+        summary = send_pending(context, state.outbox, channels, now=now, new_alerts=new_alerts, what=what)
         return dg.SensorResult(skip_reason=summary, cursor=state.to_json())
 
     return alert_sensor
 
 
 def build_alert_sensors(
-    config: PatinaConfig, *, policy: DeliveryPolicy = DeliveryPolicy(), env: Mapping[str, str] | None = None
+    config: PatinaConfig,
+    *,
+    policy: DeliveryPolicy = DeliveryPolicy(),
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[dg.SensorDefinition]:
     """The alert sensors for a configuration. ``env`` (default: the process environment, read at each
     tick) is where the webhook URLs come from."""
@@ -684,11 +831,14 @@ def build_alert_sensors(
             f"cancelled ({', '.join(ALERTED_JOBS)}, backfills, UI materializations, in-process runs), with the "
             "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
             f"database has failed {limit} "
-            "backup attempts in a row. Undelivered messages wait in the cursor and are sent when the webhook is back.",
+            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message. "
+            "Undelivered messages wait in the cursor and are sent when the webhook is back.",
             alerting,
             alerting.run_alerts,
             policy,
             env,
+            grouping=FleetGrouping(alerting),  # also without fleets: releases what a removed fleet left held
+            clock=clock,
         ),
         build_alert_sensor(
             CHECK_ALERTS_SENSOR,
@@ -698,5 +848,6 @@ def build_alert_sensors(
             alerting.check_alerts,
             policy,
             env,
+            clock=clock,
         ),
     ]
