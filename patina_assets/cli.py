@@ -369,7 +369,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     day = _day(args.date, "--date") if args.date else None
     catalog = _catalog(config)
     database = database_name(config, validate_database_name(args.db), catalog) if args.db else None
-    backups = catalog.backups()
+    # from each database's history index, checked against one listing, as `status` and the API's /list read
+    backups = catalog.overview(config.names).backups
     document = list_document(backups, database=database, day=day, limit=args.limit)
     if not document["filtered"] and (database or day):
         raise nothing_matched(backups, database, day)
