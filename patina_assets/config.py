@@ -33,7 +33,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1369,61 +1369,86 @@ def _start_date(ctx: _Ctx, top: dict) -> Any:
     return _MISSING
 
 
+def _entries(
+    ctx: _Ctx,
+    value: Any,
+    path: str,
+    noun: str,
+    item_fix: str,
+    keys: tuple[str, ...],
+    required: tuple[str, ...],
+    allow_empty: bool = True,
+) -> Iterator[tuple[str, dict]]:
+    """(field path, mapping) of each entry of the list section `path` (databases, fleets) that is a
+    mapping; a section that is not a list (or an empty one, unless `allow_empty`), an entry that is not a
+    mapping, an unknown key or a missing `required` one is reported."""
+    if value is None:
+        return
+    if not isinstance(value, list) or not (value or allow_empty):
+        ctx.error(path, f"must be a list of {noun} (got {_type_name(value)})", item_fix)
+        return
+    for i, item in enumerate(value):
+        p = _join(path, i)
+        section = ctx.mapping(item, p, keys, required=required)
+        if section is not None:
+            yield p, section
+
+
+def _entry_name(ctx: _Ctx, section: dict, p: str, fix_tail: str) -> Any:
+    """An entry's `name`: a database name (NAME_RE) for databases, fleets and R2 backups alike."""
+    rule = "use 1-63 characters: lower-case letters, digits, '.', '_' or '-'"
+    return ctx.string(section, p, "name", pattern=NAME_RE, pattern_fix=rule + fix_tail)
+
+
+def _first_use(ctx: _Ctx, seen: dict[str, str], name: str, p: str, duplicate: str, fix: str) -> bool:
+    """Whether the entry at `p` is the first with `name` (`seen` maps each name to the first entry's path);
+    a later one is reported as `duplicate`, naming the first."""
+    if name in seen:
+        ctx.error(_join(p, "name"), f"{duplicate} (also {seen[name]})", fix)
+        return False
+    seen[name] = p
+    return True
+
+
 def _databases(ctx: _Ctx, value: Any, base_dir: Path, allow_empty: bool = False) -> tuple[DatabaseConfig, ...]:
     path = "databases"
     if value is None or (allow_empty and value == []):
         return ()  # "required" already reported, or a configuration of fleets alone
-    if not isinstance(value, list):
-        ctx.error(
-            path,
-            f"must be a list of databases (got {_type_name(value)})",
-            "write each database as an item starting with `- name: ...`",
-        )
-        return ()
-    if not value:
+    if value == []:
         ctx.error(path, "is empty", "configure at least one database to back up")
         return ()
     out: list[DatabaseConfig] = []
-    by_name: dict[str, int] = {}
-    by_asset: dict[str, tuple[int, str]] = {}
-    for i, item in enumerate(value):
-        p = _join(path, i)
-        section = ctx.mapping(item, p, _DB_KEYS, required=("name", "source"))
-        if section is None:
-            continue
-        name = ctx.string(
-            section,
-            p,
-            "name",
-            pattern=NAME_RE,
-            pattern_fix=(
-                "use 1-63 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit "
-                "(e.g. scout-db)"
-            ),
-        )
+    by_name: dict[str, str] = {}
+    by_asset: dict[str, tuple[str, str]] = {}
+    entries = _entries(
+        ctx,
+        value,
+        path,
+        "databases",
+        "write each database as an item starting with `- name: ...`",
+        _DB_KEYS,
+        ("name", "source"),
+    )
+    for p, section in entries:
+        name = _entry_name(ctx, section, p, ", starting with a letter or digit (e.g. scout-db)")
         description = ctx.string(section, p, "description", "")
         priority = ctx.string(section, p, "priority", "normal", choices=PRIORITIES)
         source = ctx.string(section, p, "source")
         if isinstance(name, str):
-            if name in by_name:
-                ctx.error(
-                    _join(p, "name"),
-                    f"duplicate name {name!r} (also databases[{by_name[name]}])",
-                    "database names must be unique; rename or remove one",
-                )
-            else:
-                by_name[name] = i
+            if _first_use(
+                ctx, by_name, name, p, f"duplicate name {name!r}", "database names must be unique; rename or remove one"
+            ):
                 asset = sanitize_asset_name(name)
                 if asset in by_asset:
-                    j, other = by_asset[asset]
+                    first, other = by_asset[asset]
                     ctx.error(
                         _join(p, "name"),
-                        f"{name!r} and databases[{j}] {other!r} both become the asset "
+                        f"{name!r} and {first} {other!r} both become the asset "
                         f"name {asset!r} (non-alphanumerics turn into '_')",
                         "rename one so their asset names differ",
                     )
                 else:
-                    by_asset[asset] = (i, name)
+                    by_asset[asset] = (p, name)
         parsed = _source(ctx, source, _join(p, "source"), base_dir) if isinstance(source, str) else None
         if (
             isinstance(name, str)
@@ -1449,29 +1474,21 @@ def _databases(ctx: _Ctx, value: Any, base_dir: Path, allow_empty: bool = False)
 
 def _fleets(ctx: _Ctx, value: Any, database_names: set[str]) -> tuple[FleetConfig, ...]:
     path = "databases_from"
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value:
-        ctx.error(
-            path,
-            f"must be a list of fleets (got {_type_name(value)})",
-            "write each fleet as an item: `- {name: tenants, account: ACCOUNT_ID, name_pattern: 'tenant-*'}`",
-        )
-        return ()
     out: list[FleetConfig] = []
-    names: dict[str, int] = {}
-    for i, item in enumerate(value):
-        p = _join(path, i)
-        section = ctx.mapping(item, p, _FLEET_KEYS, required=("name", "account"))
-        if section is None:
-            continue
-        name = ctx.string(
-            section,
-            p,
-            "name",
-            pattern=NAME_RE,
-            pattern_fix="use 1-63 characters: lower-case letters, digits, '.', '_' or '-' (e.g. tenants)",
-        )
+    names: dict[str, str] = {}
+    database_assets = {sanitize_asset_name(n) for n in database_names}
+    entries = _entries(
+        ctx,
+        value,
+        path,
+        "fleets",
+        "write each fleet as an item: `- {name: tenants, account: ACCOUNT_ID, name_pattern: 'tenant-*'}`",
+        _FLEET_KEYS,
+        ("name", "account"),
+        allow_empty=False,
+    )
+    for p, section in entries:
+        name = _entry_name(ctx, section, p, " (e.g. tenants)")
         account = ctx.string(
             section,
             p,
@@ -1485,16 +1502,16 @@ def _fleets(ctx: _Ctx, value: Any, database_names: set[str]) -> tuple[FleetConfi
         priority = ctx.string(section, p, "priority", "normal", choices=PRIORITIES)
         description = ctx.string(section, p, "description", "")
         token_env = ctx.env_name(section, p, "api_token_env", None, optional=True)
-        if isinstance(name, str):
-            if name in names:
-                ctx.error(_join(p, "name"), f"duplicate fleet name {name!r} (also {path}[{names[name]}])", "rename one")
-            elif sanitize_asset_name(name) in {sanitize_asset_name(n) for n in database_names}:
-                ctx.error(
-                    _join(p, "name"),
-                    f"{name!r} is also the (asset) name of a configured database",
-                    "fleets and databases share one namespace of asset names: rename the fleet",
-                )
-            names[name] = i
+        if (
+            isinstance(name, str)
+            and _first_use(ctx, names, name, p, f"duplicate fleet name {name!r}", "rename one")
+            and sanitize_asset_name(name) in database_assets
+        ):
+            ctx.error(
+                _join(p, "name"),
+                f"{name!r} is also the (asset) name of a configured database",
+                "fleets and databases share one namespace of asset names: rename the fleet",
+            )
         if not ctx.problems:
             out.append(
                 FleetConfig(
@@ -1645,20 +1662,14 @@ def _r2_buckets(ctx: _Ctx, value: Any) -> tuple[R2BucketConfig, ...]:
         )
         return ()
     out: list[R2BucketConfig] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     for i, item in enumerate(value):
         p = _join(path, i)
         n = len(ctx.problems)
         section = ctx.mapping(item, p, _R2_KEYS, required=("name", "bucket", "endpoint_url"))
         if section is None:
             continue
-        name = ctx.string(
-            section,
-            p,
-            "name",
-            pattern=NAME_RE,
-            pattern_fix="use 1-63 characters: lower-case letters, digits, '.', '_' or '-' (e.g. grove-media)",
-        )
+        name = _entry_name(ctx, section, p, " (e.g. grove-media)")
         bucket = ctx.string(
             section,
             p,
@@ -1690,13 +1701,9 @@ def _r2_buckets(ctx: _Ctx, value: Any) -> tuple[R2BucketConfig, ...]:
         key_env = ctx.env_name(section, p, "access_key_id_env", "R2_ACCESS_KEY_ID")
         secret_env = ctx.env_name(section, p, "secret_access_key_env", "R2_SECRET_ACCESS_KEY")
         if isinstance(name, str):
-            if name in seen:
-                ctx.error(
-                    _join(p, "name"),
-                    f"duplicate name {name!r} (also r2_buckets[{seen[name]}])",
-                    "R2 backup names must be unique; rename or remove one",
-                )
-            seen.setdefault(name, i)
+            _first_use(
+                ctx, seen, name, p, f"duplicate name {name!r}", "R2 backup names must be unique; rename or remove one"
+            )
         if len(ctx.problems) > n:
             continue
         out.append(

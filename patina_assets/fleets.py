@@ -32,7 +32,15 @@ from .engine.api_budget import ApiBudget
 from .engine.d1_accounts import AccountListing, ListedDatabase, list_databases
 from .engine.errors import PatinaError
 from .history import write_index
-from .storage import DAILY_PREFIX, DATABASE_NAME, BackupStore, StorageError, StorageObjectNotFound, parse_daily_key
+from .storage import (
+    DAILY_PREFIX,
+    DATABASE_NAME,
+    BackupStore,
+    ObjectChanged,
+    StorageError,
+    StorageObjectNotFound,
+    parse_daily_key,
+)
 
 FLEETS_PREFIX = "fleets/"
 ROSTER_VERSION = 1
@@ -273,10 +281,19 @@ def start_histories(store: BackupStore, roster: Roster, previous: Roster | None)
             if parsed is not None:
                 new.discard(parsed.database)
         with ThreadPoolExecutor(max_workers=8) as pool:  # small PUTs: a sensor's tick is short
-            list(pool.map(lambda name: write_index(store, name, {}), sorted(new)))
+            started = list(pool.map(lambda name: _start_history(store, name), sorted(new)))
     except StorageError:
         return []  # each tenant's first backup rebuilds its index from a listing instead, as any database's
-    return sorted(new)
+    return [name for name, ok in zip(sorted(new), started) if ok]
+
+
+def _start_history(store: BackupStore, name: str) -> bool:
+    """An empty index only where there is none: one written since the listing holds a first backup."""
+    try:
+        write_index(store, name, {}, None)
+    except ObjectChanged:
+        return False
+    return True
 
 
 def load_roster(store: BackupStore, fleet: str, *, missing_ok: bool = False) -> Roster | None:

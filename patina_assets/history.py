@@ -43,6 +43,7 @@ from .storage import (
     DailyInventory,
     DailyKey,
     Manifest,
+    ObjectChanged,
     ObjectInfo,
     StorageError,
     StorageObjectNotFound,
@@ -64,6 +65,7 @@ INDEX_VERSION = 2  # 2: each entry has its facts (what the status reports); 1 ha
 # How often `record` re-reads and re-writes when another writer replaced the index in between.
 RECORD_ATTEMPTS = 3
 _UNREAD = object()  # `record`: the verification record was not given, read it
+_UNCONDITIONAL = object()  # `write_index`: whatever index is there
 
 
 def index_key(database: str) -> str:
@@ -214,7 +216,20 @@ def parse_index(raw: bytes, database: str) -> dict[str, Entry] | None:
     return entries
 
 
-def write_index(store: BackupStore, database: str, entries: dict[str, Entry]) -> None:
+def read_index_version(store: BackupStore, database: str) -> tuple[dict[str, Entry] | None, str | None]:
+    """`read_index`, with the ETag of the index read (None: there is none), for a `write_index` that
+    replaces only that version. The ETag is taken first: a write in between makes the later write fail,
+    never succeed over what this did not read."""
+    info = store.bucket.stat(index_key(database))
+    return (read_index(store, database), info.etag) if info is not None else (None, None)
+
+
+def write_index(
+    store: BackupStore, database: str, entries: dict[str, Entry], etag: str | None | object = _UNCONDITIONAL
+) -> None:
+    """Write the database's index; with `etag`, only over the index of that ETag (None: only where there
+    is none), else `ObjectChanged`: an index written since it was read is newer than what the writer knows,
+    so a rebuild from an older listing, or an entry added to an older index, never overwrites it."""
     document = {
         "database": database,
         "version": INDEX_VERSION,
@@ -227,9 +242,11 @@ def write_index(store: BackupStore, database: str, entries: dict[str, Entry]) ->
             for day, e in sorted(entries.items())
         },
     }
-    store.bucket.put_bytes(
-        index_key(database), json.dumps(document, indent=1).encode("utf-8"), content_type=INDEX_CONTENT_TYPE
-    )
+    data = json.dumps(document, indent=1).encode("utf-8")
+    if etag is _UNCONDITIONAL:
+        store.bucket.put_bytes(index_key(database), data, content_type=INDEX_CONTENT_TYPE)
+    else:
+        store.bucket.put_bytes_if_unchanged(index_key(database), data, etag, content_type=INDEX_CONTENT_TYPE)  # type: ignore[arg-type]
 
 
 def entries_of(
@@ -252,11 +269,15 @@ def _listing(store: BackupStore) -> dict[str, ObjectInfo]:
 
 
 def rebuild(store: BackupStore, database: str) -> list[Manifest]:
-    """The database's backups from a listing of the bucket (the truth), oldest first; the index rewritten."""
+    """The database's backups from a listing of the bucket (the truth), oldest first; the index rewritten
+    unless another writer wrote it after this began (then theirs is the newer)."""
+    before = store.bucket.stat(index_key(database))
     objects = _listing(store)
     inventory = store.inventory(database=database, objects=objects)
     try:
-        write_index(store, database, _entries_from(store, inventory, objects))
+        write_index(store, database, _entries_from(store, inventory, objects), before.etag if before else None)
+    except ObjectChanged:
+        logger.info("the history index of %s was written during its rebuild; that one is kept", database)
     except StorageError as e:  # the next reader lists again
         logger.warning("the history index of %s could not be written: %s", database, e)
     return inventory.backups
@@ -267,26 +288,42 @@ def rebuild_all(
     inventory: DailyInventory,
     databases: set[str] = frozenset(),
     objects: Mapping[str, ObjectInfo] | None = None,
+    indexes: Mapping[str, ObjectInfo] | None = None,
 ) -> int:
     """Every database's index from one listing (retention's reconciliation; `objects`: that listing of
     ``daily/``, for the ETags; listed again when not given); `databases` also get an empty one. Only
-    indexes that differ are written. Returns how many were written."""
+    indexes that differ are written, each only over the version `indexes` (a listing of ``index/daily/``
+    taken before that of ``daily/``) saw: one written since (a publish's) is newer than the listing and is
+    kept. Returns how many were written."""
     by_database: dict[str, list[Manifest]] = {name: [] for name in databases}
     for manifest in inventory.backups:
         by_database.setdefault(manifest.database, []).append(manifest)
     records = store.verifications(inventory)
+    indexes = index_listing(store) if indexes is None else indexes
     objects = _listing(store) if objects is None else objects
     written = 0
     for database, backups in sorted(by_database.items()):
         wanted = entries_of(backups, records, objects)
-        if read_index(store, database) != wanted:
-            try:
-                write_index(store, database, wanted)
-            except StorageError as e:  # readers list the bucket instead
-                logger.warning("the history index of %s could not be written: %s", database, e)
-                continue
-            written += 1
+        if read_index(store, database) == wanted:
+            continue
+        listed = indexes.get(index_key(database))
+        try:
+            write_index(store, database, wanted, listed.etag if listed else None)
+        except ObjectChanged:
+            logger.info(
+                "the history index of %s was written since reconciliation listed it; that one is kept", database
+            )
+            continue
+        except StorageError as e:  # readers list the bucket instead
+            logger.warning("the history index of %s could not be written: %s", database, e)
+            continue
+        written += 1
     return written
+
+
+def index_listing(store: BackupStore) -> dict[str, ObjectInfo]:
+    """Every history index's key and version, from one listing of ``index/daily/``."""
+    return {info.key: info for info in store.bucket.list(INDEX_PREFIX)}
 
 
 def confirmed(store: BackupStore, database: str, entry: Entry) -> Manifest | None:
@@ -345,11 +382,14 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
         }
         mine = Entry.of(manifest, verification, stats)  # type: ignore[arg-type]
         for _ in range(RECORD_ATTEMPTS):
-            entries = read_index(store, database)
+            entries, etag = read_index_version(store, database)
             if entries is None or any(e.facts is None for e in entries.values()):
                 rebuild(store, database)
             elif entries.get(manifest.day) != mine:
-                write_index(store, database, {**entries, manifest.day: mine})
+                try:  # only over the index just read: another writer's entry is never dropped
+                    write_index(store, database, {**entries, manifest.day: mine}, etag)
+                except ObjectChanged:
+                    continue
             now = (read_index(store, database) or {}).get(manifest.day)
             # After a publish, a verdict another writer put on this very backup since we read the record wins.
             if now == mine or (now is not None and now.where() == mine.where() and published):
@@ -362,9 +402,16 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
 def forget(store: BackupStore, database: str, days: set[str]) -> None:
     """Drop `days` from the database's index (their backups were deleted); a missing index stays missing."""
     try:
-        entries = read_index(store, database)
-        if entries is not None and days & set(entries):
-            write_index(store, database, {d: e for d, e in entries.items() if d not in days})
+        for _ in range(RECORD_ATTEMPTS):
+            entries, etag = read_index_version(store, database)
+            if entries is None or not days & set(entries):
+                return
+            try:  # only over the index just read, as `record`
+                write_index(store, database, {d: e for d, e in entries.items() if d not in days}, etag)
+                return
+            except ObjectChanged:
+                continue
+        logger.warning("%s: %s still in the history index after %d attempts", database, sorted(days), RECORD_ATTEMPTS)
     except StorageError as e:
         logger.warning("%s: the history index could not be updated: %s", database, e)
 
@@ -478,9 +525,11 @@ def _view_one(
     rebuilt = _entries_from(store, inventory, listed)
     view.add(database, rebuilt.values(), inventory)
     view.rebuilt[database] = why
-    try:
-        if store.bucket.stat(index_key(database)) == index_info:  # nobody wrote it since the listing
-            write_index(store, database, rebuilt)
+    try:  # only over the index listed: one written since (a publish's, a verdict's) is newer than this listing
+        if index_info is None or index_info.etag:
+            write_index(store, database, rebuilt, index_info.etag if index_info else None)
+    except ObjectChanged:
+        logger.info("the history index of %s was written since the status listed it; that one is kept", database)
     except StorageError as e:  # the report stands; the next status rebuilds again
         logger.warning("the history index of %s could not be written: %s", database, e)
 

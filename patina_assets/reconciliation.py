@@ -86,6 +86,9 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
     their sha256 (and each archive's members); otherwise sizes are compared."""
     store = archives.store
     result = Reconciliation()
+    # The history indexes' versions before the listing: one written after it (a publish's) is newer than the
+    # listing, and `history.rebuild_all` keeps it rather than overwrite it with what the listing says.
+    indexes = history.index_listing(store)
     everything = list(store.bucket.list(""))
     result.objects = len(everything)
     for info in everything:
@@ -163,7 +166,7 @@ def reconcile(archives: ArchiveStore, recorded: RecordedBackups, *, deep: bool =
         )
 
     # The history indexes from this listing (the bucket is the truth): an entry lost to a crash comes back.
-    result.indexes_rewritten = history.rebuild_all(store, daily, objects=daily_objects)
+    result.indexes_rewritten = history.rebuild_all(store, daily, objects=daily_objects, indexes=indexes)
 
     # Leftovers of interrupted runs: found, removed where safe, and reported.
     swept = leftovers.sweep(store.bucket)

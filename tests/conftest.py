@@ -18,6 +18,16 @@ if "PATINA_API_BUDGET_DIR" not in os.environ:
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3 (and IAM) server on loopback, one per test process (moto keeps its state in the process, so
+    a server per module would share it anyway); each test makes its own bucket (`create_bucket`)."""
+    from support.s3_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"  # the machine's PostgreSQL server, trust auth
 
 

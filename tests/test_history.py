@@ -6,13 +6,21 @@ from datetime import UTC, datetime
 
 import pytest
 from support.configs import small_database, write_config
-from support.storage import CountingBucket
+from support.s3_server import create_bucket
+from support.storage import CountingBucket, InterleavingBucket, s3_bucket
 
 from patina_assets import history
 from patina_assets.backup import Cloudflare, back_up, open_store
 from patina_assets.catalog import Catalog
 from patina_assets.status import Snapshot, unavailable
-from patina_assets.storage import VerificationRecord, daily_dump_key, daily_manifest_key, new_generation, utc_timestamp
+from patina_assets.storage import (
+    BackupStore,
+    VerificationRecord,
+    daily_dump_key,
+    daily_manifest_key,
+    new_generation,
+    utc_timestamp,
+)
 from patina_assets.verify import keep_verdict, latest_backup, previous_backups
 
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)
@@ -241,3 +249,63 @@ def test_a_status_reads_one_index_per_database_not_every_manifest(fleet):
     Snapshot.take(config, Catalog(counting, config.retention), unavailable("test"), NOW)
     assert sorted(counting.bucket.listed) == ["daily/", "index/daily/", "weekly/"]
     assert sorted(counting.bucket.read) == ["index/daily/groveauth.json", "index/daily/scout-db.json"]
+
+
+# -- writers at once: an index is only written over the version its writer read ----------------------
+
+
+@pytest.fixture(params=["local", "s3"])
+def fleets(request, fleet):
+    """`fleet`, its bucket a directory or S3 on moto (the conditional writes are the bucket's own)."""
+    if request.param == "local":
+        return fleet
+    config, _, _ = fleet
+    endpoint = request.getfixturevalue("moto_endpoint")
+    store = BackupStore(s3_bucket(endpoint, create_bucket(endpoint)))
+
+    def night(day, database=0):
+        return back_up(config.databases[database], day, store, NO_CLOUDFLARE, config.dump)[0]
+
+    return config, store, night
+
+
+def racing(store, meanwhile):
+    """`store` on a bucket where `meanwhile` (another writer) runs right before the first write of groveauth's
+    index: between what the writer read (its listing, or the index) and what it writes."""
+    return type(store)(InterleavingBucket(store.bucket, history.index_key("groveauth"), meanwhile))
+
+
+def test_a_status_rebuild_does_not_overwrite_the_index_a_publish_wrote_meanwhile(fleets):
+    config, store, night = fleets
+    night("2026-03-01")
+    night("2026-03-02")
+    history.forget(store, "groveauth", {"2026-03-02"})  # stale: the status rebuilds it from its listing
+    published = []
+    racer = racing(store, lambda: published.append(night("2026-03-03")))  # after the status listed the bucket
+    snapshot = Snapshot.take(config, Catalog(racer, config.retention), unavailable("test"), NOW)
+    assert racer.bucket.interleaved and snapshot.rebuilt == {"groveauth": "stale: it lacks 2026-03-02"}
+    # The rebuild from the older listing was not written over the publish's index: 03-03 is still in it,
+    # and the checks' newest backup is the one just published, not 03-02.
+    assert "2026-03-03" in indexed_days(store, "groveauth")
+    assert latest_backup(store, "groveauth") == published[0]
+
+
+def test_a_checks_rebuild_does_not_overwrite_the_index_a_publish_wrote_meanwhile(fleets):
+    config, store, night = fleets
+    manifests = [night(day) for day in ("2026-03-01", "2026-03-02")]
+    store.bucket.delete(history.index_key("groveauth"))  # missing: the check lists the bucket and rebuilds
+    published = []
+    racer = racing(store, lambda: published.append(night("2026-03-03")))
+    assert previous_backups(racer, manifests[-1]) == manifests[:1]
+    assert racer.bucket.interleaved
+    assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert latest_backup(store, "groveauth") == published[0]
+
+
+def test_two_publishes_of_one_database_at_once_both_stay_in_its_index(fleets):
+    config, store, night = fleets
+    night("2026-03-01")
+    racer = racing(store, lambda: night("2026-03-02"))  # the other publish records its entry first
+    back_up(config.databases[0], "2026-03-03", racer, NO_CLOUDFLARE, config.dump)
+    assert racer.bucket.interleaved
+    assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02", "2026-03-03"]

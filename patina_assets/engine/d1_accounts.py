@@ -16,15 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
-from .errors import AuthenticationFailed, DatabaseNotFound, RateLimited, SourceError, SourceUnavailable
-from .sources import (
+from .cloudflare_api import (
     DEFAULT_API_URL,
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
     RATE_LIMIT_PATIENCE_SECONDS,
-    _error_text,
-    _json_or_empty,
-    _retry_after_seconds,
-    rate_limit_pause,
+    CloudflareApi,
+    error_codes,
+    error_text,
 )
+from .errors import AuthenticationFailed, DatabaseNotFound, RateLimited, SourceError
 
 MIN_PER_PAGE = 10  # Cloudflare's documented bounds of `per_page`
 MAX_PER_PAGE = 10_000
@@ -71,8 +72,8 @@ def list_databases(
     per_page: int = DEFAULT_PER_PAGE,
     requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
     budget: ApiBudget | None = None,
-    max_attempts: int = 8,
-    backoff_seconds: float = 1.0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
     request_timeout: float = 60.0,
     rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
     budget_wait_seconds: float | None = None,
@@ -93,20 +94,31 @@ def list_databases(
             f"account {account_id}: no Cloudflare API token: set the environment variable the fleet names "
             "(cloudflare.api_token_env, CLOUDFLARE_API_TOKEN by default) to a token with D1 read permission"
         )
-    import httpx  # here, as in D1Source: a SQLite-only run need not carry it
-
     budget = budget or ApiBudget(api_url, token, limit=requests_per_5_minutes, sleep=sleep)
     waited_before = budget.waited
     started = time.monotonic()
-    client = httpx.Client(
-        base_url=api_url.rstrip("/"),
-        headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
+    where = f"account {account_id}"
+
+    def budget_exhausted(e: BudgetExhausted) -> Exception:
+        return RateLimited(
+            f"{where}: the token's API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s "
+            "(the night's dumps are using it); the database list is read again at the next try"
+        )
+
+    api = CloudflareApi(  # the one request path of D1Source too: budget, retries, 429s
+        api_url,
+        token,
+        where=f"{where}, listing its D1 databases",
+        budget=budget,
+        budget_exhausted=budget_exhausted,
+        max_attempts=max_attempts,
+        backoff_seconds=backoff_seconds,
+        request_timeout=request_timeout,
+        rate_limit_patience_seconds=rate_limit_patience_seconds,
+        budget_wait_seconds=budget_wait_seconds,
         transport=transport,
+        sleep=sleep,
     )
-    lister = _Lister(
-        client, account_id, budget, max_attempts, backoff_seconds, request_timeout, rate_limit_patience_seconds, sleep
-    )
-    lister.budget_wait_seconds = budget_wait_seconds
     found: dict[str, ListedDatabase] = {}
     listed = 0
     page = 0
@@ -115,7 +127,12 @@ def list_databases(
             page += 1
             if page > MAX_PAGES:
                 raise SourceError(f"account {account_id}: the database list did not end after {MAX_PAGES} pages")
-            body = lister.get(page, per_page)
+            body = api.call(
+                "GET",
+                f"/accounts/{account_id}/d1/database",
+                _refused(where),
+                params={"page": page, "per_page": per_page},
+            )
             entries = body.get("result")
             if not isinstance(entries, list):
                 raise SourceError(f"account {account_id}: the database list answered no `result` list")
@@ -128,7 +145,7 @@ def list_databases(
             if not entries or len(entries) < per_page or (isinstance(total, int) and page * per_page >= total):
                 break
     finally:
-        client.close()
+        api.close()
     matching = sorted((d for d in found.values() if fnmatch.fnmatchcase(d.name, name_pattern)), key=lambda d: d.name)
     return AccountListing(
         account_id=account_id,
@@ -136,7 +153,7 @@ def list_databases(
         databases=tuple(matching),
         not_matching=len(found) - len(matching),
         pages=page,
-        requests=lister.requests,
+        requests=api.requests,
         seconds=time.monotonic() - started,
         waited_seconds=budget.waited - waited_before,
         total_listed=listed,
@@ -157,85 +174,20 @@ def _listed(entry, account_id: str) -> ListedDatabase:
     )
 
 
-class _Lister:
-    """GETs of the list endpoint, with D1Source's manners: room in the budget first, 5xx and network
-    errors retried with backoff, 429s waited out through the budget's pause, refusals explained."""
+def _refused(where: str) -> Callable[[int, dict], Exception]:
+    """What a final answer of the list endpoint that is not a list means, and what to fix."""
 
-    def __init__(self, client, account_id, budget, max_attempts, backoff_seconds, timeout, patience, sleep) -> None:
-        import httpx
+    def refused(status: int, body: dict) -> Exception:
+        if status in (401, 403) or 10000 in error_codes(body):
+            return AuthenticationFailed(
+                f"{where}: the API refused to list D1 databases (HTTP {status}: {error_text(body)}): check that "
+                "the fleet's token is current, has D1 read permission, and reaches this account id"
+            )
+        if status == 404:
+            return DatabaseNotFound(
+                f"{where}: no such account (HTTP 404): check databases_from[].account "
+                "(the Cloudflare dashboard shows the account id)"
+            )
+        return SourceError(f"{where}: listing D1 databases failed: HTTP {status}: {error_text(body)}")
 
-        self._client, self._account, self._budget = client, account_id, budget
-        self._max_attempts, self._backoff, self._timeout = max_attempts, backoff_seconds, timeout
-        self._patience, self._sleep = patience, sleep
-        self._transport_error = httpx.TransportError
-        self.requests = 0
-        self.budget_wait_seconds: float | None = None
-
-    def _acquire(self, where: str) -> None:
-        wait = self.budget_wait_seconds
-        try:
-            self._budget.acquire(None if wait is None else self._budget.now() + wait)
-        except BudgetExhausted as e:
-            raise RateLimited(
-                f"{where}: the token's API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s "
-                "(the night's dumps are using it); the database list is read again at the next try"
-            ) from None
-
-    def get(self, page: int, per_page: int) -> dict:
-        where = f"account {self._account}"
-        url = f"/accounts/{self._account}/d1/database"
-        failures, last_problem = 0, ""
-        limited_since: float | None = None
-        limited = 0
-        while failures < self._max_attempts:
-            self._acquire(where)
-            self.requests += 1
-            try:
-                response = self._client.get(url, params={"page": page, "per_page": per_page}, timeout=self._timeout)
-            except self._transport_error as e:
-                failures, last_problem = failures + 1, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                self._wait(failures, None)
-                continue
-            status = response.status_code
-            if status == 429:
-                now = self._budget.now()
-                limited += 1
-                limited_since = now if limited_since is None else limited_since
-                pause = rate_limit_pause(
-                    response.headers.get("Retry-After"), limited, limited_since, now, self._backoff, self._patience
-                )
-                if pause is None:
-                    raise RateLimited(
-                        f"{where}: listing D1 databases answered 429 (rate limited) for {now - limited_since:.0f}s; "
-                        "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"
-                    )
-                self._budget.pause(pause)
-                continue
-            limited_since, limited = None, 0
-            body = _json_or_empty(response)
-            if status >= 500:
-                failures, last_problem = failures + 1, f"HTTP {status} {_error_text(body)}".strip()
-                self._wait(failures, response.headers.get("Retry-After"))
-                continue
-            if status == 200 and body.get("success", False):
-                return body
-            codes = {e.get("code") for e in body.get("errors", []) if isinstance(e, dict)}
-            if status in (401, 403) or 10000 in codes:
-                raise AuthenticationFailed(
-                    f"{where}: the API refused to list D1 databases (HTTP {status}: {_error_text(body)}): check that "
-                    "the fleet's token is current, has D1 read permission, and reaches this account id"
-                )
-            if status == 404:
-                raise DatabaseNotFound(
-                    f"{where}: no such account (HTTP 404): check databases_from[].account "
-                    "(the Cloudflare dashboard shows the account id)"
-                )
-            raise SourceError(f"{where}: listing D1 databases failed: HTTP {status}: {_error_text(body)}")
-        raise SourceUnavailable(
-            f"{where}: listing D1 databases gave up after {self._max_attempts} attempts; last answer: {last_problem}"
-        )
-
-    def _wait(self, failures: int, retry_after: str | None) -> None:
-        if failures < self._max_attempts:
-            wanted = _retry_after_seconds(retry_after)
-            self._sleep(min(300.0, max(self._backoff * 2 ** (failures - 1), wanted or 0.0)))
+    return refused

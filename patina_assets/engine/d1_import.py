@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget
+from .cloudflare_api import error_text, json_or_empty, retry_after_seconds
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
@@ -40,7 +41,7 @@ from .errors import (
     SourceUnavailable,
 )
 from .formats import open_dump_bytes
-from .sources import D1Source, _error_text, _json_or_empty, _retry_after_seconds
+from .sources import D1Source
 from .sqltext import quote_identifier
 
 CHUNK = 1024 * 1024
@@ -309,10 +310,10 @@ class D1Importer:
                 continue
             status = response.status_code
             if status == 429 or status >= 500:
-                last = f"HTTP {status} {_error_text(_json_or_empty(response))}".strip()
+                last = f"HTTP {status} {error_text(json_or_empty(response))}".strip()
                 self._pause(attempt, response.headers.get("Retry-After"))
                 continue
-            envelope = _json_or_empty(response)
+            envelope = json_or_empty(response)
             if status in (401, 403) or any(
                 isinstance(e, dict) and e.get("code") == 10000 for e in envelope.get("errors") or []
             ):
@@ -326,7 +327,7 @@ class D1Importer:
                     "id (`wrangler d1 list`), or create the database first (`wrangler d1 create`)"
                 )
             if status != 200 or not envelope.get("success", False):
-                raise D1ImportError(f"{self.target}: could not {what}: HTTP {status} {_clip(_error_text(envelope))}")
+                raise D1ImportError(f"{self.target}: could not {what}: HTTP {status} {_clip(error_text(envelope))}")
             result = envelope.get("result")
             if not isinstance(result, dict):
                 raise D1ImportError(f"{self.target}: could not {what}: the API answered without a result")
@@ -341,7 +342,7 @@ class D1Importer:
         if attempt + 1 >= self.max_attempts:
             return
         delay = self.backoff_seconds * (2**attempt) * random.uniform(0.75, 1.25)
-        wanted = _retry_after_seconds(retry_after)
+        wanted = retry_after_seconds(retry_after)
         self._sleep(min(max(delay, wanted or 0.0), 300.0))
 
 

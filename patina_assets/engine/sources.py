@@ -6,11 +6,9 @@ Both answer two things: small metadata queries (`query`) and the rows of one tab
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import os
-import random
 import re
 import sqlite3
 import time
@@ -19,11 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
+from .cloudflare_api import (
+    DEFAULT_API_URL,
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    RATE_LIMIT_PATIENCE_SECONDS,
+    CloudflareApi,
+    error_codes,
+    error_text,
+)
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
     DeadlineExceeded,
-    RateLimited,
     SourceError,
     SourceSQLError,
     SourceUnavailable,
@@ -33,7 +39,6 @@ from .literals import RawText, RowFormatter
 from .schema import SEQUENCE_SQL, SchemaPlan, TablePlan, read_schema
 from .sqltext import quote_identifier
 
-DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 BIG_ROW_BYTES = 300_000  # JSON escaping can grow text 6x: a row's string must stay under D1's 2 MB
 PIECE_BYTES = 500_000  # bytes of one value fetched at a time (1 MB of hex)
 MAX_PAGE_ROWS = 50_000  # rows one page may read: D1 bills rows read and stops a query after 30 s
@@ -46,13 +51,10 @@ SCAN_BATCH_BYTES = 1 << 20  # about this much row data per batch a SQLite scan y
 SCAN_BATCH_ROWS = 1000
 SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
 ALL_ROWS = 1 << 62  # LIMIT of a table read whole, inside one batch
-RATE_LIMIT_PATIENCE_SECONDS = 900.0  # 429s are waited out this long (three of Cloudflare's 5-minute lockouts)
 ACCOUNT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # D1Source's defaults, which patina.yaml's `dump:` section starts from (config.DumpConfig)
 DEFAULT_PAGE_BYTES = 2_000_000
-DEFAULT_MAX_ATTEMPTS = 8
-DEFAULT_BACKOFF_SECONDS = 1.0
 
 
 class Source(ABC):
@@ -324,11 +326,6 @@ class D1Source(Source):
         self.database_id = database_id
         self.page_bytes = page_bytes
         self.one_batch_bytes = page_bytes if one_batch_bytes is None else one_batch_bytes
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.request_timeout = request_timeout
-        self.rate_limit_patience_seconds = rate_limit_patience_seconds
-        self._sleep = sleep
         self.budget = budget or ApiBudget(api_url, token, limit=requests_per_5_minutes, sleep=sleep)
         self._math: bool | None = None
         self._batch: dict[str, list[tuple]] | None = None  # answers of the attempt's one batch, by SQL
@@ -337,23 +334,32 @@ class D1Source(Source):
         self._outside_batch = False  # whether data was read outside the batch (a big row, a table without key)
         self._one_batch = False
         self.deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
-        import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
-
-        self._transport_error = httpx.TransportError
         self._path = f"/accounts/{account_id}/d1/database/{database_id}"
-        self._client = httpx.Client(
-            base_url=api_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
+        self._api = CloudflareApi(
+            api_url,
+            token,
+            where=self.description,
+            budget=self.budget,
+            budget_exhausted=self._budget_exhausted,
+            max_attempts=max_attempts,
+            backoff_seconds=backoff_seconds,
+            request_timeout=request_timeout,
+            rate_limit_patience_seconds=rate_limit_patience_seconds,
+            remaining=self._remaining,
             transport=transport,
+            sleep=sleep,
         )
-        self._api_url = api_url.rstrip("/")
 
     @property
     def description(self) -> str:
         return f"d1://{self.account_id}/{self.database_id}"
 
+    @property
+    def requests(self) -> int:  # type: ignore[override]
+        return self._api.requests
+
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
 
     # -- one point in time -------------------------------------------------------------------------
 
@@ -420,109 +426,38 @@ class D1Source(Source):
         return left
 
     def _request(self, method: str, endpoint: str, payload: dict | None = None, *, refusal=SourceSQLError) -> dict:
-        """One API call, retrying what can pass (5xx, network) with exponential backoff, and waiting out
-        429s (shared with every user of the token) for up to `rate_limit_patience_seconds`. Each attempt
-        first finds room in the API budget. Any other refusal raises `refusal`."""
-        last_problem = ""
-        failures = 0
-        rate_limited_since: float | None = None
-        rate_limited = 0  # 429s in a row
-        url = f"{self._path}/{endpoint}" if endpoint else self._path
-        while failures < self.max_attempts:
-            self._acquire()
-            left = self._remaining()
-            timeout = self.request_timeout if left is None else min(self.request_timeout, left)
-            self.requests += 1
-            try:
-                response = self._client.request(method, url, json=payload, timeout=timeout)
-            except self._transport_error as e:
-                last_problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                failures += 1
-                self._pause(failures, None)
-                continue
-            status = response.status_code
-            if status == 200:
-                try:
-                    body = response.json()
-                except ValueError as e:
-                    raise SourceUnavailable(
-                        f"{self.description}: the API answered 200 with a body that is not JSON"
-                    ) from e
-                if body.get("success", False):
-                    return body
-                raise refusal(f"{self.description}: {_error_text(body)}")
-            if status == 429:
-                now = self.budget.now()
-                rate_limited += 1
-                rate_limited_since = now if rate_limited_since is None else rate_limited_since
-                pause = rate_limit_pause(
-                    response.headers.get("Retry-After"),
-                    rate_limited,
-                    rate_limited_since,
-                    now,
-                    self.backoff_seconds,
-                    self.rate_limit_patience_seconds,
-                )
-                if pause is None:
-                    raise RateLimited(
-                        f"{self.description}: the API answered 429 (rate limited) for {now - rate_limited_since:.0f}s; "
-                        "lower cloudflare.requests_per_5_minutes if other tools share this token, or try later"
-                    )
-                self.budget.pause(pause)
-                continue
-            rate_limited_since, rate_limited = None, 0
-            if status >= 500:
-                last_problem = f"HTTP {status} {_error_text(_json_or_empty(response))}".strip()
-                failures += 1
-                self._pause(failures, response.headers.get("Retry-After"))
-                continue
-            body = _json_or_empty(response)
-            codes = {e.get("code") for e in body.get("errors", []) if isinstance(e, dict)}
-            if status in (401, 403) or 10000 in codes:
-                raise AuthenticationFailed(
+        """One API call through the token's one request path (cloudflare_api.py: budget, retries, 429s);
+        a refusal says what to fix for a database, else raises `refusal`."""
+
+        def refused(status: int, body: dict) -> Exception:
+            if status == 200:  # answered, but not a success: the query (or the request) was refused
+                return refusal(f"{self.description}: {error_text(body)}")
+            if status in (401, 403) or 10000 in error_codes(body):
+                return AuthenticationFailed(
                     f"{self.description}: the API refused the token (HTTP {status}): check that CLOUDFLARE_API_TOKEN "
                     "is current and has D1 read permission on this account"
                 )
             if status == 404 and self.bookmark is not None:
-                raise DatabaseNotFound(
+                return DatabaseNotFound(
                     f"{self.description}: the database disappeared during the dump (HTTP 404): it was deleted, or "
                     "its id changed; nothing was stored. `wrangler d1 list` shows the databases there are; fix "
                     "database_id, or remove the database from patina.yaml"
                 )
             if status == 404:
-                raise DatabaseNotFound(
+                return DatabaseNotFound(
                     f"{self.description}: no such database (HTTP 404): check the account id and database id "
                     "(`wrangler d1 list` shows them)"
                 )
-            raise refusal(f"{self.description}: HTTP {status}: {_error_text(body)}")
-        raise SourceUnavailable(
-            f"{self.description}: gave up after {self.max_attempts} attempts; last answer: {last_problem}"
+            return refusal(f"{self.description}: HTTP {status}: {error_text(body)}")
+
+        url = f"{self._path}/{endpoint}" if endpoint else self._path
+        return self._api.call(method, url, refused, json=payload)
+
+    def _budget_exhausted(self, e: BudgetExhausted) -> Exception:
+        return DeadlineExceeded(
+            f"{self.description}: the API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s, "
+            "past this dump's deadline: raise the budget or the deadline, or spread the databases out"
         )
-
-    def _acquire(self) -> None:
-        """Room for one request in the token's budget, waited for no later than the dump's deadline."""
-        left = self._remaining()
-        try:
-            self.budget.acquire(None if left is None else self.budget.now() + left)
-        except BudgetExhausted as e:
-            raise DeadlineExceeded(
-                f"{self.description}: the API budget (cloudflare.requests_per_5_minutes) has no room for {e.wait:.0f}s, "
-                "past this dump's deadline: raise the budget or the deadline, or spread the databases out"
-            ) from None
-
-    def _pause(self, failures: int, retry_after: str | None) -> None:
-        if failures >= self.max_attempts:
-            return
-        delay = self.backoff_seconds * (2 ** (failures - 1)) * random.uniform(0.75, 1.25)
-        wanted = _retry_after_seconds(retry_after)
-        if wanted is not None:
-            delay = max(delay, wanted)
-        left = self._remaining()
-        if left is not None and delay >= left:
-            raise DeadlineExceeded(
-                f"{self.description}: the API asked to wait {delay:.0f}s, past this dump's deadline; try later"
-            )
-        self._sleep(min(delay, 300.0))
 
     # -- Source -----------------------------------------------------------------------------------
 
@@ -861,41 +796,3 @@ def _untag(value: str | None):
         "D1 could not rebuild a REAL value exactly from its mantissa and exponent; Patina does not round it, "
         "so nothing was written (please report this value)"
     )
-
-
-def _json_or_empty(response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _error_text(body: dict) -> str:
-    errors = body.get("errors") or []
-    return "; ".join(f"{e.get('message', '')} (code {e.get('code')})" for e in errors if isinstance(e, dict))
-
-
-def rate_limit_pause(
-    retry_after: str | None, limited: int, limited_since: float, now: float, backoff: float, patience: float
-) -> float | None:
-    """How long every user of the token pauses after the `limited`-th 429 in a row (what Retry-After asks, else an
-    exponential backoff; at most 5 minutes), or None when that pause would take the 429s past `patience` seconds
-    since `limited_since` (the caller then gives up with its own message)."""
-    wanted = _retry_after_seconds(retry_after)
-    pause = min(300.0, max(wanted or 0.0, backoff * 2 ** min(limited - 1, 8)))
-    return None if now + pause - limited_since > patience + 0.001 else pause
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

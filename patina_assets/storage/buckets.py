@@ -70,6 +70,11 @@ class PublishUnconfirmed(StorageUnavailable):
     lost; the run fails as retryable and the next run (or reconciliation) settles which one counts."""
 
 
+class ObjectChanged(StorageError):
+    """A conditional write (`Bucket.put_bytes_if_unchanged`) found the object no longer as its writer read
+    it: another writer replaced or created it in between, so this write was not made."""
+
+
 class StorageIntegrityError(StorageError):
     """What was stored is not what was sent (wrong size, changed source file)."""
 
@@ -112,6 +117,13 @@ class Bucket(Protocol):
     def put_file(self, key: str, path: Path | str, content_type: str | None = None) -> ObjectInfo: ...
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo: ...
+
+    def put_bytes_if_unchanged(
+        self, key: str, data: bytes, etag: str | None, content_type: str | None = None
+    ) -> ObjectInfo:
+        """``put_bytes``, only if the object still has ``etag`` (None: only if there is no object), in one
+        step no other conditional write can come between; else ``ObjectChanged`` and nothing written."""
+        ...
 
     def open(self, key: str) -> BinaryIO: ...
 

@@ -27,6 +27,7 @@ from .buckets import (
     IncompleteWrite,
     InvalidKey,
     MiB,
+    ObjectChanged,
     ObjectDetails,
     ObjectInfo,
     StorageAccessDenied,
@@ -189,7 +190,37 @@ class S3Bucket:
         self._put_object(key, bytes(data), content_type, None)
         return self._stat_after_write(key)
 
+    def put_bytes_if_unchanged(
+        self, key: str, data: bytes, etag: str | None, content_type: str | None = None
+    ) -> ObjectInfo:
+        """One PUT with ``If-Match: "<etag>"`` (``If-None-Match: *`` when ``etag`` is None): S3 and R2 compare
+        and write in one step. ``ObjectChanged`` when the object is no longer that one (412), is gone (404),
+        or another conditional write of it was under way (409)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        validate_key(key)
+        payload = bytes(data)
+        condition = {"IfMatch": f'"{etag}"'} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(**self._put_args(key, payload, content_type, None), **condition)
+        except ClientError as exc:
+            status, code = _http_status(exc), exc.response.get("Error", {}).get("Code")
+            if status in (409, 412) or (status == 404 and etag is not None and code != "NoSuchBucket"):
+                raise ObjectChanged(
+                    f"cannot upload {self.uri(key)}: it changed since it was read (another writer "
+                    f"{'replaced' if etag else 'created'} it; HTTP {status}); nothing was written"
+                ) from exc
+            raise self._error("upload", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("upload", key, exc) from exc
+        return self._stat_after_write(key)
+
     def _put_object(self, key: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None) -> None:
+        self._call("upload", key, "put_object", **self._put_args(key, data, content_type, metadata))
+
+    def _put_args(
+        self, key: str, data: bytes, content_type: str | None, metadata: dict[str, str] | None
+    ) -> dict[str, Any]:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key), "Body": data}
         if content_type:
             args["ContentType"] = content_type
@@ -197,7 +228,7 @@ class S3Bucket:
             args["Metadata"] = dict(metadata)
         if self.content_md5:
             args["ContentMD5"] = _base64_md5(data)
-        self._call("upload", key, "put_object", **args)
+        return args
 
     def _multipart_upload(
         self, key: str, path: Path | str, size: int, content_type: str | None, metadata: dict[str, str] | None

@@ -15,7 +15,6 @@ import pytest
 from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.d1_server import D1Server
-from support.webhook_server import WebhookServer
 
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
@@ -34,14 +33,6 @@ DAYS = [(TODAY - dt.timedelta(days=back)).isoformat() for back in range(14, 0, -
 
 def tenant_id(i: int) -> str:
     return f"5a5a5a5a-0000-4000-8000-{i:012x}"
-
-
-@pytest.fixture
-def generic(monkeypatch):
-    monkeypatch.delenv("PATINA_DISCORD_WEBHOOK", raising=False)
-    with WebhookServer(default=200) as server:
-        monkeypatch.setenv("PATINA_WEBHOOK_URL", server.url)
-        yield server
 
 
 @pytest.fixture

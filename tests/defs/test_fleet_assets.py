@@ -94,6 +94,10 @@ def test_one_asset_for_the_whole_fleet_and_every_tenant_backed_up(fleet, tmp_pat
             assert sorted(c.check_name for c in checks) == sorted(DUMP_CHECK_NAMES)
             failed = [c for c in checks if not c.passed and c.check_name != "size_anomaly"]
             assert failed == [], [c.description for c in failed]
+            # A tenant's checks are a configured database's evaluations (dumps/checks.py), metadata and all.
+            by_name = {c.check_name: c.metadata for c in checks}
+            assert {"consistency", "time_travel_bookmark", "end_bookmark"} <= set(by_name["point_in_time"])
+            assert {"captured_at", "captured_late"} <= set(by_name["captured_on_time"])
         assert result.dynamic_partitions_requests
 
     store = open_store(config)

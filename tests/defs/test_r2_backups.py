@@ -7,7 +7,7 @@ import hashlib
 import dagster as dg
 import pytest
 from support.configs import write_config
-from support.s3_server import create_bucket, direct_client, moto_server
+from support.s3_server import create_bucket, direct_client
 
 from patina_assets.backup import open_store
 from patina_assets.config import EncryptionConfig
@@ -18,12 +18,6 @@ from patina_assets.defs.r2_backups.assets import R2_CHECK_NAMES, build_r2_assets
 from patina_assets.defs.resources import resources
 from patina_assets.encryption import generate_identity, recipient_fingerprint
 from patina_assets.r2 import list_snapshots, object_key, recipients_id
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

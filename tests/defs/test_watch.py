@@ -7,11 +7,9 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
-import pytest
 from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.storage import CountingBucket
-from support.webhook_server import WebhookServer
 
 from patina_assets.backup import open_store
 from patina_assets.catalog import Catalog
@@ -25,14 +23,6 @@ from patina_assets.watch import run_bounds
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=1, backoff_seconds=0.0)
 UTC = dt.UTC
-
-
-@pytest.fixture
-def generic(monkeypatch):
-    monkeypatch.delenv("PATINA_DISCORD_WEBHOOK", raising=False)
-    with WebhookServer(default=200) as server:
-        monkeypatch.setenv("PATINA_WEBHOOK_URL", server.url)
-        yield server
 
 
 def two_databases(tmp_path):

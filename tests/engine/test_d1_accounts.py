@@ -125,3 +125,12 @@ def test_a_budget_in_use_is_waited_for_no_longer_than_asked(tmp_path):
                 sleep=clock.sleep,
             )
         assert server.requests == []
+
+
+def test_a_listing_answer_is_judged_as_a_dumps_is_one_request_path(tmp_path):
+    """The discovery and a dump send their requests through one path (engine/cloudflare_api.py): a 200 that is
+    not JSON (a proxy's page) is the API being unavailable for both, not a malformed database list."""
+    with D1Server(tenant_databases(tmp_path, ["t0"])) as server:
+        server.inject(Fault.status(200, body="<html>down for maintenance</html>"))
+        with pytest.raises(SourceUnavailable, match="answered 200 with a body that is not JSON"):
+            listing(server)

@@ -1,19 +1,13 @@
-"""Fixtures of the R2 bucket backup tests: moto's S3 server on loopback (one per test module) holding both the
-source bucket and the backup bucket, each side behind its own FaultProxy, so a test counts what reached each side
-and breaks listings on purpose."""
+"""Fixtures of the R2 bucket backup tests: moto's S3 server on loopback (`moto_endpoint`, tests/conftest.py)
+holding both the source bucket and the backup bucket, each side behind its own FaultProxy, so a test counts
+what reached each side and breaks listings on purpose."""
 
 from __future__ import annotations
 
 import pytest
-from support.s3_server import FaultProxy, create_bucket, moto_server, patina_client
+from support.s3_server import FaultProxy, create_bucket, patina_client
 
 from patina_assets.storage import MiB, S3Bucket
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Fixtures of the storage tests: moto's S3 server on loopback (one per test process) behind FaultProxy, and
-`bucket`, parametrized over both implementations, so every contract test runs against a directory and S3."""
+"""Fixtures of the storage tests: moto's S3 server on loopback (`moto_endpoint`, tests/conftest.py) behind
+FaultProxy, and `bucket`, parametrized over both implementations, so every contract test runs against a
+directory and S3."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 from support.s3_server import (
     FaultProxy,
     create_bucket,
-    moto_server,
 )
 from support.storage import (
     Breaker,
@@ -19,12 +19,6 @@ from patina_assets.storage import (
     Bucket,
     LocalBucket,
 )
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

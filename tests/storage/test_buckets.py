@@ -12,6 +12,7 @@ from support.storage import (
 from patina_assets.storage import (
     InvalidKey,
     MiB,
+    ObjectChanged,
     StorageObjectNotFound,
 )
 
@@ -25,6 +26,23 @@ def test_put_get_stat_roundtrip(bucket):
     stat = bucket.stat("daily/2026-01-05/x.txt")
     assert stat is not None and stat.size == 5 and stat.etag
     assert bucket.stat("daily/2026-01-05/missing.txt") is None
+
+
+def test_a_conditional_write_replaces_only_the_object_its_writer_read(bucket):
+    key = "index/daily/x.json"
+    created = bucket.put_bytes_if_unchanged(key, b"first", None)  # None: only where there is no object yet
+    assert bucket.get_bytes(key) == b"first" and created.etag
+    with pytest.raises(ObjectChanged):
+        bucket.put_bytes_if_unchanged(key, b"late creator", None)
+    replaced = bucket.put_bytes_if_unchanged(key, b"second", created.etag)
+    assert bucket.get_bytes(key) == b"second" and replaced.etag != created.etag
+    with pytest.raises(ObjectChanged):  # the writer that read "first" does not overwrite "second"
+        bucket.put_bytes_if_unchanged(key, b"stale", created.etag)
+    assert bucket.get_bytes(key) == b"second"
+    bucket.delete(key)
+    with pytest.raises(ObjectChanged):  # gone since it was read
+        bucket.put_bytes_if_unchanged(key, b"stale", replaced.etag)
+    assert bucket.stat(key) is None and bucket.incomplete_writes() == []  # no temporary left behind either
 
 
 def test_put_file_streams_back(bucket, tmp_path):

@@ -127,3 +127,28 @@ class CountingBucket:
 
     def __getattr__(self, name):
         return getattr(self._bucket, name)
+
+
+class InterleavingBucket:
+    """The real bucket, running `meanwhile` once right before the first write of `key` through it: another
+    writer's work, exactly between what this one read and what it writes (a race, without threads or sleeps)."""
+
+    def __init__(self, bucket, key, meanwhile):
+        self._bucket, self._key, self._meanwhile = bucket, key, meanwhile
+        self.interleaved = False
+
+    def _before_write(self, key):
+        if key == self._key and not self.interleaved:
+            self.interleaved = True
+            self._meanwhile()
+
+    def put_bytes(self, key, *args, **kwargs):
+        self._before_write(key)
+        return self._bucket.put_bytes(key, *args, **kwargs)
+
+    def put_bytes_if_unchanged(self, key, *args, **kwargs):
+        self._before_write(key)
+        return self._bucket.put_bytes_if_unchanged(key, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._bucket, name)

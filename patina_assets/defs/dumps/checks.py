@@ -28,11 +28,15 @@ just published, the run's partition, or the newest backup when a check is run wi
 `AssetCheckResult` with metadata for the UI and for the alert sensors (which read the evaluations of
 finished runs: the check names below are constants for them; every result carries `database` and `day`).
 
+A fleet's asset declares the same five checks and evaluates them with the same functions
+(`evaluate_checks`) on the tenant's backup its step has just published.
+
 The checks are not partitioned (partitioned asset checks are a preview feature in Dagster 1.13): the day
 checked is in each result's metadata, and in the run's `dagster/partition` tag.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -82,7 +86,22 @@ def dump_check_specs(database: DatabaseConfig, config: PatinaConfig) -> list[dg.
 # Which backup a check looks at
 # --------------------------------------------------------------------------------------------------
 
-Found = tuple[str | None, Manifest | None, str]  # (day, manifest, why there is none)
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks look at: the asset they belong to (a database's dump asset, or a fleet's), the
+    database, and its backup of `day`, or why there is none."""
+
+    key: dg.AssetKey
+    database: str
+    day: str | None
+    manifest: Manifest | None
+    why: str = ""
+
+    @classmethod
+    def published(cls, key: dg.AssetKey, manifest: Manifest) -> "Checked":
+        """The backup a step has just published."""
+        return cls(key, manifest.database, manifest.day, manifest)
 
 
 def _day_checked(context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig) -> str | None:
@@ -93,34 +112,35 @@ def _day_checked(context: dg.OpExecutionContext, store: BackupStore, database: D
     return newest.day if newest else None
 
 
-def _backup_checked(context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig) -> Found:
-    """(day, manifest, why there is none). A manifest that cannot be read is no backup."""
+def _backup_checked(context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig) -> Checked:
+    """The backup of the run's day (see `_day_checked`). A manifest that cannot be read is no backup."""
+    key, name = dump_asset_key(database), database.name
     day = _day_checked(context, store, database)
     if day is None:
-        return None, None, f"{database.name} has no backup in the bucket yet"
+        return Checked(key, name, None, None, f"{name} has no backup in the bucket yet")
     try:
-        manifest = store.get_manifest(day, database.name)
+        manifest = store.get_manifest(day, name)
     except CorruptManifest as e:
-        return day, None, f"{database.name} {day}: the manifest cannot be read, so the backup does not count: {e}"
+        return Checked(
+            key, name, day, None, f"{name} {day}: the manifest cannot be read, so the backup does not count: {e}"
+        )
     if manifest is None:
-        return day, None, f"{database.name} {day}: no backup is stored for this day (no manifest)"
-    return day, manifest, ""
+        return Checked(key, name, day, None, f"{name} {day}: no backup is stored for this day (no manifest)")
+    return Checked(key, name, day, manifest)
 
 
-def _no_backup(
-    database: DatabaseConfig, day: str | None, why: str, severity: dg.AssetCheckSeverity, name: str
-) -> dg.AssetCheckResult:
+def _no_backup(checked: Checked, severity: dg.AssetCheckSeverity, name: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=name,
         passed=False,
         severity=severity,
-        description=why,
+        description=checked.why,
         metadata={
-            "database": database.name,
-            "day": day or "none",
+            "database": checked.database,
+            "day": checked.day or "none",
             "verdict": "no_backup",
-            "problems": dg.MetadataValue.text(why),
+            "problems": dg.MetadataValue.text(checked.why),
         },
     )
 
@@ -146,17 +166,17 @@ def restore_verification_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
 
 
 def restore_verification(
-    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
 ) -> dg.AssetCheckResult:
-    day, manifest, why = found
+    manifest = checked.manifest
     if manifest is None:
-        return _no_backup(database, day, why, ERROR, RESTORE_VERIFICATION)
+        return _no_backup(checked, ERROR, RESTORE_VERIFICATION)
     outcome = verify_restore(store, manifest)
     (context.log.info if outcome.passed else context.log.error)(outcome.summary())
     metadata = restore_metadata(outcome, store.bucket.uri(manifest.key))
     metadata["recorded"] = record_verdict(context, store, manifest, outcome, config)
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=RESTORE_VERIFICATION,
         passed=outcome.passed,
         severity=ERROR,
@@ -256,12 +276,12 @@ def size_anomaly_spec(database: DatabaseConfig, config: PatinaConfig) -> dg.Asse
 
 
 def size_anomaly(
-    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
 ) -> dg.AssetCheckResult:
     alerts = config.alerts
-    day, manifest, why = found
+    manifest = checked.manifest
     if manifest is None:
-        return _no_backup(database, day, why, WARN, SIZE_ANOMALY)
+        return _no_backup(checked, WARN, SIZE_ANOMALY)
     history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
     verdict = judge_size(
         manifest, history, decrease_ratio=alerts.size_decrease_ratio, increase_ratio=alerts.size_increase_ratio
@@ -269,7 +289,7 @@ def size_anomaly(
     if verdict.anomalous:
         context.log.warning(verdict.summary())
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=SIZE_ANOMALY,
         passed=not verdict.anomalous,
         severity=ERROR if verdict.verdict == SIZE_TOO_SMALL else WARN,
@@ -326,17 +346,17 @@ def schema_drift_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
 
 
 def schema_drift(
-    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
 ) -> dg.AssetCheckResult:
-    day, manifest, why = found
+    manifest = checked.manifest
     if manifest is None:
-        return _no_backup(database, day, why, WARN, SCHEMA_DRIFT)
+        return _no_backup(checked, WARN, SCHEMA_DRIFT)
     previous = previous_backups(store, manifest, limit=1)
     drift = detect_schema_drift(store, manifest, previous[-1] if previous else None)
     if drift.changed:
         context.log.warning(drift.summary())
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=SCHEMA_DRIFT,
         passed=not drift.changed,
         severity=WARN,
@@ -364,14 +384,14 @@ def captured_on_time_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
 
 
 def captured_on_time(
-    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
 ) -> dg.AssetCheckResult:
-    day, manifest, why = found
+    manifest = checked.manifest
     if manifest is None:
-        return _no_backup(database, day, why, WARN, CAPTURED_ON_TIME)
+        return _no_backup(checked, WARN, CAPTURED_ON_TIME)
     # (no log line: the dump's step already logged it, and the result's description says it again)
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=CAPTURED_ON_TIME,
         passed=not manifest.captured_late,
         severity=WARN,
@@ -447,16 +467,16 @@ def point_in_time_spec(database: DatabaseConfig) -> dg.AssetCheckSpec:
 
 
 def point_in_time(
-    context: dg.OpExecutionContext, store: BackupStore, database: DatabaseConfig, config: PatinaConfig, found: Found
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
 ) -> dg.AssetCheckResult:
-    day, manifest, why = found
+    manifest = checked.manifest
     if manifest is None:
-        return _no_backup(database, day, why, WARN, POINT_IN_TIME)
+        return _no_backup(checked, WARN, POINT_IN_TIME)
     summary = point_in_time_summary(manifest)
     if not manifest.point_in_time:
         context.log.warning(summary)
     return dg.AssetCheckResult(
-        asset_key=dump_asset_key(database),
+        asset_key=checked.key,
         check_name=POINT_IN_TIME,
         passed=manifest.point_in_time,
         severity=WARN,
@@ -504,21 +524,30 @@ def evaluate_dump_checks(
     config: PatinaConfig,
     published: Manifest | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
-    """The selected checks of `database`'s dump, in the order of DUMP_CHECK_NAMES: on the backup the step
-    has just `published`, or (checks run alone) on the run's partition's backup, else the newest.
+    """The selected checks of `database`'s dump asset, on the backup the step has just `published`, or
+    (checks run alone) on the run's partition's backup, else the newest (see `evaluate_checks`)."""
+    key = dump_asset_key(database)
+    checked = Checked.published(key, published) if published else _backup_checked(context, store, database)
+    yield from evaluate_checks(context, store, config, checked)
+
+
+def evaluate_checks(
+    context: dg.OpExecutionContext, store: BackupStore, config: PatinaConfig, checked: Checked
+) -> Iterator[dg.AssetCheckResult]:
+    """The checks of `checked.key` that the step selected, in the order of DUMP_CHECK_NAMES: a configured
+    database's dump asset and a fleet's asset (one tenant's backup per step) alike.
 
     Each check is evaluated even when one before it raises (a bucket that hiccups on a read-back): the
     others' results are kept and the error is raised after them, so the step's retry policy applies."""
-    selected = {key.name for key in context.selected_asset_check_keys if key.asset_key == dump_asset_key(database)}
-    found: Found = (published.day, published, "") if published else _backup_checked(context, store, database)
+    selected = {key.name for key in context.selected_asset_check_keys if key.asset_key == checked.key}
     error: BaseException | None = None
     for name in DUMP_CHECK_NAMES:
         if name not in selected:
             continue
         try:
-            yield EVALUATIONS[name](context, store, database, config, found)
+            yield EVALUATIONS[name](context, store, config, checked)
         except Exception as e:  # noqa: BLE001  (raised below, after the other checks)
-            context.log.error(f"{database.name}: the check {name} could not be evaluated: {e}")
+            context.log.error(f"{checked.database}: the check {name} could not be evaluated: {e}")
             error = error or e
     if error is not None:
         raise error

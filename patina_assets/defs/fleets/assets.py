@@ -9,23 +9,16 @@ import dagster as dg
 from ...backup import Cloudflare
 from ...config import FleetConfig, PatinaConfig
 from ...fleets import FleetError, load_roster
-from ...storage import BackupStore, Manifest
-from ...verify import HISTORY_WINDOW, SIZE_TOO_SMALL, detect_schema_drift, judge_size, previous_backups, verify_restore
-from ..dumps.assets import back_up_in_dagster, dump_metadata, late_summary
+from ..dumps.assets import back_up_in_dagster, dump_metadata
 from ..dumps.checks import (
     CAPTURED_ON_TIME,
     DUMP_CHECK_NAMES,
-    ERROR,
     POINT_IN_TIME,
     RESTORE_VERIFICATION,
     SCHEMA_DRIFT,
     SIZE_ANOMALY,
-    WARN,
-    drift_metadata,
-    point_in_time_summary,
-    record_verdict,
-    restore_metadata,
-    size_metadata,
+    Checked,
+    evaluate_checks,
 )
 from ..policies import EXPORT_POOL, daily_partitions, retry_policy
 from ..resources import BucketResource, CloudflareResource
@@ -115,7 +108,9 @@ def build_fleet_asset(fleet: FleetConfig, config: PatinaConfig) -> dg.AssetsDefi
             "d1_name": tenant.d1_name,
             "database_id": tenant.uuid,
         }
-        return dg.MaterializeResult(metadata=metadata, check_results=tenant_checks(context, store, manifest, config))
+        # The same evaluations as a configured database's dump checks, on the tenant's backup just published.
+        checks = list(evaluate_checks(context, store, config, Checked.published(key, manifest)))
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return fleet_dump
 
@@ -128,59 +123,3 @@ _CHECKS = {
     POINT_IN_TIME: "The tenant's backup is one point in time (WARN when written during every attempt).",
     CAPTURED_ON_TIME: "The tenant's data was read within a day of the day it is filed under (WARN).",
 }
-
-
-def tenant_checks(
-    context: dg.AssetExecutionContext, store: BackupStore, manifest: Manifest, config: PatinaConfig
-) -> list[dg.AssetCheckResult]:
-    """The dump checks of one tenant's backup, with the same verdicts and metadata as `defs/checks.py`'s."""
-    outcome = verify_restore(store, manifest)
-    (context.log.info if outcome.passed else context.log.error)(outcome.summary())
-    restored = restore_metadata(outcome, store.bucket.uri(manifest.key))
-    restored["recorded"] = record_verdict(context, store, manifest, outcome, config)
-    history = previous_backups(store, manifest, limit=HISTORY_WINDOW)
-    size = judge_size(
-        manifest,
-        history,
-        decrease_ratio=config.alerts.size_decrease_ratio,
-        increase_ratio=config.alerts.size_increase_ratio,
-    )
-    drift = detect_schema_drift(store, manifest, history[-1] if history else None)
-    moment = {"database": manifest.database, "day": manifest.day}
-    return [
-        dg.AssetCheckResult(
-            check_name=RESTORE_VERIFICATION,
-            passed=outcome.passed,
-            severity=ERROR,
-            description=outcome.summary(),
-            metadata=restored,
-        ),
-        dg.AssetCheckResult(
-            check_name=SIZE_ANOMALY,
-            passed=not size.anomalous,
-            severity=ERROR if size.verdict == SIZE_TOO_SMALL else WARN,
-            description=size.summary(),
-            metadata=size_metadata(size),
-        ),
-        dg.AssetCheckResult(
-            check_name=SCHEMA_DRIFT,
-            passed=not drift.changed,
-            severity=WARN,
-            description=drift.summary(),
-            metadata=drift_metadata(drift),
-        ),
-        dg.AssetCheckResult(
-            check_name=POINT_IN_TIME,
-            passed=manifest.point_in_time,
-            severity=WARN,
-            description=point_in_time_summary(manifest),
-            metadata={**moment, "verdict": "point_in_time" if manifest.point_in_time else "not_point_in_time"},
-        ),
-        dg.AssetCheckResult(
-            check_name=CAPTURED_ON_TIME,
-            passed=not manifest.captured_late,
-            severity=WARN,
-            description=late_summary(manifest),
-            metadata={**moment, "verdict": "captured_late" if manifest.captured_late else "on_time"},
-        ),
-    ]
