@@ -41,10 +41,10 @@ from .encryption import CiphertextDamaged
 from .engine.errors import CorruptDump, PatinaError
 from .engine.formats import HashingReader, decompressing_reader
 from .history import (
-    INDEX_PREFIX,
     DailyView,
     Entry,
     Facts,
+    index_listing,
     view_from_indexes,
     view_from_inventory,
     view_of_database,
@@ -549,7 +549,7 @@ class Catalog:
         daily_objects = {info.key: info for info in self.store.bucket.list(DAILY_PREFIX)}
         weekly_objects = {info.key: info for info in self.store.bucket.list(WEEKLY_PREFIX)}
         if indexed:
-            indexes = {info.key: info for info in self.store.bucket.list(INDEX_PREFIX)}
+            indexes = index_listing(self.store)
             view = view_from_indexes(self.store, daily_objects, indexes, databases)
         else:
             view = view_from_inventory(self.store, self.store.inventory(objects=daily_objects), daily_objects)
