@@ -93,6 +93,12 @@ class ApiBudget:
         """The budget's clock (wall-clock seconds)."""
         return self._clock()
 
+    def sleep(self, seconds: float) -> None:
+        """Wait on the budget's clock. Every wait of a request path goes through here (its backoffs, an
+        import's polls), so a test that injects one clock and one sleep never waits for real, nor spins
+        against the real clock while the budget is paused."""
+        self._sleep(seconds)
+
     def pause(self, seconds: float) -> None:
         """The API said 429: nobody sends with this token for `seconds` (the longest pause asked wins)."""
         with self._locked() as log:

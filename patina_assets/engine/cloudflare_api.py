@@ -6,8 +6,10 @@ the token shares. A 5xx or a network error is retried, up to `max_attempts`, aft
 with jitter (or what Retry-After asks; at most 5 minutes); a 429 pauses every user of the token through
 the budget (what Retry-After asks, else the backoff) and is waited out for up to
 `rate_limit_patience_seconds`; any other answer that is not a success is the caller's to explain
-(`refused`: what to fix depends on what was asked). A caller with a deadline (`remaining`) never waits
-past it. The token travels in the Authorization header only; no message carries it.
+(`refused`: what to fix depends on what was asked), and so are attempts used up (`gave_up`, when the
+caller words it its own way). A caller with a deadline (`remaining`) never waits past it. Every wait is
+the budget's (`ApiBudget.sleep`, on its clock), so one injected clock and sleep serve the whole path.
+The token travels in the Authorization header only; no message carries it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ MAX_PAUSE_SECONDS = 300.0
 
 #: What a caller raises for an answer that is neither a success nor worth retrying: (HTTP status, JSON body).
 Refused = Callable[[int, dict], Exception]
+#: What a caller raises when its attempts are used up: (attempts, the last answer, as text).
+GaveUp = Callable[[int, str], Exception]
 
 
 class CloudflareApi:
     """One token's requests to the API at `api_url`. `where` begins every message (`d1://acct/db`,
     `account acct`). `remaining` gives the seconds left before the caller's deadline (None: none; it
     raises `DeadlineExceeded` once passed); `budget_wait_seconds` bounds each wait for room in the budget
-    besides; `budget_exhausted` turns a budget that has no room in time into the caller's error."""
+    besides; `budget_exhausted` turns a budget that has no room in time into the caller's error. `sleep`
+    waits out backoffs: the budget's own unless given (tests inject the budget's clock and sleep)."""
 
     def __init__(
         self,
@@ -52,7 +57,7 @@ class CloudflareApi:
         remaining: Callable[[], float | None] = lambda: None,
         budget_wait_seconds: float | None = None,
         transport: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
 
@@ -60,7 +65,8 @@ class CloudflareApi:
         self.backoff_seconds, self.request_timeout = backoff_seconds, request_timeout
         self.rate_limit_patience_seconds = rate_limit_patience_seconds
         self.budget_wait_seconds = budget_wait_seconds
-        self._budget_exhausted, self._remaining, self._sleep = budget_exhausted, remaining, sleep
+        self._budget_exhausted, self._remaining = budget_exhausted, remaining
+        self._sleep = budget.sleep if sleep is None else sleep
         self._transport_error = httpx.TransportError
         self._client = httpx.Client(
             base_url=api_url.rstrip("/"),
@@ -73,11 +79,19 @@ class CloudflareApi:
         self._client.close()
 
     def call(
-        self, method: str, url: str, refused: Refused, *, json: dict | None = None, params: dict | None = None
+        self,
+        method: str,
+        url: str,
+        refused: Refused,
+        *,
+        json: dict | None = None,
+        params: dict | None = None,
+        gave_up: GaveUp | None = None,
     ) -> dict:
         """The JSON body of a successful answer (HTTP 200, `success: true`), retrying and waiting as the
-        module docstring says. Raises `refused(status, body)` for any other final answer, `RateLimited`,
-        `SourceUnavailable` (attempts used up, or a 200 that is not JSON), `DeadlineExceeded`."""
+        module docstring says. Raises `refused(status, body)` for any other final answer (a 200 with
+        `success: false` included), `RateLimited`, `gave_up(attempts, last answer)` when attempts are used
+        up (by default `SourceUnavailable`, as for a 200 that is not JSON), `DeadlineExceeded`."""
         last_problem = ""
         failures = 0
         limited_since: float | None = None
@@ -131,6 +145,8 @@ class CloudflareApi:
                 self._back_off(failures, response.headers.get("Retry-After"))
                 continue
             raise refused(status, body)
+        if gave_up is not None:
+            raise gave_up(self.max_attempts, last_problem)
         raise SourceUnavailable(
             f"{self.where}: gave up after {self.max_attempts} attempts; last answer: {last_problem}"
         )

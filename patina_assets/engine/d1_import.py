@@ -13,6 +13,12 @@ The SQL goes up uncompressed, as D1 wants it; a ``.sql.gz``/``.sql.zst`` dump is
 file first. A Patina dump restores into an EMPTY database (it has no ``DROP TABLE``): ``tables_in`` lets the
 caller check the target before importing, and ``count_rows`` lets it check the result.
 
+Every request to the API (init, ingest, poll, and the queries on the target) takes the token's one request
+path, ``CloudflareApi`` (cloudflare_api.py), and so its ``ApiBudget``: a restore and the nightly dumps on one
+token stay inside one budget, a 429 the restore meets pauses them all, and a lockout is waited out for up to
+``rate_limit_patience_seconds`` rather than spending the import's ``max_attempts``. The upload goes to a
+presigned storage URL instead, which is not the API and does not count against the token.
+
 Errors are ``D1ImportError`` (a ``RestoreError``) whose messages say what failed and what to do; they never
 contain the token or the presigned URL.
 """
@@ -31,8 +37,15 @@ from typing import Any
 
 import httpx
 
-from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget
-from .cloudflare_api import error_text, json_or_empty, retry_after_seconds
+from .api_budget import DEFAULT_REQUESTS_PER_5_MINUTES, ApiBudget, BudgetExhausted
+from .cloudflare_api import (
+    MAX_PAUSE_SECONDS,
+    RATE_LIMIT_PATIENCE_SECONDS,
+    CloudflareApi,
+    error_codes,
+    error_text,
+    retry_after_seconds,
+)
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
@@ -91,7 +104,12 @@ class D1ImportResult:
 
 
 class D1Importer:
-    """One D1 database's import API. ``sleep`` and ``clock`` are injectable so tests need not wait."""
+    """One D1 database's import API.
+
+    ``clock`` (wall-clock seconds) and ``sleep`` make the token's ``ApiBudget`` when none is given; every
+    wait and every time the importer reads (backoffs, budget pauses, polls, its timeout) is then the budget's,
+    so a test that injects one clock and its sleep never waits for real. With ``budget``, its own serve.
+    """
 
     def __init__(
         self,
@@ -108,9 +126,10 @@ class D1Importer:
         request_timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
         budget: ApiBudget | None = None,
+        rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
     ) -> None:
         if not token:
             raise D1ImportError(
@@ -122,16 +141,23 @@ class D1Importer:
         self.poll_interval, self.max_poll_interval = poll_interval, max(poll_interval, max_poll_interval)
         self.timeout_seconds = timeout_seconds
         self.max_attempts, self.backoff_seconds = max_attempts, backoff_seconds
-        self._sleep, self._clock = sleep, clock
+        self.rate_limit_patience_seconds = rate_limit_patience_seconds
         self._transport = transport
         # The token's requests count in the same budget as its dumps' (see engine/api_budget.py).
-        self.budget = budget or ApiBudget(self.api_url, token, limit=requests_per_5_minutes, sleep=sleep)
+        self.budget = budget or ApiBudget(self.api_url, token, limit=requests_per_5_minutes, clock=clock, sleep=sleep)
+        self._sleep, self._clock = self.budget.sleep, self.budget.now
         self._path = f"/accounts/{account_id}/d1/database/{database_id}/import"
-        self._client = httpx.Client(
-            base_url=self.api_url,
+        self._api = CloudflareApi(
+            self.api_url,
+            token,
+            where=self.target,
+            budget=self.budget,
+            budget_exhausted=self._budget_exhausted,
+            max_attempts=max_attempts,
+            backoff_seconds=backoff_seconds,
+            request_timeout=request_timeout,
+            rate_limit_patience_seconds=rate_limit_patience_seconds,
             transport=transport,
-            timeout=request_timeout,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "patina"},
         )
         # Uploads go to a presigned URL elsewhere: no Authorization header may travel there.
         self._uploads = httpx.Client(transport=transport, timeout=request_timeout, headers={"User-Agent": "patina"})
@@ -141,7 +167,7 @@ class D1Importer:
         return f"d1://{self.account_id}/{self.database_id}"
 
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
         self._uploads.close()
 
     def __enter__(self) -> D1Importer:
@@ -160,6 +186,7 @@ class D1Importer:
             api_url=self.api_url,
             max_attempts=self.max_attempts,
             backoff_seconds=self.backoff_seconds,
+            rate_limit_patience_seconds=self.rate_limit_patience_seconds,
             transport=self._transport,
             sleep=self._sleep,
             budget=self.budget,
@@ -298,52 +325,48 @@ class D1Importer:
         )
 
     def _call(self, body: dict, what: str) -> dict:
-        """POST to the import endpoint and return its ``result``, retrying what can pass."""
-        last = ""
-        for attempt in range(self.max_attempts):
-            self.budget.acquire()
-            try:
-                response = self._client.post(self._path, json=body)
-            except httpx.TransportError as exc:
-                last = type(exc).__name__
-                self._pause(attempt, None)
-                continue
-            status = response.status_code
-            if status == 429 or status >= 500:
-                last = f"HTTP {status} {error_text(json_or_empty(response))}".strip()
-                self._pause(attempt, response.headers.get("Retry-After"))
-                continue
-            envelope = json_or_empty(response)
-            if status in (401, 403) or any(
-                isinstance(e, dict) and e.get("code") == 10000 for e in envelope.get("errors") or []
-            ):
-                raise D1ImportError(
+        """POST to the import endpoint through the token's one request path and return its ``result``."""
+
+        def refused(status: int, envelope: dict) -> Exception:
+            if status in (401, 403) or 10000 in error_codes(envelope):
+                return D1ImportError(
                     f"{self.target}: the API refused the token (HTTP {status}) when trying to {what}: "
                     "it needs D1 Edit permission on this account"
                 )
             if status == 404:
-                raise D1ImportError(
+                return D1ImportError(
                     f"{self.target}: no such database (HTTP 404): check the account id and database "
                     "id (`wrangler d1 list`), or create the database first (`wrangler d1 create`)"
                 )
-            if status != 200 or not envelope.get("success", False):
-                raise D1ImportError(f"{self.target}: could not {what}: HTTP {status} {_clip(error_text(envelope))}")
-            result = envelope.get("result")
-            if not isinstance(result, dict):
-                raise D1ImportError(f"{self.target}: could not {what}: the API answered without a result")
-            if result.get("success") is False:
-                raise D1ImportError(f"{self.target}: could not {what}: {_clip(str(result.get('error') or 'refused'))}")
-            return result
-        raise D1ImportUnavailable(
-            f"{self.target}: could not {what} after {self.max_attempts} attempts (last answer: {last}); try again later"
-        )
+            return D1ImportError(f"{self.target}: could not {what}: HTTP {status} {_clip(error_text(envelope))}")
+
+        def gave_up(attempts: int, last: str) -> Exception:
+            return D1ImportUnavailable(
+                f"{self.target}: could not {what} after {attempts} attempts (last answer: {last}); try again later"
+            )
+
+        try:
+            envelope = self._api.call("POST", self._path, refused, json=body, gave_up=gave_up)
+        except SourceUnavailable as exc:  # 429s past the patience (RateLimited), or a 200 that is not JSON
+            raise D1ImportUnavailable(f"could not {what}: {exc}") from exc
+        result = envelope.get("result")
+        if not isinstance(result, dict):
+            raise D1ImportError(f"{self.target}: could not {what}: the API answered without a result")
+        if result.get("success") is False:
+            raise D1ImportError(f"{self.target}: could not {what}: {_clip(str(result.get('error') or 'refused'))}")
+        return result
+
+    def _budget_exhausted(self, e: BudgetExhausted) -> Exception:
+        return D1ImportUnavailable(f"{self.target}: {e}; try again later")
 
     def _pause(self, attempt: int, retry_after: str | None) -> None:
+        """The upload's backoff. The presigned URL is storage, not the API: its 429s say nothing of the
+        token, so they are retried here and pause no one else."""
         if attempt + 1 >= self.max_attempts:
             return
         delay = self.backoff_seconds * (2**attempt) * random.uniform(0.75, 1.25)
         wanted = retry_after_seconds(retry_after)
-        self._sleep(min(max(delay, wanted or 0.0), 300.0))
+        self._sleep(min(max(delay, wanted or 0.0), MAX_PAUSE_SECONDS))
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 from support.compare import assert_same_database
 from support.configs import small_database
 from support.d1_server import D1Server, Fault
+from support.fake_clock import FakeClock
 
 from patina_assets.engine import dump_database, open_source
 from patina_assets.engine.d1_import import (
@@ -161,7 +162,9 @@ def test_an_upload_that_arrives_damaged_is_caught_by_its_md5_and_nothing_is_inge
 def test_transient_errors_are_retried_and_persistent_ones_give_up_clearly(dump, tmp_path):
     _, path = dump
     target = empty_database(tmp_path / "target.sqlite")
-    waits = []
+    # One clock for the budget and every wait: a 429 pauses the budget, which a sleep that does not move
+    # the budget's clock would never see the end of.
+    clock = FakeClock()
     with D1Server({DB_ID: target}, token=TOKEN) as server:
         server.inject(
             Fault.status(503, path="/import"),
@@ -174,10 +177,11 @@ def test_transient_errors_are_retried_and_persistent_ones_give_up_clearly(dump, 
             DB_ID,
             token=TOKEN,
             api_url=server.base_url,
-            sleep=waits.append,
+            sleep=clock.sleep,
+            clock=clock.time,
             expected_rows=expected_rows(path),
         )
-        assert result.num_queries > 0 and 7 in waits
+        assert result.num_queries > 0 and pytest.approx(7, abs=0.01) in clock.sleeps
         server.fail_always(503, path="/import")
         other = empty_database(tmp_path / "other.sqlite")
     with D1Server({DB_ID: other}, token=TOKEN) as server:
@@ -207,11 +211,8 @@ def test_a_refused_token_or_a_missing_database_is_named_without_the_token(dump, 
 def test_an_import_that_never_finishes_times_out_with_advice(dump, tmp_path):
     _, path = dump
     target = empty_database(tmp_path / "target.sqlite")
-    now = [0.0]
-
-    def sleep(seconds):
-        now[0] += seconds
-
+    clock = FakeClock()
+    started = clock.now
     sql = plain_sql(path)
     with D1Server({DB_ID: target}, token=TOKEN, import_active_polls=1000) as server:
         with D1Importer(
@@ -222,13 +223,13 @@ def test_an_import_that_never_finishes_times_out_with_advice(dump, tmp_path):
             poll_interval=10,
             max_poll_interval=10,
             timeout_seconds=60,
-            sleep=sleep,
-            clock=lambda: now[0],
+            sleep=clock.sleep,
+            clock=clock.time,
         ) as importer:
             with pytest.raises(D1ImportError, match="still running after 60s"):
                 importer.import_file(sql.path)
         polls = [a for _, _, a in import_paths(server) if a == "poll"]
-    assert len(polls) == 6 and now[0] == 60
+    assert len(polls) == 6 and clock.now - started == 60
 
 
 def test_row_counts_that_differ_from_the_dump_fail_the_restore(dump, tmp_path):
@@ -255,3 +256,41 @@ def test_row_counts_of_many_tables_stay_inside_d1s_compound_select_limit(tmp_pat
         counts = importer.count_rows([f"t {i}" for i in range(60)])
         requests = len(server.requests)
     assert counts == {f"t {i}": i % 4 for i in range(60)} and requests == 2
+
+
+AUTH_ERROR = {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
+
+
+@pytest.mark.parametrize(
+    "status, body, message",
+    [
+        (
+            403,
+            AUTH_ERROR,
+            "the API refused the token (HTTP 403) when trying to start the import (init): it needs D1 Edit",
+        ),
+        (200, AUTH_ERROR, "the API refused the token (HTTP 200) when trying to start the import (init)"),
+        (404, None, "no such database (HTTP 404): check the account id and database id"),
+        (
+            200,
+            {"success": False, "errors": [{"code": 7400, "message": "bad etag"}]},
+            "could not start the import (init): HTTP 200 bad etag (code 7400)",
+        ),
+        (
+            200,
+            {"success": True, "result": {"success": False, "error": "etag mismatch"}},
+            "could not start the import (init): etag mismatch",
+        ),
+        (200, {"success": True, "result": []}, "could not start the import (init): the API answered without a result"),
+    ],
+)
+def test_the_import_s_refusals_say_what_to_fix_and_are_not_retried(dump, tmp_path, status, body, message):
+    _, path = dump
+    target = empty_database(tmp_path / "target.sqlite")
+    with D1Server({DB_ID: target}, token=TOKEN) as server:
+        server.inject(Fault.status(status, body=body, path="/import"))
+        with pytest.raises(D1ImportError) as refused:
+            import_dump(path, "acct", DB_ID, token=TOKEN, api_url=server.base_url, require_empty=False, **NO_WAIT)
+        inits = [a for _, _, a in import_paths(server) if a == "init"]
+    assert message in str(refused.value) and not isinstance(refused.value, D1ImportUnavailable)
+    assert TOKEN not in str(refused.value) and len(inits) == 1
