@@ -35,6 +35,7 @@ from pathlib import Path
 from . import history, leftovers
 from .encryption import CiphertextDamaged
 from .engine import (
+    DIGEST_VERSION,
     RestoreError,
     SqliteSource,
     content_digest,
@@ -134,7 +135,7 @@ class RestoreVerification:
     tables: list[TableVerification] = field(default_factory=list)
     recorded_content_digest: str = ""
     restored_content_digest: str | None = None
-    digest_version: int = 1  # of both content digests and of every table's (the manifest's)
+    digest_version: int = DIGEST_VERSION  # of both content digests and of every table's: the manifest's
     schema_fingerprint_matches: bool | None = None
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
