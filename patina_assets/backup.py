@@ -82,6 +82,7 @@ def manifest_for(result: DumpResult, day: str, run_id: str | None) -> Manifest:
         table_rows=dict(result.table_rows),
         table_digests=dict(result.table_digests),
         content_digest=result.content_digest,
+        digest_version=result.digest_version,
         schema_fingerprint=result.schema_fingerprint,
         source=result.source,
         point_in_time=result.point_in_time,

@@ -6,7 +6,9 @@ Three questions, asked of one night's backup (its manifest in a `BackupStore`):
   (`restore_dump` checks its footer sha256, runs `integrity_check` and `foreign_key_check` and counts the
   rows), and the restored database holds exactly what the dump recorded from the source: the same tables
   and row counts, the same per-table and content digests (recomputed with `table_digests_of`, the very
-  function the dump used), the same schema fingerprint. Any difference means that night has no usable backup.
+  function the dump used, with the digest version the manifest names: a backup an older Patina made is
+  checked with its SHA-256 digests), the same schema fingerprint. Any difference means that night has no
+  usable backup.
 * `judge_size`: the dump's SQL size against the average of the last (up to) 7 backups of that database
   captured before it: much smaller suggests data loss, much larger corruption or runaway growth.
 * `detect_schema_drift`: the schema fingerprint against the previous backup's (by capture time) and, when it
@@ -33,6 +35,7 @@ from pathlib import Path
 from . import history, leftovers
 from .encryption import CiphertextDamaged
 from .engine import (
+    DIGEST_VERSION,
     RestoreError,
     SqliteSource,
     content_digest,
@@ -132,6 +135,7 @@ class RestoreVerification:
     tables: list[TableVerification] = field(default_factory=list)
     recorded_content_digest: str = ""
     restored_content_digest: str | None = None
+    digest_version: int = DIGEST_VERSION  # of both content digests and of every table's: the manifest's
     schema_fingerprint_matches: bool | None = None
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -169,6 +173,7 @@ def verify_restore(
         key=manifest.key,
         recorded_bytes=manifest.bytes,
         recorded_content_digest=manifest.content_digest,
+        digest_version=manifest.digest_version,
     )
     with scratch_directory(scratch_dir) as scratch:
         try:
@@ -231,9 +236,10 @@ def keep_verdict(store: BackupStore, manifest: Manifest, record: VerificationRec
 
 
 def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored: Path) -> None:
-    """Tables, rows, digests and schema of the restored database against the manifest."""
+    """Tables, rows, digests and schema of the restored database against the manifest (its digests
+    recomputed with the manifest's digest version: like with like)."""
     with SqliteSource(restored) as source:
-        digests = table_digests_of(source)
+        digests = table_digests_of(source, digest_version=manifest.digest_version)
         fingerprint = read_schema(source).fingerprint
         counts = {name: source.query(f"SELECT count(*) FROM {quote_identifier(name)}")[0][0] for name in digests}
     recorded_rows, recorded_digests = dict(manifest.table_rows), dict(manifest.table_digests)
@@ -255,7 +261,7 @@ def _compare_restored(outcome: RestoreVerification, manifest: Manifest, restored
                 f"table {name!r} holds different values than the source had when it was dumped (digest mismatch)"
             )
     outcome.problems += table_problems
-    outcome.restored_content_digest = content_digest(digests)
+    outcome.restored_content_digest = content_digest(digests, manifest.digest_version)
     if outcome.restored_content_digest != manifest.content_digest and not table_problems:
         outcome.problems.append("the restored content digest differs from the one recorded from the source")
     outcome.schema_fingerprint_matches = fingerprint == manifest.schema_fingerprint

@@ -38,6 +38,7 @@ from patina_assets.storage import (
     InvalidKey,
     StorageError,
     StorageIntegrityError,
+    daily_manifest_key,
     parse_weekly_key,
     validate_week,
     week_days,
@@ -101,6 +102,25 @@ def test_a_week_is_one_archive_with_every_daily_its_manifest_and_an_index(tmp_pa
     expected = [p for m in sorted(index.members, key=lambda m: (m.database, m.day)) for p in (m.path, m.manifest_path)]
     assert names == expected + [INDEX_NAME]
     assert read_archive_index(path) == index
+
+
+def test_a_week_holding_a_day_an_older_patina_backed_up_keeps_its_sha256_digests(config, store, archives):
+    # A manifest written before digest versions (no `digest_version`: SHA-256 digests) is archived as version 1,
+    # beside days of version 2, and each archived manifest still says which hash its digests are.
+    for day in DAYS[:2]:
+        back_up_day(config, store, day, ["groveauth"])
+    path = config.bucket.local.path / daily_manifest_key(DAYS[0], "groveauth")
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k != "digest_version"}
+    path.write_text(json.dumps(older, indent=2, sort_keys=True) + "\n")
+    outcome = archives.build(WEEK, ["groveauth"])
+    assert outcome.verification.ok and outcome.verification.members == 2, outcome.verification.problems
+    stored = store.bucket.get_bytes(outcome.manifest.key)
+    archive = tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(stored, max_output_size=1 << 26)))
+    versions = {
+        member.day: json.loads(archive.extractfile(member.manifest_path).read())["digest_version"]
+        for member in outcome.manifest.index.members
+    }
+    assert versions == {DAYS[0]: 1, DAYS[1]: 2}
 
 
 @pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz"])

@@ -2,6 +2,7 @@
 back, restored, damaged, compared."""
 
 import dataclasses
+import json
 import sqlite3
 
 import pytest
@@ -9,7 +10,8 @@ from support.awkward import build_all
 from support.configs import small_database, write_config
 
 from patina_assets.backup import Cloudflare, back_up, manifest_for, open_store
-from patina_assets.engine import SqliteSource, dump_database
+from patina_assets.engine import SqliteSource, dump_database, table_digests_of
+from patina_assets.storage import daily_manifest_key
 from patina_assets.verify import (
     SIZE_NOT_ENOUGH_HISTORY,
     SIZE_OK,
@@ -25,6 +27,13 @@ from patina_assets.verify import (
 )
 
 NO_CLOUDFLARE = Cloudflare(api_url="http://127.0.0.1:9", token=None)
+# What Patina recorded for `setup`'s database before digests had versions (commit 3c7a0e2, run on this very
+# database): the SHA-256 of each table's INSERT statements, and of their lines (digest version 1).
+OLDER_PATINA_DIGESTS = {
+    "users": "5e3dc45b70ea95416c534c794f40d12a8f3c32a550aa54a3412f08c2f73f04c1",
+    "posts": "7b7f1749c317b89aa3fa2a242bb0cec6ee97dbb5b75f1de5302bd938884973e5",
+}
+OLDER_PATINA_CONTENT_DIGEST = "95ca871471aab1fbfeb6308937dab30488a9d0b99946ee3ff23985b04e65918e"
 
 
 @pytest.fixture
@@ -46,6 +55,17 @@ def night(config, day, store):
 
 def stored_path(config, manifest):
     return config.bucket.local.path / manifest.key
+
+
+def as_an_older_patina_wrote_it(config, store, manifest):
+    """The stored manifest of `manifest` rewritten as Patina wrote it before digest versions (SHA-256 digests,
+    no `digest_version` field), and read back from the bucket."""
+    path = config.bucket.local.path / daily_manifest_key(manifest.day, manifest.database)
+    data = json.loads(path.read_text())
+    del data["digest_version"]
+    data.update(table_digests=OLDER_PATINA_DIGESTS, content_digest=OLDER_PATINA_CONTENT_DIGEST)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return store.get_manifest(manifest.day, manifest.database)
 
 
 def execute(source, *statements):
@@ -72,6 +92,45 @@ def test_a_good_backup_restores_with_the_rows_and_digests_the_source_had(setup, 
     assert outcome.restored_content_digest == manifest.content_digest and outcome.schema_fingerprint_matches
     assert outcome.rows == 180 and "restores cleanly" in outcome.summary()
     assert list(tmp_path.glob("patina-verify-*")) == []  # the scratch copies are gone
+
+
+def test_a_backup_an_older_patina_made_is_checked_with_its_sha256_digests(setup, tmp_path):
+    config, source, store = setup()
+    manifest = night(config, "2026-03-01", store)
+    assert manifest.digest_version == 2 and store.get_manifest("2026-03-01", "groveauth").digest_version == 2
+    with SqliteSource(source) as db:  # a new dump's digests are BLAKE3's; version 1 still gives the old ones
+        assert table_digests_of(db, digest_version=1) == OLDER_PATINA_DIGESTS != manifest.table_digests
+    older = as_an_older_patina_wrote_it(config, store, manifest)
+    assert older.digest_version == 1 and older.table_digests == OLDER_PATINA_DIGESTS
+
+    outcome = verify_restore(store, older, scratch_dir=tmp_path)
+    assert outcome.passed, outcome.problems
+    assert {t.name: t.digest_matches for t in outcome.tables} == {"users": True, "posts": True}
+    assert outcome.restored_content_digest == OLDER_PATINA_CONTENT_DIGEST and outcome.digest_version == 1
+    with pytest.raises(ValueError, match="unknown digest version 3"):
+        verify_restore(store, dataclasses.replace(older, digest_version=3), scratch_dir=tmp_path)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_changed_row_fails_under_either_digest_version(setup, tmp_path, version):
+    config, source, store = setup()
+    manifest = night(config, "2026-03-01", store)
+    if version == 1:
+        manifest = as_an_older_patina_wrote_it(config, store, manifest)
+    assert manifest.digest_version == version
+    execute(source, "UPDATE users SET email = 'changed@example.com' WHERE id = 3")
+    other = tmp_path / "other.sql.zst"
+    with SqliteSource(source) as db:
+        dump_database(db, other, database="groveauth")  # a dump of today's (version 2), stored under the old record
+    recorded = dataclasses.replace(manifest, key="", bytes=0, sha256="", created_at="")
+    outcome = verify_restore(
+        store, store.publish_daily("2026-03-01", "groveauth", other, recorded), scratch_dir=tmp_path
+    )
+    assert outcome.stored_sha256_matches and outcome.restored and outcome.digest_version == version
+    assert {t.name: t.digest_matches for t in outcome.tables} == {"users": False, "posts": True}
+    assert outcome.problems == [
+        "table 'users' holds different values than the source had when it was dumped (digest mismatch)"
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["sql.zst", "sql"])
@@ -285,6 +344,19 @@ def test_an_unchanged_fingerprint_needs_no_download(setup, tmp_path):
     assert drift.summary() == "groveauth 2026-03-02: schema unchanged since 2026-03-01"
     first = detect_schema_drift(store, before, None)
     assert not first.changed and "the first backup" in first.summary()
+
+
+def test_no_false_alarm_between_a_day_of_sha256_digests_and_a_day_of_blake3_ones(setup, tmp_path):
+    config, source, store = setup()
+    before = as_an_older_patina_wrote_it(config, store, night(config, "2026-03-01", store))
+    after = night(config, "2026-03-02", store)
+    assert (before.digest_version, after.digest_version) == (1, 2)
+    assert before.content_digest != after.content_digest  # same rows, other hashes: never compared
+    drift = detect_schema_drift(store, after, before, scratch_dir=tmp_path)
+    assert not drift.changed and drift.summary() == "groveauth 2026-03-02: schema unchanged since 2026-03-01"
+    assert [m.day for m in previous_backups(store, after)] == ["2026-03-01"]
+    assert verify_restore(store, before, scratch_dir=tmp_path).passed  # each day is checked with its own
+    assert verify_restore(store, after, scratch_dir=tmp_path).passed
 
 
 def test_a_changed_schema_whose_dumps_cannot_be_read_still_warns(setup, tmp_path):

@@ -1,7 +1,8 @@
 """The dump engine: a plain Python library (no Dagster) that reads a database, writes an exact,
 D1-importable SQL dump, and restores one. The Dagster layer in `patina_assets.defs` sits on top."""
 
-from .dump import DumpResult, content_digest, dump_database, table_digests_of
+from .digests import DIGEST_ALGORITHMS, DIGEST_VERSION, content_digest
+from .dump import DumpResult, dump_database, table_digests_of
 from .errors import (
     AuthenticationFailed,
     CorruptDump,
@@ -23,6 +24,8 @@ from .sources import D1Source, Source, SqliteSource, open_source
 __all__ = [
     "AuthenticationFailed",
     "CorruptDump",
+    "DIGEST_ALGORITHMS",
+    "DIGEST_VERSION",
     "D1Source",
     "DatabaseNotFound",
     "DeadlineExceeded",

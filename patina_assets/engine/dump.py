@@ -31,7 +31,6 @@ so every constraint of the table sees the whole row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from operator import add, itemgetter
 from pathlib import Path
 
 from .. import __version__
+from .digests import DIGEST_VERSION, content_digest, table_hasher
 from .errors import DumpError
 from .formats import DumpOutput, WriteBehind, format_of
 from .lifeline import child_environment
@@ -102,6 +102,7 @@ class DumpResult:
     bookmark: str | None = None  # D1's Time Travel bookmark when the stored attempt began...
     end_bookmark: str | None = None  # ...and when it ended (equal: no write in between)
     attempts: int = 1  # reads of the whole database this dump took
+    digest_version: int = DIGEST_VERSION  # the hash of table_digests and content_digest (see digests.py)
 
     @property
     def tables(self) -> int:
@@ -167,19 +168,17 @@ def dump_database(
     return result
 
 
-def content_digest(table_digests: dict[str, str]) -> str:
-    """One sha256 over every table's data digest: equal exactly when every table holds the same rows."""
-    lines = "".join(
-        f"{json.dumps(name, ensure_ascii=False)}\t{digest}\n" for name, digest in sorted(table_digests.items())
-    )
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
 def table_digests_of(
-    source: Source, statement_bytes: int = STATEMENT_BYTES, rows_per_insert: int = ROWS_PER_INSERT
+    source: Source,
+    statement_bytes: int = STATEMENT_BYTES,
+    rows_per_insert: int = ROWS_PER_INSERT,
+    *,
+    digest_version: int = DIGEST_VERSION,
 ) -> dict[str, str]:
-    """Per-table data digests of a database as a dump of it would record them (to check a restore)."""
-    writer = _DumpWriter(source, None, "", "", None, statement_bytes, rows_per_insert)
+    """Per-table data digests of a database as a dump of it would record them with `digest_version`
+    (to check a restore against the manifest of a dump made with that version)."""
+    table_hasher(digest_version)  # an unknown version fails before any row is read
+    writer = _DumpWriter(source, None, "", "", None, statement_bytes, rows_per_insert, digest_version)
     plan = read_schema(source)
     try:
         return {t.name: writer.write_rows(t)[1] for t in plan.tables if t.data == "rows"}
@@ -188,8 +187,11 @@ def table_digests_of(
 
 
 class _DumpWriter:
-    def __init__(self, source, out, database, job_id, progress, statement_bytes, rows_per_insert) -> None:
+    def __init__(
+        self, source, out, database, job_id, progress, statement_bytes, rows_per_insert, digest_version=DIGEST_VERSION
+    ) -> None:
         self.source = source
+        self.digest_version = digest_version
         self.out: DumpOutput | None = out
         self.database = database
         self.job_id = job_id
@@ -248,7 +250,7 @@ class _DumpWriter:
             sql_sha256="",
             table_rows=table_rows,
             table_digests=table_digests,
-            content_digest=content_digest(table_digests),
+            content_digest=content_digest(table_digests, self.digest_version),
             schema_fingerprint=plan.fingerprint,
             started_at=started,
             finished_at=finished,
@@ -261,6 +263,7 @@ class _DumpWriter:
             bookmark=self.source.bookmark,
             end_bookmark=self.source.end_bookmark,
             attempts=attempt,
+            digest_version=self.digest_version,
         )
         self.footer(result, time.monotonic() - clock)
         result.sql_bytes, result.sql_sha256 = self.out.sql_bytes, self.out.sql_sha256.hexdigest()
@@ -368,14 +371,15 @@ class _DumpWriter:
     def write_rows(
         self, table: TablePlan, lo: int | None = None, split: bool = True, hashed: bool = True
     ) -> tuple[int, str]:
-        """Write `table`'s rows as INSERTs; return the row count and the sha256 of those statements
-        ("" when not `hashed`: the worker's half, which the main process hashes as it appends it).
+        """Write `table`'s rows as INSERTs; return the row count and the digest of those statements (of
+        `digest_version`; "" when not `hashed`: the worker's half, which the main process hashes as it
+        appends it, so a split table's digest is of the very bytes one process would write).
 
         A big rowid table of a SQLite file is written by two processes: a worker writes the rows from a
         split point on into a file of its own while this one writes the rows before it, then that file
         is appended (see `SqliteSource.split_point`). `lo` starts the rows at a rowid (the worker's half).
         """
-        digest = hashlib.sha256()
+        digest = table_hasher(self.digest_version)
         out = self.out
         # Hashing, compressing and writing overlap the formatting, and one another.
         behind = WriteBehind(([digest.update] if hashed else []) + (out.consumers() if out is not None else []))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from ..engine.digests import DIGEST_ALGORITHMS, DIGEST_VERSION
 from .buckets import Bucket, CorruptManifest, InvalidKey, StorageObjectNotFound
 from .layout import (
     AGE_SUFFIX,
@@ -92,6 +93,10 @@ class Manifest:
     ``consistency`` says how ``point_in_time`` is known ("one transaction", "one batch", "bookmark
     unchanged", "bookmark moved"); ``bookmark`` and ``end_bookmark`` are D1's Time Travel bookmarks when
     the dump began and ended. These three came later: a manifest without them still loads (as None).
+
+    ``digest_version`` names the hash of ``table_digests`` and ``content_digest`` (``engine/digests.py``:
+    1 SHA-256, 2 BLAKE3); a restore is checked with the same version. Manifests written before it existed
+    lack it and are version 1.
     """
 
     database: str
@@ -137,6 +142,7 @@ class Manifest:
     recipients: list[str] = field(default_factory=list)
     plaintext_bytes: int | None = None
     plaintext_sha256: str | None = None
+    digest_version: int = DIGEST_VERSION
 
     def __post_init__(self) -> None:
         if not self.captured_at and isinstance(self.started_at, str):
@@ -310,6 +316,7 @@ _OPTIONAL_FIELDS: dict[str, Callable[[], Any]] = {
     "recipients": list,
     "plaintext_bytes": lambda: None,
     "plaintext_sha256": lambda: None,
+    "digest_version": lambda: 1,  # written before BLAKE3 digests: SHA-256 ones
 }
 
 
@@ -346,6 +353,13 @@ def _check_optional_hex64(value: Any) -> str | None:
     return None if value is None else _check_hex64(value)
 
 
+def _check_digest_version(value: Any) -> str | None:
+    if type(value) is int and value in DIGEST_ALGORITHMS:
+        return None
+    known = ", ".join(f"{v} ({name})" for v, name in DIGEST_ALGORITHMS.items())
+    return f"this Patina knows the digest versions {known}, not {value!r} (a newer Patina may have written it: upgrade)"
+
+
 def _check_warnings(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
         return "must be a list of strings"
@@ -368,6 +382,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "table_rows": _check_mapping(_check_int),
     "table_digests": _check_mapping(_check_text),
     "content_digest": _check_text,
+    "digest_version": _check_digest_version,
     "schema_fingerprint": _check_text,
     "source": _check_text,
     "point_in_time": _check_bool,

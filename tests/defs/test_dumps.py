@@ -92,6 +92,7 @@ def check_stored(config, result, sources):
         assert metadata["dagster/row_count"].value == manifest.rows == sum(manifest.table_rows.values())
         assert {r.data["table"]: r.data["rows"] for r in metadata["table_rows"].value.records} == manifest.table_rows
         assert manifest.dagster_run_id == result.run_id
+        assert manifest.digest_version == 2 and metadata["digest"].value == "BLAKE3"  # of the digests it names
     return store, manifests
 
 

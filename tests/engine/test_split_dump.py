@@ -1,13 +1,15 @@
 """A big rowid table of a SQLite file is written by two processes; the dump must be exactly what one
 process writes, and restore exactly."""
 
+import hashlib
 import random
 import re
 import sqlite3
 
+import blake3
 from support.compare import assert_same_database
 
-from patina_assets.engine import SqliteSource, dump, dump_database, restore_dump
+from patina_assets.engine import SqliteSource, dump, dump_database, restore_dump, table_digests_of
 from patina_assets.engine.schema import read_schema
 from patina_assets.engine.sources import SPLIT_MIN_ROWIDS
 
@@ -51,6 +53,31 @@ def test_two_processes_write_exactly_what_one_writes(tmp_path, monkeypatch):
     restore_dump(tmp_path / "split.sql", tmp_path / "restored.sqlite")
     assert_same_database(source, tmp_path / "restored.sqlite")
     assert not list(tmp_path.glob(".patina-half-*"))
+
+
+def statements_of(path, table):
+    """The bytes of `table`'s INSERT statements in a dump: what its data digest is a hash of."""
+    data = path.read_bytes()
+    start = data.index(b"CREATE TABLE IF NOT EXISTS %s(" % table.encode())
+    start = data.index(b";\n", start) + 2
+    return data[start : data.index(b"-- End of table: ", start)]
+
+
+def test_a_split_tables_digest_is_the_hash_of_the_statements_one_process_writes(tmp_path):
+    # The second process hashes nothing: this one hashes its half as it appends it, so the digest is of the
+    # very bytes of the dump, in either digest version.
+    source = sparse_table(tmp_path / "sparse.sqlite")
+    with SqliteSource(source) as db:
+        assert db.split_point(read_schema(db).tables[0]) is not None
+        split = dump_database(db, tmp_path / "split.sql")
+        sha256_digests = table_digests_of(db, digest_version=1)  # one process, as a restore is checked
+        blake3_digests = table_digests_of(db)
+    statements = statements_of(tmp_path / "split.sql", "t")
+    assert statements.startswith(b'INSERT INTO "t"("id","r","s","b") VALUES\n(') and statements.endswith(b");\n")
+    assert split.digest_version == 2 and split.table_digests == blake3_digests == {
+        "t": blake3.blake3(statements).hexdigest()
+    }
+    assert sha256_digests == {"t": hashlib.sha256(statements).hexdigest()}
 
 
 def test_the_second_process_writes_its_half_and_exits_cleanly(tmp_path, monkeypatch):

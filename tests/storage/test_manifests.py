@@ -63,6 +63,16 @@ def test_manifest_keeps_the_dumps_warnings_and_older_manifests_without_them_load
         Manifest.from_json(json.dumps({**older, "warnings": "not a list"}))
 
 
+def test_manifests_name_their_digest_version_and_older_ones_are_version_1():
+    manifest = complete_manifest()
+    assert manifest.digest_version == 2 and json.loads(manifest.to_json())["digest_version"] == 2  # BLAKE3
+    older = {k: v for k, v in json.loads(manifest.to_json()).items() if k != "digest_version"}
+    assert Manifest.from_json(json.dumps(older)).digest_version == 1  # written before the field: SHA-256
+    for unknown in (3, "2", True, None):  # a newer Patina's version is not guessed at
+        with pytest.raises(CorruptManifest, match="digest versions 1 \\(SHA-256\\), 2 \\(BLAKE3\\).*upgrade"):
+            Manifest.from_json(json.dumps({**older, "digest_version": unknown}))
+
+
 def test_incomplete_manifest_cannot_be_written():
     with pytest.raises(ValueError, match="key"):
         manifest_for().to_json()  # key, bytes, sha256 are the store's to fill in

@@ -12,7 +12,14 @@ import dagster as dg
 
 from ...backup import LateBackfillRefused, back_up
 from ...config import DatabaseConfig, PatinaConfig
-from ...engine import AuthenticationFailed, DatabaseNotFound, DumpError, DumpResult, TimeTravelUnavailable
+from ...engine import (
+    DIGEST_ALGORITHMS,
+    AuthenticationFailed,
+    DatabaseNotFound,
+    DumpError,
+    DumpResult,
+    TimeTravelUnavailable,
+)
 from ...storage import BackupStore, Manifest, StorageError
 from ...units import human_bytes
 from ..policies import EXPORT_POOL, daily_partitions, retry_policy
@@ -147,6 +154,7 @@ def dump_metadata(manifest: Manifest, result: DumpResult, uri: str) -> dict:
         "duration_seconds": round(result.duration_seconds, 3),
         "schema_fingerprint": manifest.schema_fingerprint,
         "content_digest": manifest.content_digest,
+        "digest": DIGEST_ALGORITHMS[manifest.digest_version],  # of content_digest and the table digests
         "point_in_time": manifest.point_in_time,
         "consistency": manifest.consistency or "one transaction",
         "time_travel_bookmark": manifest.bookmark or "none",

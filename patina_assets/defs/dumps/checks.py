@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ...config import DatabaseConfig, PatinaConfig
+from ...engine import DIGEST_ALGORITHMS
 from ...storage import LATE_AFTER, BackupStore, CorruptManifest, Manifest, StorageError, daily_verification_key
 from ...units import human_bytes
 from ...verify import (
@@ -249,6 +250,7 @@ def restore_metadata(outcome: RestoreVerification, uri: str) -> dict:
         "table_checks": tables,
         "recorded_content_digest": outcome.recorded_content_digest,
         "restored_content_digest": outcome.restored_content_digest or "none",
+        "digest": DIGEST_ALGORITHMS[outcome.digest_version],  # of both, and of the tables' (the manifest's version)
         "schema_fingerprint_matches": bool(outcome.schema_fingerprint_matches),
         "seconds": round(outcome.seconds, 3),
         "problems": dg.MetadataValue.text("\n".join(outcome.problems) or "none"),
