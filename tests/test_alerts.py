@@ -29,7 +29,7 @@ from patina_assets.notifications import (
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
-    FleetFailure,
+    FleetSummary,
     HeldFailures,
     MissedNight,
     Outbox,
@@ -561,12 +561,12 @@ def test_stale_and_missed_messages_in_every_format_and_redacted():
     assert severity(dataclasses_replace(stale, level="warn")) == 1 and severity(stale) == 3
 
 
-def fleet_failure(**changes) -> FleetFailure:
+def fleet_failure(**changes) -> FleetSummary:
     fields = dict(
         fleet="tenants",
         day="2026-03-09",
         cause="d1://acct/<database id>: the API refused the token (HTTP 401)",
-        failed=29,
+        count=29,
         names=tuple(f"shop-{i:02d}" for i in range(29)),
         tenants=30,
         running=0,
@@ -574,7 +574,7 @@ def fleet_failure(**changes) -> FleetFailure:
         job_id="550e8400-e29b-41d4-a716-446655440000",
         finished_at=FINISHED,
     )
-    return FleetFailure(**{**fields, **changes})
+    return FleetSummary(**{**fields, **changes})
 
 
 def test_a_fleet_failure_names_the_fleet_the_cause_the_count_and_a_few_tenants_redacted_none():
@@ -586,14 +586,14 @@ def test_a_fleet_failure_names_the_fleet_the_cause_the_count_and_a_few_tenants_r
     assert shown["Cause"].endswith("refused the token (HTTP 401)")
     assert "dagster/partition/day=2026-03-09" in shown["All of them"] and "patina status" in shown["All of them"]
     assert severity(fleet_failure()) == ERROR and embed["color"] == RED
-    escalated = fleet_failure(escalated=4, escalated_names=("shop-01", "shop-02"), limit=3, part=2, failed_so_far=40)
+    escalated = fleet_failure(escalated=4, escalated_names=("shop-01", "shop-02"), limit=3, part=2, count_so_far=40)
     message = discord_message(escalated)
     assert message["content"] == "@here Patina: 29 more tenants of fleet tenants failed on 2026-03-09, the same way"
     assert severity(escalated) == CRITICAL
     assert {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}["3+ failures in a row"] == (
         "4 of them: shop-01, shop-02 and 2 more"
     )
-    assert "40 in all with this cause (message 2)" in json.dumps(message)
+    assert "40 in all the same way (message 2)" in json.dumps(message)
     assert webhook_payload(fleet_failure())["summary"] == {"failed": 29, "tenants": 30, "notFinished": 0}
     assert email_message(fleet_failure())["subject"] == "Patina: 29 of 30 tenants of fleet tenants failed on 2026-03-09"
     for destination in (DISCORD, WEBHOOK, EMAIL):
