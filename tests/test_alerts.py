@@ -20,6 +20,8 @@ from patina_assets.notifications import (
     DISCORD,
     EMAIL,
     ERROR,
+    FLEET_BACKED_UP,
+    FLEET_CHECK_FAILED,
     GREEN,
     INFO,
     RED,
@@ -611,6 +613,10 @@ def test_a_fleet_cause_is_the_same_for_every_tenant_and_keeps_what_differs():
     assert fleet_cause(error("shop-12", "5a5a5a5a-0000-4000-8000-00000000000c"), "shop-12") == one
     assert fleet_cause("HTTP 500 for shop-1", "shop-1") != fleet_cause("HTTP 401 for shop-1", "shop-1")
     assert fleet_cause("shop-10 is gone", "shop-1") == "shop-10 is gone"  # another name is not the tenant's
+    # A check's result quotes what it measured: with its day, the day and the numbers go too.
+    assert fleet_cause("shop-1 2026-03-09: 412 bytes of SQL is 8.5% of the average", "shop-1", day="2026-03-09") == (
+        "<tenant> <day>: <n> bytes of SQL is <n>% of the average"
+    )
 
 
 def test_held_failures_group_by_fleet_night_and_cause_and_survive_the_cursor():
@@ -635,3 +641,34 @@ def test_held_failures_group_by_fleet_night_and_cause_and_survive_the_cursor():
     assert held.groups == []
     assert held.count_sent(first, 700.0) == (1, 2)
     assert held.count_sent(first, 800.0) == (2, 4)  # a follow-up counts with the first
+
+
+def test_a_fleet_check_failure_and_a_fleet_success_say_what_they_are_about_redacted_none():
+    check = fleet_failure(
+        kind=FLEET_CHECK_FAILED,
+        check="size_anomaly",
+        check_severity="WARN",
+        asset="fleets/tenants",
+        cause="<tenant> <day>: <n> bytes of SQL is <n>% of the average ...: possible corruption or runaway growth",
+    )
+    embed = discord_message(check)["embeds"][0]
+    assert embed["title"] == "⚠️ Patina: 29 of 30 tenants of fleet tenants warned on check size_anomaly on 2026-03-09"
+    assert (embed["color"], severity(check)) == (AMBER, WARNING)
+    assert "fleets/tenants" in {f["name"]: f["value"] for f in embed["fields"]}["All of them"]
+    payload = webhook_payload(check)
+    assert (payload["type"], payload["status"], payload["check"]["name"]) == (
+        "fleet_check_failed",
+        "warning",
+        "size_anomaly",
+    )
+    backed_up = fleet_failure(kind=FLEET_BACKED_UP, cause="", total_bytes=3 * 1024 * 1024)
+    embed = discord_message(backed_up)["embeds"][0]
+    assert embed["title"] == "✅ Patina: 29 of 30 tenants of fleet tenants were backed up on 2026-03-09"
+    assert (embed["color"], severity(backed_up)) == (GREEN, INFO)
+    payload = webhook_payload(backed_up)
+    assert payload["type"] == "fleet_backup_completed" and payload["summary"]["successful"] == 29
+    assert "status Success" in payload["seeAll"] and "cause" not in payload
+    for alert in (check, backed_up):
+        for destination in (DISCORD, WEBHOOK, EMAIL):
+            text = json.dumps(render(alert, destination, redact=True), ensure_ascii=False)
+            assert "shop-" not in text and "<n>" not in text and "MB" not in text, text

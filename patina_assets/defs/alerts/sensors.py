@@ -11,9 +11,11 @@ Two sensors, both running by default:
   message. And when a failed run leaves a database with ``alerts.consecutive_failure_limit`` or more
   failed backup attempts in a row, a louder message for that database (see :func:`failure_streak`).
   A fleet's tenants are grouped (see :class:`FleetGrouping`): failures of one fleet on one night with one
-  cause are one message, however many tenants; a tenant failing alone still gets its own messages.
+  cause are one message, however many tenants, and so are its night's successes; a tenant failing alone
+  still gets its own messages.
 - ``patina_check_alerts`` -- when any run finishes: one message per failed ERROR asset check, and per
-  failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none).
+  failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none);
+  grouped the same way: one check failing many tenants of a fleet one night the same way is one message.
 
 Why plain ``@dg.sensor`` and not ``@dg.run_failure_sensor`` / ``@dg.run_status_sensor``: those own their
 cursor (a user function may not set it) and move past a run even when the function raised. A message
@@ -844,8 +846,8 @@ def build_alert_sensor(
     clock: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
     """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
-    them to the configured channels through the outbox in its cursor; with ``grouping``, a fleet's failed
-    runs are held and grouped first. ``clock`` is injected by tests (the hold passes in a second)."""
+    them to the configured channels through the outbox in its cursor; with ``grouping``, a fleet's tenants'
+    alerts are held and grouped first. ``clock`` is injected by tests (the hold passes in a second)."""
     channels = Channels(alerting.settings, policy, env)
 
     @dg.sensor(
@@ -923,7 +925,8 @@ def build_alert_sensors(
             f"cancelled ({', '.join(ALERTED_JOBS)}, backfills, UI materializations, in-process runs), with the "
             "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
             f"database has failed {limit} "
-            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message. "
+            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message, "
+            "and so are its night's successes. "
             "Undelivered messages wait in the cursor and are sent when the webhook is back.",
             alerting,
             alerting.run_alerts,
@@ -937,7 +940,8 @@ def build_alert_sensors(
         build_alert_sensor(
             CHECK_ALERTS_SENSOR,
             "Posts to the Discord / JSON webhooks and email for each failed ERROR asset check of a finished run "
-            "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself.",
+            "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself. "
+            "A fleet's tenants failing one check the same night the same way are one message.",
             alerting,
             alerting.check_alerts,
             policy,
