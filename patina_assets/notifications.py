@@ -11,10 +11,11 @@ Three things happen that people must hear about, each a small frozen dataclass:
   or ``alerts.stale_after_days`` (error), or has one again (recovered);
 - :class:`MissedNight` -- the nightly schedule should have produced backups and did not (schedule off,
   daemon down), or does again;
-- :class:`FleetFailure` -- tenants of one fleet failed the same night with the same cause (a revoked token
-  fails them all): one message naming the fleet, the cause, how many of how many, and a few of them,
-  instead of one per tenant's run. :class:`HeldFailures` holds a fleet's failed runs (in the sensor's
-  cursor) until they can be told apart from a fleet-wide failure.
+- :class:`FleetSummary` -- tenants of one fleet failed the same night with the same cause (a revoked token
+  fails them all), failed one check the same way (a D1 change shrinks every dump), or (with
+  ``notify_on_success``) were backed up: one message naming the fleet, the cause, how many of how many,
+  and a few of them, instead of one per tenant's run or check. :class:`HeldFailures` holds a fleet's runs'
+  alerts (in the sensor's cursor) until they can be told apart from a fleet-wide failure.
 
 Each renders to the spec's two formats: a Discord embed (:func:`discord_message`; title, color, fields
 "Databases" / "Total Size" / "Duration", footer ``Job ID: ...``, timestamp) and the generic JSON webhook
@@ -78,7 +79,7 @@ __all__ = [
     "Delivery",
     "DeliveryPolicy",
     "FailureStreak",
-    "FleetFailure",
+    "FleetSummary",
     "HeldFailures",
     "fleet_cause",
     "FlushReport",
@@ -257,17 +258,26 @@ class MissedNight:
     recovered: bool = False
 
 
+#: What a :class:`FleetSummary` is about: failed (or cancelled) runs, failed checks, successful runs.
+FLEET_RUNS_FAILED = "run"
+FLEET_CHECK_FAILED = "check"
+FLEET_BACKED_UP = "success"
+
+
 @dataclass(frozen=True)
-class FleetFailure:
-    """Tenants of fleet ``fleet`` whose runs of ``day`` failed with the same ``cause`` (see
-    :func:`fleet_cause`): one message for all of them. ``part`` 2, 3, ...: more tenants failed the same way
-    after an earlier message of this cause and night was sent (``failed_so_far`` counts them all)."""
+class FleetSummary:
+    """Tenants of fleet ``fleet`` whose runs of ``day`` ended the same way: one message for all of them.
+    ``kind`` :data:`FLEET_RUNS_FAILED`: their runs failed with the same ``cause`` (see :func:`fleet_cause`);
+    :data:`FLEET_CHECK_FAILED`: their check ``check`` failed (``check_severity``) with the same result;
+    :data:`FLEET_BACKED_UP`: they were backed up (``alerts.notify_on_success``; ``total_bytes``).
+    ``part`` 2, 3, ...: more tenants came the same way after an earlier message of this kind, cause and night
+    was sent (``count_so_far`` counts them all)."""
 
     fleet: str
     day: str
     cause: str
-    #: Distinct tenants that failed, and a few of them by name (sorted).
-    failed: int
+    #: Distinct tenants in the message, and a few of them by name (sorted).
+    count: int
     names: tuple[str, ...]
     #: Distinct tenants with a run of this fleet and day (any status), and how many of those are not finished.
     tenants: int
@@ -277,24 +287,38 @@ class FleetFailure:
     job_id: str
     finished_at: _dt.datetime
     part: int = 1
-    failed_so_far: int = 0
+    count_so_far: int = 0
     #: Of the failed tenants, those that failed ``limit`` backup attempts in a row or more (the streak alert,
     #: folded in): how many, and a few by name.
     escalated: int = 0
     escalated_names: tuple[str, ...] = ()
     limit: int = 0
     canceled: bool = False
+    kind: str = FLEET_RUNS_FAILED
+    check: str = ""
+    check_severity: str = "ERROR"
+    #: The fleet's asset (where the UI shows a check's evaluations per tenant and day).
+    asset: str = ""
+    total_bytes: int = 0
 
     @property
     def ui_hint(self) -> str:
-        """Where the whole list is: every failed run is in the UI, every tenant's newest backup in `patina status`."""
+        """Where the whole list is: every run and check evaluation is in the UI, every tenant's newest backup
+        in `patina status`."""
+        if self.kind == FLEET_CHECK_FAILED:
+            return (
+                f"the Dagster UI's asset {self.asset}, check {self.check}: its evaluation per partition "
+                f"(day {self.day} x tenant); or the Runs page filtered by tag dagster/partition/day={self.day} "
+                f"(job {self.job_name})"
+            )
+        status = "Success" if self.kind == FLEET_BACKED_UP else "Failure"
         return (
-            f"the Dagster UI's Runs page, filtered by status Failure and tag dagster/partition/day={self.day} "
+            f"the Dagster UI's Runs page, filtered by status {status} and tag dagster/partition/day={self.day} "
             f"(job {self.job_name}); or `patina status`, a line per tenant with its newest backup"
         )
 
 
-Alert = RunSummary | CheckFailure | FailureStreak | StaleBackup | MissedNight | FleetFailure
+Alert = RunSummary | CheckFailure | FailureStreak | StaleBackup | MissedNight | FleetSummary
 
 
 def severity(alert: Alert) -> int:
@@ -310,7 +334,11 @@ def severity(alert: Alert) -> int:
         return {"warn": WARNING, "error": CRITICAL}.get(alert.level, INFO)
     if isinstance(alert, MissedNight):
         return INFO if alert.recovered else ERROR
-    if isinstance(alert, FleetFailure):
+    if isinstance(alert, FleetSummary):
+        if alert.kind == FLEET_BACKED_UP:
+            return INFO
+        if alert.kind == FLEET_CHECK_FAILED:
+            return ERROR if alert.check_severity == "ERROR" else WARNING
         return CRITICAL if alert.escalated else ERROR
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
@@ -390,7 +418,7 @@ def discord_message(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _discord_stale(alert, redact)
     if isinstance(alert, MissedNight):
         return _discord_missed(alert)
-    if isinstance(alert, FleetFailure):
+    if isinstance(alert, FleetSummary):
         return _discord_fleet(alert, redact)
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
@@ -544,38 +572,66 @@ def _some(names: Sequence[str], total: int) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def _fleet_headline(alert: FleetFailure) -> str:
-    what = "were cancelled" if alert.canceled else "failed"
+def _fleet_what(alert: FleetSummary) -> str:
+    if alert.kind == FLEET_BACKED_UP:
+        return "were backed up"
+    if alert.kind == FLEET_CHECK_FAILED:
+        return f"{'failed' if alert.check_severity == 'ERROR' else 'warned on'} check {alert.check}"
+    return "were cancelled" if alert.canceled else "failed"
+
+
+def _fleet_headline(alert: FleetSummary) -> str:
+    what = _fleet_what(alert)
     if alert.part > 1:
-        return f"Patina: {alert.failed} more tenants of fleet {alert.fleet} {what} on {alert.day}, the same way"
-    return f"Patina: {alert.failed} of {alert.tenants} tenants of fleet {alert.fleet} {what} on {alert.day}"
+        return f"Patina: {alert.count} more tenants of fleet {alert.fleet} {what} on {alert.day}, the same way"
+    return f"Patina: {alert.count} of {alert.tenants} tenants of fleet {alert.fleet} {what} on {alert.day}"
 
 
-def _discord_fleet(alert: FleetFailure, redact: bool) -> dict[str, Any]:
+#: Why a fleet's message is one message, by its kind.
+_FLEET_WHY = {
+    FLEET_RUNS_FAILED: "These runs failed with the same cause, so this is one message instead of one per tenant: "
+    "something they share (the Cloudflare token, the account, the bucket) is the likely problem.",
+    FLEET_CHECK_FAILED: "This check failed the same way for these tenants, so this is one message instead of one "
+    "per tenant: a change they share (D1, the export, the schema they all run) is the likely cause.",
+    FLEET_BACKED_UP: "One message for the night's successful tenants instead of one per tenant.",
+}
+
+
+def _discord_fleet(alert: FleetSummary, redact: bool) -> dict[str, Any]:
     headline = _fleet_headline(alert)
-    counted = f"{alert.failed} of the {alert.tenants} tenants with a run that night"
+    counted = f"{alert.count} of the {alert.tenants} tenants with a run that night"
     if alert.running:
         counted += f" ({alert.running} not finished yet)"
     if alert.part > 1:
-        counted += f"; {alert.failed_so_far} in all with this cause (message {alert.part})"
-    fields = [_field("Fleet", alert.fleet), _field("Day", alert.day), _field("Failed", counted, inline=False)]
+        counted += f"; {alert.count_so_far} in all the same way (message {alert.part})"
+    label = "Backed up" if alert.kind == FLEET_BACKED_UP else "Failed"
+    fields = [_field("Fleet", alert.fleet), _field("Day", alert.day)]
+    if alert.kind == FLEET_CHECK_FAILED:
+        fields += [_field("Check", alert.check), _field("Severity", alert.check_severity)]
+    fields.append(_field(label, counted, inline=False))
+    if alert.kind == FLEET_BACKED_UP and not redact:
+        fields.append(_field("Total Size", human_bytes(alert.total_bytes)))
     if not redact:
-        fields.append(_field("Cause", alert.cause or "unknown", inline=False))
-        fields.append(_field("Tenants", _some(alert.names, alert.failed), inline=False))
+        if alert.kind != FLEET_BACKED_UP:
+            fields.append(
+                _field("Cause" if alert.kind == FLEET_RUNS_FAILED else "Result", alert.cause or "unknown", inline=False)
+            )
+        fields.append(_field("Tenants", _some(alert.names, alert.count), inline=False))
     if alert.escalated:
         who = "" if redact else ": " + _some(alert.escalated_names, alert.escalated)
         fields.append(_field(f"{alert.limit}+ failures in a row", f"{alert.escalated} of them{who}", inline=False))
     fields.append(_field("All of them", alert.ui_hint, inline=False))
-    description = (
-        "These runs failed with the same cause, so this is one message instead of one per tenant: "
-        "something they share (the Cloudflare token, the account, the bucket) is the likely problem."
-    )
     message: dict[str, Any] = {}
     if alert.escalated:  # the streak alert's ping, once for the fleet
         message = {"content": f"@here {headline}", "allowed_mentions": {"parse": ["everyone"]}}
-    color = DARK_RED if alert.escalated else RED
-    title = f"{'🚨' if alert.escalated else '❌'} {headline}"
-    return {**message, "embeds": [_embed(title, color, fields, alert.job_id, alert.finished_at, description)]}
+    if alert.kind == FLEET_BACKED_UP:
+        color, icon = GREEN, "✅"
+    elif alert.kind == FLEET_CHECK_FAILED and alert.check_severity != "ERROR":
+        color, icon = AMBER, "⚠️"
+    else:
+        color, icon = (DARK_RED, "🚨") if alert.escalated else (RED, "❌")
+    embed = _embed(f"{icon} {headline}", color, fields, alert.job_id, alert.finished_at, _FLEET_WHY[alert.kind])
+    return {**message, "embeds": [embed]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,7 +652,7 @@ def webhook_payload(alert: Alert, *, redact: bool = False) -> dict[str, Any]:
         return _webhook_stale(alert, redact)
     if isinstance(alert, MissedNight):
         return _webhook_missed(alert)
-    if isinstance(alert, FleetFailure):
+    if isinstance(alert, FleetSummary):
         return _webhook_fleet(alert, redact)
     raise TypeError(f"not an alert: {type(alert).__name__}")
 
@@ -720,27 +776,47 @@ def _webhook_streak(streak: FailureStreak, redact: bool) -> dict[str, Any]:
     return payload
 
 
-def _webhook_fleet(alert: FleetFailure, redact: bool) -> dict[str, Any]:
+_FLEET_TYPES = {
+    FLEET_RUNS_FAILED: "fleet_backup_failed",
+    FLEET_CHECK_FAILED: "fleet_check_failed",
+    FLEET_BACKED_UP: "fleet_backup_completed",
+}
+
+
+def _webhook_fleet(alert: FleetSummary, redact: bool) -> dict[str, Any]:
+    counted = "successful" if alert.kind == FLEET_BACKED_UP else "failed"
+    summary: dict[str, Any] = {counted: alert.count, "tenants": alert.tenants, "notFinished": alert.running}
+    if alert.kind == FLEET_BACKED_UP and not redact:
+        summary["totalSize"] = human_bytes(alert.total_bytes)
+    if alert.kind == FLEET_BACKED_UP:
+        status = "success"
+    elif alert.kind == FLEET_CHECK_FAILED:
+        status = "error" if alert.check_severity == "ERROR" else "warning"
+    else:
+        status = "escalated" if alert.escalated else "failure"
     payload: dict[str, Any] = {
-        "type": "fleet_backup_failed",
+        "type": _FLEET_TYPES[alert.kind],
         "jobId": alert.job_id,
         "job": alert.job_name,
-        "status": "escalated" if alert.escalated else "failure",
+        "status": status,
         "timestamp": format_timestamp(alert.finished_at),
         "fleet": alert.fleet,
         "day": alert.day,
-        "summary": {"failed": alert.failed, "tenants": alert.tenants, "notFinished": alert.running},
+        "summary": summary,
         "part": alert.part,
-        "failedSoFar": alert.failed_so_far or alert.failed,
-        "escalated": alert.escalated,
-        "threshold": alert.limit,
-        "canceled": alert.canceled,
+        f"{counted}SoFar": alert.count_so_far or alert.count,
         "seeAll": alert.ui_hint,
     }
+    if alert.kind == FLEET_RUNS_FAILED:
+        payload.update(escalated=alert.escalated, threshold=alert.limit, canceled=alert.canceled)
+    if alert.kind == FLEET_CHECK_FAILED:
+        payload["check"] = {"name": alert.check, "severity": alert.check_severity, "asset": alert.asset}
     if not redact:
-        payload["cause"] = alert.cause
+        if alert.kind != FLEET_BACKED_UP:
+            payload["cause"] = alert.cause
         payload["tenants"] = list(alert.names[:FLEET_NAMES_SHOWN])
-        payload["escalatedTenants"] = list(alert.escalated_names[:FLEET_NAMES_SHOWN])
+        if alert.kind == FLEET_RUNS_FAILED:
+            payload["escalatedTenants"] = list(alert.escalated_names[:FLEET_NAMES_SHOWN])
     return payload
 
 
@@ -1023,23 +1099,35 @@ class Channels:
 _DATABASE_ID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 
-def fleet_cause(error: str | None, tenant: str) -> str:
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def fleet_cause(error: str | None, tenant: str, *, day: str | None = None) -> str:
     """One tenant's error as the cause its fleet's tenants may share: its first line with the tenant's name
     and any D1 database id (a uuid) replaced, so a revoked token reads the same for every tenant. The text
-    is the error the run message would show (it holds no token: the engine's errors never quote one)."""
+    is the error the run message would show (it holds no token: the engine's errors never quote one).
+    With ``day`` (a check's result, which quotes what it measured): the day, and every number, replaced
+    too, so "412 bytes of SQL is 8% of the average" reads the same for each tenant whose dump shrank."""
     text = one_line(error, 10 * _ERROR_LIMIT) or "did not run"
     text = re.sub(rf"(?<![\w.-]){re.escape(tenant)}(?![\w-])", "<tenant>", text)
-    return _cut(_DATABASE_ID.sub("<database id>", text), _ERROR_LIMIT)
+    text = _DATABASE_ID.sub("<database id>", text)
+    if day is not None:
+        text = _NUMBER.sub("<n>", text.replace(day, "<day>"))
+    return _cut(text, _ERROR_LIMIT)
 
 
-def fleet_group_key(fleet: str, day: str, cause: str) -> str:
-    """``tenants|2026-11-30|<12 hex>``: one fleet, one night, one cause (hashed: the key goes into ids)."""
-    return f"{fleet}|{day}|{hashlib.sha256(cause.encode()).hexdigest()[:12]}"
+def fleet_group_key(fleet: str, day: str, cause: str, kind: str = FLEET_RUNS_FAILED) -> str:
+    """``tenants|2026-11-30|<12 hex>``: one fleet, one night, one kind and cause (hashed: the key goes into
+    ids; a failed run's kind adds nothing to the hash, so its keys are those of before checks were grouped)."""
+    what = cause if kind == FLEET_RUNS_FAILED else f"{kind}\n{cause}"
+    return f"{fleet}|{day}|{hashlib.sha256(what.encode()).hexdigest()[:12]}"
 
 
 @dataclass
 class HeldGroup:
-    """Failed runs of one fleet's tenants, one night, one cause, not sent yet."""
+    """Alerts of one fleet's tenants, one night, one kind and cause, not sent yet: failed runs
+    (:data:`FLEET_RUNS_FAILED`), one check's failures (:data:`FLEET_CHECK_FAILED`: ``kind`` is
+    ``check:<name>:<severity>``), successful runs (:data:`FLEET_BACKED_UP`)."""
 
     fleet: str
     day: str
@@ -1055,15 +1143,18 @@ class HeldGroup:
     runs: list[str] = field(default_factory=list)
     escalated: list[str] = field(default_factory=list)
     canceled: bool = True
+    kind: str = FLEET_RUNS_FAILED
+    #: The stored bytes of the tenants' backups (a success summary's total size).
+    total_bytes: int = 0
 
     @property
     def key(self) -> str:
-        return fleet_group_key(self.fleet, self.day, self.cause)
+        return fleet_group_key(self.fleet, self.day, self.cause, self.kind)
 
 
 @dataclass
 class HeldFailures:
-    """A fleet's failed runs grouped by (fleet, night, cause) until they are due (:meth:`due`): the sensor
+    """A fleet's runs' alerts grouped by (fleet, night, kind, cause) until they are due (:meth:`due`): the sensor
     keeps this in its cursor beside its position, so a run read once is in exactly one group, whichever tick
     read it. ``sent`` counts what went out per group key (messages, tenants, when), so a failure of the same
     cause after a message is a follow-up ("12 more"); kept for two days."""
@@ -1084,14 +1175,19 @@ class HeldFailures:
         escalated: bool,
         canceled: bool,
         now: float,
+        kind: str = FLEET_RUNS_FAILED,
+        size_bytes: int = 0,
     ) -> HeldGroup:
-        key = fleet_group_key(fleet, day, cause)
+        key = fleet_group_key(fleet, day, cause, kind)
         group = next((g for g in self.groups if g.key == key), None)
         if group is None:
-            group = HeldGroup(fleet, day, cause, job_name, held_since=now, job_id=run_id, finished_at=finished_at)
+            group = HeldGroup(
+                fleet, day, cause, job_name, held_since=now, job_id=run_id, finished_at=finished_at, kind=kind
+            )
             self.groups.append(group)
         if tenant not in group.tenants:
             group.tenants.append(tenant)
+            group.total_bytes += size_bytes
         group.runs = [*group.runs, run_id] if len(group.tenants) == 1 else []
         if escalated and tenant not in group.escalated:
             group.escalated.append(tenant)

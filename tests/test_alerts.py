@@ -20,6 +20,8 @@ from patina_assets.notifications import (
     DISCORD,
     EMAIL,
     ERROR,
+    FLEET_BACKED_UP,
+    FLEET_CHECK_FAILED,
     GREEN,
     INFO,
     RED,
@@ -29,7 +31,7 @@ from patina_assets.notifications import (
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
-    FleetFailure,
+    FleetSummary,
     HeldFailures,
     MissedNight,
     Outbox,
@@ -561,12 +563,12 @@ def test_stale_and_missed_messages_in_every_format_and_redacted():
     assert severity(dataclasses_replace(stale, level="warn")) == 1 and severity(stale) == 3
 
 
-def fleet_failure(**changes) -> FleetFailure:
+def fleet_failure(**changes) -> FleetSummary:
     fields = dict(
         fleet="tenants",
         day="2026-03-09",
         cause="d1://acct/<database id>: the API refused the token (HTTP 401)",
-        failed=29,
+        count=29,
         names=tuple(f"shop-{i:02d}" for i in range(29)),
         tenants=30,
         running=0,
@@ -574,7 +576,7 @@ def fleet_failure(**changes) -> FleetFailure:
         job_id="550e8400-e29b-41d4-a716-446655440000",
         finished_at=FINISHED,
     )
-    return FleetFailure(**{**fields, **changes})
+    return FleetSummary(**{**fields, **changes})
 
 
 def test_a_fleet_failure_names_the_fleet_the_cause_the_count_and_a_few_tenants_redacted_none():
@@ -586,14 +588,14 @@ def test_a_fleet_failure_names_the_fleet_the_cause_the_count_and_a_few_tenants_r
     assert shown["Cause"].endswith("refused the token (HTTP 401)")
     assert "dagster/partition/day=2026-03-09" in shown["All of them"] and "patina status" in shown["All of them"]
     assert severity(fleet_failure()) == ERROR and embed["color"] == RED
-    escalated = fleet_failure(escalated=4, escalated_names=("shop-01", "shop-02"), limit=3, part=2, failed_so_far=40)
+    escalated = fleet_failure(escalated=4, escalated_names=("shop-01", "shop-02"), limit=3, part=2, count_so_far=40)
     message = discord_message(escalated)
     assert message["content"] == "@here Patina: 29 more tenants of fleet tenants failed on 2026-03-09, the same way"
     assert severity(escalated) == CRITICAL
     assert {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}["3+ failures in a row"] == (
         "4 of them: shop-01, shop-02 and 2 more"
     )
-    assert "40 in all with this cause (message 2)" in json.dumps(message)
+    assert "40 in all the same way (message 2)" in json.dumps(message)
     assert webhook_payload(fleet_failure())["summary"] == {"failed": 29, "tenants": 30, "notFinished": 0}
     assert email_message(fleet_failure())["subject"] == "Patina: 29 of 30 tenants of fleet tenants failed on 2026-03-09"
     for destination in (DISCORD, WEBHOOK, EMAIL):
@@ -611,6 +613,10 @@ def test_a_fleet_cause_is_the_same_for_every_tenant_and_keeps_what_differs():
     assert fleet_cause(error("shop-12", "5a5a5a5a-0000-4000-8000-00000000000c"), "shop-12") == one
     assert fleet_cause("HTTP 500 for shop-1", "shop-1") != fleet_cause("HTTP 401 for shop-1", "shop-1")
     assert fleet_cause("shop-10 is gone", "shop-1") == "shop-10 is gone"  # another name is not the tenant's
+    # A check's result quotes what it measured: with its day, the day and the numbers go too.
+    assert fleet_cause("shop-1 2026-03-09: 412 bytes of SQL is 8.5% of the average", "shop-1", day="2026-03-09") == (
+        "<tenant> <day>: <n> bytes of SQL is <n>% of the average"
+    )
 
 
 def test_held_failures_group_by_fleet_night_and_cause_and_survive_the_cursor():
@@ -635,3 +641,34 @@ def test_held_failures_group_by_fleet_night_and_cause_and_survive_the_cursor():
     assert held.groups == []
     assert held.count_sent(first, 700.0) == (1, 2)
     assert held.count_sent(first, 800.0) == (2, 4)  # a follow-up counts with the first
+
+
+def test_a_fleet_check_failure_and_a_fleet_success_say_what_they_are_about_redacted_none():
+    check = fleet_failure(
+        kind=FLEET_CHECK_FAILED,
+        check="size_anomaly",
+        check_severity="WARN",
+        asset="fleets/tenants",
+        cause="<tenant> <day>: <n> bytes of SQL is <n>% of the average ...: possible corruption or runaway growth",
+    )
+    embed = discord_message(check)["embeds"][0]
+    assert embed["title"] == "⚠️ Patina: 29 of 30 tenants of fleet tenants warned on check size_anomaly on 2026-03-09"
+    assert (embed["color"], severity(check)) == (AMBER, WARNING)
+    assert "fleets/tenants" in {f["name"]: f["value"] for f in embed["fields"]}["All of them"]
+    payload = webhook_payload(check)
+    assert (payload["type"], payload["status"], payload["check"]["name"]) == (
+        "fleet_check_failed",
+        "warning",
+        "size_anomaly",
+    )
+    backed_up = fleet_failure(kind=FLEET_BACKED_UP, cause="", total_bytes=3 * 1024 * 1024)
+    embed = discord_message(backed_up)["embeds"][0]
+    assert embed["title"] == "✅ Patina: 29 of 30 tenants of fleet tenants were backed up on 2026-03-09"
+    assert (embed["color"], severity(backed_up)) == (GREEN, INFO)
+    payload = webhook_payload(backed_up)
+    assert payload["type"] == "fleet_backup_completed" and payload["summary"]["successful"] == 29
+    assert "status Success" in payload["seeAll"] and "cause" not in payload
+    for alert in (check, backed_up):
+        for destination in (DISCORD, WEBHOOK, EMAIL):
+            text = json.dumps(render(alert, destination, redact=True), ensure_ascii=False)
+            assert "shop-" not in text and "<n>" not in text and "MB" not in text, text

@@ -183,7 +183,8 @@ def test_runs_from_before_the_sensor_started_are_not_replayed(tmp_path, instance
 
 def test_a_backlog_is_read_in_order_over_several_ticks(tmp_path, instance, hooks, monkeypatch):
     discord, generic = hooks
-    monkeypatch.setattr(alert_sensors, "RUNS_PER_TICK", 2)
+    monkeypatch.setattr(alert_sensors, "RUNS_PER_PAGE", 2)
+    monkeypatch.setattr(alert_sensors, "READ_SECONDS_PER_TICK", 0.0)  # one page a tick
     patina = Patina(tmp_path, instance, notify_on_success=True)
     patina.start()
     runs = [

@@ -16,13 +16,22 @@ from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.d1_server import D1Server
 
+from patina_assets import history
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
-from patina_assets.defs.alerts.sensors import FLEET_HOLD_SECONDS, RUN_ALERTS_SENSOR, build_alert_sensors
+from patina_assets.defs.alerts import sensors as alert_sensors
+from patina_assets.defs.alerts.sensors import (
+    CHECK_ALERTS_SENSOR,
+    FLEET_HOLD_SECONDS,
+    RUN_ALERTS_SENSOR,
+    Alerting,
+    build_alert_sensors,
+    read_run,
+)
 from patina_assets.defs.alerts.watch import FRESHNESS_SENSOR, build_freshness_sensor
 from patina_assets.defs.fleets import fleet_job_name, tenant_partition_key
 from patina_assets.fleets import discover, fleet_cloudflare
-from patina_assets.notifications import DeliveryPolicy
+from patina_assets.notifications import DeliveryPolicy, webhook_payload
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, attempts=1, backoff_seconds=0.0)
 ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -147,11 +156,11 @@ def big_fleet(tmp_path, monkeypatch):
 class Ticks:
     """The run alert sensor ticked as the daemon ticks it, its cursor carried, on a clock the test moves."""
 
-    def __init__(self, config, instance):
+    def __init__(self, config, instance, name=RUN_ALERTS_SENSOR):
         self.instance = instance
         self.now = time.time()
         sensors = build_alert_sensors(config, policy=FAST, clock=lambda: self.now)
-        self.sensor = dg.Definitions(sensors=sensors).resolve_sensor_def(RUN_ALERTS_SENSOR)
+        self.sensor = dg.Definitions(sensors=sensors).resolve_sensor_def(name)
         self.cursor = None
         self.skips: list[str] = []
 
@@ -183,11 +192,8 @@ def test_a_revoked_token_failing_every_tenant_is_one_message_and_a_distinct_fail
     runs.append(night(tenants[29]))
     assert not any(run.success for run in runs)
 
-    # 10 finished runs a tick: held while more are unread, sent by the tick that read the last of them.
-    assert tick().startswith("10 finished run(s) read, 10 fleet tenant failure(s) held")
-    assert tick().startswith("10 finished run(s) read, 20 fleet tenant failure(s) held")
-    assert generic.accepted == []
-    assert "held" not in tick()
+    # Read 10 runs a page, page after page within the tick: the whole night in one tick, one message.
+    assert "30 finished run(s) read" in tick()
     assert [m["type"] for m in generic.accepted] == ["fleet_backup_failed", "backup_failed"]
     grouped, alone = generic.accepted
     assert grouped["fleet"] == "tenants" and grouped["day"] == day
@@ -227,13 +233,13 @@ def test_a_fleet_failure_is_held_across_ticks_at_most_the_hold_while_its_night_s
         partition_key=tenant_partition_key(day, "tenant-0"), instance=instance, raise_on_error=False
     )
     assert not first.success
-    assert "1 fleet tenant failure(s) held" in tick()
+    assert "1 fleet tenant alert(s) held" in tick()
     tick.now += FLEET_HOLD_SECONDS / 2
     second = job.execute_in_process(
         partition_key=tenant_partition_key(day, "tenant-1"), instance=instance, raise_on_error=False
     )
     assert not second.success
-    assert "2 fleet tenant failure(s) held" in tick()
+    assert "2 fleet tenant alert(s) held" in tick()
     assert generic.accepted == []  # the night is not over: more tenants may fail the same way
 
     tick.now += FLEET_HOLD_SECONDS / 2  # the first failure has waited the longest it may
@@ -274,3 +280,75 @@ def test_a_fleet_failing_three_nights_escalates_once_for_the_fleet_not_once_per_
     ]
     assert generic.accepted[2]["escalatedTenants"] == ["tenant-0", "tenant-1", "tenant-2"]
     assert all(m["summary"] == {"failed": 3, "tenants": 3, "notFinished": 0} for m in generic.accepted)
+
+
+def test_a_check_failing_every_tenant_alike_is_one_message_a_lone_one_its_own_and_successes_one_summary(
+    fleet, generic, monkeypatch, tmp_path
+):
+    """A D1 change shrinks every tenant's dump: size_anomaly fails for each, one message for the fleet's night
+    (read one run a tick here, held over the ticks); tenant-2 grows instead, its warning is its own message,
+    as it is without grouping. With notify_on_success the night's backups are one summary, and a tenant backed
+    up alone later gets its own "completed" message."""
+    config, server, instance, paths = fleet
+    config = write_config(  # the same fleet, with success messages
+        tmp_path,
+        [],
+        databases_from=[{"name": "tenants", "account": ACCOUNT, "name_pattern": "tenant-*"}],
+        cloudflare={"api_url": server.base_url},
+        alerts={"notify_on_success": True},
+    )
+    day = DAYS[-1]
+    for i in range(3):  # three earlier nights of a bigger database: the size check's baseline
+        big = small_database(tmp_path / f"baseline-{i}.sqlite", 200)
+        for back in (4, 3, 2):
+            captured = dt.datetime.fromisoformat(DAYS[-back]).replace(tzinfo=dt.UTC) + dt.timedelta(days=1, hours=1)
+            store_backup_captured_at(config, f"tenant-{i}", captured, tmp_path, big)
+        # The discovery gave each tenant an empty history index, which a backup stored outside a run does not
+        # update: rebuilt from the bucket, as a reader does with a stale one.
+        history.rebuild(open_store(config), f"tenant-{i}")
+    grown = tmp_path / "grown"
+    grown.mkdir()
+    server.add_database(tenant_id(2), small_database(grown / "tenant-2.sqlite", 2000))  # tenant-2: 10x bigger
+    job = build_definitions(config).resolve_job_def(fleet_job_name(config.fleets[0]))
+    checks, runs = Ticks(config, instance, CHECK_ALERTS_SENSOR), Ticks(config, instance)
+    checks(), runs()  # the sensors start from the newest record
+    nights = [
+        job.execute_in_process(partition_key=tenant_partition_key(day, t), instance=instance, raise_on_error=False)
+        for t in ("tenant-0", "tenant-1", "tenant-2")
+    ]
+    assert all(night.success for night in nights)  # size_anomaly does not block: the backups are stored
+
+    monkeypatch.setattr(alert_sensors, "RUNS_PER_PAGE", 1)
+    monkeypatch.setattr(alert_sensors, "READ_SECONDS_PER_TICK", 0.0)  # one page a tick: read over three ticks
+    assert "1 fleet tenant alert(s) held" in checks()
+    assert "2 fleet tenant alert(s) held" in checks()
+    assert generic.accepted == []
+    assert "held" not in checks()
+    grouped, alone = generic.accepted
+    assert grouped["type"] == "fleet_check_failed" and grouped["status"] == "error"
+    assert grouped["check"] == {"name": "size_anomaly", "severity": "ERROR", "asset": "fleets/tenants"}
+    assert grouped["summary"] == {"failed": 2, "tenants": 3, "notFinished": 0}
+    assert grouped["tenants"] == ["tenant-0", "tenant-1"] and grouped["jobId"] == nights[0].run_id
+    assert grouped["cause"].startswith("<tenant> <day>: <n> bytes of SQL is <n>% of the average")
+    assert grouped["cause"].endswith("possible data loss")
+    assert "fleets/tenants" in grouped["seeAll"] and f"dagster/partition/day={day}" in grouped["seeAll"]
+    # tenant-2's warning: the very message the check sensor sends for a database of its own.
+    record = instance.get_run_record_by_id(nights[2].run_id)
+    [(_, warning)] = Alerting(config).check_alerts(instance, read_run(instance, record))
+    assert alone == webhook_payload(warning) and alone["check"]["database"] == "tenant-2"
+    checks.now += FLEET_HOLD_SECONDS * 3
+    checks()
+    assert len(generic.accepted) == 2  # sent once
+
+    monkeypatch.setattr(alert_sensors, "READ_SECONDS_PER_TICK", 20.0)
+    assert "3 finished run(s) read" in runs()  # three pages of one run, in one tick: one summary
+    [summary] = generic.accepted[2:]
+    assert summary["type"] == "fleet_backup_completed" and summary["status"] == "success"
+    assert summary["summary"]["successful"] == 3 and summary["summary"]["tenants"] == 3
+    assert summary["tenants"] == ["tenant-0", "tenant-1", "tenant-2"]
+    again = job.execute_in_process(
+        partition_key=tenant_partition_key(day, "tenant-1"), instance=instance, raise_on_error=False
+    )
+    runs()
+    [lone] = generic.accepted[3:]
+    assert lone["type"] == "backup_completed" and lone["jobId"] == again.run_id  # one tenant: its own message

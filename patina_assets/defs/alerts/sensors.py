@@ -11,9 +11,11 @@ Two sensors, both running by default:
   message. And when a failed run leaves a database with ``alerts.consecutive_failure_limit`` or more
   failed backup attempts in a row, a louder message for that database (see :func:`failure_streak`).
   A fleet's tenants are grouped (see :class:`FleetGrouping`): failures of one fleet on one night with one
-  cause are one message, however many tenants; a tenant failing alone still gets its own messages.
+  cause are one message, however many tenants, and so are its night's successes; a tenant failing alone
+  still gets its own messages.
 - ``patina_check_alerts`` -- when any run finishes: one message per failed ERROR asset check, and per
-  failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none).
+  failed WARN check if ``alerts.warn_on_check_warnings`` (Dagster OSS shows checks but alerts on none);
+  grouped the same way: one check failing many tenants of a fleet one night the same way is one message.
 
 Why plain ``@dg.sensor`` and not ``@dg.run_failure_sensor`` / ``@dg.run_status_sensor``: those own their
 cursor (a user function may not set it) and move past a run even when the function raised. A message
@@ -46,18 +48,22 @@ import dagster as dg
 
 from ...config import FleetConfig, PatinaConfig
 from ...notifications import (
+    FLEET_BACKED_UP,
+    FLEET_CHECK_FAILED,
+    FLEET_RUNS_FAILED,
     Alert,
     Channels,
     CheckFailure,
     DatabaseOutcome,
     DeliveryPolicy,
     FailureStreak,
-    FleetFailure,
+    FleetSummary,
     HeldFailures,
     HeldGroup,
     Outbox,
     RunSummary,
     fleet_cause,
+    fleet_group_key,
     pending,
 )
 from ..archives.assets import ARCHIVE_KEY
@@ -92,8 +98,13 @@ ALERTED_JOBS: Mapping[str, AlertedJob] = {
 FINISHED = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_CANCELED)
 #: Run outcomes that get the run message: a nightly run stopped at its max runtime is cancelled, not failed.
 ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-#: Runs read per tick; the rest wait for the next tick (the cursor only moves past what was read).
-RUNS_PER_TICK = 10
+#: Finished runs read per page; a tick reads page after page for up to READ_SECONDS_PER_TICK, and what is left
+#: waits for the next tick (the cursor only moves past what was read). Dagster's own run status sensors
+#: process 5 matching runs a tick (DAGSTER_RUN_STATUS_SENSOR_PROCESS_LIMIT, of 25 records fetched); these
+#: read what fits in the tick. The tick's minute (Dagster's default sensor
+#: timeout is 60 seconds) is shared with delivery (DELIVERY_SECONDS_PER_TICK): reading gets 20 seconds of it.
+RUNS_PER_PAGE = 10
+READ_SECONDS_PER_TICK = 20.0
 #: Messages sent per tick and seconds spent sending: a tick has about a minute before Dagster gives up on it.
 SENDS_PER_TICK = 20
 DELIVERY_SECONDS_PER_TICK = 30.0
@@ -530,50 +541,102 @@ def failure_streak(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Joins:
+    """Which held group an alert of a fleet tenant's run joins (see :meth:`FleetGrouping.sort`)."""
+
+    kind: str
+    cause: str
+    escalated: bool = False
+    canceled: bool = False
+    size_bytes: int = 0
+
+
 class FleetGrouping:
-    """One message for a fleet-wide failure instead of one per tenant's run.
+    """One message for what many tenants of a fleet did the same night, instead of one per tenant's run.
 
-    A failed (or cancelled) run of one tenant of a fleet is not sent when it is read: it joins the group of
-    its fleet, night and cause (:func:`~patina_assets.notifications.fleet_cause`: the error with the tenant's
-    own name and ids taken out) in the sensor's cursor. A group goes out when no run of its fleet and night is
+    An alert about one tenant of a fleet is not sent when its run is read: it joins the group of its fleet,
+    night, kind and cause in the sensor's cursor. The kinds (:meth:`sort`): a failed (or cancelled) run, by
+    :func:`~patina_assets.notifications.fleet_cause` (the error with the tenant's own name and ids taken
+    out), its failure streak folded in; a failed check, by check name, severity and result (its numbers taken
+    out too); a successful run (``notify_on_success``). A group goes out when no run of its fleet and night is
     left to finish and the sensor has read every finished run, or at the latest :data:`FLEET_HOLD_SECONDS`
-    after the tick that read its first run. A group of one tenant is sent as it would have been alone (its
-    run message, its streak); a group of more is one :class:`~patina_assets.notifications.FleetFailure`,
-    with the tenants whose streak reached the limit counted in it. The cursor moves past a run in the same
-    tick its group takes it in, so each failure is in exactly one message, whichever tick read it."""
+    after the tick that read its first run. A group of one tenant is sent as it would have been alone (the
+    same alerts, the same message ids); a group of more is one
+    :class:`~patina_assets.notifications.FleetSummary`, with the tenants whose streak reached the limit
+    counted in it. The cursor moves past a run in the same tick its alerts join their groups, so each alert
+    is in exactly one message, whichever tick read it. Both alert sensors use it, each with its own
+    ``alerts_for``."""
 
-    def __init__(self, alerting: Alerting, hold_seconds: float = FLEET_HOLD_SECONDS):
+    def __init__(self, alerting: Alerting, alerts_for: AlertsFor, hold_seconds: float = FLEET_HOLD_SECONDS):
         self.alerting = alerting
+        self.alerts_for = alerts_for
         self.hold_seconds = hold_seconds
         self._by_name = {fleet.name: fleet for fleet in alerting.config.fleets}
 
-    def hold(
-        self, held: HeldFailures, facts: RunFacts, alerts: list[tuple[str, Alert]], now: float
-    ) -> HeldGroup | None:
-        """Take the run into its group if it is one tenant's failed night (None: send its alerts now)."""
+    def _tenant_night(self, facts: RunFacts) -> tuple[FleetConfig, str, str] | None:
+        """(fleet, tenant, day) of a run that is one tenant's night of one fleet."""
         run = facts.run
         fleets = [self.alerting._fleets[key] for key in facts.planned if key in self.alerting._fleets]
         tenant = run.tags.get(f"{PARTITION_TAG}/{DATABASE}")
         day = run.tags.get(f"{PARTITION_TAG}/{DAY}")
+        if len(fleets) != 1 or len(facts.planned) != 1 or not (tenant and day):
+            return None
+        return fleets[0], tenant, day
+
+    def sort(self, facts: RunFacts, alerts: list[tuple[str, Alert]]) -> list[_Joins | None]:
+        """For each alert of the run, the group it joins (None: it is sent now). A failure streak goes with
+        its failed run's message (counted in the fleet message); a check with its check's group."""
+        found = self._tenant_night(facts)
+        if found is None:
+            return [None] * len(alerts)
+        fleet, tenant, day = found
+        asset = fleet_asset_key(fleet).to_user_string()
         summary = next((alert for _, alert in alerts if isinstance(alert, RunSummary)), None)
-        if run.status not in ENDED_BADLY or len(fleets) != 1 or len(facts.planned) != 1 or not (tenant and day):
-            return None
-        if summary is None:
-            return None
-        failed = [o for o in summary.outcomes if not o.succeeded]
-        error = failed[0].error if failed else summary.run_error
-        return held.add(
-            fleet=fleets[0].name,
-            day=day,
-            cause=fleet_cause(error, tenant),
-            job_name=run.job_name,
-            tenant=tenant,
-            run_id=run.run_id,
-            finished_at=facts.finished_at.timestamp(),
-            escalated=any(isinstance(alert, FailureStreak) for _, alert in alerts),
-            canceled=summary.canceled,
-            now=now,
-        )
+        escalated = any(isinstance(alert, FailureStreak) for _, alert in alerts)
+        out: list[_Joins | None] = []
+        for _, alert in alerts:
+            joins = None
+            if isinstance(alert, RunSummary | FailureStreak) and summary is not None:
+                if facts.run.status in ENDED_BADLY:
+                    failed = [o for o in summary.outcomes if not o.succeeded]
+                    error = failed[0].error if failed else summary.run_error
+                    cause = fleet_cause(error, tenant)
+                    joins = _Joins(FLEET_RUNS_FAILED, cause, escalated=escalated, canceled=summary.canceled)
+                elif isinstance(alert, RunSummary) and summary.status == "success":
+                    joins = _Joins(FLEET_BACKED_UP, "", size_bytes=summary.total_bytes)
+            elif isinstance(alert, CheckFailure) and alert.asset == asset:
+                kind = f"{FLEET_CHECK_FAILED}:{alert.check_name}:{alert.severity}"
+                joins = _Joins(kind, fleet_cause(alert.description, tenant, day=day))
+            out.append(joins)
+        return out
+
+    def hold(
+        self, held: HeldFailures, facts: RunFacts, alerts: list[tuple[str, Alert]], now: float
+    ) -> list[tuple[str, Alert]]:
+        """Take the run's alerts that join a group into ``held``; returns the others, to send now."""
+        found = self._tenant_night(facts)
+        now_alerts = []
+        for pair, joins in zip(alerts, self.sort(facts, alerts), strict=True):
+            if joins is None or found is None:
+                now_alerts.append(pair)
+            elif not isinstance(pair[1], FailureStreak):  # counted by its run's group (escalated)
+                fleet, tenant, day = found
+                held.add(
+                    fleet=fleet.name,
+                    day=day,
+                    cause=joins.cause,
+                    job_name=facts.run.job_name,
+                    tenant=tenant,
+                    run_id=facts.run.run_id,
+                    finished_at=facts.finished_at.timestamp(),
+                    escalated=joins.escalated,
+                    canceled=joins.canceled,
+                    now=now,
+                    kind=joins.kind,
+                    size_bytes=joins.size_bytes,
+                )
+        return now_alerts
 
     def night(self, instance: dg.DagsterInstance, group: HeldGroup) -> list[dg.DagsterRun]:
         """The runs of the group's fleet and night (of its nightly job, backfills, the UI)."""
@@ -590,6 +653,24 @@ class FleetGrouping:
         )
         return len(runs) >= limit or any(fleet is not None and _of_fleet(run, fleet) for run in runs)
 
+    def alone(self, instance: dg.DagsterInstance, group: HeldGroup) -> list[tuple[str, list[tuple[str, Alert]]]]:
+        """A lone tenant's held alerts, as (run id, alerts): what its runs would have sent without grouping."""
+        out = []
+        for run_id in group.runs:
+            record = instance.get_run_record_by_id(run_id)
+            if record is None:
+                continue
+            facts = read_run(instance, record)
+            alerts = self.alerts_for(instance, facts)
+            joined = self.sort(facts, alerts)
+            mine = [
+                pair
+                for pair, joins in zip(alerts, joined, strict=True)
+                if joins is not None and fleet_group_key(group.fleet, group.day, joins.cause, joins.kind) == group.key
+            ]
+            out.append((run_id, mine))
+        return out
+
     def release(
         self, instance: dg.DagsterInstance, held: HeldFailures, now: float, caught_up: bool
     ) -> list[tuple[str, list[tuple[str, Alert]]]]:
@@ -599,21 +680,20 @@ class FleetGrouping:
         out: list[tuple[str, list[tuple[str, Alert]]]] = []
         for group in due:
             if len(group.tenants) == 1:
-                for run_id in group.runs:
-                    record = instance.get_run_record_by_id(run_id)
-                    if record is not None:
-                        out.append((run_id, self.alerting.run_alerts(instance, read_run(instance, record))))
+                out += self.alone(instance, group)
                 held.count_sent(group, now)
                 continue
             runs = self.night(instance, group)
             tenants = {run.tags.get(f"{PARTITION_TAG}/{DATABASE}") for run in runs} | set(group.tenants)
             running = {run.tags.get(f"{PARTITION_TAG}/{DATABASE}") for run in runs if run.status in _UNFINISHED}
             part, so_far = held.count_sent(group, now)
-            alert = FleetFailure(
+            kind, check, check_severity = (group.kind.split(":", 2) + ["", ""])[:3]
+            fleet = self._by_name.get(group.fleet)
+            alert = FleetSummary(
                 fleet=group.fleet,
                 day=group.day,
                 cause=group.cause,
-                failed=len(group.tenants),
+                count=len(group.tenants),
                 names=tuple(sorted(group.tenants)),
                 tenants=len(tenants - {None}),
                 running=len(running - {None} - set(group.tenants)),
@@ -621,11 +701,16 @@ class FleetGrouping:
                 job_id=group.job_id,
                 finished_at=datetime.fromtimestamp(group.finished_at, tz=UTC),
                 part=part,
-                failed_so_far=so_far,
+                count_so_far=so_far,
                 escalated=len(group.escalated),
                 escalated_names=tuple(sorted(group.escalated)),
                 limit=self.alerting.settings.consecutive_failure_limit,
                 canceled=group.canceled,
+                kind=kind,
+                check=check,
+                check_severity=check_severity or "ERROR",
+                asset=fleet_asset_key(fleet).to_user_string() if fleet is not None else "",
+                total_bytes=group.total_bytes,
             )
             out.append(("fleet", [(f"{group.key}:{part}", alert)]))
         return out
@@ -761,8 +846,8 @@ def build_alert_sensor(
     clock: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
     """A sensor that reads each finished run once, turns it into alerts with ``alerts_for``, and delivers
-    them to the configured channels through the outbox in its cursor; with ``grouping``, a fleet's failed
-    runs are held and grouped first. ``clock`` is injected by tests (the hold passes in a second)."""
+    them to the configured channels through the outbox in its cursor; with ``grouping``, a fleet's tenants'
+    alerts are held and grouped first. ``clock`` is injected by tests (the hold passes in a second)."""
     channels = Channels(alerting.settings, policy, env)
 
     @dg.sensor(
@@ -780,33 +865,42 @@ def build_alert_sensor(
             state.after.setdefault(event_type.value, _latest_storage_id(instance, event_type))
 
         # Read first, deliver after: an error while reading leaves the cursor as it was and sends nothing.
-        events, more = _new_run_events(instance, state.after, RUNS_PER_TICK)
-        run_ids = list({e.run_id for e in events})
-        records = (
-            {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
-            if run_ids
-            else {}
-        )
+        # Page after page until every finished run is read or the tick's reading time is spent (a page is
+        # always read): a fleet's night of 1,000 failed tenants is read in one or a few ticks, not 100.
         now = clock()
-        new_alerts = held = 0
-        for event in events:
-            state.after[event.event_log_entry.dagster_event.event_type_value] = event.storage_id
-            record = records.get(event.run_id)
-            if record is None or not _in_this_location(context, record.dagster_run):
-                continue
-            facts = read_run(instance, record)
-            alerts = alerts_for(instance, facts)
-            if grouping is not None and grouping.hold(state.held, facts, alerts, now) is not None:
-                held += 1
-                continue
-            new_alerts += queue(state.outbox, alerts, channels, prefix=f"{name}:{event.run_id}", now=now)
+        deadline = time.monotonic() + READ_SECONDS_PER_TICK
+        new_alerts = held = read = 0
+        more = True
+        while more:
+            events, more = _new_run_events(instance, state.after, RUNS_PER_PAGE)
+            read += len(events)
+            run_ids = list({e.run_id for e in events})
+            records = (
+                {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=run_ids))}
+                if run_ids
+                else {}
+            )
+            for event in events:
+                state.after[event.event_log_entry.dagster_event.event_type_value] = event.storage_id
+                record = records.get(event.run_id)
+                if record is None or not _in_this_location(context, record.dagster_run):
+                    continue
+                facts = read_run(instance, record)
+                alerts = alerts_for(instance, facts)
+                if grouping is not None:
+                    now_alerts = grouping.hold(state.held, facts, alerts, now)
+                    held += len(now_alerts) < len(alerts)
+                    alerts = now_alerts
+                new_alerts += queue(state.outbox, alerts, channels, prefix=f"{name}:{event.run_id}", now=now)
+            if time.monotonic() >= deadline:
+                break
         if grouping is not None:
             for prefix, alerts in grouping.release(instance, state.held, now, caught_up=not more):
                 new_alerts += queue(state.outbox, alerts, channels, prefix=f"{name}:{prefix}", now=now)
-        what = f"{len(events)} finished run(s) read"
+        what = f"{read} finished run(s) read"
         if state.held.groups:
             waiting = sum(len(g.tenants) for g in state.held.groups)
-            what += f", {waiting} fleet tenant failure(s) held for grouping ({held} new)"
+            what += f", {waiting} fleet tenant alert(s) held for grouping ({held} new)"
         summary = send_pending(context, state.outbox, channels, now=now, new_alerts=new_alerts, what=what)
         return dg.SensorResult(skip_reason=summary, cursor=state.to_json())
 
@@ -831,23 +925,28 @@ def build_alert_sensors(
             f"cancelled ({', '.join(ALERTED_JOBS)}, backfills, UI materializations, in-process runs), with the "
             "underlying cause (and when it succeeds, if alerts.notify_on_success), and a louder message when a "
             f"database has failed {limit} "
-            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message. "
+            "backup attempts in a row. A fleet's tenants failing the same night with the same cause are one message, "
+            "and so are its night's successes. "
             "Undelivered messages wait in the cursor and are sent when the webhook is back.",
             alerting,
             alerting.run_alerts,
             policy,
             env,
-            grouping=FleetGrouping(alerting),  # also without fleets: releases what a removed fleet left held
+            grouping=FleetGrouping(
+                alerting, alerting.run_alerts
+            ),  # also without fleets: releases what a removed fleet left held
             clock=clock,
         ),
         build_alert_sensor(
             CHECK_ALERTS_SENSOR,
             "Posts to the Discord / JSON webhooks and email for each failed ERROR asset check of a finished run "
-            "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself.",
+            "(and each WARN check, if alerts.warn_on_check_warnings). Dagster OSS does not alert on checks itself. "
+            "A fleet's tenants failing one check the same night the same way are one message.",
             alerting,
             alerting.check_alerts,
             policy,
             env,
+            grouping=FleetGrouping(alerting, alerting.check_alerts),
             clock=clock,
         ),
     ]
