@@ -7,7 +7,7 @@ came from, and the daemon launches it only from a location of that name: one nam
 starts (``DagsterCodeLocationNotFoundError``).
 
 A run is submitted as `dagster job launch` submits it (the same location name, tags, op selection, empty run
-config, job and execution plan snapshots), but on an instance with a run queue (this checkout's dagster.yaml,
+config, job snapshot, planned steps and code pointer), but on an instance with a run queue (this checkout's dagster.yaml,
 production's) without its CLI and ephemeral code server: the code location is loaded in this process
 (``queue``), which is all a queued run needs, since the daemon launches it from its own code server of that
 name. An instance that launches at submission (no queue) needs a code server to start the run in: there
@@ -99,10 +99,8 @@ def queue(
     workspace's code location loaded in this process instead of an ephemeral code server: the run records
     the location's name and the job's code pointer (module, working directory, interpreter) as that would,
     and the daemon launches it from its own location of that name, as it does the UI's runs."""
-    from dagster._core.definitions.selector import JobSubsetSelector
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-    from dagster._utils.tags import normalize_tags
 
     origins = [_in_this_process(origin) for origin in _workspace_origins(workspace)]
     with (
@@ -112,47 +110,54 @@ def queue(
     ):
         context = process.create_request_context()
         location = _only_location(context)
-        repositories = list(location.get_repositories().values())
-        if len(repositories) != 1:
-            raise TriggerError(
-                f"Dagster did not accept the run: the code location {location.name!r} has "
-                f"{len(repositories)} repositories, not one"
-            )
-        [repository] = repositories
-        if not repository.has_job(job):
-            raise TriggerError(
-                f"Dagster did not accept the run: the code location {location.name!r} has no job {job!r}"
-            )
-        full_job = repository.get_full_job(job)
-        remote_job = location.get_job(
-            JobSubsetSelector(
-                location_name=location.name, repository_name=repository.name, job_name=job, op_selection=ops
-            )
+        try:
+            _create_and_submit(location, job, run_id, tags, ops, instance, context)
+        except dg.DagsterError as exc:  # what `dagster job launch` would have failed with, in a line
+            raise TriggerError(f"Dagster did not accept the run: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _create_and_submit(location, job, run_id, tags, ops, instance, context) -> None:
+    """`dagster job launch`'s ``_create_run`` and ``submit_run``, for a location already loaded."""
+    from dagster._core.definitions.selector import JobSubsetSelector
+    from dagster._utils.tags import normalize_tags
+
+    repositories = list(location.get_repositories().values())
+    if len(repositories) != 1:
+        raise TriggerError(
+            f"Dagster did not accept the run: the code location {location.name!r} has "
+            f"{len(repositories)} repositories, not one"
         )
-        plan = location.get_execution_plan(
-            remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
-        ).execution_plan_snapshot
-        instance.create_run(
-            job_name=job,
-            run_id=run_id,
-            run_config={},
-            resolved_op_selection=remote_job.resolved_op_selection,
-            step_keys_to_execute=plan.step_keys_to_execute,
-            op_selection=ops,
-            status=None,
-            root_run_id=None,
-            parent_run_id=None,
-            tags=normalize_tags({**full_job.tags, **tags}),
-            job_snapshot=remote_job.job_snapshot,
-            execution_plan_snapshot=plan,
-            parent_job_snapshot=remote_job.parent_job_snapshot,
-            remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(),
-            asset_selection=None,
-            asset_check_selection=None,
-            asset_graph=repository.asset_graph,
-        )
-        instance.submit_run(run_id, context)
+    [repository] = repositories
+    if not repository.has_job(job):
+        raise TriggerError(f"Dagster did not accept the run: the code location {location.name!r} has no job {job!r}")
+    full_job = repository.get_full_job(job)
+    remote_job = location.get_job(
+        JobSubsetSelector(location_name=location.name, repository_name=repository.name, job_name=job, op_selection=ops)
+    )
+    plan = location.get_execution_plan(
+        remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
+    ).execution_plan_snapshot
+    instance.create_run(
+        job_name=job,
+        run_id=run_id,
+        run_config={},
+        resolved_op_selection=remote_job.resolved_op_selection,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        op_selection=ops,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags=normalize_tags({**full_job.tags, **tags}),
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=plan,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=None,
+        asset_check_selection=None,
+        asset_graph=repository.asset_graph,
+    )
+    instance.submit_run(run_id, context)
 
 
 def _workspace_origins(workspace: Path | None) -> list:

@@ -97,3 +97,10 @@ def test_a_workspace_with_two_locations_is_refused_naming_them(queued_instance, 
     with pytest.raises(TriggerError, match="2 code locations .patina, patina_too"):
         queue(ON_DEMAND_JOB, run_id(5), TAGS, None, config=config, instance=queued_instance, workspace=workspace)
     assert queued_instance.get_run_by_id(run_id(5)) is None
+
+
+def test_a_run_dagster_refuses_is_a_trigger_error_saying_why(queued_instance):
+    config = filled("local").config
+    queue(ON_DEMAND_JOB, run_id(6), TAGS, None, config=config, instance=queued_instance, workspace=None)
+    with pytest.raises(TriggerError, match="Dagster did not accept the run: DagsterRunAlreadyExists"):
+        queue(ON_DEMAND_JOB, run_id(6), TAGS, None, config=config, instance=queued_instance, workspace=None)
