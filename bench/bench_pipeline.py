@@ -23,9 +23,10 @@ bucket under --work, and is timed from the moment its command starts to the run'
                the timing; the schedule and `patina trigger` end in the same queue
     backfill   a backfill of the one partition (GraphQL `launchPartitionBackfill`) through the same servers: the
                daemon's backfill loop (every 30 s, fixed in Dagster) creates the run, then as `ui`
-    trigger    `patina trigger` into the same queue: its CLI, then `dagster job launch` (a CLI and an ephemeral
-               code server) submit the on-demand job, then as `ui`. Not the nightly's work (no checks): compare
-               its `submit` phase with `ui`'s, not its total with in-process
+    trigger    `patina trigger` into the same queue: its CLI loads the code location and queues the on-demand
+               job (as `dagster job launch` would, without that CLI and its ephemeral code server), then as `ui`.
+               Not the nightly's work (no checks): compare its `submit` phase with `ui`'s, not its total with
+               in-process
 
 The served modes wait by reading the instance's SQLite run storage directly (no Dagster import in the bench's
 poller) and print where the time went, from the run's events: submit (to the run's creation in the queue: the

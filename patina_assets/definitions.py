@@ -7,4 +7,5 @@ file stops the load with an error that names the field, so nothing runs on a bad
 from .config import load_config
 from .defs import build_definitions
 
-defs = build_definitions(load_config())
+config = load_config()  # what `patina trigger` compares its own with (launching._configured)
+defs = build_definitions(config)

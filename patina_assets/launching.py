@@ -5,6 +5,13 @@ The code location is called ``patina`` everywhere (``CODE_LOCATION``): pyproject
 webserver and daemon) and the workspace ``patina trigger`` launches through. A queued run names the location it
 came from, and the daemon launches it only from a location of that name: one name, or the run fails before it
 starts (``DagsterCodeLocationNotFoundError``).
+
+A run is submitted as `dagster job launch` submits it (the same location name, tags, op selection, empty run
+config, job snapshot, planned steps and code pointer), but on an instance with a run queue (this checkout's dagster.yaml,
+production's) without its CLI and ephemeral code server: the code location is loaded in this process
+(``queue``), which is all a queued run needs, since the daemon launches it from its own code server of that
+name. An instance that launches at submission (no queue) needs a code server to start the run in: there
+`launch` still runs `dagster job launch`.
 """
 
 from __future__ import annotations
@@ -14,11 +21,15 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from .config import CONFIG_ENV_VAR, PatinaConfig
 from .engine import PatinaError
 
 CODE_LOCATION = "patina"
@@ -52,12 +63,182 @@ def workspace_text(working_directory: Path) -> str:
     )  # JSON is YAML
 
 
+def submit(
+    job: str,
+    run_id: str,
+    tags: dict[str, str],
+    ops: list[str] | None,
+    *,
+    config: PatinaConfig,
+    instance: dg.DagsterInstance,
+    workspace: Path | None,
+) -> None:
+    """Submit a run of the code location's ``job`` to ``instance``, as `dagster job launch` would."""
+    if isinstance(instance.run_coordinator, dg.QueuedRunCoordinator):
+        queue(job, run_id, tags, ops, config=config, instance=instance, workspace=workspace)
+    else:
+        launch(job, run_id, tags, ops, workspace=workspace, env=child_environment(config.source_path, instance))
+
+
+#: One code location loads at a time in a process (`patina serve` triggers from threads): the load sets the
+#: configuration's environment variable and may re-import the definitions module.
+_LOADING = threading.Lock()
+
+
+def queue(
+    job: str,
+    run_id: str,
+    tags: dict[str, str],
+    ops: list[str] | None,
+    *,
+    config: PatinaConfig,
+    instance: dg.DagsterInstance,
+    workspace: Path | None,
+) -> None:
+    """Queue a run as `dagster job launch` does (dagster/_cli/job.py ``execute_launch_command``), with the
+    workspace's code location loaded in this process instead of an ephemeral code server: the run records
+    the location's name and the job's code pointer (module, working directory, interpreter) as that would,
+    and the daemon launches it from its own location of that name, as it does the UI's runs."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+
+    origins = [_in_this_process(origin) for origin in _workspace_origins(workspace)]
+    with (
+        _LOADING,
+        _configured(config),
+        WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origins), read_only=False) as process,
+    ):
+        context = process.create_request_context()
+        location = _only_location(context)
+        try:
+            _create_and_submit(location, job, run_id, tags, ops, instance, context)
+        except dg.DagsterError as exc:  # what `dagster job launch` would have failed with, in a line
+            raise TriggerError(f"Dagster did not accept the run: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _create_and_submit(location, job, run_id, tags, ops, instance, context) -> None:
+    """`dagster job launch`'s ``_create_run`` and ``submit_run``, for a location already loaded."""
+    from dagster._core.definitions.selector import JobSubsetSelector
+    from dagster._utils.tags import normalize_tags
+
+    repositories = list(location.get_repositories().values())
+    if len(repositories) != 1:
+        raise TriggerError(
+            f"Dagster did not accept the run: the code location {location.name!r} has "
+            f"{len(repositories)} repositories, not one"
+        )
+    [repository] = repositories
+    if not repository.has_job(job):
+        raise TriggerError(f"Dagster did not accept the run: the code location {location.name!r} has no job {job!r}")
+    full_job = repository.get_full_job(job)
+    remote_job = location.get_job(
+        JobSubsetSelector(location_name=location.name, repository_name=repository.name, job_name=job, op_selection=ops)
+    )
+    plan = location.get_execution_plan(
+        remote_job, {}, step_keys_to_execute=None, known_state=None, instance=instance
+    ).execution_plan_snapshot
+    instance.create_run(
+        job_name=job,
+        run_id=run_id,
+        run_config={},
+        resolved_op_selection=remote_job.resolved_op_selection,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        op_selection=ops,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags=normalize_tags({**full_job.tags, **tags}),
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=plan,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=None,
+        asset_check_selection=None,
+        asset_graph=repository.asset_graph,
+    )
+    instance.submit_run(run_id, context)
+
+
+def _workspace_origins(workspace: Path | None) -> list:
+    """The code locations of ``workspace`` (a workspace.yaml), or of the default one (`workspace_text`), as
+    Dagster reads them."""
+    from dagster._core.workspace.load import location_origins_from_config, location_origins_from_yaml_paths
+
+    if workspace is None:
+        default = json.loads(workspace_text(Path.cwd()))
+        return list(location_origins_from_config(default, str(Path.cwd() / "workspace.yaml")).values())
+    try:
+        return list(location_origins_from_yaml_paths([str(workspace)]))
+    except Exception as exc:  # Dagster's own reading of the file: its message says what is wrong
+        raise TriggerError(f"Dagster did not accept the workspace {workspace}: {_first_line(exc)}") from exc
+
+
+def _in_this_process(origin):
+    """A code location Dagster would load in a code server of this interpreter, loaded here instead (the same
+    loadable target, so the same code pointer); any other (another interpreter, a running gRPC server) as the
+    workspace says."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin, ManagedGrpcPythonEnvCodeLocationOrigin
+
+    if not isinstance(origin, ManagedGrpcPythonEnvCodeLocationOrigin):
+        return origin
+    target = origin.loadable_target_origin
+    executable = target.executable_path or sys.executable
+    if os.path.realpath(executable) != os.path.realpath(sys.executable):
+        return origin
+    # container_context {} as a code server of this interpreter reports it (the run's code origin then matches)
+    return InProcessCodeLocationOrigin(
+        target._replace(executable_path=executable), location_name=origin.location_name, container_context={}
+    )
+
+
+def _only_location(context):
+    names = list(context.code_location_names)
+    if len(names) != 1:
+        raise TriggerError(
+            f"Dagster did not accept the run: the workspace has {len(names)} code locations "
+            f"({', '.join(names) or 'none'}); give one with --workspace"
+        )
+    [name] = names
+    if context.has_code_location_error(name):
+        error = context.get_code_location_error(name)
+        raise TriggerError(
+            f"Dagster did not accept the run: the code location {name!r} did not load: {_error_text(error)}"
+        )
+    return context.get_code_location(name)
+
+
+@contextmanager
+def _configured(config: PatinaConfig) -> Iterator[None]:
+    """The environment `dagster job launch`'s code server had (`child_environment`): the definitions module
+    reads the configuration from ``$PATINA_CONFIG``.  A definitions module imported earlier in this process
+    from another configuration is imported again (a process that triggers for one configuration keeps it)."""
+    loaded = sys.modules.get(DEFINITIONS_MODULE)
+    if loaded is not None and getattr(loaded, "config", None) != config:
+        del sys.modules[DEFINITIONS_MODULE]
+    before = os.environ.get(CONFIG_ENV_VAR)
+    if config.source_path is not None:
+        os.environ[CONFIG_ENV_VAR] = str(config.source_path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONFIG_ENV_VAR, None)
+        else:
+            os.environ[CONFIG_ENV_VAR] = before
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
 def launch(
     job: str, run_id: str, tags: dict[str, str], ops: list[str] | None, *, workspace: Path | None, env: dict[str, str]
 ) -> None:
-    """Submit a run through `dagster job launch`, Dagster's public way to queue a run of a code location's job.
+    """Submit a run through `dagster job launch`, Dagster's public way to submit a run of a code location's job:
+    for an instance that launches runs at submission, in the code server it starts for them.
 
-    It loads the code location as the daemon and the UI do, so the queued run names a location they know."""
+    It loads the code location as the daemon and the UI do, so the run names a location they know."""
     with tempfile.TemporaryDirectory(prefix="patina-trigger-") as tmp:
         if workspace is None:
             workspace = Path(tmp) / "workspace.yaml"
@@ -208,8 +389,6 @@ def child_environment(config_path: Path | None, instance: dg.DagsterInstance) ->
     The instance's home is $DAGSTER_HOME when set (the directory with its dagster.yaml, which
     `open_instance` read): its `root_directory` is only the artifact directory, which dagster.yaml may give
     relative to the working directory (this checkout's does), and Dagster refuses a relative DAGSTER_HOME."""
-    from .config import CONFIG_ENV_VAR
-
     home = os.environ.get("DAGSTER_HOME") or instance.root_directory
     return {
         **os.environ,

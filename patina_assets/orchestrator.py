@@ -30,9 +30,8 @@ from .defs.on_demand.jobs import (
 from .defs.policies import PARTITION_TAG
 from .launching import (
     TriggerError,
-    child_environment,
     failure_reason,
-    launch,
+    submit,
     submit_through_webserver,
     wait_until_ended,
     wait_until_started,
@@ -103,8 +102,9 @@ def trigger_backup(
 ) -> Triggered:
     """Submit an on-demand backup run to the instance's queue (the daemon launches it, as it does scheduled runs)
     and return once it has started; ``wait``: once it has ended. A run that cannot start raises TriggerError
-    with Dagster's reason.  With ``webserver`` (a running webserver's URL) the run is queued through it instead
-    of `dagster job launch`: seconds sooner; it must serve the instance at $DAGSTER_HOME."""
+    with Dagster's reason.  Without ``webserver`` the code location is loaded in this process to queue the run
+    (`launching.submit`); with it (a running webserver's URL) the run is queued through that webserver, which has
+    it loaded already; it must serve the instance at $DAGSTER_HOME."""
     chosen = check_request(config, databases, reason)
     day = today()
     tags = {DAY_TAG: day, REQUESTED_BY_TAG: requested_by, **({REASON_TAG: reason} if reason else {})}
@@ -120,13 +120,14 @@ def trigger_backup(
             )
     else:
         run_id = str(uuid.uuid4())
-        launch(
+        submit(
             ON_DEMAND_JOB,
             run_id,
             tags,
             None if everything else ops,
+            config=config,
+            instance=instance,
             workspace=workspace,
-            env=child_environment(config.source_path, instance),
         )
     run = wait_until_started(instance, run_id)
     if wait:

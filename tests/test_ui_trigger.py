@@ -1,7 +1,8 @@
 """`make ui` in a fresh checkout (before `make demo`), exactly as a new user starts it (`dagster dev` without -w,
 which names the code location from pyproject.toml), and `patina trigger --wait` beside it, as a subprocess: the
-run starts through the UI's daemon and backs up; a run the daemon cannot start fails the command with Dagster's
-reason, and `patina status` says it failed to start rather than that six databases failed."""
+run it queues (from the code location loaded in its own process) starts through the UI's daemon and backs up; a
+run the daemon cannot start fails the command with Dagster's reason, and `patina status` says it failed to start
+rather than that six databases failed."""
 
 import json
 import subprocess
@@ -81,12 +82,19 @@ def test_make_ui_works_first_and_trigger_wait_backs_up_beside_it(ui):
             "grove-domain-jobs",
         )
     )
-    done = patina(ui, "trigger", "--db", "scout_db", "--reason", "pre-deploy", "--wait")
+    # Queued from the code location loaded in the command's own process (no `dagster job launch`), started by the
+    # UI's daemon from its own location of the same name, as the UI's runs are.
+    done = patina(ui, "trigger", "--db", "scout_db", "--reason", "pre-deploy", "--wait", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "on-demand backup of scout-db" in done.stdout and "completed" in done.stdout
+    triggered = json.loads(done.stdout)
+    assert triggered["databaseNames"] == ["scout-db"] and triggered["status"] == "completed", triggered
     assert "DEBUG" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr  # only the config line
     listing = json.loads(patina(ui, "list", "--json").stdout)
     assert [b["database"] for b in listing["backups"]] == ["scout-db"]
+    newest = json.loads(patina(ui, "status", "--json").stdout)["recentJobs"][0]
+    assert newest["jobId"] == triggered["jobId"] and newest["status"] == "completed", newest
+    assert (newest["reason"], newest["trigger"]) == ("pre-deploy", "cli")  # its tags, as `dagster job launch` set them
+    assert newest["databases"] == {"successful": 1, "failed": 0}  # its op selection: the one database asked for
 
 
 def test_trigger_through_the_running_webserver_backs_up(ui):

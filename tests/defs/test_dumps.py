@@ -354,5 +354,45 @@ def test_the_forkserver_preload_resolves_the_repository_its_steps_look_their_job
     assert done.stdout.split() == [NIGHTLY_JOB]
 
 
+EXECUTOR_MADE = """
+import os
+from multiprocessing import forkserver
+
+import dagster as dg
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.system_config.objects import ResolvedRunConfig
+
+from patina_assets.defs.policies import step_executor
+
+
+@dg.op
+def nothing():
+    pass
+
+
+job = dg.GraphDefinition(name="one_step", node_defs=[nothing]).to_job(executor_def=step_executor(2))
+assert forkserver._forkserver._forkserver_pid is None
+with dg.DagsterInstance.ephemeral() as instance:  # what a run worker does before the run starts (create_executor)
+    config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
+    made = dg.InitExecutorContext(job=InMemoryJob(job), executor_def=job.executor_def, executor_config=config, instance=instance)
+    executor = job.executor_def.executor_creation_fn(made)
+pid = forkserver._forkserver._forkserver_pid
+print(type(executor).__name__, pid is not None and os.waitpid(pid, os.WNOHANG) == (0, 0), *forkserver._forkserver._preload_modules)
+"""
+
+
+def test_the_forkserver_starts_when_the_executor_is_made_not_at_the_first_step():
+    # Its import of Dagster and the code location (a second of a small night's few) then runs while the run
+    # worker starts the run and plans its steps, not after (issue 17).
+    done = subprocess.run([sys.executable, "-c", EXECUTOR_MADE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [
+        "MultiprocessExecutor",
+        "True",
+        "dagster._core.executor.multiprocess",
+        "patina_assets.step_preload",
+    ]
+
+
 def run_pid(events) -> int:
     return next(e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START)
