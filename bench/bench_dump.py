@@ -5,10 +5,11 @@
 
 The first form: one 2,000,000-row table, and the requests the REST path makes for the same data.
 `--shapes`: four tables of different shape (below), each dumped in turn (sqlite3 to /dev/null, sqlite3 to
-a file, patina to a file, and again: on a loaded machine a drift then slows all alike); prints the median
-wall and CPU time of each, the ratios of the medians (against sqlite3 writing a file on the same
-filesystem, the same work as patina's, and against /dev/null), and the peak RSS of the largest single
-process of each command, the dump's worker processes included. `--patina PATH` runs another checkout's.
+a file, sqlite3 to a file then fsync'd, patina to a file, and again: on a loaded machine a drift then slows
+all alike); prints the median wall and CPU time of each, the ratios of the medians (against sqlite3 writing a
+file on the same filesystem, against the same made durable -- patina fsyncs its dump before it reports it
+written, as a backup must -- and against /dev/null), and the peak RSS of the largest single process of each
+command, the dump's worker processes included. `--patina PATH` runs another checkout's.
 
     narrow  2,000,000 rows: id, two integers, a short text with quotes, a random REAL, a timestamp
     text      500,000 rows of about 1 KB of text
@@ -139,10 +140,10 @@ def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | Non
         directory.mkdir(parents=True, exist_ok=True)
         print(
             f"| shape (medians of {repeat}, wall / cpu) | `sqlite3 DB .dump > /dev/null` | `sqlite3 DB .dump > FILE` "
-            "| `patina dump DB -o FILE` | patina / sqlite3 to a file | patina / sqlite3 to /dev/null "
-            "| peak RSS sqlite3 / patina |"
+            "| the same, then fsync | `patina dump DB -o FILE` | patina / sqlite3 to a file "
+            "| patina / sqlite3 to a file, fsync'd | patina / sqlite3 to /dev/null | peak RSS sqlite3 / patina |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name in names:
             label, make = SHAPES[name]
             db = directory / f"{name}.sqlite"
@@ -150,7 +151,7 @@ def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | Non
                 make(db)
             out = (out_dir or tmp) / "out.sql"
             yardstick = (out_dir or tmp) / "sqlite3-out.sql"
-            null_runs, file_runs, patina_runs = [], [], []
+            null_runs, file_runs, synced_runs, patina_runs = [], [], [], []
             with open(os.devnull, "wb") as devnull:
                 run_once(["sqlite3", str(db), ".dump"], devnull)  # warm the page cache
                 for _ in range(repeat):
@@ -158,6 +159,12 @@ def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | Non
                     yardstick.unlink(missing_ok=True)
                     with open(yardstick, "wb") as file:
                         file_runs.append(run_once(["sqlite3", str(db), ".dump"], file))
+                    yardstick.unlink()
+                    with open(yardstick, "wb") as file:
+                        wall, cpu, rss = run_once(["sqlite3", str(db), ".dump"], file)
+                        start = time.perf_counter()
+                        os.fsync(file.fileno())  # what patina does before it calls a dump written
+                        synced_runs.append((wall + time.perf_counter() - start, cpu, rss))
                     yardstick.unlink()
                     out.unlink(missing_ok=True)
                     patina_runs.append(run_once([str(patina), "dump", str(db), "-o", str(out), "-q"], devnull))
@@ -167,11 +174,12 @@ def shapes(names: list[str], repeat: int, keep: Path | None, out_dir: Path | Non
             def medians(runs):
                 return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
-            null, file, dump = medians(null_runs), medians(file_runs), medians(patina_runs)
+            null, file, synced = medians(null_runs), medians(file_runs), medians(synced_runs)
+            dump = medians(patina_runs)
             print(
                 f"| {name}: {label}, {sql_mb:,.0f} MB of SQL | {null[0]:.2f} s / {null[1]:.2f} s "
-                f"| {file[0]:.2f} s / {file[1]:.2f} s | {dump[0]:.2f} s / {dump[1]:.2f} s "
-                f"| **{dump[0] / file[0]:.2f}x** / {dump[1] / file[1]:.2f}x "
+                f"| {file[0]:.2f} s / {file[1]:.2f} s | {synced[0]:.2f} s | {dump[0]:.2f} s / {dump[1]:.2f} s "
+                f"| **{dump[0] / file[0]:.2f}x** / {dump[1] / file[1]:.2f}x | **{dump[0] / synced[0]:.2f}x** "
                 f"| {dump[0] / null[0]:.2f}x / {dump[1] / null[1]:.2f}x "
                 f"| {max(r[2] for r in file_runs):.0f} / {max(r[2] for r in patina_runs):.0f} MB |",
                 flush=True,
