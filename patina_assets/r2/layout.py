@@ -20,9 +20,10 @@ bytes are still stored once for one list of recipients; ``<recipients>`` names t
 objects).  Naming the recipients in the key is what lets a snapshot vouch for every object it names: after a
 recipient change, an object stored for the old list is not the new list's object, so it is stored again rather
 than silently left readable only by the old keys (schema version 2 snapshots, from before, named objects
-``<sha256>.age`` whatever their recipients; they are still read, and ``patina reencrypt`` rewrites them).  The manifest stays plaintext (counts, ``encrypted``, the recipients' fingerprints, and the sha256 of
-the *stored* entries file, so damage is found without the identity); reading the entries -- an incremental
-backup, the checks, restore, garbage collection -- needs the identity.
+``<sha256>.age`` whatever their recipients; they are still read, and ``patina reencrypt`` rewrites them).
+The manifest stays plaintext (counts, ``encrypted``, the recipients' fingerprints, and the sha256 of the
+*stored* entries file, so damage is found without the identity); reading the entries -- an incremental backup,
+the checks, restore, garbage collection -- needs the identity.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ ENTRIES_SUFFIX = ".entries.jsonl.gz"
 ENTRIES_CONTENT_TYPE = "application/gzip"
 OBJECT_CONTENT_TYPE = "application/octet-stream"
 SCHEMA_VERSION = 1
-#: An encrypted snapshot's manifest of before objects named their recipients (``<sha256>.age``): still read.
+#: An encrypted snapshot's manifest from before object keys named their recipients (``<sha256>.age``): still read.
 LEGACY_ENCRYPTED_SCHEMA_VERSION = 2
 #: An encrypted snapshot's manifest (objects ``<sha256>.<recipients>.age``): a Patina that knows only version 1 or
 #: 2 refuses it rather than look for its objects under other keys.
