@@ -819,11 +819,15 @@ def build_parser() -> argparse.ArgumentParser:
         "reencrypt",
         help="rewrite stored backups to the current encryption.recipients (after a key leaks or is retired)",
         description="Each backup is decrypted (the identity must open it), checked, encrypted to the current "
-        "recipients, uploaded and read back before its manifest switches to it and the old object goes.",
+        "recipients, uploaded and read back before its manifest switches to it and the old object goes. R2 bucket "
+        "snapshots too: their objects are stored again for the current recipients, and the old ones are deleted "
+        "by the next garbage collection.",
     )
     reencrypt.add_argument("--day", help="the backups of this day (YYYY-MM-DD) and the weekly archive holding it")
     reencrypt.add_argument("--all", action="store_true", help="every daily backup and weekly archive")
-    reencrypt.add_argument("--db", help="only this database's dailies (and the archives that hold it)")
+    reencrypt.add_argument(
+        "--db", help="only this database's dailies (and the archives that hold it), or this R2 bucket's snapshots"
+    )
     reencrypt.add_argument(
         "--dry-run", action="store_true", help="only list what would be rewritten (needs no identity, writes nothing)"
     )
