@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -158,9 +159,7 @@ def backup_bucket(
     counts = {"copied": 0, "copied_bytes": 0, "reused": 0, "excluded": 0, "vanished": 0}
     generation = new_generation(now)
     key = entries_key(day_text, name, generation, encrypted=sealing is not None)
-    marker = in_progress_key(name, generation)
-    backup.put_bytes(marker, json.dumps({"name": name, "day": day_text, "started_at": listing_started_at}).encode())
-    try:
+    with marked_in_progress(backup, name, day_text, generation, listing_started_at):
         with scratch_directory("r2-backup", scratch_parent) as scratch:
             entries_path = scratch / "entries.jsonl.gz"
             with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-copy") as pool:
@@ -241,11 +240,6 @@ def backup_bucket(
                 named_key=lambda: named_entries_key(backup, manifest_key),
                 superseded=lambda: superseded_entries(backup, day_text, name, key),
             )
-    finally:
-        try:
-            backup.delete(marker)
-        except StorageError as exc:  # it only holds garbage collection back until it is a day old
-            logger.warning("could not remove %s: %s", backup.uri(marker), exc)
     logger.info(
         "r2/%s %s: %d objects (%d bytes); copied %d (%d bytes), %d already stored, %d vanished, in %.1fs",
         name,
@@ -259,6 +253,21 @@ def backup_bucket(
         time.monotonic() - started,
     )
     return manifest
+
+
+@contextmanager
+def marked_in_progress(backup: Bucket, name: str, day: str, generation: str, started_at: str) -> Iterator[None]:
+    """While the body runs, ``r2/in-progress/<name>.<generation>.json`` says so, and garbage collection deletes
+    no object: the objects a run stores are named by its manifest only at its end."""
+    marker = in_progress_key(name, generation)
+    backup.put_bytes(marker, json.dumps({"name": name, "day": day, "started_at": started_at}).encode())
+    try:
+        yield
+    finally:
+        try:
+            backup.delete(marker)
+        except StorageError as exc:  # it only holds garbage collection back until it is a day old
+            logger.warning("could not remove %s: %s", backup.uri(marker), exc)
 
 
 def _counting_exclusions(

@@ -15,7 +15,6 @@ collection, which deletes them once no kept snapshot names them (the next night'
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -29,14 +28,20 @@ from ..leftovers import scratch_directory
 from ..storage import (
     Bucket,
     Publication,
-    StorageError,
     StorageIntegrityError,
     new_generation,
     patina_version,
     publish,
     utc_timestamp,
 )
-from .backup import DEFAULT_CONCURRENCY, UploadsInFlight, named_entries_key, seal_and_put, superseded_entries
+from .backup import (
+    DEFAULT_CONCURRENCY,
+    UploadsInFlight,
+    marked_in_progress,
+    named_entries_key,
+    seal_and_put,
+    superseded_entries,
+)
 from .layout import (
     ENCRYPTED_SCHEMA_VERSION,
     ENTRIES_CONTENT_TYPE,
@@ -44,7 +49,6 @@ from .layout import (
     Entry,
     SnapshotManifest,
     entries_key,
-    in_progress_key,
     object_key,
     open_entries,
     read_object,
@@ -85,13 +89,8 @@ def reencrypt_snapshot(
     sealed_to = recipients_id(keys.fingerprints)
     generation = new_generation(now)
     key = entries_key(manifest.day, manifest.name, generation, encrypted=True)
-    # While this runs, garbage collection deletes nothing: the objects stored here are named only at the end.
-    marker = in_progress_key(manifest.name, generation)
-    backup.put_bytes(
-        marker, json.dumps({"name": manifest.name, "day": manifest.day, "started_at": utc_timestamp()}).encode()
-    )
     counts = {"resealed": 0, "stored": 0}
-    try:
+    with marked_in_progress(backup, manifest.name, manifest.day, generation, utc_timestamp()):
         with scratch_directory("r2-reencrypt", scratch_parent) as scratch:
             entries_path = scratch / "entries.jsonl.gz"
             with EntriesWriter(entries_path) as writer, ThreadPoolExecutor(concurrency, "patina-r2-reseal") as pool:
@@ -142,11 +141,6 @@ def reencrypt_snapshot(
                 named_key=lambda: named_entries_key(backup, new.key),
                 superseded=lambda: superseded_entries(backup, new.day, new.name, key),
             )
-    finally:
-        try:
-            backup.delete(marker)
-        except StorageError as exc:  # it only holds garbage collection back until it is a day old
-            logger.warning("could not remove %s: %s", backup.uri(marker), exc)
     logger.info(
         "r2/%s %s re-encrypted to %s: %d objects stored again, %d already stored for them",
         new.name,
