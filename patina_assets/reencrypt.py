@@ -6,6 +6,7 @@ objects go with the next garbage collection)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -55,21 +56,15 @@ def reencrypt_backups(
     results: list[Rewrite] = []
     with scratch_directory("reencrypt") as scratch:
         for manifest in store.list_daily(database=database, day=day_text):
-            what = f"{manifest.database} on {manifest.day}"
-            if not store.needs_reencryption(manifest):
-                results.append(Rewrite(what, manifest.key, "current", manifest.key))
-                continue
-            if dry_run:
-                results.append(Rewrite(what, manifest.key, WOULD_REWRITE))
-                continue
-            try:
+
+            def rewrite_daily(manifest=manifest) -> str:
                 new = store.reencrypt_daily(manifest, scratch)
-            except StorageError as exc:  # damage (CiphertextDamaged) included: reported, the old object kept
-                logger.warning("%s was not re-encrypted: %s", what, exc)
-                results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
-            else:
                 history.record(store, new)  # its new key, with the verdict carried over to it
-                results.append(Rewrite(what, manifest.key, "rewritten", new.key))
+                return new.key
+
+            what = f"{manifest.database} on {manifest.day}"
+            needed = store.needs_reencryption(manifest)
+            results.append(_rewrite(what, manifest.key, manifest.key, needed, dry_run, rewrite_daily))
     week = week_start_of(day_text).isoformat() if day_text else None
     for manifest in archives.list():
         if week is not None and manifest.week != week:
@@ -77,19 +72,10 @@ def reencrypt_backups(
         if database is not None and all(m.database != database for m in manifest.index.members):
             continue
         what = f"archive of week {manifest.week}"
-        if not archives.needs_reencryption(manifest):
-            results.append(Rewrite(what, manifest.key, "current", manifest.key))
-            continue
-        if dry_run:
-            results.append(Rewrite(what, manifest.key, WOULD_REWRITE))
-            continue
-        try:
-            new = archives.reencrypt(manifest)
-        except StorageError as exc:  # damage (CiphertextDamaged) included: reported, the old object kept
-            logger.warning("%s was not re-encrypted: %s", what, exc)
-            results.append(Rewrite(what, manifest.key, "failed", problem=str(exc)))
-        else:
-            results.append(Rewrite(what, manifest.key, "rewritten", new.key))
+        needed = archives.needs_reencryption(manifest)
+        results.append(
+            _rewrite(what, manifest.key, manifest.key, needed, dry_run, lambda m=manifest: archives.reencrypt(m).key)
+        )
     snapshots, unreadable = list_snapshots(store.bucket, database)
     for key, why in unreadable.items():
         if day_text is None or f"/{day_text}/" in key:
@@ -98,17 +84,31 @@ def reencrypt_backups(
         if day_text is not None and snapshot.day != day_text:
             continue
         what = f"R2 snapshot {snapshot.name} on {snapshot.day}"
-        if not snapshot_needs_reencryption(snapshot, store.keys):
-            results.append(Rewrite(what, snapshot.key, "current", snapshot.entries_key))
-            continue
-        if dry_run:
-            results.append(Rewrite(what, snapshot.key, WOULD_REWRITE))
-            continue
-        try:
-            resealed = reencrypt_snapshot(store.bucket, snapshot, store.keys)
-        except StorageError as exc:  # a missing or damaged object: reported, the snapshot kept as it was
-            logger.warning("%s was not re-encrypted: %s", what, exc)
-            results.append(Rewrite(what, snapshot.key, "failed", problem=str(exc)))
-        else:
-            results.append(Rewrite(what, snapshot.key, "rewritten", resealed.manifest.entries_key))
+        needed = snapshot_needs_reencryption(snapshot, store.keys)
+        results.append(
+            _rewrite(
+                what,
+                snapshot.key,
+                snapshot.entries_key,
+                needed,
+                dry_run,
+                lambda s=snapshot: reencrypt_snapshot(store.bucket, s, store.keys).manifest.entries_key,
+            )
+        )
     return results
+
+
+def _rewrite(what: str, key: str, current_key: str, needed: bool, dry_run: bool, rewrite: Callable[[], str]) -> Rewrite:
+    """One stored backup: ``current`` (``current_key``) when its rewrite is not ``needed``, ``would rewrite`` in a
+    dry run, else ``rewrite()``, which returns the new object's key; a ``StorageError`` (damage, a missing
+    object) is reported as ``failed`` and the backup is left as it was."""
+    if not needed:
+        return Rewrite(what, key, "current", current_key)
+    if dry_run:
+        return Rewrite(what, key, WOULD_REWRITE)
+    try:
+        new_key = rewrite()
+    except StorageError as exc:  # damage (CiphertextDamaged) included: reported, the old object kept
+        logger.warning("%s was not re-encrypted: %s", what, exc)
+        return Rewrite(what, key, "failed", problem=str(exc))
+    return Rewrite(what, key, "rewritten", new_key)
