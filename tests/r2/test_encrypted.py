@@ -37,6 +37,14 @@ VARIABLE = "PATINA_AGE_IDENTITY"
 NAME = "grove-media"
 
 
+def keys_to(recipient, *holding) -> AgeKeys:
+    """Keys that encrypt to ``recipient`` alone, with the identities of ``holding`` (none: no identity) in the
+    environment variable."""
+    return AgeKeys(
+        [recipient.recipient], VARIABLE, env={VARIABLE: "".join(i.file_text for i in holding)} if holding else {}
+    )
+
+
 @pytest.fixture
 def identities(tmp_path):
     first, second = generate_identity(), generate_identity()
@@ -47,7 +55,7 @@ def identities(tmp_path):
 @pytest.fixture
 def keys(identities) -> AgeKeys:
     first, _ = identities
-    return AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    return keys_to(first, first)
 
 
 def put(moto_endpoint, bucket: str, key: str, data: bytes) -> None:
@@ -134,8 +142,8 @@ def test_without_the_identity_nothing_is_read_and_nothing_is_deleted(
     first, second = identities
     fill(moto_endpoint, source_name)
     manifest = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=keys)
-    no_identity = AgeKeys([first.recipient], VARIABLE, env={})
-    wrong_identity = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    no_identity = keys_to(first)
+    wrong_identity = keys_to(first, second)
     before = everything_stored(moto_endpoint, backup)
 
     with pytest.raises(IdentityMissing, match=VARIABLE):  # the previous night's entries need it
@@ -215,20 +223,20 @@ def test_after_a_recipient_change_the_next_night_opens_with_the_new_identity_alo
     # night's snapshot must open with the new identity alone, unchanged objects included.
     first, second = identities
     objects = fill(moto_endpoint, source_name)
-    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    old = keys_to(first, first)
     backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
-    both = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+    both = keys_to(second, first, second)
 
     manifest = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=both)
 
-    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    new_only = keys_to(second, second)
     assert manifest.recipients == list(new_only.fingerprints)
     assert check_objects(backup, manifest, sample=None, keys=new_only).passed
     restore_snapshot(backup, "2026-03-02", NAME, tmp_path / "restored", keys=new_only)
     for key, data in objects.items():
         assert (tmp_path / "restored" / key).read_bytes() == data
     # and none of its objects opens with the old identity
-    old_only = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    old_only = keys_to(first, first)
     with pytest.raises(WrongIdentity):
         check_objects(backup, manifest, sample=None, keys=old_only)
 
@@ -246,11 +254,11 @@ def test_reencrypt_rewrites_a_kept_snapshot_to_the_new_recipients_and_the_old_ob
 ):
     first, second = identities
     objects = fill(moto_endpoint, source_name)
-    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    old = keys_to(first, first)
     kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
-    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
-    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
-    old_only = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    rotated = keys_to(second, first, second)
+    new_only = keys_to(second, second)
+    old_only = keys_to(first, first)
     newest = backup_bucket(source, backup, name=NAME, day="2026-03-02", keys=rotated)
     assert snapshot_needs_reencryption(kept, rotated) and not snapshot_needs_reencryption(newest, rotated)
     assert not opens_with(backup, kept, new_only)
@@ -282,15 +290,15 @@ def test_reencrypt_stores_objects_of_a_snapshot_no_night_has_stored_for_the_new_
     # backup bucket (never the source), checked, and stored again for the new recipients.
     first, second = identities
     objects = fill(moto_endpoint, source_name)
-    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    old = keys_to(first, first)
     kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
-    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+    rotated = keys_to(second, first, second)
     source_proxy.clear()
 
     resealed = reencrypt_snapshot(backup, kept, rotated)
 
     assert source_proxy.seen("GetObject") == [] and resealed.resealed_objects == len(objects)
-    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    new_only = keys_to(second, second)
     restore_snapshot(backup, "2026-03-01", NAME, tmp_path / "restored", keys=new_only)
     assert all((tmp_path / "restored" / key).read_bytes() == data for key, data in objects.items())
 
@@ -300,14 +308,14 @@ def test_reencrypt_leaves_a_snapshot_with_a_damaged_object_as_it_was(
 ):
     first, second = identities
     objects = fill(moto_endpoint, source_name)
-    old = AgeKeys([first.recipient], VARIABLE, env={VARIABLE: first.file_text})
+    old = keys_to(first, first)
     kept = backup_bucket(source, backup, name=NAME, day="2026-03-01", keys=old)
     victim = kept.object_key(hashlib.sha256(next(iter(objects.values()))).hexdigest())
     s3 = direct_client(moto_endpoint)
     data = bytearray(s3.get_object(Bucket=backup.bucket, Key=victim)["Body"].read())
     data[-20] ^= 0x01
     s3.put_object(Bucket=backup.bucket, Key=victim, Body=bytes(data))
-    rotated = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: first.file_text + second.file_text})
+    rotated = keys_to(second, first, second)
 
     with pytest.raises(StorageIntegrityError, match="damaged"):
         reencrypt_snapshot(backup, kept, rotated)
@@ -387,7 +395,7 @@ def test_the_reencrypt_command_rewrites_r2_snapshots_too(
     assert main(["--config", path, "reencrypt", "--day", "2026-03-01"]) == 0
     assert "1 rewritten" in capsys.readouterr().out
 
-    new_only = AgeKeys([second.recipient], VARIABLE, env={VARIABLE: second.file_text})
+    new_only = keys_to(second, second)
     (manifest,), _ = list_snapshots(store.bucket, NAME)
     assert opens_with(store.bucket, manifest, new_only)
     restore_snapshot(store.bucket, "2026-03-01", NAME, tmp_path / "restored", keys=new_only)
