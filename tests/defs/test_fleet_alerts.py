@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -44,12 +45,10 @@ def tenant_id(i: int) -> str:
     return f"5a5a5a5a-0000-4000-8000-{i:012x}"
 
 
-@pytest.fixture
-def fleet(tmp_path, monkeypatch):
-    """Three tenants of one fleet behind the loopback D1 server, discovered (roster and partitions)."""
-    sources = tmp_path / "d1"
-    sources.mkdir()
-    paths = {tenant_id(i): small_database(sources / f"tenant-{i}.sqlite", 5 + i) for i in range(3)}
+@contextmanager
+def discovered_fleet(tmp_path, monkeypatch, paths):
+    """The fleet `tenants` of the databases `paths` (tenant id -> SQLite file) behind the loopback D1 server,
+    discovered (roster and partitions): its config, server, instance and roster."""
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")
     with D1Server(paths, account_id=ACCOUNT) as server, dg.instance_for_test() as instance:
         config = write_config(
@@ -61,6 +60,16 @@ def fleet(tmp_path, monkeypatch):
         fleet = config.fleets[0]
         roster = discover(fleet, config, open_store(config), fleet_cloudflare(fleet, config))
         instance.add_dynamic_partitions("fleet_tenants_tenants", list(roster.names))
+        yield config, server, instance, roster
+
+
+@pytest.fixture
+def fleet(tmp_path, monkeypatch):
+    """Three tenants of one fleet behind the loopback D1 server, discovered (roster and partitions)."""
+    sources = tmp_path / "d1"
+    sources.mkdir()
+    paths = {tenant_id(i): small_database(sources / f"tenant-{i}.sqlite", 5 + i) for i in range(3)}
+    with discovered_fleet(tmp_path, monkeypatch, paths) as (config, server, instance, _):
         yield config, server, instance, paths
 
 
@@ -139,17 +148,7 @@ def big_fleet(tmp_path, monkeypatch):
     sources = tmp_path / "d1"
     sources.mkdir()
     paths = {tenant_id(i): small_database(sources / f"tenant-{i:02d}.sqlite", 3) for i in range(30)}
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")
-    with D1Server(paths, account_id=ACCOUNT) as server, dg.instance_for_test() as instance:
-        config = write_config(
-            tmp_path,
-            [],
-            databases_from=[{"name": "tenants", "account": ACCOUNT, "name_pattern": "tenant-*"}],
-            cloudflare={"api_url": server.base_url},
-        )
-        fleet = config.fleets[0]
-        roster = discover(fleet, config, open_store(config), fleet_cloudflare(fleet, config))
-        instance.add_dynamic_partitions("fleet_tenants_tenants", list(roster.names))
+    with discovered_fleet(tmp_path, monkeypatch, paths) as (config, server, instance, roster):
         yield config, server, instance, sorted(roster.names)
 
 
