@@ -390,6 +390,18 @@ class S3Bucket:
         return self._iter_objects(prefix)
 
     def _iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        for page in self._listing_pages(prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"][len(self.prefix) :],
+                    size=int(item["Size"]),
+                    last_modified=item["LastModified"],
+                    etag=strip_etag(item.get("ETag")),
+                )
+
+    def _listing_pages(self, prefix: str, **options) -> Iterator[dict]:
+        """The pages of ListObjectsV2 under ``prefix`` (``options``: e.g. a ``Delimiter``); a failure on any page
+        is the listing's StorageError."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         paginator = self.client.get_paginator("list_objects_v2")
@@ -397,16 +409,10 @@ class S3Bucket:
             Bucket=self.bucket,
             Prefix=self.prefix + prefix,
             PaginationConfig={"PageSize": self.list_page_size},
+            **options,
         )
         try:
-            for page in pages:
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(
-                        key=item["Key"][len(self.prefix) :],
-                        size=int(item["Size"]),
-                        last_modified=item["LastModified"],
-                        etag=strip_etag(item.get("ETag")),
-                    )
+            yield from pages
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list", prefix or None, exc, listing=True) from exc
 
@@ -419,21 +425,9 @@ class S3Bucket:
         return self._iter_folders(prefix)
 
     def _iter_folders(self, prefix: str) -> Iterator[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=self.bucket,
-            Prefix=self.prefix + prefix,
-            Delimiter="/",
-            PaginationConfig={"PageSize": self.list_page_size},
-        )
-        try:
-            for page in pages:
-                for item in page.get("CommonPrefixes", []):
-                    yield item["Prefix"][len(self.prefix) :]
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("list", prefix or None, exc, listing=True) from exc
+        for page in self._listing_pages(prefix, Delimiter="/"):
+            for item in page.get("CommonPrefixes", []):
+                yield item["Prefix"][len(self.prefix) :]
 
     # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
 
