@@ -48,6 +48,7 @@ from operator import add, itemgetter
 from pathlib import Path
 
 from .. import __version__
+from . import allocator
 from .digests import DIGEST_VERSION, content_digest, table_hasher
 from .errors import DumpError
 from .formats import DumpOutput, WriteBehind, format_of
@@ -190,6 +191,7 @@ class _DumpWriter:
     def __init__(
         self, source, out, database, job_id, progress, statement_bytes, rows_per_insert, digest_version=DIGEST_VERSION
     ) -> None:
+        allocator.tune()  # a batch's buffers are reused, not faulted in afresh (see allocator)
         self.source = source
         self.digest_version = digest_version
         self.out: DumpOutput | None = out

@@ -10,7 +10,8 @@ and filling the disk. Two mechanisms, both set up first thing in the worker:
 - everywhere, a pipe: the worker watches a stream whose other end only its parent holds (its stdin); when
   that reaches end of file, the parent is gone and the worker exits (:func:`exit_when_closed`).
 
-It imports nothing of Patina, so `real_check_worker.py` can use it when run as a script.
+It imports nothing of Patina but `allocator.py` beside it, so `real_check_worker.py` can use it when run as a
+script.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import sys
 import threading
 from typing import BinaryIO
 
+try:
+    from . import allocator
+except ImportError:  # run as a script's neighbour (real_check_worker.py)
+    import allocator  # type: ignore[no-redef]
+
 PARENT_PID_ENV = "PATINA_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 #: The exit status of a worker whose parent is gone (EX_SOFTWARE would blame the worker).
@@ -30,8 +36,9 @@ ORPHANED = 75
 
 
 def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a worker: ``env`` (default: this process's) plus this process's pid."""
-    return {**(os.environ if env is None else env), PARENT_PID_ENV: str(os.getpid())}
+    """The environment for a worker: ``env`` (default: this process's) plus this process's pid, and the
+    allocator setting a dump's processes run with (see `allocator`)."""
+    return {**(os.environ if env is None else env), **allocator.ENVIRONMENT, PARENT_PID_ENV: str(os.getpid())}
 
 
 def die_with_parent() -> None:

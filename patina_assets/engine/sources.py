@@ -267,7 +267,11 @@ class SqliteSource(Source):
         if self.query("PRAGMA journal_mode")[0][0].lower() == "wal":
             return None
         key = quote_identifier(table.key_columns[0])
-        lo, hi = self.query(f"SELECT min({key}), max({key}) FROM {table.quoted}")[0]
+        # Two subqueries: SQLite seeks to each end of the b-tree for a lone min() or max(), but scans the
+        # whole table for both in one SELECT.
+        lo, hi = self.query(f"SELECT (SELECT min({key}) FROM {table.quoted}), (SELECT max({key}) FROM {table.quoted})")[
+            0
+        ]
         if lo is None or hi - lo < SPLIT_MIN_ROWIDS:
             return None
         mid = (lo + (hi - lo) // 2) >> ROWID_BLOCK_BITS << ROWID_BLOCK_BITS

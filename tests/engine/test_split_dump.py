@@ -133,3 +133,21 @@ def test_without_a_second_process_this_one_writes_both_halves(tmp_path, monkeypa
     assert "table t" in warning and "could not be started" in warning  # a fallback is never silent
     (warning,) = [r.getMessage() for r in caplog.records if "second process" in r.getMessage()]
     assert "table t" in warning and "could not be started" in warning  # a fallback is never silent
+
+
+def test_finding_the_split_point_reads_two_ends_of_the_rowid_index_not_the_table(tmp_path):
+    """`min(id), max(id)` in one SELECT makes SQLite scan the whole table (a second of reading on a big
+    file, before the first row is written); each alone is a seek to one end of the b-tree."""
+    path = tmp_path / "wide.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, 'x')", ((i * 8,) for i in range(100_000)))
+    db.commit()
+    db.close()
+    with SqliteSource(path) as source:
+        (table,) = read_schema(source).tables
+        steps = []
+        source._db.set_progress_handler(lambda: steps.append(1), 100)  # called every 100 VM instructions
+        assert source.split_point(table) is not None
+        source._db.set_progress_handler(None, 100)
+    assert len(steps) < 20  # a scan of 100,000 rows is several thousand calls
