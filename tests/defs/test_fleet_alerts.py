@@ -335,6 +335,7 @@ def test_a_check_failing_every_tenant_alike_is_one_message_a_lone_one_its_own_an
     record = instance.get_run_record_by_id(nights[2].run_id)
     [(_, warning)] = Alerting(config).check_alerts(instance, read_run(instance, record))
     assert alone == webhook_payload(warning) and alone["check"]["database"] == "tenant-2"
+    assert alone["check"]["day"] == day  # the day alone, not the partition pair: the tenant has its own field
     checks.now += FLEET_HOLD_SECONDS * 3
     checks()
     assert len(generic.accepted) == 2  # sent once
