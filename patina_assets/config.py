@@ -527,12 +527,12 @@ class DumpConfig:
     def d1_source_options(self) -> dict[str, Any]:
         """The engine's D1Source settings this section sets (the CLI's `patina dump d1://...` and the
         nightly dumps read D1 with the same ones)."""
-        return {
-            "page_bytes": self.page_bytes,
-            "deadline_seconds": self.deadline_seconds,
-            "max_attempts": self.request_attempts,
-            "backoff_seconds": self.request_backoff_seconds,
-        }
+        return {"page_bytes": self.page_bytes, "deadline_seconds": self.deadline_seconds, **self.request_options()}
+
+    def request_options(self) -> dict[str, Any]:
+        """How each REST request to Cloudflare is retried (5xx, network errors): the dumps', and a restore's
+        into D1 (`D1Importer`), so one setting serves every request the token makes."""
+        return {"max_attempts": self.request_attempts, "backoff_seconds": self.request_backoff_seconds}
 
     @property
     def extension(self) -> str:

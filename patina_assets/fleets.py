@@ -269,8 +269,10 @@ def start_histories(store: BackupStore, roster: Roster, previous: Roster | None)
     The first backup of a database without an index rebuilds it from a listing of all of `daily/`: for a new
     fleet of 1,000 tenants that is 1,000 listings of a `daily/` growing all night. One listing here (keys
     only, and only when there are new tenants) tells which new tenants have no backup at all; their index
-    starts empty, so their first nights list nothing. A new tenant that does have backups (a roster lost,
-    a database once configured by hand) is left to the rebuild. Returns the tenants given an index."""
+    starts empty, so their first nights list nothing of `daily/` but its day folders (and stat the tenant's
+    manifest on each: `history.unindexed`, in case a backup missed the index). A new tenant that does have
+    backups (a roster lost, a database once configured by hand) is left to the rebuild. Returns the tenants
+    given an index."""
     known = set(previous.names) | {t.name for t in previous.vanished} if previous else set()
     new = {t.name for t in roster.tenants} - known
     if not new:

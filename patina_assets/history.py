@@ -21,8 +21,14 @@ days with a manifest, each dump's key and size, which verification records exist
 record is newer than the index; an index that fails any of that is rebuilt from that database's keys of the
 listing, and the status says so. ``record`` adds each new backup after its publish and each verdict after
 its verification (re-reading its own entry, so two runs of one database writing at once converge);
-retention's reconciliation rebuilds every index from its listing, so an entry lost to a crash between the
-manifest and the index comes back at the latest then.
+retention's reconciliation rebuilds every index from its listing.
+
+An index can also lack a backup the bucket holds: a ``record`` that failed (logged, not raised) or never ran
+(the run died after the manifest), an index written empty (a new fleet tenant's) or from a listing older
+than a backup. So the checks and ``record`` also look at the days the index lacks (``unindexed``: one
+listing of the day folders, not their keys, and a stat of the database's manifest on each such day): the
+checks use what they find, and ``record`` writes it in with the backup it adds, so a failed ``record``
+leaves a hole until the database's next backup or verdict, never for good.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from .storage import (
     CorruptManifest,
     DailyInventory,
     DailyKey,
+    InvalidKey,
     Manifest,
     ObjectChanged,
     ObjectInfo,
@@ -335,17 +342,65 @@ def confirmed(store: BackupStore, database: str, entry: Entry) -> Manifest | Non
         return None
     if manifest is None or manifest.key != entry.key or manifest.captured_at != entry.captured_at:
         return None
+    return _with_its_dump(store, manifest)
+
+
+def _with_its_dump(store: BackupStore, manifest: Manifest) -> Manifest | None:
     dump = store.bucket.stat(manifest.key)
     return manifest if dump is not None and dump.size == manifest.bytes else None
 
 
+def unindexed(
+    store: BackupStore, database: str, entries: Mapping[str, Entry], skip: Iterable[str] = ()
+) -> dict[str, tuple[Manifest, Entry]]:
+    """The backups of `database` that count on the days of the bucket its index `entries` lacks (day ->
+    the manifest and its entry), besides the days `skip`: what a failed `record` (the bucket refused the
+    index, the run died before it), or an index written empty or from an older listing, left out of it.
+
+    One listing of the day folders under ``daily/`` (not of their keys: it grows with the days kept, not
+    the databases) and a stat of the database's manifest on each day the index lacks: none when it holds
+    every day, at most the days kept for a database new since. A manifest found is read back as
+    `confirmed` reads an entry's (a damaged backup does not count)."""
+    skipped = set(skip)
+    found: dict[str, tuple[Manifest, Entry]] = {}
+    for folder in store.bucket.list_folders(DAILY_PREFIX):
+        try:
+            day = format_day(folder[len(DAILY_PREFIX) :].rstrip("/"))
+        except InvalidKey:  # not a day's folder: no backup of Patina's in it
+            continue
+        if day in entries or day in skipped:
+            continue
+        manifest_key = daily_manifest_key(day, database)
+        manifest_info = store.bucket.stat(manifest_key)
+        if manifest_info is None:
+            continue
+        try:
+            manifest = store.get_manifest(day, database)
+        except CorruptManifest:
+            continue
+        if manifest is None or _with_its_dump(store, manifest) is None:
+            continue
+        record_key = daily_verification_key(day, database)
+        record_info = store.bucket.stat(record_key)
+        record = store.get_verification(day, database) if record_info is not None else None
+        stats = {manifest_key: manifest_info, **({record_key: record_info} if record_info is not None else {})}
+        found[day] = (manifest, Entry.of(manifest, record, stats))
+    return found
+
+
 def backups_before(store: BackupStore, current: Manifest, limit: int | None = None) -> list[Manifest]:
     """The backups of `current`'s database captured before it, oldest first (the last `limit` when given),
-    each confirmed in the bucket; from a listing when the index is missing, unreadable or stale."""
+    each confirmed in the bucket; from the index and the days it lacks (`unindexed`), or from a listing
+    when the index is missing, unreadable or stale."""
     entries = read_index(store, current.database)
     if entries is not None:
-        earlier = sorted((e for e in entries.values() if e.order < _order(current)), key=lambda e: e.order)
-        picked = [confirmed(store, current.database, e) for e in (earlier[-limit:] if limit else earlier)]
+        found = unindexed(store, current.database, entries, skip=[current.day])
+        candidates = [*entries.values(), *(entry for _, entry in found.values())]
+        earlier = sorted((e for e in candidates if e.order < _order(current)), key=lambda e: e.order)
+        picked = [
+            found[e.day][0] if e.day in found else confirmed(store, current.database, e)
+            for e in (earlier[-limit:] if limit else earlier)
+        ]
         if all(m is not None for m in picked):
             return picked  # type: ignore[return-value]
     backups = rebuild(store, current.database)
@@ -354,11 +409,15 @@ def backups_before(store: BackupStore, current: Manifest, limit: int | None = No
 
 
 def newest_backup(store: BackupStore, database: str) -> Manifest | None:
-    """The backup of `database` captured last that counts, or None."""
+    """The backup of `database` captured last that counts, or None; from the index and the days it lacks,
+    or from a listing when the index is missing, unreadable or its newest entry stale."""
     entries = read_index(store, database)
-    if entries:
-        newest = max(entries.values(), key=lambda e: e.order)
-        manifest = confirmed(store, database, newest)
+    if entries is not None:
+        found = unindexed(store, database, entries)
+        newest = max([*entries.values(), *(entry for _, entry in found.values())], key=lambda e: e.order, default=None)
+        if newest is None:
+            return None
+        manifest = found[newest.day][0] if newest.day in found else confirmed(store, database, newest)
         if manifest is not None:
             return manifest
     return max(rebuild(store, database), key=_order, default=None)
@@ -368,8 +427,10 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
     """Add the backup `manifest` describes (just published, or just verified: `verification` is the record
     just written) to its database's index, replacing the day's previous entry. Without `verification` the
     slot's record is read (a re-run's day may keep the record of the dump it replaced). A missing,
-    unreadable or old-format index is rebuilt from the bucket (which already holds the backup). Errors are
-    logged, not raised: the backup counts without its entry, and readers fall back to listing."""
+    unreadable or old-format index is rebuilt from the bucket (which already holds the backup), and the
+    backups of days the index lacks are added with it (`unindexed`). Errors are logged, not raised: the
+    backup counts without its entry, the readers find it as a day their index lacks, and the database's next
+    `record` writes it in."""
     database = manifest.database
     published = verification is _UNREAD
     try:
@@ -385,11 +446,15 @@ def record(store: BackupStore, manifest: Manifest, verification: VerificationRec
             entries, etag = read_index_version(store, database)
             if entries is None or any(e.facts is None for e in entries.values()):
                 rebuild(store, database)
-            elif entries.get(manifest.day) != mine:
-                try:  # only over the index just read: another writer's entry is never dropped
-                    write_index(store, database, {**entries, manifest.day: mine}, etag)
-                except ObjectChanged:
-                    continue
+            else:
+                # The backups an earlier failed `record` (or an index written empty) left out go in with this
+                # one: a hole lasts until the database's next backup or verdict, never for good.
+                lacking = {day: e for day, (_, e) in unindexed(store, database, entries, [manifest.day]).items()}
+                if entries.get(manifest.day) != mine or lacking:
+                    try:  # only over the index just read: another writer's entry is never dropped
+                        write_index(store, database, {**entries, **lacking, manifest.day: mine}, etag)
+                    except ObjectChanged:
+                        continue
             now = (read_index(store, database) or {}).get(manifest.day)
             # After a publish, a verdict another writer put on this very backup since we read the record wins.
             if now == mine or (now is not None and now.where() == mine.where() and published):

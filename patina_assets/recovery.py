@@ -43,8 +43,14 @@ def import_into_d1(config: PatinaConfig, dump: Path, account: str, database_id: 
         token=config.cloudflare.api_token(os.environ),
         api_url=config.cloudflare.api_url,
         expected_rows=reader.expected_rows,
-        requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
+        **importer_options(config),
     )
+
+
+def importer_options(config: PatinaConfig) -> dict:
+    """The importer's request settings: the dumps' (attempts and backoff per request, the token's share of
+    the rate limit). 429s are waited out as long as the dumps' are (the engine's patience for both)."""
+    return {**config.dump.request_options(), "requests_per_5_minutes": config.cloudflare.requests_per_5_minutes}
 
 
 def parse_d1_target(target: str) -> tuple[str, str]:
@@ -67,7 +73,7 @@ def check_d1_targets_empty(config: PatinaConfig, targets: list[tuple[str, str]])
             database_id,
             token=token,
             api_url=config.cloudflare.api_url,
-            requests_per_5_minutes=config.cloudflare.requests_per_5_minutes,
+            **importer_options(config),
         ) as importer:
             tables = importer.tables_in()
         if tables:

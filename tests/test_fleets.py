@@ -174,8 +174,9 @@ def test_a_missing_roster_says_to_run_the_discovery(tmp_path):
 
 
 def test_discovery_starts_an_empty_history_only_for_new_tenants_without_backups(tmp_path, monkeypatch):
-    """A new tenant with no backup gets an empty history index (its first backup then lists nothing); one
-    that has backups already (its roster was lost, say) keeps the rebuild from the bucket, so none is hidden."""
+    """A new tenant with no backup gets an empty history index (its first backup then lists none of the keys
+    of daily/); one that has backups already (its roster was lost, say) keeps the rebuild from the bucket, so
+    none is hidden."""
     from patina_assets import history
 
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "good-token")

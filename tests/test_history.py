@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from support.configs import small_database, write_config
 from support.s3_server import create_bucket
-from support.storage import CountingBucket, InterleavingBucket, s3_bucket
+from support.storage import CountingBucket, InterleavingBucket, RefusingBucket, s3_bucket
 
 from patina_assets import history
 from patina_assets.backup import Cloudflare, back_up, open_store
@@ -105,6 +105,89 @@ def test_an_entry_lost_between_publish_and_index_comes_back_with_reconciliation(
     assert result.clean, result  # the index objects are Patina's, not strays
     assert result.indexes_rewritten == 1
     assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02"]
+
+
+# -- holes: a backup in the bucket that its index lacks ---------------------------------------------
+
+
+def refused_night(config, store, day, times=1):
+    """The backup of groveauth on `day`, published while the bucket refuses its index's next `times` writes
+    (its `record` logs that and the backup counts without its entry)."""
+    refusing = RefusingBucket(store.bucket, history.index_key("groveauth"), times)
+    manifest = back_up(config.databases[0], day, type(store)(refusing), NO_CLOUDFLARE, config.dump)[0]
+    assert refusing.refused == times
+    return manifest
+
+
+def test_a_backup_whose_index_entry_was_refused_is_back_in_the_index_the_next_night(fleets):
+    config, store, night = fleets
+    first = night("2026-03-01")
+    second = refused_night(config, store, "2026-03-02")
+    assert indexed_days(store, "groveauth") == ["2026-03-01"]  # the hole
+    third = night("2026-03-03")
+    assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    assert previous_backups(store, third) == [first, second]  # the size check's history has night 2
+
+
+def test_a_check_finds_a_backup_its_index_lacks_while_the_index_cannot_be_written(fleet):
+    """Night 2's entry refused, and night 3's too: night 3's checks still see night 2, and so does a check
+    run by hand before night 3."""
+    config, store, night = fleet
+    first = night("2026-03-01")
+    second = refused_night(config, store, "2026-03-02")
+    assert latest_backup(store, "groveauth") == second
+    third = refused_night(config, store, "2026-03-03")
+    assert indexed_days(store, "groveauth") == ["2026-03-01"]
+    assert previous_backups(store, third) == [first, second]
+    assert previous_backups(store, third, limit=1) == [second]
+    assert latest_backup(store, "groveauth") == third
+
+
+def test_an_empty_or_partial_index_is_not_trusted_over_the_bucket(fleet):
+    """Backups written while no index was kept (a database moved into a fleet, whose discovery started an
+    empty index; an index written as empty): the checks see them, and the next publish indexes them."""
+    config, store, night = fleet
+    manifests = [night(day) for day in ("2026-03-01", "2026-03-02", "2026-03-03")]
+    entries = history.read_index(store, "groveauth")
+    history.write_index(store, "groveauth", {})
+    assert previous_backups(store, manifests[-1]) == manifests[:2]
+    assert latest_backup(store, "groveauth") == manifests[-1]
+    history.write_index(store, "groveauth", {"2026-03-02": entries["2026-03-02"]})
+    assert previous_backups(store, manifests[-1]) == manifests[:2]
+    assert latest_backup(store, "groveauth") == manifests[-1]
+    fourth = night("2026-03-04")
+    assert indexed_days(store, "groveauth") == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    assert latest_backup(store, "groveauth") == fourth
+    # An entry added for a day the index lacked carries its facts, as one a publish writes.
+    assert history.read_index(store, "groveauth")["2026-03-01"] == history.Entry.of(
+        manifests[0],
+        None,
+        {
+            daily_manifest_key("2026-03-01", "groveauth"): store.bucket.stat(
+                daily_manifest_key("2026-03-01", "groveauth")
+            )
+        },
+    )
+
+
+def test_looking_for_holes_costs_one_folder_listing_and_a_stat_per_day_the_index_lacks(fleet):
+    """What a night reads to be sure its index has no hole grows with the days kept, never with the databases:
+    one listing of the day folders (not of their keys), and one stat of this database's manifest on each day
+    the index does not hold (none when it holds them all)."""
+    config, store, night = fleet
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        night(day, database=1)
+    manifests = [night(day) for day in ("2026-03-02", "2026-03-03")]  # groveauth has none on 03-01
+    counting = type(store)(CountingBucket(store.bucket))
+    fourth = back_up(config.databases[0], "2026-03-04", counting, NO_CLOUDFLARE, config.dump)[0]
+    assert previous_backups(counting, fourth) == manifests
+    assert latest_backup(counting, "groveauth") == fourth
+    bucket = counting.bucket
+    assert set(bucket.folders) == {"daily/"}
+    assert not any(prefix == "daily/" for prefix in bucket.listed)  # never a listing of every database's keys
+    manifest_stats = [k for k in bucket.stats if k.endswith(".manifest.json")]
+    assert set(manifest_stats) <= {daily_manifest_key(d, "groveauth") for d in ("2026-03-01", "2026-03-04")}
+    assert daily_manifest_key("2026-03-01", "groveauth") in manifest_stats  # the one day the index lacks
 
 
 # -- what a status reads: the indexes, checked against one listing -------------------------------

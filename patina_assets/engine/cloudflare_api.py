@@ -1,5 +1,6 @@
 """Requests to Cloudflare's REST API, with one set of manners for every caller: a D1 database's dump
-(`sources.D1Source`) and an account's list of databases (`d1_accounts`, a fleet's discovery).
+(`sources.D1Source`), a restore into D1 (`d1_import.D1Importer`) and an account's list of databases
+(`d1_accounts`, a fleet's discovery).
 
 Each attempt first finds room in the token's `ApiBudget` (api_budget.py), which every Patina process using
 the token shares. A 5xx or a network error is retried, up to `max_attempts`, after an exponential backoff
@@ -37,7 +38,8 @@ GaveUp = Callable[[int, str], Exception]
 
 class CloudflareApi:
     """One token's requests to the API at `api_url`. `where` begins every message (`d1://acct/db`,
-    `account acct`). `remaining` gives the seconds left before the caller's deadline (None: none; it
+    `account acct`); `operation` says what the requests are for (``dump``, ``import``, ``listing``), for a
+    message about its deadline. `remaining` gives the seconds left before the caller's deadline (None: none; it
     raises `DeadlineExceeded` once passed); `budget_wait_seconds` bounds each wait for room in the budget
     besides; `budget_exhausted` turns a budget that has no room in time into the caller's error. `sleep`
     waits out backoffs: the budget's own unless given (tests inject the budget's clock and sleep)."""
@@ -48,6 +50,7 @@ class CloudflareApi:
         token: str,
         *,
         where: str,
+        operation: str,
         budget: ApiBudget,
         budget_exhausted: Callable[[BudgetExhausted], Exception],
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -61,7 +64,7 @@ class CloudflareApi:
     ) -> None:
         import httpx  # here, not at the top: it costs ~17 MB, which a SQLite dump need not carry
 
-        self.where, self.budget, self.max_attempts = where, budget, max_attempts
+        self.where, self.operation, self.budget, self.max_attempts = where, operation, budget, max_attempts
         self.backoff_seconds, self.request_timeout = backoff_seconds, request_timeout
         self.rate_limit_patience_seconds = rate_limit_patience_seconds
         self.budget_wait_seconds = budget_wait_seconds
@@ -170,7 +173,7 @@ class CloudflareApi:
         left = self._remaining()
         if left is not None and delay >= left:
             raise DeadlineExceeded(
-                f"{self.where}: the API asked to wait {delay:.0f}s, past this dump's deadline; try later"
+                f"{self.where}: the API asked to wait {delay:.0f}s, past this {self.operation}'s deadline; try later"
             )
         self._sleep(min(delay, MAX_PAUSE_SECONDS))
 

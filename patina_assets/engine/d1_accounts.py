@@ -109,6 +109,7 @@ def list_databases(
         api_url,
         token,
         where=f"{where}, listing its D1 databases",
+        operation="listing",
         budget=budget,
         budget_exhausted=budget_exhausted,
         max_attempts=max_attempts,

@@ -323,6 +323,7 @@ class D1Source(Source):
         requests_per_5_minutes: int = DEFAULT_REQUESTS_PER_5_MINUTES,
         budget: ApiBudget | None = None,
         rate_limit_patience_seconds: float = RATE_LIMIT_PATIENCE_SECONDS,
+        operation: str = "dump",  # what the reads are for, in messages (an import reads its target too)
         transport=None,
         sleep=time.sleep,
     ) -> None:
@@ -343,6 +344,7 @@ class D1Source(Source):
             api_url,
             token,
             where=self.description,
+            operation=operation,
             budget=self.budget,
             budget_exhausted=self._budget_exhausted,
             max_attempts=max_attempts,

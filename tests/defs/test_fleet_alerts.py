@@ -17,7 +17,6 @@ from support.backups import store_backup_captured_at
 from support.configs import small_database, write_config
 from support.d1_server import D1Server
 
-from patina_assets import history
 from patina_assets.backup import open_store
 from patina_assets.defs import build_definitions
 from patina_assets.defs.alerts import sensors as alert_sensors
@@ -303,8 +302,7 @@ def test_a_check_failing_every_tenant_alike_is_one_message_a_lone_one_its_own_an
             captured = dt.datetime.fromisoformat(DAYS[-back]).replace(tzinfo=dt.UTC) + dt.timedelta(days=1, hours=1)
             store_backup_captured_at(config, f"tenant-{i}", captured, tmp_path, big)
         # The discovery gave each tenant an empty history index, which a backup stored outside a run does not
-        # update: rebuilt from the bucket, as a reader does with a stale one.
-        history.rebuild(open_store(config), f"tenant-{i}")
+        # update: the check finds these backups as days its index lacks (history.unindexed).
     grown = tmp_path / "grown"
     grown.mkdir()
     server.add_database(tenant_id(2), small_database(grown / "tenant-2.sqlite", 2000))  # tenant-2: 10x bigger
@@ -335,6 +333,7 @@ def test_a_check_failing_every_tenant_alike_is_one_message_a_lone_one_its_own_an
     record = instance.get_run_record_by_id(nights[2].run_id)
     [(_, warning)] = Alerting(config).check_alerts(instance, read_run(instance, record))
     assert alone == webhook_payload(warning) and alone["check"]["database"] == "tenant-2"
+    assert alone["check"]["day"] == day  # the day alone, not the partition pair: the tenant has its own field
     checks.now += FLEET_HOLD_SECONDS * 3
     checks()
     assert len(generic.accepted) == 2  # sent once

@@ -110,3 +110,32 @@ def test_429s_past_the_rate_limit_patience_give_up_saying_what_to_do(dump, tmp_p
     assert "could not start the import (init)" in message and "429 (rate limited)" in message
     assert "requests_per_5_minutes" in message and TOKEN not in message
     assert statuses.count(429) == 6  # at 0, 60, ..., 300 s: five minutes of patience, then no more
+
+
+def test_a_wait_past_its_deadline_names_the_import_not_a_dump(tmp_path):
+    """The one request path (cloudflare_api.py) serves dumps, imports and account listings: a caller with a
+    deadline that the API asks to wait past is told which of them it was."""
+    from patina_assets.engine.cloudflare_api import CloudflareApi
+    from patina_assets.engine.errors import DeadlineExceeded
+
+    clock = FakeClock()
+    target = empty_database(tmp_path / "target.sqlite")
+    with D1Server({TARGET_ID: target}, token=TOKEN, clock=clock.time) as server:
+        server.inject(Fault.status(503, retry_after=600, path="/import"))
+        budget = ApiBudget(server.base_url, TOKEN, clock=clock.time, sleep=clock.sleep)
+        api = CloudflareApi(
+            server.base_url,
+            TOKEN,
+            where=f"d1://acct/{TARGET_ID}",
+            operation="import",
+            budget=budget,
+            budget_exhausted=lambda e: e,
+            remaining=lambda: 60.0,
+        )
+        try:
+            with pytest.raises(DeadlineExceeded) as exceeded:
+                api.call("POST", f"/accounts/acct/d1/database/{TARGET_ID}/import", lambda s, b: AssertionError(s))
+        finally:
+            api.close()
+    message = str(exceeded.value)
+    assert "asked to wait 600s, past this import's deadline" in message and "dump" not in message

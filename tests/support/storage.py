@@ -152,3 +152,29 @@ class InterleavingBucket:
 
     def __getattr__(self, name):
         return getattr(self._bucket, name)
+
+
+class RefusingBucket:
+    """The real bucket, refusing the next `times` writes of `key` through it with a StorageError (a bucket
+    that answers one PUT with an error: the write is not made), then writing as usual."""
+
+    def __init__(self, bucket, key, times=1):
+        self._bucket, self._key, self.left = bucket, key, times
+        self.refused = 0
+
+    def _refuse(self, key):
+        if key == self._key and self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            raise storage.StorageError(f"the bucket refused the write of {key} (a test)")
+
+    def put_bytes(self, key, *args, **kwargs):
+        self._refuse(key)
+        return self._bucket.put_bytes(key, *args, **kwargs)
+
+    def put_bytes_if_unchanged(self, key, *args, **kwargs):
+        self._refuse(key)
+        return self._bucket.put_bytes_if_unchanged(key, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._bucket, name)

@@ -70,7 +70,7 @@ from ..archives.assets import ARCHIVE_KEY
 from ..archives.jobs import WEEKLY_JOB
 from ..dumps.assets import dump_asset_key
 from ..dumps.jobs import NIGHTLY_JOB
-from ..fleets.assets import DATABASE, DAY, fleet_asset_key, fleet_job_name, tenant_partition_key
+from ..fleets.assets import DATABASE, DAY, fleet_asset_key, fleet_job_name, fleet_partitions, tenant_partition_key
 from ..on_demand.jobs import ON_DEMAND_JOB, backup_op_name
 from ..policies import BACKFILL_TAG, PARTITION_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
 from ..r2_backups.assets import r2_asset_key
@@ -292,6 +292,7 @@ class Alerting:
         self._by_asset = {db.asset_name: (i, db) for i, db in enumerate(config.databases, 1)}
         self._dump_keys = {dump_asset_key(db) for db in config.databases}
         self._fleets = {fleet_asset_key(fleet): fleet for fleet in config.fleets}
+        self._fleet_partitions = {fleet_asset_key(fleet): fleet_partitions(fleet, config) for fleet in config.fleets}
         self._r2_keys = {r2_asset_key(entry) for entry in config.r2_buckets}
         self._patina_keys = self._dump_keys | set(self._fleets) | self._r2_keys | {ARCHIVE_KEY}
         self._op_keys = {backup_op_name(db): dump_asset_key(db) for db in config.databases}
@@ -337,6 +338,14 @@ class Alerting:
             return key.to_user_string(), key.to_user_string()
         position, db = found
         return db.name, f"database {position} of {len(self._by_asset)}"
+
+    def day_of(self, key: dg.AssetKey, partition: str | None) -> str | None:
+        """The day of an asset's partition: a fleet's partition is a pair (day x tenant, ``tenant-042|2026-03-01``)
+        whose tenant a message names in a field of its own (`database`)."""
+        definition = self._fleet_partitions.get(key)
+        if definition is None or partition is None:
+            return partition
+        return definition.get_partition_key_from_str(partition).keys_by_dimension[DAY]
 
     def run_summary(self, facts: RunFacts) -> RunSummary:
         run = facts.run
@@ -403,9 +412,7 @@ class Alerting:
         last_at = last_day = None
         if last_success is not None:
             last_at = datetime.fromtimestamp(last_success.timestamp, tz=UTC)
-            last_day = last_success.partition_key
-            if fleet is not None and last_day is not None:  # "tenant-042|2026-03-01" (database|day): the day
-                last_day = last_day.rsplit("|", 1)[-1]
+            last_day = self.day_of(key, last_success.partition_key)
         return FailureStreak(
             job_id=facts.run.run_id,
             database=name,
@@ -437,10 +444,11 @@ class Alerting:
                 label=label,
                 asset=evaluation.asset_key.to_user_string(),
                 finished_at=facts.finished_at,
-                partition=partition,
+                partition=self.day_of(evaluation.asset_key, partition),
                 description=evaluation.description,
                 metadata=tuple(_metadata_text(evaluation.metadata)),
             )
+            # The id keeps the whole partition: a fleet's tenants fail the same check on the same day.
             alerts.append((f"check:{evaluation.asset_key.to_user_string()}:{evaluation.check_name}:{partition}", alert))
         return sorted(alerts, key=lambda pair: not pair[1].is_error)  # errors first
 
