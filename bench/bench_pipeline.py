@@ -6,8 +6,9 @@ through a long-lived webserver and daemon (the UI's Launch, a backfill).
     .venv/bin/python bench/bench_pipeline.py --databases 6 --serve --work /tmp/pipe6 &   # then, as often as wanted:
     .venv/bin/python bench/bench_pipeline.py --databases 6 --mode ui --work /tmp/pipe6   # one night through it
     .venv/bin/python bench/bench_pipeline.py --checkout /work/main ...   # another checkout's code (before/after)
+    .venv/bin/python bench/bench_pipeline.py --databases 6 --days 7 --modes inprocess,ui,backfill   # a week of nights
 
-Each mode runs the nightly job once for the same day (dumps, publishes and every dump check) on a local
+Each mode runs the nightly job once for the same day (with `--days N`: for each of the N days up to yesterday) (dumps, publishes and every dump check) on a local
 bucket under --work, and is timed from the moment its command starts to the run's end:
 
     inprocess  `execute_in_process` (what `make demo` does) in a fresh process: every step in one process
@@ -34,6 +35,11 @@ webserver writes every planned materialization and check; for a backfill, also t
 queued (until the daemon dequeues it), run worker (its interpreter and code location, to RUN_START), first step
 (the forkserver's start and preload, to the first step process), steps (to the last step's end) and ending
 (to RUN_SUCCESS).
+
+With `--days N`, `inprocess` runs the N nights one after another in one process, `ui` submits N runs at once
+(N clicks of Materialize; the queue runs `max_concurrent_runs` of them at a time) and `backfill` one backfill
+of the N partitions (what the UI makes of a range of days), each timed to the end of its last run: the cost of
+a day in a backfill, the daemon's 30 s loop shared by all its days.
 
 The N source databases are small SQLite files (two tables, a few thousand rows): what is measured is what
 Dagster adds around each dump. Modes alternate (inprocess, executor, ..., inprocess, ...) so a drift of the
@@ -69,7 +75,10 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 MODES = ("inprocess", "executor", "launched", "ui", "backfill", "trigger")
 # Modes that submit to a long-lived webserver and daemon (`--serve`), started once outside the timing.
 SERVED = ("ui", "backfill", "trigger")
-DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+DAYS = [YESTERDAY.isoformat()]  # the nights each mode runs, oldest first (--days)
+# Modes that can run several nights (--days): the others run one command per night.
+SEVERAL_DAYS = ("inprocess", "ui", "backfill")
 JOB = "nightly_backup"
 LOCATION = "patina"
 REPOSITORY = "__repository__"  # the repository Dagster makes of a module's `Definitions`
@@ -108,13 +117,15 @@ from patina_assets.config import load_config
 from patina_assets.defs import build_definitions
 from patina_assets.defs.dumps.jobs import NIGHTLY_JOB
 job = build_definitions(load_config()).resolve_job_def(NIGHTLY_JOB)
-result = job.execute_in_process(
-    partition_key=sys.argv[1],
-    instance=dg.DagsterInstance.get(),
-    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    raise_on_error=False,
-)
-sys.exit(0 if result.success else 1)
+for day in sys.argv[1:]:
+    result = job.execute_in_process(
+        partition_key=day,
+        instance=dg.DagsterInstance.get(),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        sys.exit(1)
 """
 
 WAIT_FOR_RUN = """
@@ -209,9 +220,9 @@ def prepare(work: Path, databases: int) -> dict[str, str]:
 
 
 def command(mode: str, run_id: str) -> list[str]:
-    tags = json.dumps({"dagster/partition": DAY})
+    tags = json.dumps({"dagster/partition": DAYS[-1]})
     if mode == "inprocess":
-        return [str(PYTHON), "-c", IN_PROCESS, DAY]
+        return [str(PYTHON), "-c", IN_PROCESS, *DAYS]
     target = ["-m", "patina_assets.definitions", "-d", str(CHECKOUT), "-j", JOB, "--tags", tags]
     if mode == "executor":
         return [str(PYTHON), "-m", "dagster", "job", "execute", *target]
@@ -292,8 +303,8 @@ def served_port(work: Path) -> int:
         raise SystemExit(f"no servers at {work}: start them first with --serve --work {work}") from None
 
 
-def submit(mode: str, port: int, work: Path, env: dict[str, str]) -> tuple[str, str]:
-    """Submit one night: ('run', run id) or ('backfill', backfill id)."""
+def submit(mode: str, port: int, work: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """Submit the nights: ('run', their run ids) or ('backfill', [its id])."""
     if mode == "trigger":
         done = subprocess.run(
             [str(PYTHON), "-m", "patina_assets.cli", "trigger", "--json", "--workspace", str(work / "workspace.yaml")],
@@ -304,43 +315,49 @@ def submit(mode: str, port: int, work: Path, env: dict[str, str]) -> tuple[str, 
         )
         if done.returncode != 0:
             raise SystemExit(f"trigger: refused: {(done.stderr or done.stdout).strip()[-2000:]}")
-        return "run", json.loads(done.stdout)["jobId"]
+        return "run", [json.loads(done.stdout)["jobId"]]
     repository = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
     if mode == "ui":
-        params = {
-            "selector": {**repository, "jobName": JOB},
-            "runConfigData": {},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAY}]},
-        }
-        answer = graphql(port, LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
-        if answer["__typename"] != "LaunchRunSuccess":
-            raise SystemExit(f"ui: the run was refused: {answer}")
-        return "run", answer["run"]["runId"]
+        run_ids = []
+        for day in DAYS:
+            params = {
+                "selector": {**repository, "jobName": JOB},
+                "runConfigData": {},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+            }
+            answer = graphql(port, LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
+            if answer["__typename"] != "LaunchRunSuccess":
+                raise SystemExit(f"ui: the run was refused: {answer}")
+            run_ids.append(answer["run"]["runId"])
+        return "run", run_ids
     params = {
         "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": repository},
-        "partitionNames": [DAY],
+        "partitionNames": DAYS,
         "fromFailure": False,
     }
     answer = graphql(port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":
         raise SystemExit(f"backfill: refused: {answer}")
-    return "backfill", answer["backfillId"]
+    return "backfill", [answer["backfillId"]]
 
 
-def wait_in_storage(storage: Path, kind: str, key: str) -> tuple[str, str]:
-    """(run id, status) once the run (or the backfill's run) has ended, read from the SQLite run storage."""
+def wait_in_storage(storage: Path, kind: str, keys: list[str]) -> list[tuple[str, str]]:
+    """(run id, status) of each night's run, oldest run first, once all `len(DAYS)` have ended: the runs of
+    `keys`, or those of the backfill `keys[0]`; read from the SQLite run storage."""
     while True:
         with contextlib.closing(sqlite3.connect(f"file:{storage / 'runs.db'}?mode=ro", uri=True, timeout=30)) as db:
             if kind == "run":
-                row = db.execute("SELECT run_id, status FROM runs WHERE run_id = ?", (key,)).fetchone()
+                marks = ",".join("?" * len(keys))
+                rows = db.execute(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks}) ORDER BY id", keys)
             else:
-                row = db.execute(
+                rows = db.execute(
                     "SELECT runs.run_id, runs.status FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id "
-                    "WHERE run_tags.key = 'dagster/backfill' AND run_tags.value = ?",
-                    (key,),
-                ).fetchone()
-        if row and row[1] in ENDED:
-            return row
+                    "WHERE run_tags.key = 'dagster/backfill' AND run_tags.value = ? ORDER BY runs.id",
+                    keys,
+                )
+            rows = rows.fetchall()
+        if len(rows) == len(DAYS) and all(status in ENDED for _, status in rows):
+            return rows
         time.sleep(POLL_SECONDS)
 
 
@@ -373,16 +390,17 @@ def phases(storage: Path, run_id: str, submitted: float) -> dict[str, float]:
 def run_served(mode: str, work: Path, port: int, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     storage = work / "served" / "storage" / "history"
     started, submitted = time.monotonic(), time.time()
-    kind, key = submit(mode, port, work, env)
-    run_id, status = wait_in_storage(storage, kind, key)
+    kind, keys = submit(mode, port, work, env)
+    runs = wait_in_storage(storage, kind, keys)
     seconds = time.monotonic() - started
-    if status != "SUCCESS":
-        raise SystemExit(f"{mode}: the night's run {run_id} ended {status} (see it in the UI at port {port})")
-    return seconds, phases(storage, run_id, submitted)
+    for run_id, status in runs:
+        if status != "SUCCESS":
+            raise SystemExit(f"{mode}: the night's run {run_id} ended {status} (see it in the UI at port {port})")
+    return seconds, phases(storage, runs[0][0], submitted)  # the first run's: the submission's wait is in it
 
 
 def run_night(mode: str, env: dict[str, str], work: Path | None = None, port: int | None = None) -> float:
-    """Wall seconds of one night in `mode`, from the command's start to the run's end."""
+    """Wall seconds of the nights (`DAYS`) in `mode`, from the command's start to the last run's end."""
     if mode in SERVED:
         seconds, spent = run_served(mode, work, port, env)
         print(f"  {mode}: {seconds:.2f} s = " + ", ".join(f"{k} {v:.2f}" for k, v in spent.items()), file=sys.stderr)
@@ -403,6 +421,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--databases", default="6,50", help="comma-separated database counts (default 6,50)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--days", type=int, default=1, help="run the N nights up to yesterday (modes: " + ", ".join(SEVERAL_DAYS) + ")"
+    )
     parser.add_argument("--modes", default="inprocess,executor,launched,ui")
     parser.add_argument(
         "--mode", choices=MODES, help="one night in this mode only (for a timer of whole processes); needs --work"
@@ -413,6 +434,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="keep sources, bucket and instance here (default: a temporary one)")
     parser.add_argument("--checkout", type=Path, help="run this checkout's code with its .venv (default: this one)")
     args = parser.parse_args()
+    DAYS[:] = [(YESTERDAY - dt.timedelta(days=n)).isoformat() for n in reversed(range(args.days))]
+    if args.days > 1 and (bad := [m for m in (args.mode or args.modes).split(",") if m not in SEVERAL_DAYS]):
+        parser.error(f"--days runs several nights in {', '.join(SEVERAL_DAYS)} only, not {bad[0]}")
     if args.checkout:
         global CHECKOUT, PYTHON
         CHECKOUT, PYTHON = args.checkout.resolve(), args.checkout.resolve() / ".venv" / "bin" / "python"
@@ -432,7 +456,7 @@ def main() -> int:
         return 0
     modes = args.modes.split(",")
     print(
-        "| databases | "
+        f"| databases{f' x {args.days} days' if args.days > 1 else ''} | "
         + " | ".join(f"{m} (s)" for m in modes)
         + " | "
         + " | ".join(f"{m}/inprocess" for m in modes[1:])
