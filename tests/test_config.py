@@ -505,3 +505,8 @@ def test_the_api_budget_and_consistency_retries(tmp_path):
     assert config.cloudflare.requests_per_5_minutes == 300 and config.dump.consistency_retries == 0
     err = load_error(tmp_path, with_change(lambda d: d.update(cloudflare={"requests_per_5_minutes": 1500})))
     assert err.field == "cloudflare.requests_per_5_minutes" and "1200" in str(err)
+
+
+def test_a_database_name_ending_in_a_line_break_is_refused(tmp_path):
+    data = {**MINIMAL, "databases": [{**MINIMAL["databases"][1], "name": "scout-db\n"}]}
+    assert "databases[0].name: 'scout-db\\n' is not valid -- use 1-63 characters" in str(load_error(tmp_path, data))

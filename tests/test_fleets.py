@@ -102,6 +102,7 @@ def test_d1_names_become_database_names_that_the_bucket_accepts():
     assert named("Acme Corp (EU)") == "acme-corp--eu-0f2c1d3e"
     assert named("x" * 80) == "x" * 54 + "-0f2c1d3e"
     assert named("_db") == "db-0f2c1d3e"
+    assert named("shop\n") == "shop-0f2c1d3e"  # a final line break is not kept (`$` would have let it through)
     assert named("MyShop", uuid="9a9a9a9a-0000-4000-8000-000000000000") == "myshop-9a9a9a9a"  # folded alike, kept apart
     for odd in ("MyShop", "Acme Corp (EU)", "x" * 80, "_db", "---", "ÜBER"):
         assert DATABASE_NAME.match(named(odd)), odd

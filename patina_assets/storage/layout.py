@@ -34,17 +34,18 @@ AGE_SUFFIX = ".age"
 AGE_CONTENT_TYPE = "application/octet-stream"
 MANIFEST_CONTENT_TYPE = "application/json"
 
-DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# `\Z`, not `$`, ends each pattern: `$` also matches before a final line break ("shop\n" would pass).
+DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 # A generation makes each upload's dump key unique: UTC time to the microsecond, then randomness.
 # It contains 'T' and 'Z', which a database name (lowercase) cannot, so parsing a key is unambiguous.
 #: The regular expression of a generation (a UTC moment and 6 random hex digits); R2 snapshots name theirs alike.
 GENERATION_PATTERN = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
-_GENERATION_RE = re.compile(rf"^{GENERATION_PATTERN}$")
+_GENERATION_RE = re.compile(rf"^{GENERATION_PATTERN}\Z")
 _DAILY_KEY = re.compile(
     rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|(?:\.(?P<generation>{GENERATION_PATTERN}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)$"
+    rf"|(?:\.(?P<generation>{GENERATION_PATTERN}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)\Z"
 )
 VERIFICATION_SUFFIX = ".verification.json"
 
@@ -180,7 +181,7 @@ ZSTD_WINDOW_LOG = 27
 _WEEKLY_KEY = re.compile(
     rf"^weekly/(?P<week>\d{{4}}-\d{{2}}-\d{{2}})"
     rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|\.(?P<generation>{GENERATION_PATTERN})\.(?P<format>tar\.zst|tar\.gz)(?P<age>\.age)?)$"
+    rf"|\.(?P<generation>{GENERATION_PATTERN})\.(?P<format>tar\.zst|tar\.gz)(?P<age>\.age)?)\Z"
 )
 
 

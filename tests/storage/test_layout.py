@@ -61,3 +61,21 @@ def test_daily_keys_parse_back_unambiguously(database, fmt):
     assert (parsed.kind, parsed.database, parsed.day) == ("manifest", database, "2026-01-05")
     assert parse_daily_key("weekly/2026-W01.tar.gz") is None
     assert parse_daily_key("daily/2026-02-30/x.sql") is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "daily/2026-01-05/groveauth\n.manifest.json",  # a name ending in a line break
+        "daily/2026-01-05/groveauth.manifest.json\n",  # a key ending in one
+        "daily/2026-01-05\n/groveauth.sql",
+    ],
+)
+def test_a_line_break_at_the_end_of_a_name_or_key_is_no_key_of_ours(key):
+    """Python's `$` also matches before a final newline; the layout's patterns must end at the text's end."""
+    assert parse_daily_key(key) is None
+
+
+def test_a_database_name_ending_in_a_line_break_is_refused():
+    with pytest.raises(InvalidKey):
+        daily_dump_key(DAY, "groveauth\n", "sql")
