@@ -7,11 +7,10 @@ import sqlite3
 import httpx
 import pytest
 from support.compare import assert_same_database
-from support.configs import small_database
+from support.configs import empty_database, small_database
 from support.d1_server import D1Server, Fault
 from support.fake_clock import FakeClock
 
-from patina_assets.engine import dump_database, open_source
 from patina_assets.engine.d1_import import (
     D1Importer,
     D1ImportError,
@@ -26,24 +25,11 @@ TOKEN = "good-token-0123456789"
 NO_WAIT = {"sleep": lambda seconds: None}
 
 
-@pytest.fixture
-def dump(tmp_path):
-    source = small_database(tmp_path / "source.sqlite", 40)
-    with open_source(str(source)) as s:
-        dump_database(s, tmp_path / "dump.sql.zst", database="groveauth")
-    return source, tmp_path / "dump.sql.zst"
-
-
 def expected_rows(path):
     reader = DumpReader(path)
     for _ in reader.parts():
         pass
     return reader.expected_rows
-
-
-def empty_database(path):
-    sqlite3.connect(path).close()
-    return path
 
 
 def import_paths(server):

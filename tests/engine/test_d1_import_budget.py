@@ -2,34 +2,19 @@
 of the token, and a lockout is waited out (up to the rate-limit patience) rather than spending the import's
 retries. The loopback server, the budget and every wait run on one injected clock, so nothing really sleeps."""
 
-import sqlite3
-
 import pytest
 from support.compare import assert_same_database
-from support.configs import small_database
+from support.configs import empty_database, small_database
 from support.d1_server import D1Server, Fault
 from support.fake_clock import FakeClock
 
-from patina_assets.engine import D1Source, dump_database, open_source, restore_dump
+from patina_assets.engine import D1Source, dump_database, restore_dump
 from patina_assets.engine.api_budget import ApiBudget
 from patina_assets.engine.d1_import import D1ImportUnavailable, import_dump
 
 TARGET_ID = "45eae4c7-8ae7-4078-9218-8e1677a4360f"
 NIGHTLY_ID = "9b0e3c1d-2f4a-4e5b-8c6d-7e8f90a1b2c3"
 TOKEN = "good-token-0123456789"
-
-
-@pytest.fixture
-def dump(tmp_path):
-    source = small_database(tmp_path / "source.sqlite", 40)
-    with open_source(str(source)) as s:
-        dump_database(s, tmp_path / "dump.sql.zst", database="groveauth")
-    return source, tmp_path / "dump.sql.zst"
-
-
-def empty_database(path):
-    sqlite3.connect(path).close()
-    return path
 
 
 def test_a_429_met_by_a_restore_pauses_a_dump_on_the_same_token(dump, tmp_path):

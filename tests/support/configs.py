@@ -26,6 +26,12 @@ def write_config(directory: Path, databases: list[dict], bucket: dict | None = N
     return load_config(path, env={})
 
 
+def empty_database(path: Path) -> Path:
+    """A SQLite file with nothing in it (a restore's or an import's target)."""
+    sqlite3.connect(path).close()
+    return path
+
+
 def small_database(path: Path, rows: int = 50, *, blob_bytes: int = 0) -> Path:
     """A little SQLite database with a parent/child pair and an index."""
     db = sqlite3.connect(path)
