@@ -10,11 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from . import history, leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .encryption import AgeKeys
-from .engine import DumpResult, Source, dump_database
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
 from .engine.sources import open_source
 from .storage import (
@@ -26,6 +26,12 @@ from .storage import (
     open_bucket,
     utc_timestamp,
 )
+
+if TYPE_CHECKING:
+    from .engine import DumpResult, Source
+
+# The dump writer is imported by `back_up`, its one user: the read commands open the store through
+# `open_store` below and need none of it (`patina status`, issue 17).
 
 
 class LateBackfillRefused(PatinaError):
@@ -113,6 +119,8 @@ def back_up(
 
     A dump run long after its day ended (a backfill) reads the database as it is now: it is stored marked
     ``captured_late``, or refused with ``dump.late_backfill: refuse`` (``LateBackfillRefused``)."""
+    from .engine import dump_database
+
     refuse_late(database, day, settings, now)
     leftovers.sweep(store.bucket)  # what a killed run left: temporaries, uploads, scratch, workers
     with leftovers.scratch_directory("backup") as tmp:

@@ -23,7 +23,7 @@ from .cli_support import (
     open_catalog,
     refuse_overwrite,
 )
-from .engine import PatinaError, dump_database, open_source, restore_dump
+from .engine import PatinaError
 from .recovery import (
     D1_SOURCES,
     LATEST,
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from .config import PatinaConfig
 
 # The bucket, catalog and status modules are imported inside the commands that use them: `patina dump`
-# then carries only the engine (its benchmark's memory goal is 64 MB).
+# then carries only the engine (its benchmark's memory goal is 64 MB); the dump writer and the restorer
+# likewise, so `patina status` (issue 17: under 0.5 s) does not load them.
 
 #: The running Dagster webserver `patina trigger` queues its runs through (`--webserver`'s default).
 WEBSERVER_ENV_VAR = "PATINA_DAGSTER_WEBSERVER"
@@ -86,6 +87,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         }
         retries = {"consistency_retries": config.dump.consistency_retries}
     options.update({k: v for k, v in (("deadline_seconds", args.deadline), ("page_bytes", args.page_bytes)) if v})
+    from .engine import dump_database, open_source
+
     with open_source(args.source, **options) as source:
         result = dump_database(
             source, Path(args.output), database=args.name, job_id=args.job_id, progress=progress, **retries
@@ -206,6 +209,8 @@ def _restore_plain_file(dump: Path, args: argparse.Namespace) -> int:
             raise ValueError("--table works with SQLite targets only: D1 restores the whole dump")
         config = _config(args)
         return _to_d1(config, dump, args.to, args, label=str(dump))
+    from .engine import restore_dump
+
     progress = Progress(sys.stderr.isatty())
     report = restore_dump(
         dump,
@@ -235,6 +240,8 @@ def _restore_backup(args: argparse.Namespace) -> int:
         dump = catalog.download(backup, Path(tmp) / backup.filename)
         if is_d1_target(args.to):
             return _to_d1(config, dump, args.to, args, label=f"{name} on {day}", confirmed=True)
+        from .engine import restore_dump
+
         progress = Progress(sys.stderr.isatty())
         try:
             report = restore_dump(

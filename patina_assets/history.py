@@ -34,11 +34,12 @@ leaves a hole until the database's next backup or verdict, never for good.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from .storage import (
     DAILY_PREFIX,
@@ -142,16 +143,20 @@ class Facts:
         if data.keys() != _FACT_NAMES:  # written by another version: only the fields this one knows
             data = {name: data[name] for name in _FACT_NAMES if name in data}
         facts = cls(**data)  # a missing required field raises TypeError: the index is unreadable
-        if not all(type(n) is int for n in (facts.bytes, facts.sql_bytes, facts.tables, facts.rows)):
+        if not (
+            type(facts.bytes) is int
+            and type(facts.sql_bytes) is int
+            and type(facts.tables) is int
+            and type(facts.rows) is int
+        ):
             raise ValueError("a size or count is not a number")
-        for moment in (facts.created_at, facts.started_at, facts.finished_at):
-            if datetime.fromisoformat(moment).utcoffset() != _UTC:
-                raise ValueError(f"{moment!r} is not in UTC")
+        parse_utc_timestamp(facts.created_at)
+        parse_utc_timestamp(facts.started_at)
+        parse_utc_timestamp(facts.finished_at)
         return facts
 
 
 _FACT_NAMES = {f.name: None for f in dataclasses.fields(Facts)}.keys()
-_UTC = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class Entry:
     captured_at: str
     facts: Facts | None = None
 
-    @property
+    @functools.cached_property  # read for every backup of a status (what it is sorted by, and its capture time)
     def order(self) -> tuple[datetime, str]:
         return (parse_utc_timestamp(self.captured_at), self.day)
 

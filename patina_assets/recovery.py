@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .engine import PatinaError, restore_dump
+from .engine import PatinaError
 from .engine.sources import parse_d1_source
 
 if TYPE_CHECKING:
@@ -194,6 +194,8 @@ def restore_all(
                     account, database_id = parse_d1_target(str(target))
                     detail = f"{import_into_d1(config, dump, account, database_id).num_queries} statements"
                 else:
+                    from .engine import restore_dump
+
                     report = restore_dump(dump, Path(target), allow_foreign_key_violations=allow_foreign_key_violations)
                     detail = f"{sum(report.table_rows.values()):,} rows"
         except (PatinaError, StorageError, ValueError) as exc:

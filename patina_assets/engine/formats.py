@@ -6,8 +6,7 @@ complete, so a reader never finds a half-written dump under the real name.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import gzip
 import hashlib
 import io
@@ -43,21 +42,21 @@ WRITEBACK_BYTES = 32 << 20  # a dump's file is handed to the disk in steps of th
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _libc_sync_file_range():
-    """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere."""
+@functools.cache
+def _sync_file_range():
+    """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere. Looked up at the first
+    write-back, not at import: every command imports this module, and only dumps write back."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.sync_file_range
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range  # the C library the interpreter runs on
     except (OSError, AttributeError):
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     call.restype = ctypes.c_int
     return call
-
-
-_sync_file_range = _libc_sync_file_range()
 
 
 class _NoHash:
@@ -177,8 +176,9 @@ class DumpOutput:
         """Ask the kernel to start writing what this file has so far to disk, without waiting for it: the
         fsync at the end then waits for the last few MB, not for the whole dump (2 GB took a second)."""
         end = self._file.bytes
-        if self._durable and _sync_file_range is not None:  # advice: a failure (-1) changes nothing
-            _sync_file_range(self._raw.fileno(), self._written_back, end - self._written_back, _SYNC_FILE_RANGE_WRITE)
+        sync_file_range = _sync_file_range() if self._durable else None
+        if sync_file_range is not None:  # advice: a failure (-1) changes nothing
+            sync_file_range(self._raw.fileno(), self._written_back, end - self._written_back, _SYNC_FILE_RANGE_WRITE)
         self._written_back = end
 
     @property

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 from ..engine.formats import FORMATS
 from .buckets import InvalidKey
@@ -66,12 +67,23 @@ def format_day(day: date | str) -> str:
         raise InvalidKey(f"day must be a date, not a datetime ({day!r}): which day is ambiguous across time zones")
     if isinstance(day, date):
         return day.isoformat()
-    if isinstance(day, str) and _DAY.match(day):
-        try:
-            return date.fromisoformat(day).isoformat()
-        except ValueError:
-            pass
+    if isinstance(day, str):
+        text = _day_of_text(day)
+        if text is not None:
+            return text
     raise InvalidKey(f"invalid day {day!r}: expected a real date as YYYY-MM-DD")
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_of_text(text: str) -> str | None:
+    """``YYYY-MM-DD`` if ``text`` is a real date written so, else None; once per text (a listing, an index
+    and a status name the same few days thousands of times)."""
+    if not _DAY.match(text):
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return None
 
 
 def validate_format(fmt: str) -> str:
@@ -119,10 +131,10 @@ def daily_manifest_key(day: date | str, database: str) -> str:
     return f"{daily_prefix(day)}{validate_database_name(database)}{MANIFEST_SUFFIX}"
 
 
-@dataclass(frozen=True)
-class DailyKey:
+class DailyKey(NamedTuple):
     """A parsed ``daily/`` key: a manifest (``kind='manifest'``), a dump (``kind='dump'``) or the
-    verification record beside them (``kind='verification'``)."""
+    verification record beside them (``kind='verification'``). A named tuple, not a dataclass: a status
+    parses every key of the bucket (18,000 at 200 databases x 30 days), and a tuple is made 4x faster."""
 
     key: str
     day: str
@@ -138,36 +150,28 @@ class DailyKey:
         return (self.day, self.database)
 
 
-@functools.lru_cache(maxsize=4096)
-def _listed_day(text: str) -> str | None:
-    """``format_day`` of a day in a key, once per day (a listing has thousands of keys per day)."""
-    try:
-        return format_day(text)
-    except InvalidKey:
-        return None
+@functools.lru_cache(maxsize=65536)
+def _listed_name(text: str) -> bool:
+    """Whether a name in a key is a database name, once per name (a listing has a key per day and kind)."""
+    return DATABASE_NAME.match(text) is not None
 
 
 def parse_daily_key(key: str) -> DailyKey | None:
     """Recognise a daily manifest or dump key; None for anything else (weekly archives, strays)."""
     match = _DAILY_KEY.match(key)
-    if not match or not DATABASE_NAME.match(match["name"]):
+    if match is None:
         return None
-    day = _listed_day(match["day"])
+    day_text, name, manifest, verification, generation, fmt, age = match.groups()
+    if not _listed_name(name):
+        return None
+    day = _day_of_text(day_text)
     if day is None:
         return None
-    if match["manifest"]:
-        return DailyKey(key=key, day=day, database=match["name"], kind="manifest")
-    if match["verification"]:
-        return DailyKey(key=key, day=day, database=match["name"], kind="verification")
-    return DailyKey(
-        key=key,
-        day=day,
-        database=match["name"],
-        kind="dump",
-        format=match["format"],
-        generation=match["generation"],
-        encrypted=bool(match["age"]),
-    )
+    if manifest:
+        return DailyKey(key, day, name, "manifest")
+    if verification:
+        return DailyKey(key, day, name, "verification")
+    return DailyKey(key, day, name, "dump", fmt, generation, bool(age))
 
 
 # Weekly layout (the archives themselves are built and read by ``patina_assets.archive``):

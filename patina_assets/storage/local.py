@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import operator
 import os
 import shutil
 import stat as stat_module
@@ -178,37 +179,50 @@ class LocalBucket:
         start = self.root.joinpath(*directory.split("/")) if directory else self.root
         if not start.is_dir():
             return
-        # One stat per file, straight from the walk (a status lists every object of the bucket).
-        found = []
+        # One stat per file, from the directory entry (a status lists every object of the bucket: 18,000 at
+        # 200 databases x 30 days, where the walk's own Python was most of the listing's cost).
+        found: list[ObjectInfo] = []
+        info, is_file = self._info, stat_module.S_ISREG
         with self._errors("list", None):
-            for key, path in self._walk_paths(start):
+            for key, entry in self._walk_files(str(start), f"{directory}/" if directory else ""):
                 if not key.startswith(prefix):
                     continue
                 try:
-                    st = os.stat(path)
+                    st = entry.stat()  # follows a symbolic link, as reading the object does
                 except FileNotFoundError:  # deleted since the walk
                     continue
-                if stat_module.S_ISREG(st.st_mode):
-                    found.append((key, st))
-        found.sort(key=lambda pair: pair[0])
-        for key, st in found:
-            yield self._info(key, st)
+                if is_file(st.st_mode):
+                    found.append(info(key, st))
+        found.sort(key=_by_key)
+        yield from found
 
-    def _walk_paths(self, start: Path) -> Iterator[tuple[str, str]]:
-        def fail(exc: OSError) -> None:
-            if not isinstance(exc, FileNotFoundError):
-                raise exc
-
-        with self._errors("list", None):
-            for dirpath, _dirnames, filenames in os.walk(start, onerror=fail):
-                relative = Path(dirpath).relative_to(self.root).as_posix()
-                if relative != "." and not _is_valid_key(relative):
-                    continue  # no key can be under it
-                for name in filenames:
-                    key = name if relative == "." else f"{relative}/{name}"
-                    # `validate_key(key)`, its directory checked once above: the name is one more segment.
-                    if _is_valid_segment(name) and len(key.encode("utf-8")) <= _MAX_KEY_BYTES:
-                        yield key, os.path.join(dirpath, name)
+    @staticmethod
+    def _walk_files(start: str, relative: str) -> Iterator[tuple[str, os.DirEntry]]:
+        """(key, directory entry) of every file under ``start`` whose name can be a key (``relative``: the key
+        prefix of ``start``, empty or ending in ``/``). Directories are not followed through symbolic links,
+        and one whose path cannot be a key holds none; a directory deleted during the walk holds none."""
+        pending = [(start, relative)]
+        while pending:
+            path, relative = pending.pop()
+            try:
+                with os.scandir(path) as listing:
+                    entries = list(listing)
+            except FileNotFoundError:
+                continue
+            # One search for control characters in the whole directory's names, not one per name (a day
+            # folder holds three objects per database); only when one has any is each name looked at.
+            suspect = _BAD_KEY_CHARS.search("".join(entry.name for entry in entries)) is not None
+            for entry in entries:
+                name = entry.name
+                if not _is_valid_segment(name, searched=not suspect):
+                    continue
+                key = relative + name
+                if entry.is_dir():
+                    if not entry.is_symlink() and _is_valid_key(key):
+                        pending.append((entry.path, key + "/"))
+                elif len(key) <= _MAX_KEY_BYTES // 4 or len(key.encode("utf-8")) <= _MAX_KEY_BYTES:
+                    # `validate_key(key)`: its directory was checked before it was entered
+                    yield key, entry
 
     # -- leftovers of interrupted writes (see leftovers.py) -----------------------------------
 
@@ -285,9 +299,9 @@ class LocalBucket:
 
     @staticmethod
     def _info(key: str, st: os.stat_result) -> ObjectInfo:
-        modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
-        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"  # changes whenever the file is replaced
-        return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=etag)
+        size = st.st_size
+        etag = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{size:x}"  # changes whenever the file is replaced
+        return ObjectInfo(key, size, datetime.fromtimestamp(st.st_mtime, UTC), etag)
 
     @contextmanager
     def _errors(self, action: str, key: str | None) -> Iterator[None]:
@@ -316,8 +330,16 @@ class LocalBucket:
         return StorageError(f"cannot {action} {where}: {reason}")
 
 
-def _is_valid_segment(name: str) -> bool:
-    return name not in ("", ".", "..") and not name.startswith(_TMP_MARKER) and not _BAD_KEY_CHARS.search(name)
+_by_key = operator.attrgetter("key")
+
+
+def _is_valid_segment(name: str, *, searched: bool = False) -> bool:
+    """``searched``: the name is known to hold no control character or backslash."""
+    return (
+        name not in ("", ".", "..")
+        and not name.startswith(_TMP_MARKER)
+        and (searched or not _BAD_KEY_CHARS.search(name))
+    )
 
 
 def _is_valid_key(key: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import re
@@ -37,6 +36,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def patina_version() -> str:
+    import importlib.metadata  # (15 ms of imports: only a manifest's writer asks)
+
     try:
         return importlib.metadata.version("patina")
     except importlib.metadata.PackageNotFoundError:
@@ -49,10 +50,13 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def parse_utc_timestamp(text: str) -> datetime:
     """Parse an ISO 8601 timestamp that must carry a UTC offset of zero."""
     parsed = datetime.fromisoformat(text)
-    if parsed.utcoffset() != timedelta(0):
+    if parsed.utcoffset() != _NO_OFFSET:
         raise ValueError(f"{text!r} is not in UTC")
     return parsed
 

@@ -43,6 +43,29 @@ def test_local_listing_ignores_temporaries(tmp_path):
     assert keys_of(bucket) == ["d/k"]
 
 
+def test_local_listing_skips_files_and_folders_whose_names_cannot_be_keys(tmp_path):
+    """Strays put there by hand: a backslash or a control character in a file's or a folder's name, a
+    symbolic link to a folder. The listing looks for such characters once per folder, so a folder holding
+    one bad name among good ones must still list the good ones and only them."""
+    bucket = LocalBucket(tmp_path)
+    bucket.put_bytes("daily/2026-01-05/shop.manifest.json", b"{}")
+    bucket.put_bytes("daily/2026-01-05/blog.manifest.json", b"{}")
+    bucket.put_bytes("daily/2026-01-06/shop.manifest.json", b"{}")
+    day = tmp_path / "daily" / "2026-01-05"
+    (day / "back\\slash.sql").write_bytes(b"x")
+    (day / "bell\x07.sql").write_bytes(b"x")
+    (day / "tab\tfolder").mkdir()
+    (day / "tab\tfolder" / "inside.sql").write_bytes(b"x")
+    (tmp_path / "daily" / "linked").symlink_to(tmp_path / "daily" / "2026-01-06")
+
+    assert keys_of(bucket) == [
+        "daily/2026-01-05/blog.manifest.json",
+        "daily/2026-01-05/shop.manifest.json",
+        "daily/2026-01-06/shop.manifest.json",
+    ]
+    assert [info.key for info in bucket.list("daily/2026-01-05/s")] == ["daily/2026-01-05/shop.manifest.json"]
+
+
 def test_local_delete_prunes_empty_directories(tmp_path):
     bucket = LocalBucket(tmp_path)
     bucket.put_bytes("daily/2026-01-05/a", b"x")
