@@ -43,11 +43,6 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 #: The regular expression of a generation (a UTC moment and 6 random hex digits); R2 snapshots name theirs alike.
 GENERATION_PATTERN = r"\d{8}T\d{12}Z-[0-9a-f]{6}"
 _GENERATION_RE = re.compile(rf"^{GENERATION_PATTERN}\Z")
-_DAILY_KEY = re.compile(
-    rf"^daily/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[^/]+?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|(?P<verification>\.verification\.json)"
-    rf"|(?:\.(?P<generation>{GENERATION_PATTERN}))?\.(?P<format>sql(?:\.gz|\.zst)?)(?P<age>\.age)?)\Z"
-)
 VERIFICATION_SUFFIX = ".verification.json"
 
 
@@ -156,22 +151,40 @@ def _listed_name(text: str) -> bool:
     return DATABASE_NAME.match(text) is not None
 
 
+#: Dump suffixes, longest first: ``.sql.zst`` is not ``.sql`` plus a name ending in ``.zst``.
+_DUMP_SUFFIXES = sorted(((suffix, fmt) for fmt, suffix in DUMP_FORMATS.items()), key=lambda pair: -len(pair[0]))
+
+
 def parse_daily_key(key: str) -> DailyKey | None:
-    """Recognise a daily manifest or dump key; None for anything else (weekly archives, strays)."""
-    match = _DAILY_KEY.match(key)
-    if match is None:
+    """Recognise a daily manifest, verification record or dump key; None for anything else (weekly
+    archives, strays): ``daily/<day>/<name>`` then ``.manifest.json``, ``.verification.json`` or
+    ``[.<generation>].<format>[.age]``. Read with string operations, not one regular expression: a status
+    parses every key of the bucket, and this is twice as fast."""
+    if not key.startswith(DAILY_PREFIX) or key[16:17] != "/":
         return None
-    day_text, name, manifest, verification, generation, fmt, age = match.groups()
-    if not _listed_name(name):
-        return None
-    day = _day_of_text(day_text)
+    day = _day_of_text(key[6:16])
     if day is None:
         return None
-    if manifest:
-        return DailyKey(key, day, name, "manifest")
-    if verification:
-        return DailyKey(key, day, name, "verification")
-    return DailyKey(key, day, name, "dump", fmt, generation, bool(age))
+    rest = key[17:]
+    if rest.endswith(MANIFEST_SUFFIX):
+        name, kind = rest[: -len(MANIFEST_SUFFIX)], "manifest"
+    elif rest.endswith(VERIFICATION_SUFFIX):
+        name, kind = rest[: -len(VERIFICATION_SUFFIX)], "verification"
+    else:
+        encrypted = rest.endswith(AGE_SUFFIX)
+        if encrypted:
+            rest = rest[: -len(AGE_SUFFIX)]
+        dump = next((pair for pair in _DUMP_SUFFIXES if rest.endswith(pair[0])), None)
+        if dump is None:
+            return None
+        suffix, fmt = dump
+        stem = rest[: -len(suffix)]
+        # A generation holds no '.' and a database name no 'T' or 'Z': the last part is one, or there is none.
+        name, _, generation = stem.rpartition(".")
+        if not name or not _GENERATION_RE.match(generation):
+            name, generation = stem, None
+        return DailyKey(key, day, name, "dump", fmt, generation, encrypted) if _listed_name(name) else None
+    return DailyKey(key, day, name, kind) if _listed_name(name) else None
 
 
 # Weekly layout (the archives themselves are built and read by ``patina_assets.archive``):
