@@ -16,7 +16,6 @@ from . import history, leftovers
 from .config import DatabaseConfig, DumpConfig, PatinaConfig
 from .encryption import AgeKeys
 from .engine.errors import AuthenticationFailed, DatabaseNotFound, PatinaError
-from .engine.sources import open_source
 from .storage import (
     LATE_AFTER,
     BackupStore,
@@ -30,8 +29,8 @@ from .storage import (
 if TYPE_CHECKING:
     from .engine import DumpResult, Source
 
-# The dump writer is imported by `back_up`, its one user: the read commands open the store through
-# `open_store` below and need none of it (`patina status`, issue 17).
+# The dump writer and the database readers are imported where they are used: the read commands open the
+# store through `open_store` below and need neither (`patina status`, issue 17).
 
 
 class LateBackfillRefused(PatinaError):
@@ -49,6 +48,8 @@ class Cloudflare:
 
 def open_database(database: DatabaseConfig, cloudflare: Cloudflare, settings: DumpConfig) -> Source:
     """The engine Source for a configured database."""
+    from .engine.sources import open_source  # (the readers: only a dump needs them)
+
     if database.is_d1:
         if not cloudflare.token:
             raise AuthenticationFailed(

@@ -42,15 +42,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from .encryption import DEFAULT_IDENTITY_ENV, InvalidRecipient, parse_recipient
+from .engine.cloudflare_api import DEFAULT_API_URL, DEFAULT_BACKOFF_SECONDS, DEFAULT_MAX_ATTEMPTS
+from .engine.d1_address import ACCOUNT_ID_RE, DEFAULT_PAGE_BYTES, parse_d1_source
 from .engine.formats import FORMATS
-from .engine.sources import (
-    ACCOUNT_ID_RE,
-    DEFAULT_API_URL,
-    DEFAULT_BACKOFF_SECONDS,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_PAGE_BYTES,
-    parse_d1_source,
-)
 from .storage.layout import ARCHIVE_FORMATS, DATABASE_NAME
 
 __all__ = [

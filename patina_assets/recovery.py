@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .engine import PatinaError
-from .engine.sources import parse_d1_source
+from .engine.d1_address import parse_d1_source
 
 if TYPE_CHECKING:
     from .catalog import Backup, Catalog

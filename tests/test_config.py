@@ -215,6 +215,8 @@ def test_d1_source_is_parsed(tmp_path):
         f"d1://abc/{DB_ID}",
         f"d1://{ACCOUNT}/{DB_ID}/extra",
         f"d1://token@{ACCOUNT}/{DB_ID}",
+        f"d1://{ACCOUNT}/{DB_ID}\n",  # `$` in a pattern also matches before a final line break
+        f"d1://{ACCOUNT}\n/{DB_ID}",
     ],
 )
 def test_bad_d1_url(tmp_path, source):

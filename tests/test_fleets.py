@@ -67,6 +67,7 @@ def test_databases_from_alone_is_a_configuration(tmp_path):
     [
         ({"account": ACCOUNT}, r"databases_from\[0\]\.name: is required"),
         ({"name": "t", "account": "not an id!"}, r"databases_from\[0\]\.account: .* is not valid"),
+        ({"name": "t", "account": ACCOUNT + "\n"}, r"databases_from\[0\]\.account: .* is not valid"),
         ({"name": "t", "account": ACCOUNT, "priority": "urgent"}, r"priority: 'urgent' is not allowed"),
         ({"name": "t", "account": ACCOUNT, "api_token": "secret"}, r"looks like a secret value"),
         ({"name": "t", "account": ACCOUNT, "name_pattern": " "}, r"name_pattern: is empty"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ from .cloudflare_api import (
     error_codes,
     error_text,
 )
+from .d1_address import DEFAULT_PAGE_BYTES, parse_d1_source
 from .errors import (
     AuthenticationFailed,
     DatabaseNotFound,
@@ -51,10 +51,6 @@ SCAN_BATCH_BYTES = 1 << 20  # about this much row data per batch a SQLite scan y
 SCAN_BATCH_ROWS = 1000
 SPLIT_MIN_ROWIDS = 400_000  # smaller tables are not worth a second process
 ALL_ROWS = 1 << 62  # LIMIT of a table read whole, inside one batch
-ACCOUNT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# D1Source's defaults, which patina.yaml's `dump:` section starts from (config.DumpConfig)
-DEFAULT_PAGE_BYTES = 2_000_000
 
 
 class Source(ABC):
@@ -141,37 +137,6 @@ def open_source(
             **{name: value for name, value in d1_options.items() if value is not None},
         )
     return SqliteSource(Path(spec))
-
-
-def parse_d1_source(source: str) -> tuple[str, str]:
-    """Parse ``d1://<account_id>/<database_id>`` into ``(account_id, database_id)``.
-
-    Raises ``ValueError`` with a message saying what is wrong.
-    """
-    expected = (
-        "expected d1://<account_id>/<database_id>: the 32-hex-digit Cloudflare account ID "
-        "(dashboard URL or `wrangler whoami`) and the database UUID (`wrangler d1 list`)"
-    )
-    if not source.startswith("d1://"):
-        raise ValueError(f"{source!r} does not start with d1://; {expected}")
-    rest = source[len("d1://") :]
-    if any(c in rest for c in "@?#"):
-        raise ValueError(
-            f"{source!r} has a user, query or fragment part; credentials never go in the "
-            f"source (use cloudflare.api_token_env); {expected}"
-        )
-    parts = rest.strip("/").split("/") if rest.strip("/") else []
-    if len(parts) != 2:
-        raise ValueError(f"{source!r} has {len(parts)} path part(s), not 2; {expected}")
-    account_id, database_id = (p.lower() for p in parts)
-    if not ACCOUNT_ID_RE.match(account_id):
-        raise ValueError(f"account ID {parts[0]!r} in {source!r} is not 32 hexadecimal digits; {expected}")
-    if not UUID_RE.match(database_id):
-        raise ValueError(
-            f"database ID {parts[1]!r} in {source!r} is not a UUID "
-            f"(like 45eae4c7-8ae7-4078-9218-8e1677a4360f); {expected}"
-        )
-    return account_id, database_id
 
 
 def _lenient_text(data: bytes):
