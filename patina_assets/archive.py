@@ -40,7 +40,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import tarfile
 import time
 import zlib
@@ -104,7 +103,6 @@ INDEX_NAME = "index.json"
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
 _COPY_BUFFER = 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class EmptyWeek(ValueError):

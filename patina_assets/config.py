@@ -104,8 +104,9 @@ DUMP_FORMATS: tuple[str, ...] = FORMATS
 WEEKLY_FORMATS: tuple[str, ...] = tuple(ARCHIVE_FORMATS)
 
 NAME_RE = DATABASE_NAME
-ASSET_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# `\Z`, not `$`, ends each pattern that checks a whole value: `$` also matches before a final line break.
+ASSET_NAME_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*\Z")
 # Keys that, without an `_env` suffix, would hold a secret value.
 _SECRET_KEY_RE = re.compile(
     r"(token|secret|password|passwd|passphrase|api_?key|access_?key|private_?key|credential|"
@@ -1291,8 +1292,8 @@ _DUMP_KEYS = (
 _RETENTION_KEYS = ("daily_days", "weekly_weeks", "weekly_format")
 _ALERT_KEYS = tuple(f.name for f in dataclasses.fields(AlertsConfig))
 _EMAIL_KEYS = ("host", "port", "from", "to", "username_env", "password_env", "ca_file", "timeout_seconds")
-_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
-_S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\Z")
+_S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _UTC_NAMES = ("UTC", "Etc/UTC", "utc", "Z")
 
 

@@ -512,3 +512,29 @@ def test_the_api_budget_and_consistency_retries(tmp_path):
 def test_a_database_name_ending_in_a_line_break_is_refused(tmp_path):
     data = {**MINIMAL, "databases": [{**MINIMAL["databases"][1], "name": "scout-db\n"}]}
     assert "databases[0].name: 'scout-db\\n' is not valid -- use 1-63 characters" in str(load_error(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.update(cloudflare={"api_token_env": "CLOUDFLARE_API_TOKEN\n"}), "cloudflare.api_token_env"),
+        (lambda d: d.update(bucket={"s3": {"bucket": "grove-patina\n"}}), "bucket.s3.bucket"),
+        (
+            lambda d: d.update(
+                alerts={"email": {"host": "smtp.example.com", "from": "p@example.com\n", "to": "o@x.io"}}
+            ),
+            "alerts.email.from",
+        ),
+        (
+            lambda d: d.update(
+                alerts={"email": {"host": "smtp.example.com", "from": "p@example.com", "to": "o@x.io\n"}}
+            ),
+            "alerts.email.to",
+        ),
+    ],
+)
+def test_a_value_ending_in_a_line_break_is_refused(tmp_path, change, field):
+    """A YAML block scalar (`|`) ends in a line break, and Python's `$` matches before one: each pattern
+    that checks a whole value must end at the text's end."""
+    err = load_error(tmp_path, with_change(change))
+    assert field in str(err)

@@ -42,6 +42,7 @@ from typing import IO, Any
 from ..encryption import AgeKeys, CiphertextDamaged, EncryptionError, decrypt_stream
 from ..storage import (
     AGE_SUFFIX,
+    SHA256_HEX,
     Bucket,
     CorruptManifest,
     copy_hashing,
@@ -68,10 +69,9 @@ ENCRYPTED_SCHEMA_VERSION = 3
 READABLE_SCHEMA_VERSIONS = (SCHEMA_VERSION, LEGACY_ENCRYPTED_SCHEMA_VERSION, ENCRYPTED_SCHEMA_VERSION)
 KIND = "r2-snapshot"
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SNAPSHOT_KEY = re.compile(
     rf"^r2/(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P<name>[a-z0-9][a-z0-9._-]{{0,62}}?)"
-    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{GENERATION_PATTERN})\.entries\.jsonl\.gz(?P<age>\.age)?)$"
+    rf"(?:(?P<manifest>\.manifest\.json)|\.(?P<generation>{GENERATION_PATTERN})\.entries\.jsonl\.gz(?P<age>\.age)?)\Z"
 )
 
 
@@ -89,7 +89,7 @@ def object_key(sha256: str, sealed_to: str | None = None, *, legacy_age: bool = 
     """The content-addressed key of the object whose bytes hash to ``sha256``: plaintext, encrypted to the
     recipients named ``sealed_to`` (a ``recipients_id``), or (``legacy_age``) as schema version 2 named an
     encrypted object whatever its recipients."""
-    if not _SHA256.match(sha256):
+    if not SHA256_HEX.match(sha256):
         raise ValueError(f"{sha256!r} is not a sha256 hex digest")
     if legacy_age:
         return OBJECTS_PREFIX + sha256 + AGE_SUFFIX
@@ -174,7 +174,7 @@ class Entry:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptManifest(f"{where}: an entry cannot be read ({type(exc).__name__}: {exc})") from None
-        if not isinstance(entry.key, str) or not _SHA256.match(str(entry.sha256)) or entry.size < 0:
+        if not isinstance(entry.key, str) or not SHA256_HEX.match(str(entry.sha256)) or entry.size < 0:
             raise CorruptManifest(f"{where}: the entry for {entry.key!r} has no valid key, size or sha256")
         return entry
 

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 MANIFEST_SCHEMA_VERSION = 1
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: A SHA-256 digest as every manifest writes it (`\Z`: `$` would also match before a final line break).
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def patina_version() -> str:
@@ -254,7 +255,7 @@ def _check_optional_text(value: Any) -> str | None:
 
 
 def _check_hex64(value: Any) -> str | None:
-    return None if isinstance(value, str) and _HEX64.match(value) else "expected 64 lowercase hex digits"
+    return None if isinstance(value, str) and SHA256_HEX.match(value) else "expected 64 lowercase hex digits"
 
 
 def _check_bool(value: Any) -> str | None:
@@ -497,7 +498,6 @@ def read_verification(bucket: Bucket, key: str) -> VerificationRecord | None:
 # -- weekly archives: the index inside each archive, and the manifest beside it ---------------------
 
 ARCHIVE_SCHEMA_VERSION = 1
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -630,7 +630,7 @@ def _member_from_dict(item: Any) -> ArchiveMember:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"member {member.path}: {name} must be an integer >= 0")
     for name in ("sql_sha256", "manifest_sha256"):
-        if not isinstance(getattr(member, name), str) or not _SHA256.match(getattr(member, name)):
+        if not isinstance(getattr(member, name), str) or not SHA256_HEX.match(getattr(member, name)):
             raise ValueError(f"member {member.path}: {name} must be 64 lowercase hex digits")
     _text(member.daily_key)
     return member
@@ -716,7 +716,7 @@ class ArchiveManifest:
             problems.append(f"it names {data.get('key')!r}, which is not a {index.format} archive of that week")
         if not isinstance(data.get("bytes"), int) or data["bytes"] <= 0:
             problems.append("bytes must be a positive integer")
-        if not isinstance(data.get("sha256"), str) or not _SHA256.match(data["sha256"]):
+        if not isinstance(data.get("sha256"), str) or not SHA256_HEX.match(data["sha256"]):
             problems.append("sha256 must be 64 lowercase hex digits")
         encrypted, recipients = data.get("encrypted", False), data.get("recipients", [])
         if not isinstance(encrypted, bool) or not isinstance(recipients, list):

@@ -35,6 +35,7 @@ from patina_assets.r2 import (
     snapshot_manifest_key,
 )
 from patina_assets.r2.backup import SPOOL_BYTES
+from patina_assets.r2.layout import parse_snapshot_key
 from patina_assets.status import Orchestrator, Snapshot
 from patina_assets.storage import MiB, S3Bucket, StorageError, StorageIntegrityError, utc_timestamp
 
@@ -545,3 +546,11 @@ def test_a_directory_restore_refuses_keys_that_are_both_a_file_and_a_folder_befo
     assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").rglob("*"))
     restore_snapshot(backup, "2026-03-01", "grove-media", tmp_path / "some", prefix="z")  # the rest is fine
     assert (tmp_path / "some" / "z").read_bytes() == b"z"
+
+
+def test_a_snapshot_key_ending_in_a_line_break_is_no_key_of_ours():
+    """Python's `$` also matches before a final line break: the layout's patterns end at the text's end."""
+    key = "r2/2026-01-05/media.manifest.json"
+    assert parse_snapshot_key(key) is not None
+    assert parse_snapshot_key(key + "\n") is None
+    assert parse_snapshot_key("r2/2026-01-05/media\n.manifest.json") is None

@@ -91,8 +91,19 @@ def test_incomplete_manifest_cannot_be_written():
         (lambda d: json.dumps({**d, "day": "2026-13-01"}), "day"),
         (lambda d: json.dumps({**d, "finished_at": "2026-01-06T03:00:09+02:00"}), "finished_at"),
         (lambda d: json.dumps({**d, "table_rows": {"users": -1, "sessions": 8}}), "table_rows"),
+        (lambda d: json.dumps({**d, "sha256": d["sha256"] + "\n"}), "sha256"),
     ],
-    ids=["garbage", "array", "missing-field", "future-version", "wrong-type", "bad-day", "not-utc", "negative"],
+    ids=[
+        "garbage",
+        "array",
+        "missing-field",
+        "future-version",
+        "wrong-type",
+        "bad-day",
+        "not-utc",
+        "negative",
+        "digest-and-line-break",
+    ],
 )
 def test_unreadable_manifest_raises_corrupt_manifest_with_its_key(mangle, expected):
     text = mangle(json.loads(complete_manifest().to_json()))
