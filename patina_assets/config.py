@@ -32,7 +32,6 @@ import datetime as _dt
 import difflib
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -868,6 +867,8 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] = os.envi
 def is_patina_checkout(directory: Path) -> bool:
     """Whether ``directory`` holds Patina's own ``pyproject.toml``: a clone of this project, where the
     embedded demo default (``.patina/sources``, ``.patina/bucket``) belongs."""
+    import tomllib  # (only a command run without a config asks)
+
     try:
         with open(Path(directory) / "pyproject.toml", "rb") as file:
             return tomllib.load(file).get("project", {}).get("name") == "patina"

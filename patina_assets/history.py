@@ -34,7 +34,6 @@ leaves a hole until the database's next backup or verdict, never for good.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -169,7 +168,7 @@ class Entry:
     captured_at: str
     facts: Facts | None = None
 
-    @functools.cached_property  # read for every backup of a status (what it is sorted by, and its capture time)
+    @property
     def order(self) -> tuple[datetime, str]:
         return (parse_utc_timestamp(self.captured_at), self.day)
 

@@ -11,7 +11,6 @@ same buffers live at once); a process merely keeps up to `TRIM_THRESHOLD` of fre
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
@@ -30,6 +29,8 @@ def tune() -> bool:
     if _tuned is None:
         _tuned = False
         if sys.platform.startswith("linux"):
+            import ctypes  # (here, not at import: only a dump's processes tune)
+
             try:
                 mallopt = ctypes.CDLL(None).mallopt
             except (OSError, AttributeError):  # not glibc: its allocator has other habits

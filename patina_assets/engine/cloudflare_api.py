@@ -15,7 +15,6 @@ The token travels in the Authorization header only; no message carries it.
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from collections.abc import Callable
@@ -214,6 +213,8 @@ def retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # (an HTTP date: rare, and the module costs every command's start)
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

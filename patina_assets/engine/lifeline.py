@@ -16,8 +16,6 @@ script.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -44,6 +42,9 @@ def child_environment(env: dict[str, str] | None = None) -> dict[str, str]:
 def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux), then exit now if it already did."""
     if sys.platform.startswith("linux"):
+        import ctypes  # (here, not at import: every command imports this module for PARENT_PID_ENV)
+        import ctypes.util
+
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

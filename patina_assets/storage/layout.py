@@ -174,10 +174,11 @@ def parse_daily_key(key: str) -> DailyKey | None:
         encrypted = rest.endswith(AGE_SUFFIX)
         if encrypted:
             rest = rest[: -len(AGE_SUFFIX)]
-        dump = next((pair for pair in _DUMP_SUFFIXES if rest.endswith(pair[0])), None)
-        if dump is None:
+        for suffix, fmt in _DUMP_SUFFIXES:  # noqa: B007 (the one found is used below)
+            if rest.endswith(suffix):
+                break
+        else:
             return None
-        suffix, fmt = dump
         stem = rest[: -len(suffix)]
         # A generation holds no '.' and a database name no 'T' or 'Z': the last part is one, or there is none.
         name, _, generation = stem.rpartition(".")
