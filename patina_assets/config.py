@@ -44,7 +44,7 @@ from .encryption import DEFAULT_IDENTITY_ENV, InvalidRecipient, parse_recipient
 from .engine.cloudflare_api import DEFAULT_API_URL, DEFAULT_BACKOFF_SECONDS, DEFAULT_MAX_ATTEMPTS
 from .engine.d1_address import ACCOUNT_ID_RE, DEFAULT_PAGE_BYTES, parse_d1_source
 from .engine.formats import FORMATS
-from .storage.layout import ARCHIVE_FORMATS, DATABASE_NAME
+from .storage.layout import ARCHIVE_FORMATS, DATABASE_NAME, DATABASE_NAME_RULE
 
 __all__ = [
     "AlertsConfig",
@@ -322,7 +322,7 @@ class DatabaseConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise ConfigError(
-                "<python>", Problem("name", f"invalid database name {self.name!r}", f"must match {NAME_RE.pattern}")
+                "<python>", Problem("name", f"invalid database name {self.name!r}", f"use {DATABASE_NAME_RULE}")
             )
         if self.priority not in PRIORITY_ORDER:
             raise ConfigError(
@@ -475,7 +475,7 @@ class R2BucketConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise ConfigError(
-                "<python>", Problem("name", f"invalid R2 backup name {self.name!r}", f"must match {NAME_RE.pattern}")
+                "<python>", Problem("name", f"invalid R2 backup name {self.name!r}", f"use {DATABASE_NAME_RULE}")
             )
         if self.priority not in PRIORITY_ORDER:
             raise ConfigError(
@@ -1392,8 +1392,7 @@ def _entries(
 
 def _entry_name(ctx: _Ctx, section: dict, p: str, fix_tail: str) -> Any:
     """An entry's `name`: a database name (NAME_RE) for databases, fleets and R2 backups alike."""
-    rule = "use 1-63 characters: lower-case letters, digits, '.', '_' or '-'"
-    return ctx.string(section, p, "name", pattern=NAME_RE, pattern_fix=rule + fix_tail)
+    return ctx.string(section, p, "name", pattern=NAME_RE, pattern_fix=f"use {DATABASE_NAME_RULE}{fix_tail}")
 
 
 def _first_use(ctx: _Ctx, seen: dict[str, str], name: str, p: str, duplicate: str, fix: str) -> bool:

@@ -37,6 +37,8 @@ MANIFEST_CONTENT_TYPE = "application/json"
 
 # `\Z`, not `$`, ends each pattern: `$` also matches before a final line break ("shop\n" would pass).
 DATABASE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+#: DATABASE_NAME in words, for messages.
+DATABASE_NAME_RULE = "1-63 characters: lower-case letters, digits, '.', '_' or '-', the first a letter or digit"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 # A generation makes each upload's dump key unique: UTC time to the microsecond, then randomness.
 # It contains 'T' and 'Z', which a database name (lowercase) cannot, so parsing a key is unambiguous.
@@ -49,10 +51,7 @@ VERIFICATION_SUFFIX = ".verification.json"
 def validate_database_name(database: str) -> str:
     """D1 database names as they appear in keys: lowercase, digits, ``.``, ``_``, ``-``; no ``/``."""
     if not isinstance(database, str) or not DATABASE_NAME.match(database):
-        raise InvalidKey(
-            f"invalid database name {database!r}: it must match {DATABASE_NAME.pattern} "
-            "(lowercase letters, digits, '.', '_' and '-', at most 63 characters)"
-        )
+        raise InvalidKey(f"invalid database name {database!r}: use {DATABASE_NAME_RULE}")
     return database
 
 

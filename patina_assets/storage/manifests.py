@@ -17,6 +17,7 @@ from .layout import (
     AGE_SUFFIX,
     ARCHIVE_FORMATS,
     DATABASE_NAME,
+    DATABASE_NAME_RULE,
     DUMP_FORMATS,
     ZSTD_WINDOW_LOG,
     format_day,
@@ -280,7 +281,7 @@ def _check_day(value: Any) -> str | None:
 def _check_database(value: Any) -> str | None:
     if isinstance(value, str) and DATABASE_NAME.match(value):
         return None
-    return f"expected a name matching {DATABASE_NAME.pattern}"
+    return f"expected a database name ({DATABASE_NAME_RULE})"
 
 
 def _check_format(value: Any) -> str | None:

@@ -17,6 +17,7 @@ from patina_assets.storage import (
     daily_manifest_key,
     new_generation,
     parse_daily_key,
+    validate_database_name,
 )
 
 
@@ -108,3 +109,10 @@ def test_a_line_break_at_the_end_of_a_name_or_key_is_no_key_of_ours(key):
 def test_a_database_name_ending_in_a_line_break_is_refused():
     with pytest.raises(InvalidKey):
         daily_dump_key(DAY, "groveauth\n", "sql")
+
+
+def test_a_bad_database_name_is_explained_in_words_not_as_a_pattern():
+    with pytest.raises(InvalidKey) as raised:
+        validate_database_name("Shop!")
+    assert "lower-case letters, digits" in str(raised.value)
+    assert "\\Z" not in str(raised.value) and "[a-z0-9]" not in str(raised.value)
