@@ -33,12 +33,12 @@ leaves a hole until the database's next backup or verdict, never for good.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from .storage import (
     DAILY_PREFIX,
@@ -80,12 +80,14 @@ def index_key(database: str) -> str:
     return f"{INDEX_PREFIX}{validate_database_name(database)}.json"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """What the status reports of one daily backup, copied from its manifest and its verification record
     when the entry was written (``verification``: VERIFIED, FAILED or NOT_VERIFIED, as
     ``VerificationRecord.status_of`` says), and the ETags the manifest and the record object had then (no
-    record: None), so a listing tells whether either was rewritten since."""
+    record: None), so a listing tells whether either was rewritten since.
+
+    Facts and entries are named tuples, not frozen dataclasses: a status reads one per backup (6,000 at 200
+    databases x 30 days), and a frozen dataclass of 18 fields takes 4.5 us to make, a tuple under 1."""
 
     format: str
     encrypted: bool
@@ -155,11 +157,10 @@ class Facts:
         return facts
 
 
-_FACT_NAMES = {f.name: None for f in dataclasses.fields(Facts)}.keys()
+_FACT_NAMES = dict.fromkeys(Facts._fields).keys()
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """Where one backup of the database is, and when it was captured (its place in the history), with its
     facts (None in an index written before they were kept)."""
 
@@ -248,7 +249,7 @@ def write_index(
             day: {
                 "key": e.key,
                 "captured_at": e.captured_at,
-                **({"facts": dataclasses.asdict(e.facts)} if e.facts is not None else {}),
+                **({"facts": e.facts._asdict()} if e.facts is not None else {}),
             }
             for day, e in sorted(entries.items())
         },
