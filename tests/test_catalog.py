@@ -1,7 +1,9 @@
 """The catalog: every backup a bucket holds (dailies and the days inside weekly archives), found, opened and
 checked from the bucket alone, on buckets filled by the real nightly and weekly jobs (local and moto S3)."""
 
+import gc
 import hashlib
+import threading
 from datetime import UTC, date, datetime
 
 import pytest
@@ -19,6 +21,7 @@ from patina_assets.catalog import (
     BackupNotFound,
     Catalog,
     CatalogError,
+    _collector_paused,
     expiry_of_daily,
     expiry_of_week,
 )
@@ -380,3 +383,35 @@ def test_one_databases_backups_from_its_index_are_the_ones_every_manifest_gives(
     assert newest.manifest is None and catalog.manifest_of(newest) == manifests[("groveauth", verified)]
     catalog.verify(newest)
     assert catalog.latest("groveauth").day == verified
+
+
+def test_an_overview_pauses_the_garbage_collector_and_gives_it_back_when_the_last_one_ends():
+    """Overviews may overlap (`patina serve` answers in threads): the collector stays paused until the last
+    ends, and one that was off before stays off."""
+    assert gc.isenabled()
+    entered, leave, left = threading.Event(), threading.Event(), threading.Event()
+
+    def other_overview() -> None:
+        with _collector_paused():
+            entered.set()
+            leave.wait()
+        left.set()
+
+    thread = threading.Thread(target=other_overview)
+    thread.start()
+    entered.wait()
+    with _collector_paused():
+        assert not gc.isenabled()
+        leave.set()
+        left.wait()  # the other ended first: this one is still reading
+        assert not gc.isenabled()
+    thread.join()
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with _collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
