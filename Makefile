@@ -29,11 +29,13 @@ demo: $(STAMP)
 
 # The Dagster UI on the same instance as the demo (http://127.0.0.1:3000; `make ui PORT=3001 HOST=0.0.0.0`).
 # The demo's source databases are generated first if they are missing, so its runs work before `make demo`.
+# `patina_assets.dev` is `dagster dev` (same arguments) with Patina's daemon, whose backfills look every second
+# instead of every 30 s (patina_assets/daemon.py).
 HOST ?= 127.0.0.1
 PORT ?= 3000
 ui: $(STAMP)
 	$(BIN)/python -m patina_assets.demo --sources-only
-	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -h $(HOST) -p $(PORT)
+	DAGSTER_HOME=$(CURDIR) $(BIN)/python -m patina_assets.dev -h $(HOST) -p $(PORT)
 
 # Format the code and fix what the linter can (`make test` checks both).
 format: $(STAMP)

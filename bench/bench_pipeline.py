@@ -6,6 +6,7 @@ through a long-lived webserver and daemon (the UI's Launch, a backfill).
     .venv/bin/python bench/bench_pipeline.py --databases 6 --serve --work /tmp/pipe6 &   # then, as often as wanted:
     .venv/bin/python bench/bench_pipeline.py --databases 6 --mode ui --work /tmp/pipe6   # one night through it
     .venv/bin/python bench/bench_pipeline.py --checkout /work/main ...   # another checkout's code (before/after)
+    .venv/bin/python bench/bench_pipeline.py --dagster-daemon ...   # served by Dagster's own daemon (30-s backfill loop)
     .venv/bin/python bench/bench_pipeline.py --databases 6 --days 7 --modes inprocess,ui,backfill   # a week of nights
 
 Each mode runs the nightly job once for the same day (with `--days N`: for each of the N days up to yesterday) (dumps, publishes and every dump check) on a local
@@ -19,11 +20,16 @@ bucket under --work, and is timed from the moment its command starts to the run'
                executor, on the default run coordinator (no queue, no daemon)
     ui         what the UI's "Launch run" / "Materialize all" does: a GraphQL `launchPipelineExecution` to a
                running webserver; the run is queued, the daemon dequeues it and its code server starts the run
-               worker. The webserver, daemon and code server (`dagster dev`, as `make ui` runs them, on the
+               worker. The webserver, daemon and code server (`dagster dev` with Patina's daemon, as `make ui` runs
+               them: `python -m patina_assets.dev`; with `--dagster-daemon`, or for a checkout without it,
+               Dagster's `dagster dev`; on the
                instance configuration of the checkout's dagster.yaml) are started once by `--serve`, outside
                the timing; the schedule and `patina trigger` end in the same queue
     backfill   a backfill of the one partition (GraphQL `launchPartitionBackfill`) through the same servers: the
-               daemon's backfill loop (every 30 s, fixed in Dagster) creates the run, then as `ui`
+               daemon's backfill loop (every second in Patina's daemon, patina_assets/daemon.py; every 30 s in
+               Dagster's) creates the run, then as `ui`. With Dagster's daemon its wait is anything from 0 to
+               30 s (15 on average), by where the loop is at submission: modes alternating in a cycle near 30 s
+               can lock onto one phase for a whole run of the bench (3-7 s one time, 26-29 s another)
     trigger    `patina trigger` into the same queue: its CLI loads the code location and queues the on-demand
                job (as `dagster job launch` would, without that CLI and its ephemeral code server), then as `ui`.
                Not the nightly's work (no checks): compare its `submit` phase with `ui`'s, not its total with
@@ -39,7 +45,7 @@ queued (until the daemon dequeues it), run worker (its interpreter and code loca
 With `--days N`, `inprocess` runs the N nights one after another in one process, `ui` submits N runs at once
 (N clicks of Materialize; the queue runs `max_concurrent_runs` of them at a time) and `backfill` one backfill
 of the N partitions (what the UI makes of a range of days), each timed to the end of its last run: the cost of
-a day in a backfill, the daemon's 30 s loop shared by all its days.
+a day in a backfill, the daemon's backfill loop's wait shared by all its days.
 
 The N source databases are small SQLite files (two tables, a few thousand rows): what is measured is what
 Dagster adds around each dump. Modes alternate (inprocess, executor, ..., inprocess, ...) so a drift of the
@@ -75,6 +81,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 MODES = ("inprocess", "executor", "launched", "ui", "backfill", "trigger")
 # Modes that submit to a long-lived webserver and daemon (`--serve`), started once outside the timing.
 SERVED = ("ui", "backfill", "trigger")
+DAGSTER_DEV = False  # --dagster-daemon: serve with Dagster's `dagster dev` (its daemon), not `make ui`'s
 YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DAYS = [YESTERDAY.isoformat()]  # the nights each mode runs, oldest first (--days)
 # Modes that can run several nights (--days): the others run one command per night.
@@ -255,12 +262,17 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(work: Path, env: dict[str, str]) -> Iterator[int]:
     """`dagster dev` (webserver, daemon, one code server) on the `served` instance until the block ends; its
-    port once the code location has loaded. It runs in a session of its own, which is ended as a whole."""
+    port once the code location has loaded. It runs in a session of its own, which is ended as a whole.
+
+    What `make ui` starts: `python -m patina_assets.dev`, dagster dev with Patina's daemon; Dagster's own
+    `dagster dev` with `--dagster-daemon` (DAGSTER_DEV), or for a checkout from before patina_assets/dev.py."""
     port = free_port()
+    patina_dev = (CHECKOUT / "patina_assets" / "dev.py").exists() and not DAGSTER_DEV
     log = open(work / "serve.log", "w")  # noqa: SIM115  (open as long as the servers run)
     served_env = {**env, "DAGSTER_HOME": str(work / "served")}
     server = subprocess.Popen(
-        [str(PYTHON), "-m", "dagster", "dev", "-w", str(work / "workspace.yaml"), "-p", str(port)],
+        [str(PYTHON), "-m", *(["patina_assets.dev"] if patina_dev else ["dagster", "dev"])]
+        + ["-w", str(work / "workspace.yaml"), "-p", str(port)],
         env=served_env,
         cwd=CHECKOUT,
         stdout=log,
@@ -433,10 +445,17 @@ def main() -> int:
     )
     parser.add_argument("--work", type=Path, help="keep sources, bucket and instance here (default: a temporary one)")
     parser.add_argument("--checkout", type=Path, help="run this checkout's code with its .venv (default: this one)")
+    parser.add_argument(
+        "--dagster-daemon",
+        action="store_true",
+        help="serve with Dagster's `dagster dev` and daemon (backfill loop every 30 s), not `make ui`'s Patina daemon",
+    )
     args = parser.parse_args()
     DAYS[:] = [(YESTERDAY - dt.timedelta(days=n)).isoformat() for n in reversed(range(args.days))]
     if args.days > 1 and (bad := [m for m in (args.mode or args.modes).split(",") if m not in SEVERAL_DAYS]):
         parser.error(f"--days runs several nights in {', '.join(SEVERAL_DAYS)} only, not {bad[0]}")
+    global DAGSTER_DEV
+    DAGSTER_DEV = args.dagster_daemon
     if args.checkout:
         global CHECKOUT, PYTHON
         CHECKOUT, PYTHON = args.checkout.resolve(), args.checkout.resolve() / ".venv" / "bin" / "python"

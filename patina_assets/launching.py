@@ -376,8 +376,8 @@ def _why_waiting(instance: dg.DagsterInstance) -> str:
         status = instance.get_daemon_statuses(["QUEUED_RUN_COORDINATOR"]).get("QUEUED_RUN_COORDINATOR")
         if status is None or not status.healthy:
             return (
-                "no Dagster daemon is dequeuing runs on this instance: start one (`make ui` runs `dagster dev`, "
-                "which runs it; in production `dagster-daemon run`); the run starts once it does"
+                "no Dagster daemon is dequeuing runs on this instance: start one (`make ui` runs one; in "
+                "production `patina-daemon run`); the run starts once it does"
             )
         return "the daemon is running but has not started it: the run queue may be full (see Runs in the UI)"
     return "the run launcher has not started it (see the run in the UI)"

@@ -470,7 +470,7 @@ def _discord_missed(alert: MissedNight) -> dict[str, Any]:
         title, color = f"❌ Patina: the nightly backup of {alert.expected_day} never ran", RED
         description = (
             "Nothing was backed up by the time the nightly run should have finished: the schedule "
-            "may be switched off, or the Dagster daemon stopped. Start it (`dagster-daemon run`) or "
+            "may be switched off, or the Dagster daemon stopped. Start it (`patina-daemon run`) or "
             "turn the schedule on, then backfill the missed days."
         )
     fields = [_field("Expected by", format_timestamp(alert.due_at)), _field("Newest backup", newest, inline=False)]

@@ -2,13 +2,16 @@
 which names the code location from pyproject.toml), and `patina trigger --wait` beside it, as a subprocess: the
 run it queues (from the code location loaded in its own process) starts through the UI's daemon and backs up; a
 run the daemon cannot start fails the command with Dagster's reason, and `patina status` says it failed to start
-rather than that six databases failed."""
+rather than that six databases failed. `make ui`'s daemon is Patina's (patina_assets/dev.py), and a backfill
+submitted to it completes."""
 
 import json
+import os
 import subprocess
 import time
 import tomllib
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +20,7 @@ from support.checkout import ROOT, checkout_copy, free_port, stop_group, user_en
 from patina_assets.launching import CODE_LOCATION
 
 READY_SECONDS = 300
+BACKFILL_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +150,61 @@ def test_a_run_the_daemon_cannot_start_fails_trigger_and_status_says_so(ui):
     assert newest["status"] == "failed_to_start" and newest["databases"] == {"successful": 0, "failed": 0}
     assert "patina_assets.definitions" in newest["error"]
     assert "failed_to_start" in patina(ui, "status").stdout
+
+
+def processes_in(directory: Path) -> list[list[str]]:
+    """The command lines of the processes running in ``directory`` (their working directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if Path(os.readlink(proc / "cwd")) == directory:
+                    found.append((proc / "cmdline").read_bytes().decode().split("\0")[:-1])
+            except OSError:  # ended meanwhile, or not ours to read
+                pass
+    return found
+
+
+def graphql(root: Path, query: str, **variables) -> dict:
+    request = urllib.request.Request(
+        (root / "ui-url").read_text() + "/graphql",
+        json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.load(response)
+    assert not answer.get("errors"), answer
+    return answer["data"]
+
+
+PARTITIONS = "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } } }"
+LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATUS = (
+    "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+)
+BACKFILL_ENDED = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+
+
+def test_make_ui_runs_patinas_daemon_and_a_backfill_completes_through_it(ui):
+    # dagster dev's daemon process is `python -m patina_assets.daemon run ...`, not Dagster's `-m dagster._daemon`.
+    commands = processes_in(ui.resolve())
+    daemons = [c for c in commands if c[1:4] == ["-m", "patina_assets.daemon", "run"]]
+    assert len(daemons) == 1 and "--shutdown-pipe" in daemons[0], commands
+    assert not [c for c in commands if "dagster._daemon" in c], commands
+    # An asset backfill of one day of one database (the UI's Materialize of a range of days makes such backfills):
+    # the daemon's backfill loop submits its run, sees it end and marks the backfill completed.
+    key = {"path": ["dumps", "autumnsgrove_posts"]}
+    day = graphql(ui, PARTITIONS, key=key)["assetNodeOrError"]["partitionKeys"][-1]
+    params = {"assetSelection": [key], "partitionNames": [day], "fromFailure": False}
+    launched = graphql(ui, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.monotonic() + BACKFILL_SECONDS
+    while (
+        status := graphql(ui, BACKFILL_STATUS, id=launched["backfillId"])["partitionBackfillOrError"]["status"]
+    ) not in BACKFILL_ENDED:
+        assert time.monotonic() < deadline, f"the backfill is still {status} after {BACKFILL_SECONDS} s"
+        time.sleep(0.5)  # polling the backfill's own status, not standing in for it
+    assert status == "COMPLETED_SUCCESS", status
+    listing = json.loads(patina(ui, "list", "--json", "--db", "autumnsgrove-posts").stdout)
+    assert [(b["database"], b["date"]) for b in listing["backups"]] == [("autumnsgrove-posts", day)]

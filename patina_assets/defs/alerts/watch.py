@@ -1,6 +1,6 @@
 """Watch sensors: stale backups, missed nights and stuck runs (the logic is plain Python in ``watch.py``).
 
-Both run in the Dagster daemon's sensor daemon (``dagster-daemon run``, or the one ``dagster dev`` starts),
+Both run in the Dagster daemon's sensor daemon (``patina-daemon run``, or the one ``make ui`` starts),
 on by default:
 
 - ``patina_freshness`` -- every 10 minutes, reads the bucket's catalog (one listing, one history index per database): a database without a good backup
