@@ -499,7 +499,7 @@ class Catalog:
             created_at=parse_utc_timestamp(facts.created_at),
             expires_at=self._expiry_of(entry.day),
             manifest=manifest,
-            captured_at=entry.order[0],
+            captured_at=parse_utc_timestamp(entry.captured_at),
             captured_late=facts.captured_late,
             status=facts.verification,
             problem=facts.problem,

@@ -150,6 +150,7 @@ def _listed_name(text: str) -> bool:
     return DATABASE_NAME.match(text) is not None
 
 
+_DAY_END = len(DAILY_PREFIX) + len("YYYY-MM-DD")  # where a daily key's day ends (its '/' follows)
 #: Dump suffixes, longest first: ``.sql.zst`` is not ``.sql`` plus a name ending in ``.zst``.
 _DUMP_SUFFIXES = sorted(((suffix, fmt) for fmt, suffix in DUMP_FORMATS.items()), key=lambda pair: -len(pair[0]))
 
@@ -159,12 +160,12 @@ def parse_daily_key(key: str) -> DailyKey | None:
     archives, strays): ``daily/<day>/<name>`` then ``.manifest.json``, ``.verification.json`` or
     ``[.<generation>].<format>[.age]``. Read with string operations, not one regular expression: a status
     parses every key of the bucket, and this is twice as fast."""
-    if not key.startswith(DAILY_PREFIX) or key[16:17] != "/":
+    if not key.startswith(DAILY_PREFIX) or key[_DAY_END : _DAY_END + 1] != "/":
         return None
-    day = _day_of_text(key[6:16])
+    day = _day_of_text(key[len(DAILY_PREFIX) : _DAY_END])
     if day is None:
         return None
-    rest = key[17:]
+    rest = key[_DAY_END + 1 :]
     if rest.endswith(MANIFEST_SUFFIX):
         name, kind = rest[: -len(MANIFEST_SUFFIX)], "manifest"
     elif rest.endswith(VERIFICATION_SUFFIX):
