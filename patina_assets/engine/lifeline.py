@@ -43,10 +43,11 @@ def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux), then exit now if it already did."""
     if sys.platform.startswith("linux"):
         import ctypes  # (here, not at import: every command imports this module for PARENT_PID_ENV)
-        import ctypes.util
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # The C library the interpreter runs on, as allocator.py and formats.py reach it (find_library
+            # would run `ldconfig` in every worker as it starts).
+            libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
             pass  # no prctl here: the pipe watch still holds
